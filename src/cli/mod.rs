@@ -1,0 +1,133 @@
+//! The command line: global options, one file per command (each with its `Args` and `run`),
+//! and the mapping of errors to exit codes (0 success, 1 failure, 2 bad usage or input).
+
+pub mod dead;
+pub mod demo;
+pub mod enqueue;
+pub mod results;
+pub mod serve;
+pub mod simulate;
+pub mod status;
+pub mod tenants;
+pub mod worker;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Provision LeadSquared webhooks for many tenants through a Redis queue with a shared
+/// per-tenant rate limiter.
+#[derive(Debug, Parser)]
+#[command(name = "lsq-webhooks", version, about, long_about = None)]
+pub struct Cli {
+    /// Options every command shares.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Redis URL.
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis: String,
+    /// Queue name: every key of this queue is under this prefix.
+    #[arg(
+        long = "queue",
+        env = "LSQ_QUEUE",
+        default_value = "lsq",
+        global = true
+    )]
+    pub queue: String,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load or update the tenant registry from a CSV file.
+    #[command(subcommand)]
+    Tenants(tenants::Command),
+    /// Validate a JSON Lines job file (or `-` for stdin) and enqueue its jobs.
+    Enqueue(enqueue::Args),
+    /// Drain the queue: call LeadSquared for each job, within each tenant's limit.
+    Worker(worker::Args),
+    /// Show what is queued, scheduled, running, done and dead, per tenant.
+    Status(status::Args),
+    /// One row per finished job.
+    Results(results::Args),
+    /// Dead-letter handling.
+    #[command(subcommand)]
+    Dead(dead::Command),
+    /// HTTP API for producers and ops, metrics and the status page.
+    Serve(serve::Args),
+    /// Run a LeadSquared API simulator.
+    Simulate(simulate::Args),
+    /// Run the whole thing against the simulator, with a progress display.
+    Demo(demo::Args),
+}
+
+/// A usage or input error: exit code 2. Anything else a command returns is exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs a parsed command line and maps the outcome to an exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let global = cli.global;
+    let result = match cli.command {
+        Command::Tenants(c) => tenants::run(&global, c).await,
+        Command::Enqueue(a) => enqueue::run(&global, a).await,
+        Command::Worker(a) => worker::run(&global, a).await,
+        Command::Status(a) => status::run(&global, a).await,
+        Command::Results(a) => results::run(&global, a).await,
+        Command::Dead(c) => dead::run(&global, c).await,
+        Command::Serve(a) => serve::run(&global, a).await,
+        Command::Simulate(a) => simulate::run(&global, a).await,
+        Command::Demo(a) => demo::run(&global, a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Sets up `tracing`: level from `RUST_LOG` (default `info`), text or JSON, to stderr.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,125 @@
+//! Jobs as producers write them and as the queue keeps them.
+//!
+//! A job file is JSON Lines, one job a line:
+//! `{"tenant":"acme","webhook":{...Create body...},"key":"optional idempotency key"}`.
+//! A job's idempotency key is the given `key`, or derived from the tenant and the canonical
+//! form of the body, so the same webhook enqueued twice is recognised as a duplicate.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A job's id: a UUIDv7 string, so ids sort by enqueue time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl JobId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        JobId(uuid::Uuid::now_v7().to_string())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job ready to be pushed: its body already validated against the LeadSquared rules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Tenant name; must exist in the registry.
+    pub tenant: String,
+    /// The Create body exactly as LeadSquared takes it.
+    pub webhook: serde_json::Value,
+    /// Idempotency key: given by the producer or [`derived_key`].
+    pub key: String,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting in its tenant's list.
+    Queued,
+    /// Waiting for a retry time.
+    Scheduled,
+    /// Held by a worker under a lease.
+    Running,
+    /// Finished with a webhook Id.
+    Done,
+    /// Gave up; `error` says why.
+    Dead,
+}
+
+impl JobState {
+    /// The lowercase name used in files and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+/// One finished (or unfinished) job as `results`, `dead list` and `GET /v1/jobs/{id}` show it.
+/// Holds no secret: custom header values stay in the stored body, which this omits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Job id.
+    pub job: JobId,
+    /// Tenant name.
+    pub tenant: String,
+    /// Idempotency key.
+    pub key: String,
+    /// Current state.
+    pub status: JobState,
+    /// The Id LeadSquared gave the webhook, once done.
+    pub webhook_id: Option<String>,
+    /// Attempts spent (rate-limited calls do not count).
+    pub attempts: u32,
+    /// Why it died, or the last transient error while it is retried.
+    pub error: Option<String>,
+    /// Done by finding an already created webhook (Retrieve) rather than by Create.
+    #[serde(default)]
+    pub reconciled: bool,
+}
+
+/// The idempotency key of a job that did not name one: `sha256:` and the hex digest of the
+/// tenant, a newline, and the body in canonical JSON (object keys sorted, no whitespace).
+pub fn derived_key(tenant: &str, webhook: &serde_json::Value) -> String {
+    // serde_json's default `Map` is a BTreeMap, so `to_string` already sorts keys at every
+    // depth: two bodies equal as JSON give the same key whatever their key order.
+    let canonical = serde_json::to_string(webhook).unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(tenant.as_bytes());
+    hash.update(b"\n");
+    hash.update(canonical.as_bytes());
+    format!("sha256:{}", hex::encode(hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_key_ignores_key_order_and_whitespace() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"URL":"https://x","Description":"d"}"#).unwrap_or_default();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "Description" : "d", "URL": "https://x" }"#)
+                .unwrap_or_default();
+        assert_eq!(derived_key("acme", &a), derived_key("acme", &b));
+        assert_ne!(derived_key("acme", &a), derived_key("beta", &a));
+    }
+}

@@ -1,0 +1,1 @@
+//! leadsquared (see lib.rs).

@@ -1,0 +1,32 @@
+//! `lsq-webhooks`: provision LeadSquared webhooks for many tenant accounts through a
+//! Redis job queue whose dispatch is the per-tenant rate limiter.
+//!
+//! A map of the crate, one line per module on what it owns:
+//!
+//! - [`secret`]: the `Secret` string type: access keys, secret keys and custom header
+//!   values, redacted in every `Debug`/`Display`.
+//! - [`tenant`]: a tenant account (name, API host, keys, calls per 5 s) and the tenants CSV.
+//! - [`job`]: jobs as producers write them (JSON Lines), job ids and idempotency keys.
+//! - [`leadsquared`]: the LeadSquared API contract: request types and validation, the HTTP
+//!   client, and the classification of every answer (created, rate limited, transient,
+//!   permanent).
+//! - [`queue`]: the `Queue` trait and its backends: Redis (per-tenant lists, a sorted set of
+//!   tenants scored by their next allowed call, Lua scripts) and embedded (in-process).
+//! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
+//!   and the `Producer` handle for Rust services.
+//! - [`worker`]: the worker pool: permits, leases, retries with backoff, graceful shutdown.
+//! - [`ops`]: what ops see: status, Prometheus metrics, the HTTP API and the status page.
+//! - [`sim`]: a LeadSquared simulator with a strict sliding-window limit and injectable
+//!   faults, for tests, demos and benchmarks.
+//! - [`cli`]: the command line: argument types and one small file per command.
+
+pub mod cli;
+pub mod job;
+pub mod leadsquared;
+pub mod ops;
+pub mod producer;
+pub mod queue;
+pub mod secret;
+pub mod sim;
+pub mod tenant;
+pub mod worker;

@@ -1,0 +1,275 @@
+//! The queue that is the limiter.
+//!
+//! Jobs wait in one list per tenant. The tenants that have waiting jobs sit in one sorted set
+//! scored by the time their next call is allowed; a dispatch takes the first tenant whose
+//! time has come, pops its next job, spends one of the tenant's calls, leases the job to the
+//! caller and re-scores the tenant. So no worker ever waits behind a busy tenant, and the
+//! per-tenant limit (at most `limit` calls in ANY window of [`QueueConfig::window`]) is
+//! enforced where every worker process shares it.
+//!
+//! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
+//! Lua scripts, shared by processes on many machines), `embedded` the in-process one.
+//!
+//! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
+//! rate limit, a hand-back before the call was sent) gives it back.
+
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobResult, NewJob};
+use crate::tenant::Tenant;
+
+/// Settings every backend honours.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Key prefix / queue name (`--queue`, `LSQ_QUEUE`): two queues never share state.
+    pub name: String,
+    /// The rate-limit window: LeadSquared counts calls per 5 seconds.
+    pub window: Duration,
+    /// Extra spacing added to the window for network jitter. Zero is safe when workers call
+    /// [`Queue::answered`], which re-stamps each call at the moment its answer arrived.
+    pub margin: Duration,
+    /// How long a dispatched job stays leased without a heartbeat before any worker may
+    /// take it back (counted as an attempt whose outcome is unknown).
+    pub lease: Duration,
+    /// Attempts after which a job that keeps failing transiently is dead.
+    pub max_attempts: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            name: "lsq".into(),
+            window: Duration::from_secs(5),
+            margin: Duration::ZERO,
+            lease: Duration::from_secs(5),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// A job handed to a worker by [`Queue::dispatch`]. One of the tenant's calls has been spent
+/// for it, and it is leased to the caller until it is finished or the lease runs out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedJob {
+    /// Job id.
+    pub id: JobId,
+    /// Tenant name.
+    pub tenant: String,
+    /// Idempotency key.
+    pub key: String,
+    /// The Create body as stored (JSON text). Decoding it is the worker's job: a body a buggy
+    /// producer wrote may not decode, and that job is buried, not the worker.
+    pub body: String,
+    /// Attempts spent including this one.
+    pub attempt: u32,
+    /// An earlier attempt may have reached LeadSquared (timeout after sending, reset, 5xx,
+    /// lease lost mid-call): look for the webhook with Retrieve before creating it again.
+    pub outcome_unknown: bool,
+    /// Proves ownership of the lease; a finished job whose lease was lost is refused.
+    pub lease: String,
+    /// Redis-clock time of the dispatch, milliseconds since the Unix epoch.
+    pub dispatched_at_ms: u64,
+}
+
+/// What [`Queue::dispatch`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// A job to run now.
+    Job(LeasedJob),
+    /// Jobs are waiting, but no tenant may call yet and no retry is due; the earliest is
+    /// in this long.
+    Wait(Duration),
+    /// Nothing is queued or scheduled (jobs may still be running).
+    Empty,
+}
+
+/// How a job goes back to the front of its tenant's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requeue {
+    /// Keep the attempt this dispatch counted (the call was made and failed in a way worth
+    /// counting); otherwise it is given back.
+    pub spend_attempt: bool,
+    /// Whether the next dispatch must reconcile before creating (see
+    /// [`LeasedJob::outcome_unknown`]).
+    pub outcome_unknown: bool,
+}
+
+/// What a push did with each job, in input order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Pushed {
+    /// Newly enqueued under this id.
+    Enqueued {
+        /// The new job's id.
+        job: JobId,
+    },
+    /// A job with the same idempotency key exists already.
+    Duplicate {
+        /// The existing job's id.
+        job: JobId,
+    },
+}
+
+/// Per-tenant view for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStatus {
+    /// Tenant name.
+    pub tenant: String,
+    /// Jobs waiting in its list.
+    pub waiting: u64,
+    /// Calls allowed per window (may have been lowered by LeadSquared's answer).
+    pub limit: u32,
+    /// Calls spent in the current window.
+    pub calls_in_window: u32,
+    /// When a pause (LeadSquared said "rate limited") ends, ms since the epoch.
+    pub paused_until_ms: Option<u64>,
+    /// Why it is paused.
+    pub pause_reason: Option<String>,
+}
+
+/// Totals for `status`, `/v1/status` and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Queue name.
+    pub queue: String,
+    /// Backend clock when read, ms since the epoch.
+    pub now_ms: u64,
+    /// Waiting in tenant lists.
+    pub queued: u64,
+    /// Waiting for a retry time.
+    pub scheduled: u64,
+    /// Leased to workers.
+    pub running: u64,
+    /// Finished with an Id.
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Age of the oldest running lease's dispatch, ms.
+    pub oldest_running_ms: Option<u64>,
+    /// Per tenant, every tenant with waiting jobs or calls in the window or a pause.
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// What went wrong in the queue's store. Job-level trouble (a body that does not decode) is
+/// not a `QueueError`: it is recorded against the job.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The store could not be reached or refused a command: retry with backoff.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A job names a tenant that is not in the registry.
+    #[error("unknown tenant {0:?}; import it with `tenants import`")]
+    UnknownTenant(String),
+    /// Something in the store is not what this version wrote.
+    #[error("corrupt queue data at {key}: {reason}")]
+    Corrupt {
+        /// The key (never a secret).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The job's lease was lost (expired and taken back); its result was not recorded.
+    #[error("lease on job {0} was lost")]
+    LeaseLost(JobId),
+}
+
+/// The queue contract. Each call is atomic with respect to every other worker, in this
+/// process or another.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// The configuration it runs with.
+    fn config(&self) -> &QueueConfig;
+
+    /// Adds or updates tenants (all at once). A lowered learned limit is kept if it is
+    /// lower than the new one.
+    async fn put_tenants(&self, tenants: &[Tenant]) -> Result<(), QueueError>;
+
+    /// One tenant, with its keys.
+    async fn tenant(&self, name: &str) -> Result<Option<Tenant>, QueueError>;
+
+    /// Names of all registered tenants.
+    async fn tenant_names(&self) -> Result<Vec<String>, QueueError>;
+
+    /// Enqueues many jobs; each is enqueued or recognised as a duplicate of an earlier job
+    /// with the same key. Unknown tenants fail the whole push before anything is written.
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError>;
+
+    /// Takes the next job whose tenant may call now, spending the call. Also promotes due
+    /// retries and takes back jobs whose leases expired.
+    async fn dispatch(&self) -> Result<Dispatch, QueueError>;
+
+    /// Returns when work may be available: a push, a retry or resume coming due, a job
+    /// handed back; or after `max`. Spurious returns are allowed.
+    async fn wait_for_work(&self, max: Duration);
+
+    /// Extends the job's lease. `Ok(false)` if the lease was lost.
+    async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError>;
+
+    /// Re-stamps the job's call at now, when LeadSquared's answer has arrived, so the
+    /// window is measured from the latest moment LeadSquared can have seen the call.
+    async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError>;
+
+    /// Records success: the webhook Id, atomically with completion.
+    async fn complete(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+    ) -> Result<(), QueueError>;
+
+    /// Schedules a retry after `delay` (the attempt stays spent), or buries the job if it
+    /// has no attempts left.
+    async fn retry_later(
+        &self,
+        job: &LeasedJob,
+        delay: Duration,
+        error: &str,
+        outcome_unknown: bool,
+    ) -> Result<(), QueueError>;
+
+    /// LeadSquared said "rate limited": pause the tenant for `pause`, put the job back at
+    /// the front of its list without spending the attempt, and lower the tenant's limit to
+    /// `limit` if it names a smaller one.
+    async fn rate_limited(
+        &self,
+        job: &LeasedJob,
+        pause: Duration,
+        limit: Option<u32>,
+    ) -> Result<(), QueueError>;
+
+    /// Puts the job back at the front of its tenant's list (shutdown, or after a reconcile
+    /// found nothing).
+    async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError>;
+
+    /// Dead-letters the job with a reason.
+    async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError>;
+
+    /// Counts, and the per-tenant view.
+    async fn status(&self) -> Result<QueueStatus, QueueError>;
+
+    /// One job by id.
+    async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError>;
+
+    /// Finished jobs (done and dead), optionally of one tenant, in finishing order.
+    async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError>;
+
+    /// Dead jobs.
+    async fn dead(&self) -> Result<Vec<JobResult>, QueueError>;
+
+    /// Puts dead jobs (all, or these) back in their tenants' lists with fresh attempts.
+    async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError>;
+
+    /// Deletes dead jobs (all, or these).
+    async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError>;
+
+    /// Nothing queued, scheduled or running.
+    async fn is_idle(&self) -> Result<bool, QueueError> {
+        let s = self.status().await?;
+        Ok(s.queued == 0 && s.scheduled == 0 && s.running == 0)
+    }
+}

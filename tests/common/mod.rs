@@ -1,0 +1,205 @@
+//! Test harness shared by the integration tests and benchmarks.
+//!
+//! A Redis for tests: `REDIS_URL` when set; else a private `redis-server` on a free port
+//! (one per test binary, ended when the binary exits); else a Redis 7 container through
+//! testcontainers when a Docker engine answers; else a failure that says what to install.
+//! Each test gets its own queue name (key prefix), so tests run in parallel on one Redis.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The URL of the Redis this test binary uses.
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            if !url.is_empty() {
+                return url;
+            }
+        }
+        match PrivateRedis::start(&[]) {
+            Ok(r) => {
+                let url = r.url();
+                // Lives as long as the test binary: its watchdog ends it when we exit.
+                std::mem::forget(r);
+                url
+            }
+            Err(private_err) => match container_redis() {
+                Ok(url) => url,
+                Err(docker_err) => panic!(
+                    "tests need Redis: set REDIS_URL, or install redis-server \
+                     (apt-get install redis-server), or run a Docker engine.\n\
+                     redis-server: {private_err}\ndocker: {docker_err}"
+                ),
+            },
+        }
+    })
+    .clone()
+}
+
+/// A queue name no other test uses.
+pub fn unique_queue(test: &str) -> String {
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A `redis-server` of the test's own, for tests that stop and restart Redis.
+pub struct PrivateRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its working directory (AOF files live here when enabled).
+    pub dir: std::path::PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one on a free port with extra `redis-server` arguments (e.g. `--appendonly yes`).
+    pub fn start(extra: &[&str]) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("lsq-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut r = PrivateRedis {
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no shutdown save).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The watchdog shell's child: make sure the port is free before a restart.
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && ping(self.port) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts (again) on the same port and directory, and waits until it answers PING.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        // A shell watchdog: redis-server runs as its child and is killed when our end of the
+        // shell's stdin closes, which happens when this test process exits for any reason.
+        let args = format!(
+            "redis-server --port {} --bind 127.0.0.1 --save '' --dir '{}' {} & pid=$!; \
+             read _ ; kill $pid",
+            self.port,
+            self.dir.display(),
+            self.extra.join(" ")
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &args])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(self.port) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let mut msg = String::new();
+                if let Some(err) = child.stderr.take() {
+                    for line in BufReader::new(err).lines().take(5).map_while(Result::ok) {
+                        msg.push_str(&line);
+                    }
+                }
+                return Err(format!(
+                    "redis-server did not answer on port {}: {msg}",
+                    self.port
+                ));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("redis-server exited: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A Redis 7 container, when a Docker engine answers. Started on a thread of its own with
+/// its own runtime, since each test has its own runtime; the container stays up for the
+/// life of the test binary.
+fn container_redis() -> Result<String, String> {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            use testcontainers::GenericImage;
+            use testcontainers::core::{IntoContainerPort, WaitFor};
+            use testcontainers::runners::AsyncRunner;
+            let container = GenericImage::new("redis", "7")
+                .with_exposed_port(6379.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+                .start()
+                .await
+                .map_err(|e| e.to_string())?;
+            let port = container
+                .get_host_port_ipv4(6379.tcp())
+                .await
+                .map_err(|e| e.to_string())?;
+            std::mem::forget(container);
+            Ok(format!("redis://127.0.0.1:{port}"))
+        })
+    })
+    .join()
+    .map_err(|_| "container start panicked".to_string())?
+}
