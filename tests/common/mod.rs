@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("REDIS_URL") {
-            if !url.is_empty() {
-                return url;
-            }
+        if let Ok(url) = std::env::var("REDIS_URL")
+            && !url.is_empty()
+        {
+            return url;
         }
         match PrivateRedis::start(&[]) {
             Ok(r) => {
