@@ -8,11 +8,12 @@
 //! enforced where every worker process shares it.
 //!
 //! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
-//! Lua scripts, shared by processes on many machines), `embedded` the in-process one.
+//! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
 
+pub mod embedded;
 pub mod redis;
 
 use std::time::Duration;

@@ -1,0 +1,1125 @@
+//! The embedded backend: the [`Queue`] contract in one process, for the demo and for runs
+//! without Redis.
+//!
+//! The semantics are the Redis backend's, kept in memory behind one `Mutex`:
+//! - each tenant has its own list of waiting jobs;
+//! - tenants with waiting jobs sit in one ordered set keyed by the time their next call is
+//!   allowed (ties in the order they became ready, so tenants take turns);
+//! - the limiter is an exact sliding log per tenant: the times of its recent calls. A call
+//!   is allowed at `t` when fewer than `limit` logged calls lie in `(t - window - margin, t]`,
+//!   so no window ever holds more than `limit` calls. [`Queue::answered`] moves a call's
+//!   entry to the moment its answer arrived, which only ever makes the log more cautious.
+//!
+//! Time is `tokio::time::Instant`, so tests run on tokio's paused clock; instants are turned
+//! into milliseconds since the Unix epoch only for what callers see.
+//!
+//! A std `Mutex` and not tokio's: no lock is held across an `.await`, and every critical
+//! section is short bookkeeping.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    Dispatch, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue, TenantStatus,
+};
+use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::tenant::Tenant;
+
+/// The in-process queue. Cheap to share behind an `Arc`; every method is atomic with
+/// respect to every other caller.
+pub struct EmbeddedQueue {
+    config: QueueConfig,
+    state: Mutex<State>,
+    /// Wakes [`Queue::wait_for_work`] callers when work appears.
+    work: Notify,
+    /// Wall-clock anchor: `epoch_ms` milliseconds since the Unix epoch at `epoch`.
+    epoch: Instant,
+    epoch_ms: u64,
+}
+
+/// Key of a tenant in the ready set: when it may call next, then the order in which it got
+/// that turn (so equal times are served first come, first served), then its name.
+type ReadyKey = (Instant, u64, String);
+
+#[derive(Default)]
+struct State {
+    tenants: HashMap<String, TenantState>,
+    jobs: HashMap<JobId, JobRecord>,
+    /// Idempotency key → job.
+    keys: HashMap<String, JobId>,
+    /// Tenants with waiting jobs, by when they may call next.
+    ready: BTreeSet<ReadyKey>,
+    /// Jobs waiting for a retry, by due time.
+    scheduled: BTreeSet<(Instant, JobId)>,
+    /// Running jobs, by lease expiry.
+    leases: BTreeSet<(Instant, JobId)>,
+    /// Finished jobs (done and dead) by finishing sequence number.
+    finished: BTreeMap<u64, JobId>,
+    /// Source of sequence numbers (ready-set tie breaks, finishing order, lease tokens).
+    seq: u64,
+}
+
+struct TenantState {
+    tenant: Tenant,
+    /// A smaller limit LeadSquared named in a rate-limit answer.
+    learned_limit: Option<u32>,
+    waiting: VecDeque<JobId>,
+    /// Recent calls: when each was made (or answered), and the lease of its dispatch. Sorted
+    /// by time, because entries are only ever appended at "now".
+    log: VecDeque<(Instant, String)>,
+    paused_until: Option<Instant>,
+    pause_reason: Option<String>,
+    /// Its key in the ready set while it has waiting jobs.
+    ready_key: Option<ReadyKey>,
+}
+
+struct JobRecord {
+    tenant: String,
+    key: String,
+    /// The Create body; dropped once the job is done (results are kept, payloads are not).
+    body: String,
+    attempts: u32,
+    outcome_unknown: bool,
+    state: JobState,
+    webhook_id: Option<String>,
+    error: Option<String>,
+    reconciled: bool,
+    /// While running: the lease token and when it expires.
+    lease: Option<(String, Instant)>,
+    dispatched_at: Option<Instant>,
+    /// While scheduled: when the retry is due.
+    due: Option<Instant>,
+    /// While finished: position in the finishing order.
+    finished_seq: Option<u64>,
+}
+
+impl TenantState {
+    fn limit(&self) -> u32 {
+        let configured = self.tenant.limit.max(1);
+        self.learned_limit
+            .map_or(configured, |l| l.clamp(1, configured))
+    }
+}
+
+impl State {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Drops log entries that can no longer count against any window starting at or after
+    /// `now`.
+    fn prune(&mut self, tenant: &str, now: Instant, span: Duration) {
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            while let Some((at, _)) = t.log.front() {
+                if *at + span <= now {
+                    t.log.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which the tenant may make another call, ignoring turn order.
+    fn allowed_at(t: &TenantState, now: Instant, span: Duration) -> Instant {
+        let limit = t.limit() as usize;
+        let by_log = if t.log.len() >= limit {
+            // The oldest call that would still be in the window with one more call: once
+            // it leaves the window, a call fits.
+            t.log[t.log.len() - limit].0 + span
+        } else {
+            now
+        };
+        match t.paused_until {
+            Some(p) if p > by_log => p,
+            _ => by_log,
+        }
+    }
+
+    /// Puts the tenant in the ready set (or takes it out) according to its waiting list,
+    /// log and pause. `turn` is the earliest time it may be served in fairness to others:
+    /// the moment of its last dispatch or of its becoming ready.
+    fn rescore(&mut self, tenant: &str, now: Instant, span: Duration, turn: Option<Instant>) {
+        let seq = self.next_seq();
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        let old = t.ready_key.take();
+        if let Some(k) = &old {
+            self.ready.remove(k);
+        }
+        if t.waiting.is_empty() {
+            return;
+        }
+        let allowed = Self::allowed_at(t, now, span);
+        let key = match (old, turn) {
+            // A new turn: behind every tenant already waiting for the same moment.
+            (_, Some(turn)) => (allowed.max(turn), seq, tenant.to_string()),
+            // Same turn, maybe a later time (a pause, a re-stamp): keep its place in line
+            // when the time did not change.
+            (Some((at, old_seq, name)), None) => {
+                let at2 = allowed.max(at);
+                (at2, if at2 == at { old_seq } else { seq }, name)
+            }
+            (None, None) => (allowed.max(now), seq, tenant.to_string()),
+        };
+        t.ready_key = Some(key.clone());
+        self.ready.insert(key);
+    }
+
+    /// Moves due retries back to the front of their tenants' lists, and takes back jobs
+    /// whose leases expired. Returns whether anything moved.
+    fn housekeeping(&mut self, now: Instant, span: Duration, max_attempts: u32) -> bool {
+        let mut moved = false;
+        while let Some((due, id)) = self.scheduled.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.scheduled.pop_first();
+            moved = true;
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.state = JobState::Queued;
+            job.due = None;
+            let tenant = job.tenant.clone();
+            if let Some(t) = self.tenants.get_mut(&tenant) {
+                t.waiting.push_front(id);
+            }
+            self.rescore(&tenant, now, span, None);
+        }
+        while let Some((expiry, id)) = self.leases.first().cloned() {
+            if expiry > now {
+                break;
+            }
+            self.leases.pop_first();
+            moved = true;
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.lease = None;
+            job.dispatched_at = None;
+            // The worker may have sent the call before it vanished.
+            job.outcome_unknown = true;
+            let tenant = job.tenant.clone();
+            if job.attempts >= max_attempts {
+                let reason = format!(
+                    "lease expired on attempt {} of {max_attempts}; no attempts left",
+                    job.attempts
+                );
+                self.finish(&id, JobState::Dead, Some(reason));
+                continue;
+            }
+            job.state = JobState::Queued;
+            job.error = Some("lease expired: the worker stopped heartbeating".into());
+            if let Some(t) = self.tenants.get_mut(&tenant) {
+                t.waiting.push_front(id);
+            }
+            self.rescore(&tenant, now, span, None);
+        }
+        moved
+    }
+
+    /// Checks that `job` still holds its lease; on success releases it.
+    fn take_lease(&mut self, job: &LeasedJob) -> Result<(), QueueError> {
+        let rec = self
+            .jobs
+            .get_mut(&job.id)
+            .ok_or_else(|| QueueError::LeaseLost(job.id.clone()))?;
+        match &rec.lease {
+            Some((token, expiry)) if *token == job.lease && rec.state == JobState::Running => {
+                self.leases.remove(&(*expiry, job.id.clone()));
+                rec.lease = None;
+                rec.dispatched_at = None;
+                Ok(())
+            }
+            _ => Err(QueueError::LeaseLost(job.id.clone())),
+        }
+    }
+
+    /// Records a job as finished (done or dead) at the end of the finishing order.
+    fn finish(&mut self, id: &JobId, state: JobState, error: Option<String>) {
+        let seq = self.next_seq();
+        if let Some(rec) = self.jobs.get_mut(id) {
+            rec.state = state;
+            rec.error = error;
+            if state == JobState::Done {
+                rec.body = String::new();
+            }
+            if let Some(old) = rec.finished_seq.replace(seq) {
+                self.finished.remove(&old);
+            }
+            self.finished.insert(seq, id.clone());
+        }
+    }
+
+    /// Puts a job back at the front (or back) of its tenant's list.
+    fn enqueue(&mut self, id: &JobId, front: bool, now: Instant, span: Duration) {
+        let Some(rec) = self.jobs.get_mut(id) else {
+            return;
+        };
+        rec.state = JobState::Queued;
+        let tenant = rec.tenant.clone();
+        let was_empty = match self.tenants.get_mut(&tenant) {
+            Some(t) => {
+                let was_empty = t.waiting.is_empty();
+                if front {
+                    t.waiting.push_front(id.clone());
+                } else {
+                    t.waiting.push_back(id.clone());
+                }
+                was_empty
+            }
+            None => return,
+        };
+        self.rescore(&tenant, now, span, was_empty.then_some(now));
+    }
+
+    fn result(&self, id: &JobId) -> Option<JobResult> {
+        let rec = self.jobs.get(id)?;
+        Some(JobResult {
+            job: id.clone(),
+            tenant: rec.tenant.clone(),
+            key: rec.key.clone(),
+            status: rec.state,
+            webhook_id: rec.webhook_id.clone(),
+            attempts: rec.attempts,
+            error: rec.error.clone(),
+            reconciled: rec.reconciled,
+        })
+    }
+}
+
+impl EmbeddedQueue {
+    /// An empty queue.
+    pub fn new(config: QueueConfig) -> Self {
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        EmbeddedQueue {
+            config,
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            epoch: Instant::now(),
+            epoch_ms,
+        }
+    }
+
+    /// The state; a panic in another holder (a bug) does not make the queue unusable, since
+    /// every critical section leaves the state consistent before anything can panic.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Window plus margin: how long a call counts against its tenant.
+    fn span(&self) -> Duration {
+        self.config.window + self.config.margin
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Wakes every current waiter and leaves a permit for the next one, so a waiter that
+    /// checked just before the work arrived still returns promptly (a spurious return is
+    /// allowed, a missed one costs a whole `max`).
+    fn wake(&self) {
+        self.work.notify_waiters();
+        self.work.notify_one();
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    async fn put_tenants(&self, tenants: &[Tenant]) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for t in tenants {
+            match st.tenants.get_mut(&t.name) {
+                Some(existing) => {
+                    existing.tenant = t.clone();
+                    // A learned limit no lower than the new configured one says nothing more.
+                    if existing.learned_limit.is_some_and(|l| l >= t.limit) {
+                        existing.learned_limit = None;
+                    }
+                }
+                None => {
+                    st.tenants.insert(
+                        t.name.clone(),
+                        TenantState {
+                            tenant: t.clone(),
+                            learned_limit: None,
+                            waiting: VecDeque::new(),
+                            log: VecDeque::new(),
+                            paused_until: None,
+                            pause_reason: None,
+                            ready_key: None,
+                        },
+                    );
+                }
+            }
+            st.rescore(&t.name, now, span, None);
+        }
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<Tenant>, QueueError> {
+        let st = self.lock();
+        Ok(st.tenants.get(name).map(|t| {
+            let mut tenant = t.tenant.clone();
+            tenant.limit = t.limit();
+            tenant
+        }))
+    }
+
+    async fn tenant_names(&self) -> Result<Vec<String>, QueueError> {
+        let st = self.lock();
+        let mut names: Vec<String> = st.tenants.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(unknown) = jobs.iter().find(|j| !st.tenants.contains_key(&j.tenant)) {
+            return Err(QueueError::UnknownTenant(unknown.tenant.clone()));
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            if let Some(existing) = st.keys.get(&j.key) {
+                out.push(Pushed::Duplicate {
+                    job: existing.clone(),
+                });
+                continue;
+            }
+            let id = JobId::new();
+            st.keys.insert(j.key.clone(), id.clone());
+            st.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    tenant: j.tenant.clone(),
+                    key: j.key.clone(),
+                    body: j.webhook.to_string(),
+                    attempts: 0,
+                    outcome_unknown: false,
+                    state: JobState::Queued,
+                    webhook_id: None,
+                    error: None,
+                    reconciled: false,
+                    lease: None,
+                    dispatched_at: None,
+                    due: None,
+                    finished_seq: None,
+                },
+            );
+            st.enqueue(&id, false, now, span);
+            out.push(Pushed::Enqueued { job: id });
+        }
+        drop(guard);
+        self.wake();
+        Ok(out)
+    }
+
+    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.housekeeping(now, span, self.config.max_attempts);
+        let Some((at, _, tenant)) = st.ready.first().cloned() else {
+            return Ok(match st.scheduled.first() {
+                Some((due, _)) => Dispatch::Wait(due.saturating_duration_since(now)),
+                None => Dispatch::Empty,
+            });
+        };
+        if at > now {
+            let mut next = at;
+            if let Some((due, _)) = st.scheduled.first() {
+                next = next.min(*due);
+            }
+            return Ok(Dispatch::Wait(next.saturating_duration_since(now)));
+        }
+        st.prune(&tenant, now, span);
+        let token = format!("{}-{}", self.epoch_ms, st.next_seq());
+        let Some(t) = st.tenants.get_mut(&tenant) else {
+            return Err(QueueError::Corrupt {
+                key: tenant,
+                reason: "tenant in the ready set is not registered".into(),
+            });
+        };
+        let Some(id) = t.waiting.pop_front() else {
+            return Err(QueueError::Corrupt {
+                key: tenant,
+                reason: "tenant in the ready set has no waiting job".into(),
+            });
+        };
+        t.log.push_back((now, token.clone()));
+        if t.paused_until.is_some_and(|p| p <= now) {
+            t.paused_until = None;
+            t.pause_reason = None;
+        }
+        st.rescore(&tenant, now, span, Some(now));
+        let expiry = now + self.config.lease;
+        let Some(rec) = st.jobs.get_mut(&id) else {
+            return Err(QueueError::Corrupt {
+                key: id.0,
+                reason: "job in a tenant list has no record".into(),
+            });
+        };
+        rec.attempts += 1;
+        rec.state = JobState::Running;
+        rec.lease = Some((token.clone(), expiry));
+        rec.dispatched_at = Some(now);
+        let leased = LeasedJob {
+            id: id.clone(),
+            tenant,
+            key: rec.key.clone(),
+            body: rec.body.clone(),
+            attempt: rec.attempts,
+            outcome_unknown: rec.outcome_unknown,
+            lease: token,
+            dispatched_at_ms: self.ms(now),
+        };
+        st.leases.insert((expiry, id));
+        Ok(Dispatch::Job(leased))
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        // Either way is fine: the caller dispatches again and learns what there is.
+        let _ = tokio::time::timeout(max, self.work.notified()).await;
+    }
+
+    async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(rec) = st.jobs.get_mut(&job.id) else {
+            return Ok(false);
+        };
+        match &mut rec.lease {
+            Some((token, expiry)) if *token == job.lease && rec.state == JobState::Running => {
+                let old = *expiry;
+                *expiry = now + self.config.lease;
+                let new = *expiry;
+                st.leases.remove(&(old, job.id.clone()));
+                st.leases.insert((new, job.id.clone()));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        // The call was made whether or not the lease is still held: re-stamp it either way.
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(&job.tenant) else {
+            return Ok(());
+        };
+        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) {
+            t.log.remove(pos);
+        }
+        t.log.push_back((now, job.lease.clone()));
+        st.rescore(&job.tenant, now, span, None);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+    ) -> Result<(), QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.take_lease(job)?;
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            rec.webhook_id = Some(webhook_id.to_string());
+            rec.reconciled = reconciled;
+            rec.outcome_unknown = false;
+        }
+        st.finish(&job.id, JobState::Done, None);
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        job: &LeasedJob,
+        delay: Duration,
+        error: &str,
+        outcome_unknown: bool,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.take_lease(job)?;
+        let Some(rec) = st.jobs.get_mut(&job.id) else {
+            return Err(QueueError::LeaseLost(job.id.clone()));
+        };
+        rec.outcome_unknown = rec.outcome_unknown || outcome_unknown;
+        if rec.attempts >= self.config.max_attempts {
+            let reason = format!("gave up after {} attempts: {error}", rec.attempts);
+            st.finish(&job.id, JobState::Dead, Some(reason));
+            return Ok(());
+        }
+        let due = now + delay;
+        rec.state = JobState::Scheduled;
+        rec.error = Some(error.to_string());
+        rec.due = Some(due);
+        st.scheduled.insert((due, job.id.clone()));
+        Ok(())
+    }
+
+    async fn rate_limited(
+        &self,
+        job: &LeasedJob,
+        pause: Duration,
+        limit: Option<u32>,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.take_lease(job)?;
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            rec.attempts = rec.attempts.saturating_sub(1);
+        }
+        if let Some(t) = st.tenants.get_mut(&job.tenant) {
+            let until = now + pause;
+            t.paused_until = Some(t.paused_until.map_or(until, |p| p.max(until)));
+            t.pause_reason = Some(match limit {
+                Some(l) => format!("rate limited by LeadSquared (limit {l} per window)"),
+                None => "rate limited by LeadSquared".into(),
+            });
+            if let Some(l) = limit.filter(|l| *l >= 1 && *l < t.limit()) {
+                t.learned_limit = Some(l);
+            }
+        }
+        st.enqueue(&job.id, true, now, span);
+        Ok(())
+    }
+
+    async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.take_lease(job)?;
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            if !how.spend_attempt {
+                rec.attempts = rec.attempts.saturating_sub(1);
+            }
+            rec.outcome_unknown = how.outcome_unknown;
+        }
+        st.enqueue(&job.id, true, now, span);
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.take_lease(job)?;
+        st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
+        Ok(())
+    }
+
+    async fn status(&self) -> Result<QueueStatus, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let window = self.config.window;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let names: Vec<String> = st.tenants.keys().cloned().collect();
+        for name in &names {
+            st.prune(name, now, span);
+        }
+        let mut tenants: Vec<TenantStatus> = st
+            .tenants
+            .values()
+            .filter_map(|t| {
+                let paused = t.paused_until.filter(|p| *p > now);
+                let calls = t.log.iter().filter(|(at, _)| *at + window > now).count() as u32;
+                (!t.waiting.is_empty() || calls > 0 || paused.is_some()).then(|| TenantStatus {
+                    tenant: t.tenant.name.clone(),
+                    waiting: t.waiting.len() as u64,
+                    limit: t.limit(),
+                    calls_in_window: calls,
+                    paused_until_ms: paused.map(|p| self.ms(p)),
+                    pause_reason: paused.and(t.pause_reason.clone()),
+                })
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let mut done = 0;
+        let mut dead = 0;
+        for rec in st.jobs.values() {
+            match rec.state {
+                JobState::Done => done += 1,
+                JobState::Dead => dead += 1,
+                _ => {}
+            }
+        }
+        let oldest = st
+            .jobs
+            .values()
+            .filter_map(|r| r.dispatched_at)
+            .min()
+            .map(|at| now.saturating_duration_since(at).as_millis() as u64);
+        Ok(QueueStatus {
+            queue: self.config.name.clone(),
+            now_ms: self.ms(now),
+            queued: st.tenants.values().map(|t| t.waiting.len() as u64).sum(),
+            scheduled: st.scheduled.len() as u64,
+            running: st.leases.len() as u64,
+            done,
+            dead,
+            oldest_running_ms: oldest,
+            tenants,
+        })
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
+        Ok(self.lock().result(id))
+    }
+
+    async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError> {
+        let st = self.lock();
+        Ok(st
+            .finished
+            .values()
+            .filter_map(|id| st.result(id))
+            .filter(|r| tenant.is_none_or(|t| r.tenant == t))
+            .collect())
+    }
+
+    async fn dead(&self) -> Result<Vec<JobResult>, QueueError> {
+        let st = self.lock();
+        Ok(st
+            .finished
+            .values()
+            .filter_map(|id| st.result(id))
+            .filter(|r| r.status == JobState::Dead)
+            .collect())
+    }
+
+    async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chosen = dead_ids(st, ids);
+        for id in &chosen {
+            if let Some(rec) = st.jobs.get_mut(id) {
+                rec.attempts = 0;
+                if let Some(seq) = rec.finished_seq.take() {
+                    st.finished.remove(&seq);
+                }
+            }
+            st.enqueue(id, false, now, span);
+        }
+        drop(guard);
+        self.wake();
+        Ok(chosen.len() as u64)
+    }
+
+    async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chosen = dead_ids(st, ids);
+        for id in &chosen {
+            if let Some(rec) = st.jobs.remove(id) {
+                st.keys.remove(&rec.key);
+                if let Some(seq) = rec.finished_seq {
+                    st.finished.remove(&seq);
+                }
+            }
+        }
+        Ok(chosen.len() as u64)
+    }
+
+    async fn is_idle(&self) -> Result<bool, QueueError> {
+        let st = self.lock();
+        Ok(st.ready.is_empty() && st.scheduled.is_empty() && st.leases.is_empty())
+    }
+}
+
+/// The dead jobs among `ids` (all dead jobs when `None`).
+fn dead_ids(st: &State, ids: Option<&[JobId]>) -> Vec<JobId> {
+    match ids {
+        Some(ids) => ids
+            .iter()
+            .filter(|id| st.jobs.get(id).is_some_and(|r| r.state == JobState::Dead))
+            .cloned()
+            .collect(),
+        None => st
+            .finished
+            .values()
+            .filter(|id| st.jobs.get(id).is_some_and(|r| r.state == JobState::Dead))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn tenant(name: &str, limit: u32) -> Tenant {
+        Tenant {
+            name: name.into(),
+            api_base: url::Url::parse("http://127.0.0.1:1").unwrap(),
+            access_key: Secret::new("ak"),
+            secret_key: Secret::new("sk"),
+            limit,
+        }
+    }
+
+    fn job(tenant: &str, n: usize) -> NewJob {
+        NewJob {
+            tenant: tenant.into(),
+            webhook: serde_json::json!({ "Description": format!("hook {n}") }),
+            key: format!("{tenant}-{n}"),
+        }
+    }
+
+    async fn queue(tenants: &[(&str, u32)]) -> EmbeddedQueue {
+        let q = EmbeddedQueue::new(QueueConfig {
+            name: "test".into(),
+            lease: Duration::from_secs(6),
+            max_attempts: 3,
+            ..QueueConfig::default()
+        });
+        let ts: Vec<Tenant> = tenants.iter().map(|(n, l)| tenant(n, *l)).collect();
+        q.put_tenants(&ts).await.unwrap();
+        q
+    }
+
+    async fn push_n(q: &EmbeddedQueue, tenant: &str, n: usize) {
+        let jobs: Vec<NewJob> = (0..n).map(|i| job(tenant, i)).collect();
+        q.push(&jobs).await.unwrap();
+    }
+
+    /// Dispatches until `want` jobs were handed out, sleeping (on the paused clock) whenever
+    /// the queue says wait. Returns each job with the instant of its dispatch.
+    async fn drain(q: &EmbeddedQueue, want: usize) -> Vec<(Instant, LeasedJob)> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            match q.dispatch().await.unwrap() {
+                Dispatch::Job(j) => {
+                    out.push((Instant::now(), j.clone()));
+                    q.answered(&j).await.unwrap();
+                    q.complete(&j, "id", false).await.unwrap();
+                }
+                Dispatch::Wait(d) => tokio::time::sleep(d).await,
+                Dispatch::Empty => panic!("queue empty after {} of {want}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// The most calls of one tenant in any window `[t, t + WINDOW)`.
+    fn max_in_window(times: &[Instant]) -> usize {
+        times
+            .iter()
+            .map(|start| {
+                times
+                    .iter()
+                    .filter(|t| **t >= *start && **t < *start + WINDOW)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_limit_in_any_window_and_the_limit_is_used() {
+        let q = queue(&[("a", 5), ("b", 3)]).await;
+        push_n(&q, "a", 40).await;
+        push_n(&q, "b", 12).await;
+        let start = Instant::now();
+        let got = drain(&q, 52).await;
+        for (name, limit) in [("a", 5), ("b", 3)] {
+            let times: Vec<Instant> = got
+                .iter()
+                .filter(|(_, j)| j.tenant == name)
+                .map(|(t, _)| *t)
+                .collect();
+            assert_eq!(max_in_window(&times), limit, "tenant {name}");
+        }
+        // A sliding log loses nothing: 40 calls at 5 per window need 7 full windows after
+        // the first burst, on the paused clock.
+        let a_last = got.iter().rfind(|(_, j)| j.tenant == "a").unwrap().0;
+        assert_eq!(a_last - start, WINDOW * 7);
+        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
+        assert!(q.is_idle().await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_restamps_the_call_so_slow_answers_push_the_window_later() {
+        let q = queue(&[("a", 2)]).await;
+        push_n(&q, "a", 3).await;
+        let Dispatch::Job(j1) = q.dispatch().await.unwrap() else {
+            panic!("a job")
+        };
+        let Dispatch::Job(j2) = q.dispatch().await.unwrap() else {
+            panic!("a job")
+        };
+        // The first call's answer takes 2 s: LeadSquared may have seen it as late as that.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        q.answered(&j1).await.unwrap();
+        q.answered(&j2).await.unwrap();
+        let Dispatch::Wait(d) = q.dispatch().await.unwrap() else {
+            panic!("must wait")
+        };
+        assert_eq!(d, WINDOW, "the window now runs from the answers");
+        let status = q.status().await.unwrap();
+        assert_eq!(status.tenants[0].calls_in_window, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tenant_is_not_stuck_behind_a_busy_one() {
+        let q = queue(&[("busy", 25), ("other", 25), ("idle", 25)]).await;
+        push_n(&q, "busy", 1000).await;
+        push_n(&q, "other", 1000).await;
+        // Both busy tenants spend some calls; then the idle one gets a job.
+        drain(&q, 6).await;
+        push_n(&q, "idle", 1).await;
+        let next = drain(&q, 3).await;
+        assert!(
+            next.iter().any(|(_, j)| j.tenant == "idle"),
+            "idle tenant served within one round: {:?}",
+            next.iter().map(|(_, j)| &j.tenant).collect::<Vec<_>>()
+        );
+        // A busy tenant out of calls does not hold up one that has calls.
+        let q = queue(&[("busy", 3), ("idle", 3)]).await;
+        push_n(&q, "busy", 100).await;
+        drain(&q, 3).await;
+        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Wait(_)));
+        push_n(&q, "idle", 1).await;
+        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
+            panic!("the idle tenant's job goes at once")
+        };
+        assert_eq!(j.tenant, "idle");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_pauses_the_tenant_gives_back_the_attempt_and_learns_the_limit() {
+        let q = queue(&[("a", 25), ("b", 25)]).await;
+        push_n(&q, "a", 10).await;
+        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
+            panic!("a job")
+        };
+        assert_eq!(j.attempt, 1);
+        q.rate_limited(&j, WINDOW, Some(3)).await.unwrap();
+        let status = q.status().await.unwrap();
+        let a = &status.tenants[0];
+        assert_eq!(a.limit, 3);
+        assert!(a.paused_until_ms.is_some() && a.pause_reason.is_some());
+        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 3);
+        let Dispatch::Wait(d) = q.dispatch().await.unwrap() else {
+            panic!("paused")
+        };
+        assert_eq!(d, WINDOW);
+        // Another tenant is not paused.
+        push_n(&q, "b", 1).await;
+        let Dispatch::Job(b) = q.dispatch().await.unwrap() else {
+            panic!("b goes")
+        };
+        assert_eq!(b.tenant, "b");
+        q.complete(&b, "id", false).await.unwrap();
+        tokio::time::sleep(d).await;
+        let Dispatch::Job(again) = q.dispatch().await.unwrap() else {
+            panic!("resumed")
+        };
+        assert_eq!(again.id, j.id, "the job went back to the front");
+        assert_eq!(again.attempt, 1, "the rate-limited attempt was given back");
+        q.complete(&again, "id", false).await.unwrap();
+        // From now on, 3 per window.
+        let rest = drain(&q, 9).await;
+        let times: Vec<Instant> = rest.iter().map(|(t, _)| *t).collect();
+        assert_eq!(max_in_window(&times), 3);
+        // Re-importing the tenant with 25 keeps the learned 3.
+        q.put_tenants(&[tenant("a", 25)]).await.unwrap();
+        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 3);
+        q.put_tenants(&[tenant("a", 2)]).await.unwrap();
+        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lease_is_taken_back_with_the_attempt_counted() {
+        let q = queue(&[("a", 25)]).await;
+        push_n(&q, "a", 1).await;
+        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
+            panic!("a job")
+        };
+        // Heartbeats keep it.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(q.heartbeat(&j).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
+        assert_eq!(q.status().await.unwrap().running, 1);
+        // Silence past the lease: taken back, outcome unknown, attempt counted.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let Dispatch::Job(again) = q.dispatch().await.unwrap() else {
+            panic!("taken back")
+        };
+        assert_eq!(again.id, j.id);
+        assert_eq!(again.attempt, 2);
+        assert!(again.outcome_unknown);
+        assert!(!q.heartbeat(&j).await.unwrap());
+        assert!(matches!(
+            q.complete(&j, "late", false).await,
+            Err(QueueError::LeaseLost(_))
+        ));
+        q.complete(&again, "id-1", true).await.unwrap();
+        let r = q.job(&j.id).await.unwrap().unwrap();
+        assert_eq!(
+            (r.status, r.webhook_id.as_deref(), r.attempts, r.reconciled),
+            (JobState::Done, Some("id-1"), 2, true)
+        );
+        // With no attempts left, an expired lease buries the job.
+        let q = queue(&[("a", 25)]).await;
+        push_n(&q, "a", 1).await;
+        for _ in 0..3 {
+            assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Job(_)));
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
+        let dead = q.dead().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].error.as_deref().unwrap().contains("lease expired"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_scheduled_then_buried_when_attempts_run_out() {
+        let q = queue(&[("a", 25)]).await;
+        push_n(&q, "a", 1).await;
+        for attempt in 1..=3 {
+            let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
+                panic!("attempt {attempt}")
+            };
+            assert_eq!(j.attempt, attempt);
+            assert_eq!(j.outcome_unknown, attempt > 1);
+            q.answered(&j).await.unwrap();
+            q.retry_later(&j, Duration::from_secs(10), "HTTP 503", true)
+                .await
+                .unwrap();
+            if attempt < 3 {
+                assert_eq!(q.status().await.unwrap().scheduled, 1);
+                assert_eq!(
+                    q.dispatch().await.unwrap(),
+                    Dispatch::Wait(Duration::from_secs(10))
+                );
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+        let r = q.results(None).await.unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].status, JobState::Dead);
+        assert_eq!(r[0].attempts, 3);
+        assert!(r[0].error.as_deref().unwrap().contains("HTTP 503"));
+        // Dead jobs can be retried with fresh attempts, or purged.
+        assert_eq!(q.retry_dead(None).await.unwrap(), 1);
+        assert!(q.results(None).await.unwrap().is_empty());
+        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
+            panic!("retried")
+        };
+        assert_eq!(j.attempt, 1);
+        q.bury(&j, "ExceptionType: bad").await.unwrap();
+        assert_eq!(
+            q.purge_dead(Some(std::slice::from_ref(&j.id)))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(q.job(&j.id).await.unwrap().is_none());
+        assert!(q.is_idle().await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicates_are_recognised_by_key() {
+        let q = queue(&[("a", 25)]).await;
+        let first = q.push(&[job("a", 1), job("a", 1)]).await.unwrap();
+        let Pushed::Enqueued { job: id } = &first[0] else {
+            panic!("first is new")
+        };
+        assert_eq!(first[1], Pushed::Duplicate { job: id.clone() });
+        let again = q.push(&[job("a", 1), job("a", 2)]).await.unwrap();
+        assert_eq!(again[0], Pushed::Duplicate { job: id.clone() });
+        assert!(matches!(again[1], Pushed::Enqueued { .. }));
+        assert_eq!(q.status().await.unwrap().queued, 2);
+        // An unknown tenant fails the whole push.
+        let err = q.push(&[job("a", 3), job("nobody", 1)]).await;
+        assert!(matches!(err, Err(QueueError::UnknownTenant(t)) if t == "nobody"));
+        assert_eq!(q.status().await.unwrap().queued, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requeue_puts_the_job_at_the_front_and_results_keep_finishing_order() {
+        let q = queue(&[("a", 25)]).await;
+        push_n(&q, "a", 3).await;
+        let Dispatch::Job(j0) = q.dispatch().await.unwrap() else {
+            panic!("job")
+        };
+        let how = Requeue {
+            spend_attempt: false,
+            outcome_unknown: false,
+        };
+        q.requeue(&j0, how).await.unwrap();
+        let got = drain(&q, 3).await;
+        assert_eq!(got[0].1.id, j0.id);
+        assert_eq!(got[0].1.attempt, 1);
+        let order: Vec<JobId> = q
+            .results(Some("a"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job)
+            .collect();
+        let expected: Vec<JobId> = got.iter().map(|(_, j)| j.id.clone()).collect();
+        assert_eq!(order, expected);
+        assert!(q.results(Some("b")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_work_wakes_on_push() {
+        let q = Arc::new(queue(&[("a", 25)]).await);
+        let start = Instant::now();
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait_for_work(Duration::from_secs(3600)).await })
+        };
+        tokio::task::yield_now().await;
+        push_n(&q, "a", 1).await;
+        waiter.await.unwrap();
+        assert!(Instant::now() - start < Duration::from_secs(3600));
+    }
+}
