@@ -2,9 +2,16 @@
 //!
 //! - [`webhook`]: the Create body ([`CreateWebhook`]), its enums, and the validation every
 //!   job's `webhook` object passes before anything is sent.
+//! - [`answer`]: [`CallError`] and [`classify`], the one place that decides whether an
+//!   answer is usable, rate limited, transient or permanent.
+//! - [`client`]: the HTTP [`Client`] (Create, Retrieve) built from a [`ClientConfig`].
 
+pub mod answer;
+pub mod client;
 pub mod webhook;
 
+pub use answer::{CallError, classify};
+pub use client::{Client, ClientBuildError, ClientConfig, RetrievePage, WebhookId, WebhookSummary};
 pub use webhook::{
     ContentType, CreateWebhook, CustomHeader, EventFamily, FieldError, Method, Problem, Rejection,
     WebhookEvent,

@@ -1,0 +1,360 @@
+//! Every LeadSquared answer, classified: usable (the JSON it carried), rate limited,
+//! transient, or permanent.
+//!
+//! [`classify`] is a pure function of status, headers and body, so the same rules apply to
+//! every call and can be read in one place. The rules, from LeadSquared's documentation and
+//! from what public client code has seen:
+//! - rate limited: 429, or any status whose body says `MXAPIRateLimitExceededException`
+//!   (LeadSquared has answered 200 with `Status: Error`, and 403, for it), or whose message
+//!   says "API calls exceeded the limit of N in W second(s)";
+//! - permanent: 400, 401, 404 and other 4xx, a 500 carrying an `MX...Exception` (LeadSquared
+//!   answers input errors that way; retrying repeats them), a 2xx with `Status: Error`, and a
+//!   redirect (never followed: it would carry the keys elsewhere);
+//! - transient: a 500 without an `MX` exception, 502/503/504 and every other 5xx, 408, and a
+//!   2xx whose body is not JSON; all may have reached LeadSquared.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::Value;
+
+/// The exception type LeadSquared names a rate limit with.
+pub const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
+
+/// LeadSquared's rate-limit window.
+pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(5);
+
+/// The longest `Retry-After` honoured; a longer one is cut to this (a day is LeadSquared's
+/// longest quota period).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest reason text kept from an answer.
+const MAX_REASON_CHARS: usize = 400;
+
+/// Why a call did not produce what was asked, and what the caller should do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// LeadSquared refused the call for the account's rate limit (or quota). Nothing was
+    /// done: retry after `retry_after` (or the 5-second window) without spending an attempt.
+    #[error("rate limited: {reason}")]
+    RateLimited {
+        /// From a `Retry-After` header, or from the message when it names a window longer
+        /// than LeadSquared's 5 seconds (a daily quota); `None` means "the 5-second window".
+        retry_after: Option<Duration>,
+        /// The account's real limit per 5 seconds when the message names it
+        /// ("API calls exceeded the limit of 20 in 5 second(s)" gives 20).
+        limit: Option<u32>,
+        /// LeadSquared's words, or the status line.
+        reason: String,
+    },
+    /// Might work later: retry with backoff.
+    #[error("transient: {reason}")]
+    Transient {
+        /// What happened (never a key or a custom header value).
+        reason: String,
+        /// Whether the request may have been processed: a 5xx, a timeout or a reset after the
+        /// request was sent. Before creating again, look for the webhook with Retrieve.
+        maybe_reached: bool,
+    },
+    /// Will fail again the same way: give up. For LeadSquared's errors the reason is
+    /// `ExceptionType: ExceptionMessage`.
+    #[error("{reason}")]
+    Permanent {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl CallError {
+    /// Whether the request may have changed something at LeadSquared.
+    pub fn maybe_reached(&self) -> bool {
+        matches!(
+            self,
+            CallError::Transient {
+                maybe_reached: true,
+                ..
+            }
+        )
+    }
+
+    /// The reason text, whatever the kind.
+    pub fn reason(&self) -> &str {
+        match self {
+            CallError::RateLimited { reason, .. }
+            | CallError::Transient { reason, .. }
+            | CallError::Permanent { reason } => reason,
+        }
+    }
+
+    /// The same error with every occurrence of the given secrets in its reason replaced by
+    /// `***` (an answer may echo a key or a header value back).
+    pub fn redacted(mut self, secrets: &[&str]) -> Self {
+        let reason = match &mut self {
+            CallError::RateLimited { reason, .. }
+            | CallError::Transient { reason, .. }
+            | CallError::Permanent { reason } => reason,
+        };
+        *reason = redact(reason, secrets);
+        self
+    }
+}
+
+/// Replaces each secret (of 4 characters or more: shorter ones would mangle ordinary words
+/// and reveal little) with `***`.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() >= 4 && out.contains(s) {
+            out = out.replace(s, "***");
+        }
+    }
+    out
+}
+
+/// Classifies an answer at the current time (used only to turn a `Retry-After` date into a
+/// duration). See [`classify_at`].
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Value, CallError> {
+    classify_at(status, headers, body, SystemTime::now())
+}
+
+/// Classifies an answer. `Ok` holds the JSON of a 2xx answer that is not an error; what it
+/// must contain depends on the call (Create's `Message.Id`, Retrieve's `Response`).
+pub fn classify_at(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Value, CallError> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let obj = json.as_ref().and_then(Value::as_object);
+    let text = |k: &str| {
+        obj.and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let exception = text("ExceptionType");
+    let message = text("ExceptionMessage").or_else(|| text("Message"));
+    let said_error = text("Status").is_some_and(|s| s.eq_ignore_ascii_case("error"));
+    let lsq_reason = match (exception, message) {
+        (Some(t), Some(m)) => Some(format!("{t}: {m}")),
+        (Some(t), None) => Some(t.to_string()),
+        (None, Some(m)) if said_error || !status.is_success() => Some(m.to_string()),
+        _ => None,
+    }
+    .map(|r| clean(&r));
+    let status_line = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_string();
+
+    // Only "API calls exceeded the limit of ..." counts: a validation message may also say
+    // "limit of 10" (custom headers) and must stay permanent.
+    let says_rate_limit = message.is_some_and(|m| {
+        m.to_ascii_lowercase()
+            .contains("calls exceeded the limit of")
+    });
+    let rate_limited = status == StatusCode::TOO_MANY_REQUESTS
+        || exception.is_some_and(|t| t.eq_ignore_ascii_case(RATE_LIMIT_EXCEPTION))
+        || says_rate_limit;
+    if rate_limited {
+        let window = message.and_then(parse_limit);
+        let header = retry_after(headers, now);
+        let (limit, retry_after) = match window {
+            Some((n, w)) if w == RATE_LIMIT_WINDOW => (Some(n), header),
+            // A longer window is a quota: its number is not a per-5-second limit, and without
+            // a header the safe wait is the window itself.
+            Some((_, w)) => (None, header.or(Some(w.min(MAX_RETRY_AFTER)))),
+            None => (None, header),
+        };
+        return Err(CallError::RateLimited {
+            retry_after,
+            limit,
+            reason: lsq_reason.unwrap_or(status_line),
+        });
+    }
+
+    if status.is_success() {
+        if said_error || exception.is_some() {
+            return Err(CallError::Permanent {
+                reason: lsq_reason
+                    .unwrap_or_else(|| format!("{status_line} with Status \"Error\"")),
+            });
+        }
+        return match json {
+            Some(v) => Ok(v),
+            None => Err(CallError::Transient {
+                reason: format!(
+                    "{status_line} but the answer is not JSON ({} bytes)",
+                    body.len()
+                ),
+                maybe_reached: true,
+            }),
+        };
+    }
+
+    let with_reason = |prefix: &str| match &lsq_reason {
+        Some(r) => format!("{prefix}: {r}"),
+        None => prefix.to_string(),
+    };
+    let code = status.as_u16();
+    if status.is_server_error() {
+        let validation = exception.is_some_and(|t| t.starts_with("MX") && t.ends_with("Exception"));
+        if code == 500 && validation {
+            return Err(CallError::Permanent {
+                reason: lsq_reason.unwrap_or(status_line),
+            });
+        }
+        return Err(CallError::Transient {
+            reason: with_reason(&status_line),
+            maybe_reached: true,
+        });
+    }
+    match code {
+        // The server gave up waiting for the request: it was not processed.
+        408 => Err(CallError::Transient {
+            reason: with_reason(&status_line),
+            maybe_reached: false,
+        }),
+        400..=499 => Err(CallError::Permanent {
+            reason: lsq_reason.unwrap_or_else(|| match code {
+                401 => format!(
+                    "{status_line}: LeadSquared refused the access/secret key (or the \
+                     tenant's api_base is another region's host)"
+                ),
+                404 => format!("{status_line}: no such API at this api_base"),
+                _ => status_line.clone(),
+            }),
+        }),
+        300..=399 => Err(CallError::Permanent {
+            reason: format!(
+                "{status_line}: unexpected redirect, not followed (check the tenant's api_base)"
+            ),
+        }),
+        _ => Err(CallError::Transient {
+            reason: with_reason(&status_line),
+            maybe_reached: true,
+        }),
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(raw).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// Finds "limit of N in W <unit>" in a message: the limit and its window.
+pub fn parse_limit(message: &str) -> Option<(u32, Duration)> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("limit of ")? + "limit of ".len();
+    let rest = &lower[at..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let limit: u32 = digits.parse().ok()?;
+    let rest = rest[digits.len()..].trim_start();
+    let Some(rest) = rest.strip_prefix("in ") else {
+        return Some((limit, RATE_LIMIT_WINDOW));
+    };
+    let rest = rest.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let count: u64 = digits.parse().ok()?;
+    let unit = rest[digits.len()..].trim_start();
+    let secs = if unit.starts_with("sec") {
+        count
+    } else if unit.starts_with("min") {
+        count * 60
+    } else if unit.starts_with("hour") {
+        count * 3600
+    } else if unit.starts_with("day") {
+        count * 86_400
+    } else {
+        return Some((limit, RATE_LIMIT_WINDOW));
+    };
+    Some((limit, Duration::from_secs(secs)))
+}
+
+/// A reason fit for a log line: control characters removed, at most 400 characters.
+fn clean(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    if s.chars().count() > MAX_REASON_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_limits_and_windows() {
+        assert_eq!(
+            parse_limit("API calls exceeded the limit of 20 in 5 second(s)"),
+            Some((20, Duration::from_secs(5)))
+        );
+        assert_eq!(
+            parse_limit("API calls exceeded the limit of 10000 in 1 day(s)"),
+            Some((10000, Duration::from_secs(86_400)))
+        );
+        assert_eq!(parse_limit("no number here"), None);
+        assert_eq!(parse_limit("limit of x"), None);
+    }
+
+    #[test]
+    fn retry_after_as_http_date_is_relative_to_now() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:30 GMT")
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut h = HeaderMap::new();
+        h.insert(
+            RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        let e = classify_at(StatusCode::TOO_MANY_REQUESTS, &h, b"", now);
+        assert_eq!(
+            e,
+            Err(CallError::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+                limit: None,
+                reason: "HTTP 429 Too Many Requests".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_daily_quota_is_not_a_five_second_limit() {
+        let body = br#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 10000 in 1 day(s)"}"#;
+        match classify(StatusCode::OK, &HeaderMap::new(), body) {
+            Err(CallError::RateLimited {
+                retry_after, limit, ..
+            }) => {
+                assert_eq!(limit, None);
+                assert_eq!(retry_after, Some(Duration::from_secs(86_400)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redaction_hides_secrets_in_reasons() {
+        let e = CallError::Permanent {
+            reason: "MXInvalidInputException: bad key sk-12345".into(),
+        }
+        .redacted(&["sk-12345", "ab"]);
+        assert_eq!(e.reason(), "MXInvalidInputException: bad key ***");
+    }
+}
