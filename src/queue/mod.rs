@@ -177,6 +177,9 @@ pub enum QueueError {
     /// The job's lease was lost (expired and taken back); its result was not recorded.
     #[error("lease on job {0} was lost")]
     LeaseLost(JobId),
+    /// The queue cannot run with this configuration (e.g. a queue name with braces).
+    #[error("queue configuration: {0}")]
+    Config(String),
 }
 
 /// The queue contract. Each call is atomic with respect to every other worker, in this

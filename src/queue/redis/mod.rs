@@ -1,1 +1,701 @@
-//! Redis backend of the queue.
+//! Redis backend of the queue: the state every worker process on every machine shares, and
+//! the Lua scripts that change it atomically.
+//!
+//! Layout, all under the prefix `{name}:` (a Redis Cluster hash tag: one slot per queue):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `tenants` | hash | tenant name -> tenant record (JSON; holds the keys: never logged) |
+//! | `limits` | hash | tenant -> calls allowed per window (imported, or lower if learned) |
+//! | `learned` | hash | tenant -> the limit LeadSquared named in a rate-limit answer |
+//! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
+//! | `ready` | zset | tenants with waiting jobs, scored by when their next call is allowed |
+//! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time |
+//! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
+//! | `sched` | zset | job ids waiting for a retry, scored by due time |
+//! | `running` | zset | leased job ids, scored by lease expiry |
+//! | `job:<id>` | hash | tenant, key, body, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, created_ms, dispatched_ms, finished_ms |
+//! | `keys` | hash | `tenant\nidempotency key` -> job id |
+//! | `done` / `dead` | zset | finished job ids, scored by finishing time |
+//! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
+//! | `wake` | channel | published when work may have become available |
+//!
+//! Sorted-set scores are microseconds on Redis's clock; `*_ms` fields are milliseconds.
+//! A job's body is dropped when it completes (it may hold custom header secrets and is not
+//! needed again); its record stays for `results`. Records of finished jobs are not trimmed:
+//! `dead purge` removes dead ones, done ones stay until the queue is deleted.
+
+mod scripts;
+mod wake;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Value};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{
+    Dispatch, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue, TenantStatus,
+};
+use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::tenant::Tenant;
+use wake::Wake;
+
+/// Jobs per push script call: large enough that the round trip is amortised, small enough
+/// that one call holds Redis for only a few milliseconds.
+const PUSH_BATCH: usize = 1000;
+/// Push script calls in flight at once on the (pipelining) connection.
+const PUSH_IN_FLIGHT: usize = 4;
+/// Ids per `retry_dead` / `purge_dead` / `put_tenants` script call.
+const ADMIN_BATCH: usize = 1000;
+/// Retries promoted, and expired leases taken back, per dispatch: bounds one call's work.
+const MAX_MOVES_PER_DISPATCH: u32 = 100;
+/// Tenants one dispatch examines (each one it cannot serve is re-scored into the future).
+const MAX_TENANTS_PER_DISPATCH: u32 = 64;
+/// Running jobs `status` looks at for the oldest dispatch.
+const STATUS_RUNNING_SCAN: u32 = 10_000;
+/// A command that gets no answer in this long fails (and the connection is re-established).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The queue in Redis. One per process is enough: its connection multiplexes every caller,
+/// reconnects on its own (exponential backoff from 100 ms, 6 tries per command), and its
+/// subscriber task (ended when the queue is dropped) wakes waiting workers.
+pub struct RedisQueue {
+    /// Settings.
+    config: QueueConfig,
+    /// `{name}:`.
+    prefix: String,
+    /// The shared, reconnecting connection; cloned per call.
+    con: ConnectionManager,
+    /// Wakeups from the `wake` channel.
+    wake: Arc<Wake>,
+    /// Ends the subscriber task when the queue is dropped.
+    _listener: DropGuard,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a queue name is usable: 1 to 64 characters of `[A-Za-z0-9._:-]` (no braces: the
+/// name is the Redis Cluster hash tag).
+pub fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl RedisQueue {
+    /// Connects, loads the scripts and subscribes to the wake channel. Must be called within
+    /// a tokio runtime (it spawns the subscriber task).
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
+        if !valid_queue_name(&config.name) {
+            return Err(QueueError::Config(format!(
+                "queue name {:?} must be 1-64 characters of letters, digits, '.', '_', '-' or ':'",
+                config.name
+            )));
+        }
+        if config.window.is_zero() || config.lease.is_zero() || config.max_attempts == 0 {
+            return Err(QueueError::Config(
+                "window and lease must be positive and max_attempts at least 1".into(),
+            ));
+        }
+        let client = redis::Client::open(url)?;
+        let cm_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+        let mut con = ConnectionManager::new_with_config(client.clone(), cm_config).await?;
+        for script in scripts::all() {
+            script.load_async(&mut con).await?;
+        }
+        let prefix = format!("{{{}}}:", config.name);
+        let channel = format!("{prefix}wake");
+        let mut first = client.get_async_pubsub().await?;
+        first.subscribe(&channel).await?;
+        let wake = Arc::new(Wake::new());
+        let cancel = CancellationToken::new();
+        tokio::spawn(wake::listen(
+            client,
+            channel,
+            first,
+            wake.clone(),
+            cancel.clone(),
+        ));
+        Ok(RedisQueue {
+            config,
+            prefix,
+            con,
+            wake,
+            _listener: cancel.drop_guard(),
+        })
+    }
+
+    /// The key prefix, `{name}:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn window_us(&self) -> u64 {
+        micros(self.config.window + self.config.margin)
+    }
+
+    /// Runs a finishing script whose reply is 0 when the lease was lost.
+    async fn finish(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        job: &LeasedJob,
+    ) -> Result<i64, QueueError> {
+        let reply: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        if reply == 0 {
+            return Err(QueueError::LeaseLost(job.id.clone()));
+        }
+        Ok(reply)
+    }
+
+    async fn push_batch(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
+        let mut invocation = scripts::PUSH.key(self.key("limits"));
+        invocation.arg(&self.prefix);
+        for job in jobs {
+            let body = serde_json::to_string(&job.webhook).map_err(|e| QueueError::Corrupt {
+                key: "push".into(),
+                reason: format!("job body does not serialise: {e}"),
+            })?;
+            invocation
+                .arg(JobId::new().0)
+                .arg(&job.tenant)
+                .arg(&job.key)
+                .arg(body);
+        }
+        let reply: Value = invocation.invoke_async(&mut self.con.clone()).await?;
+        let items = array(reply, "push")?;
+        if items.first().and_then(text).as_deref() == Some("unknown") {
+            let tenant = items.get(1).and_then(text).unwrap_or_default();
+            return Err(QueueError::UnknownTenant(tenant));
+        }
+        if items.len() != jobs.len() * 2 {
+            return Err(corrupt("push", "reply does not match the batch"));
+        }
+        items
+            .chunks(2)
+            .map(|pair| {
+                let id = pair
+                    .get(1)
+                    .and_then(text)
+                    .map(JobId)
+                    .ok_or_else(|| corrupt("keys", "idempotency index entry is not an id"))?;
+                Ok(match pair.first().and_then(int) {
+                    Some(1) => Pushed::Enqueued { job: id },
+                    _ => Pushed::Duplicate { job: id },
+                })
+            })
+            .collect()
+    }
+
+    /// Job records of `ids` as results, each with the state of the set it was found in.
+    async fn results_of(
+        &self,
+        ids: &[(String, JobState)],
+        tenant: Option<&str>,
+    ) -> Result<Vec<JobResult>, QueueError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut con = self.con.clone();
+        for chunk in ids.chunks(ADMIN_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (id, _) in chunk {
+                pipe.cmd("HMGET")
+                    .arg(self.key(&format!("job:{id}")))
+                    .arg(&JOB_FIELDS);
+            }
+            let rows: Vec<redis::RedisResult<Vec<Option<String>>>> =
+                pipe.query_async(&mut con).await?;
+            for ((id, state), row) in chunk.iter().zip(rows) {
+                let result = match row {
+                    Ok(fields) => job_result(JobId(id.clone()), &fields, Some(*state)),
+                    Err(_) => None,
+                }
+                .unwrap_or_else(|| JobResult {
+                    job: JobId(id.clone()),
+                    tenant: String::new(),
+                    key: String::new(),
+                    status: *state,
+                    webhook_id: None,
+                    attempts: 0,
+                    error: Some("job record missing or unreadable".into()),
+                    reconciled: false,
+                });
+                if tenant.is_none_or(|t| t == result.tenant) {
+                    out.push(result);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_ids(&self) -> Result<Vec<String>, QueueError> {
+        let ids: Vec<String> = self.con.clone().zrange(self.key("dead"), 0, -1).await?;
+        Ok(ids)
+    }
+
+    async fn per_dead_batch(
+        &self,
+        script: &redis::Script,
+        ids: Option<&[JobId]>,
+    ) -> Result<u64, QueueError> {
+        let ids: Vec<String> = match ids {
+            Some(ids) => ids.iter().map(|i| i.0.clone()).collect(),
+            None => self.dead_ids().await?,
+        };
+        let mut total = 0u64;
+        for chunk in ids.chunks(ADMIN_BATCH) {
+            let mut invocation = script.key(self.key("dead"));
+            invocation.arg(&self.prefix);
+            for id in chunk {
+                invocation.arg(id);
+            }
+            let n: u64 = invocation.invoke_async(&mut self.con.clone()).await?;
+            total += n;
+        }
+        Ok(total)
+    }
+}
+
+/// Fields read for a [`JobResult`], in this order.
+const JOB_FIELDS: [&str; 7] = [
+    "tenant",
+    "key",
+    "state",
+    "webhook_id",
+    "attempts",
+    "error",
+    "reconciled",
+];
+
+/// A job record as a result; `None` when the record does not exist. `state` overrides the
+/// stored state (results know it from the set the id is in).
+fn job_result(job: JobId, fields: &[Option<String>], state: Option<JobState>) -> Option<JobResult> {
+    if fields.iter().all(Option::is_none) {
+        return None;
+    }
+    let get = |i: usize| fields.get(i).cloned().flatten();
+    let status = state.or_else(|| parse_state(get(2).as_deref()?))?;
+    Some(JobResult {
+        job,
+        tenant: get(0).unwrap_or_default(),
+        key: get(1).unwrap_or_default(),
+        status,
+        webhook_id: get(3).filter(|s| !s.is_empty()),
+        attempts: get(4).and_then(|a| a.parse().ok()).unwrap_or(0),
+        error: get(5).filter(|s| !s.is_empty()),
+        reconciled: get(6).as_deref() == Some("1"),
+    })
+}
+
+fn parse_state(s: &str) -> Option<JobState> {
+    Some(match s {
+        "queued" => JobState::Queued,
+        "scheduled" => JobState::Scheduled,
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        _ => return None,
+    })
+}
+
+fn corrupt(key: &str, reason: &str) -> QueueError {
+    QueueError::Corrupt {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn array(v: Value, what: &str) -> Result<Vec<Value>, QueueError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        _ => Err(corrupt(what, "script reply is not an array")),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn uint(v: Option<&Value>) -> u64 {
+    v.and_then(int)
+        .and_then(|i| u64::try_from(i).ok())
+        .unwrap_or(0)
+}
+
+fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError> {
+    // serde's message can quote a value, and a value here may be a key: say only where.
+    serde_json::from_str(json).map_err(|e| QueueError::Corrupt {
+        key: format!("tenants[{name}]"),
+        reason: format!(
+            "not a tenant record ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        ),
+    })
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    async fn put_tenants(&self, tenants: &[Tenant]) -> Result<(), QueueError> {
+        for chunk in tenants.chunks(ADMIN_BATCH) {
+            let mut invocation = scripts::PUT_TENANTS.key(self.key("tenants"));
+            invocation.arg(&self.prefix);
+            for t in chunk {
+                let record = serde_json::to_string(t).map_err(|e| QueueError::Corrupt {
+                    key: format!("tenants[{}]", t.name),
+                    reason: format!("tenant does not serialise: {e}"),
+                })?;
+                invocation.arg(&t.name).arg(record).arg(t.limit.max(1));
+            }
+            let _added: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<Tenant>, QueueError> {
+        let mut con = self.con.clone();
+        let (record, limit): (Option<String>, Option<u32>) = redis::pipe()
+            .hget(self.key("tenants"), name)
+            .hget(self.key("limits"), name)
+            .query_async(&mut con)
+            .await?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let mut tenant = parse_tenant(name, &record)?;
+        // The effective limit: lower when LeadSquared named a lower one.
+        if let Some(limit) = limit.filter(|l| *l >= 1) {
+            tenant.limit = tenant.limit.min(limit);
+        }
+        Ok(Some(tenant))
+    }
+
+    async fn tenant_names(&self) -> Result<Vec<String>, QueueError> {
+        let mut names: Vec<String> = self.con.clone().hkeys(self.key("tenants")).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All tenants checked before the first batch is written (each batch checks its own
+        // again, atomically).
+        let tenants: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.tenant.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let known: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("limits"))
+            .arg(&tenants)
+            .query_async(&mut self.con.clone())
+            .await?;
+        if let Some((t, _)) = tenants.iter().zip(&known).find(|(_, k)| k.is_none()) {
+            return Err(QueueError::UnknownTenant(t.to_string()));
+        }
+        // Batches are pipelined on one connection, so Redis runs them in order.
+        // Futures collected first: a closure inside the stream trips async_trait's `Send`
+        // check (higher-ranked lifetimes).
+        let calls: Vec<_> = jobs
+            .chunks(PUSH_BATCH)
+            .map(|chunk| self.push_batch(chunk))
+            .collect();
+        let batches: Vec<Vec<Pushed>> = futures::stream::iter(calls)
+            .buffered(PUSH_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let started = self.wake.stamp();
+        let reply: Value = scripts::DISPATCH
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(self.window_us())
+            .arg(micros(self.config.lease))
+            .arg(self.config.max_attempts)
+            .arg(&token)
+            .arg(MAX_MOVES_PER_DISPATCH)
+            .arg(MAX_TENANTS_PER_DISPATCH)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        let items = array(reply, "dispatch")?;
+        let kind = items.first().and_then(text).unwrap_or_default();
+        let result = match kind.as_str() {
+            "job" => {
+                let field = |i: usize| items.get(i).and_then(text);
+                let id = field(1).ok_or_else(|| corrupt("dispatch", "job without an id"))?;
+                Dispatch::Job(LeasedJob {
+                    tenant: field(2).unwrap_or_default(),
+                    key: field(3).unwrap_or_default(),
+                    // A body that is not UTF-8 reaches the worker as text it cannot decode,
+                    // and the job is buried there, not here.
+                    body: items
+                        .get(4)
+                        .map(|v| match v {
+                            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                            other => text(other).unwrap_or_default(),
+                        })
+                        .unwrap_or_default(),
+                    attempt: u32::try_from(uint(items.get(5))).unwrap_or(u32::MAX),
+                    outcome_unknown: uint(items.get(6)) == 1,
+                    lease: field(7).unwrap_or_default(),
+                    dispatched_at_ms: uint(items.get(8)),
+                    id: JobId(id),
+                })
+            }
+            "wait" => Dispatch::Wait(Duration::from_micros(uint(items.get(1)))),
+            "empty" => Dispatch::Empty,
+            _ => return Err(corrupt("dispatch", "unexpected script reply")),
+        };
+        if !matches!(result, Dispatch::Job(_)) {
+            self.wake.found_nothing(started);
+        }
+        Ok(result)
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        self.wake.wait(max).await;
+    }
+
+    async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
+        let reply: i64 = scripts::HEARTBEAT
+            .key(self.key("running"))
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(micros(self.config.lease))
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(reply == 1)
+    }
+
+    async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let _: i64 = scripts::ANSWERED
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(&job.tenant)
+            .arg(&job.lease)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+    ) -> Result<(), QueueError> {
+        let mut invocation = scripts::COMPLETE.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(webhook_id)
+            .arg(u8::from(reconciled));
+        self.finish(&invocation, job).await.map(drop)
+    }
+
+    async fn retry_later(
+        &self,
+        job: &LeasedJob,
+        delay: Duration,
+        error: &str,
+        outcome_unknown: bool,
+    ) -> Result<(), QueueError> {
+        let mut invocation = scripts::RETRY_LATER.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(micros(delay))
+            .arg(error)
+            .arg(u8::from(outcome_unknown))
+            .arg(self.config.max_attempts);
+        self.finish(&invocation, job).await.map(drop)
+    }
+
+    async fn rate_limited(
+        &self,
+        job: &LeasedJob,
+        pause: Duration,
+        limit: Option<u32>,
+    ) -> Result<(), QueueError> {
+        let reason = match limit {
+            Some(l) => format!("rate limited by LeadSquared (limit of {l} per window)"),
+            None => "rate limited by LeadSquared".to_string(),
+        };
+        let mut invocation = scripts::RATE_LIMITED.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(micros(pause))
+            .arg(limit.unwrap_or(0))
+            .arg(reason);
+        self.finish(&invocation, job).await.map(drop)
+    }
+
+    async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {
+        let mut invocation = scripts::REQUEUE.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(u8::from(how.spend_attempt))
+            .arg(u8::from(how.outcome_unknown));
+        self.finish(&invocation, job).await.map(drop)
+    }
+
+    async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
+        let mut invocation = scripts::BURY.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(reason);
+        self.finish(&invocation, job).await.map(drop)
+    }
+
+    async fn status(&self) -> Result<QueueStatus, QueueError> {
+        let reply: Value = scripts::STATUS
+            .key(self.key("limits"))
+            .arg(&self.prefix)
+            .arg(micros(self.config.window))
+            .arg(STATUS_RUNNING_SCAN)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        let items = array(reply, "status")?;
+        if items.len() < 7 || (items.len() - 7) % 6 != 0 {
+            return Err(corrupt("status", "unexpected script reply"));
+        }
+        let now_ms = uint(items.first()) / 1000;
+        let oldest = items.get(6).and_then(int).filter(|d| *d >= 0);
+        let tenants = items[7..]
+            .chunks(6)
+            .map(|row| TenantStatus {
+                tenant: row.first().and_then(text).unwrap_or_default(),
+                waiting: uint(row.get(1)),
+                limit: u32::try_from(uint(row.get(2))).unwrap_or(u32::MAX),
+                calls_in_window: u32::try_from(uint(row.get(3))).unwrap_or(u32::MAX),
+                paused_until_ms: row
+                    .get(4)
+                    .and_then(int)
+                    .filter(|p| *p >= 0)
+                    .and_then(|p| u64::try_from(p).ok()),
+                pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
+            })
+            .collect();
+        Ok(QueueStatus {
+            queue: self.config.name.clone(),
+            now_ms,
+            queued: uint(items.get(1)),
+            scheduled: uint(items.get(2)),
+            running: uint(items.get(3)),
+            done: uint(items.get(4)),
+            dead: uint(items.get(5)),
+            oldest_running_ms: oldest
+                .and_then(|d| u64::try_from(d).ok())
+                .map(|d| now_ms.saturating_sub(d)),
+            tenants,
+        })
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
+        let key = self.key(&format!("job:{id}"));
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(&JOB_FIELDS)
+            .query_async(&mut self.con.clone())
+            .await?;
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        job_result(id.clone(), &fields, None)
+            .map(Some)
+            .ok_or_else(|| corrupt(&key, "no readable state"))
+    }
+
+    async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError> {
+        let mut con = self.con.clone();
+        let (done, dead): (Vec<(String, f64)>, Vec<(String, f64)>) = redis::pipe()
+            .zrange_withscores(self.key("done"), 0, -1)
+            .zrange_withscores(self.key("dead"), 0, -1)
+            .query_async(&mut con)
+            .await?;
+        let mut all: Vec<(f64, String, JobState)> = done
+            .into_iter()
+            .map(|(id, at)| (at, id, JobState::Done))
+            .chain(dead.into_iter().map(|(id, at)| (at, id, JobState::Dead)))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let ids: Vec<(String, JobState)> = all.into_iter().map(|(_, id, s)| (id, s)).collect();
+        self.results_of(&ids, tenant).await
+    }
+
+    async fn dead(&self) -> Result<Vec<JobResult>, QueueError> {
+        let ids: Vec<(String, JobState)> = self
+            .dead_ids()
+            .await?
+            .into_iter()
+            .map(|id| (id, JobState::Dead))
+            .collect();
+        self.results_of(&ids, None).await
+    }
+
+    async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        self.per_dead_batch(&scripts::RETRY_DEAD, ids).await
+    }
+
+    async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        self.per_dead_batch(&scripts::PURGE_DEAD, ids).await
+    }
+}

@@ -1,0 +1,94 @@
+-- prelude.lua: helpers shared by every script of the Redis queue; prepended to each of them
+-- (see scripts.rs), so a script's own header names its KEYS and ARGV.
+--
+-- ARGV[1] of every script: the queue's key prefix, `{name}:`. Every key a script touches is
+-- built from it, so all of a queue's keys share one Redis Cluster hash slot; KEYS[1] names
+-- one of them so that a cluster client routes the call to that slot.
+--
+-- Times: sorted-set scores are microseconds on Redis's clock (TIME): exact integers in a
+-- double, and fine enough that two dispatches never tie. Hash fields ending in _ms are
+-- milliseconds since the Unix epoch.
+
+local P = ARGV[1]
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Integers as exact decimal text. Lua's own number-to-string keeps 14 digits and would
+-- round a microsecond time.
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function ms(us)
+  return int(math.floor(us / 1000))
+end
+
+-- The tenant's calls per window: the imported limit, or the lower one LeadSquared named.
+-- A missing or unreadable entry gives 1, the one value that can never exceed a real limit
+-- (and `status` shows it).
+local function tenant_limit(tenant)
+  local l = tonumber(redis.call('HGET', P .. 'limits', tenant))
+  if not l or l < 1 then
+    return 1
+  end
+  return math.floor(l)
+end
+
+-- When the call log next allows a call: the limit-th most recent call plus the window (and
+-- margin). 0 when fewer than `limit` calls are logged.
+local function log_allows_at(tenant, limit, window_us)
+  local e = redis.call('ZRANGE', P .. 'calls:' .. tenant, -limit, -limit, 'WITHSCORES')
+  if #e == 0 then
+    return 0
+  end
+  return tonumber(e[2]) + window_us
+end
+
+-- Pause set by a rate-limit answer from LeadSquared; 0 when none.
+local function paused_until(tenant)
+  return tonumber(redis.call('HGET', P .. 'paused', tenant)) or 0
+end
+
+-- Puts the tenant in the ready set at the time its next call is allowed, or takes it out
+-- when nothing of it is waiting. A tenant that may still call now gets `now`, behind every
+-- tenant that has been waiting since earlier: that is what makes tenants take turns.
+local function rescore(tenant, now, window_us)
+  if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then
+    redis.call('ZREM', P .. 'ready', tenant)
+    return
+  end
+  local at = math.max(now, log_allows_at(tenant, tenant_limit(tenant), window_us),
+    paused_until(tenant))
+  redis.call('ZADD', P .. 'ready', int(at), tenant)
+end
+
+-- Tells waiting workers (wait_for_work) that work may be available.
+local function wake()
+  redis.call('PUBLISH', P .. 'wake', '1')
+end
+
+-- Dead-letters a job, writing a minimal record when its own is missing, so ops see it in
+-- `dead list` with the reason.
+local function bury(id, tenant, reason, now)
+  local job = P .. 'job:' .. id
+  redis.call('HSET', job, 'state', 'dead', 'error', reason, 'finished_ms', ms(now))
+  if tenant and redis.call('HEXISTS', job, 'tenant') == 0 then
+    redis.call('HSET', job, 'tenant', tenant)
+  end
+  redis.call('HDEL', job, 'lease')
+  redis.call('ZREM', P .. 'running', id)
+  redis.call('ZADD', P .. 'dead', int(now), id)
+end
+
+-- The job's record key when `token` still holds its lease; nil when the lease was lost.
+local function leased(id, token)
+  local job = P .. 'job:' .. id
+  local ok, held = pcall(redis.call, 'HGET', job, 'lease')
+  if ok and held == token then
+    return job
+  end
+  return nil
+end

@@ -1,0 +1,65 @@
+//! The Lua scripts of the Redis queue, each prefixed with the shared helpers of
+//! `prelude.lua`. Every `.lua` file opens with a header naming its KEYS and ARGV.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub(super) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(include_str!("prelude.lua"), include_str!($file)))
+        });
+    };
+}
+
+script!(PUSH, "push.lua", "Enqueue many jobs, with idempotency.");
+script!(
+    DISPATCH,
+    "dispatch.lua",
+    "The limiter: promote, take back, pick a tenant, lease."
+);
+script!(COMPLETE, "complete.lua", "Record success.");
+script!(RETRY_LATER, "retry_later.lua", "Schedule a retry, or bury.");
+script!(
+    RATE_LIMITED,
+    "rate_limited.lua",
+    "Pause the tenant, requeue at the front."
+);
+script!(
+    REQUEUE,
+    "requeue.lua",
+    "Hand a job back to the front of its list."
+);
+script!(BURY, "bury.lua", "Dead-letter a leased job.");
+script!(HEARTBEAT, "heartbeat.lua", "Extend a lease.");
+script!(
+    ANSWERED,
+    "answered.lua",
+    "Re-stamp a call when its answer arrived."
+);
+script!(PUT_TENANTS, "put_tenants.lua", "Add or update tenants.");
+script!(STATUS, "status.lua", "Counts and per-tenant view.");
+script!(RETRY_DEAD, "retry_dead.lua", "Requeue dead jobs.");
+script!(PURGE_DEAD, "purge_dead.lua", "Delete dead jobs.");
+
+/// Every script, to load them all when connecting (so that pipelined calls never meet
+/// `NOSCRIPT` and get retried out of order).
+pub(super) fn all() -> [&'static Script; 13] {
+    [
+        &PUSH,
+        &DISPATCH,
+        &COMPLETE,
+        &RETRY_LATER,
+        &RATE_LIMITED,
+        &REQUEUE,
+        &BURY,
+        &HEARTBEAT,
+        &ANSWERED,
+        &PUT_TENANTS,
+        &STATUS,
+        &RETRY_DEAD,
+        &PURGE_DEAD,
+    ]
+}

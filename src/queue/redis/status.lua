@@ -1,0 +1,71 @@
+-- status.lua: counts and the per-tenant view, in one consistent read.
+--
+-- KEYS[1]: {q}:limits
+-- ARGV[1]: key prefix `{q}:`
+-- ARGV[2]: window, µs (calls counted in the window ending now)
+-- ARGV[3]: at most this many running jobs examined for the oldest dispatch
+--
+-- Returns {now_us, queued, scheduled, running, done, dead, oldest_dispatched_ms (-1: none),
+-- then six entries per tenant worth showing: name, waiting, limit, calls in window,
+-- paused_until_ms (-1: not paused), pause reason}.
+
+local window_us = tonumber(ARGV[2])
+local now = now_us()
+
+local names = {}
+local seen = {}
+local function add(name)
+  if not seen[name] then
+    seen[name] = true
+    names[#names + 1] = name
+  end
+end
+for _, n in ipairs(redis.call('HKEYS', KEYS[1])) do add(n) end
+for _, n in ipairs(redis.call('ZRANGE', P .. 'ready', 0, -1)) do add(n) end
+for _, n in ipairs(redis.call('HKEYS', P .. 'paused')) do add(n) end
+
+local queued = 0
+local rows = {}
+for _, name in ipairs(names) do
+  local ok, waiting = pcall(redis.call, 'LLEN', P .. 'q:' .. name)
+  if not ok then
+    waiting = 0
+  end
+  queued = queued + waiting
+  local calls = 0
+  local c_ok, c = pcall(redis.call, 'ZCOUNT', P .. 'calls:' .. name, '(' .. int(now - window_us),
+    '+inf')
+  if c_ok then
+    calls = c
+  end
+  local paused = paused_until(name)
+  local reason = ''
+  if paused > now then
+    paused = math.floor(paused / 1000)
+    reason = redis.call('HGET', P .. 'pause_reason', name) or ''
+  else
+    paused = -1
+  end
+  if waiting > 0 or calls > 0 or paused >= 0 then
+    rows[#rows + 1] = {name, waiting, tenant_limit(name), calls, paused, reason}
+  end
+end
+
+local oldest = -1
+local running = redis.call('ZRANGE', P .. 'running', 0, tonumber(ARGV[3]) - 1)
+for _, id in ipairs(running) do
+  local ok, d = pcall(redis.call, 'HGET', P .. 'job:' .. id, 'dispatched_ms')
+  d = ok and tonumber(d)
+  if d and (oldest < 0 or d < oldest) then
+    oldest = d
+  end
+end
+
+local out = {now, queued, redis.call('ZCARD', P .. 'sched'), redis.call('ZCARD', P .. 'running'),
+  redis.call('ZCARD', P .. 'done'), redis.call('ZCARD', P .. 'dead'), oldest}
+for _, row in ipairs(rows) do
+  for _, v in ipairs(row) do
+    out[#out + 1] = v
+  end
+end
+return out

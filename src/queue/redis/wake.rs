@@ -1,0 +1,132 @@
+//! Wakeups for workers waiting for work. Every script that makes work available publishes on
+//! the queue's `{name}:wake` channel; one subscriber task per [`super::RedisQueue`] turns each
+//! message into a [`Notify`] that wakes every waiting worker at once.
+//!
+//! A message can arrive between a worker's dispatch that found nothing and its call to wait;
+//! a plain `Notify` would lose it and the worker would sleep out its whole wait. So the last
+//! message's time is kept next to the start of the latest dispatch that found no job: a wait
+//! that begins after a message newer than that dispatch returns at once. That costs at most
+//! one extra dispatch per message, never a missed job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Shared between the subscriber task and the queue's callers.
+#[derive(Debug)]
+pub(super) struct Wake {
+    /// Wakes every task blocked in [`Wake::wait`].
+    notify: Notify,
+    /// Origin of the nanosecond stamps below.
+    base: Instant,
+    /// When the last wake message arrived, ns since `base` (0: never).
+    last_wake: AtomicU64,
+    /// When the latest dispatch that found no job started, ns since `base` (0: never).
+    last_idle_dispatch: AtomicU64,
+}
+
+impl Wake {
+    pub(super) fn new() -> Self {
+        Wake {
+            notify: Notify::new(),
+            base: Instant::now(),
+            last_wake: AtomicU64::new(0),
+            last_idle_dispatch: AtomicU64::new(0),
+        }
+    }
+
+    /// A stamp for now; never 0.
+    pub(super) fn stamp(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// Work may be available: wake every waiter.
+    pub(super) fn signal(&self) {
+        self.last_wake.fetch_max(self.stamp(), Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// A dispatch that started at `started` found no job.
+    pub(super) fn found_nothing(&self, started: u64) {
+        self.last_idle_dispatch.fetch_max(started, Ordering::SeqCst);
+    }
+
+    /// Returns on the next wake message, at once if one came after the latest dispatch that
+    /// found nothing, or after `max`.
+    pub(super) async fn wait(&self, max: Duration) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check below, so a signal between the two is not lost.
+        notified.as_mut().enable();
+        if self.last_wake.load(Ordering::SeqCst) > self.last_idle_dispatch.load(Ordering::SeqCst) {
+            return;
+        }
+        // Timing out is the normal end of a wait with no news.
+        let _ = tokio::time::timeout(max, notified).await;
+    }
+}
+
+/// Reconnect backoff of the subscriber: full jitter over 100 ms doubling up to 5 s, for as
+/// long as the queue lives (while it is down, waiters just wait out their `max`).
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// The subscriber task: forwards messages on `channel` to `wake` until `cancel`, and
+/// resubscribes with backoff whenever the connection drops. `first` is a subscription made
+/// while connecting, so that no push after `connect` returns can go unseen.
+pub(super) async fn listen(
+    client: redis::Client,
+    channel: String,
+    first: redis::aio::PubSub,
+    wake: Arc<Wake>,
+    cancel: CancellationToken,
+) {
+    let mut pubsub = Some(first);
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let session = async {
+            let mut ps = match pubsub.take() {
+                Some(ps) => ps,
+                None => {
+                    let mut ps = client.get_async_pubsub().await?;
+                    ps.subscribe(&channel).await?;
+                    // Messages may have been missed while disconnected.
+                    wake.signal();
+                    ps
+                }
+            };
+            let mut messages = ps.on_message();
+            while messages.next().await.is_some() {
+                wake.signal();
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        let started = Instant::now();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = session => {
+                match result {
+                    Ok(()) => tracing::warn!(%channel, "wake subscription closed; resubscribing"),
+                    Err(e) => tracing::warn!(%channel, error = %e, "wake subscription failed; retrying"),
+                }
+            }
+        }
+        if started.elapsed() > RECONNECT_MAX {
+            delay = RECONNECT_MIN;
+        }
+        let jitter = rand::rng().random_range(0..=delay.as_millis() as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}

@@ -1,0 +1,139 @@
+//! The limiter's two promises, against a real Redis: never more than `limit` calls of a
+//! tenant in any window, with several dispatchers on separate connections; and a tenant with
+//! thousands of jobs does not delay the others.
+
+mod common;
+mod queue_support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lsq_webhooks::queue::{Dispatch, Queue};
+use queue_support::{config, connect, job, tenant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_limit_in_any_window_with_concurrent_dispatchers() {
+    const TENANTS: usize = 30;
+    const JOBS_PER_TENANT: usize = 100;
+    const LIMIT: usize = 5;
+    const WINDOW_MS: u64 = 200;
+    const DISPATCHERS: usize = 4;
+
+    let name = common::unique_queue("strict");
+    let setup = connect(config(&name, WINDOW_MS)).await;
+    let tenants: Vec<_> = (0..TENANTS)
+        .map(|t| tenant(&format!("t{t:02}"), LIMIT as u32))
+        .collect();
+    setup.put_tenants(&tenants).await.expect("tenants");
+    // Interleaved, so every tenant has work from the start.
+    let jobs: Vec<_> = (0..JOBS_PER_TENANT)
+        .flat_map(|n| (0..TENANTS).map(move |t| job(&format!("t{t:02}"), n)))
+        .collect();
+    setup.push(&jobs).await.expect("push");
+
+    let mut tasks = Vec::new();
+    for _ in 0..DISPATCHERS {
+        // Each dispatcher has its own connection, as separate processes would.
+        let q = Arc::new(connect(config(&name, WINDOW_MS)).await);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match q.dispatch().await.expect("dispatch") {
+                    Dispatch::Job(j) => {
+                        q.answered(&j).await.expect("answered");
+                        q.complete(&j, "wh", false).await.expect("complete");
+                        seen.push((j.tenant, j.dispatched_at_ms));
+                    }
+                    Dispatch::Wait(d) => q.wait_for_work(d).await,
+                    Dispatch::Empty => return seen,
+                }
+            }
+        }));
+    }
+    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut total = 0;
+    for t in tasks {
+        for (tenant, at) in t.await.expect("dispatcher") {
+            per_tenant.entry(tenant).or_default().push(at);
+            total += 1;
+        }
+    }
+    assert_eq!(total, TENANTS * JOBS_PER_TENANT);
+    for (tenant, mut times) in per_tenant {
+        assert_eq!(times.len(), JOBS_PER_TENANT, "{tenant}");
+        times.sort_unstable();
+        // Any window holding limit + 1 calls would have two calls `limit` apart less than a
+        // window apart.
+        for pair in times.windows(LIMIT + 1) {
+            let (first, last) = (pair[0], pair[LIMIT]);
+            assert!(
+                last - first >= WINDOW_MS,
+                "{tenant}: {} calls within {} ms (at {first}..={last})",
+                LIMIT + 1,
+                last - first
+            );
+        }
+    }
+    let status = setup.status().await.expect("status");
+    assert_eq!((status.queued, status.running, status.done), (0, 0, 3000));
+}
+
+#[tokio::test]
+async fn a_tenant_with_thousands_of_jobs_does_not_delay_the_others() {
+    let name = common::unique_queue("fair");
+    let q = connect(config(&name, 5000)).await;
+    let mut tenants = vec![tenant("big", 10_000)];
+    tenants.extend((0..10).map(|t| tenant(&format!("small{t}"), 25)));
+    q.put_tenants(&tenants).await.expect("tenants");
+    // The busy tenant's jobs are all in first.
+    let big: Vec<_> = (0..5000).map(|n| job("big", n)).collect();
+    q.push(&big).await.expect("push");
+    let small: Vec<_> = (0..3)
+        .flat_map(|n| (0..10).map(move |t| job(&format!("small{t}"), n)))
+        .collect();
+    q.push(&small).await.expect("push");
+
+    let mut order = Vec::new();
+    while order.iter().filter(|t: &&String| *t != "big").count() < 30 {
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Job(j) => order.push(j.tenant),
+            other => panic!("work is waiting, got {other:?}"),
+        }
+    }
+    // Tenants take turns: three rounds of eleven tenants serve all thirty small jobs.
+    assert!(
+        order.len() <= 33,
+        "small tenants waited behind {} dispatches: {order:?}",
+        order.len()
+    );
+    assert!(order.iter().filter(|t| *t == "big").count() >= 2);
+}
+
+#[tokio::test]
+async fn a_throttled_tenant_is_skipped_not_waited_for() {
+    let name = common::unique_queue("skip");
+    let q = connect(config(&name, 60_000)).await;
+    q.put_tenants(&[tenant("big", 3), tenant("small", 25)])
+        .await
+        .expect("tenants");
+    q.push(&(0..1000).map(|n| job("big", n)).collect::<Vec<_>>())
+        .await
+        .expect("push");
+    for _ in 0..3 {
+        assert!(matches!(
+            q.dispatch().await.expect("dispatch"),
+            Dispatch::Job(_)
+        ));
+    }
+    // big has spent its window; small's job pushed now goes at once.
+    q.push(&[job("small", 1)]).await.expect("push");
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Job(j) => assert_eq!(j.tenant, "small"),
+        other => panic!("expected small's job, got {other:?}"),
+    }
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => assert!(d > Duration::from_secs(30), "{d:?}"),
+        other => panic!("expected a wait for big's window, got {other:?}"),
+    }
+}
