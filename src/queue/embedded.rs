@@ -575,7 +575,7 @@ impl Queue for EmbeddedQueue {
         let Some(rec) = st.jobs.get_mut(&job.id) else {
             return Err(QueueError::LeaseLost(job.id.clone()));
         };
-        rec.outcome_unknown = rec.outcome_unknown || outcome_unknown;
+        rec.outcome_unknown = outcome_unknown;
         if rec.attempts >= self.config.max_attempts {
             let reason = format!("gave up after {} attempts: {error}", rec.attempts);
             st.finish(&job.id, JobState::Dead, Some(reason));

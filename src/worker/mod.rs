@@ -1,1 +1,197 @@
-//! worker (see lib.rs).
+//! The worker pool: drains a [`Queue`] by calling LeadSquared's Create for each job, within
+//! the queue's per-tenant limits, and records every outcome.
+//!
+//! Built on the apalis-core 1.0 worker runtime with this project's own backend (see
+//! `docs/decisions.md` for why not apalis-redis):
+//! - [`backend`]: the queue as an apalis `Backend`. The runtime polls it for a job only once
+//!   the concurrency limit has given a permit, so one process never holds more jobs than it
+//!   can run; between jobs it sleeps on [`Queue::wait_for_work`], bounded by the queue's
+//!   own "next call allowed in" answer.
+//! - [`job`]: one job: tenant, decode, reconcile or Create, heartbeats, the answer acted on.
+//! - [`backoff`]: retry backoff for jobs (exponential, full jitter) and reconnect backoff
+//!   for the store.
+//! - [`stats`]: counters of a run.
+//!
+//! Shutdown has two stages. When the `CancellationToken` given to [`Pool::run`] is
+//! cancelled, no new job is dispatched (a job leased at that moment is handed straight
+//! back); calls already running go on for up to [`WorkerConfig::shutdown_grace`], and jobs
+//! still unfinished then are handed back to the queue (attempt given back, outcome marked
+//! unknown so the next worker reconciles first).
+
+pub mod backend;
+pub mod backoff;
+pub mod job;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::task::Task;
+use apalis_core::worker::builder::WorkerBuilder;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+
+pub use backoff::{ReconnectPolicy, RetryPolicy};
+pub use job::JobOutcome;
+pub use stats::{RunSummary, Stats};
+
+use crate::leadsquared::Client;
+use crate::queue::{LeasedJob, Queue};
+use backend::{Fetcher, QueueBackend};
+use job::{JobContext, TenantCache};
+
+/// How a pool runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs run at once (`--concurrency`). The work is waiting on HTTP answers, so the
+    /// default is generous: 64.
+    pub concurrency: usize,
+    /// Stop once nothing is queued, scheduled or running (`--exit-when-idle`).
+    pub exit_when_idle: bool,
+    /// Backoff between attempts of a job that failed transiently.
+    pub retry: RetryPolicy,
+    /// Backoff while the queue's store is unreachable.
+    pub reconnect: ReconnectPolicy,
+    /// Stage two of shutdown: how long running calls may go on after the stop signal
+    /// before their jobs are handed back. Default 20 s (inside Kubernetes' default 30 s
+    /// termination grace period).
+    pub shutdown_grace: Duration,
+    /// Longest sleep when the queue is empty. Default 1 s.
+    pub idle_poll: Duration,
+    /// How long a tenant read from the registry is reused. Default 5 s.
+    pub tenant_cache_ttl: Duration,
+    /// Page size of the single Retrieve call a reconcile makes. Default 100.
+    pub retrieve_page_size: u32,
+    /// Name of this worker in logs.
+    pub name: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 64,
+            exit_when_idle: false,
+            retry: RetryPolicy::default(),
+            reconnect: ReconnectPolicy::default(),
+            shutdown_grace: Duration::from_secs(20),
+            idle_poll: Duration::from_secs(1),
+            tenant_cache_ttl: Duration::from_secs(5),
+            retrieve_page_size: 100,
+            name: format!("lsq-worker-{}", std::process::id()),
+        }
+    }
+}
+
+/// Why a pool stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The apalis runtime failed (it does not, with this backend, short of a bug).
+    #[error("worker runtime: {0}")]
+    Runtime(#[from] apalis_core::error::WorkerError),
+    /// The configuration cannot work.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// A pool of workers over one queue, in this process.
+pub struct Pool {
+    queue: Arc<dyn Queue>,
+    client: Client,
+    config: WorkerConfig,
+    stats: Arc<Stats>,
+}
+
+impl Pool {
+    /// A pool that takes jobs from `queue` and calls LeadSquared with `client`.
+    pub fn new(queue: Arc<dyn Queue>, client: Client, config: WorkerConfig) -> Self {
+        Pool {
+            queue,
+            client,
+            config,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Live counters (for a progress display).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled (then shuts down in two stages) or, with
+    /// [`WorkerConfig::exit_when_idle`], until the queue is idle. Returns what it did.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+        if self.config.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        let hard_stop = CancellationToken::new();
+        // Stage two: the deadline for running calls. Owned here; ends with `run`.
+        let _deadline = {
+            let (shutdown, hard_stop, grace) = (
+                shutdown.clone(),
+                hard_stop.clone(),
+                self.config.shutdown_grace,
+            );
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "stopping: no new jobs; running calls may finish"
+                );
+                tokio::time::sleep(grace).await;
+                hard_stop.cancel();
+            }))
+        };
+        let finished = Arc::new(Notify::new());
+        let fetcher = Fetcher {
+            queue: self.queue.clone(),
+            stop: shutdown.clone(),
+            exit_when_idle: self.config.exit_when_idle,
+            idle_poll: self.config.idle_poll,
+            reconnect: self.config.reconnect,
+            local: finished.clone(),
+            stats: self.stats.clone(),
+        };
+        let jobs = Arc::new(JobContext {
+            queue: self.queue.clone(),
+            client: self.client.clone(),
+            retry: self.config.retry,
+            reconnect: self.config.reconnect,
+            hard_stop: hard_stop.clone(),
+            retrieve_page_size: self.config.retrieve_page_size,
+            tenants: TenantCache::new(self.config.tenant_cache_ttl),
+            stats: self.stats.clone(),
+            finished,
+        });
+        // Each job runs as its own task (so jobs use every core), owned by this tracker;
+        // the runtime's permit is held until the task ends.
+        let tracker = TaskTracker::new();
+        let service = {
+            let tracker = tracker.clone();
+            tower::service_fn(move |task: Task<LeasedJob>| {
+                // The join handle is the service's future: a job task that panicked (a bug)
+                // is a service error, which apalis logs before going on; the job's lease
+                // runs out and it is taken back.
+                tracker.spawn(jobs.clone().run(task.args))
+            })
+        };
+        tracing::info!(
+            concurrency = self.config.concurrency,
+            queue = %self.queue.config().name,
+            "worker pool starting"
+        );
+        let worker = WorkerBuilder::new(self.config.name.as_str())
+            .backend(QueueBackend::new(fetcher))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(
+                self.config.concurrency,
+            ))
+            .build(service);
+        let result = worker.run().await;
+        tracker.close();
+        tracker.wait().await;
+        result?;
+        let summary = self.stats.summary();
+        tracing::info!(?summary, "worker pool stopped");
+        Ok(summary)
+    }
+}

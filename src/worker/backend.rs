@@ -1,0 +1,232 @@
+//! The queue as an apalis backend: the worker runtime asks for the next job only when a
+//! concurrency permit is free, and this backend answers with [`Queue::dispatch`].
+//!
+//! apalis-core 1.0 drives a backend from `CallAll::poll_next` (`src/worker/call_all.rs`) in
+//! the order `backend.poll_ready`, `service.poll_ready` (where the concurrency limit takes
+//! its permit), and only then `backend.poll_next`. So a dispatch happens only with a
+//! permit in hand, and a process never holds more jobs than it can run.
+//!
+//! The fetch future is kept across polls and never dropped half-way: a dispatch that has
+//! leased a job in the store always delivers it, or hands it back when the worker is
+//! stopping. Stopping is an end of stream followed by `WorkerContext::stop`, because
+//! apalis-core's worker only finishes its shutdown phase once the context says it is
+//! shutting down (`src/worker/stream.rs`, `WorkerPhase::ShuttingDown`).
+
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
+use apalis_core::task::task_id::RandomId;
+use apalis_core::worker::context::WorkerContext;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::layer::util::Identity;
+
+use super::backoff::{ReconnectPolicy, with_reconnect};
+use super::stats::Stats;
+use crate::queue::{Dispatch, LeasedJob, Queue, Requeue};
+
+/// What the fetch loop needs; shared with the future that runs it.
+pub(crate) struct Fetcher {
+    /// The queue jobs come from.
+    pub queue: Arc<dyn Queue>,
+    /// Stage one of shutdown: no new dispatch once cancelled.
+    pub stop: CancellationToken,
+    /// End the stream once nothing is queued, scheduled or running anywhere.
+    pub exit_when_idle: bool,
+    /// Longest sleep when the queue is empty: how soon expired leases of dead workers are
+    /// noticed and `--exit-when-idle` sees others' jobs finish.
+    pub idle_poll: Duration,
+    /// Backoff while the store is unreachable.
+    pub reconnect: ReconnectPolicy,
+    /// Signalled by this process when one of its jobs finishes (a retry may now be
+    /// scheduled, or the queue may have become idle).
+    pub local: Arc<Notify>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// The next job for the runtime, or the end of work.
+enum Fetched {
+    Job(LeasedJob),
+    End,
+}
+
+impl Fetcher {
+    /// Dispatches until a job comes, sleeping on the queue's wakeups in between.
+    async fn next(self: Arc<Self>) -> Fetched {
+        loop {
+            if self.stop.is_cancelled() {
+                return Fetched::End;
+            }
+            let dispatched = with_reconnect("dispatch", &self.reconnect, &self.stop, || {
+                self.queue.dispatch()
+            })
+            .await;
+            let wait = match dispatched {
+                None => return Fetched::End,
+                Some(Ok(Dispatch::Job(job))) => {
+                    if self.stop.is_cancelled() {
+                        self.hand_back(&job).await;
+                        return Fetched::End;
+                    }
+                    self.stats.taken();
+                    return Fetched::Job(job);
+                }
+                Some(Ok(Dispatch::Wait(d))) => d.min(self.idle_poll),
+                Some(Ok(Dispatch::Empty)) => {
+                    if self.exit_when_idle {
+                        let idle = with_reconnect("is_idle", &self.reconnect, &self.stop, || {
+                            self.queue.is_idle()
+                        })
+                        .await;
+                        match idle {
+                            None | Some(Ok(true)) => return Fetched::End,
+                            Some(Ok(false)) => {}
+                            Some(Err(e)) => tracing::warn!("idle check failed: {e}"),
+                        }
+                    }
+                    self.idle_poll
+                }
+                Some(Err(e)) => {
+                    // Not a connection problem: the store holds something this version did
+                    // not write. Say so and keep serving; a later dispatch may succeed.
+                    tracing::error!("dispatch failed: {e}");
+                    self.idle_poll
+                }
+            };
+            let local = self.local.notified();
+            tokio::select! {
+                _ = self.stop.cancelled() => return Fetched::End,
+                _ = self.queue.wait_for_work(wait) => {}
+                _ = local => {}
+            }
+        }
+    }
+
+    /// Gives back a job leased just as the worker began to stop: the call was never made.
+    async fn hand_back(&self, job: &LeasedJob) {
+        let how = Requeue {
+            spend_attempt: false,
+            outcome_unknown: job.outcome_unknown,
+        };
+        // A fresh token: the stop token is already cancelled, and the hand-back matters.
+        let never = CancellationToken::new();
+        let handed = tokio::time::timeout(
+            self.idle_poll.max(Duration::from_secs(5)),
+            with_reconnect("requeue", &self.reconnect, &never, || {
+                self.queue.requeue(job, how)
+            }),
+        )
+        .await;
+        match handed {
+            Ok(Some(Ok(()))) => self.stats.handed_back(),
+            // Its lease will run out and another worker will take it back.
+            other => {
+                tracing::warn!(job = %job.id, "could not hand back a job at shutdown: {other:?}")
+            }
+        }
+    }
+}
+
+/// The apalis backend over a [`Queue`].
+pub(crate) struct QueueBackend {
+    fetcher: Arc<Fetcher>,
+    /// The fetch in progress; kept across polls so that a dispatch is never abandoned.
+    pending: Option<BoxFuture<'static, Fetched>>,
+}
+
+impl QueueBackend {
+    pub(crate) fn new(fetcher: Fetcher) -> Self {
+        QueueBackend {
+            fetcher: Arc::new(fetcher),
+            pending: None,
+        }
+    }
+}
+
+impl Backend for QueueBackend {
+    type Task = Task<LeasedJob>;
+    type Error = std::convert::Infallible;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let fetch = self
+            .pending
+            .get_or_insert_with(|| self.fetcher.clone().next().boxed());
+        match fetch.poll_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Fetched::Job(job)) => {
+                self.pending = None;
+                Poll::Ready(Some(Ok(Task::new(job))))
+            }
+            Poll::Ready(Fetched::End) => {
+                self.pending = None;
+                // Without this the runtime waits forever after the end of the stream.
+                if let Err(e) = worker.stop() {
+                    tracing::debug!("worker stop: {e}");
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        // A fetch still in flight finishes (handing back what it leased, since the stop
+        // token is cancelled by then) before the backend reports closed.
+        loop {
+            let Some(fetch) = self.pending.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(fetch.poll_unpin(cx)) {
+                Fetched::Job(job) => {
+                    let fetcher = self.fetcher.clone();
+                    self.pending = Some(
+                        async move {
+                            fetcher.hand_back(&job).await;
+                            Fetched::End
+                        }
+                        .boxed(),
+                    );
+                }
+                Fetched::End => self.pending = None,
+            }
+        }
+    }
+}
+
+impl BackendConfig for QueueBackend {
+    type Args = LeasedJob;
+    type Id = RandomId;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = Identity;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        Identity::new()
+    }
+}

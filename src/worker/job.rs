@@ -1,0 +1,367 @@
+//! One job, from its dispatch to its record in the queue: resolve the tenant, decode the
+//! body, reconcile if an earlier attempt may have created the webhook, call Create while
+//! heartbeating the lease, and act on the classified answer.
+//!
+//! A job's trouble (a body that does not decode, an unknown tenant, LeadSquared's refusal)
+//! is recorded against the job and the worker goes on. Only the store being unreachable is
+//! retried here, with backoff, until it answers or the hard-stop deadline passes; a job
+//! whose result cannot be written then is not lost: its lease runs out and another dispatch
+//! takes it back as "outcome unknown", to be reconciled.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::backoff::{ReconnectPolicy, RetryPolicy, with_reconnect};
+use super::stats::Stats;
+use crate::leadsquared::{CallError, Client, CreateWebhook};
+use crate::queue::{LeasedJob, Queue, QueueError, Requeue};
+use crate::tenant::Tenant;
+
+/// Everything a job needs, shared by all jobs of a pool.
+pub(crate) struct JobContext {
+    pub queue: Arc<dyn Queue>,
+    pub client: Client,
+    pub retry: RetryPolicy,
+    pub reconnect: ReconnectPolicy,
+    /// Stage two of shutdown: calls still running are abandoned and their jobs handed back.
+    pub hard_stop: CancellationToken,
+    /// Page size of the one Retrieve call a reconcile makes.
+    pub retrieve_page_size: u32,
+    pub tenants: TenantCache,
+    pub stats: Arc<Stats>,
+    /// Told when a job finishes, so the fetch loop looks again (see `backend`).
+    pub finished: Arc<Notify>,
+}
+
+/// Tenants read from the registry, kept briefly: every job needs its tenant, and the
+/// registry changes rarely (an import). A learned lower limit is the queue's business, not
+/// the cache's, so staleness costs nothing but a few seconds before new keys are used.
+pub(crate) struct TenantCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, Arc<Tenant>)>>,
+}
+
+impl TenantCache {
+    pub fn new(ttl: Duration) -> Self {
+        TenantCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(name)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn put(&self, tenant: Tenant) -> Arc<Tenant> {
+        let tenant = Arc::new(tenant);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(tenant.name.clone(), (Instant::now(), tenant.clone()));
+        tenant
+    }
+}
+
+/// What happened to a job in this worker (for tests and logs; counts go to [`Stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done with this webhook Id.
+    Done {
+        /// The Id recorded.
+        webhook_id: String,
+        /// Found by Retrieve rather than created.
+        reconciled: bool,
+    },
+    /// Retrieve found nothing: back at the front of its list, to be created.
+    NotFound,
+    /// Scheduled for a retry (or buried by the queue, out of attempts).
+    Retried,
+    /// LeadSquared said "rate limited": back at the front, tenant paused.
+    RateLimited,
+    /// Dead-lettered with this reason.
+    Buried(String),
+    /// Handed back to the queue at shutdown.
+    HandedBack,
+    /// The lease was lost; another worker owns the job now.
+    LeaseLost,
+    /// The store did not answer before the hard stop; the lease will run out.
+    Abandoned,
+}
+
+/// The answer of the one call a dispatch makes.
+enum Answer {
+    Created(String),
+    Found(Option<String>),
+    Failed(CallError),
+}
+
+impl JobContext {
+    /// Runs one job to its recorded outcome, inside a span naming the job, tenant and
+    /// attempt (never a key or a header value).
+    pub async fn run(self: Arc<Self>, job: LeasedJob) -> JobOutcome {
+        let span = tracing::info_span!(
+            "job",
+            job = %job.id,
+            tenant = %job.tenant,
+            attempt = job.attempt,
+            reconcile = job.outcome_unknown,
+        );
+        let outcome = self.clone().run_inner(&job).instrument(span.clone()).await;
+        span.in_scope(|| tracing::debug!(?outcome, "job finished"));
+        self.stats.released();
+        self.finished.notify_one();
+        outcome
+    }
+
+    async fn run_inner(self: Arc<Self>, job: &LeasedJob) -> JobOutcome {
+        let tenant = match self.tenant(&job.tenant).await {
+            Some(Ok(Some(t))) => t,
+            Some(Ok(None)) => {
+                let reason = format!("tenant {:?} is not in the registry", job.tenant);
+                return self.bury(job, reason).await;
+            }
+            Some(Err(e)) => {
+                let reason = format!("cannot read tenant {:?}: {e}", job.tenant);
+                return self.bury(job, reason).await;
+            }
+            None => return self.hand_back(job, false).await,
+        };
+        let body = match decode(&job.body) {
+            Ok(b) => b,
+            Err(reason) => return self.bury(job, reason).await,
+        };
+        let reconcile = job.outcome_unknown;
+        let call = async {
+            if reconcile {
+                let page = self
+                    .client
+                    .retrieve(&tenant, &body.description, 1, self.retrieve_page_size)
+                    .await;
+                match page {
+                    Ok(p) => Answer::Found(
+                        p.webhooks
+                            .into_iter()
+                            .find(|w| w.matches(&body))
+                            .map(|w| w.webhook_id.0),
+                    ),
+                    Err(e) => Answer::Failed(e),
+                }
+            } else {
+                match self.client.create(&tenant, &body).await {
+                    Ok(id) => Answer::Created(id.0),
+                    Err(e) => Answer::Failed(e),
+                }
+            }
+        };
+        self.stats.calls();
+        let answer = tokio::select! {
+            a = self.heartbeating(job, call) => a,
+            _ = self.hard_stop.cancelled() => {
+                // The call may have reached LeadSquared: count it in the window and let
+                // the next dispatch reconcile.
+                let _ = self.store("answered", || self.queue.answered(job)).await;
+                return self.hand_back(job, true).await;
+            }
+        };
+        if let Some(Err(e)) = self.store("answered", || self.queue.answered(job)).await {
+            tracing::warn!("could not re-stamp the call: {e}");
+        }
+        self.record(job, answer).await
+    }
+
+    /// Acts on the answer.
+    async fn record(&self, job: &LeasedJob, answer: Answer) -> JobOutcome {
+        match answer {
+            Answer::Created(id) => {
+                let r = self
+                    .store("complete", || self.queue.complete(job, &id, false))
+                    .await;
+                self.settle(r, || {
+                    self.stats.created();
+                    JobOutcome::Done {
+                        webhook_id: id.clone(),
+                        reconciled: false,
+                    }
+                })
+            }
+            Answer::Found(Some(id)) => {
+                let r = self
+                    .store("complete", || self.queue.complete(job, &id, true))
+                    .await;
+                self.settle(r, || {
+                    self.stats.reconciled();
+                    JobOutcome::Done {
+                        webhook_id: id.clone(),
+                        reconciled: true,
+                    }
+                })
+            }
+            Answer::Found(None) => {
+                let how = Requeue {
+                    spend_attempt: false,
+                    outcome_unknown: false,
+                };
+                let r = self.store("requeue", || self.queue.requeue(job, how)).await;
+                self.settle(r, || {
+                    self.stats.not_found();
+                    JobOutcome::NotFound
+                })
+            }
+            Answer::Failed(CallError::RateLimited {
+                retry_after, limit, ..
+            }) => {
+                let pause = retry_after.unwrap_or(self.queue.config().window);
+                tracing::warn!(
+                    pause_ms = pause.as_millis() as u64,
+                    limit,
+                    "LeadSquared answered rate limited"
+                );
+                let r = self
+                    .store("rate_limited", || {
+                        self.queue.rate_limited(job, pause, limit)
+                    })
+                    .await;
+                self.settle(r, || {
+                    self.stats.rate_limited();
+                    JobOutcome::RateLimited
+                })
+            }
+            Answer::Failed(CallError::Transient {
+                reason,
+                maybe_reached,
+            }) => {
+                // A failed reconcile keeps the job's outcome unknown.
+                let unknown = maybe_reached || job.outcome_unknown;
+                let delay = self.retry.delay(job.attempt);
+                tracing::info!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    maybe_reached,
+                    "transient failure: {reason}"
+                );
+                let r = self
+                    .store("retry_later", || {
+                        self.queue.retry_later(job, delay, &reason, unknown)
+                    })
+                    .await;
+                self.settle(r, || {
+                    self.stats.retried();
+                    JobOutcome::Retried
+                })
+            }
+            Answer::Failed(CallError::Permanent { reason }) => self.bury(job, reason).await,
+        }
+    }
+
+    /// Runs the call while extending the job's lease every third of its length.
+    async fn heartbeating<T>(&self, job: &LeasedJob, call: impl Future<Output = T>) -> T {
+        let every = (self.queue.config().lease / 3).max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lost = false;
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                out = &mut call => return out,
+                _ = ticks.tick(), if !lost => match self.queue.heartbeat(job).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("lease lost during the call; its result will be refused");
+                        lost = true;
+                    }
+                    // The next beat may get through; if none does, the lease runs out and
+                    // the job is taken back as "outcome unknown", which is safe.
+                    Err(e) => tracing::warn!("heartbeat failed: {e}"),
+                },
+            }
+        }
+    }
+
+    async fn tenant(&self, name: &str) -> Option<Result<Option<Arc<Tenant>>, QueueError>> {
+        if let Some(t) = self.tenants.get(name) {
+            return Some(Ok(Some(t)));
+        }
+        let got = self.store("tenant", || self.queue.tenant(name)).await?;
+        Some(got.map(|t| t.map(|t| self.tenants.put(t))))
+    }
+
+    async fn bury(&self, job: &LeasedJob, reason: String) -> JobOutcome {
+        tracing::warn!("dead: {reason}");
+        let r = self.store("bury", || self.queue.bury(job, &reason)).await;
+        self.settle(r, || {
+            self.stats.buried();
+            JobOutcome::Buried(reason.clone())
+        })
+    }
+
+    async fn hand_back(&self, job: &LeasedJob, maybe_reached: bool) -> JobOutcome {
+        let how = Requeue {
+            spend_attempt: false,
+            outcome_unknown: maybe_reached || job.outcome_unknown,
+        };
+        // The hard stop has passed: one quick try, no reconnect loop.
+        match tokio::time::timeout(Duration::from_secs(2), self.queue.requeue(job, how)).await {
+            Ok(Ok(())) => {
+                self.stats.handed_back();
+                JobOutcome::HandedBack
+            }
+            Ok(Err(QueueError::LeaseLost(_))) => {
+                self.stats.lease_lost();
+                JobOutcome::LeaseLost
+            }
+            other => {
+                tracing::warn!("could not hand the job back ({other:?}); its lease will run out");
+                JobOutcome::Abandoned
+            }
+        }
+    }
+
+    /// A store operation, retried while the store is unreachable, until the hard stop.
+    async fn store<T, F, Fut>(&self, what: &'static str, op: F) -> Option<Result<T, QueueError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, QueueError>>,
+    {
+        with_reconnect(what, &self.reconnect, &self.hard_stop, op).await
+    }
+
+    /// Turns the store's answer to a recording into the job's outcome.
+    fn settle(
+        &self,
+        r: Option<Result<(), QueueError>>,
+        ok: impl FnOnce() -> JobOutcome,
+    ) -> JobOutcome {
+        match r {
+            Some(Ok(())) => ok(),
+            Some(Err(QueueError::LeaseLost(_))) => {
+                tracing::warn!("lease lost: another worker took the job back; result not recorded");
+                self.stats.lease_lost();
+                JobOutcome::LeaseLost
+            }
+            Some(Err(e)) => {
+                tracing::error!("could not record the result: {e}; the lease will run out");
+                JobOutcome::Abandoned
+            }
+            None => JobOutcome::Abandoned,
+        }
+    }
+}
+
+/// Decodes a stored body; the error names what is wrong (never a header value).
+fn decode(body: &str) -> Result<CreateWebhook, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("job body is not JSON: {e}"))?;
+    CreateWebhook::from_value(&value).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("job body does not decode: {}", list.join("; "))
+    })
+}
