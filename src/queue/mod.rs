@@ -271,6 +271,21 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes dead jobs (all, or these).
     async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError>;
 
+    /// Jobs that finished done in each of the last `seconds` whole seconds of the backend
+    /// clock, oldest first, the current (partial) second last: the throughput `status`
+    /// shows and the page charts. A backend that does not count finishing times returns an
+    /// empty series, which `status` shows as unknown rather than as zero.
+    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
+        let _ = seconds;
+        Ok(Vec::new())
+    }
+
+    /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
+    /// backend with a cheaper round trip (Redis `PING`) should use it.
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.status().await.map(|_| ())
+    }
+
     /// Nothing queued, scheduled or running.
     async fn is_idle(&self) -> Result<bool, QueueError> {
         let s = self.status().await?;

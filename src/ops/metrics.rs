@@ -1,0 +1,448 @@
+//! Prometheus metrics: what the workers did (jobs by outcome, LeadSquared's answers and how
+//! long they took) and what the queue holds (depth by state, throttled tenants).
+//!
+//! The counters and the histogram are this process's own: a worker calls
+//! [`Metrics::job_finished`] and [`Metrics::call_observed`] as it goes. The gauges describe
+//! the queue shared by every process; they are refreshed from [`Queue::status`] at scrape
+//! time ([`Metrics::refresh`]), so every process that serves `/metrics` shows the same queue
+//! and Prometheus should aggregate them with `max`, not `sum`.
+//!
+//! Label cardinality is bounded: outcomes and states are fixed sets, and at most
+//! [`MAX_TENANT_LABELS`] tenants get a label of their own on the throttled gauge; the rest
+//! are added up under `tenant="other"`. No label or value ever carries a secret.
+//!
+//! [`Queue::status`]: crate::queue::Queue::status
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::status::{StatusReport, TenantState};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// At most this many tenants get their own `tenant` label on `lsq_tenant_throttled`; the
+/// others are counted under `tenant="other"`. Prometheus keeps one series per label value,
+/// and a deployment may have thousands of tenants.
+pub const MAX_TENANT_LABELS: usize = 50;
+
+/// What became of one dispatched job. Each dispatch ends in exactly one of these.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Created; the webhook Id is recorded.
+    Done,
+    /// Done by finding a webhook an earlier attempt had created (Retrieve), not by Create.
+    Reconciled,
+    /// A transient failure; scheduled to be tried again after a backoff.
+    Retried,
+    /// LeadSquared said "rate limited"; the job went back to its tenant's list.
+    RateLimited,
+    /// Handed back without an answer (shutdown, or a reconcile that found nothing).
+    Requeued,
+    /// Gave up: a permanent error, or no attempts left.
+    Dead,
+}
+
+impl JobOutcome {
+    /// Every outcome.
+    pub const ALL: [JobOutcome; 6] = [
+        JobOutcome::Done,
+        JobOutcome::Reconciled,
+        JobOutcome::Retried,
+        JobOutcome::RateLimited,
+        JobOutcome::Requeued,
+        JobOutcome::Dead,
+    ];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Done => "done",
+            JobOutcome::Reconciled => "reconciled",
+            JobOutcome::Retried => "retried",
+            JobOutcome::RateLimited => "rate_limited",
+            JobOutcome::Requeued => "requeued",
+            JobOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// Labels of `lsq_jobs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// [`JobOutcome::as_str`].
+    outcome: &'static str,
+}
+
+/// Labels of `lsq_queue_jobs`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    /// `queued`, `scheduled`, `running`, `done` or `dead`.
+    state: &'static str,
+}
+
+/// Labels of `lsq_tenant_throttled`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    /// Tenant name (validated to `[A-Za-z0-9._-]`), or `other`.
+    tenant: String,
+}
+
+/// The metrics of one process. Cheap to clone: every clone shares the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Shared state.
+    inner: Arc<Inner>,
+}
+
+/// What the clones share.
+struct Inner {
+    /// Owns the descriptors of every metric below, for encoding.
+    registry: Registry,
+    /// `lsq_jobs_total{outcome}`.
+    jobs: Family<OutcomeLabels, Counter>,
+    /// `lsq_leadsquared_rate_limited_total`.
+    rate_limited: Counter,
+    /// `lsq_leadsquared_call_duration_seconds`.
+    call_seconds: Histogram,
+    /// `lsq_queue_jobs{state}`.
+    queue_jobs: Family<StateLabels, Gauge>,
+    /// `lsq_queue_oldest_running_seconds`.
+    oldest_running: Gauge<f64, AtomicU64>,
+    /// `lsq_queue_done_last_minute`.
+    done_last_minute: Gauge,
+    /// `lsq_queue_status_up`: whether the last read of the queue's status succeeded.
+    status_up: Gauge,
+    /// `lsq_tenants_throttled`: throttled tenants, all of them.
+    throttled_total: Gauge,
+    /// `lsq_tenant_throttled{tenant}`.
+    throttled: Family<TenantLabels, Gauge>,
+    /// Held while the gauges are rewritten and encoded, so two scrapes at once never
+    /// interleave a clear of the tenant family with the other's encode.
+    scrape: std::sync::Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (and at zero).
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let jobs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "lsq_jobs",
+            "Dispatched jobs by what became of them, counted by this process",
+            jobs.clone(),
+        );
+        // Every outcome appears from the first scrape, so `rate()` has a baseline.
+        for outcome in JobOutcome::ALL {
+            drop(jobs.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
+        let rate_limited = Counter::default();
+        registry.register(
+            "lsq_leadsquared_rate_limited",
+            "Answers from LeadSquared that said the tenant was rate limited",
+            rate_limited.clone(),
+        );
+        // 5 ms to about 41 s: a LeadSquared call takes tens to hundreds of milliseconds,
+        // and the client's timeout is tens of seconds.
+        let call_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "lsq_leadsquared_call_duration_seconds",
+            "Time from sending a call to LeadSquared to its answer",
+            call_seconds.clone(),
+        );
+        let queue_jobs = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "lsq_queue_jobs",
+            "Jobs in the queue by state, read from the queue at scrape time",
+            queue_jobs.clone(),
+        );
+        let oldest_running = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "lsq_queue_oldest_running_seconds",
+            "Age of the oldest running job's lease (0 when none runs)",
+            oldest_running.clone(),
+        );
+        let done_last_minute = Gauge::default();
+        registry.register(
+            "lsq_queue_done_last_minute",
+            "Jobs finished done in the last 60 seconds, by all workers",
+            done_last_minute.clone(),
+        );
+        let status_up = Gauge::default();
+        registry.register(
+            "lsq_queue_status_up",
+            "1 if the queue's status could be read at the last scrape, else 0",
+            status_up.clone(),
+        );
+        let throttled_total = Gauge::default();
+        registry.register(
+            "lsq_tenants_throttled",
+            "Tenants with waiting jobs that may not call now (paused by LeadSquared or at their limit)",
+            throttled_total.clone(),
+        );
+        let throttled = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenant_throttled",
+            "1 for each throttled tenant; tenant=\"other\" counts those beyond the first 50",
+            throttled.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                jobs,
+                rate_limited,
+                call_seconds,
+                queue_jobs,
+                oldest_running,
+                done_last_minute,
+                status_up,
+                throttled_total,
+                throttled,
+                scrape: std::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Counts one dispatched job's outcome.
+    pub fn job_finished(&self, outcome: JobOutcome) {
+        self.inner
+            .jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records one call to LeadSquared: how long until its answer, and whether the answer
+    /// was "rate limited".
+    pub fn call_observed(&self, took: Duration, rate_limited: bool) {
+        self.inner.call_seconds.observe(took.as_secs_f64());
+        if rate_limited {
+            self.inner.rate_limited.inc();
+        }
+    }
+
+    /// How many jobs this process has counted with `outcome`.
+    pub fn jobs(&self, outcome: JobOutcome) -> u64 {
+        self.inner
+            .jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
+    /// Refreshes the queue gauges from a status report, or marks the status as unreadable
+    /// (`None`: the gauges keep their last values and `lsq_queue_status_up` is 0), and
+    /// returns the whole exposition in Prometheus text format.
+    pub fn scrape(&self, status: Option<&StatusReport>) -> String {
+        // A poisoned lock only means another scrape panicked mid-way; the gauges are
+        // rewritten below anyway.
+        let _guard = self
+            .inner
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match status {
+            Some(s) => {
+                self.set_queue(s);
+                self.inner.status_up.set(1);
+            }
+            None => {
+                self.inner.status_up.set(0);
+            }
+        }
+        self.encode_locked()
+    }
+
+    /// The exposition in Prometheus text format, gauges as last refreshed.
+    pub fn encode(&self) -> String {
+        let _guard = self
+            .inner
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.encode_locked()
+    }
+
+    fn encode_locked(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in the encoder,
+        // and an empty scrape is what Prometheus would then record.
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)
+            .is_err()
+        {
+            tracing::error!("encoding metrics failed");
+            out.clear();
+        }
+        out
+    }
+
+    fn set_queue(&self, s: &StatusReport) {
+        let i = &self.inner;
+        for (state, n) in [
+            ("queued", s.queued),
+            ("scheduled", s.scheduled),
+            ("running", s.running),
+            ("done", s.done),
+            ("dead", s.dead),
+        ] {
+            i.queue_jobs
+                .get_or_create(&StateLabels { state })
+                .set(clamp(n));
+        }
+        i.oldest_running
+            .set(s.oldest_running_ms.unwrap_or(0) as f64 / 1000.0);
+        i.done_last_minute.set(s.throughput.done.map_or(0, clamp));
+        let mut throttled: Vec<&str> = s
+            .tenants
+            .iter()
+            .filter(|t| t.state != TenantState::Ready && t.waiting > 0)
+            .map(|t| t.tenant.as_str())
+            .collect();
+        // Sorted, so the same tenants keep their own labels from one scrape to the next.
+        throttled.sort_unstable();
+        i.throttled_total.set(clamp(throttled.len() as u64));
+        i.throttled.clear();
+        let (named, rest) = throttled.split_at(throttled.len().min(MAX_TENANT_LABELS));
+        for tenant in named {
+            i.throttled
+                .get_or_create(&TenantLabels {
+                    tenant: (*tenant).to_string(),
+                })
+                .set(1);
+        }
+        // Always present, so a query for the aggregate has a series even when it is 0.
+        i.throttled
+            .get_or_create(&TenantLabels {
+                tenant: "other".into(),
+            })
+            .set(clamp(rest.len() as u64));
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::status::{TenantReport, Throughput};
+
+    fn tenant(name: &str, state: TenantState) -> TenantReport {
+        TenantReport {
+            tenant: name.into(),
+            waiting: 3,
+            limit: 25,
+            calls_in_window: 25,
+            state,
+            paused_until_ms: None,
+            pause_reason: None,
+        }
+    }
+
+    #[test]
+    fn counts_outcomes_and_calls() {
+        let m = Metrics::new();
+        m.job_finished(JobOutcome::Done);
+        m.job_finished(JobOutcome::Done);
+        m.job_finished(JobOutcome::Dead);
+        m.call_observed(Duration::from_millis(30), false);
+        m.call_observed(Duration::from_millis(40), true);
+        let text = m.encode();
+        assert!(
+            text.contains("lsq_jobs_total{outcome=\"done\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_jobs_total{outcome=\"dead\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_jobs_total{outcome=\"retried\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_leadsquared_rate_limited_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_leadsquared_call_duration_seconds_count 2\n"),
+            "{text}"
+        );
+        assert_eq!(m.jobs(JobOutcome::Done), 2);
+    }
+
+    #[test]
+    fn tenant_labels_are_bounded() {
+        let m = Metrics::new();
+        let mut report = StatusReport {
+            queued: 7,
+            throughput: Throughput {
+                window_seconds: 60,
+                done: Some(12),
+                per_second: vec![],
+            },
+            ..StatusReport::default()
+        };
+        for n in 0..(MAX_TENANT_LABELS + 7) {
+            report
+                .tenants
+                .push(tenant(&format!("t{n:03}"), TenantState::AtLimit));
+        }
+        report.tenants.push(tenant("calm", TenantState::Ready));
+        let text = m.scrape(Some(&report));
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("lsq_tenant_throttled{"))
+            .count();
+        assert_eq!(labelled, MAX_TENANT_LABELS + 1, "{text}");
+        assert!(
+            text.contains("lsq_tenant_throttled{tenant=\"other\"} 7\n"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant=\"calm\""), "{text}");
+        assert!(text.contains("lsq_tenants_throttled 57\n"), "{text}");
+        assert!(
+            text.contains("lsq_queue_jobs{state=\"queued\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("lsq_queue_done_last_minute 12\n"), "{text}");
+        assert!(text.contains("lsq_queue_status_up 1\n"), "{text}");
+
+        // Fewer throttled tenants later: the stale labels go away.
+        report.tenants.truncate(2);
+        let text = m.scrape(Some(&report));
+        assert!(!text.contains("tenant=\"t010\""), "{text}");
+        assert!(
+            text.contains("lsq_tenant_throttled{tenant=\"other\"} 0\n"),
+            "{text}"
+        );
+
+        let text = m.scrape(None);
+        assert!(text.contains("lsq_queue_status_up 0\n"), "{text}");
+    }
+}

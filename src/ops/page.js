@@ -1,0 +1,174 @@
+// The status page's script: polls /v1/status and /v1/dead every 2 s and fills the page.
+// Text goes in with textContent only: tenant names and dead-letter reasons are data, not
+// markup. The API token for the retry button is asked for when needed and kept in this
+// tab's sessionStorage only.
+"use strict";
+
+const REFRESH_MS = 2000;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function $(id) { return document.getElementById(id); }
+
+function setText(id, value) { $(id).textContent = String(value); }
+
+function utc(ms) { return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z"); }
+
+function cell(row, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+function emptyRow(tbody, columns, text) {
+  const tr = document.createElement("tr");
+  const td = cell(tr, text, "empty");
+  td.colSpan = columns;
+  tbody.appendChild(tr);
+}
+
+function drawChart(perSecond) {
+  const svg = $("chart");
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  const W = 600, H = 160, top = 14, bottom = 16;
+  const n = Math.max(perSecond.length, 60);
+  const max = Math.max(1, ...perSecond);
+  const bw = W / n;
+  const axis = document.createElementNS(SVG_NS, "line");
+  axis.setAttribute("class", "axis");
+  axis.setAttribute("x1", "0"); axis.setAttribute("x2", String(W));
+  axis.setAttribute("y1", String(H - bottom)); axis.setAttribute("y2", String(H - bottom));
+  svg.appendChild(axis);
+  perSecond.forEach((v, i) => {
+    const h = (H - top - bottom) * v / max;
+    const r = document.createElementNS(SVG_NS, "rect");
+    r.setAttribute("class", "bar");
+    r.setAttribute("x", String((n - perSecond.length + i) * bw + 0.5));
+    r.setAttribute("y", String(H - bottom - h));
+    r.setAttribute("width", String(Math.max(bw - 1, 1)));
+    r.setAttribute("height", String(h));
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = `${v} done, ${perSecond.length - 1 - i} s ago`;
+    r.appendChild(title);
+    svg.appendChild(r);
+  });
+  const label = (x, y, text, anchor) => {
+    const t = document.createElementNS(SVG_NS, "text");
+    t.setAttribute("x", String(x)); t.setAttribute("y", String(y));
+    t.setAttribute("text-anchor", anchor);
+    t.textContent = text;
+    svg.appendChild(t);
+  };
+  label(2, 10, `max ${max}/s`, "start");
+  label(2, H - 3, "-60 s", "start");
+  label(W - 2, H - 3, "now", "end");
+  if (perSecond.length === 0) label(W / 2, H / 2, "no throughput data from this backend", "middle");
+}
+
+function renderStatus(s) {
+  setText("queue-name", s.queue);
+  setText("updated", `updated ${utc(s.now_ms)}`);
+  setText("queued", s.queued);
+  setText("scheduled", s.scheduled);
+  setText("running", s.running);
+  setText("oldest", s.oldest_running_ms == null ? "" : `oldest lease ${(s.oldest_running_ms / 1000).toFixed(1)} s`);
+  setText("done", s.done);
+  setText("dead-total", s.dead);
+  $("dead-total").className = "value" + (s.dead > 0 ? " nonzero" : "");
+  setText("throughput", s.throughput.done == null ? "n/a" : s.throughput.done);
+  drawChart(s.throughput.per_second || []);
+
+  const throttled = s.tenants.filter(t => t.state !== "ready" && t.waiting > 0);
+  setText("throttled-count", `${throttled.length} of ${s.tenants.length} active`);
+  const body = $("throttled");
+  body.replaceChildren();
+  if (throttled.length === 0) emptyRow(body, 6, "no tenant is throttled");
+  for (const t of throttled.slice(0, 200)) {
+    const tr = document.createElement("tr");
+    tr.dataset.tenant = t.tenant;
+    cell(tr, t.tenant);
+    cell(tr, t.waiting, "num");
+    cell(tr, `${t.calls_in_window}/${t.limit}`, "num");
+    cell(tr, t.state === "paused" ? "paused" : "at limit", `state-${t.state}`);
+    cell(tr, t.paused_until_ms == null ? "next window" : `${utc(t.paused_until_ms)} (in ${Math.max(0, (t.paused_until_ms - s.now_ms) / 1000).toFixed(1)} s)`);
+    cell(tr, t.pause_reason || (t.state === "at_limit" ? "limit spent in this window" : ""), "reason");
+    body.appendChild(tr);
+  }
+}
+
+function renderDead(d) {
+  setText("dead-count", d.total > d.jobs.length ? `showing ${d.jobs.length} of ${d.total}` : `${d.total}`);
+  $("retry-all").disabled = d.total === 0;
+  const body = $("dead");
+  body.replaceChildren();
+  if (d.jobs.length === 0) emptyRow(body, 5, "no dead letters");
+  for (const j of d.jobs) {
+    const tr = document.createElement("tr");
+    tr.dataset.job = j.job;
+    cell(tr, j.job, "reason");
+    cell(tr, j.tenant);
+    cell(tr, j.attempts, "num");
+    cell(tr, j.error || "", "reason");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Retry";
+    button.addEventListener("click", () => retry([j.job]));
+    cell(tr, "").appendChild(button);
+    body.appendChild(tr);
+  }
+}
+
+async function getJson(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  return r.json();
+}
+
+async function refresh() {
+  try {
+    const [s, d] = await Promise.all([getJson("/v1/status"), getJson("/v1/dead?limit=100")]);
+    renderStatus(s);
+    renderDead(d);
+    setText("conn", "");
+    $("conn").className = "meta";
+  } catch (e) {
+    setText("conn", `cannot refresh: ${e.message}`);
+    $("conn").className = "meta bad";
+  } finally {
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+// Puts dead jobs back in the queue: these ids, or all of them when `ids` is null.
+async function retry(ids) {
+  let token = sessionStorage.getItem("lsq-token");
+  if (!token) {
+    token = window.prompt("API token (LSQ_API_TOKEN) to retry dead jobs:");
+    if (!token) return;
+  }
+  $("retry-all").disabled = true;
+  try {
+    const r = await fetch("/v1/dead/retry", {
+      method: "POST",
+      headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(ids ? { jobs: ids } : {}),
+    });
+    if (r.status === 401) {
+      sessionStorage.removeItem("lsq-token");
+      setText("retry-result", "wrong token");
+      return;
+    }
+    if (!r.ok) { setText("retry-result", `failed: HTTP ${r.status}`); return; }
+    sessionStorage.setItem("lsq-token", token);
+    const body = await r.json();
+    setText("retry-result", `${body.retried} job(s) put back in the queue`);
+  } catch (e) {
+    setText("retry-result", `failed: ${e.message}`);
+  } finally {
+    $("retry-all").disabled = false;
+  }
+}
+
+$("retry-all").addEventListener("click", () => retry(null));
+refresh();

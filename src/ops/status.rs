@@ -1,0 +1,399 @@
+//! The status report: one read of the queue turned into what ops look at, as the stable
+//! JSON of `status --json` and `GET /v1/status`, and as the table `status` prints.
+//!
+//! The JSON is a contract (documented in the README and in `openapi.yaml`): fields are only
+//! ever added, and `version` changes if one is ever removed or changes meaning.
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Queue, QueueError, QueueStatus, TenantStatus};
+
+/// Version of the status JSON layout.
+pub const STATUS_VERSION: u32 = 1;
+
+/// Seconds of throughput history in a report.
+pub const THROUGHPUT_SECONDS: u32 = 60;
+
+/// What the queue holds now, in total and per tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Layout version, [`STATUS_VERSION`].
+    pub version: u32,
+    /// Queue name (`--queue`).
+    pub queue: String,
+    /// The queue's clock when read, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// Jobs waiting in tenant lists.
+    pub queued: u64,
+    /// Jobs waiting for a retry time.
+    pub scheduled: u64,
+    /// Jobs leased to workers.
+    pub running: u64,
+    /// Jobs finished with a webhook Id.
+    pub done: u64,
+    /// Dead-lettered jobs.
+    pub dead: u64,
+    /// Age of the oldest running job's lease, ms; `null` when nothing runs.
+    pub oldest_running_ms: Option<u64>,
+    /// Jobs finished done recently.
+    pub throughput: Throughput,
+    /// Tenants with waiting jobs, calls in the current window or a pause: throttled ones
+    /// first (paused, then at their limit), then by waiting jobs, most first.
+    pub tenants: Vec<TenantReport>,
+}
+
+/// Jobs finished done over the last [`Throughput::window_seconds`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Length of the history, seconds.
+    pub window_seconds: u32,
+    /// Jobs done in the window; `null` if the backend does not count them.
+    pub done: Option<u64>,
+    /// Jobs done in each second of the window, oldest first, the current (partial)
+    /// second last; empty if the backend does not count them.
+    pub per_second: Vec<u64>,
+}
+
+/// Whether a tenant's next waiting job may be dispatched now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    /// It may call.
+    #[default]
+    Ready,
+    /// It has spent its limit in the current window; the next call waits for the window.
+    AtLimit,
+    /// LeadSquared said "rate limited": no call until `paused_until_ms`.
+    Paused,
+}
+
+impl TenantState {
+    /// The name used in JSON and the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Ready => "ready",
+            TenantState::AtLimit => "at_limit",
+            TenantState::Paused => "paused",
+        }
+    }
+}
+
+/// One tenant's line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantReport {
+    /// Tenant name.
+    pub tenant: String,
+    /// Jobs waiting in its list.
+    pub waiting: u64,
+    /// Calls allowed per window (may have been lowered by LeadSquared's answer).
+    pub limit: u32,
+    /// Calls spent in the current window.
+    pub calls_in_window: u32,
+    /// Ready, at its limit, or paused.
+    pub state: TenantState,
+    /// When the pause ends, ms since the epoch; `null` unless paused.
+    pub paused_until_ms: Option<u64>,
+    /// Why it is paused (LeadSquared's message); `null` unless paused.
+    pub pause_reason: Option<String>,
+}
+
+impl TenantReport {
+    fn from_status(t: TenantStatus, now_ms: u64) -> Self {
+        let paused = t.paused_until_ms.filter(|&until| until > now_ms);
+        let state = if paused.is_some() {
+            TenantState::Paused
+        } else if t.calls_in_window >= t.limit {
+            TenantState::AtLimit
+        } else {
+            TenantState::Ready
+        };
+        TenantReport {
+            tenant: t.tenant,
+            waiting: t.waiting,
+            limit: t.limit,
+            calls_in_window: t.calls_in_window,
+            state,
+            paused_until_ms: paused,
+            pause_reason: paused.and(t.pause_reason),
+        }
+    }
+
+    /// Throttled: jobs wait and may not be dispatched now.
+    pub fn throttled(&self) -> bool {
+        self.waiting > 0 && self.state != TenantState::Ready
+    }
+}
+
+impl StatusReport {
+    /// Reads the queue's status and throughput.
+    pub async fn read(queue: &dyn Queue) -> Result<StatusReport, QueueError> {
+        let status = queue.status().await?;
+        let per_second = queue.done_per_second(THROUGHPUT_SECONDS).await?;
+        Ok(Self::from_parts(status, per_second))
+    }
+
+    /// Builds a report from a queue status and its done-per-second series.
+    pub fn from_parts(status: QueueStatus, per_second: Vec<u64>) -> StatusReport {
+        let now_ms = status.now_ms;
+        let mut tenants: Vec<TenantReport> = status
+            .tenants
+            .into_iter()
+            .map(|t| TenantReport::from_status(t, now_ms))
+            .collect();
+        let rank = |t: &TenantReport| match t.state {
+            TenantState::Paused => 0,
+            TenantState::AtLimit => 1,
+            TenantState::Ready => 2,
+        };
+        tenants.sort_by(|a, b| {
+            rank(a)
+                .cmp(&rank(b))
+                .then(b.waiting.cmp(&a.waiting))
+                .then(a.tenant.cmp(&b.tenant))
+        });
+        let done = (!per_second.is_empty()).then(|| per_second.iter().sum());
+        StatusReport {
+            version: STATUS_VERSION,
+            queue: status.queue,
+            now_ms,
+            queued: status.queued,
+            scheduled: status.scheduled,
+            running: status.running,
+            done: status.done,
+            dead: status.dead,
+            oldest_running_ms: status.oldest_running_ms.filter(|_| status.running > 0),
+            throughput: Throughput {
+                window_seconds: THROUGHPUT_SECONDS,
+                done,
+                per_second,
+            },
+            tenants,
+        }
+    }
+
+    /// The human table, at most `max_tenants` tenant rows (the rest summarised in a line).
+    pub fn table(&self, max_tenants: usize) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let running = match self.oldest_running_ms {
+            Some(ms) => format!("{} (oldest lease {})", self.running, seconds(ms)),
+            None => self.running.to_string(),
+        };
+        let throughput = match self.throughput.done {
+            Some(n) => format!("{n} done in the last {} s", self.throughput.window_seconds),
+            None => "unknown (this backend does not count it)".into(),
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "queue {}    {}",
+            self.queue,
+            utc_time(self.now_ms, false)
+        );
+        let _ = writeln!(
+            out,
+            "queued {}   scheduled {}   running {}   done {}   dead {}",
+            self.queued, self.scheduled, running, self.done, self.dead
+        );
+        let _ = writeln!(out, "throughput {throughput}");
+        let throttled = self.tenants.iter().filter(|t| t.throttled()).count();
+        let _ = writeln!(
+            out,
+            "tenants {} active, {} throttled",
+            self.tenants.len(),
+            throttled
+        );
+        if self.tenants.is_empty() {
+            return out;
+        }
+        let name_width = self
+            .tenants
+            .iter()
+            .take(max_tenants)
+            .map(|t| t.tenant.len())
+            .max()
+            .unwrap_or(0)
+            .max("TENANT".len());
+        let _ = writeln!(
+            out,
+            "\n{:<name_width$}  {:>8}  {:>11}  STATE",
+            "TENANT", "WAITING", "CALLS/LIMIT"
+        );
+        for t in self.tenants.iter().take(max_tenants) {
+            let state = match (t.state, t.paused_until_ms) {
+                (TenantState::Paused, Some(until)) => format!(
+                    "paused until {} ({} more){}",
+                    utc_time(until, true),
+                    seconds(until.saturating_sub(self.now_ms)),
+                    t.pause_reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                (TenantState::AtLimit, _) => "at limit".into(),
+                _ => "ready".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<name_width$}  {:>8}  {:>11}  {}",
+                t.tenant,
+                t.waiting,
+                format!("{}/{}", t.calls_in_window, t.limit),
+                state
+            );
+        }
+        if self.tenants.len() > max_tenants {
+            let _ = writeln!(
+                out,
+                "... and {} more tenants (`status --json` lists all)",
+                self.tenants.len() - max_tenants
+            );
+        }
+        out
+    }
+}
+
+/// `1.234s` for a duration in ms.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+/// `2026-11-27 07:40:12Z` (or `07:40:12.345Z` when `time_only`) for ms since the epoch.
+pub fn utc_time(ms: u64, time_only: bool) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    if time_only {
+        return format!("{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000);
+    }
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}Z")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> QueueStatus {
+        QueueStatus {
+            queue: "lsq".into(),
+            now_ms: 1_700_000_000_000,
+            queued: 12,
+            scheduled: 1,
+            running: 2,
+            done: 40,
+            dead: 3,
+            oldest_running_ms: Some(1_250),
+            tenants: vec![
+                TenantStatus {
+                    tenant: "calm".into(),
+                    waiting: 9,
+                    limit: 25,
+                    calls_in_window: 3,
+                    paused_until_ms: None,
+                    pause_reason: None,
+                },
+                TenantStatus {
+                    tenant: "busy".into(),
+                    waiting: 2,
+                    limit: 5,
+                    calls_in_window: 5,
+                    paused_until_ms: Some(1_699_999_999_000),
+                    pause_reason: Some("old pause".into()),
+                },
+                TenantStatus {
+                    tenant: "held".into(),
+                    waiting: 1,
+                    limit: 20,
+                    calls_in_window: 20,
+                    paused_until_ms: Some(1_700_000_004_000),
+                    pause_reason: Some("API calls exceeded the limit of 20 in 5 second(s)".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn classifies_and_orders_tenants() {
+        let r = StatusReport::from_parts(status(), vec![1, 0, 2]);
+        let names: Vec<&str> = r.tenants.iter().map(|t| t.tenant.as_str()).collect();
+        assert_eq!(names, ["held", "busy", "calm"]);
+        assert_eq!(r.tenants[0].state, TenantState::Paused);
+        // A pause in the past is over: no pause fields, and the limit decides.
+        assert_eq!(r.tenants[1].state, TenantState::AtLimit);
+        assert_eq!(r.tenants[1].paused_until_ms, None);
+        assert_eq!(r.tenants[1].pause_reason, None);
+        assert_eq!(r.tenants[2].state, TenantState::Ready);
+        assert_eq!(r.throughput.done, Some(3));
+        assert_eq!(r.version, STATUS_VERSION);
+    }
+
+    #[test]
+    fn json_field_names_are_the_documented_ones() {
+        let r = StatusReport::from_parts(status(), vec![]);
+        let v = serde_json::to_value(&r).unwrap_or_default();
+        for field in [
+            "version",
+            "queue",
+            "now_ms",
+            "queued",
+            "scheduled",
+            "running",
+            "done",
+            "dead",
+            "oldest_running_ms",
+            "throughput",
+            "tenants",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}: {v}");
+        }
+        assert_eq!(v["throughput"]["done"], serde_json::Value::Null);
+        let t = &v["tenants"][0];
+        assert_eq!(t["state"], "paused");
+        assert_eq!(t["paused_until_ms"], 1_700_000_004_000u64);
+        assert_eq!(
+            t["pause_reason"],
+            "API calls exceeded the limit of 20 in 5 second(s)"
+        );
+    }
+
+    #[test]
+    fn table_shows_totals_and_tenants() {
+        let r = StatusReport::from_parts(status(), vec![4, 5]);
+        let t = r.table(2);
+        assert!(t.contains("queue lsq    2023-11-14 22:13:20Z"), "{t}");
+        assert!(
+            t.contains(
+                "queued 12   scheduled 1   running 2 (oldest lease 1.250s)   done 40   dead 3"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("throughput 9 done in the last 60 s"), "{t}");
+        assert!(
+            t.contains("held           1        20/20  paused until 22:13:24.000Z (4.000s more): API calls exceeded"),
+            "{t}"
+        );
+        assert!(t.contains("busy           2          5/5  at limit"), "{t}");
+        assert!(t.contains("... and 1 more tenants"), "{t}");
+    }
+
+    #[test]
+    fn dates_are_right() {
+        assert_eq!(utc_time(0, false), "1970-01-01 00:00:00Z");
+        assert_eq!(utc_time(951_782_400_000, false), "2000-02-29 00:00:00Z");
+        assert_eq!(utc_time(4_102_444_799_999, true), "23:59:59.999Z");
+    }
+}
