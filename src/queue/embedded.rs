@@ -62,7 +62,13 @@ struct State {
     finished: BTreeMap<u64, JobId>,
     /// Source of sequence numbers (ready-set tie breaks, finishing order, lease tokens).
     seq: u64,
+    /// Jobs done per wall-clock second (`ms / 1000`, count), the last
+    /// [`DONE_HISTORY_SECS`] seconds only, for [`Queue::done_per_second`].
+    done_per_sec: VecDeque<(u64, u64)>,
 }
+
+/// Seconds of done-per-second history kept: bounds the memory whatever the throughput.
+const DONE_HISTORY_SECS: u64 = 600;
 
 struct TenantState {
     tenant: Tenant,
@@ -558,6 +564,18 @@ impl Queue for EmbeddedQueue {
             rec.outcome_unknown = false;
         }
         st.finish(&job.id, JobState::Done, None);
+        let sec = self.ms(Instant::now()) / 1000;
+        match st.done_per_sec.back_mut() {
+            Some((at, n)) if *at == sec => *n += 1,
+            _ => st.done_per_sec.push_back((sec, 1)),
+        }
+        while st
+            .done_per_sec
+            .front()
+            .is_some_and(|(at, _)| at + DONE_HISTORY_SECS <= sec)
+        {
+            st.done_per_sec.pop_front();
+        }
         Ok(())
     }
 
@@ -642,6 +660,19 @@ impl Queue for EmbeddedQueue {
         st.take_lease(job)?;
         st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
         Ok(())
+    }
+
+    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
+        let now_sec = self.ms(Instant::now()) / 1000;
+        let len = u64::from(seconds).min(DONE_HISTORY_SECS);
+        let first = (now_sec + 1).saturating_sub(len);
+        let mut out = vec![0; len as usize];
+        for &(at, n) in &self.lock().done_per_sec {
+            if (first..=now_sec).contains(&at) {
+                out[(at - first) as usize] = n;
+            }
+        }
+        Ok(out)
     }
 
     async fn status(&self) -> Result<QueueStatus, QueueError> {
@@ -880,6 +911,24 @@ mod tests {
         assert_eq!(a_last - start, WINDOW * 7);
         assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
         assert!(q.is_idle().await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn done_per_second_counts_each_second_and_forgets_old_ones() {
+        let q = queue(&[("a", 100)]).await;
+        push_n(&q, "a", 6).await;
+        // Start on a second boundary of the wall clock the queue reports.
+        let into_second = q.ms(Instant::now()) % 1000;
+        tokio::time::sleep(Duration::from_millis(1000 - into_second)).await;
+        drain(&q, 2).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drain(&q, 3).await;
+        let series = q.done_per_second(5).await.unwrap();
+        assert_eq!(series, vec![0, 0, 2, 0, 3]);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(q.done_per_second(60).await.unwrap().iter().sum::<u64>(), 0);
+        drain(&q, 1).await;
+        assert_eq!(q.done_per_second(60).await.unwrap().iter().sum::<u64>(), 1);
     }
 
     #[tokio::test(start_paused = true)]
