@@ -1,14 +1,160 @@
-//! `lsq-webhooks simulate`.
+//! `lsq-webhooks simulate`: run the LeadSquared simulator until SIGINT/SIGTERM.
+//!
+//! Prints `listening on http://ADDR` on standard output once bound (so a script that asked
+//! for port 0 can read the port), then serves until told to stop.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use super::Global;
+use anyhow::Context;
+use clap::ValueEnum;
+use tokio_util::sync::CancellationToken;
+
+use super::{BadInput, Global};
+use crate::sim::{AccountSource, Faults, RateLimitStyle, SimConfig, SimState};
 
 /// Arguments of `simulate`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("accounts").required(true).args(["tenants", "any_account"])))]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: SocketAddr,
+    /// Accept the tenants of this tenants CSV (their keys and limits).
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Accept any keys: each access key is an account with --default-limit.
+    #[arg(long)]
+    pub any_account: bool,
+    /// Calls per window for --any-account accounts.
+    #[arg(long, default_value_t = crate::tenant::DEFAULT_LIMIT)]
+    pub default_limit: u32,
+    /// The rate-limit window in milliseconds (LeadSquared's is 5000).
+    #[arg(long, default_value_t = 5000)]
+    pub window_ms: u64,
+    /// Whether refused calls count against the window.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub count_rejected: bool,
+    /// How the rate-limit error arrives: HTTP 429, 200 with "Status":"Error", or 403.
+    #[arg(long, value_enum, default_value_t = Style::S429)]
+    pub rate_limit_style: Style,
+    /// Send Retry-After with the rate-limit error.
+    #[arg(long)]
+    pub retry_after: bool,
+    /// Accept event 2 without a top-level ActivityEvent (LeadSquared reportedly refuses it).
+    #[arg(long)]
+    pub lenient_event_2: bool,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of admitted calls answered 500 without being processed (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of admitted Create calls that create the webhook, then answer 500 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub created_then_error_rate: f64,
+    /// Share of admitted calls whose connection is reset without an answer (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Latency added to every admitted call, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Up to this many more milliseconds, drawn uniformly.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+}
+
+/// `--rate-limit-style` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Style {
+    /// HTTP 429.
+    #[value(name = "429")]
+    S429,
+    /// HTTP 200 with "Status":"Error".
+    #[value(name = "200")]
+    S200,
+    /// HTTP 403.
+    #[value(name = "403")]
+    S403,
+}
+
+impl Args {
+    /// The simulator configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<SimConfig> {
+        let accounts = match &self.tenants {
+            Some(path) => AccountSource::Tenants(
+                crate::tenant::read_file(path).map_err(|e| BadInput(e.to_string()))?,
+            ),
+            None => AccountSource::AnyAccount,
+        };
+        if self.window_ms == 0 {
+            return Err(BadInput("--window-ms must be at least 1".into()).into());
+        }
+        Ok(SimConfig {
+            accounts,
+            default_limit: self.default_limit,
+            window: Duration::from_millis(self.window_ms),
+            count_rejected: self.count_rejected,
+            rate_limit_style: match self.rate_limit_style {
+                Style::S429 => RateLimitStyle::TooManyRequests,
+                Style::S200 => RateLimitStyle::OkWithError,
+                Style::S403 => RateLimitStyle::Forbidden,
+            },
+            retry_after: self.retry_after,
+            require_activity_event_for_event_2: !self.lenient_event_2,
+            faults: Faults {
+                seed: self.seed,
+                error_rate: self.error_rate,
+                created_then_error_rate: self.created_then_error_rate,
+                reset_rate: self.reset_rate,
+                latency: Duration::from_millis(self.latency_ms),
+                latency_jitter: Duration::from_millis(self.latency_jitter_ms),
+            },
+        })
+    }
+}
 
 /// Runs `simulate`.
-pub async fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`simulate` is not built yet")
+pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let state = SimState::new(config).map_err(|e| BadInput(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = CancellationToken::new();
+    let server = crate::sim::serve(listener, state, shutdown.clone())
+        .context("cannot start the simulator")?;
+    println!("listening on http://{}", server.local_addr());
+    tracing::info!(addr = %server.local_addr(), "LeadSquared simulator listening");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    server.join().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

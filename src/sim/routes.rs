@@ -1,0 +1,418 @@
+//! The simulator's HTTP surface: LeadSquared's Create and Retrieve, answered the way
+//! LeadSquared answers, and the admin routes under `/_sim/`.
+//!
+//! Order of work for an API call, as a gateway in front of LeadSquared would do it:
+//! authenticate (401, charged to no account) → count the call against the account's
+//! window and refuse it if over the limit → injected latency → injected reset or 500 →
+//! read and validate the body (400 for a body not per spec, 500 with an `MX...Exception`
+//! for an input LeadSquared reads but refuses) → do the work → injected "created, then 500".
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::RateLimitStyle;
+use super::server::ConnectionControl;
+use super::state::{Admission, Api, Fault, FaultDraw, SimState};
+use crate::leadsquared::{CreateWebhook, Rejection, WebhookEvent};
+
+/// The simulator's router. Tests may drive it without a socket; the connection-reset fault
+/// needs [`super::serve`], which gives each connection the means to reset itself.
+pub fn app(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/v2/Webhook.svc/Create", post(create))
+        .route("/v2/Webhook.svc/Retrieve", post(retrieve))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route("/_sim/accounts/{account}/limit", put(set_limit))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Every answer other than success: LeadSquared's error shape, or an injected failure.
+/// (One type so the helpers return something small, and each answer is built in one place.)
+#[derive(Debug)]
+enum Refusal {
+    /// `{"Status":"Error","ExceptionType":..,"ExceptionMessage":..}`.
+    Lsq {
+        status: StatusCode,
+        exception: &'static str,
+        message: String,
+        /// `Retry-After` seconds, if any.
+        retry_after: Option<u64>,
+    },
+    /// An injected server failure: a 500 without an `MX` exception, i.e. not an input error.
+    ServerFailure,
+    /// A status without a body.
+    Bare(StatusCode),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Lsq {
+                status,
+                exception,
+                message,
+                retry_after,
+            } => {
+                let body = json!({
+                    "Status": "Error",
+                    "ExceptionType": exception,
+                    "ExceptionMessage": message,
+                });
+                let mut response = (status, Json(body)).into_response();
+                if let Some(v) =
+                    retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+                {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                response
+            }
+            Refusal::ServerFailure => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({
+                    "Status": "Error",
+                    "Message": "An unexpected error occurred (simulated)"
+                })),
+            )
+                .into_response(),
+            Refusal::Bare(status) => status.into_response(),
+        }
+    }
+}
+
+/// LeadSquared's error shape.
+fn lsq_error(status: StatusCode, exception: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::Lsq {
+        status,
+        exception,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+/// The keys from the `x-LSQ-AccessKey`/`x-LSQ-SecretKey` headers, or else from the
+/// `accessKey`/`secretKey` query parameters (both documented by LeadSquared).
+fn keys(headers: &HeaderMap, uri: &Uri) -> (String, String) {
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let (Some(a), Some(s)) = (header("x-lsq-accesskey"), header("x-lsq-secretkey")) {
+        return (a, s);
+    }
+    let mut access = String::new();
+    let mut secret = String::new();
+    if let Some(q) = uri.query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if k.eq_ignore_ascii_case("accesskey") {
+                access = v.into_owned();
+            } else if k.eq_ignore_ascii_case("secretkey") {
+                secret = v.into_owned();
+            }
+        }
+    }
+    (access, secret)
+}
+
+/// Authenticates, counts, applies latency and the faults that replace the work. `Ok` is the
+/// account and the remaining draw.
+async fn admit(
+    state: &SimState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    api: Api,
+    conn: Option<&ConnectionControl>,
+) -> Result<(String, FaultDraw), Refusal> {
+    let (access, secret) = keys(headers, uri);
+    let Some(account) = state.authenticate(&access, &secret) else {
+        return Err(lsq_error(
+            StatusCode::UNAUTHORIZED,
+            "MXUnAuthorizedAccessException",
+            "Invalid access key or secret key",
+        ));
+    };
+    let (admission, draw) = state.arrive(&account, api);
+    if let Admission::Limited { limit, retry_after } = admission {
+        tracing::debug!(%account, "rate limited");
+        return Err(rate_limited(state, limit, retry_after));
+    }
+    if !draw.latency.is_zero() {
+        tokio::time::sleep(draw.latency).await;
+    }
+    if draw.reset {
+        state.fault_applied(&account, Fault::Reset);
+        match conn {
+            Some(conn) => {
+                conn.reset();
+                // The connection's task drops the socket with a reset; this future is
+                // dropped with it and never answers.
+                std::future::pending::<()>().await;
+            }
+            None => {
+                tracing::warn!("reset fault drawn but the router is not served by sim::serve");
+                return Err(Refusal::Bare(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+        }
+    }
+    if draw.error {
+        state.fault_applied(&account, Fault::Error);
+        return Err(Refusal::ServerFailure);
+    }
+    Ok((account, draw))
+}
+
+/// The rate-limit answer in the configured style.
+fn rate_limited(state: &SimState, limit: u32, retry_after: std::time::Duration) -> Refusal {
+    let config = state.config();
+    let status = match config.rate_limit_style {
+        RateLimitStyle::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        RateLimitStyle::OkWithError => StatusCode::OK,
+        RateLimitStyle::Forbidden => StatusCode::FORBIDDEN,
+    };
+    let window_secs = config.window.as_secs_f64().ceil().max(1.0) as u64;
+    Refusal::Lsq {
+        status,
+        exception: crate::leadsquared::answer::RATE_LIMIT_EXCEPTION,
+        message: format!("API calls exceeded the limit of {limit} in {window_secs} second(s)"),
+        retry_after: config
+            .retry_after
+            .then(|| retry_after.as_secs_f64().ceil().max(1.0) as u64),
+    }
+}
+
+/// A 400 unless the body is declared JSON.
+fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if declared {
+        Ok(())
+    } else {
+        Err(lsq_error(
+            StatusCode::BAD_REQUEST,
+            "MXInvalidRequestException",
+            "The message body is not as per API specification: Content-Type must be application/json",
+        ))
+    }
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        lsq_error(
+            StatusCode::BAD_REQUEST,
+            "MXInvalidRequestException",
+            format!("The message body is not as per API specification: not JSON ({e})"),
+        )
+    })
+}
+
+async fn create(
+    State(state): State<Arc<SimState>>,
+    conn: Option<Extension<ConnectionControl>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (account, draw) = match admit(&state, &headers, &uri, Api::Create, conn.as_deref()).await {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let webhook = match validate_create(&state, &headers, &body) {
+        Ok(w) => w,
+        Err(refusal) => {
+            state.invalid(&account);
+            return refusal.into_response();
+        }
+    };
+    let id = state.create(&account, &webhook);
+    tracing::debug!(%account, %id, event = webhook.event.code(), "webhook created");
+    if draw.created_then_error {
+        state.fault_applied(&account, Fault::CreatedThenError);
+        return Refusal::ServerFailure.into_response();
+    }
+    Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response()
+}
+
+/// Reads a Create body as LeadSquared does: 400 for what it cannot deserialise, 500 with an
+/// `MX...Exception` for inputs it refuses.
+fn validate_create(
+    state: &SimState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<CreateWebhook, Refusal> {
+    require_json(headers)?;
+    let value = parse_json(body)?;
+    let webhook = CreateWebhook::check(&value).map_err(|problems| {
+        let shape = problems.iter().any(|p| p.kind == Rejection::Shape);
+        let missing = problems.iter().any(|p| p.kind == Rejection::Missing);
+        let message = problems
+            .iter()
+            .map(|p| p.error.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if shape {
+            lsq_error(
+                StatusCode::BAD_REQUEST,
+                "MXInvalidRequestException",
+                format!("The message body is not as per API specification: {message}"),
+            )
+        } else if missing {
+            lsq_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "MXMandatoryAttributeMissingException",
+                message,
+            )
+        } else {
+            lsq_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "MXInvalidInputException",
+                message,
+            )
+        }
+    })?;
+    // Reported by public client code: event 2 without a top-level ActivityEvent fails.
+    // Checked on the body as sent (validation fills it in for callers that omit it).
+    if state.config().require_activity_event_for_event_2
+        && webhook.event == WebhookEvent::LeadActivityCreate
+        && value.get("ActivityEvent").is_none_or(Value::is_null)
+    {
+        return Err(lsq_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MXInvalidDataTypeException",
+            "ActivityEvent is required for WebhookEvent 2",
+        ));
+    }
+    Ok(webhook)
+}
+
+async fn retrieve(
+    State(state): State<Arc<SimState>>,
+    conn: Option<Extension<ConnectionControl>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (account, _draw) = match admit(&state, &headers, &uri, Api::Retrieve, conn.as_deref()).await
+    {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let request = match require_json(&headers).and_then(|()| parse_json(&body)) {
+        Ok(v) => v,
+        Err(refusal) => {
+            state.invalid(&account);
+            return refusal.into_response();
+        }
+    };
+    let number = |v: Option<&Value>, default: u64| match v {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(default),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(default),
+        _ => default,
+    };
+    let search = request
+        .pointer("/Parameter/SearchText")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let page_index = number(request.pointer("/Paging/PageIndex"), 1).max(1);
+    let page_size = number(request.pointer("/Paging/PageSize"), 100).clamp(1, 1000);
+    let found = state.search(&account, search);
+    let start = ((page_index - 1) * page_size) as usize;
+    let page: Vec<Value> = found
+        .iter()
+        .skip(start)
+        .take(page_size as usize)
+        .map(|w| {
+            json!({
+                "WebhookId": w.id,
+                "EventName": event_name(w.event),
+                "EventCode": w.event,
+                "Description": w.description,
+                "URL": w.url,
+                "Method": "POST",
+            })
+        })
+        .collect();
+    Json(json!({"RecordCount": found.len(), "Response": page})).into_response()
+}
+
+/// An event name in LeadSquared's style (`Lead_Post_Create` is the documented one for 3; the
+/// others follow the same pattern and are the simulator's invention).
+fn event_name(code: u32) -> String {
+    match WebhookEvent::from_code(code) {
+        Some(WebhookEvent::LeadCreate) => "Lead_Post_Create".into(),
+        Some(e) => e
+            .label()
+            .split(' ')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("_"),
+        None => code.to_string(),
+    }
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.stats()).into_response()
+}
+
+/// Body of `PUT /_sim/accounts/{account}/limit`.
+#[derive(Debug, Deserialize)]
+struct LimitBody {
+    limit: u32,
+}
+
+async fn set_limit(
+    State(state): State<Arc<SimState>>,
+    Path(account): Path<String>,
+    Json(body): Json<LimitBody>,
+) -> Response {
+    if body.limit == 0 {
+        return (StatusCode::BAD_REQUEST, "limit must be at least 1").into_response();
+    }
+    if state.set_limit(&account, body.limit) {
+        Json(json!({"account": account, "limit": body.limit})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such account").into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    lsq_error(
+        StatusCode::NOT_FOUND,
+        "MXAPINotFoundException",
+        "The API could not be found. Please check the API signature.",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_follow_leadsquared_style() {
+        assert_eq!(event_name(3), "Lead_Post_Create");
+        assert_eq!(event_name(2), "Lead_Activity_Create");
+        assert_eq!(event_name(99), "99");
+    }
+}

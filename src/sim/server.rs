@@ -1,0 +1,172 @@
+//! Serving the simulator on a bound listener, with the connection-reset fault.
+//!
+//! `axum::serve` gives a handler no way to reset its connection, so connections are served
+//! here with hyper directly: each one keeps a duplicate of its socket's descriptor and a
+//! token its handler can trigger; when triggered, the socket's linger is set to zero and the
+//! connection is dropped, which sends a TCP RST instead of an answer. Only that path sets
+//! the linger: a normal close stays graceful, so no answer is ever cut short by it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::routes::app;
+use super::state::{SimState, SimStats};
+
+/// How long connections get to finish their answers after shutdown is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Lets a handler reset the connection it is answering on (inserted into every request's
+/// extensions by [`serve`]).
+#[derive(Clone, Debug)]
+pub struct ConnectionControl {
+    reset: CancellationToken,
+}
+
+impl ConnectionControl {
+    /// Asks for the connection to be reset now, without an answer.
+    pub fn reset(&self) {
+        self.reset.cancel();
+    }
+}
+
+/// A running simulator: its address, its state, and its task.
+pub struct SimServer {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    task: JoinHandle<()>,
+}
+
+impl SimServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`: an `api_base` for tenants.
+    pub fn base_url(&self) -> url::Url {
+        #[allow(clippy::expect_used)]
+        url::Url::parse(&format!("http://{}", self.addr))
+            .expect("an IP address and port always make a valid http URL")
+    }
+
+    /// The shared state (limits, webhooks, counters).
+    pub fn state(&self) -> &Arc<SimState> {
+        &self.state
+    }
+
+    /// A snapshot of the counters, as `GET /_sim/stats` gives them.
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// Waits until the server has stopped (after its shutdown token is cancelled and open
+    /// connections have finished, or [`SHUTDOWN_GRACE`] has passed).
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "simulator task failed");
+        }
+    }
+}
+
+/// Serves the simulator on a bound listener until `shutdown` is cancelled.
+pub fn serve(
+    listener: TcpListener,
+    state: Arc<SimState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SimServer> {
+    let addr = listener.local_addr()?;
+    let router = app(state.clone());
+    let task = tokio::spawn(accept_loop(listener, router, shutdown));
+    Ok(SimServer { addr, state, task })
+}
+
+async fn accept_loop(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        connections.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("simulator connections still open after the shutdown grace period");
+    }
+}
+
+async fn serve_connection(stream: TcpStream, router: axum::Router, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    // A second descriptor of the same socket, to set its linger when a reset is asked while
+    // hyper owns the stream.
+    let (stream, dup) = match split_descriptor(stream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate a connection's descriptor");
+            return;
+        }
+    };
+    let control = ConnectionControl {
+        reset: CancellationToken::new(),
+    };
+    let reset = control.reset.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(control.clone());
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "simulator connection ended");
+            }
+        }
+        _ = reset.cancelled() => reset_socket(&dup),
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = reset.cancelled() => reset_socket(&dup),
+            }
+        }
+    }
+    // Dropping `conn` and `dup` closes both descriptors: the socket closes now.
+}
+
+fn split_descriptor(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std()?;
+    let dup = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, dup))
+}
+
+/// Linger zero: the close that follows sends RST.
+fn reset_socket(dup: &std::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(dup).set_linger(Some(Duration::ZERO)) {
+        tracing::warn!(error = %e, "cannot set linger for a reset");
+    }
+}
