@@ -181,7 +181,7 @@ impl Client {
     ) -> Result<RetrievePage, CallError> {
         let request = json!({
             "Parameter": { "SearchText": search_text },
-            "Sorting": { "ColumnName": "CreatedOn", "Direction": "1" },
+            "Sorting": { "ColumnName": "ModifiedOn", "Direction": "1" },
             "Paging": { "PageIndex": page_index.max(1), "PageSize": page_size.max(1) },
         });
         let answer = self.call(tenant, RETRIEVE_PATH, &request, &[]).await?;
