@@ -1,14 +1,154 @@
-//! `lsq-webhooks worker`.
+//! `lsq-webhooks worker [--concurrency N] [--exit-when-idle]`: drains the queue until SIGTERM
+//! or SIGINT (graceful, in two stages) or, with `--exit-when-idle`, until nothing is queued,
+//! scheduled or running.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::Global;
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{BadInput, Global};
+use crate::leadsquared::{Client, ClientConfig};
+use crate::queue::redis::RedisQueue;
+use crate::queue::{Queue, QueueConfig};
+use crate::worker::{Pool, RetryPolicy, WorkerConfig};
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Jobs run at once in this process.
+    #[arg(long, env = "LSQ_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Exit once nothing is queued, scheduled or running.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Attempts before a job that keeps failing transiently is dead.
+    #[arg(long, env = "LSQ_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+    /// Retry backoff: the first retry waits up to this many milliseconds (full jitter).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Retry backoff: growth per attempt.
+    #[arg(long, default_value_t = 2.0)]
+    pub retry_factor: f32,
+    /// Retry backoff: no wait longer than this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub retry_cap_secs: u64,
+    /// After SIGTERM/SIGINT, how long running calls may finish before their jobs are handed
+    /// back to the queue, in seconds.
+    #[arg(long, env = "LSQ_SHUTDOWN_GRACE", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// A job's lease: how long it stays with a worker that stops heartbeating, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub lease_ms: u64,
+    /// Extra spacing added to each tenant's 5-second window, in ms (zero is safe: calls
+    /// are re-stamped when their answer arrives).
+    #[arg(long, default_value_t = 0)]
+    pub margin_ms: u64,
+    /// Timeout of one call to LeadSquared, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub call_timeout_secs: u64,
+}
+
+impl Args {
+    /// The queue settings these flags ask for (name from the global `--queue`).
+    pub fn queue_config(&self, global: &Global) -> anyhow::Result<QueueConfig> {
+        if self.max_attempts == 0 {
+            return Err(BadInput("--max-attempts must be at least 1".into()).into());
+        }
+        if self.lease_ms < 100 {
+            return Err(BadInput("--lease-ms must be at least 100".into()).into());
+        }
+        Ok(QueueConfig {
+            name: global.queue.clone(),
+            lease: Duration::from_millis(self.lease_ms),
+            margin: Duration::from_millis(self.margin_ms),
+            max_attempts: self.max_attempts,
+            ..QueueConfig::default()
+        })
+    }
+
+    /// The pool settings these flags ask for.
+    pub fn worker_config(&self) -> anyhow::Result<WorkerConfig> {
+        if self.concurrency == 0 {
+            return Err(BadInput("--concurrency must be at least 1".into()).into());
+        }
+        if !(self.retry_factor >= 1.0 && self.retry_factor.is_finite()) {
+            return Err(BadInput("--retry-factor must be at least 1".into()).into());
+        }
+        Ok(WorkerConfig {
+            concurrency: self.concurrency,
+            exit_when_idle: self.exit_when_idle,
+            retry: RetryPolicy {
+                base: Duration::from_millis(self.retry_base_ms),
+                factor: self.retry_factor,
+                cap: Duration::from_secs(self.retry_cap_secs),
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..WorkerConfig::default()
+        })
+    }
+}
+
+/// Opens the Redis queue named by the global options, with `config` (default settings when
+/// `None`).
+pub async fn open_queue(
+    global: &Global,
+    config: Option<QueueConfig>,
+) -> anyhow::Result<Arc<dyn Queue>> {
+    let config = config.unwrap_or_else(|| QueueConfig {
+        name: global.queue.clone(),
+        ..QueueConfig::default()
+    });
+    let queue = RedisQueue::connect(&global.redis, config)
+        .await
+        .context("cannot open the queue in Redis")?;
+    Ok(Arc::new(queue))
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    }))
+}
 
 /// Runs `worker`.
-pub async fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`worker` is not built yet")
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let queue_config = args.queue_config(global)?;
+    let worker_config = args.worker_config()?;
+    let client = Client::new(ClientConfig {
+        timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
+        ..ClientConfig::default()
+    })?;
+    let queue = open_queue(global, Some(queue_config)).await?;
+    let shutdown = CancellationToken::new();
+    let signals = cancel_on_signal(shutdown.clone())?;
+    let pool = Pool::new(queue, client, worker_config);
+    let summary = pool.run(shutdown.clone()).await;
+    shutdown.cancel();
+    // The signal watcher ends as soon as the token is cancelled.
+    let _ = signals.await;
+    let summary = summary?;
+    eprintln!(
+        "dispatched {}, created {}, reconciled {}, retried {}, rate limited {}, dead {}, handed back {}",
+        summary.dispatched,
+        summary.created,
+        summary.reconciled,
+        summary.retried,
+        summary.rate_limited,
+        summary.buried,
+        summary.handed_back
+    );
+    Ok(ExitCode::SUCCESS)
 }

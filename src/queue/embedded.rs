@@ -593,7 +593,9 @@ impl Queue for EmbeddedQueue {
         let Some(rec) = st.jobs.get_mut(&job.id) else {
             return Err(QueueError::LeaseLost(job.id.clone()));
         };
-        rec.outcome_unknown = outcome_unknown;
+        // An unknown outcome stays unknown: a transient failure cannot prove the webhook
+        // was not created (only a reconcile's `requeue` clears it), as in the Redis backend.
+        rec.outcome_unknown = rec.outcome_unknown || outcome_unknown;
         if rec.attempts >= self.config.max_attempts {
             let reason = format!("gave up after {} attempts: {error}", rec.attempts);
             st.finish(&job.id, JobState::Dead, Some(reason));

@@ -1,0 +1,172 @@
+//! The `worker`, `results` and `dead` commands of the real binary against a real Redis.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use lsq_webhooks::job::NewJob;
+use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::{Queue, QueueConfig};
+use lsq_webhooks::secret::Secret;
+use lsq_webhooks::tenant::Tenant;
+
+fn lsq(queue: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["--redis", &common::redis_url(), "--queue", queue])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run lsq-webhooks")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn body(n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "Description": format!("hook {n}"),
+        "URL": format!("https://example.com/hook/{n}"),
+        "Method": "POST",
+        "ContentType": "application/json",
+        "WebhookEvent": "3",
+        "IsSpecificLandingPage": false,
+        "NotifyOnFailure": false,
+        "WebhookProperties": null,
+        "CustomHeaders": []
+    })
+}
+
+#[tokio::test]
+async fn results_and_dead_letters_through_the_binary() {
+    let name = common::unique_queue("cli-dead");
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    // Nothing listens on this port: every Create fails with "connection refused".
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    queue
+        .put_tenants(&[Tenant {
+            name: "down".into(),
+            api_base: url::Url::parse(&down).expect("url"),
+            access_key: Secret::new("ak-down"),
+            secret_key: Secret::new("sk-down"),
+            limit: 25,
+        }])
+        .await
+        .expect("tenants");
+    let mut jobs: Vec<NewJob> = (0..3)
+        .map(|n| NewJob {
+            tenant: "down".into(),
+            webhook: body(n),
+            key: format!("k{n}"),
+        })
+        .collect();
+    jobs.push(NewJob {
+        tenant: "down".into(),
+        webhook: serde_json::json!({"Description": 7}),
+        key: "broken".into(),
+    });
+    queue.push(&jobs).await.expect("push");
+
+    let out = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || {
+            lsq(
+                &name,
+                &[
+                    "worker",
+                    "--exit-when-idle",
+                    "--max-attempts",
+                    "2",
+                    "--retry-base-ms",
+                    "5",
+                    "--retry-cap-secs",
+                    "1",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let csv = lsq(&name, &["results", "--format", "csv"]);
+    assert!(csv.status.success());
+    let mut reader = csv::Reader::from_reader(csv.stdout.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "job",
+            "tenant",
+            "key",
+            "status",
+            "webhook_id",
+            "attempts",
+            "error"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(&row[3], "dead");
+        assert_eq!(&row[4], "");
+        if &row[2] == "broken" {
+            assert!(row[6].contains("does not decode"), "{:?}", &row[6]);
+        } else {
+            assert_eq!(&row[5], "2");
+            assert!(row[6].contains("gave up after 2 attempts"), "{:?}", &row[6]);
+        }
+        assert!(!row[6].contains("sk-down") && !row[6].contains("ak-down"));
+    }
+
+    let only = lsq(&name, &["results", "--tenant", "nobody"]);
+    assert!(only.status.success());
+    assert_eq!(stdout(&only), "");
+
+    let list = lsq(&name, &["dead", "list"]);
+    assert!(list.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["status"] == "dead"));
+    let broken = lines
+        .iter()
+        .find(|l| l["key"] == "broken")
+        .expect("broken job listed");
+    let broken_id = broken["job"].as_str().expect("id").to_string();
+
+    // Naming nothing is a usage error.
+    let bad = lsq(&name, &["dead", "purge"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let retried = lsq(&name, &["dead", "retry", &broken_id]);
+    assert!(retried.status.success());
+    assert_eq!(stdout(&retried).trim(), "retried 1");
+    let status = queue.status().await.expect("status");
+    assert_eq!((status.queued, status.dead), (1, 3));
+
+    let purged = lsq(&name, &["dead", "purge", "--all"]);
+    assert_eq!(stdout(&purged).trim(), "purged 3");
+    assert_eq!(queue.dead().await.expect("dead").len(), 0);
+    // The retried job is still there, waiting.
+    assert_eq!(queue.status().await.expect("status").queued, 1);
+}
