@@ -1,6 +1,7 @@
 //! The `worker`, `results` and `dead` commands of the real binary against a real Redis.
 
 mod common;
+mod worker_support;
 
 use std::process::{Command, Output};
 
@@ -169,4 +170,90 @@ async fn results_and_dead_letters_through_the_binary() {
     assert_eq!(queue.dead().await.expect("dead").len(), 0);
     // The retried job is still there, waiting.
     assert_eq!(queue.status().await.expect("status").queued, 1);
+}
+
+/// SIGTERM in the middle of a run: the binary stops taking jobs, hands back the ones whose
+/// calls are still running when the grace period ends, and exits 0; a second run finishes
+/// the rest. No job is lost and no webhook is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_loses_no_job() {
+    let sim_tenants = worker_support::tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        4,
+        &[25],
+    );
+    let mut config = worker_support::sim_config(&sim_tenants, std::time::Duration::from_secs(5));
+    // Slow answers, so that calls are in flight when the signal comes.
+    config.faults.latency = std::time::Duration::from_millis(150);
+    config.faults.latency_jitter = std::time::Duration::from_millis(250);
+    let sim = worker_support::start_sim(config).await;
+    let ts = worker_support::tenants(&sim.server.base_url(), 4, &[25]);
+    let name = common::unique_queue("cli-term");
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue
+        .push(&worker_support::jobs(&ts, 15))
+        .await
+        .expect("push");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["--redis", &common::redis_url(), "--queue", &name])
+        .args(["worker", "--concurrency", "8", "--shutdown-grace-secs", "0"])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker");
+    // Wait until some jobs are done and others are running.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let s = queue.status().await.expect("status");
+            if s.done >= 10 && s.running > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the worker makes progress");
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+
+    let after = queue.status().await.expect("status");
+    assert_eq!(
+        after.running, 0,
+        "every running job was finished or handed back"
+    );
+    assert_eq!(after.done + after.queued + after.scheduled + after.dead, 60);
+    assert!(after.done < 60, "stopped mid-run: {after:?}");
+
+    let rest = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || lsq(&name, &["worker", "--exit-when-idle"])
+    })
+    .await
+    .expect("join");
+    assert!(
+        rest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rest.stderr)
+    );
+    worker_support::assert_all_done_and_matching(&queue, &sim.stats(), 60).await;
+    assert_eq!(worker_support::rate_limit_answers(&sim.stats()), 0);
 }

@@ -1,0 +1,292 @@
+//! The worker pool against the project's LeadSquared simulator over real HTTP, on the Redis
+//! queue and on the embedded one: the strict limit never tripped, faults retried, permanent
+//! errors dead-lettered with LeadSquared's reason, rate limits in the 200-with-`Status:Error`
+//! style handled as rate limits.
+//!
+//! The simulator and the queues run with a 1-second window instead of LeadSquared's 5, so
+//! that several windows pass in a few seconds; the limit logic does not depend on its length.
+
+mod common;
+mod worker_support;
+
+use std::time::Duration;
+
+use lsq_webhooks::job::{JobState, NewJob};
+use lsq_webhooks::queue::QueueConfig;
+use lsq_webhooks::secret::Secret;
+use lsq_webhooks::sim::{Faults, RateLimitStyle};
+use lsq_webhooks::tenant::Tenant;
+use lsq_webhooks::worker::{Pool, RetryPolicy, RunSummary, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+use worker_support::*;
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+fn queue_config(max_attempts: u32) -> QueueConfig {
+    QueueConfig {
+        window: WINDOW,
+        max_attempts,
+        ..QueueConfig::default()
+    }
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(10),
+        factor: 2.0,
+        cap: Duration::from_millis(200),
+    }
+}
+
+async fn drain(
+    queue: std::sync::Arc<dyn lsq_webhooks::queue::Queue>,
+    timeout: Duration,
+    concurrency: usize,
+) -> RunSummary {
+    let pool = Pool::new(
+        queue,
+        client(timeout),
+        WorkerConfig {
+            concurrency,
+            exit_when_idle: true,
+            retry: quick_retries(),
+            ..WorkerConfig::default()
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(120), pool.run(CancellationToken::new()))
+        .await
+        .expect("the pool finishes and exits when idle")
+        .expect("the pool runs")
+}
+
+async fn five_hundred_jobs_over_twenty_tenants(backend: Backend) {
+    let sim_tenants = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        20,
+        &[5, 8, 10, 25],
+    );
+    let sim = start_sim(sim_config(&sim_tenants, WINDOW)).await;
+    let ts = tenants(&sim.server.base_url(), 20, &[5, 8, 10, 25]);
+    let queue = queue(backend, "w500", queue_config(8)).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    let pushed = queue.push(&jobs(&ts, 25)).await.expect("push");
+    assert_eq!(pushed.len(), 500);
+    let summary = drain(queue.clone(), Duration::from_secs(10), 32).await;
+    let stats = sim.stats();
+    assert_eq!(rate_limit_answers(&stats), 0, "{stats:?}");
+    assert_eq!(summary.rate_limited, 0);
+    assert_eq!(summary.created, 500);
+    assert!(summary.max_held <= 32);
+    assert_all_done_and_matching(queue.as_ref(), &stats, 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_500_jobs_over_20_tenants_all_done_without_a_rate_limit_answer() {
+    five_hundred_jobs_over_twenty_tenants(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_500_jobs_over_20_tenants_all_done_without_a_rate_limit_answer() {
+    five_hundred_jobs_over_twenty_tenants(Backend::Embedded).await;
+}
+
+async fn faults_are_retried_and_reconciled(backend: Backend) {
+    let sim_tenants = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        5,
+        &[25],
+    );
+    let mut config = sim_config(&sim_tenants, WINDOW);
+    config.faults = Faults {
+        seed: 7,
+        error_rate: 0.15,
+        created_then_error_rate: 0.1,
+        reset_rate: 0.1,
+        latency: Duration::ZERO,
+        latency_jitter: Duration::from_millis(300),
+    };
+    let sim = start_sim(config).await;
+    let ts = tenants(&sim.server.base_url(), 5, &[25]);
+    let queue = queue(backend, "wfaults", queue_config(40)).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue.push(&jobs(&ts, 20)).await.expect("push");
+    // Calls slower than 200 ms time out at the client: outcome unknown.
+    let summary = drain(queue.clone(), Duration::from_millis(200), 16).await;
+    let stats = sim.stats();
+    let injected: u64 = stats
+        .accounts
+        .values()
+        .map(|a| a.faults.errors + a.faults.created_then_error + a.faults.resets)
+        .sum();
+    let created_then_error: u64 = stats
+        .accounts
+        .values()
+        .map(|a| a.faults.created_then_error)
+        .sum();
+    assert!(injected > 0, "faults were injected: {stats:?}");
+    assert!(
+        summary.retried >= injected,
+        "{summary:?} vs {injected} faults"
+    );
+    // A webhook created before a 500 is found by Retrieve, never created twice.
+    assert!(summary.reconciled >= created_then_error, "{summary:?}");
+    assert_eq!(rate_limit_answers(&stats), 0);
+    assert_all_done_and_matching(queue.as_ref(), &stats, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_injected_500s_resets_and_timeouts_are_retried_and_done() {
+    faults_are_retried_and_reconciled(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_injected_500s_resets_and_timeouts_are_retried_and_done() {
+    faults_are_retried_and_reconciled(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
+    let known = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        1,
+        &[25],
+    );
+    let sim = start_sim(sim_config(&known, WINDOW)).await;
+    let mut ts = tenants(&sim.server.base_url(), 1, &[25]);
+    // A tenant whose keys LeadSquared does not know: 401, permanent.
+    ts.push(Tenant {
+        name: "badkeys".into(),
+        api_base: sim.server.base_url(),
+        access_key: Secret::new("ak-wrong"),
+        secret_key: Secret::new("sk-wrong"),
+        limit: 25,
+    });
+    let queue = queue(Backend::Redis, "wdead", queue_config(8)).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    let mut bad_event = body("t00", 1);
+    bad_event["WebhookEvent"] = serde_json::json!("99");
+    let mut no_url = body("t00", 2);
+    no_url.as_object_mut().map(|o| o.remove("URL"));
+    let jobs = vec![
+        NewJob {
+            tenant: "t00".into(),
+            webhook: body("t00", 0),
+            key: "good".into(),
+        },
+        NewJob {
+            tenant: "t00".into(),
+            webhook: bad_event,
+            key: "bad-event".into(),
+        },
+        NewJob {
+            tenant: "t00".into(),
+            webhook: no_url,
+            key: "no-url".into(),
+        },
+        NewJob {
+            tenant: "badkeys".into(),
+            webhook: body("badkeys", 0),
+            key: "bad-keys".into(),
+        },
+    ];
+    queue.push(&jobs).await.expect("push");
+    let summary = drain(queue.clone(), Duration::from_secs(10), 4).await;
+    assert_eq!(
+        (summary.created, summary.buried, summary.retried),
+        (1, 3, 0)
+    );
+    let results = queue.results(None).await.expect("results");
+    let row = |key: &str| results.iter().find(|r| r.key == key).expect("row").clone();
+    assert_eq!(row("good").status, JobState::Done);
+    for key in ["bad-event", "no-url", "bad-keys"] {
+        let r = row(key);
+        assert_eq!(r.status, JobState::Dead, "{r:?}");
+        assert_eq!(r.attempts, 1, "permanent errors are not retried: {r:?}");
+    }
+    let why = |key: &str| row(key).error.unwrap_or_default();
+    assert!(
+        why("bad-event").contains("WebhookEvent"),
+        "{}",
+        why("bad-event")
+    );
+    assert!(why("no-url").contains("URL"), "{}", why("no-url"));
+    // LeadSquared's own words (ExceptionType: ExceptionMessage), with no key in them.
+    assert!(why("bad-keys").contains("Exception"), "{}", why("bad-keys"));
+    assert!(!why("bad-keys").contains("sk-wrong") && !why("bad-keys").contains("ak-wrong"));
+}
+
+async fn rate_limits_in_the_200_style_pause_the_tenant(backend: Backend) {
+    // LeadSquared's real limit is 4; the registry believes 10.
+    let real = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        2,
+        &[4],
+    );
+    let mut config = sim_config(&real, WINDOW);
+    config.rate_limit_style = RateLimitStyle::OkWithError;
+    let sim = start_sim(config).await;
+    let believed = tenants(&sim.server.base_url(), 2, &[10]);
+    let queue = queue(backend, "w200", queue_config(8)).await;
+    queue.put_tenants(&believed).await.expect("tenants");
+    queue.push(&jobs(&believed, 20)).await.expect("push");
+    let summary = drain(queue.clone(), Duration::from_secs(10), 16).await;
+    let stats = sim.stats();
+    assert!(
+        rate_limit_answers(&stats) > 0,
+        "the registry's limit was too high"
+    );
+    assert_eq!(summary.rate_limited, rate_limit_answers(&stats));
+    assert_eq!(summary.buried, 0, "a rate limit never kills a job");
+    let results = queue.results(None).await.expect("results");
+    assert!(
+        results.iter().all(|r| r.attempts == 1),
+        "rate limits cost no attempt"
+    );
+    assert_all_done_and_matching(queue.as_ref(), &stats, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rate_limits_answered_200_with_status_error_are_rate_limits() {
+    rate_limits_in_the_200_style_pause_the_tenant(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rate_limits_answered_200_with_status_error_are_rate_limits() {
+    rate_limits_in_the_200_style_pause_the_tenant(Backend::Embedded).await;
+}
+
+/// With LeadSquared's own 5-second window the message names the account's real limit
+/// ("limit of 4 in 5 second(s)"), and the tenant's limit follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_named_in_a_rate_limit_answer_is_learned() {
+    let five = Duration::from_secs(5);
+    let real = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        1,
+        &[4],
+    );
+    let mut config = sim_config(&real, five);
+    config.rate_limit_style = RateLimitStyle::OkWithError;
+    let sim = start_sim(config).await;
+    let believed = tenants(&sim.server.base_url(), 1, &[10]);
+    let queue = queue(
+        Backend::Redis,
+        "wlearn",
+        QueueConfig {
+            window: five,
+            ..QueueConfig::default()
+        },
+    )
+    .await;
+    queue.put_tenants(&believed).await.expect("tenants");
+    queue.push(&jobs(&believed, 8)).await.expect("push");
+    let summary = drain(queue.clone(), Duration::from_secs(10), 16).await;
+    let stats = sim.stats();
+    assert!(summary.rate_limited > 0);
+    let learned = queue.tenant("t00").await.expect("tenant").expect("known");
+    assert_eq!(
+        learned.limit, 4,
+        "the limit named in the answer was learned"
+    );
+    assert_all_done_and_matching(queue.as_ref(), &stats, 8).await;
+}
