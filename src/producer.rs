@@ -1,1 +1,460 @@
 //! Putting jobs on a queue.
+//!
+//! Every job is validated before anything is written: its JSON shape
+//! (`{"tenant","webhook","key"?}`, nothing else), its tenant (registered), and its webhook
+//! (LeadSquared's Create rules, [`CreateWebhook::from_value`]). A valid job is stored with
+//! its body normalised (as it will be sent) and an idempotency key: the one given, or one
+//! derived from the tenant and the normalised body, so the same webhook enqueued twice is
+//! recognised.
+//!
+//! Two ways in: [`read_jobs`] for a JSON Lines file (every line checked, each problem
+//! reported as `line N: field: reason`), and [`Producer`] for Rust services.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::job::{JobId, NewJob, derived_key};
+use crate::leadsquared::{CreateWebhook, FieldError};
+use crate::queue::{Pushed, Queue, QueueError};
+use crate::tenant::valid_name;
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Jobs per [`Queue::push`] call from a [`Producer`]: one progress step, and a bound on how
+/// much one call holds in flight.
+pub const PUSH_CHUNK: usize = 10_000;
+
+/// A job as a producer gives it: the shape of one line of a job file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// Tenant name; must be registered.
+    pub tenant: String,
+    /// The Create body as LeadSquared takes it.
+    pub webhook: Value,
+    /// Idempotency key; derived from tenant and body when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A problem on one line of a job file; `line` is 1-based.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {field}: {reason}")]
+pub struct LineError {
+    /// Line in the file.
+    pub line: u64,
+    /// The field (`tenant`, `key`, `webhook.URL`, ...), `json` for a line that is not JSON,
+    /// or `job` for the line as a whole.
+    pub field: String,
+    /// What is wrong; never quotes a webhook value (custom header values are secrets).
+    pub reason: String,
+}
+
+/// A job file, read and checked.
+#[derive(Clone, Debug, Default)]
+pub struct JobFile {
+    /// The valid jobs, in file order.
+    pub jobs: Vec<NewJob>,
+    /// Every problem, in file order (a line may have several).
+    pub errors: Vec<LineError>,
+    /// Lines with at least one problem.
+    pub invalid_lines: u64,
+}
+
+fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one job (without the registry: see [`check_tenant`]) and makes it ready to push.
+pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if !valid_name(&request.tenant) {
+        errors.push(field_error(
+            "tenant",
+            "must be 1-128 characters of letters, digits, '.', '_' or '-'",
+        ));
+    }
+    if let Some(key) = &request.key {
+        if key.is_empty() {
+            errors.push(field_error(
+                "key",
+                "must not be empty (leave it out to derive one)",
+            ));
+        } else if key.len() > MAX_KEY_LEN {
+            errors.push(field_error(
+                "key",
+                format!("is {} bytes, at most {MAX_KEY_LEN}", key.len()),
+            ));
+        }
+    }
+    let webhook = match CreateWebhook::from_value(&request.webhook) {
+        Ok(w) => Some(w.to_value()),
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|p| FieldError {
+                field: if p.field == "webhook" {
+                    p.field
+                } else {
+                    format!("webhook.{}", p.field)
+                },
+                reason: p.reason,
+            }));
+            None
+        }
+    };
+    match webhook {
+        Some(webhook) if errors.is_empty() => Ok(NewJob {
+            key: request
+                .key
+                .clone()
+                .unwrap_or_else(|| derived_key(&request.tenant, &webhook)),
+            tenant: request.tenant.clone(),
+            webhook,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The registry check: `None` when `tenant` is registered.
+pub fn check_tenant(tenant: &str, registered: &HashSet<String>) -> Option<FieldError> {
+    (!registered.contains(tenant) && valid_name(tenant)).then(|| {
+        field_error(
+            "tenant",
+            format!("unknown tenant {tenant:?}; import it with `lsq-webhooks tenants import`"),
+        )
+    })
+}
+
+/// Decodes one line of a job file: a JSON object with `tenant`, `webhook` and optionally
+/// `key`, and nothing else.
+pub fn parse_line(text: &str) -> Result<JobRequest, Vec<FieldError>> {
+    parse_line_bytes(text.as_bytes())
+}
+
+fn parse_line_bytes(text: &[u8]) -> Result<JobRequest, Vec<FieldError>> {
+    let value: Value = serde_json::from_slice(text)
+        // Syntax errors name a position, never the input.
+        .map_err(|e| vec![field_error("json", e.to_string())])?;
+    let Value::Object(mut obj) = value else {
+        return Err(vec![field_error(
+            "job",
+            "must be a JSON object {\"tenant\",\"webhook\",\"key\"?}",
+        )]);
+    };
+    let mut errors = Vec::new();
+    for name in obj.keys() {
+        if !matches!(name.as_str(), "tenant" | "webhook" | "key") {
+            errors.push(field_error(
+                "job",
+                format!("unknown field {name:?} (a job has tenant, webhook and key)"),
+            ));
+        }
+    }
+    let tenant = match obj.remove("tenant") {
+        Some(Value::String(t)) => Some(t),
+        Some(_) => {
+            errors.push(field_error("tenant", "must be a string"));
+            None
+        }
+        None => {
+            errors.push(field_error("tenant", "is missing"));
+            None
+        }
+    };
+    let webhook = obj.remove("webhook");
+    if webhook.is_none() {
+        errors.push(field_error("webhook", "is missing"));
+    }
+    let key = match obj.remove("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k),
+        Some(_) => {
+            errors.push(field_error("key", "must be a string"));
+            None
+        }
+    };
+    match (tenant, webhook) {
+        (Some(tenant), Some(webhook)) if errors.is_empty() => Ok(JobRequest {
+            tenant,
+            webhook,
+            key,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Reads a JSON Lines job file and checks every line (blank lines are skipped; `\r\n` line
+/// ends are fine). I/O errors end the read; problems with lines are collected in
+/// [`JobFile::errors`].
+pub fn read_jobs(reader: impl BufRead, registered: &HashSet<String>) -> std::io::Result<JobFile> {
+    let mut file = JobFile::default();
+    // Raw lines, so that a line that is not UTF-8 is reported with its number rather than
+    // ending the read.
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        let line_no = index as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let checked = parse_line_bytes(&line).and_then(|request| {
+            let unknown = check_tenant(&request.tenant, registered);
+            match (validate(&request), unknown) {
+                (Ok(job), None) => Ok(job),
+                (Ok(_), Some(e)) => Err(vec![e]),
+                (Err(errors), unknown) => {
+                    // The tenant comes first in a job line: so does its problem.
+                    Err(unknown.into_iter().chain(errors).collect())
+                }
+            }
+        });
+        match checked {
+            Ok(job) => file.jobs.push(job),
+            Err(errors) => {
+                file.invalid_lines += 1;
+                file.errors.extend(errors.into_iter().map(|e| LineError {
+                    line: line_no,
+                    field: e.field,
+                    reason: e.reason,
+                }));
+            }
+        }
+    }
+    Ok(file)
+}
+
+/// How a batch of pushes went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Newly enqueued.
+    pub enqueued: u64,
+    /// Already enqueued earlier under the same key.
+    pub duplicate: u64,
+}
+
+/// Why a [`Producer`] refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// A job is invalid; nothing was enqueued. Each entry: the job's index in the request
+    /// and its problems.
+    #[error("{} invalid job(s); nothing enqueued: {}", .0.len(), describe(.0))]
+    Invalid(Vec<(usize, Vec<FieldError>)>),
+    /// A job names a tenant that is not registered; nothing was enqueued.
+    #[error("unknown tenant {0:?}; import it with `lsq-webhooks tenants import`")]
+    UnknownTenant(String),
+    /// The queue failed: retry with backoff.
+    #[error(transparent)]
+    Queue(QueueError),
+}
+
+fn describe(invalid: &[(usize, Vec<FieldError>)]) -> String {
+    invalid
+        .iter()
+        .flat_map(|(i, errors)| errors.iter().map(move |e| format!("job {i}: {e}")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<QueueError> for ProducerError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::UnknownTenant(t) => ProducerError::UnknownTenant(t),
+            other => ProducerError::Queue(other),
+        }
+    }
+}
+
+/// A Rust service's handle for enqueueing jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    /// Where jobs go.
+    queue: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("queue", &self.queue.config().name)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// A producer for `queue`.
+    pub fn new(queue: Arc<dyn Queue>) -> Self {
+        Producer { queue }
+    }
+
+    /// Validates and enqueues one job: its id, and whether it was new or a duplicate.
+    pub async fn enqueue(&self, request: &JobRequest) -> Result<Pushed, ProducerError> {
+        let mut pushed = self.enqueue_many(std::slice::from_ref(request)).await?;
+        pushed.pop().ok_or_else(|| {
+            ProducerError::Queue(QueueError::Corrupt {
+                key: "push".into(),
+                reason: "no answer for the job".into(),
+            })
+        })
+    }
+
+    /// Validates every job, then enqueues them all (in order): one result per job. If any
+    /// job is invalid or names an unknown tenant, nothing is enqueued.
+    pub async fn enqueue_many(
+        &self,
+        requests: &[JobRequest],
+    ) -> Result<Vec<Pushed>, ProducerError> {
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut invalid = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            match validate(request) {
+                Ok(job) => jobs.push(job),
+                Err(errors) => invalid.push((i, errors)),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(ProducerError::Invalid(invalid));
+        }
+        // The queue refuses unknown tenants before writing anything.
+        Ok(self.queue.push(&jobs).await?)
+    }
+
+    /// Enqueues jobs already validated (by [`read_jobs`] or [`validate`]), in chunks of
+    /// [`PUSH_CHUNK`], calling `progress` with the number of jobs done after each.
+    pub async fn push_validated(
+        &self,
+        jobs: &[NewJob],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<(PushSummary, Vec<JobId>), ProducerError> {
+        let mut summary = PushSummary::default();
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(PUSH_CHUNK) {
+            for pushed in self.queue.push(chunk).await? {
+                match pushed {
+                    Pushed::Enqueued { job } => {
+                        summary.enqueued += 1;
+                        ids.push(job);
+                    }
+                    Pushed::Duplicate { job } => {
+                        summary.duplicate += 1;
+                        ids.push(job);
+                    }
+                }
+            }
+            progress(chunk.len());
+        }
+        Ok((summary, ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        serde_json::json!({
+            "Description": "d",
+            "URL": "https://example.com/h",
+            "Method": "POST",
+            "ContentType": "application/json",
+            "WebhookEvent": "3",
+            "IsSpecificLandingPage": false,
+            "NotifyOnFailure": true,
+            "WebhookProperties": null,
+            "CustomHeaders": [{"Key": "x-api-key", "Value": "SECRET-VALUE"}]
+        })
+    }
+
+    fn registered() -> HashSet<String> {
+        ["acme".to_string()].into_iter().collect()
+    }
+
+    #[test]
+    fn reads_valid_lines_and_reports_every_bad_one() {
+        let good = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
+        let mut bad_url = body();
+        bad_url["URL"] = "not a url".into();
+        bad_url["CustomHeaders"][0]["Value"] = "SECRET-VALUE".into();
+        let lines = [
+            good.clone(),
+            String::new(),
+            serde_json::json!({"tenant": "acme", "webhook": bad_url}).to_string(),
+            "{not json".to_string(),
+            serde_json::json!({"tenant": "acme", "webhook": body(), "extra": 1}).to_string(),
+            serde_json::json!({"tenant": "acme", "webhook": body(), "key": "k1"}).to_string(),
+            "[1,2]\r".to_string(),
+            serde_json::json!({"tenant": "nobody", "webhook": body()}).to_string(),
+        ];
+        let text = lines.join("\n");
+        let file = read_jobs(text.as_bytes(), &registered()).expect("read");
+        assert_eq!(file.jobs.len(), 2);
+        assert_eq!(file.jobs[1].key, "k1");
+        assert!(file.jobs[0].key.starts_with("sha256:"));
+        assert_eq!(file.invalid_lines, 5);
+        let errors: Vec<String> = file.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 3: webhook.URL: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("line 4: json: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 5: job: unknown field \"extra\""))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 8: tenant: unknown tenant"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 7: job: must be a JSON object"))
+        );
+        assert!(!errors.join("\n").contains("SECRET-VALUE"));
+    }
+
+    #[test]
+    fn derived_key_ignores_key_order() {
+        let a = parse_line(&serde_json::json!({"tenant": "acme", "webhook": body()}).to_string())
+            .expect("parse");
+        let mut reordered = String::from("{\"webhook\":{");
+        let obj = body();
+        let fields: Vec<String> = obj
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .rev()
+                    .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        reordered.push_str(&fields.join(","));
+        reordered.push_str("},\"tenant\":\"acme\"}");
+        let b = parse_line(&reordered).expect("parse");
+        let (a, b) = (validate(&a).expect("valid"), validate(&b).expect("valid"));
+        assert_eq!(a.key, b.key);
+    }
+
+    #[test]
+    fn refuses_bad_keys_and_tenant_names() {
+        let request = JobRequest {
+            tenant: "bad name".into(),
+            webhook: body(),
+            key: Some(String::new()),
+        };
+        let errors = validate(&request).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["tenant", "key"]);
+    }
+}

@@ -1,14 +1,92 @@
-//! `lsq-webhooks enqueue`.
+//! `lsq-webhooks enqueue FILE|-`: validate every line of a JSON Lines job file first, then
+//! enqueue the jobs in batches. Any invalid line is reported (`line N: field: reason`) and,
+//! unless `--skip-invalid`, nothing is enqueued and the exit code is 2.
 
+use std::collections::HashSet;
+use std::io::{BufReader, IsTerminal, Read};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use super::Global;
+use anyhow::Context;
+
+use super::{BadInput, Global};
+use crate::producer::{self, JobFile, Producer};
+use crate::queue::Queue;
 
 /// Arguments of `enqueue`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// JSON Lines job file, one `{"tenant","webhook","key"?}` a line; `-` reads stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Enqueue the valid lines even when some are invalid (they are still reported).
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// Reads and checks the whole input (off the async runtime: it is CPU and file work).
+async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<JobFile> {
+    let file = file.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<JobFile> {
+        if file == "-" {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut data)
+                .context("reading standard input")?;
+            Ok(producer::read_jobs(&data[..], &registered)?)
+        } else {
+            let f = std::fs::File::open(&file).map_err(|e| BadInput(format!("{file}: {e}")))?;
+            producer::read_jobs(BufReader::with_capacity(1 << 20, f), &registered)
+                .map_err(|e| BadInput(format!("{file}: {e}")).into())
+        }
+    })
+    .await
+    .context("reading the job file")?
+}
 
 /// Runs `enqueue`.
-pub async fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`enqueue` is not built yet")
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let queue = Arc::new(super::connect_queue(global).await?);
+    let registered: HashSet<String> = queue.tenant_names().await?.into_iter().collect();
+    let file = read(&args.file, registered).await?;
+    for e in &file.errors {
+        eprintln!("{e}");
+    }
+    let invalid = file.invalid_lines;
+    if invalid > 0 && !args.skip_invalid {
+        println!("enqueued 0, duplicate 0, invalid {invalid}");
+        return Err(BadInput(format!(
+            "{invalid} invalid line(s) in {}; nothing enqueued (--skip-invalid enqueues the valid ones)",
+            args.file
+        ))
+        .into());
+    }
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(file.jobs.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} jobs {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let producer = Producer::new(queue);
+    let mut progress = |n: usize| {
+        if let Some(bar) = &bar {
+            bar.inc(n as u64);
+        }
+    };
+    let pushed = producer.push_validated(&file.jobs, &mut progress).await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (summary, _ids) = pushed?;
+    println!(
+        "enqueued {}, duplicate {}, invalid {invalid}",
+        summary.enqueued, summary.duplicate
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,25 @@ pub enum Command {
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// The queue settings the global options give (`--queue`); the rest are defaults.
+pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
+    crate::queue::QueueConfig {
+        name: global.queue.clone(),
+        ..Default::default()
+    }
+}
+
+/// Connects to the Redis queue named by the global options. A queue name that cannot be
+/// used is bad input (exit 2).
+pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redis::RedisQueue> {
+    use crate::queue::{QueueError, redis::RedisQueue};
+    match RedisQueue::connect(&global.redis, queue_config(global)).await {
+        Ok(q) => Ok(q),
+        Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
+        Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
+    }
+}
+
 /// Runs a parsed command line and maps the outcome to an exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let global = cli.global;

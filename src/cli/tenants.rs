@@ -1,14 +1,79 @@
-//! `lsq-webhooks tenants`.
+//! `lsq-webhooks tenants`: load or update the tenant registry in Redis from a CSV file
+//! (`tenant,api_base,access_key,secret_key,limit`). All or nothing: one bad row and no
+//! tenant is imported (exit 2, every bad row reported by line and field).
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::Global;
+use super::{BadInput, Global};
+use crate::queue::Queue;
+use crate::tenant::{self, TenantsFileError};
 
 /// Subcommands of `tenants`.
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Add or update the tenants of a CSV file (`tenant,api_base,access_key,secret_key,limit`).
+    Import(ImportArgs),
+    /// List registered tenants: name, limit and API host (never the keys).
+    List,
+}
+
+/// Arguments of `tenants import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The tenants CSV file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
 
 /// Runs `tenants`.
-pub async fn run(_global: &Global, command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+pub async fn run(global: &Global, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Import(args) => import(global, args).await,
+        Command::List => list(global).await,
+    }
+}
+
+async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let tenants = match tenant::read_file(&args.file) {
+        Ok(t) => t,
+        Err(TenantsFileError::Invalid { path, errors }) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return Err(BadInput(format!(
+                "{path}: {} invalid row(s); nothing imported",
+                errors.len()
+            ))
+            .into());
+        }
+        Err(e @ TenantsFileError::Io { .. }) => return Err(BadInput(e.to_string()).into()),
+    };
+    let queue = super::connect_queue(global).await?;
+    let existing: HashSet<String> = queue.tenant_names().await?.into_iter().collect();
+    let new = tenants
+        .iter()
+        .filter(|t| !existing.contains(&t.name))
+        .count();
+    queue.put_tenants(&tenants).await?;
+    println!(
+        "imported {} tenant(s): {new} new, {} updated",
+        tenants.len(),
+        tenants.len() - new
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(global: &Global) -> anyhow::Result<ExitCode> {
+    let queue = super::connect_queue(global).await?;
+    for name in queue.tenant_names().await? {
+        match queue.tenant(&name).await {
+            Ok(Some(t)) => println!("{}\t{}\t{}", t.name, t.limit, t.api_base),
+            Ok(None) => {}
+            // One damaged record is reported and the listing goes on.
+            Err(e) => eprintln!("{name}: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

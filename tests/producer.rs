@@ -1,0 +1,94 @@
+//! The `Producer` handle a Rust service uses, against a real Redis.
+
+mod common;
+
+use std::sync::Arc;
+
+use lsq_webhooks::producer::{JobRequest, Producer, ProducerError};
+use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::{Pushed, Queue, QueueConfig};
+use lsq_webhooks::secret::Secret;
+use lsq_webhooks::tenant::Tenant;
+
+fn request(tenant: &str, n: usize) -> JobRequest {
+    JobRequest {
+        tenant: tenant.into(),
+        webhook: serde_json::json!({
+            "Description": format!("hook {n}"),
+            "URL": "https://example.com/hook",
+            "Method": "POST",
+            "ContentType": "application/json",
+            "WebhookEvent": "6",
+            "NotifyOnFailure": false,
+            "WebhookProperties": null
+        }),
+        key: None,
+    }
+}
+
+async fn producer() -> (Producer, Arc<RedisQueue>) {
+    let q = Arc::new(
+        RedisQueue::connect(
+            &common::redis_url(),
+            QueueConfig {
+                name: common::unique_queue("producer"),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect"),
+    );
+    q.put_tenants(&[Tenant {
+        name: "acme".into(),
+        api_base: url::Url::parse("https://api-in21.leadsquared.com").expect("url"),
+        access_key: Secret::new("ak"),
+        secret_key: Secret::new("sk"),
+        limit: 25,
+    }])
+    .await
+    .expect("tenants");
+    (Producer::new(q.clone()), q)
+}
+
+#[tokio::test]
+async fn enqueues_one_and_recognises_it_again() {
+    let (p, q) = producer().await;
+    let first = p.enqueue(&request("acme", 1)).await.expect("enqueue");
+    let Pushed::Enqueued { job } = first else {
+        panic!("expected a new job, got {first:?}");
+    };
+    assert_eq!(
+        p.enqueue(&request("acme", 1)).await.expect("enqueue"),
+        Pushed::Duplicate { job: job.clone() }
+    );
+    let stored = q.job(&job).await.expect("job").expect("stored");
+    assert!(stored.key.starts_with("sha256:"));
+}
+
+#[tokio::test]
+async fn one_invalid_or_unknown_job_enqueues_none() {
+    let (p, q) = producer().await;
+    let mut bad = request("acme", 2);
+    bad.webhook["WebhookEvent"] = "999".into();
+    match p.enqueue_many(&[request("acme", 1), bad]).await {
+        Err(ProducerError::Invalid(invalid)) => {
+            assert_eq!(invalid.len(), 1);
+            assert_eq!(invalid[0].0, 1);
+            assert_eq!(invalid[0].1[0].field, "webhook.WebhookEvent");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    match p
+        .enqueue_many(&[request("acme", 1), request("nobody", 1)])
+        .await
+    {
+        Err(ProducerError::UnknownTenant(t)) => assert_eq!(t, "nobody"),
+        other => panic!("expected UnknownTenant, got {other:?}"),
+    }
+    assert_eq!(q.status().await.expect("status").queued, 0);
+    let pushed = p
+        .enqueue_many(&[request("acme", 1), request("acme", 2)])
+        .await
+        .expect("enqueue");
+    assert_eq!(pushed.len(), 2);
+}
