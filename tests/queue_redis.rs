@@ -62,6 +62,19 @@ async fn push_dispatch_complete_in_order() {
     let s = q.status().await.expect("status");
     assert_eq!((s.queued, s.running, s.done, s.dead), (1, 0, 2, 0));
     assert!(q.job(&JobId::new()).await.expect("job").is_none());
+
+    let series = q.done_per_second(60).await.expect("done per second");
+    assert_eq!(series.len(), 60);
+    assert_eq!(series.iter().sum::<u64>(), 2);
+    q.ping().await.expect("ping");
+    assert!(!q.is_idle().await.expect("idle"));
+    let j3 = next_job(&q).await;
+    assert!(
+        !q.is_idle().await.expect("idle"),
+        "a running job is not idle"
+    );
+    q.complete(&j3, "wh-3", false).await.expect("complete");
+    assert!(q.is_idle().await.expect("idle"));
 }
 
 #[tokio::test]

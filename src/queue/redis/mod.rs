@@ -58,6 +58,8 @@ const MAX_MOVES_PER_DISPATCH: u32 = 100;
 const MAX_TENANTS_PER_DISPATCH: u32 = 64;
 /// Running jobs `status` looks at for the oldest dispatch.
 const STATUS_RUNNING_SCAN: u32 = 10_000;
+/// Longest series `done_per_second` returns.
+const MAX_DONE_SECONDS: u32 = 3600;
 /// A command that gets no answer in this long fails (and the connection is re-established).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -697,5 +699,38 @@ impl Queue for RedisQueue {
 
     async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
         self.per_dead_batch(&scripts::PURGE_DEAD, ids).await
+    }
+
+    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
+        // Bounded: one ZCOUNT per second inside one script call.
+        let seconds = seconds.min(MAX_DONE_SECONDS);
+        if seconds == 0 {
+            return Ok(Vec::new());
+        }
+        let counts: Vec<u64> = scripts::DONE_PER_SECOND
+            .key(self.key("done"))
+            .arg(&self.prefix)
+            .arg(seconds)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(counts)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn is_idle(&self) -> Result<bool, QueueError> {
+        // `ready` holds exactly the tenants with waiting jobs: no need to walk the tenants.
+        let (ready, scheduled, running): (u64, u64, u64) = redis::pipe()
+            .zcard(self.key("ready"))
+            .zcard(self.key("sched"))
+            .zcard(self.key("running"))
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(ready == 0 && scheduled == 0 && running == 0)
     }
 }

@@ -43,10 +43,15 @@ script!(PUT_TENANTS, "put_tenants.lua", "Add or update tenants.");
 script!(STATUS, "status.lua", "Counts and per-tenant view.");
 script!(RETRY_DEAD, "retry_dead.lua", "Requeue dead jobs.");
 script!(PURGE_DEAD, "purge_dead.lua", "Delete dead jobs.");
+script!(
+    DONE_PER_SECOND,
+    "done_per_second.lua",
+    "Jobs done per second, recent seconds."
+);
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 13] {
+pub(super) fn all() -> [&'static Script; 14] {
     [
         &PUSH,
         &DISPATCH,
@@ -61,5 +66,6 @@ pub(super) fn all() -> [&'static Script; 13] {
         &STATUS,
         &RETRY_DEAD,
         &PURGE_DEAD,
+        &DONE_PER_SECOND,
     ]
 }
