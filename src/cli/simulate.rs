@@ -124,37 +124,18 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = CancellationToken::new();
+    // Watch the signals before announcing the address: a script may send SIGTERM as soon as
+    // it has read the line.
+    let signals = super::worker::cancel_on_signal(shutdown.clone())?;
     let server = crate::sim::serve(listener, state, shutdown.clone())
         .context("cannot start the simulator")?;
     println!("listening on http://{}", server.local_addr());
     tracing::info!(addr = %server.local_addr(), "LeadSquared simulator listening");
-    wait_for_signal().await;
+    shutdown.cancelled().await;
+    // The watcher has ended: it cancelled the token, or saw it cancelled.
+    let _ = signals.await;
     tracing::info!("shutting down");
     shutdown.cancel();
     server.join().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
