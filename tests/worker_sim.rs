@@ -290,3 +290,76 @@ async fn the_limit_named_in_a_rate_limit_answer_is_learned() {
     );
     assert_all_done_and_matching(queue.as_ref(), &stats, 8).await;
 }
+
+/// Redis restarts in the middle of a run (its data kept by the append-only file): the pool
+/// reconnects with backoff and every job is still done exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_no_job() {
+    let mut redis =
+        common::PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"])
+            .expect("a private redis-server");
+    let sim_tenants = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        4,
+        &[25],
+    );
+    let mut config = sim_config(&sim_tenants, WINDOW);
+    config.faults.latency = Duration::from_millis(20);
+    config.faults.latency_jitter = Duration::from_millis(40);
+    let sim = start_sim(config).await;
+    let ts = tenants(&sim.server.base_url(), 4, &[25]);
+    let queue: std::sync::Arc<dyn lsq_webhooks::queue::Queue> = std::sync::Arc::new(
+        lsq_webhooks::queue::redis::RedisQueue::connect(
+            &redis.url(),
+            QueueConfig {
+                name: common::unique_queue("wrestart"),
+                ..queue_config(8)
+            },
+        )
+        .await
+        .expect("connect"),
+    );
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue.push(&jobs(&ts, 50)).await.expect("push");
+    let pool = std::sync::Arc::new(Pool::new(
+        queue.clone(),
+        client(Duration::from_secs(10)),
+        WorkerConfig {
+            concurrency: 8,
+            exit_when_idle: true,
+            retry: quick_retries(),
+            ..WorkerConfig::default()
+        },
+    ));
+    let run = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.run(CancellationToken::new()).await })
+    };
+    let stats = pool.stats();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while stats.summary().created < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("progress before the restart");
+    // Kept until the end of the test: dropping it stops the server.
+    let _redis = tokio::task::spawn_blocking(move || {
+        redis.restart().expect("redis restarts");
+        redis
+    })
+    .await
+    .expect("join");
+    let summary = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the pool finishes after the restart")
+        .expect("join")
+        .expect("the pool runs");
+    let sim_stats = sim.stats();
+    assert!(
+        summary.store_errors > 0,
+        "the restart was noticed: {summary:?}"
+    );
+    assert_eq!(rate_limit_answers(&sim_stats), 0);
+    assert_all_done_and_matching(queue.as_ref(), &sim_stats, 200).await;
+}

@@ -64,10 +64,11 @@ impl Fetcher {
             if self.stop.is_cancelled() {
                 return Fetched::End;
             }
-            let dispatched = with_reconnect("dispatch", &self.reconnect, &self.stop, || {
-                self.queue.dispatch()
-            })
-            .await;
+            let dispatched =
+                with_reconnect("dispatch", &self.reconnect, &self.stats, &self.stop, || {
+                    self.queue.dispatch()
+                })
+                .await;
             let wait = match dispatched {
                 None => return Fetched::End,
                 Some(Ok(Dispatch::Job(job))) => {
@@ -81,9 +82,13 @@ impl Fetcher {
                 Some(Ok(Dispatch::Wait(d))) => d.min(self.idle_poll),
                 Some(Ok(Dispatch::Empty)) => {
                     if self.exit_when_idle {
-                        let idle = with_reconnect("is_idle", &self.reconnect, &self.stop, || {
-                            self.queue.is_idle()
-                        })
+                        let idle = with_reconnect(
+                            "is_idle",
+                            &self.reconnect,
+                            &self.stats,
+                            &self.stop,
+                            || self.queue.is_idle(),
+                        )
                         .await;
                         match idle {
                             None | Some(Ok(true)) => return Fetched::End,
@@ -119,7 +124,7 @@ impl Fetcher {
         let never = CancellationToken::new();
         let handed = tokio::time::timeout(
             self.idle_poll.max(Duration::from_secs(5)),
-            with_reconnect("requeue", &self.reconnect, &never, || {
+            with_reconnect("requeue", &self.reconnect, &self.stats, &never, || {
                 self.queue.requeue(job, how)
             }),
         )

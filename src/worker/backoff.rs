@@ -14,6 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::stats::Stats;
 use crate::queue::QueueError;
 
 /// Backoff of a job whose call failed transiently (500, 502/503/504, timeout, reset).
@@ -94,11 +95,12 @@ pub fn full_jitter(d: Duration) -> Duration {
 }
 
 /// Runs a queue operation until it succeeds, fails with something other than an
-/// unreachable store, or `stop` is cancelled (then `None`). Store errors are logged and
-/// retried with [`ReconnectPolicy`] waits.
+/// unreachable store, or `stop` is cancelled (then `None`). Store errors are logged, counted
+/// in `stats` and retried with [`ReconnectPolicy`] waits.
 pub async fn with_reconnect<T, F, Fut>(
     what: &'static str,
     policy: &ReconnectPolicy,
+    stats: &Stats,
     stop: &CancellationToken,
     mut op: F,
 ) -> Option<Result<T, QueueError>>
@@ -117,6 +119,7 @@ where
         match op().await {
             Err(QueueError::Redis(e)) => {
                 failures += 1;
+                stats.store_errors();
                 let wait = full_jitter(delays.next().unwrap_or(policy.cap));
                 tracing::warn!(
                     operation = what,
@@ -177,8 +180,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_reconnect_retries_store_errors_and_stops_when_told() {
         let stop = CancellationToken::new();
+        let stats = Stats::default();
         let mut calls = 0;
-        let got = with_reconnect("test", &ReconnectPolicy::default(), &stop, || {
+        let got = with_reconnect("test", &ReconnectPolicy::default(), &stats, &stop, || {
             calls += 1;
             let n = calls;
             async move {
@@ -194,22 +198,31 @@ mod tests {
         })
         .await;
         assert!(matches!(got, Some(Ok(4))));
+        assert_eq!(stats.summary().store_errors, 3);
         // Other errors are not retried.
-        let got: Option<Result<(), _>> =
-            with_reconnect("test", &ReconnectPolicy::default(), &stop, || async {
-                Err(QueueError::UnknownTenant("x".into()))
-            })
-            .await;
+        let got: Option<Result<(), _>> = with_reconnect(
+            "test",
+            &ReconnectPolicy::default(),
+            &stats,
+            &stop,
+            || async { Err(QueueError::UnknownTenant("x".into())) },
+        )
+        .await;
         assert!(matches!(got, Some(Err(QueueError::UnknownTenant(_)))));
         stop.cancel();
-        let got: Option<Result<(), _>> =
-            with_reconnect("test", &ReconnectPolicy::default(), &stop, || async {
+        let got: Option<Result<(), _>> = with_reconnect(
+            "test",
+            &ReconnectPolicy::default(),
+            &stats,
+            &stop,
+            || async {
                 Err(QueueError::Redis(::redis::RedisError::from((
                     ::redis::ErrorKind::Io,
                     "down",
                 ))))
-            })
-            .await;
+            },
+        )
+        .await;
         assert!(got.is_none());
     }
 }

@@ -331,7 +331,7 @@ impl JobContext {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, QueueError>>,
     {
-        with_reconnect(what, &self.reconnect, &self.hard_stop, op).await
+        with_reconnect(what, &self.reconnect, &self.stats, &self.hard_stop, op).await
     }
 
     /// Turns the store's answer to a recording into the job's outcome.

@@ -31,6 +31,9 @@ pub struct RunSummary {
     pub lease_lost: u64,
     /// Calls made to LeadSquared (Create and Retrieve).
     pub calls: u64,
+    /// Queue store operations that failed because the store was unreachable (each was
+    /// retried with backoff).
+    pub store_errors: u64,
     /// The most jobs this process held at once (never more than its concurrency).
     pub max_held: u64,
 }
@@ -48,6 +51,7 @@ pub struct Stats {
     handed_back: AtomicU64,
     lease_lost: AtomicU64,
     calls: AtomicU64,
+    store_errors: AtomicU64,
     held: AtomicU64,
     max_held: AtomicU64,
 }
@@ -83,7 +87,8 @@ counters!(
     buried,
     handed_back,
     lease_lost,
-    calls
+    calls,
+    store_errors
 );
 
 impl Stats {
