@@ -31,14 +31,10 @@ pub struct Cli {
 /// Options every command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Redis URL.
-    #[arg(
-        long = "redis",
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
-    pub redis: String,
+    /// Redis URL [default: redis://127.0.0.1:6379]. `demo` uses Redis only when this (or
+    /// REDIS_URL) is given, and an in-process queue otherwise.
+    #[arg(long = "redis", env = "REDIS_URL", value_name = "URL", global = true)]
+    pub redis: Option<String>,
     /// Queue name: every key of this queue is under this prefix.
     #[arg(
         long = "queue",
@@ -50,6 +46,22 @@ pub struct Global {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+/// Where Redis is when neither `--redis` nor `REDIS_URL` says.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+impl Global {
+    /// The Redis URL to use: `--redis`, else `REDIS_URL`, else [`DEFAULT_REDIS_URL`].
+    pub fn redis_url(&self) -> &str {
+        self.redis_given().unwrap_or(DEFAULT_REDIS_URL)
+    }
+
+    /// The Redis URL only if one was given (flag or environment; an empty value is none):
+    /// `demo` runs without Redis otherwise.
+    pub fn redis_given(&self) -> Option<&str> {
+        self.redis.as_deref().filter(|url| !url.trim().is_empty())
+    }
 }
 
 /// How log lines are written.

@@ -102,7 +102,7 @@ pub async fn open_queue(
         name: global.queue.clone(),
         ..QueueConfig::default()
     });
-    let queue = RedisQueue::connect(&global.redis, config)
+    let queue = RedisQueue::connect(global.redis_url(), config)
         .await
         .context("cannot open the queue in Redis")?;
     Ok(Arc::new(queue))
