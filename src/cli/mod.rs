@@ -115,7 +115,7 @@ pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
 /// used is bad input (exit 2).
 pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redis::RedisQueue> {
     use crate::queue::{QueueError, redis::RedisQueue};
-    match RedisQueue::connect(&global.redis, queue_config(global)).await {
+    match RedisQueue::connect(global.redis_url(), queue_config(global)).await {
         Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
         Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
