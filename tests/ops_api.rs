@@ -11,17 +11,23 @@ use std::sync::Arc;
 
 use lsq_webhooks::job::JobState;
 use lsq_webhooks::ops::{ApiLimits, JobOutcome, StatusReport};
-use lsq_webhooks::queue::embedded::EmbeddedQueue;
+use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use ops_support::{Server, TOKEN, fill, parse_exposition};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-fn queue() -> Arc<dyn Queue> {
-    Arc::new(EmbeddedQueue::new(QueueConfig {
+/// A fresh queue of its own in the test Redis.
+async fn queue() -> Arc<dyn Queue> {
+    let config = QueueConfig {
         name: common::unique_queue("ops"),
         ..QueueConfig::default()
-    }))
+    };
+    Arc::new(
+        RedisQueue::connect(&common::redis_url(), config)
+            .await
+            .unwrap(),
+    )
 }
 
 fn client() -> reqwest::Client {
@@ -30,7 +36,7 @@ fn client() -> reqwest::Client {
 
 #[tokio::test]
 async fn writes_need_the_bearer_token() {
-    let server = Server::start(queue(), ApiLimits::default()).await;
+    let server = Server::start(queue().await, ApiLimits::default()).await;
     fill(server.queue.as_ref(), &[("acme", 25)], 0, 2, 0).await;
     let url = server.url("/v1/dead/retry");
     for auth in [
@@ -75,7 +81,7 @@ async fn bad_bodies_get_400_and_huge_ones_413() {
         max_body_bytes: 64 * 1024,
         ..ApiLimits::default()
     };
-    let server = Server::start(queue(), limits).await;
+    let server = Server::start(queue().await, limits).await;
     let url = server.url("/v1/dead/retry");
     for bad in ["{\"jobs\": 5}", "not json", "{\"other\": []}"] {
         let r = client()
@@ -111,7 +117,7 @@ async fn bad_bodies_get_400_and_huge_ones_413() {
 
 #[tokio::test]
 async fn status_jobs_and_dead_letters_read_the_queue() {
-    let server = Server::start(queue(), ApiLimits::default()).await;
+    let server = Server::start(queue().await, ApiLimits::default()).await;
     let reasons = fill(
         server.queue.as_ref(),
         &[("acme", 25), ("beta", 10)],
@@ -191,7 +197,7 @@ async fn status_jobs_and_dead_letters_read_the_queue() {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_show_the_queue() {
-    let server = Server::start(queue(), ApiLimits::default()).await;
+    let server = Server::start(queue().await, ApiLimits::default()).await;
     fill(server.queue.as_ref(), &[("acme", 25)], 5, 2, 3).await;
     server.metrics.job_finished(JobOutcome::Done);
     server.metrics.job_finished(JobOutcome::RateLimited);
@@ -269,4 +275,48 @@ fn the_exposition_parser_refuses_what_prometheus_would() {
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_gives_503_without_details_and_healthz_stays_up() {
+    let mut redis = common::PrivateRedis::start(&[]).unwrap();
+    let config = QueueConfig {
+        name: common::unique_queue("down"),
+        ..QueueConfig::default()
+    };
+    let queue = RedisQueue::connect(&redis.url(), config).await.unwrap();
+    // A short request timeout: a store that is down either fails fast (refused) or makes
+    // the request time out, and both must answer 503 the same way.
+    let limits = ApiLimits {
+        timeout: std::time::Duration::from_secs(2),
+        ..ApiLimits::default()
+    };
+    let server = Server::start(Arc::new(queue), limits).await;
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    redis.kill();
+
+    for path in ["/readyz", "/v1/status", "/v1/dead"] {
+        let r = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+        let body = r.text().await.unwrap();
+        assert!(
+            [
+                r#"{"error":"queue store unavailable"}"#,
+                r#"{"error":"request timed out"}"#
+            ]
+            .contains(&body.as_str()),
+            "{path}: {body}"
+        );
+    }
+    let r = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Metrics still answer, with the process's own counters and the store marked down.
+    let r = client().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let m = parse_exposition(&text).unwrap();
+    assert_eq!(m.value("lsq_queue_status_up", &[]), Some(0.0));
+    server.stop().await;
 }

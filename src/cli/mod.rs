@@ -150,15 +150,31 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 /// Sets up `tracing`: level from `RUST_LOG` (default `info`), text or JSON, to stderr.
+/// Text is coloured only when stderr is a terminal (and `NO_COLOR` is unset), so logs piped
+/// to a file or a collector carry no escape codes. A `RUST_LOG` that does not parse is
+/// reported, and `info` is used.
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&spec)
+            .unwrap_or_else(|e| {
+                eprintln!("warning: RUST_LOG={spec:?} is not a valid filter ({e}); using info");
+                tracing_subscriber::EnvFilter::new("info")
+            }),
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }

@@ -1,14 +1,88 @@
-//! `lsq-webhooks serve`.
+//! `lsq-webhooks serve [--listen ADDR]`: the HTTP API for producers and ops, Prometheus
+//! metrics and the status page (see `ops::api`), until SIGTERM or SIGINT.
+//!
+//! Refuses to start without `LSQ_API_TOKEN` (exit 2): writes must never be open.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use super::Global;
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{BadInput, Global};
+use crate::ops::{ApiLimits, ApiToken, AppState, Metrics, app, serve};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "LSQ_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (larger gets 413).
+    #[arg(long, default_value_t = ApiLimits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most jobs in one `POST /v1/jobs`.
+    #[arg(long, default_value_t = ApiLimits::default().max_jobs_per_request)]
+    pub max_jobs_per_request: usize,
+    /// Requests handled at once; more are refused with 503 at once.
+    #[arg(long, default_value_t = ApiLimits::default().concurrency)]
+    pub concurrency: usize,
+    /// Longest a request may take, in seconds (then 503).
+    #[arg(long, default_value_t = ApiLimits::default().timeout.as_secs())]
+    pub timeout_secs: u64,
+}
 
 /// Runs `serve`.
-pub async fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`serve` is not built yet")
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let token = ApiToken::from_env().map_err(|e| BadInput(e.to_string()))?;
+    if args.concurrency == 0 || args.timeout_secs == 0 || args.max_jobs_per_request == 0 {
+        return Err(BadInput(
+            "--concurrency, --timeout-secs and --max-jobs-per-request must be at least 1".into(),
+        )
+        .into());
+    }
+    let queue = super::status::open(global).await?;
+    let state = AppState {
+        queue,
+        metrics: Metrics::new(),
+        token,
+        limits: ApiLimits {
+            max_body_bytes: args.max_body_bytes,
+            max_jobs_per_request: args.max_jobs_per_request,
+            concurrency: args.concurrency,
+            timeout: Duration::from_secs(args.timeout_secs),
+            ..ApiLimits::default()
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, queue = %global.queue, "serving the API, metrics and the status page");
+    let stop = CancellationToken::new();
+    let signals = cancel_on_signal(stop.clone())?;
+    let served = serve(listener, app(state), stop.clone()).await;
+    stop.cancel();
+    // The signal watcher ends as soon as the token is cancelled.
+    let _ = signals.await;
+    served.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT; the task ends when the token is
+/// cancelled either way.
+pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    }))
 }

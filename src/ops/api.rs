@@ -175,7 +175,7 @@ pub enum AppError {
     Timeout,
     /// The queue's store did not answer: 503. The cause is logged.
     #[error("queue store unavailable")]
-    Unavailable(#[source] QueueError),
+    Unavailable(String),
     /// Anything else: 500. The cause is logged.
     #[error("internal error")]
     Internal(String),
@@ -184,7 +184,7 @@ pub enum AppError {
 impl From<QueueError> for AppError {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Redis(_) => AppError::Unavailable(e),
+            QueueError::Redis(e) => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -347,8 +347,14 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// How long `/readyz` waits for the store: an orchestrator's probe has its own short
+/// timeout, and "slower than this" is not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    state.queue.ping().await?;
+    tokio::time::timeout(READY_TIMEOUT, state.queue.ping())
+        .await
+        .map_err(|_| AppError::Unavailable("ping timed out".into()))??;
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
@@ -438,22 +444,32 @@ fn read_body(body: Result<Bytes, BytesRejection>, limits: &ApiLimits) -> Result<
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    scrape(state.queue.as_ref(), &state.metrics).await
+    scrape(
+        state.queue.as_ref(),
+        &state.metrics,
+        state.limits.timeout / 2,
+    )
+    .await
 }
 
 async fn worker_metrics_text(
     State((queue, metrics)): State<(Arc<dyn Queue>, Metrics)>,
 ) -> Response {
-    scrape(queue.as_ref(), &metrics).await
+    scrape(queue.as_ref(), &metrics, ApiLimits::default().timeout / 2).await
 }
 
-/// Reads the queue for the gauges, then encodes everything. A queue that cannot be read
-/// still gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
-async fn scrape(queue: &dyn Queue, metrics: &Metrics) -> Response {
-    let report = match StatusReport::read(queue).await {
-        Ok(r) => Some(r),
-        Err(e) => {
+/// Reads the queue for the gauges (for at most `wait`: half the request timeout, so the
+/// scrape itself still answers), then encodes everything. A queue that cannot be read still
+/// gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
+async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Response {
+    let report = match tokio::time::timeout(wait, StatusReport::read(queue)).await {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: queue status unreadable");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: queue status timed out");
             None
         }
     };

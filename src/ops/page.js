@@ -31,7 +31,9 @@ function emptyRow(tbody, columns, text) {
 function drawChart(perSecond) {
   const svg = $("chart");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
-  const W = 600, H = 160, top = 14, bottom = 16;
+  // Drawn in the element's own pixel size, so bars fill the width and text is not stretched.
+  const W = Math.max(svg.clientWidth || 600, 120), H = 160, top = 14, bottom = 16;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const n = Math.max(perSecond.length, 60);
   const max = Math.max(1, ...perSecond);
   const bw = W / n;

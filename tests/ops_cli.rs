@@ -1,0 +1,200 @@
+//! `status` and `serve` through the real binary against Redis: the table and the JSON show
+//! the queue's numbers, `--watch` keeps reading until SIGINT, `serve` refuses to start
+//! without a token and stops cleanly on SIGTERM, and log lines are JSON with
+//! `--log-format json`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod ops_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lsq_webhooks::ops::StatusReport;
+use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::{Queue, QueueConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lsq-webhooks");
+
+fn lsq(queue: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("REDIS_URL", common::redis_url())
+        .env("LSQ_QUEUE", queue)
+        .env_remove("LSQ_API_TOKEN")
+        .env_remove("RUST_LOG");
+    c
+}
+
+async fn filled(name: &str) -> (String, Arc<dyn Queue>) {
+    let queue = common::unique_queue(name);
+    let config = QueueConfig {
+        name: queue.clone(),
+        ..QueueConfig::default()
+    };
+    let q: Arc<dyn Queue> = Arc::new(
+        RedisQueue::connect(&common::redis_url(), config)
+            .await
+            .unwrap(),
+    );
+    ops_support::fill(q.as_ref(), &[("acme", 25), ("beta", 10)], 3, 1, 5).await;
+    (queue, q)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test]
+async fn status_prints_the_queue_as_a_table_and_as_json() {
+    let (queue, q) = filled("status").await;
+    let out = lsq(&queue).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report.queued, report.running, report.done, report.dead),
+        (10, 0, 6, 2)
+    );
+    assert_eq!(report.queue, queue);
+    assert_eq!(report.throughput.done, Some(6));
+    assert_eq!(report.throughput.per_second.len(), 60);
+    let beta = report.tenants.iter().find(|t| t.tenant == "beta").unwrap();
+    assert_eq!((beta.waiting, beta.limit), (5, 10));
+    assert!(beta.calls_in_window <= beta.limit, "{beta:?}");
+
+    let out = lsq(&queue).arg("status").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("queued 10   scheduled 0   running 0   done 6   dead 2"),
+        "{table}"
+    );
+    assert!(
+        table.contains("throughput 6 done in the last 60 s"),
+        "{table}"
+    );
+    assert!(table.contains("beta"), "{table}");
+    let beta_row = table.lines().find(|l| l.starts_with("beta ")).unwrap();
+    assert!(beta_row.contains("       5  "), "{beta_row}");
+    assert!(beta_row.contains("/10  "), "{beta_row}");
+    assert!(
+        !table.contains('\x1b'),
+        "no escape codes when not on a terminal"
+    );
+    drop(q);
+}
+
+#[tokio::test]
+async fn watch_reads_again_until_sigint() {
+    let (queue, q) = filled("watch").await;
+    let mut child = lsq(&queue)
+        .args(["status", "--watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first: StatusReport = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first.queued, 10);
+    // A job finishes between two readings: the next reading shows it.
+    let job = loop {
+        match q.dispatch().await.unwrap() {
+            lsq_webhooks::queue::Dispatch::Job(j) => break j,
+            lsq_webhooks::queue::Dispatch::Wait(d) => tokio::time::sleep(d).await,
+            lsq_webhooks::queue::Dispatch::Empty => panic!("empty"),
+        }
+    };
+    q.complete(&job, "wh-late", false).await.unwrap();
+    let later = loop {
+        let r: StatusReport = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if r.done == 7 {
+            break r;
+        }
+    };
+    assert!(later.now_ms > first.now_ms);
+    assert_eq!(later.queued, 9);
+    signal(child.id(), "-INT");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_token() {
+    for token in [None, Some(""), Some("short")] {
+        let mut c = lsq("unused");
+        c.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(t) = token {
+            c.env("LSQ_API_TOKEN", t);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{token:?}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("LSQ_API_TOKEN"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_sigterm_with_json_logs() {
+    let (queue, _q) = filled("serve").await;
+    let port = common::free_port();
+    let mut child = lsq(&queue)
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("LSQ_API_TOKEN", ops_support::TOKEN)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    // Wait for the server to answer (bounded: the test fails rather than hangs).
+    let mut up = false;
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "serve did not answer on {base}");
+    let report: StatusReport = http
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((report.queued, report.done, report.dead), (10, 6, 2));
+    signal(child.id(), "-TERM");
+    let stderr = child.stderr.take().unwrap();
+    let logs: Vec<String> = BufReader::new(stderr).lines().map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?} {logs:?}");
+    assert!(!logs.is_empty());
+    for line in &logs {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("serving the API")),
+        "{logs:?}"
+    );
+}
