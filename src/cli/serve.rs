@@ -42,7 +42,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let queue = super::status::open(global).await?;
+    let queue = super::worker::open_queue(global, None).await?;
     let state = AppState {
         queue,
         metrics: Metrics::new(),
@@ -61,7 +61,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, queue = %global.queue, "serving the API, metrics and the status page");
     let stop = CancellationToken::new();
-    let signals = cancel_on_signal(stop.clone())?;
+    let signals = super::worker::cancel_on_signal(stop.clone())?;
     let served = serve(listener, app(state), stop.clone()).await;
     stop.cancel();
     // The signal watcher ends as soon as the token is cancelled.
@@ -69,20 +69,4 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     served.context("the HTTP server failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Cancels `token` on the first SIGTERM or SIGINT; the task ends when the token is
-/// cancelled either way.
-pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = token.cancelled() => return,
-        }
-        token.cancel();
-    }))
 }

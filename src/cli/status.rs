@@ -9,7 +9,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Global;
 use crate::ops::StatusReport;
-use crate::queue::redis::RedisQueue;
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::Queue;
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +37,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `status`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = open(global).await?;
+    let queue = super::worker::open_queue(global, None).await?;
     if !args.watch {
         let report = StatusReport::read(queue.as_ref())
             .await
@@ -48,24 +46,12 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let stop = CancellationToken::new();
-    let signals = super::serve::cancel_on_signal(stop.clone())?;
+    let signals = super::worker::cancel_on_signal(stop.clone())?;
     watch(queue.as_ref(), &args, &stop).await?;
     stop.cancel();
     // The watcher ends as soon as the token is cancelled.
     let _ = signals.await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens the queue named by the global options, with default settings (status only reads).
-pub(super) async fn open(global: &Global) -> anyhow::Result<Arc<dyn Queue>> {
-    let config = QueueConfig {
-        name: global.queue.clone(),
-        ..QueueConfig::default()
-    };
-    let queue = RedisQueue::connect(&global.redis, config)
-        .await
-        .context("cannot open the queue in Redis")?;
-    Ok(Arc::new(queue))
 }
 
 fn render(report: &StatusReport, args: &Args) -> anyhow::Result<String> {

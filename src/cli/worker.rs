@@ -50,6 +50,10 @@ pub struct Args {
     /// Timeout of one call to LeadSquared, in seconds.
     #[arg(long, default_value_t = 30)]
     pub call_timeout_secs: u64,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9090) while
+    /// the worker runs.
+    #[arg(long, env = "LSQ_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -134,11 +138,37 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = open_queue(global, Some(queue_config)).await?;
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
-    let pool = Pool::new(queue, client, worker_config);
+    let pool = Pool::new(queue.clone(), client, worker_config);
+    // The metrics server outlives the pool's shutdown (its grace period is worth watching)
+    // and is stopped, and waited for, once the pool has finished.
+    let metrics_stop = CancellationToken::new();
+    let metrics_server = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+            let router = crate::ops::metrics_app(queue, pool.metrics());
+            Some(tokio::spawn(crate::ops::serve(
+                listener,
+                router,
+                metrics_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let summary = pool.run(shutdown.clone()).await;
     shutdown.cancel();
+    metrics_stop.cancel();
     // The signal watcher ends as soon as the token is cancelled.
     let _ = signals.await;
+    if let Some(server) = metrics_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("metrics server failed: {e}"),
+            Err(e) => tracing::warn!("metrics server task failed: {e}"),
+        }
+    }
     let summary = summary?;
     eprintln!(
         "dispatched {}, created {}, reconciled {}, retried {}, rate limited {}, dead {}, handed back {}",

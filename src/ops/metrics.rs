@@ -34,14 +34,15 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// and a deployment may have thousands of tenants.
 pub const MAX_TENANT_LABELS: usize = 50;
 
-/// What became of one dispatched job. Each dispatch ends in exactly one of these.
+/// What became of one job a worker ran. Each run ends in exactly one of these.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum JobOutcome {
     /// Created; the webhook Id is recorded.
     Done,
     /// Done by finding a webhook an earlier attempt had created (Retrieve), not by Create.
     Reconciled,
-    /// A transient failure; scheduled to be tried again after a backoff.
+    /// A transient failure; scheduled to be tried again after a backoff (or dead-lettered by
+    /// the queue when no attempt is left: `lsq_queue_jobs{state="dead"}` shows those).
     Retried,
     /// LeadSquared said "rate limited"; the job went back to its tenant's list.
     RateLimited,
@@ -49,17 +50,21 @@ pub enum JobOutcome {
     Requeued,
     /// Gave up: a permanent error, or no attempts left.
     Dead,
+    /// The result could not be recorded (the lease was lost, or the store did not answer
+    /// before shutdown); the lease runs out and another worker takes the job back.
+    Lost,
 }
 
 impl JobOutcome {
     /// Every outcome.
-    pub const ALL: [JobOutcome; 6] = [
+    pub const ALL: [JobOutcome; 7] = [
         JobOutcome::Done,
         JobOutcome::Reconciled,
         JobOutcome::Retried,
         JobOutcome::RateLimited,
         JobOutcome::Requeued,
         JobOutcome::Dead,
+        JobOutcome::Lost,
     ];
 
     /// The `outcome` label value.
@@ -71,6 +76,7 @@ impl JobOutcome {
             JobOutcome::RateLimited => "rate_limited",
             JobOutcome::Requeued => "requeued",
             JobOutcome::Dead => "dead",
+            JobOutcome::Lost => "lost",
         }
     }
 }

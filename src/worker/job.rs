@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::backoff::{ReconnectPolicy, RetryPolicy, with_reconnect};
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
+use crate::ops::metrics::{JobOutcome as Counted, Metrics};
 use crate::queue::{LeasedJob, Queue, QueueError, Requeue};
 use crate::tenant::Tenant;
 
@@ -36,6 +37,8 @@ pub(crate) struct JobContext {
     pub retrieve_page_size: u32,
     pub tenants: TenantCache,
     pub stats: Arc<Stats>,
+    /// Prometheus counters: each job's outcome, each call's latency.
+    pub metrics: Metrics,
     /// Told when a job finishes, so the fetch loop looks again (see `backend`).
     pub finished: Arc<Notify>,
 }
@@ -98,6 +101,25 @@ pub enum JobOutcome {
     Abandoned,
 }
 
+impl JobOutcome {
+    /// The outcome as `lsq_jobs_total` counts it.
+    fn counted(&self) -> Counted {
+        match self {
+            JobOutcome::Done {
+                reconciled: false, ..
+            } => Counted::Done,
+            JobOutcome::Done {
+                reconciled: true, ..
+            } => Counted::Reconciled,
+            JobOutcome::Retried => Counted::Retried,
+            JobOutcome::RateLimited => Counted::RateLimited,
+            JobOutcome::NotFound | JobOutcome::HandedBack => Counted::Requeued,
+            JobOutcome::Buried(_) => Counted::Dead,
+            JobOutcome::LeaseLost | JobOutcome::Abandoned => Counted::Lost,
+        }
+    }
+}
+
 /// The answer of the one call a dispatch makes.
 enum Answer {
     Created(String),
@@ -118,6 +140,7 @@ impl JobContext {
         );
         let outcome = self.clone().run_inner(&job).instrument(span.clone()).await;
         span.in_scope(|| tracing::debug!(?outcome, "job finished"));
+        self.metrics.job_finished(outcome.counted());
         self.stats.released();
         self.finished.notify_one();
         outcome
@@ -164,6 +187,7 @@ impl JobContext {
             }
         };
         self.stats.calls();
+        let started = Instant::now();
         let answer = tokio::select! {
             a = self.heartbeating(job, call) => a,
             _ = self.hard_stop.cancelled() => {
@@ -173,6 +197,8 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
+        let rate_limited = matches!(answer, Answer::Failed(CallError::RateLimited { .. }));
+        self.metrics.call_observed(started.elapsed(), rate_limited);
         if let Some(Err(e)) = self.store("answered", || self.queue.answered(job)).await {
             tracing::warn!("could not re-stamp the call: {e}");
         }

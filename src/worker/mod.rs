@@ -37,6 +37,7 @@ pub use job::JobOutcome;
 pub use stats::{RunSummary, Stats};
 
 use crate::leadsquared::Client;
+use crate::ops::Metrics;
 use crate::queue::{LeasedJob, Queue};
 use backend::{Fetcher, QueueBackend};
 use job::{JobContext, TenantCache};
@@ -100,6 +101,8 @@ pub struct Pool {
     client: Client,
     config: WorkerConfig,
     stats: Arc<Stats>,
+    /// Prometheus metrics (`worker --metrics-listen`): job outcomes and call latency.
+    metrics: Metrics,
 }
 
 impl Pool {
@@ -110,7 +113,20 @@ impl Pool {
             client,
             config,
             stats: Arc::new(Stats::default()),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts into `metrics` (shared with whatever serves them) instead of a registry of
+    /// the pool's own.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this pool counts into.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// Live counters (for a progress display).
@@ -161,6 +177,7 @@ impl Pool {
             retrieve_page_size: self.config.retrieve_page_size,
             tenants: TenantCache::new(self.config.tenant_cache_ttl),
             stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
             finished,
         });
         // Each job runs as its own task (so jobs use every core), owned by this tracker;
