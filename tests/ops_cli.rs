@@ -198,3 +198,98 @@ async fn serve_answers_and_stops_on_sigterm_with_json_logs() {
         "{logs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_serves_metrics_while_it_drains_the_queue() {
+    use lsq_webhooks::sim::{self, AccountSource, SimConfig, SimState};
+    // A simulator that knows the tenants, on a free port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_addr = listener.local_addr().unwrap();
+    let api_base = url::Url::parse(&format!("http://{sim_addr}")).unwrap();
+    let tenants: Vec<_> = ["acme", "beta"]
+        .iter()
+        .map(|n| lsq_webhooks::tenant::Tenant {
+            api_base: api_base.clone(),
+            ..ops_support::tenant(n, 25)
+        })
+        .collect();
+    let state = SimState::new(SimConfig {
+        accounts: AccountSource::Tenants(tenants.clone()),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let stop_sim = tokio_util::sync::CancellationToken::new();
+    let _sim = sim::serve(listener, state, stop_sim.clone()).unwrap();
+    let _stop_sim = stop_sim.drop_guard();
+
+    let queue = common::unique_queue("wmetrics");
+    let q = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: queue.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    q.put_tenants(&tenants).await.unwrap();
+    let jobs: Vec<_> = (0..20)
+        .map(|i| lsq_webhooks::job::NewJob {
+            tenant: if i % 2 == 0 { "acme" } else { "beta" }.into(),
+            webhook: ops_support::webhook(i),
+            key: format!("k{i}"),
+        })
+        .collect();
+    q.push(&jobs).await.unwrap();
+
+    let port = common::free_port();
+    let mut child = lsq(&queue)
+        .args(["worker", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for every job to be done (bounded, so a stuck worker fails the test).
+    let mut done = 0;
+    for _ in 0..600 {
+        done = q.status().await.unwrap().done;
+        if done == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done, 20);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = ops_support::parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        m.value("lsq_jobs_total", &[("outcome", "done")]),
+        Some(20.0),
+        "{text}"
+    );
+    assert_eq!(m.value("lsq_queue_jobs", &[("state", "done")]), Some(20.0));
+    assert_eq!(m.value("lsq_queue_jobs", &[("state", "queued")]), Some(0.0));
+    assert_eq!(
+        m.value("lsq_leadsquared_call_duration_seconds_count", &[]),
+        Some(20.0)
+    );
+    assert_eq!(
+        m.value("lsq_leadsquared_rate_limited_total", &[]),
+        Some(0.0)
+    );
+    // The metrics port serves nothing else.
+    let r = http.get(format!("{base}/v1/status")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+    signal(child.id(), "-TERM");
+    assert!(child.wait().unwrap().success());
+}
