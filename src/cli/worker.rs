@@ -47,6 +47,10 @@ pub struct Args {
     /// are re-stamped when their answer arrives).
     #[arg(long, default_value_t = 0)]
     pub margin_ms: u64,
+    /// The rate-limit window in ms. LeadSquared's is 5 s; other values are for simulators
+    /// and benchmarks only.
+    #[arg(long, hide = true, default_value_t = 5000)]
+    pub window_ms: u64,
     /// Timeout of one call to LeadSquared, in seconds.
     #[arg(long, default_value_t = 30)]
     pub call_timeout_secs: u64,
@@ -62,15 +66,18 @@ impl Args {
         if self.max_attempts == 0 {
             return Err(BadInput("--max-attempts must be at least 1".into()).into());
         }
+        if self.window_ms == 0 {
+            return Err(BadInput("--window-ms must be positive".into()).into());
+        }
         if self.lease_ms < 100 {
             return Err(BadInput("--lease-ms must be at least 100".into()).into());
         }
         Ok(QueueConfig {
             name: global.queue.clone(),
+            window: Duration::from_millis(self.window_ms),
             lease: Duration::from_millis(self.lease_ms),
             margin: Duration::from_millis(self.margin_ms),
             max_attempts: self.max_attempts,
-            ..QueueConfig::default()
         })
     }
 
