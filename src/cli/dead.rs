@@ -71,7 +71,7 @@ pub async fn execute(
 
 /// Runs `dead`.
 pub async fn run(global: &Global, command: Command) -> anyhow::Result<ExitCode> {
-    let queue = super::worker::open_queue(global, None).await?;
-    execute(queue.as_ref(), &command, &mut std::io::stdout().lock()).await?;
+    let queue = super::connect_queue(global).await?;
+    execute(&queue, &command, &mut std::io::stdout().lock()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -107,7 +107,7 @@ pub async fn print(queue: &dyn Queue, args: &Args, out: &mut dyn Write) -> anyho
 
 /// Runs `results`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = super::worker::open_queue(global, None).await?;
-    print(queue.as_ref(), &args, &mut std::io::stdout().lock()).await?;
+    let queue = super::connect_queue(global).await?;
+    print(&queue, &args, &mut std::io::stdout().lock()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BadInput, Global};
 use crate::leadsquared::{Client, ClientConfig};
 use crate::queue::redis::RedisQueue;
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::worker::{Pool, RetryPolicy, WorkerConfig};
 
 /// Arguments of `worker`.
@@ -103,20 +103,13 @@ impl Args {
     }
 }
 
-/// Opens the Redis queue named by the global options, with `config` (default settings when
-/// `None`).
-pub async fn open_queue(
-    global: &Global,
-    config: Option<QueueConfig>,
-) -> anyhow::Result<Arc<dyn Queue>> {
-    let config = config.unwrap_or_else(|| QueueConfig {
-        name: global.queue.clone(),
-        ..QueueConfig::default()
-    });
-    let queue = RedisQueue::connect(global.redis_url(), config)
-        .await
-        .context("cannot open the queue in Redis")?;
-    Ok(Arc::new(queue))
+/// Connects to the Redis queue named by the global options, with the worker's settings.
+async fn open_queue(global: &Global, config: QueueConfig) -> anyhow::Result<Arc<dyn Queue>> {
+    match RedisQueue::connect(global.redis_url(), config).await {
+        Ok(q) => Ok(Arc::new(q)),
+        Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
+        Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
+    }
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
@@ -142,7 +135,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
         ..ClientConfig::default()
     })?;
-    let queue = open_queue(global, Some(queue_config)).await?;
+    let queue = open_queue(global, queue_config).await?;
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
     let pool = Pool::new(queue.clone(), client, worker_config);
