@@ -103,8 +103,13 @@ impl Args {
     }
 }
 
-/// Connects to the Redis queue named by the global options, with the worker's settings.
-async fn open_queue(global: &Global, config: QueueConfig) -> anyhow::Result<Arc<dyn Queue>> {
+/// Connects to the Redis queue named by the global options, with `config` (the global
+/// options' defaults when `None`). A queue name that cannot be used is bad input (exit 2).
+pub async fn open_queue(
+    global: &Global,
+    config: Option<QueueConfig>,
+) -> anyhow::Result<Arc<dyn Queue>> {
+    let config = config.unwrap_or_else(|| super::queue_config(global));
     match RedisQueue::connect(global.redis_url(), config).await {
         Ok(q) => Ok(Arc::new(q)),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
@@ -135,7 +140,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
         ..ClientConfig::default()
     })?;
-    let queue = open_queue(global, queue_config).await?;
+    let queue = open_queue(global, Some(queue_config)).await?;
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
     let pool = Pool::new(queue.clone(), client, worker_config);
