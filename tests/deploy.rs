@@ -17,7 +17,10 @@ fn deploy_files() -> Vec<PathBuf> {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {
                 stack.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
                 out.push(path);
             }
         }
@@ -49,7 +52,10 @@ fn command_lists(doc: &Yaml, out: &mut Vec<Vec<String>>) {
 #[test]
 fn deploy_yaml_parses_and_runs_only_commands_that_exist() {
     let files = deploy_files();
-    assert!(files.len() >= 4, "expected compose, prometheus and k8s files, found {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected compose, prometheus and k8s files, found {files:?}"
+    );
     let mut checked = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
@@ -65,7 +71,11 @@ fn deploy_yaml_parses_and_runs_only_commands_that_exist() {
             }
             let argv = std::iter::once("lsq-webhooks".to_string()).chain(words.iter().cloned());
             if let Err(e) = Cli::try_parse_from(argv) {
-                panic!("{}: `lsq-webhooks {}` is refused:\n{e}", file.display(), words.join(" "));
+                panic!(
+                    "{}: `lsq-webhooks {}` is refused:\n{e}",
+                    file.display(),
+                    words.join(" ")
+                );
             }
             checked += 1;
         }
@@ -84,7 +94,10 @@ fn dockerfile_runs_the_binary_as_a_non_root_user() {
         .rev()
         .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
-    assert!(!user.starts_with("root") && !user.starts_with('0'), "runs as {user}");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "runs as {user}"
+    );
     assert!(text.contains("--bin lsq-webhooks"));
     assert!(text.contains("/usr/local/bin/lsq-webhooks"));
 }
