@@ -7,9 +7,11 @@
 mod common;
 mod ops_support;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lsq_webhooks::job::JobState;
+use lsq_webhooks::ops::api::OPENAPI;
 use lsq_webhooks::ops::{ApiLimits, JobOutcome, StatusReport};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
@@ -318,5 +320,280 @@ async fn a_store_that_is_down_gives_503_without_details_and_healthz_stays_up() {
     let text = r.text().await.unwrap();
     let m = parse_exposition(&text).unwrap();
     assert_eq!(m.value("lsq_queue_status_up", &[]), Some(0.0));
+    server.stop().await;
+}
+
+/// A POST of `body` as `content_type` to `/v1/jobs` with the token.
+async fn post_jobs(server: &Server, content_type: &str, body: String) -> (StatusCode, Value) {
+    let r = client()
+        .post(server.url("/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+fn job_json(tenant: &str, n: usize) -> Value {
+    serde_json::json!({ "tenant": tenant, "webhook": ops_support::webhook(n) })
+}
+
+#[tokio::test]
+async fn post_jobs_validates_like_enqueue_and_is_idempotent() {
+    let limits = ApiLimits {
+        max_jobs_per_request: 5,
+        ..ApiLimits::default()
+    };
+    let server = Server::start(queue().await, limits).await;
+    fill(server.queue.as_ref(), &[("acme", 25)], 0, 0, 0).await;
+
+    // One object.
+    let (status, body) =
+        post_jobs(&server, "application/json", job_json("acme", 1).to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["enqueued"].as_u64(), body["duplicate"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(body["jobs"][0]["result"], "enqueued");
+    let id = body["jobs"][0]["job"].as_str().unwrap().to_string();
+    // The same job again (keys in another order): a duplicate of the first.
+    let reordered = r#"{"webhook": WEBHOOK, "tenant": "acme"}"#
+        .replace("WEBHOOK", &ops_support::webhook(1).to_string());
+    let (status, body) = post_jobs(&server, "application/json; charset=utf-8", reordered).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["enqueued"].as_u64(), body["duplicate"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(body["jobs"][0]["job"], id.as_str());
+    let job: Value = client()
+        .get(server.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "queued");
+
+    // An array with a bad URL (its custom header carries a secret) and an unknown tenant:
+    // 400 with one error per problem, nothing enqueued, and the secret not echoed.
+    let mut bad = job_json("acme", 2);
+    bad["webhook"]["URL"] = "not a url".into();
+    bad["webhook"]["CustomHeaders"] =
+        serde_json::json!([{"Key": "x-api-key", "Value": "SECRET-HDR-VALUE"}]);
+    let array = serde_json::json!([job_json("acme", 3), bad, job_json("nobody", 4)]);
+    let (status, body) = post_jobs(&server, "application/json", array.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid jobs");
+    let errors = body["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["index"] == 1 && e["field"] == "webhook.URL"),
+        "{body}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["index"] == 2 && e["field"] == "tenant"),
+        "{body}"
+    );
+    assert!(errors.iter().all(|e| e["index"] != 0), "{body}");
+    assert!(!body.to_string().contains("SECRET-HDR-VALUE"));
+    assert_eq!(server.queue.status().await.unwrap().queued, 1);
+
+    // JSON Lines: line numbers, blank lines skipped.
+    let lines = format!("{}\n\n{{not json\n", job_json("acme", 5));
+    let (status, body) = post_jobs(&server, "application/x-ndjson", lines).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["line"], 3);
+    assert_eq!(body["errors"][0]["field"], "json");
+    assert!(body["errors"][0].get("index").is_none());
+    let lines = format!("{}\n\n{}\n", job_json("acme", 5), job_json("acme", 6));
+    let (status, body) = post_jobs(&server, "application/x-ndjson", lines).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["enqueued"], 2);
+    assert_eq!(server.queue.status().await.unwrap().queued, 3);
+
+    // Not a job at all, too many jobs, no jobs, and the wrong media type.
+    for (content_type, body, want) in [
+        ("application/json", "5".to_string(), StatusCode::BAD_REQUEST),
+        (
+            "application/json",
+            "[1".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            "[]".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            serde_json::json!((0..6).map(|i| job_json("acme", 10 + i)).collect::<Vec<_>>())
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            job_json("acme", 7).to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let (status, answer) = post_jobs(&server, content_type, body.clone()).await;
+        assert_eq!(status, want, "{content_type} {body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    assert_eq!(server.queue.status().await.unwrap().queued, 3);
+    // Without the token: refused.
+    let r = client()
+        .post(server.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(job_json("acme", 8).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn huge_job_bodies_get_413() {
+    let limits = ApiLimits {
+        max_body_bytes: 256 * 1024,
+        ..ApiLimits::default()
+    };
+    let server = Server::start(queue().await, limits).await;
+    let mut big = job_json("acme", 1);
+    big["webhook"]["Description"] = "d".repeat(1024 * 1024).into();
+    let (status, body) = post_jobs(&server, "application/json", big.to_string()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "request body is larger than 262144 bytes");
+    server.stop().await;
+}
+/// Resolves a `$ref` within the document.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut at = doc;
+            for part in r.trim_start_matches("#/").split('/') {
+                at = &at[part];
+            }
+            resolve(doc, at)
+        }
+        None => v,
+    }
+}
+
+/// The routes `app` registers, read from its source, so a route added without a line in
+/// the OpenAPI document fails this test.
+fn routes_in_code() -> BTreeSet<(String, String)> {
+    let src = include_str!("../src/ops/api.rs");
+    let mut out = BTreeSet::new();
+    let app_fn = src
+        .split("pub fn app(")
+        .nth(1)
+        .and_then(|s| s.split("\n}\n").next())
+        .unwrap();
+    for part in app_fn.split(".route(\"").skip(1) {
+        let path = part.split('"').next().unwrap().to_string();
+        let method = part.split(", ").nth(1).unwrap().split('(').next().unwrap();
+        out.insert((path, method.to_uppercase()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_the_server_agree() {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let server = Server::start(queue().await, ApiLimits::default()).await;
+    fill(server.queue.as_ref(), &[("acme", 25)], 1, 1, 1).await;
+    let job = server.queue.results(None).await.unwrap()[0].job.clone();
+
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.insert((path.clone(), method.to_uppercase()));
+            let url = server.url(&path.replace("{id}", &job.0));
+            let mut req = client().request(method.to_uppercase().parse().unwrap(), &url);
+            if op.get("security").is_some() {
+                req = req.bearer_auth(TOKEN);
+            }
+            if method == "post" {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(if path == "/v1/jobs" {
+                        serde_json::json!({"tenant": "acme", "webhook": ops_support::webhook(99)})
+                            .to_string()
+                    } else {
+                        "{}".to_string()
+                    });
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16().to_string();
+            let responses = &op["responses"];
+            let answer = responses
+                .get(&status)
+                .unwrap_or_else(|| panic!("{method} {path}: {status} is not documented"));
+            let answer = resolve(&doc, answer);
+            let content_type = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let media = answer["content"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .find(|m| content_type.starts_with(m.as_str()))
+                .unwrap_or_else(|| {
+                    panic!("{method} {path}: content-type {content_type} not documented")
+                })
+                .clone();
+            let body = r.text().await.unwrap();
+            if media == "application/json" {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let schema = resolve(&doc, &answer["content"][&media]["schema"]);
+                for field in schema["required"].as_array().into_iter().flatten() {
+                    let field = field.as_str().unwrap();
+                    assert!(
+                        v.get(field).is_some(),
+                        "{method} {path}: no {field} in {body}"
+                    );
+                }
+            }
+            // Every operation that needs the token refuses a request without it.
+            if op.get("security").is_some() {
+                let r = client()
+                    .request(method.to_uppercase().parse().unwrap(), &url)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+                assert!(
+                    responses.get("401").is_some(),
+                    "{method} {path}: 401 undocumented"
+                );
+            }
+        }
+    }
+    // Both ways: every route of `app` is documented, and every documented operation is a
+    // route (the loop above has already seen each answer as documented).
+    assert_eq!(routes_in_code(), documented);
+    assert_eq!(documented.len(), 11);
+    // The document is served too.
+    let r = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let served: Value = r.json().await.unwrap();
+    assert_eq!(served, doc);
     server.stop().await;
 }

@@ -12,6 +12,7 @@
 //! (503 with `Retry-After` once the limit is reached) and a timeout on every request.
 //! The routes and their answers are described in `openapi.json` beside this file.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,8 @@ use super::metrics::{self, Metrics};
 use super::page;
 use super::status::StatusReport;
 use crate::job::{JobId, JobResult};
-use crate::queue::{Queue, QueueError};
+use crate::producer;
+use crate::queue::{Pushed, Queue, QueueError};
 use crate::secret::Secret;
 
 /// The OpenAPI description of this API, served at `/openapi.json`.
@@ -167,6 +169,9 @@ pub enum AppError {
     /// The body is over [`ApiLimits::max_body_bytes`]: 413.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body's `Content-Type` is not one this route reads: 415.
+    #[error("Content-Type must be application/json or application/x-ndjson")]
+    UnsupportedMediaType,
     /// Too many requests at once: 503 with `Retry-After`.
     #[error("server busy, try again")]
     Overloaded,
@@ -207,6 +212,7 @@ impl IntoResponse for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Invalid(_) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Overloaded | AppError::Timeout | AppError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -248,6 +254,7 @@ impl IntoResponse for AppError {
 pub fn app(state: AppState) -> Router {
     let limits = state.limits.clone();
     let writes = Router::new()
+        .route("/v1/jobs", post(post_jobs))
         .route("/v1/dead/retry", post(retry_dead))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -373,6 +380,156 @@ async fn job(
         Some(job) => Ok(Json(job)),
         None => Err(AppError::NotFound),
     }
+}
+
+/// Answer of `POST /v1/jobs`.
+#[derive(Serialize)]
+struct EnqueueAnswer {
+    /// Jobs newly enqueued.
+    enqueued: u64,
+    /// Jobs whose key was enqueued before (not enqueued again).
+    duplicate: u64,
+    /// One per job, in request order.
+    jobs: Vec<Pushed>,
+}
+
+/// Where a job sits in a request body, for its field errors.
+#[derive(Clone, Copy)]
+enum Position {
+    /// 0-based index in a JSON body.
+    Index(usize),
+    /// 1-based line of a JSON Lines body.
+    Line(u64),
+}
+
+impl Position {
+    fn error(self, e: crate::leadsquared::FieldError) -> FieldError {
+        let (index, line) = match self {
+            Position::Index(i) => (Some(i), None),
+            Position::Line(l) => (None, Some(l)),
+        };
+        FieldError {
+            index,
+            line,
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+/// Splits a body into its jobs' JSON texts: one object or an array of them
+/// (`application/json`), or one per non-blank line (`application/x-ndjson`).
+fn split_jobs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(Position, String)>, AppError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body_error = |reason: String| {
+        AppError::Invalid(vec![FieldError {
+            index: None,
+            line: None,
+            field: "body".into(),
+            reason,
+        }])
+    };
+    match media.as_str() {
+        "application/json" => {
+            // A syntax error names a position, never the input.
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| body_error(e.to_string()))?;
+            match value {
+                serde_json::Value::Array(items) => Ok(items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (Position::Index(i), v.to_string()))
+                    .collect()),
+                v @ serde_json::Value::Object(_) => Ok(vec![(Position::Index(0), v.to_string())]),
+                _ => Err(body_error(
+                    "must be a job object or an array of job objects".into(),
+                )),
+            }
+        }
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            let text =
+                std::str::from_utf8(body).map_err(|e| body_error(format!("not UTF-8 ({e})")))?;
+            Ok(text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(n, l)| (Position::Line(n as u64 + 1), l.to_string()))
+                .collect())
+        }
+        _ => Err(AppError::UnsupportedMediaType),
+    }
+}
+
+/// `POST /v1/jobs`: the validation and idempotency of `enqueue`, all or nothing.
+async fn post_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EnqueueAnswer>), AppError> {
+    let body = read_body(body, &state.limits)?;
+    let items = split_jobs(&headers, &body)?;
+    if items.is_empty() {
+        return Err(AppError::BadRequest("the body holds no job".into()));
+    }
+    if items.len() > state.limits.max_jobs_per_request {
+        return Err(AppError::BadRequest(format!(
+            "{} jobs in one request; at most {} (split the batch)",
+            items.len(),
+            state.limits.max_jobs_per_request
+        )));
+    }
+    let registered: HashSet<String> = state.queue.tenant_names().await?.into_iter().collect();
+    let mut jobs = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (at, text) in items {
+        let checked = producer::parse_line(&text).and_then(|request| {
+            let unknown = producer::check_tenant(&request.tenant, &registered);
+            match (producer::validate(&request), unknown) {
+                (Ok(job), None) => Ok(job),
+                (Ok(_), Some(e)) => Err(vec![e]),
+                (Err(mut errors), unknown) => {
+                    errors.extend(unknown);
+                    Err(errors)
+                }
+            }
+        });
+        match checked {
+            Ok(job) => jobs.push(job),
+            Err(problems) => errors.extend(problems.into_iter().map(|e| at.error(e))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let pushed = match state.queue.push(&jobs).await {
+        Ok(p) => p,
+        // A tenant removed between the check and the push.
+        Err(QueueError::UnknownTenant(t)) => {
+            return Err(AppError::BadRequest(format!(
+                "unknown tenant {t:?}; import it with `lsq-webhooks tenants import`"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let enqueued = pushed
+        .iter()
+        .filter(|p| matches!(p, Pushed::Enqueued { .. }))
+        .count() as u64;
+    let duplicate = pushed.len() as u64 - enqueued;
+    tracing::info!(enqueued, duplicate, "jobs enqueued over HTTP");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EnqueueAnswer {
+            enqueued,
+            duplicate,
+            jobs: pushed,
+        }),
+    ))
 }
 
 /// Query of `GET /v1/dead`.

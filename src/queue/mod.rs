@@ -273,12 +273,8 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Jobs that finished done in each of the last `seconds` whole seconds of the backend
     /// clock, oldest first, the current (partial) second last: the throughput `status`
-    /// shows and the page charts. A backend that does not count finishing times returns an
-    /// empty series, which `status` shows as unknown rather than as zero.
-    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
-        let _ = seconds;
-        Ok(Vec::new())
-    }
+    /// shows and the page charts.
+    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError>;
 
     /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
     /// backend with a cheaper round trip (Redis `PING`) should use it.
