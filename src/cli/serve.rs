@@ -42,7 +42,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let queue = super::worker::open_queue(global, None).await?;
+    let queue: std::sync::Arc<dyn crate::queue::Queue> =
+        std::sync::Arc::new(super::connect_queue(global).await?);
     let state = AppState {
         queue,
         metrics: Metrics::new(),

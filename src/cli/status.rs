@@ -37,7 +37,8 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `status`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = super::worker::open_queue(global, None).await?;
+    let queue: std::sync::Arc<dyn crate::queue::Queue> =
+        std::sync::Arc::new(super::connect_queue(global).await?);
     if !args.watch {
         let report = StatusReport::read(queue.as_ref())
             .await
