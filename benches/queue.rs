@@ -1,0 +1,464 @@
+//! Benchmarks of the Redis queue, printed as figures and ratios (never asserted):
+//!
+//! 1. enqueue: jobs/s for a JSON Lines file of 100k jobs (validated, then pushed), through
+//!    the library and through the real binary; goal >= 100k jobs/s.
+//! 2. dispatch: Lua dispatch calls/s with 2,000 tenants, one call at a time and with
+//!    several connections at once.
+//! 3. utilisation: 4 dispatching "processes" (each its own `RedisQueue`, so its own
+//!    connections, with 8 worker tasks) against a strict sliding-window checker standing in
+//!    for LeadSquared: the share of each tenant's limit used (goal >= 0.97) and the calls the
+//!    checker would have refused (goal 0).
+//!
+//! `cargo bench --bench queue` runs it at full size. Without `--bench` (as `cargo test
+//! --benches` runs it), or with `--quick`, everything is small and takes a few seconds.
+//! Redis: `REDIS_URL`, or a private `redis-server` (see tests/common).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{BufReader, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lsq_webhooks::job::{NewJob, derived_key};
+use lsq_webhooks::producer::{Producer, read_jobs};
+use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
+use lsq_webhooks::secret::Secret;
+use lsq_webhooks::tenant::Tenant;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+/// How big each part runs.
+struct Scale {
+    /// Jobs in the enqueue file.
+    enqueue_jobs: usize,
+    /// Tenants those jobs spread over.
+    enqueue_tenants: usize,
+    /// Tenants for the dispatch benchmark.
+    dispatch_tenants: usize,
+    /// Jobs per tenant there (= its limit, so every dispatch finds a job).
+    dispatch_per_tenant: usize,
+    /// Tenants in the utilisation run.
+    util_tenants: usize,
+    /// Their limit.
+    util_limit: u32,
+    /// The window (shorter than LeadSquared's 5 s so that many windows fit in a short run).
+    util_window: Duration,
+    /// Windows measured.
+    util_windows: u32,
+}
+
+impl Scale {
+    fn full() -> Self {
+        Scale {
+            enqueue_jobs: 100_000,
+            enqueue_tenants: 1_000,
+            dispatch_tenants: 2_000,
+            dispatch_per_tenant: 25,
+            util_tenants: 50,
+            util_limit: 25,
+            util_window: Duration::from_secs(1),
+            util_windows: 20,
+        }
+    }
+
+    fn quick() -> Self {
+        Scale {
+            enqueue_jobs: 2_000,
+            enqueue_tenants: 20,
+            dispatch_tenants: 100,
+            dispatch_per_tenant: 5,
+            util_tenants: 5,
+            util_limit: 5,
+            util_window: Duration::from_millis(200),
+            util_windows: 3,
+        }
+    }
+}
+
+const PROCESSES: usize = 4;
+const TASKS_PER_PROCESS: usize = 8;
+const ENQUEUE_GOAL: f64 = 100_000.0;
+const UTILISATION_GOAL: f64 = 0.97;
+
+fn tenant(name: &str, limit: u32) -> Tenant {
+    Tenant {
+        name: name.to_string(),
+        api_base: url::Url::parse("http://127.0.0.1:9").expect("url"),
+        access_key: Secret::new("ak"),
+        secret_key: Secret::new("sk"),
+        limit,
+    }
+}
+
+fn webhook(n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "Description": format!("provisioned hook {n}"),
+        "URL": format!("https://hooks.example.com/lsq/{n}"),
+        "Method": "POST",
+        "ContentType": "application/json",
+        "WebhookEvent": "3",
+        "IsSpecificLandingPage": false,
+        "NotifyOnFailure": true,
+        "WebhookProperties": null,
+        "CustomHeaders": [{"Key": "x-api-key", "Value": "j5FtwJk44e6fJHzbKc3fa82pJQQoBa7MebQHXAP"}]
+    })
+}
+
+fn job(tenant: &str, n: usize) -> NewJob {
+    let webhook = webhook(n);
+    NewJob {
+        key: derived_key(tenant, &webhook),
+        tenant: tenant.to_string(),
+        webhook,
+    }
+}
+
+async fn connect(name: &str, window: Duration) -> RedisQueue {
+    RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.to_string(),
+            window,
+            margin: Duration::ZERO,
+            lease: Duration::from_secs(60),
+            max_attempts: 8,
+        },
+    )
+    .await
+    .expect("connect to Redis")
+}
+
+/// Deletes every key of a benchmark queue.
+async fn cleanup(name: &str) {
+    let Ok(client) = redis::Client::open(common::redis_url()) else {
+        return;
+    };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{{{name}}}:*"))
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(&mut con)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            // Best effort: a leftover key of a uniquely named queue harms nobody.
+            let _: redis::RedisResult<i64> =
+                redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+fn rate(n: f64, d: Duration) -> f64 {
+    n / d.as_secs_f64().max(1e-9)
+}
+
+async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
+    println!(
+        "\n== enqueue: {} jobs over {} tenants from a JSON Lines file",
+        scale.enqueue_jobs, scale.enqueue_tenants
+    );
+    let path = dir.join("jobs.jsonl");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        for n in 0..scale.enqueue_jobs {
+            let line = serde_json::json!({
+                "tenant": format!("t{:04}", n % scale.enqueue_tenants),
+                "webhook": webhook(n),
+            });
+            writeln!(w, "{line}").expect("write");
+        }
+        w.flush().expect("flush");
+    }
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let tenants: Vec<Tenant> = (0..scale.enqueue_tenants)
+        .map(|t| tenant(&format!("t{t:04}"), 25))
+        .collect();
+
+    // Through the library, as `enqueue` does it: read + validate everything, then push.
+    let name = common::unique_queue("bench-enqueue");
+    let q = Arc::new(connect(&name, Duration::from_secs(5)).await);
+    q.put_tenants(&tenants).await.expect("tenants");
+    let registered: HashSet<String> = tenants.iter().map(|t| t.name.clone()).collect();
+    let started = Instant::now();
+    let file = read_jobs(
+        BufReader::new(std::fs::File::open(&path).expect("open")),
+        &registered,
+    )
+    .expect("read");
+    let validated = started.elapsed();
+    let producer = Producer::new(q.clone());
+    let (summary, _) = producer
+        .push_validated(&file.jobs, &mut |_| {})
+        .await
+        .expect("push");
+    let total = started.elapsed();
+    let n = summary.enqueued as f64;
+    println!(
+        "library: {} jobs ({:.1} MB) in {:.3} s = {:.0} jobs/s (read+validate {:.3} s = {:.0}/s, push {:.3} s = {:.0}/s); ratio to goal {:.2}",
+        summary.enqueued,
+        bytes as f64 / 1e6,
+        total.as_secs_f64(),
+        rate(n, total),
+        validated.as_secs_f64(),
+        rate(n, validated),
+        (total - validated).as_secs_f64(),
+        rate(n, total - validated),
+        rate(n, total) / ENQUEUE_GOAL
+    );
+    let started = Instant::now();
+    let again = producer
+        .push_validated(&file.jobs, &mut |_| {})
+        .await
+        .expect("push");
+    let d = started.elapsed();
+    println!(
+        "library, all duplicates: {} in {:.3} s = {:.0} jobs/s",
+        again.0.duplicate,
+        d.as_secs_f64(),
+        rate(again.0.duplicate as f64, d)
+    );
+    drop(q);
+    cleanup(&name).await;
+
+    // Through the binary: process start, connect, read, validate, push, summary.
+    let name = common::unique_queue("bench-enqueue-bin");
+    let q = connect(&name, Duration::from_secs(5)).await;
+    q.put_tenants(&tenants).await.expect("tenants");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["--queue", &name, "enqueue"])
+        .arg(&path)
+        .env("REDIS_URL", common::redis_url())
+        .output()
+        .expect("run lsq-webhooks enqueue");
+    let d = started.elapsed();
+    println!(
+        "binary: `lsq-webhooks enqueue FILE` -> {:?} in {:.3} s = {:.0} jobs/s; ratio to goal {:.2}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        d.as_secs_f64(),
+        rate(scale.enqueue_jobs as f64, d),
+        rate(scale.enqueue_jobs as f64, d) / ENQUEUE_GOAL
+    );
+    drop(q);
+    cleanup(&name).await;
+}
+
+async fn bench_dispatch(scale: &Scale) {
+    let jobs_total = scale.dispatch_tenants * scale.dispatch_per_tenant;
+    println!(
+        "\n== dispatch: {} tenants, {} jobs each (= their limit), {jobs_total} Lua dispatch calls",
+        scale.dispatch_tenants, scale.dispatch_per_tenant
+    );
+    for (label, connections, in_flight) in [
+        ("1 connection, 1 call at a time", 1usize, 1usize),
+        ("4 connections, 8 calls in flight each", 4, 8),
+    ] {
+        let name = common::unique_queue("bench-dispatch");
+        let setup = connect(&name, Duration::from_secs(5)).await;
+        let tenants: Vec<Tenant> = (0..scale.dispatch_tenants)
+            .map(|t| tenant(&format!("t{t:04}"), scale.dispatch_per_tenant as u32))
+            .collect();
+        setup.put_tenants(&tenants).await.expect("tenants");
+        let jobs: Vec<NewJob> = (0..scale.dispatch_per_tenant)
+            .flat_map(|n| (0..scale.dispatch_tenants).map(move |t| job(&format!("t{t:04}"), n)))
+            .collect();
+        setup.push(&jobs).await.expect("push");
+        let mut queues = Vec::new();
+        for _ in 0..connections {
+            queues.push(Arc::new(connect(&name, Duration::from_secs(5)).await));
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for q in &queues {
+            for _ in 0..in_flight {
+                let q = q.clone();
+                tasks.spawn(async move {
+                    let mut n = 0u64;
+                    while let Dispatch::Job(_) = q.dispatch().await.expect("dispatch") {
+                        n += 1;
+                    }
+                    n
+                });
+            }
+        }
+        let mut dispatched = 0;
+        while let Some(n) = tasks.join_next().await {
+            dispatched += n.expect("task");
+        }
+        let d = started.elapsed();
+        println!(
+            "{label}: {dispatched} jobs in {:.3} s = {:.0} dispatch calls/s",
+            d.as_secs_f64(),
+            rate(dispatched as f64, d)
+        );
+        drop(queues);
+        drop(setup);
+        cleanup(&name).await;
+    }
+}
+
+/// LeadSquared's side of the limit: a strict sliding window per tenant on the arrival
+/// clock. A call is refused when `limit` calls arrived in the window before it.
+/// Per tenant: arrival times of accepted calls still in the window, and every accepted call.
+type Arrivals = HashMap<String, (VecDeque<Instant>, Vec<Instant>)>;
+
+struct StrictWindow {
+    limit: usize,
+    window: Duration,
+    calls: Mutex<Arrivals>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl StrictWindow {
+    fn arrive(&self, tenant: &str) {
+        let now = Instant::now();
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let (recent, all) = calls.entry(tenant.to_string()).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= self.limit {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            recent.push_back(now);
+            all.push(now);
+        }
+    }
+}
+
+async fn bench_utilisation(scale: &Scale) {
+    let window = scale.util_window;
+    let limit = scale.util_limit;
+    println!(
+        "\n== utilisation: {} tenants, limit {limit} per {:?}, {PROCESSES} processes x {TASKS_PER_PROCESS} tasks, {} windows measured, 0-2 ms network each way",
+        scale.util_tenants, window, scale.util_windows
+    );
+    let name = common::unique_queue("bench-util");
+    let setup = connect(&name, window).await;
+    let tenants: Vec<Tenant> = (0..scale.util_tenants)
+        .map(|t| tenant(&format!("t{t:03}"), limit))
+        .collect();
+    setup.put_tenants(&tenants).await.expect("tenants");
+    // More jobs than the run can use, so every tenant always has work.
+    let per_tenant = (scale.util_windows as usize + 3) * limit as usize;
+    let jobs: Vec<NewJob> = (0..per_tenant)
+        .flat_map(|n| (0..scale.util_tenants).map(move |t| job(&format!("t{t:03}"), n)))
+        .collect();
+    setup.push(&jobs).await.expect("push");
+
+    let checker = Arc::new(StrictWindow {
+        limit: limit as usize,
+        window,
+        calls: Mutex::new(HashMap::new()),
+        refused: Default::default(),
+    });
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for _ in 0..PROCESSES {
+        let q = Arc::new(connect(&name, window).await);
+        for _ in 0..TASKS_PER_PROCESS {
+            let (q, checker, stop) = (q.clone(), checker.clone(), stop.clone());
+            tasks.spawn(async move {
+                while !stop.is_cancelled() {
+                    match q.dispatch().await.expect("dispatch") {
+                        Dispatch::Job(j) => {
+                            let there = rand::rng().random_range(0..=2000u64);
+                            let back = rand::rng().random_range(0..=2000u64);
+                            tokio::time::sleep(Duration::from_micros(there)).await;
+                            checker.arrive(&j.tenant);
+                            tokio::time::sleep(Duration::from_micros(back)).await;
+                            q.answered(&j).await.expect("answered");
+                            q.complete(&j, "wh", false).await.expect("complete");
+                        }
+                        Dispatch::Wait(d) => {
+                            tokio::select! {
+                                _ = stop.cancelled() => {}
+                                _ = q.wait_for_work(d) => {}
+                            }
+                        }
+                        Dispatch::Empty => break,
+                    }
+                }
+            });
+        }
+    }
+    let run = window * (scale.util_windows + 1) + window / 2;
+    tokio::time::sleep(run.saturating_sub(started.elapsed())).await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+
+    let calls: Arrivals =
+        std::mem::take(&mut *checker.calls.lock().unwrap_or_else(|e| e.into_inner()));
+    let ideal = f64::from(scale.util_windows * limit);
+    let mut shares: Vec<f64> = calls
+        .values()
+        .map(|(_, all)| {
+            let Some(first) = all.first() else {
+                return 0.0;
+            };
+            let span = window * scale.util_windows;
+            all.iter()
+                .filter(|t| t.duration_since(*first) < span)
+                .count() as f64
+                / ideal
+        })
+        .collect();
+    shares.resize(scale.util_tenants, 0.0);
+    shares.sort_by(f64::total_cmp);
+    let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+    let refused = checker.refused.load(std::sync::atomic::Ordering::Relaxed);
+    let accepted: usize = calls.values().map(|(_, all)| all.len()).sum();
+    println!(
+        "per-tenant utilisation over {} windows from each tenant's first call: mean {mean:.3}, min {:.3}, max {:.3}; ratio to goal {:.2}",
+        scale.util_windows,
+        shares.first().copied().unwrap_or(0.0),
+        shares.last().copied().unwrap_or(0.0),
+        mean / UTILISATION_GOAL
+    );
+    println!("calls accepted {accepted}, refused by the strict window (excess) {refused}");
+    drop(setup);
+    cleanup(&name).await;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
+    let scale = if full { Scale::full() } else { Scale::quick() };
+    println!(
+        "queue benchmark ({}), Redis at {}",
+        if full { "full" } else { "quick" },
+        common::redis_url()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime.block_on(async {
+        bench_enqueue(&scale, dir.path()).await;
+        bench_dispatch(&scale).await;
+        bench_utilisation(&scale).await;
+    });
+}
