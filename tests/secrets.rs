@@ -51,6 +51,9 @@ impl Captured {
     }
 }
 
+/// One of a child's output streams.
+type Pipe = Box<dyn Read + Send>;
+
 /// A process whose output is read on threads as it runs.
 struct Running {
     child: Child,
@@ -64,19 +67,13 @@ impl Running {
         let out = Arc::new(Mutex::new(String::new()));
         let err = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
-        let pipes: [(Option<Box<dyn Read + Send>>, Arc<Mutex<String>>); 2] = [
+        let pipes: [(Option<Pipe>, Arc<Mutex<String>>); 2] = [
             (
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                child.stdout.take().map(|p| Box::new(p) as Pipe),
                 out.clone(),
             ),
             (
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                child.stderr.take().map(|p| Box::new(p) as Pipe),
                 err.clone(),
             ),
         ];
