@@ -475,6 +475,35 @@ async fn latency_past_the_client_timeout_is_a_transient_timeout() {
     );
 }
 
+#[tokio::test]
+async fn a_create_whose_client_timed_out_is_still_processed() {
+    // Like a real server, the simulator finishes a request it received even when the client
+    // has gone: the webhook appears after the client's timeout (issue 5's race).
+    let sim = start(SimConfig {
+        faults: Faults {
+            latency: Duration::from_millis(600),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let t = tenant(&sim.server, "acme", "ak-gone", 25);
+    let client = Client::new(ClientConfig {
+        timeout: Duration::from_millis(100),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let e = client.create(&t, &webhook("late")).await;
+    assert!(e.is_err_and(|e| e.maybe_reached()));
+    let account = account_label("ak-gone");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sim.server.stats().accounts[&account].webhooks.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.server.stats().accounts[&account].webhooks.len(), 1);
+}
+
 /// Sequential outcomes of 40 Creates against a fresh simulator with this seed.
 async fn outcomes(seed: u64) -> Vec<&'static str> {
     let sim = start(SimConfig {

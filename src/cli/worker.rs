@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BadInput, Global};
 use crate::leadsquared::{Client, ClientConfig};
-use crate::queue::redis::RedisQueue;
+use crate::queue::redis::{Durability, RedisQueue};
 use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::worker::{Pool, RetryPolicy, WorkerConfig};
 
@@ -52,12 +52,17 @@ pub struct Args {
     #[arg(long, hide = true, default_value_t = 5000)]
     pub window_ms: u64,
     /// Timeout of one call to LeadSquared, in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "LSQ_CALL_TIMEOUT_SECS", default_value_t = 30)]
     pub call_timeout_secs: u64,
     /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9090) while
     /// the worker runs.
     #[arg(long, env = "LSQ_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long LeadSquared may go on processing a Create nobody waits for any more (timed
+    /// out, reset, abandoned, or its worker died): the reconcile that looks for its webhook
+    /// waits this long after the call ended, or after its send plus the call timeout, in ms.
+    #[arg(long, env = "LSQ_RECONCILE_SETTLE_MS", default_value_t = 10_000)]
+    pub reconcile_settle_ms: u64,
 }
 
 impl Args {
@@ -98,6 +103,7 @@ impl Args {
                 cap: Duration::from_secs(self.retry_cap_secs),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            reconcile_settle: Duration::from_millis(self.reconcile_settle_ms),
             ..WorkerConfig::default()
         })
     }
@@ -108,12 +114,29 @@ impl Args {
 pub async fn open_queue(
     global: &Global,
     config: Option<QueueConfig>,
-) -> anyhow::Result<Arc<dyn Queue>> {
+) -> anyhow::Result<RedisQueue> {
     let config = config.unwrap_or_else(|| super::queue_config(global));
     match RedisQueue::connect(global.redis_url(), config).await {
-        Ok(q) => Ok(Arc::new(q)),
+        Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
         Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
+    }
+}
+
+/// Says at start when Redis runs with settings under which jobs can be lost.
+async fn warn_about_redis_settings(queue: &RedisQueue) {
+    match queue.durability().await {
+        Durability::Safe => tracing::debug!("Redis: appendonly yes, maxmemory-policy noeviction"),
+        Durability::Unsafe(problems) => {
+            for problem in problems {
+                tracing::warn!("Redis setting can lose jobs: {problem}");
+            }
+        }
+        // Managed services often refuse CONFIG; their settings are made in their console.
+        Durability::Unknown(why) => tracing::info!(
+            "cannot read Redis's settings ({why}); jobs survive a Redis restart only with \
+             appendonly yes and maxmemory-policy noeviction"
+        ),
     }
 }
 
@@ -141,6 +164,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         ..ClientConfig::default()
     })?;
     let queue = open_queue(global, Some(queue_config)).await?;
+    warn_about_redis_settings(&queue).await;
+    let queue: Arc<dyn Queue> = Arc::new(queue);
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
     let pool = Pool::new(queue.clone(), client, worker_config);

@@ -97,6 +97,9 @@ struct JobRecord {
     reconciled: bool,
     /// While running: the lease token and when it expires.
     lease: Option<(String, Instant)>,
+    /// While running: until when a Create the holder sent may still land (see
+    /// [`Queue::sending`]).
+    call_until: Option<Instant>,
     dispatched_at: Option<Instant>,
     /// While scheduled: when the retry is due.
     due: Option<Instant>,
@@ -213,6 +216,7 @@ impl State {
             job.dispatched_at = None;
             // The worker may have sent the call before it vanished.
             job.outcome_unknown = true;
+            let in_flight_until = job.call_until.take().filter(|u| *u > now);
             let tenant = job.tenant.clone();
             if job.attempts >= max_attempts {
                 let reason = format!(
@@ -220,6 +224,16 @@ impl State {
                     job.attempts
                 );
                 self.finish(&id, JobState::Dead, Some(reason));
+                continue;
+            }
+            if let Some(until) = in_flight_until {
+                // Its Create may still land: a reconcile before then could miss it.
+                job.state = JobState::Scheduled;
+                job.error = Some(
+                    "lease expired mid-call; reconciled once that call can no longer land".into(),
+                );
+                job.due = Some(until);
+                self.scheduled.insert((until, id));
                 continue;
             }
             job.state = JobState::Queued;
@@ -232,8 +246,9 @@ impl State {
         moved
     }
 
-    /// Checks that `job` still holds its lease; on success releases it.
-    fn take_lease(&mut self, job: &LeasedJob) -> Result<(), QueueError> {
+    /// Checks that `job` still holds its lease; on success releases it and returns until
+    /// when a Create it sent may still land.
+    fn take_lease(&mut self, job: &LeasedJob) -> Result<Option<Instant>, QueueError> {
         let rec = self
             .jobs
             .get_mut(&job.id)
@@ -243,7 +258,7 @@ impl State {
                 self.leases.remove(&(*expiry, job.id.clone()));
                 rec.lease = None;
                 rec.dispatched_at = None;
-                Ok(())
+                Ok(rec.call_until.take())
             }
             _ => Err(QueueError::LeaseLost(job.id.clone())),
         }
@@ -321,6 +336,32 @@ impl EmbeddedQueue {
     /// every critical section leaves the state consistent before anything can panic.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Extends a lease; with `in_flight`, also records until when the Create about to be
+    /// sent may still land (the fence of [`Queue::sending`]).
+    fn beat(&self, job: &LeasedJob, in_flight: Option<Duration>) -> Result<bool, QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(rec) = st.jobs.get_mut(&job.id) else {
+            return Ok(false);
+        };
+        match &mut rec.lease {
+            Some((token, expiry)) if *token == job.lease && rec.state == JobState::Running => {
+                let old = *expiry;
+                *expiry = now + self.config.lease;
+                let new = *expiry;
+                if let Some(d) = in_flight {
+                    let until = now + d;
+                    rec.call_until = Some(rec.call_until.map_or(until, |u| u.max(until)));
+                }
+                st.leases.remove(&(old, job.id.clone()));
+                st.leases.insert((new, job.id.clone()));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Window plus margin: how long a call counts against its tenant.
@@ -430,6 +471,7 @@ impl Queue for EmbeddedQueue {
                     error: None,
                     reconciled: false,
                     lease: None,
+                    call_until: None,
                     dispatched_at: None,
                     due: None,
                     finished_seq: None,
@@ -513,23 +555,11 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
-        let now = Instant::now();
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let Some(rec) = st.jobs.get_mut(&job.id) else {
-            return Ok(false);
-        };
-        match &mut rec.lease {
-            Some((token, expiry)) if *token == job.lease && rec.state == JobState::Running => {
-                let old = *expiry;
-                *expiry = now + self.config.lease;
-                let new = *expiry;
-                st.leases.remove(&(old, job.id.clone()));
-                st.leases.insert((new, job.id.clone()));
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        self.beat(job, None)
+    }
+
+    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
+        self.beat(job, Some(in_flight))
     }
 
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
@@ -643,12 +673,24 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.take_lease(job)?;
+        let in_flight_until = st.take_lease(job)?.filter(|u| *u > now);
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             if !how.spend_attempt {
                 rec.attempts = rec.attempts.saturating_sub(1);
             }
             rec.outcome_unknown = how.outcome_unknown;
+            if let Some(until) = in_flight_until.filter(|_| how.outcome_unknown) {
+                // Handed back mid-call: its Create may still land; reconcile after that.
+                rec.state = JobState::Scheduled;
+                rec.error = Some(
+                    "handed back mid-call; reconciled once that call can no longer land".into(),
+                );
+                rec.due = Some(until);
+                st.scheduled.insert((until, job.id.clone()));
+                drop(guard);
+                self.wake();
+                return Ok(());
+            }
         }
         st.enqueue(&job.id, true, now, span);
         drop(guard);

@@ -214,6 +214,14 @@ pub trait Queue: Send + Sync + 'static {
     /// Extends the job's lease. `Ok(false)` if the lease was lost.
     async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError>;
 
+    /// The fence before a Create is sent: extends the lease like [`Queue::heartbeat`] and
+    /// records that the call may still land at LeadSquared for `in_flight` from now (the
+    /// client's total timeout plus a settle time). If the lease then expires (the worker died
+    /// or hung) or the job is handed back mid-call, it is not offered again before that
+    /// moment, so the reconcile that follows cannot miss a webhook the call is still
+    /// creating. `Ok(false)` if the lease was lost: the call must not be sent.
+    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError>;
+
     /// Re-stamps the job's call at now, when LeadSquared's answer has arrived, so the
     /// window is measured from the latest moment LeadSquared can have seen the call.
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError>;

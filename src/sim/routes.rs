@@ -6,6 +6,11 @@
 //! window and refuse it if over the limit → injected latency → injected reset or 500 →
 //! read and validate the body (400 for a body not per spec, 500 with an `MX...Exception`
 //! for an input LeadSquared reads but refuses) → do the work → injected "created, then 500".
+//!
+//! A Create goes on after its client has gone (timed out, or died): like a real server, the
+//! simulator finishes a request it has received, so "latency beyond the client's timeout"
+//! still creates the webhook, later, while the client believes nothing happened. That is
+//! the case the worker's reconcile must not race.
 
 use std::sync::Arc;
 
@@ -52,6 +57,8 @@ enum Refusal {
     ServerFailure,
     /// A status without a body.
     Bare(StatusCode),
+    /// The connection is being reset: no answer at all.
+    Reset,
 }
 
 impl IntoResponse for Refusal {
@@ -85,7 +92,18 @@ impl IntoResponse for Refusal {
             )
                 .into_response(),
             Refusal::Bare(status) => status.into_response(),
+            // Not sent: the handlers wait out a reset instead of answering (see `refuse`).
+            Refusal::Reset => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
+    }
+}
+
+/// The answer to a refused call; for a reset, none: the connection's task drops this
+/// future together with the socket.
+async fn refuse(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Reset => std::future::pending().await,
+        other => other.into_response(),
     }
 }
 
@@ -155,9 +173,7 @@ async fn admit(
         match conn {
             Some(conn) => {
                 conn.reset();
-                // The connection's task drops the socket with a reset; this future is
-                // dropped with it and never answers.
-                std::future::pending::<()>().await;
+                return Err(Refusal::Reset);
             }
             None => {
                 tracing::warn!("reset fault drawn but the router is not served by sim::serve");
@@ -229,24 +245,41 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (account, draw) = match admit(&state, &headers, &uri, Api::Create, conn.as_deref()).await {
-        Ok(ok) => ok,
-        Err(refusal) => return refusal.into_response(),
-    };
+    // Its own task, so that a client that leaves does not cancel the work (see the module
+    // header). The task ends on its own: every path through `create_work` returns.
+    let work = tokio::spawn(create_work(state, conn.map(|c| c.0), uri, headers, body));
+    match work.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(refusal)) => refuse(refusal).await,
+        Err(e) => {
+            tracing::error!(error = %e, "simulator Create task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn create_work(
+    state: Arc<SimState>,
+    conn: Option<ConnectionControl>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (account, draw) = admit(&state, &headers, &uri, Api::Create, conn.as_ref()).await?;
     let webhook = match validate_create(&state, &headers, &body) {
         Ok(w) => w,
         Err(refusal) => {
             state.invalid(&account);
-            return refusal.into_response();
+            return Err(refusal);
         }
     };
     let id = state.create(&account, &webhook);
     tracing::debug!(%account, %id, event = webhook.event.code(), "webhook created");
     if draw.created_then_error {
         state.fault_applied(&account, Fault::CreatedThenError);
-        return Refusal::ServerFailure.into_response();
+        return Err(Refusal::ServerFailure);
     }
-    Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response()
+    Ok(Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response())
 }
 
 /// Reads a Create body as LeadSquared does: 400 for what it cannot deserialise, 500 with an
@@ -311,7 +344,7 @@ async fn retrieve(
     let (account, _draw) = match admit(&state, &headers, &uri, Api::Retrieve, conn.as_deref()).await
     {
         Ok(ok) => ok,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refuse(refusal).await,
     };
     let request = match require_json(&headers).and_then(|()| parse_json(&body)) {
         Ok(v) => v,

@@ -35,6 +35,8 @@ pub(crate) struct JobContext {
     pub hard_stop: CancellationToken,
     /// Page size of the one Retrieve call a reconcile makes.
     pub retrieve_page_size: u32,
+    /// See [`super::WorkerConfig::reconcile_settle`].
+    pub reconcile_settle: Duration,
     pub tenants: TenantCache,
     pub stats: Arc<Stats>,
     /// Prometheus counters: each job's outcome, each call's latency.
@@ -164,6 +166,27 @@ impl JobContext {
             Err(reason) => return self.bury(job, reason).await,
         };
         let reconcile = job.outcome_unknown;
+        if !reconcile {
+            // The fence: only a worker that still holds the lease sends Create, and the queue
+            // learns until when the call may land, in case this worker dies during it.
+            let in_flight = self.client.config().timeout + self.reconcile_settle;
+            match self
+                .store("sending", || self.queue.sending(job, in_flight))
+                .await
+            {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => {
+                    tracing::warn!("lease lost before Create was sent; not sending it");
+                    self.stats.lease_lost();
+                    return JobOutcome::LeaseLost;
+                }
+                Some(Err(e)) => {
+                    tracing::error!("could not fence the call: {e}; the lease will run out");
+                    return JobOutcome::Abandoned;
+                }
+                None => return self.hand_back(job, false).await,
+            }
+        }
         let call = async {
             if reconcile {
                 let page = self
@@ -189,7 +212,18 @@ impl JobContext {
         self.stats.calls();
         let started = Instant::now();
         let answer = tokio::select! {
-            a = self.heartbeating(job, call) => a,
+            a = self.heartbeating(job, call) => match a {
+                Some(a) => a,
+                None => {
+                    // Another worker owns the job now and nothing this one learns can be
+                    // recorded: drop the call (if it has not gone out yet, it never will).
+                    // The fence told the queue how long a sent Create may still land, and the
+                    // next holder waits that long before it reconciles.
+                    let _ = self.store("answered", || self.queue.answered(job)).await;
+                    self.stats.lease_lost();
+                    return JobOutcome::LeaseLost;
+                }
+            },
             _ = self.hard_stop.cancelled() => {
                 // The call may have reached LeadSquared: count it in the window and let
                 // the next dispatch reconcile.
@@ -268,7 +302,12 @@ impl JobContext {
             }) => {
                 // A failed reconcile keeps the job's outcome unknown.
                 let unknown = maybe_reached || job.outcome_unknown;
-                let delay = self.retry.delay(job.attempt);
+                let mut delay = self.retry.delay(job.attempt);
+                if maybe_reached && !job.outcome_unknown {
+                    // A Create that may still be processed: the next attempt reconciles, and
+                    // must not look before the call can no longer land.
+                    delay = delay.max(self.reconcile_settle);
+                }
                 tracing::info!(
                     retry_in_ms = delay.as_millis() as u64,
                     maybe_reached,
@@ -288,21 +327,21 @@ impl JobContext {
         }
     }
 
-    /// Runs the call while extending the job's lease every third of its length.
-    async fn heartbeating<T>(&self, job: &LeasedJob, call: impl Future<Output = T>) -> T {
+    /// Runs the call while extending the job's lease every third of its length; `None` (the
+    /// call dropped) as soon as a heartbeat finds the lease lost.
+    async fn heartbeating<T>(&self, job: &LeasedJob, call: impl Future<Output = T>) -> Option<T> {
         let every = (self.queue.config().lease / 3).max(Duration::from_millis(10));
         let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lost = false;
         tokio::pin!(call);
         loop {
             tokio::select! {
-                out = &mut call => return out,
-                _ = ticks.tick(), if !lost => match self.queue.heartbeat(job).await {
+                out = &mut call => return Some(out),
+                _ = ticks.tick() => match self.queue.heartbeat(job).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!("lease lost during the call; its result will be refused");
-                        lost = true;
+                        tracing::warn!("lease lost during the call; abandoning it");
+                        return None;
                     }
                     // The next beat may get through; if none does, the lease runs out and
                     // the job is taken back as "outcome unknown", which is safe.

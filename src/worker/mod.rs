@@ -64,6 +64,13 @@ pub struct WorkerConfig {
     pub tenant_cache_ttl: Duration,
     /// Page size of the single Retrieve call a reconcile makes. Default 100.
     pub retrieve_page_size: u32,
+    /// How long LeadSquared may go on processing a Create after the client stopped waiting
+    /// for it (a timeout, a reset, a 5xx from a gateway, a call abandoned or a worker that
+    /// died mid-call): no reconcile looks for its webhook before this long after the call
+    /// ended, or, when nobody saw it end, after its send plus the client's total timeout.
+    /// A reconcile earlier than that could find nothing and create a second webhook.
+    /// Default 10 s (see `docs/decisions.md`).
+    pub reconcile_settle: Duration,
     /// Name of this worker in logs.
     pub name: String,
 }
@@ -79,6 +86,7 @@ impl Default for WorkerConfig {
             idle_poll: Duration::from_secs(1),
             tenant_cache_ttl: Duration::from_secs(5),
             retrieve_page_size: 100,
+            reconcile_settle: Duration::from_secs(10),
             name: format!("lsq-worker-{}", std::process::id()),
         }
     }
@@ -175,6 +183,7 @@ impl Pool {
             reconnect: self.config.reconnect,
             hard_stop: hard_stop.clone(),
             retrieve_page_size: self.config.retrieve_page_size,
+            reconcile_settle: self.config.reconcile_settle,
             tenants: TenantCache::new(self.config.tenant_cache_ttl),
             stats: self.stats.clone(),
             metrics: self.metrics.clone(),

@@ -44,7 +44,10 @@ end
 
 -- Expired leases: the worker died or hung. The attempt stays spent and the outcome is
 -- unknown (the call may have reached LeadSquared). A job that kills its worker every time
--- runs out of attempts here and ends dead.
+-- runs out of attempts here and ends dead. A job whose holder had sent Create (the fence
+-- recorded `call_until_ms`) waits in the schedule until that call can no longer land: a
+-- reconcile before then could find nothing while the call is still being processed, and
+-- create a second webhook.
 local expired = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', int(now), 'LIMIT', 0,
   max_moves)
 for i = #expired, 1, -1 do
@@ -61,10 +64,17 @@ for i = #expired, 1, -1 do
     bury(id, f[1], 'lease expired on attempt ' .. (tonumber(f[2]) or 0) ..
       ' (the worker died or hung holding the job); no attempts left', now)
   else
-    redis.call('HSET', job, 'state', 'queued', 'outcome_unknown', 1)
-    redis.call('HDEL', job, 'lease')
-    redis.call('LPUSH', P .. 'q:' .. f[1], id)
-    redis.call('ZADD', ready, 'NX', int(now), f[1])
+    local in_flight_until = call_until_us(job)
+    redis.call('HDEL', job, 'lease', 'call_until_ms')
+    if in_flight_until > now then
+      redis.call('HSET', job, 'state', 'scheduled', 'outcome_unknown', 1, 'error',
+        'lease expired mid-call (the worker died or hung); reconciled once that call can no longer land')
+      redis.call('ZADD', P .. 'sched', int(in_flight_until), id)
+    else
+      redis.call('HSET', job, 'state', 'queued', 'outcome_unknown', 1)
+      redis.call('LPUSH', P .. 'q:' .. f[1], id)
+      redis.call('ZADD', ready, 'NX', int(now), f[1])
+    end
     moved = moved + 1
   end
 end

@@ -1,16 +1,29 @@
--- heartbeat.lua: extends a job's lease.
+-- heartbeat.lua: extends a job's lease. Before a Create is sent it is also the fence: it
+-- proves the lease is still held (a worker whose lease was lost must not send) and records
+-- until when that call may still land at LeadSquared (`call_until_ms`), so that a worker
+-- taking the job back after this one died waits for it before reconciling.
 --
 -- KEYS[1]: {q}:running
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: job id
 -- ARGV[3]: lease token
 -- ARGV[4]: lease, µs from now
+-- ARGV[5]: 0 for a plain heartbeat; for the fence, how long the Create about to be sent may
+--          still land at LeadSquared, µs from now (client timeout + settle)
 --
 -- Returns 1, or 0 when the lease was lost.
 
 local id = ARGV[2]
-if not leased(id, ARGV[3]) then
+local job = leased(id, ARGV[3])
+if not job then
   return 0
 end
-redis.call('ZADD', KEYS[1], 'XX', int(now_us() + tonumber(ARGV[4])), id)
+local now = now_us()
+redis.call('ZADD', KEYS[1], 'XX', int(now + tonumber(ARGV[4])), id)
+local in_flight = tonumber(ARGV[5]) or 0
+if in_flight > 0 then
+  local until_ms = math.floor((now + in_flight) / 1000)
+  local held = tonumber(redis.call('HGET', job, 'call_until_ms')) or 0
+  redis.call('HSET', job, 'call_until_ms', int(math.max(until_ms, held)))
+end
 return 1

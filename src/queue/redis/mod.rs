@@ -14,7 +14,7 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
-//! | `job:<id>` | hash | tenant, key, body, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, created_ms, dispatched_ms, finished_ms |
+//! | `job:<id>` | hash | tenant, key, body, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, created_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
@@ -87,6 +87,46 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
+/// What the Redis server's own settings mean for the promise that no job is lost (see the
+/// README's "Redis settings").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `appendonly yes` and `maxmemory-policy noeviction`.
+    Safe,
+    /// Settings under which jobs can be lost, each said in a sentence.
+    Unsafe(Vec<String>),
+    /// The settings could not be read (managed Redis services often refuse `CONFIG`).
+    Unknown(String),
+}
+
+/// Reads `CONFIG GET` answers (`[name, value]` pairs, or a map) into what they mean.
+fn durability_of(settings: &std::collections::HashMap<String, String>) -> Durability {
+    let get = |name: &str| settings.get(name).map(|v| v.trim().to_ascii_lowercase());
+    let (Some(aof), Some(policy)) = (get("appendonly"), get("maxmemory-policy")) else {
+        return Durability::Unknown(
+            "CONFIG GET did not name appendonly and maxmemory-policy".into(),
+        );
+    };
+    let mut problems = Vec::new();
+    if aof != "yes" {
+        problems.push(format!(
+            "appendonly is {aof:?}: a Redis restart loses every job written since the last \
+             snapshot (set appendonly yes)"
+        ));
+    }
+    if policy != "noeviction" {
+        problems.push(format!(
+            "maxmemory-policy is {policy:?}: when Redis is full it may evict job records and \
+             queue keys (set maxmemory-policy noeviction)"
+        ));
+    }
+    if problems.is_empty() {
+        Durability::Safe
+    } else {
+        Durability::Unsafe(problems)
+    }
+}
+
 /// Whether a queue name is usable: 1 to 64 characters of `[A-Za-z0-9._:-]` (no braces: the
 /// name is the Redis Cluster hash tag).
 pub fn valid_queue_name(name: &str) -> bool {
@@ -146,6 +186,21 @@ impl RedisQueue {
         })
     }
 
+    /// Reads the server's persistence and eviction settings (one `CONFIG GET` each, so
+    /// Redis 6 answers too). Never fails: a server that refuses `CONFIG` gives
+    /// [`Durability::Unknown`].
+    pub async fn durability(&self) -> Durability {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        let answers: Result<Vec<std::collections::HashMap<String, String>>, _> =
+            pipe.query_async(&mut self.con.clone()).await;
+        match answers {
+            Ok(maps) => durability_of(&maps.into_iter().flatten().collect()),
+            Err(e) => Durability::Unknown(format!("CONFIG GET refused: {e}")),
+        }
+    }
+
     /// The key prefix, `{name}:`.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -157,6 +212,21 @@ impl RedisQueue {
 
     fn window_us(&self) -> u64 {
         micros(self.config.window + self.config.margin)
+    }
+
+    /// Extends the lease; with a non-zero `in_flight`, also the fence before a Create (see
+    /// [`Queue::sending`]).
+    async fn beat(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
+        let reply: i64 = scripts::HEARTBEAT
+            .key(self.key("running"))
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(micros(self.config.lease))
+            .arg(micros(in_flight))
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(reply == 1)
     }
 
     /// Runs a finishing script whose reply is 0 when the lease was lost.
@@ -507,15 +577,13 @@ impl Queue for RedisQueue {
     }
 
     async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
-        let reply: i64 = scripts::HEARTBEAT
-            .key(self.key("running"))
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
-            .arg(micros(self.config.lease))
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(reply == 1)
+        self.beat(job, Duration::ZERO).await
+    }
+
+    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
+        // At least 1 µs: zero means "a plain heartbeat" to the script.
+        self.beat(job, in_flight.max(Duration::from_micros(1)))
+            .await
     }
 
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {

@@ -65,6 +65,20 @@ local function rescore(tenant, now, window_us)
   redis.call('ZADD', P .. 'ready', int(at), tenant)
 end
 
+-- `call_until_ms` (set by the fence in heartbeat.lua) says until when a Create sent by the
+-- job's current holder may still land at LeadSquared. Every script that finishes a lease
+-- clears it: the holder reported how its call ended. Only a lease that expires (dispatch)
+-- or is handed back mid-call (requeue) turns it into a wait before the next dispatch.
+--
+-- The time, µs, until which a job's last Create may still land; 0 when none is recorded.
+local function call_until_us(job)
+  local ok, v = pcall(redis.call, 'HGET', job, 'call_until_ms')
+  if ok then
+    return (tonumber(v) or 0) * 1000
+  end
+  return 0
+end
+
 -- Tells waiting workers (wait_for_work) that work may be available.
 local function wake()
   redis.call('PUBLISH', P .. 'wake', '1')
@@ -78,7 +92,7 @@ local function bury(id, tenant, reason, now)
   if tenant and redis.call('HEXISTS', job, 'tenant') == 0 then
     redis.call('HSET', job, 'tenant', tenant)
   end
-  redis.call('HDEL', job, 'lease')
+  redis.call('HDEL', job, 'lease', 'call_until_ms')
   redis.call('ZREM', P .. 'running', id)
   redis.call('ZADD', P .. 'dead', int(now), id)
 end

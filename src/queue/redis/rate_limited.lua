@@ -26,7 +26,7 @@ if not tenant then
   return 1
 end
 redis.call('HSET', job, 'state', 'queued', 'attempts', math.max(0, (tonumber(f[2]) or 1) - 1))
-redis.call('HDEL', job, 'lease')
+redis.call('HDEL', job, 'lease', 'call_until_ms')
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
 
 local resume = now + tonumber(ARGV[4])

@@ -1,6 +1,8 @@
 -- requeue.lua: puts a leased job back at the FRONT of its tenant's list (shutdown, or a
 -- reconcile that found nothing). The call stays in the log either way: whether it was sent
--- is not known here, and counting it is the safe side.
+-- is not known here, and counting it is the safe side. A job handed back with its outcome
+-- unknown while its Create may still land (abandoned mid-call at shutdown) waits in the
+-- schedule until then instead: a reconcile before that moment could miss the webhook.
 --
 -- KEYS[1]: {q}:running
 -- ARGV[1]: key prefix `{q}:`
@@ -28,8 +30,16 @@ local attempts = tonumber(f[2]) or 0
 if ARGV[4] ~= '1' then
   attempts = math.max(0, attempts - 1)
 end
+local in_flight_until = call_until_us(job)
+redis.call('HDEL', job, 'lease', 'call_until_ms')
+if ARGV[5] == '1' and in_flight_until > now then
+  redis.call('HSET', job, 'state', 'scheduled', 'attempts', attempts, 'outcome_unknown', 1,
+    'error', 'handed back mid-call; reconciled once that call can no longer land')
+  redis.call('ZADD', P .. 'sched', int(in_flight_until), id)
+  wake()
+  return 1
+end
 redis.call('HSET', job, 'state', 'queued', 'attempts', attempts, 'outcome_unknown', ARGV[5])
-redis.call('HDEL', job, 'lease')
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
 redis.call('ZADD', P .. 'ready', 'NX', int(now), tenant)
 wake()

@@ -30,7 +30,7 @@ if attempts >= tonumber(ARGV[7]) then
   return 2
 end
 redis.call('HSET', job, 'state', 'scheduled', 'error', ARGV[5])
-redis.call('HDEL', job, 'lease')
+redis.call('HDEL', job, 'lease', 'call_until_ms')
 redis.call('ZADD', P .. 'sched', int(now + tonumber(ARGV[4])), id)
 -- A waiting worker may be sleeping past this retry's time.
 wake()
