@@ -9,10 +9,16 @@
 //!
 //! Two ways in: [`read_jobs`] for a JSON Lines file (every line checked, each problem
 //! reported as `line N: field: reason`), and [`Producer`] for Rust services.
+//!
+//! A [`Producer`] rides out a Redis restart: a push that meets an unreachable Redis is
+//! retried with the worker's reconnect backoff for up to [`PUSH_RETRY_FOR`]. That is safe
+//! because a push is idempotent: a retry of a push whose answer was lost finds its jobs
+//! already enqueued (counted as duplicates), never enqueues them twice.
 
 use std::collections::HashSet;
 use std::io::BufRead;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,6 +27,8 @@ use crate::job::{JobId, NewJob, derived_key};
 use crate::leadsquared::{CreateWebhook, FieldError};
 use crate::queue::{Pushed, Queue, QueueError};
 use crate::tenant::valid_name;
+use crate::worker::Stats;
+use crate::worker::backoff::{ReconnectPolicy, with_reconnect};
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
@@ -28,6 +36,11 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Jobs per [`Queue::push`] call from a [`Producer`]: one progress step, and a bound on how
 /// much one call holds in flight.
 pub const PUSH_CHUNK: usize = 10_000;
+
+/// How long a [`Producer`] retries a push while Redis cannot be reached (a restart, a
+/// failover) before it reports the failure: 60 s, waiting between tries as the worker does
+/// (full jitter, 50 ms doubling to 5 s).
+pub const PUSH_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// A job as a producer gives it: the shape of one line of a job file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -365,7 +378,35 @@ impl Producer {
             return Err(ProducerError::Invalid(invalid));
         }
         // The queue refuses unknown tenants before writing anything.
-        Ok(self.queue.push(&jobs).await?)
+        self.push(&jobs).await
+    }
+
+    /// One push, retried while Redis is unreachable (see the module header).
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, ProducerError> {
+        // Never cancelled: the retries end with `PUSH_RETRY_FOR`. The failures are logged;
+        // a producer keeps no counters of its own.
+        let never = tokio_util::sync::CancellationToken::new();
+        let uncounted = Stats::default();
+        let pushed = tokio::time::timeout(
+            PUSH_RETRY_FOR,
+            with_reconnect(
+                "push",
+                &ReconnectPolicy::default(),
+                &uncounted,
+                &never,
+                || self.queue.push(jobs),
+            ),
+        )
+        .await;
+        match pushed {
+            Ok(Some(result)) => Ok(result?),
+            Ok(None) | Err(_) => Err(ProducerError::Queue(QueueError::Redis(
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "Redis unreachable; gave up after retrying for 60 s",
+                )),
+            ))),
+        }
     }
 
     /// Enqueues jobs already validated (by [`read_jobs`] or [`validate`]), in chunks of
@@ -378,7 +419,7 @@ impl Producer {
         let mut summary = PushSummary::default();
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(PUSH_CHUNK) {
-            for pushed in self.queue.push(chunk).await? {
+            for pushed in self.push(chunk).await? {
                 match pushed {
                     Pushed::Enqueued { job } => {
                         summary.enqueued += 1;

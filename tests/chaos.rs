@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobState, NewJob};
+use lsq_webhooks::producer::Producer;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig, QueueStatus};
 use lsq_webhooks::secret::Secret;
@@ -691,26 +692,17 @@ async fn redis_restart_mid_run_with_aof() {
         crash_redis(&url).await;
         tokio::task::block_in_place(|| redis.kill());
         // A producer pushing while Redis is down: it retries with bounded, jittered backoff
-        // (the worker's reconnect policy) until Redis answers again.
+        // until Redis answers again.
         let producer = {
-            let queue = queue.clone();
+            let producer = Producer::new(queue.clone());
             let second = second.clone();
-            tokio::spawn(async move {
-                let never = CancellationToken::new();
-                lsq_webhooks::worker::backoff::with_reconnect(
-                    "push",
-                    &lsq_webhooks::worker::ReconnectPolicy::default(),
-                    &never,
-                    || queue.push(&second),
-                )
-                .await
-            })
+            tokio::spawn(async move { producer.push_validated(&second, &mut |_| {}).await })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         tokio::task::block_in_place(|| redis.restart()).expect("restart redis");
         let pushed = producer.await.expect("producer task");
         assert!(
-            matches!(pushed, Some(Ok(ref p)) if p.len() == second.len()),
+            matches!(pushed, Ok((ref s, _)) if s.enqueued + s.duplicate == second.len() as u64),
             "the producer did not carry on: {pushed:?}"
         );
         let after = queue.status().await.expect("status after the restart");

@@ -50,6 +50,8 @@ async fn drain(
             concurrency,
             exit_when_idle: true,
             retry: quick_retries(),
+            // Past the 100 ms a timed-out Create can still take at the simulator (issue 5).
+            reconcile_settle: Duration::from_millis(300),
             ..WorkerConfig::default()
         },
     );
