@@ -299,6 +299,9 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
                 "50",
                 "--retry-cap-secs",
                 "1",
+                // The simulator answers in 5 ms: a short settle keeps the run quick.
+                "--reconcile-settle-ms",
+                "300",
                 "--metrics-listen",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
