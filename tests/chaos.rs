@@ -55,8 +55,8 @@ struct Sim {
     _stop: DropGuard,
 }
 
-/// Tenants `{run}-t0..`, each its own simulator account with limit 25.
-async fn start_sim(run: &str, tenants: usize, faults: Faults) -> (Sim, Vec<Tenant>) {
+/// Tenants `{run}-t0..`, each its own simulator account with `limit` calls per 5 s.
+async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Sim, Vec<Tenant>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the simulator");
@@ -71,7 +71,7 @@ async fn start_sim(run: &str, tenants: usize, faults: Faults) -> (Sim, Vec<Tenan
             api_base: base.clone(),
             access_key: Secret::new(format!("ak-{run}-{i}")),
             secret_key: Secret::new(format!("sk-{run}-{i}")),
-            limit: 25,
+            limit,
         })
         .collect();
     let state = SimState::new(SimConfig {
@@ -251,10 +251,12 @@ struct Counts {
     lost: usize,
     /// Faults the simulator injected: 500s, created-then-500s, resets.
     faults: (u64, u64, u64),
-    /// Create calls that timed out on the client but were still processed (simulator
-    /// latency beyond the client timeout is not counted by the simulator itself).
+    /// Create calls the simulator received.
     creates: u64,
+    /// Retrieve calls the simulator received (one per reconcile attempt).
     retrieves: u64,
+    /// Rate-limit answers from the simulator (must be 0).
+    rate_limited: u64,
 }
 
 impl Counts {
@@ -262,7 +264,7 @@ impl Counts {
         format!(
             "chaos {run}: jobs {} done {} dead {} kills {} redis_restarts {} retries {} \
              reconciled {} duplicates {} lost {} | simulator: creates {} retrieves {} \
-             injected 500s {} created-then-500s {} resets {}",
+             rate-limit answers {} injected 500s {} created-then-500s {} resets {}",
             self.jobs,
             self.done,
             self.dead,
@@ -274,6 +276,7 @@ impl Counts {
             self.lost,
             self.creates,
             self.retrieves,
+            self.rate_limited,
             self.faults.0,
             self.faults.1,
             self.faults.2,
@@ -344,6 +347,15 @@ async fn verify(queue: &RedisQueue, sim: &SimStats, jobs: &[NewJob], tenants: &[
             continue;
         };
         counts.duplicates += acc.duplicates;
+        counts.rate_limited += acc.rate_limited;
+        // Every call, Create and the reconciles' Retrieves, went through the shared limiter.
+        assert!(
+            acc.max_calls_in_window <= t.limit,
+            "{}: {} calls in one window, limit {}",
+            t.name,
+            acc.max_calls_in_window,
+            t.limit
+        );
         counts.faults.0 += acc.faults.errors;
         counts.faults.1 += acc.faults.created_then_error;
         counts.faults.2 += acc.faults.resets;
@@ -359,6 +371,7 @@ async fn verify(queue: &RedisQueue, sim: &SimStats, jobs: &[NewJob], tenants: &[
     let twice: Vec<_> = per_description.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "webhooks created twice: {twice:?}");
     assert_eq!(counts.duplicates, 0, "the simulator counted duplicates");
+    assert_eq!(counts.rate_limited, 0, "LeadSquared answered rate limited");
     let missing: Vec<_> = created.difference(&recorded).collect();
     let phantom: Vec<_> = recorded.difference(&created).collect();
     assert!(
@@ -524,6 +537,7 @@ async fn sigkill_one_worker_repeatedly() {
     let (sim, tenants) = start_sim(
         &run,
         6,
+        25,
         Faults {
             seed: 5,
             // Calls take 150-400 ms, so a killed worker is usually mid-call.
@@ -649,6 +663,7 @@ async fn redis_restart_mid_run_with_aof() {
     let (sim, tenants) = start_sim(
         &run,
         4,
+        25,
         Faults {
             seed: 6,
             latency: Duration::from_millis(100),
@@ -740,9 +755,12 @@ async fn leadsquared_faults() {
     let run = format!("faults{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let redis = common::redis_url();
     let name = common::unique_queue("chaos-faults");
+    // A low limit (10 per 5 s) so that the limiter, which must count every Retrieve a
+    // reconcile makes, is what paces the run.
     let (sim, tenants) = start_sim(
         &run,
-        6,
+        12,
+        10,
         Faults {
             seed: 7,
             error_rate: 0.1,
@@ -810,6 +828,7 @@ async fn hand_back_after_sigkill_with_default_lease() {
     let (sim, tenants) = start_sim(
         &run,
         3,
+        25,
         Faults {
             seed: 8,
             // Every call takes 2.5 s: the holder is surely mid-Create when killed.

@@ -255,7 +255,8 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<(), QueueError>;
 
     /// Puts the job back at the front of its tenant's list (shutdown, or after a reconcile
-    /// found nothing).
+    /// found nothing). A job handed back with its outcome unknown while a Create it sent may
+    /// still land (see [`Queue::sending`]) waits in the schedule until then instead.
     async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError>;
 
     /// Dead-letters the job with a reason.

@@ -16,7 +16,8 @@
 //! cancelled, no new job is dispatched (a job leased at that moment is handed straight
 //! back); calls already running go on for up to [`WorkerConfig::shutdown_grace`], and jobs
 //! still unfinished then are handed back to the queue (attempt given back, outcome marked
-//! unknown so the next worker reconciles first).
+//! unknown so the next worker reconciles first; one whose Create was in flight is offered
+//! again only once that call can no longer land, see `docs/decisions.md`).
 
 pub mod backend;
 pub mod backoff;
