@@ -110,13 +110,14 @@ impl PrivateRedis {
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
         // A shell watchdog: redis-server runs as its child and is killed when our end of the
-        // shell's stdin closes, which happens when this test process exits for any reason.
+        // shell's stdin closes, which happens when this test process exits for any reason;
+        // then its directory goes too (the per-binary Redis is never dropped).
         let args = format!(
-            "redis-server --port {} --bind 127.0.0.1 --save '' --dir '{}' {} & pid=$!; \
-             read _ ; kill $pid",
-            self.port,
-            self.dir.display(),
-            self.extra.join(" ")
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --dir '{dir}' {extra} & \
+             pid=$!; read _ ; kill $pid; wait $pid; rm -rf '{dir}'",
+            port = self.port,
+            dir = self.dir.display(),
+            extra = self.extra.join(" ")
         );
         let mut child = Command::new("sh")
             .args(["-c", &args])
