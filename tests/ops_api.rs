@@ -597,3 +597,64 @@ async fn the_openapi_document_and_the_server_agree() {
     assert_eq!(served, doc);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_and_slow_requests_time_out() {
+    // A Redis of our own, paused with CLIENT PAUSE WRITE: the queue's scripts hang while we
+    // look (Redis cannot tell they only read), plain commands such as UNPAUSE do not.
+    let redis = common::PrivateRedis::start(&[]).unwrap();
+    let config = QueueConfig {
+        name: common::unique_queue("shed"),
+        ..QueueConfig::default()
+    };
+    let queue = RedisQueue::connect(&redis.url(), config).await.unwrap();
+    let limits = ApiLimits {
+        concurrency: 1,
+        timeout: std::time::Duration::from_secs(1),
+        ..ApiLimits::default()
+    };
+    let server = Server::start(Arc::new(queue), limits).await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30000)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    // One request holds the only slot, stuck on Redis until its timeout...
+    let stuck = tokio::spawn({
+        let url = server.url("/v1/status");
+        async move { client().get(url).send().await.unwrap() }
+    });
+    // ...so others are refused at once while it is in flight.
+    let mut shed = None;
+    while !stuck.is_finished() {
+        let r = client().get(server.url("/healthz")).send().await.unwrap();
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(r);
+            break;
+        }
+    }
+    let stuck = stuck.await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let shed = shed.expect("no request was shed while the slot was taken");
+    assert_eq!(shed.headers().get("retry-after").unwrap(), "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["error"], "server busy, try again");
+    assert_eq!(stuck.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = stuck.json().await.unwrap();
+    assert_eq!(body["error"], "request timed out");
+    let r = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+}

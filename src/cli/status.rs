@@ -92,11 +92,11 @@ async fn watch(queue: &dyn Queue, args: &Args, stop: &CancellationToken) -> anyh
             write!(out, "\x1b[H")?;
             for line in frame.lines() {
                 // Clear what a longer line of the last frame left to the right.
-                write!(out, "{line}\x1b[K\r\n")?;
+                write!(out, "{line}\x1b[K\n")?;
             }
             write!(
                 out,
-                "\n(every {}s; Ctrl-C to stop)\x1b[K\r\n\x1b[J",
+                "\n(every {}s; Ctrl-C to stop)\x1b[K\n\x1b[J",
                 WATCH_EVERY.as_secs()
             )?;
         } else {

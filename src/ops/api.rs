@@ -291,13 +291,17 @@ pub fn metrics_app(queue: Arc<dyn Queue>, metrics: Metrics) -> Router {
 
 /// Load shedding in front of a concurrency limit, and a timeout on each request. Shedding
 /// answers at once when every slot is taken, instead of queueing requests without bound.
-/// A macro because the layered service's type is unnameable.
+/// The limit is global (one semaphore shared by every route): `Router::layer` wraps each
+/// route on its own, and a per-route limit would let N requests in per route. A macro
+/// because the layered service's type is unnameable.
 macro_rules! overload_layers {
     ($limits:expr) => {
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(overload_error))
             .load_shed()
-            .concurrency_limit($limits.concurrency)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                $limits.concurrency,
+            ))
             .timeout($limits.timeout)
     };
 }
