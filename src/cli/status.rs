@@ -92,7 +92,7 @@ async fn watch(queue: &dyn Queue, args: &Args, stop: &CancellationToken) -> anyh
             write!(out, "\x1b[H")?;
             for line in frame.lines() {
                 // Clear what a longer line of the last frame left to the right.
-                write!(out, "{line}\x1b[K\n")?;
+                writeln!(out, "{line}\x1b[K")?;
             }
             write!(
                 out,
