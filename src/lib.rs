@@ -18,9 +18,12 @@
 //! - [`ops`]: what ops see: status, Prometheus metrics, the HTTP API and the status page.
 //! - [`sim`]: a LeadSquared simulator with a strict sliding-window limit and injectable
 //!   faults, for tests, demos and benchmarks.
+//! - [`demo`]: `lsq-webhooks demo`: the simulator, a queue, jobs and the pool in one
+//!   process, with live progress and a summary checked against the simulator.
 //! - [`cli`]: the command line: argument types and one small file per command.
 
 pub mod cli;
+pub mod demo;
 pub mod job;
 pub mod leadsquared;
 pub mod ops;

@@ -8,6 +8,6 @@ use lsq_webhooks::cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.global.log_format);
+    cli::init_tracing(args.global.log_format, args.command.default_log_level());
     cli::run(args).await
 }

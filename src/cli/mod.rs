@@ -149,19 +149,33 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Sets up `tracing`: level from `RUST_LOG` (default `info`), text or JSON, to stderr.
-/// Text is coloured only when stderr is a terminal (and `NO_COLOR` is unset), so logs piped
-/// to a file or a collector carry no escape codes. A `RUST_LOG` that does not parse is
-/// reported, and `info` is used.
-pub fn init_tracing(format: LogFormat) {
+impl Command {
+    /// The log level when `RUST_LOG` does not set one: `info`, but `warn` for `demo`, whose
+    /// progress display would be drowned by a line per retry.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+}
+
+/// Sets up `tracing`: level from `RUST_LOG` (default `default_level`: see
+/// [`Command::default_log_level`]), text or JSON, to stderr. Text is coloured only when
+/// stderr is a terminal (and `NO_COLOR` is unset), so logs piped to a file or a collector
+/// carry no escape codes. A `RUST_LOG` that does not parse is reported, and the default is
+/// used.
+pub fn init_tracing(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&spec)
             .unwrap_or_else(|e| {
-                eprintln!("warning: RUST_LOG={spec:?} is not a valid filter ({e}); using info");
-                tracing_subscriber::EnvFilter::new("info")
+                eprintln!(
+                    "warning: RUST_LOG={spec:?} is not a valid filter ({e}); using {default_level}"
+                );
+                tracing_subscriber::EnvFilter::new(default_level)
             }),
-        _ => tracing_subscriber::EnvFilter::new("info"),
+        _ => tracing_subscriber::EnvFilter::new(default_level),
     };
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
