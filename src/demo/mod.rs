@@ -31,8 +31,9 @@ use tokio_util::task::AbortOnDropHandle;
 pub use display::View;
 pub use report::{DemoReport, TenantReport, achieved_per_window};
 
-use crate::job::{JobState, NewJob, derived_key};
+use crate::job::{JobState, NewJob};
 use crate::leadsquared::{Client, ClientConfig};
+use crate::producer::JobRequest;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::redis::RedisQueue;
 use crate::queue::{Pushed, Queue, QueueConfig, QueueError};
@@ -333,14 +334,18 @@ fn webhook(tenant: &str, n: u64) -> serde_json::Value {
     })
 }
 
-/// A tenant's job number `n`.
-fn job(tenant: &str, n: u64) -> NewJob {
-    let body = webhook(tenant, n);
-    NewJob {
+/// A tenant's job number `n`, checked and normalised the way `enqueue` and the HTTP API do
+/// it (its idempotency key derived from tenant and body).
+fn job(tenant: &str, n: u64) -> Result<NewJob, DemoError> {
+    let request = JobRequest {
         tenant: tenant.to_string(),
-        key: derived_key(tenant, &body),
-        webhook: body,
-    }
+        webhook: webhook(tenant, n),
+        key: None,
+    };
+    crate::producer::validate(&request).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        DemoError::Config(format!("a demo job is invalid: {}", list.join("; ")))
+    })
 }
 
 /// Jobs pushed per call: one Redis script run each, small enough to stay quick.
@@ -369,7 +374,7 @@ async fn drive(
     for n in 0..most {
         for t in &config.tenants {
             if n < config.jobs_for(t.limit) {
-                all.push(job(&t.name, n));
+                all.push(job(&t.name, n)?);
             }
         }
     }
@@ -582,21 +587,16 @@ async fn delete_queue(url: &str, prefix: &str) -> Result<u64, redis::RedisError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leadsquared::CreateWebhook;
 
     #[test]
-    fn demo_bodies_are_valid_and_descriptions_do_not_contain_each_other() {
-        let jobs: Vec<NewJob> = (0..120).map(|n| job("acme", n)).collect();
-        for j in &jobs {
-            assert!(CreateWebhook::check(&j.webhook).is_ok(), "{}", j.webhook);
-        }
-        let descriptions: Vec<String> = jobs
-            .iter()
-            .map(|j| {
-                j.webhook["Description"]
+    fn demo_jobs_are_valid_and_descriptions_do_not_contain_each_other() {
+        let descriptions: Vec<String> = (0..120)
+            .map(|n| match job("acme", n) {
+                Ok(j) => j.webhook["Description"]
                     .as_str()
                     .unwrap_or_default()
-                    .to_string()
+                    .to_string(),
+                Err(e) => panic!("job {n}: {e}"),
             })
             .collect();
         for (i, a) in descriptions.iter().enumerate() {
