@@ -33,3 +33,8 @@ pub mod secret;
 pub mod sim;
 pub mod tenant;
 pub mod worker;
+
+/// The README's Rust examples, compiled by `cargo test` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

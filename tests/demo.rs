@@ -45,6 +45,9 @@ fn small(busy: Duration) -> DemoConfig {
         },
         max_attempts: 8,
         shutdown_grace: Duration::from_secs(2),
+        // The simulator has finished a Create before it answers; a short settle keeps the
+        // test quick.
+        reconcile_settle: Duration::from_millis(100),
     }
 }
 

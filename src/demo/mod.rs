@@ -73,6 +73,11 @@ pub struct DemoConfig {
     pub max_attempts: u32,
     /// After a stop is asked, how long running calls may finish.
     pub shutdown_grace: Duration,
+    /// How long after a Create that may have reached the simulator its job waits before
+    /// looking for the webhook (see [`WorkerConfig::reconcile_settle`]). The simulator has
+    /// finished a Create before it answers or resets, so the demo needs far less than
+    /// LeadSquared's 10 s default.
+    pub reconcile_settle: Duration,
 }
 
 /// The standard tenants: limits from LeadSquared's 25 down to plans with far fewer.
@@ -117,6 +122,7 @@ impl DemoConfig {
             retry: RetryPolicy::default(),
             max_attempts: 8,
             shutdown_grace: Duration::from_secs(5),
+            reconcile_settle: Duration::from_secs(1),
         }
     }
 
@@ -404,6 +410,7 @@ async fn drive(
             exit_when_idle: true,
             retry: config.retry,
             shutdown_grace: config.shutdown_grace,
+            reconcile_settle: config.reconcile_settle,
             name: "demo".into(),
             ..WorkerConfig::default()
         },

@@ -172,6 +172,10 @@ impl Queue for WatchedQueue {
         self.inner.heartbeat(job).await
     }
 
+    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
+        self.inner.sending(job, in_flight).await
+    }
+
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
         self.inner.answered(job).await
     }
