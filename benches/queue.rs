@@ -427,6 +427,26 @@ async fn bench_utilisation(scale: &Scale) {
     shares.resize(scale.util_tenants, 0.0);
     shares.sort_by(f64::total_cmp);
     let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+    // Steady cadence: call i and call i + k*limit can be no less than k windows apart; how
+    // close they came, over each tenant's whole run.
+    let mut cadence: Vec<f64> = calls
+        .values()
+        .filter_map(|(_, all)| {
+            let l = limit as usize;
+            let j = (all.len().saturating_sub(1) / l) * l;
+            let gap = all.get(j)?.duration_since(*all.first()?);
+            (j >= l && !gap.is_zero())
+                .then(|| (window * (j / l) as u32).as_secs_f64() / gap.as_secs_f64())
+        })
+        .collect();
+    cadence.sort_by(f64::total_cmp);
+    if !cadence.is_empty() {
+        println!(
+            "cadence (k windows / time between call i and call i+k*limit, whole run): mean {:.4}, min {:.4}",
+            cadence.iter().sum::<f64>() / cadence.len() as f64,
+            cadence[0]
+        );
+    }
     let refused = checker.refused.load(std::sync::atomic::Ordering::Relaxed);
     let accepted: usize = calls.values().map(|(_, all)| all.len()).sum();
     println!(

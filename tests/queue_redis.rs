@@ -51,6 +51,10 @@ async fn push_dispatch_complete_in_order() {
     assert_eq!(r.attempts, 1);
     let r = q.job(&ids[2]).await.expect("job").expect("exists");
     assert_eq!(r.status, JobState::Queued);
+    assert_eq!(
+        (r.tenant.as_str(), r.key.as_str()),
+        ("acme", job("acme", 3).key.as_str())
+    );
 
     let results = q.results(None).await.expect("results");
     assert_eq!(
@@ -461,23 +465,29 @@ async fn damaged_records_do_not_stop_dispatch() {
         .set(format!("{p}job:not-a-hash"), "garbage")
         .await
         .expect("set");
+    // Pushed (in `meta`) but its body lost.
     let _: () = con
-        .hset_multiple(
-            format!("{p}job:no-body"),
-            &[("tenant", "acme"), ("state", "queued")],
-        )
+        .hset(format!("{p}meta"), "no-body", "acme\n0\nk-no-body")
         .await
         .expect("hset");
+    // Dispatched once and requeued, with a damaged attempts count and a body that is not JSON.
     let _: () = con
         .hset_multiple(
             format!("{p}job:odd-attempts"),
             &[
                 ("tenant", "acme"),
                 ("state", "queued"),
-                ("body", "{not json"),
                 ("attempts", "many"),
             ],
         )
+        .await
+        .expect("hset");
+    let _: () = con
+        .hset(format!("{p}bodies"), "odd-attempts", "{not json")
+        .await
+        .expect("hset");
+    let _: () = con
+        .hset(format!("{p}bodies"), "not-a-hash", "{}")
         .await
         .expect("hset");
     let _: () = con

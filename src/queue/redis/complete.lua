@@ -20,6 +20,7 @@ local now = now_us()
 redis.call('ZREM', KEYS[1], id)
 redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[4], 'reconciled', ARGV[5],
   'finished_ms', ms(now))
-redis.call('HDEL', job, 'lease', 'body', 'error', 'call_until_ms')
+redis.call('HDEL', job, 'lease', 'error', 'call_until_ms')
+redis.call('HDEL', P .. 'bodies', id)
 redis.call('ZADD', P .. 'done', int(now), id)
 return 1

@@ -101,15 +101,31 @@ for _ = 1, max_tenants do
       redis.call('ZREM', ready, tenant)
     else
       local job = P .. 'job:' .. id
-      local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'body', 'key', 'attempts',
-        'outcome_unknown')
+      local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'attempts', 'outcome_unknown', 'key')
+      local body = redis.call('HGET', P .. 'bodies', id)
+      local key = f and f[4]
+      local first = ok and not f[1] and not f[2]
+      if first then
+        -- Never dispatched: its record is still in `meta`. Move it into the job's own hash.
+        local m = redis.call('HGET', P .. 'meta', id)
+        if m then
+          local _, created, k = string.match(m, '^([^\n]*)\n([^\n]*)\n(.*)$')
+          key = k or ''
+          redis.call('HSET', job, 'tenant', tenant, 'key', key, 'created_ms', created or '',
+            'state', 'queued', 'attempts', 0)
+          redis.call('HDEL', P .. 'meta', id)
+        end
+      end
       if not ok then
         -- Not a hash: keep the data for inspection under another name, bury the job.
         redis.call('RENAME', job, P .. 'corrupt:' .. id)
         bury(id, tenant, 'corrupt job record (not a hash); kept as corrupt:' .. id, now)
         rescore(tenant, now, window_us)
-      elseif f[1] == 'queued' and f[2] then
-        local attempt = (tonumber(f[4]) or 0) + 1
+      elseif first and not key then
+        bury(id, tenant, 'job record missing from the queue', now)
+        rescore(tenant, now, window_us)
+      elseif (first or f[1] == 'queued') and body then
+        local attempt = (tonumber(f[2]) or 0) + 1
         local calls = P .. 'calls:' .. tenant
         redis.call('ZADD', calls, int(now), token)
         redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
@@ -120,14 +136,11 @@ for _ = 1, max_tenants do
         redis.call('ZADD', P .. 'running', int(now + lease_us), id)
         rescore(tenant, now, window_us)
         local unknown = 0
-        if f[5] == '1' then
+        if f[3] == '1' then
           unknown = 1
         end
-        return {'job', id, tenant, f[3] or '', f[2], attempt, unknown, token, ms(now)}
-      elseif not f[1] and not f[2] then
-        bury(id, tenant, 'job record missing from the queue', now)
-        rescore(tenant, now, window_us)
-      elseif f[1] == 'queued' or not f[1] then
+        return {'job', id, tenant, key or '', body, attempt, unknown, token, ms(now)}
+      elseif first or f[1] == 'queued' or not f[1] then
         bury(id, tenant, 'corrupt job record (no body or no state)', now)
         rescore(tenant, now, window_us)
       else

@@ -14,13 +14,18 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
-//! | `job:<id>` | hash | tenant, key, body, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, created_ms, dispatched_ms, finished_ms |
+//! | `meta` | hash | job id -> `tenant\ncreated_ms\nkey`, until the job's first dispatch |
+//! | `bodies` | hash | job id -> Create body (JSON; may hold secrets), until the job is done |
+//! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, created_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
 //!
 //! Sorted-set scores are microseconds on Redis's clock; `*_ms` fields are milliseconds.
+//! A push writes each job into `meta`, `bodies` and `keys` with a few multi-field calls per
+//! batch rather than a hash per job: that is what makes bulk enqueue fast. A job that was
+//! never dispatched is therefore `queued` with no `job:<id>` hash.
 //! A job's body is dropped when it completes (it may hold custom header secrets and is not
 //! needed again); its record stays for `results`. Records of finished jobs are not trimmed:
 //! `dead purge` removes dead ones, done ones stay until the queue is deleted.
@@ -721,13 +726,30 @@ impl Queue for RedisQueue {
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
         let key = self.key(&format!("job:{id}"));
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        let (fields, meta): (Vec<Option<String>>, Option<String>) = redis::pipe()
+            .cmd("HMGET")
             .arg(&key)
             .arg(&JOB_FIELDS)
+            .hget(self.key("meta"), &id.0)
             .query_async(&mut self.con.clone())
             .await?;
         if fields.iter().all(Option::is_none) {
-            return Ok(None);
+            // Never dispatched: queued, with what the push recorded.
+            return Ok(meta.map(|m| {
+                let mut parts = m.splitn(3, '\n');
+                let tenant = parts.next().unwrap_or_default().to_string();
+                let key = parts.nth(1).unwrap_or_default().to_string();
+                JobResult {
+                    job: id.clone(),
+                    tenant,
+                    key,
+                    status: JobState::Queued,
+                    webhook_id: None,
+                    attempts: 0,
+                    error: None,
+                    reconciled: false,
+                }
+            }));
         }
         job_result(id.clone(), &fields, None)
             .map(Some)

@@ -20,6 +20,8 @@ for i = 2, #ARGV do
       end
     end
     redis.call('DEL', job)
+    redis.call('HDEL', P .. 'bodies', id)
+    redis.call('HDEL', P .. 'meta', id)
     count = count + 1
   end
 end

@@ -2,6 +2,10 @@
 -- enqueued under the same idempotency key (per tenant). Unknown tenants refuse the whole
 -- batch before anything is written.
 --
+-- Written in bulk (a handful of calls per batch, not per job): a new job's tenant, key and
+-- creation time go into the `meta` hash and its body into `bodies`; its own `job:<id>` hash
+-- is created when it is first dispatched.
+--
 -- KEYS[1]: {q}:limits
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2..]: four per job: new job id, tenant, idempotency key, body (JSON text)
@@ -13,6 +17,7 @@ local now = now_us()
 local created = ms(now)
 local lists = {}
 local order = {}
+local fields = {}
 for i = 2, #ARGV, 4 do
   local tenant = ARGV[i + 1]
   if not lists[tenant] then
@@ -22,34 +27,60 @@ for i = 2, #ARGV, 4 do
     lists[tenant] = {}
     order[#order + 1] = tenant
   end
+  -- Tenant names cannot hold a newline, so the first one splits the field unambiguously.
+  fields[#fields + 1] = tenant .. '\n' .. ARGV[i + 2]
+end
+
+-- Calls with many arguments go in slices: unpack() is bounded by Lua's C stack.
+local SLICE = 400
+local function bulk(command, key, args)
+  for j = 1, #args, SLICE do
+    redis.call(command, key, unpack(args, j, math.min(j + SLICE - 1, #args)))
+  end
+end
+
+local existing = {}
+for j = 1, #fields, SLICE do
+  local got = redis.call('HMGET', P .. 'keys', unpack(fields, j, math.min(j + SLICE - 1, #fields)))
+  for k = 1, #got do
+    existing[j + k - 1] = got[k]
+  end
 end
 
 local out = {}
-for i = 2, #ARGV, 4 do
+local index, meta, bodies = {}, {}, {}
+local fresh = {}
+for n = 1, #fields do
+  local i = 2 + (n - 1) * 4
   local id, tenant, key, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  -- Tenant names cannot hold a newline, so the first one splits the field unambiguously.
-  local field = tenant .. '\n' .. key
-  if redis.call('HSETNX', P .. 'keys', field, id) == 1 then
-    redis.call('HSET', P .. 'job:' .. id, 'tenant', tenant, 'key', key, 'body', body,
-      'state', 'queued', 'attempts', 0, 'created_ms', created)
+  local field = fields[n]
+  local before = existing[n] or fresh[field]
+  if before then
+    out[#out + 1] = 0
+    out[#out + 1] = before
+  else
+    fresh[field] = id
+    index[#index + 1] = field
+    index[#index + 1] = id
+    meta[#meta + 1] = id
+    meta[#meta + 1] = tenant .. '\n' .. created .. '\n' .. key
+    bodies[#bodies + 1] = id
+    bodies[#bodies + 1] = body
     local ids = lists[tenant]
     ids[#ids + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = id
-  else
-    out[#out + 1] = 0
-    out[#out + 1] = redis.call('HGET', P .. 'keys', field)
   end
 end
+bulk('HSET', P .. 'keys', index)
+bulk('HSET', P .. 'meta', meta)
+bulk('HSET', P .. 'bodies', bodies)
 
 local any = false
 for _, tenant in ipairs(order) do
   local ids = lists[tenant]
-  -- unpack() is bounded by Lua's C stack: push in slices.
-  for j = 1, #ids, 500 do
-    redis.call('RPUSH', P .. 'q:' .. tenant, unpack(ids, j, math.min(j + 499, #ids)))
-  end
   if #ids > 0 then
+    bulk('RPUSH', P .. 'q:' .. tenant, ids)
     redis.call('ZADD', P .. 'ready', 'NX', int(now), tenant)
     any = true
   end

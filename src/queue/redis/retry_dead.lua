@@ -13,8 +13,9 @@ for i = 2, #ARGV do
   local id = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], id) then
     local job = P .. 'job:' .. id
-    local ok, f = pcall(redis.call, 'HMGET', job, 'tenant', 'body')
-    if ok and f[1] and f[2] and redis.call('HEXISTS', P .. 'limits', f[1]) == 1 then
+    local ok, f = pcall(redis.call, 'HMGET', job, 'tenant')
+    if ok and f[1] and redis.call('HEXISTS', P .. 'bodies', id) == 1
+      and redis.call('HEXISTS', P .. 'limits', f[1]) == 1 then
       redis.call('ZREM', KEYS[1], id)
       redis.call('HSET', job, 'state', 'queued', 'attempts', 0)
       redis.call('HDEL', job, 'error', 'finished_ms', 'lease')
