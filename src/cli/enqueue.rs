@@ -79,7 +79,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             bar.inc(n as u64);
         }
     };
-    let pushed = producer.push_validated(&file.jobs, &mut progress).await;
+    let pushed = producer.push_validated(file.jobs, &mut progress).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -109,10 +109,8 @@ for _ = 1, max_tenants do
         -- Never dispatched: its record is still in `meta`. Move it into the job's own hash.
         local m = redis.call('HGET', P .. 'meta', id)
         if m then
-          local _, created, k = string.match(m, '^([^\n]*)\n([^\n]*)\n(.*)$')
-          key = k or ''
-          redis.call('HSET', job, 'tenant', tenant, 'key', key, 'created_ms', created or '',
-            'state', 'queued', 'attempts', 0)
+          key = string.match(m, '^[^\n]*\n(.*)$') or ''
+          redis.call('HSET', job, 'tenant', tenant, 'key', key, 'state', 'queued', 'attempts', 0)
           redis.call('HDEL', P .. 'meta', id)
         end
       end

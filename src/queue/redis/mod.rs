@@ -14,15 +14,16 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
-//! | `meta` | hash | job id -> `tenant\ncreated_ms\nkey`, until the job's first dispatch |
+//! | `meta` | hash | job id -> `tenant\nidempotency key`, until the job's first dispatch |
 //! | `bodies` | hash | job id -> Create body (JSON; may hold secrets), until the job is done |
-//! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, created_ms, dispatched_ms, finished_ms |
+//! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
 //!
-//! Sorted-set scores are microseconds on Redis's clock; `*_ms` fields are milliseconds.
+//! Sorted-set scores are microseconds on Redis's clock; `*_ms` fields are milliseconds. A
+//! job's enqueue time is in its id (UUIDv7).
 //! A push writes each job into `meta`, `bodies` and `keys` with a few multi-field calls per
 //! batch rather than a hash per job: that is what makes bulk enqueue fast. A job that was
 //! never dispatched is therefore `queued` with no `job:<id>` hash.
@@ -247,41 +248,36 @@ impl RedisQueue {
         Ok(reply)
     }
 
-    async fn push_batch(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
+    async fn push_batch(&self, jobs: &[&NewJob]) -> Result<Vec<Pushed>, QueueError> {
         let mut invocation = scripts::PUSH.key(self.key("limits"));
         invocation.arg(&self.prefix);
-        for job in jobs {
+        let ids: Vec<String> = jobs.iter().map(|_| JobId::new().0).collect();
+        for (job, id) in jobs.iter().zip(&ids) {
             let body = serde_json::to_string(&job.webhook).map_err(|e| QueueError::Corrupt {
                 key: "push".into(),
                 reason: format!("job body does not serialise: {e}"),
             })?;
-            invocation
-                .arg(JobId::new().0)
-                .arg(&job.tenant)
-                .arg(&job.key)
-                .arg(body);
+            invocation.arg(id).arg(&job.tenant).arg(&job.key).arg(body);
         }
         let reply: Value = invocation.invoke_async(&mut self.con.clone()).await?;
         let items = array(reply, "push")?;
-        if items.first().and_then(text).as_deref() == Some("unknown") {
+        if items.len() == 2 && items.first().and_then(text).as_deref() == Some("unknown") {
             let tenant = items.get(1).and_then(text).unwrap_or_default();
             return Err(QueueError::UnknownTenant(tenant));
         }
-        if items.len() != jobs.len() * 2 {
+        if items.len() != jobs.len() {
             return Err(corrupt("push", "reply does not match the batch"));
         }
-        items
-            .chunks(2)
-            .map(|pair| {
-                let id = pair
-                    .get(1)
-                    .and_then(text)
-                    .map(JobId)
-                    .ok_or_else(|| corrupt("keys", "idempotency index entry is not an id"))?;
-                Ok(match pair.first().and_then(int) {
-                    Some(1) => Pushed::Enqueued { job: id },
-                    _ => Pushed::Duplicate { job: id },
-                })
+        ids.into_iter()
+            .zip(items)
+            .map(|(id, item)| match item {
+                // 0: enqueued under the id we sent.
+                Value::Int(0) => Ok(Pushed::Enqueued { job: JobId(id) }),
+                other => text(&other)
+                    .map(|existing| Pushed::Duplicate {
+                        job: JobId(existing),
+                    })
+                    .ok_or_else(|| corrupt("keys", "idempotency index entry is not an id")),
             })
             .collect()
     }
@@ -515,9 +511,15 @@ impl Queue for RedisQueue {
             return Err(QueueError::UnknownTenant(t.to_string()));
         }
         // Batches are pipelined on one connection, so Redis runs them in order.
+        // Grouped by tenant (a stable sort: each tenant's jobs keep their order, so the first
+        // of two with the same key is the one enqueued), so that a batch touches few tenant
+        // lists. Results go back to input order.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by(|&a, &b| jobs[a].tenant.cmp(&jobs[b].tenant));
+        let grouped: Vec<&NewJob> = order.iter().map(|&i| &jobs[i]).collect();
         // Futures collected first: a closure inside the stream trips async_trait's `Send`
         // check (higher-ranked lifetimes).
-        let calls: Vec<_> = jobs
+        let calls: Vec<_> = grouped
             .chunks(PUSH_BATCH)
             .map(|chunk| self.push_batch(chunk))
             .collect();
@@ -525,7 +527,13 @@ impl Queue for RedisQueue {
             .buffered(PUSH_IN_FLIGHT)
             .try_collect()
             .await?;
-        Ok(batches.into_iter().flatten().collect())
+        let mut out: Vec<Option<Pushed>> = vec![None; jobs.len()];
+        for (&i, pushed) in order.iter().zip(batches.into_iter().flatten()) {
+            out[i] = Some(pushed);
+        }
+        out.into_iter()
+            .map(|p| p.ok_or_else(|| corrupt("push", "a job got no answer")))
+            .collect()
     }
 
     async fn dispatch(&self) -> Result<Dispatch, QueueError> {
@@ -736,9 +744,8 @@ impl Queue for RedisQueue {
         if fields.iter().all(Option::is_none) {
             // Never dispatched: queued, with what the push recorded.
             return Ok(meta.map(|m| {
-                let mut parts = m.splitn(3, '\n');
-                let tenant = parts.next().unwrap_or_default().to_string();
-                let key = parts.nth(1).unwrap_or_default().to_string();
+                let (tenant, key) = m.split_once('\n').unwrap_or((m.as_str(), ""));
+                let (tenant, key) = (tenant.to_string(), key.to_string());
                 JobResult {
                     job: id.clone(),
                     tenant,

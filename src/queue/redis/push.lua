@@ -2,28 +2,25 @@
 -- enqueued under the same idempotency key (per tenant). Unknown tenants refuse the whole
 -- batch before anything is written.
 --
--- Written in bulk (a handful of calls per batch, not per job): a new job's tenant, key and
--- creation time go into the `meta` hash and its body into `bodies`; its own `job:<id>` hash
--- is created when it is first dispatched.
+-- Written in bulk (a handful of calls per batch, plus one RPUSH per tenant, not calls per
+-- job): a new job's tenant and key go into the `meta` hash (its creation time is in its
+-- UUIDv7 id) and its body into `bodies`; its own `job:<id>` hash is created when it is
+-- first dispatched. Callers group a batch's jobs by tenant so that it touches few tenants.
 --
 -- KEYS[1]: {q}:limits
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2..]: four per job: new job id, tenant, idempotency key, body (JSON text)
 --
--- Returns {'unknown', tenant}, or a flat list with two entries per job, in input order:
--- 1 and the new id, or 0 and the existing job's id.
+-- Returns {'unknown', tenant}, or one entry per job, in input order: 0 when it was
+-- enqueued under its new id, or the id of the job already enqueued under its key.
 
 local now = now_us()
-local created = ms(now)
 local lists = {}
 local order = {}
 local fields = {}
 for i = 2, #ARGV, 4 do
   local tenant = ARGV[i + 1]
   if not lists[tenant] then
-    if redis.call('HEXISTS', KEYS[1], tenant) == 0 then
-      return {'unknown', tenant}
-    end
     lists[tenant] = {}
     order[#order + 1] = tenant
   end
@@ -36,6 +33,16 @@ local SLICE = 400
 local function bulk(command, key, args)
   for j = 1, #args, SLICE do
     redis.call(command, key, unpack(args, j, math.min(j + SLICE - 1, #args)))
+  end
+end
+
+-- Every tenant registered, or nothing is written.
+for j = 1, #order, SLICE do
+  local limits = redis.call('HMGET', KEYS[1], unpack(order, j, math.min(j + SLICE - 1, #order)))
+  for k = 1, #limits do
+    if not limits[k] then
+      return {'unknown', order[j + k - 1]}
+    end
   end
 end
 
@@ -52,24 +59,22 @@ local index, meta, bodies = {}, {}, {}
 local fresh = {}
 for n = 1, #fields do
   local i = 2 + (n - 1) * 4
-  local id, tenant, key, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local id, tenant = ARGV[i], ARGV[i + 1]
   local field = fields[n]
   local before = existing[n] or fresh[field]
   if before then
-    out[#out + 1] = 0
-    out[#out + 1] = before
+    out[n] = before
   else
     fresh[field] = id
     index[#index + 1] = field
     index[#index + 1] = id
     meta[#meta + 1] = id
-    meta[#meta + 1] = tenant .. '\n' .. created .. '\n' .. key
+    meta[#meta + 1] = field
     bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = body
+    bodies[#bodies + 1] = ARGV[i + 3]
     local ids = lists[tenant]
     ids[#ids + 1] = id
-    out[#out + 1] = 1
-    out[#out + 1] = id
+    out[n] = 0
   end
 end
 bulk('HSET', P .. 'keys', index)
@@ -77,13 +82,18 @@ bulk('HSET', P .. 'meta', meta)
 bulk('HSET', P .. 'bodies', bodies)
 
 local any = false
+local scores = {}
 for _, tenant in ipairs(order) do
   local ids = lists[tenant]
   if #ids > 0 then
     bulk('RPUSH', P .. 'q:' .. tenant, ids)
-    redis.call('ZADD', P .. 'ready', 'NX', int(now), tenant)
+    scores[#scores + 1] = int(now)
+    scores[#scores + 1] = tenant
     any = true
   end
+end
+for j = 1, #scores, SLICE do
+  redis.call('ZADD', P .. 'ready', 'NX', unpack(scores, j, math.min(j + SLICE - 1, #scores)))
 end
 if any then
   wake()
