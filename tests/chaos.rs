@@ -711,7 +711,7 @@ async fn redis_restart_mid_run_with_aof() {
         let producer = {
             let producer = Producer::new(queue.clone());
             let second = second.clone();
-            tokio::spawn(async move { producer.push_validated(&second, &mut |_| {}).await })
+            tokio::spawn(async move { producer.push_validated(second, &mut |_| {}).await })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         tokio::task::block_in_place(|| redis.restart()).expect("restart redis");
