@@ -9,7 +9,8 @@
 //!
 //! `cargo bench --bench worker` runs the full sizes (LeadSquared's 5-second window, a 60 s
 //! utilisation interval, 2,000 tenants). Without `--bench` (e.g. `cargo test --benches`) it
-//! runs a quick version with small sizes and a 1-second window, as a smoke test.
+//! runs a quick version with small sizes and a 1-second window, as a smoke test. Naming
+//! parts (`-- latency throughput utilisation`) runs only those.
 //! Needs Redis (`REDIS_URL`, or a `redis-server` the harness can start).
 
 #[path = "../tests/common/mod.rs"]
@@ -377,9 +378,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `cargo bench --bench worker -- throughput` runs only the parts named.
+    let named: Vec<String> = std::env::args()
+        .filter(|a| ["latency", "throughput", "utilisation"].contains(&a.as_str()))
+        .collect();
+    let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
-        latency(&sizes).await;
-        throughput(&sizes).await;
-        utilisation(&sizes).await;
+        if run("latency") {
+            latency(&sizes).await;
+        }
+        if run("throughput") {
+            throughput(&sizes).await;
+        }
+        if run("utilisation") {
+            utilisation(&sizes).await;
+        }
     });
 }
