@@ -192,3 +192,49 @@ pub fn init_tracing(format: LogFormat, default_level: &str) {
             .try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(args: &[&str]) -> Global {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli.global,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_redis_url_given_is_used_and_an_empty_one_is_none() {
+        // The flag wins over REDIS_URL, whatever the environment of the test says.
+        let g = global(&[
+            "lsq-webhooks",
+            "--redis",
+            "redis://db.internal:6380",
+            "demo",
+        ]);
+        assert_eq!(g.redis_given(), Some("redis://db.internal:6380"));
+        assert_eq!(g.redis_url(), "redis://db.internal:6380");
+        let g = global(&["lsq-webhooks", "demo", "--redis", " "]);
+        assert_eq!(g.redis_given(), None, "demo runs embedded");
+        assert_eq!(
+            g.redis_url(),
+            DEFAULT_REDIS_URL,
+            "other commands use the default"
+        );
+    }
+
+    #[test]
+    fn demo_logs_warnings_only_unless_told() {
+        let demo = Cli::try_parse_from(["lsq-webhooks", "demo"]).map(|c| c.command);
+        assert!(matches!(
+            demo.as_ref().map(Command::default_log_level),
+            Ok("warn")
+        ));
+        let worker = Cli::try_parse_from(["lsq-webhooks", "worker"]).map(|c| c.command);
+        assert!(matches!(
+            worker.as_ref().map(Command::default_log_level),
+            Ok("info")
+        ));
+    }
+}
