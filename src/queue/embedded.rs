@@ -246,6 +246,20 @@ impl State {
         moved
     }
 
+    /// Re-stamps the job's call at `now`, when its answer arrived (see [`Queue::answered`]).
+    /// The call was made whether or not the lease is still held: every finishing method
+    /// does this first, either way.
+    fn restamp(&mut self, job: &LeasedJob, now: Instant, span: Duration) {
+        let Some(t) = self.tenants.get_mut(&job.tenant) else {
+            return;
+        };
+        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) {
+            t.log.remove(pos);
+        }
+        t.log.push_back((now, job.lease.clone()));
+        self.rescore(&job.tenant, now, span, None);
+    }
+
     /// Checks that `job` still holds its lease; on success releases it and returns until
     /// when a Create it sent may still land.
     fn take_lease(&mut self, job: &LeasedJob) -> Result<Option<Instant>, QueueError> {
@@ -563,19 +577,9 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
-        // The call was made whether or not the lease is still held: re-stamp it either way.
         let now = Instant::now();
         let span = self.span();
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let Some(t) = st.tenants.get_mut(&job.tenant) else {
-            return Ok(());
-        };
-        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) {
-            t.log.remove(pos);
-        }
-        t.log.push_back((now, job.lease.clone()));
-        st.rescore(&job.tenant, now, span, None);
+        self.lock().restamp(job, now, span);
         Ok(())
     }
 
@@ -585,8 +589,10 @@ impl Queue for EmbeddedQueue {
         webhook_id: &str,
         reconciled: bool,
     ) -> Result<(), QueueError> {
+        let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.restamp(job, now, self.span());
         st.take_lease(job)?;
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.webhook_id = Some(webhook_id.to_string());
@@ -594,7 +600,7 @@ impl Queue for EmbeddedQueue {
             rec.outcome_unknown = false;
         }
         st.finish(&job.id, JobState::Done, None);
-        let sec = self.ms(Instant::now()) / 1000;
+        let sec = self.ms(now) / 1000;
         match st.done_per_sec.back_mut() {
             Some((at, n)) if *at == sec => *n += 1,
             _ => st.done_per_sec.push_back((sec, 1)),
@@ -619,6 +625,7 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.restamp(job, now, self.span());
         st.take_lease(job)?;
         let Some(rec) = st.jobs.get_mut(&job.id) else {
             return Err(QueueError::LeaseLost(job.id.clone()));
@@ -649,6 +656,7 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.restamp(job, now, span);
         st.take_lease(job)?;
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.attempts = rec.attempts.saturating_sub(1);
@@ -673,6 +681,7 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.restamp(job, now, span);
         let in_flight_until = st.take_lease(job)?.filter(|u| *u > now);
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             if !how.spend_attempt {
@@ -699,8 +708,10 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
+        let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.restamp(job, now, self.span());
         st.take_lease(job)?;
         st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
         Ok(())

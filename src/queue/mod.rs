@@ -12,6 +12,10 @@
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
+//!
+//! Call accounting: the finishing methods re-stamp the job's call in its tenant's log at the
+//! moment they run (see [`Queue::answered`]), so a worker needs one store call per job
+//! after its LeadSquared call, not two.
 
 pub mod embedded;
 pub mod redis;
@@ -31,8 +35,9 @@ pub struct QueueConfig {
     pub name: String,
     /// The rate-limit window: LeadSquared counts calls per 5 seconds.
     pub window: Duration,
-    /// Extra spacing added to the window for network jitter. Zero is safe when workers call
-    /// [`Queue::answered`], which re-stamps each call at the moment its answer arrived.
+    /// Extra spacing added to the window for network jitter. Zero is safe because each call
+    /// is re-stamped at the moment its answer arrived (by the finishing methods, or
+    /// [`Queue::answered`]).
     pub margin: Duration,
     /// How long a dispatched job stays leased without a heartbeat before any worker may
     /// take it back (counted as an attempt whose outcome is unknown).
@@ -223,7 +228,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError>;
 
     /// Re-stamps the job's call at now, when LeadSquared's answer has arrived, so the
-    /// window is measured from the latest moment LeadSquared can have seen the call.
+    /// window is measured from the latest moment LeadSquared can have seen the call. Needs
+    /// no lease. Every finishing method below ([`Queue::complete`], [`Queue::retry_later`],
+    /// [`Queue::rate_limited`], [`Queue::requeue`], [`Queue::bury`]) does this itself in the
+    /// same atomic step, lease or not; call this only for a call that ends without one (the
+    /// lease was lost mid-call).
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError>;
 
     /// Records success: the webhook Id, atomically with completion.

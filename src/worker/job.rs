@@ -225,17 +225,14 @@ impl JobContext {
                 }
             },
             _ = self.hard_stop.cancelled() => {
-                // The call may have reached LeadSquared: count it in the window and let
-                // the next dispatch reconcile.
-                let _ = self.store("answered", || self.queue.answered(job)).await;
+                // The call may have reached LeadSquared: the hand-back re-stamps it in the
+                // window (as every finishing call does) and the next dispatch reconciles.
                 return self.hand_back(job, true).await;
             }
         };
         let rate_limited = matches!(answer, Answer::Failed(CallError::RateLimited { .. }));
         self.metrics.call_observed(started.elapsed(), rate_limited);
-        if let Some(Err(e)) = self.store("answered", || self.queue.answered(job)).await {
-            tracing::warn!("could not re-stamp the call: {e}");
-        }
+        // Recording the answer also re-stamps the call at this moment (`Queue::answered`).
         self.record(job, answer).await
     }
 

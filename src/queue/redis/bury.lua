@@ -1,17 +1,21 @@
--- bury.lua: dead-letters a leased job with a reason.
+-- bury.lua: dead-letters a leased job with a reason; re-stamps its call first (see `restamp`
+-- in prelude.lua).
 --
 -- KEYS[1]: {q}:running
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: job id
--- ARGV[3]: lease token
--- ARGV[4]: reason
+-- ARGV[3]: lease token (the call's id in the tenant's call log)
+-- ARGV[4]: tenant
+-- ARGV[5]: window + margin, µs
+-- ARGV[6]: reason
 --
 -- Returns 1, or 0 when the lease was lost.
 
 local id = ARGV[2]
-local job = leased(id, ARGV[3])
-if not job then
+local now = now_us()
+restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
+if release(id, ARGV[3], now, false) == nil then
   return 0
 end
-bury(id, nil, ARGV[4], now_us())
+bury(id, nil, ARGV[6], now)
 return 1

@@ -235,6 +235,23 @@ impl RedisQueue {
         Ok(reply == 1)
     }
 
+    /// A finishing script's invocation with the arguments they all start with: prefix, job
+    /// id, lease token (the call's id in the call log), tenant, window + margin.
+    fn finishing<'a>(
+        &self,
+        script: &'a redis::Script,
+        job: &LeasedJob,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(&job.id.0)
+            .arg(&job.lease)
+            .arg(&job.tenant)
+            .arg(self.window_us());
+        invocation
+    }
+
     /// Runs a finishing script whose reply is 0 when the lease was lost.
     async fn finish(
         &self,
@@ -617,13 +634,8 @@ impl Queue for RedisQueue {
         webhook_id: &str,
         reconciled: bool,
     ) -> Result<(), QueueError> {
-        let mut invocation = scripts::COMPLETE.key(self.key("running"));
-        invocation
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
-            .arg(webhook_id)
-            .arg(u8::from(reconciled));
+        let mut invocation = self.finishing(&scripts::COMPLETE, job);
+        invocation.arg(webhook_id).arg(u8::from(reconciled));
         self.finish(&invocation, job).await.map(drop)
     }
 
@@ -634,11 +646,8 @@ impl Queue for RedisQueue {
         error: &str,
         outcome_unknown: bool,
     ) -> Result<(), QueueError> {
-        let mut invocation = scripts::RETRY_LATER.key(self.key("running"));
+        let mut invocation = self.finishing(&scripts::RETRY_LATER, job);
         invocation
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
             .arg(micros(delay))
             .arg(error)
             .arg(u8::from(outcome_unknown))
@@ -656,11 +665,8 @@ impl Queue for RedisQueue {
             Some(l) => format!("rate limited by LeadSquared (limit of {l} per window)"),
             None => "rate limited by LeadSquared".to_string(),
         };
-        let mut invocation = scripts::RATE_LIMITED.key(self.key("running"));
+        let mut invocation = self.finishing(&scripts::RATE_LIMITED, job);
         invocation
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
             .arg(micros(pause))
             .arg(limit.unwrap_or(0))
             .arg(reason);
@@ -668,23 +674,16 @@ impl Queue for RedisQueue {
     }
 
     async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {
-        let mut invocation = scripts::REQUEUE.key(self.key("running"));
+        let mut invocation = self.finishing(&scripts::REQUEUE, job);
         invocation
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
             .arg(u8::from(how.spend_attempt))
             .arg(u8::from(how.outcome_unknown));
         self.finish(&invocation, job).await.map(drop)
     }
 
     async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
-        let mut invocation = scripts::BURY.key(self.key("running"));
-        invocation
-            .arg(&self.prefix)
-            .arg(&job.id.0)
-            .arg(&job.lease)
-            .arg(reason);
+        let mut invocation = self.finishing(&scripts::BURY, job);
+        invocation.arg(reason);
         self.finish(&invocation, job).await.map(drop)
     }
 

@@ -67,7 +67,7 @@ end
 
 -- `call_until_ms` (set by the fence in heartbeat.lua) says until when a Create sent by the
 -- job's current holder may still land at LeadSquared. Every script that finishes a lease
--- clears it: the holder reported how its call ended. Only a lease that expires (dispatch)
+-- clears it (`release`): the holder reported how its call ended. Only a lease that expires (dispatch)
 -- or is handed back mid-call (requeue) turns it into a wait before the next dispatch.
 --
 -- The time, µs, until which a job's last Create may still land; 0 when none is recorded.
@@ -105,4 +105,50 @@ local function leased(id, token)
     return job
   end
   return nil
+end
+
+-- The start of every finishing script (complete, retry_later, rate_limited, requeue, bury):
+-- ends the lease `token` holds on job `id`. Takes the job out of `running` and clears its
+-- lease and `call_until_ms` (the holder reported how its call ended). Returns the record
+-- key, the tenant, the attempts spent and until when (µs) the holder's Create may still
+-- land (0: none recorded); nil when the lease was lost (the script answers 0, nothing
+-- changed). With `need_tenant`, a record with no tenant is buried here and the answer is
+-- false (the script answers 1: the job is finished, as dead).
+local function release(id, token, now, need_tenant)
+  local job = leased(id, token)
+  if not job then
+    return nil
+  end
+  redis.call('ZREM', P .. 'running', id)
+  local f = redis.call('HMGET', job, 'tenant', 'attempts', 'call_until_ms')
+  redis.call('HDEL', job, 'lease', 'call_until_ms')
+  if need_tenant and not f[1] then
+    bury(id, nil, 'corrupt job record (no tenant)', now)
+    return false
+  end
+  return job, f[1], tonumber(f[2]) or 0, (tonumber(f[3]) or 0) * 1000
+end
+
+-- Re-stamps a call (`call`: the lease token it was dispatched with) at `now`, when its
+-- answer arrived: LeadSquared saw the call at or before now, so measuring the window from
+-- now is conservative and needs no margin. Needs no lease: moving a call later can only make
+-- the limiter stricter. Finishing scripts do it first, whether or not the lease is still
+-- held (the call was made either way); `answered.lua` does it alone for a call that ends
+-- without a finish.
+local function restamp(tenant, call, now, window_us)
+  local calls = P .. 'calls:' .. tenant
+  local limit = tenant_limit(tenant)
+  -- GT: only ever later. An entry already trimmed is added back as the newest; the trim
+  -- then drops the oldest instead, which is the conservative choice.
+  if redis.call('ZADD', calls, 'GT', int(now), call) == 1 then
+    redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
+  end
+  redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
+  local score = tonumber(redis.call('ZSCORE', P .. 'ready', tenant))
+  if score then
+    local at = log_allows_at(tenant, limit, window_us)
+    if at > score then
+      redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
+    end
+  end
 end
