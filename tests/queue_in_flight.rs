@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use lsq_webhooks::job::JobState;
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
-use lsq_webhooks::queue::{Dispatch, LeasedJob, Pushed, Queue, QueueConfig, Requeue};
-use queue_support::{config, connect, job, next_job, tenant};
+use lsq_webhooks::queue::{
+    Dispatch, Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, Requeue,
+};
+use queue_support::{config, connect, job, next_job, raw, tenant};
 
 fn id_of(p: &[Pushed]) -> lsq_webhooks::job::JobId {
     match &p[0] {
@@ -197,4 +199,96 @@ async fn embedded_a_hand_back_mid_create_waits_but_one_before_it_does_not() {
         panic!("not at the front")
     };
     assert_eq!(again.id, b.id);
+}
+
+/// Issue 4: a dispatch can put up the fence itself (`Fence`), saving the worker's `sending`
+/// round trip. A fenced job whose holder vanishes (no `sending`, no heartbeat) is not
+/// offered again before `dispatch time + slack + in_flight`; a reconcile job is never fenced
+/// (it only Retrieves).
+#[tokio::test]
+async fn redis_a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence() {
+    let mut c = config(&common::unique_queue("inflight-dispatch"), 500);
+    c.lease = Duration::from_millis(200);
+    let q = connect(c).await;
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    let id = id_of(&q.push(&[job("acme", 1)]).await.expect("push"));
+    let fence = Fence {
+        slack: Duration::from_millis(50),
+        in_flight: Duration::from_millis(1450),
+    };
+    let asked = tokio::time::Instant::now();
+    let first = loop {
+        match q.dispatch_many(4, Some(fence)).await.expect("dispatch") {
+            Dispatched::Jobs(jobs) => break jobs.into_iter().next().expect("a job"),
+            Dispatched::Wait(_) | Dispatched::Empty => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+        }
+    };
+    assert_eq!(first.id, id);
+    let until = first
+        .fenced_until
+        .expect("a Create is fenced by its dispatch");
+    assert!(
+        until >= asked + fence.slack,
+        "the slack counts from before the request"
+    );
+    let mut con = raw().await;
+    let call_until: u64 = redis::cmd("HGET")
+        .arg(format!("{}job:{}", q.prefix(), id))
+        .arg("call_until_ms")
+        .query_async(&mut con)
+        .await
+        .expect("call_until_ms");
+    assert!(call_until >= first.dispatched_at_ms + 1500);
+    // The holder goes silent: taken back into the schedule, not the list.
+    let deadline = asked + Duration::from_secs(30);
+    while state_of(&q, &first).await == JobState::Running {
+        assert!(tokio::time::Instant::now() < deadline, "never taken back");
+        let _ = q.dispatch().await.expect("dispatch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state_of(&q, &first).await, JobState::Scheduled);
+    let second = loop {
+        match q.dispatch_many(4, Some(fence)).await.expect("dispatch") {
+            Dispatched::Jobs(jobs) => break jobs.into_iter().next().expect("a job"),
+            Dispatched::Wait(d) => q.wait_for_work(d.max(Duration::from_millis(1))).await,
+            Dispatched::Empty => panic!("the job is gone"),
+        }
+    };
+    // A lower bound (noise can only make it later).
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1500),
+        "handed out while the first Create could still land"
+    );
+    assert_eq!((second.id.clone(), second.outcome_unknown), (id, true));
+    assert_eq!(second.fenced_until, None, "a reconcile is not fenced");
+}
+
+#[tokio::test(start_paused = true)]
+async fn embedded_a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence() {
+    let q = embedded();
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    q.push(&[job("acme", 1)]).await.expect("push");
+    let fence = Fence {
+        slack: Duration::from_secs(1),
+        in_flight: Duration::from_secs(39),
+    };
+    let Dispatched::Jobs(jobs) = q.dispatch_many(4, Some(fence)).await.expect("dispatch") else {
+        panic!("no job")
+    };
+    let first = &jobs[0];
+    assert!(first.fenced_until.is_some());
+    // Lease (5 s) expired, call window (1 s + 39 s) not: waiting in the schedule.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(matches!(dispatch(&q).await, Dispatch::Wait(_)));
+    assert_eq!(state_of(&q, first).await, JobState::Scheduled);
+    tokio::time::advance(Duration::from_secs(33)).await;
+    assert!(matches!(dispatch(&q).await, Dispatch::Wait(_)));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let Dispatched::Jobs(again) = q.dispatch_many(4, Some(fence)).await.expect("dispatch") else {
+        panic!("not handed out once the call could no longer land")
+    };
+    assert_eq!((again[0].attempt, again[0].outcome_unknown), (2, true));
+    assert_eq!(again[0].fenced_until, None, "a reconcile is not fenced");
 }

@@ -7,7 +7,7 @@ mod queue_support;
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobState};
-use lsq_webhooks::queue::{Dispatch, Pushed, Queue, QueueError, Requeue};
+use lsq_webhooks::queue::{Dispatch, Dispatched, Pushed, Queue, QueueError, Requeue};
 use queue_support::{config, connect, job, next_job, raw, redis_now_ms, tenant};
 use redis::AsyncCommands;
 
@@ -410,6 +410,69 @@ async fn answered_restamps_the_call() {
     assert!(
         j3.dispatched_at_ms >= before_answer + 500,
         "third call at {} is within 500 ms of the answers at >= {before_answer}",
+        j3.dispatched_at_ms
+    );
+}
+
+/// Issue 4: one dispatch hands out many jobs, exactly those (and in the order) that as
+/// many single dispatches would: tenants take turns within a batch, and no tenant gets more
+/// than its limit.
+#[tokio::test]
+async fn dispatch_many_hands_out_a_batch_in_turns_within_the_limits() {
+    let q = connect(config(&common::unique_queue("batch"), 60_000)).await;
+    q.put_tenants(&[tenant("a", 2), tenant("b", 2), tenant("c", 1)])
+        .await
+        .expect("tenants");
+    let mut jobs = Vec::new();
+    for n in 0..3 {
+        for t in ["a", "b", "c"] {
+            jobs.push(job(t, n));
+        }
+    }
+    q.push(&jobs).await.expect("push");
+    let Dispatched::Jobs(batch) = q.dispatch_many(100, None).await.expect("dispatch") else {
+        panic!("no jobs")
+    };
+    let order: Vec<&str> = batch.iter().map(|j| j.tenant.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c", "a", "b"]);
+    let leases: std::collections::BTreeSet<&str> = batch.iter().map(|j| j.lease.as_str()).collect();
+    assert_eq!(leases.len(), batch.len(), "every job has its own lease");
+    assert!(batch.iter().all(|j| j.fenced_until.is_none()));
+    // Every tenant has spent its limit for the (one-minute) window.
+    assert!(matches!(
+        q.dispatch_many(100, None).await.expect("dispatch"),
+        Dispatched::Wait(d) if d > Duration::from_secs(50)
+    ));
+    // Each job finishes on its own lease.
+    for j in &batch {
+        q.complete(j, "wh", false).await.expect("complete");
+    }
+    let s = q.status().await.expect("status");
+    assert_eq!((s.done, s.running, s.queued), (5, 0, 4));
+}
+
+/// The finishing scripts re-stamp the job's call themselves (issue 4: one store call after
+/// the LeadSquared call instead of two), whether the job ends done or dead.
+#[tokio::test]
+async fn finishing_restamps_the_call_without_answered() {
+    let q = connect(config(&common::unique_queue("finish-restamp"), 500)).await;
+    q.put_tenants(&[tenant("acme", 2)]).await.expect("tenants");
+    q.push(&[job("acme", 1), job("acme", 2), job("acme", 3)])
+        .await
+        .expect("push");
+    let j1 = next_job(&q).await;
+    let j2 = next_job(&q).await;
+    let mut con = raw().await;
+    while redis_now_ms(&mut con).await < j1.dispatched_at_ms + 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before_answer = redis_now_ms(&mut con).await;
+    q.complete(&j1, "wh-1", false).await.expect("complete");
+    q.bury(&j2, "refused").await.expect("bury");
+    let j3 = next_job(&q).await;
+    assert!(
+        j3.dispatched_at_ms >= before_answer + 500,
+        "third call at {} is within 500 ms of the finishes at >= {before_answer}",
         j3.dispatched_at_ms
     );
 }

@@ -92,6 +92,50 @@ async fn embedded_500_jobs_over_20_tenants_all_done_without_a_rate_limit_answer(
     five_hundred_jobs_over_twenty_tenants(Backend::Embedded).await;
 }
 
+/// Issue 4: a Create that starts past the slack of the fence its dispatch put up (here a
+/// zero slack: every one) takes the explicit fence round trip first; the jobs are done
+/// exactly as with the dispatch's fence.
+async fn creates_past_the_fence_slack_take_the_explicit_fence(backend: Backend) {
+    let sim_tenants = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        5,
+        &[25],
+    );
+    let sim = start_sim(sim_config(&sim_tenants, WINDOW)).await;
+    let ts = tenants(&sim.server.base_url(), 5, &[25]);
+    let queue = queue(backend, "wslack", queue_config(8)).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue.push(&jobs(&ts, 4)).await.expect("push");
+    let pool = Pool::new(
+        queue.clone(),
+        client(Duration::from_secs(10)),
+        WorkerConfig {
+            concurrency: 8,
+            exit_when_idle: true,
+            fence_slack: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+    );
+    let summary =
+        tokio::time::timeout(Duration::from_secs(120), pool.run(CancellationToken::new()))
+            .await
+            .expect("the pool finishes and exits when idle")
+            .expect("the pool runs");
+    assert_eq!(summary.created, 20, "{summary:?}");
+    assert_eq!(summary.fences, summary.created, "{summary:?}");
+    assert_all_done_and_matching(queue.as_ref(), &sim.stats(), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_creates_past_the_fence_slack_take_the_explicit_fence() {
+    creates_past_the_fence_slack_take_the_explicit_fence(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_creates_past_the_fence_slack_take_the_explicit_fence() {
+    creates_past_the_fence_slack_take_the_explicit_fence(Backend::Embedded).await;
+}
+
 async fn faults_are_retried_and_reconciled(backend: Backend) {
     let sim_tenants = tenants(
         &url::Url::parse("http://127.0.0.1:1").expect("url"),

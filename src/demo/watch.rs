@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::queue::{
-    Dispatch, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
 };
 use crate::tenant::Tenant;
 
@@ -148,20 +148,26 @@ impl Queue for WatchedQueue {
         self.inner.push(jobs).await
     }
 
-    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
-        let dispatch = self.inner.dispatch().await?;
-        if let Dispatch::Job(job) = &dispatch {
+    async fn dispatch_many(
+        &self,
+        max: usize,
+        fence: Option<Fence>,
+    ) -> Result<Dispatched, QueueError> {
+        let dispatched = self.inner.dispatch_many(max, fence).await?;
+        if let Dispatched::Jobs(jobs) = &dispatched {
             let at = self.started.elapsed();
-            let first_attempt = job.attempt == 1 && !job.outcome_unknown;
-            self.note(&job.tenant, |log| {
-                log.calls.push(at);
-                if first_attempt {
-                    log.last_first_attempt = Some(log.calls.len() - 1);
-                }
-                log.scheduled.remove(&job.id);
-            });
+            for job in jobs {
+                let first_attempt = job.attempt == 1 && !job.outcome_unknown;
+                self.note(&job.tenant, |log| {
+                    log.calls.push(at);
+                    if first_attempt {
+                        log.last_first_attempt = Some(log.calls.len() - 1);
+                    }
+                    log.scheduled.remove(&job.id);
+                });
+            }
         }
-        Ok(dispatch)
+        Ok(dispatched)
     }
 
     async fn wait_for_work(&self, max: Duration) {

@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatch, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue, TenantStatus,
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
+    TenantStatus,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -378,6 +379,69 @@ impl EmbeddedQueue {
         }
     }
 
+    /// Leases the next job of `tenant`, whose turn it is at `now`: spends one of its calls,
+    /// re-scores it behind every tenant already waiting, and, with `fence`, records until
+    /// when the job's Create may land (see [`Fence`]).
+    fn lease_next(
+        &self,
+        st: &mut State,
+        tenant: String,
+        now: Instant,
+        span: Duration,
+        fence: Option<Fence>,
+    ) -> Result<LeasedJob, QueueError> {
+        st.prune(&tenant, now, span);
+        let token = format!("{}-{}", self.epoch_ms, st.next_seq());
+        let Some(t) = st.tenants.get_mut(&tenant) else {
+            return Err(QueueError::Corrupt {
+                key: tenant,
+                reason: "tenant in the ready set is not registered".into(),
+            });
+        };
+        let Some(id) = t.waiting.pop_front() else {
+            return Err(QueueError::Corrupt {
+                key: tenant,
+                reason: "tenant in the ready set has no waiting job".into(),
+            });
+        };
+        t.log.push_back((now, token.clone()));
+        if t.paused_until.is_some_and(|p| p <= now) {
+            t.paused_until = None;
+            t.pause_reason = None;
+        }
+        st.rescore(&tenant, now, span, Some(now));
+        let expiry = now + self.config.lease;
+        let Some(rec) = st.jobs.get_mut(&id) else {
+            return Err(QueueError::Corrupt {
+                key: id.0,
+                reason: "job in a tenant list has no record".into(),
+            });
+        };
+        rec.attempts += 1;
+        rec.state = JobState::Running;
+        rec.lease = Some((token.clone(), expiry));
+        rec.dispatched_at = Some(now);
+        // The clock is read under the lock here, so "before the request" and "the
+        // dispatch time" are the same instant.
+        let fence = fence.filter(|_| !rec.outcome_unknown);
+        if let Some(f) = fence {
+            rec.call_until = Some(now + f.slack + f.in_flight);
+        }
+        let leased = LeasedJob {
+            id: id.clone(),
+            tenant,
+            key: rec.key.clone(),
+            body: rec.body.clone(),
+            attempt: rec.attempts,
+            outcome_unknown: rec.outcome_unknown,
+            lease: token,
+            dispatched_at_ms: self.ms(now),
+            fenced_until: fence.map(|f| now + f.slack),
+        };
+        st.leases.insert((expiry, id));
+        Ok(leased)
+    }
+
     /// Window plus margin: how long a call counts against its tenant.
     fn span(&self) -> Duration {
         self.config.window + self.config.margin
@@ -499,68 +563,39 @@ impl Queue for EmbeddedQueue {
         Ok(out)
     }
 
-    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
+    async fn dispatch_many(
+        &self,
+        max: usize,
+        fence: Option<Fence>,
+    ) -> Result<Dispatched, QueueError> {
         let now = Instant::now();
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
         st.housekeeping(now, span, self.config.max_attempts);
-        let Some((at, _, tenant)) = st.ready.first().cloned() else {
-            return Ok(match st.scheduled.first() {
-                Some((due, _)) => Dispatch::Wait(due.saturating_duration_since(now)),
-                None => Dispatch::Empty,
-            });
-        };
-        if at > now {
-            let mut next = at;
-            if let Some((due, _)) = st.scheduled.first() {
-                next = next.min(*due);
+        let mut jobs = Vec::new();
+        while jobs.len() < max.max(1) {
+            let Some((at, _, tenant)) = st.ready.first().cloned() else {
+                break;
+            };
+            if at > now {
+                break;
             }
-            return Ok(Dispatch::Wait(next.saturating_duration_since(now)));
+            jobs.push(self.lease_next(st, tenant, now, span, fence)?);
         }
-        st.prune(&tenant, now, span);
-        let token = format!("{}-{}", self.epoch_ms, st.next_seq());
-        let Some(t) = st.tenants.get_mut(&tenant) else {
-            return Err(QueueError::Corrupt {
-                key: tenant,
-                reason: "tenant in the ready set is not registered".into(),
-            });
-        };
-        let Some(id) = t.waiting.pop_front() else {
-            return Err(QueueError::Corrupt {
-                key: tenant,
-                reason: "tenant in the ready set has no waiting job".into(),
-            });
-        };
-        t.log.push_back((now, token.clone()));
-        if t.paused_until.is_some_and(|p| p <= now) {
-            t.paused_until = None;
-            t.pause_reason = None;
+        if !jobs.is_empty() {
+            return Ok(Dispatched::Jobs(jobs));
         }
-        st.rescore(&tenant, now, span, Some(now));
-        let expiry = now + self.config.lease;
-        let Some(rec) = st.jobs.get_mut(&id) else {
-            return Err(QueueError::Corrupt {
-                key: id.0,
-                reason: "job in a tenant list has no record".into(),
-            });
+        let next = match (st.ready.first(), st.scheduled.first()) {
+            (Some((at, _, _)), Some((due, _))) => Some(*at.min(due)),
+            (Some((at, _, _)), None) => Some(*at),
+            (None, Some((due, _))) => Some(*due),
+            (None, None) => None,
         };
-        rec.attempts += 1;
-        rec.state = JobState::Running;
-        rec.lease = Some((token.clone(), expiry));
-        rec.dispatched_at = Some(now);
-        let leased = LeasedJob {
-            id: id.clone(),
-            tenant,
-            key: rec.key.clone(),
-            body: rec.body.clone(),
-            attempt: rec.attempts,
-            outcome_unknown: rec.outcome_unknown,
-            lease: token,
-            dispatched_at_ms: self.ms(now),
-        };
-        st.leases.insert((expiry, id));
-        Ok(Dispatch::Job(leased))
+        Ok(match next {
+            Some(next) => Dispatched::Wait(next.saturating_duration_since(now)),
+            None => Dispatched::Empty,
+        })
     }
 
     async fn wait_for_work(&self, max: Duration) {
@@ -874,6 +909,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::queue::Dispatch;
     use crate::secret::Secret;
 
     const WINDOW: Duration = Duration::from_secs(5);

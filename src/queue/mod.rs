@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, NewJob};
 use crate::tenant::Tenant;
@@ -80,6 +81,31 @@ pub struct LeasedJob {
     pub lease: String,
     /// Redis-clock time of the dispatch, milliseconds since the Unix epoch.
     pub dispatched_at_ms: u64,
+    /// Set when the dispatch put up the fence for this job's Create (see [`Fence`]): until
+    /// this moment of the holder's own clock it may send Create without calling
+    /// [`Queue::sending`] first; after it, or when `None`, it must call `sending`.
+    pub fenced_until: Option<Instant>,
+}
+
+/// The fence a dispatch puts up for the Creates it hands out, so that a worker that sends
+/// its Create promptly needs no [`Queue::sending`] round trip first.
+///
+/// A job handed out to be created (not one whose outcome is unknown: that one only
+/// reconciles) records that its Create may land until `dispatch time + slack + in_flight`,
+/// as `sending` would. The caller takes its clock reading *before* it sends the dispatch
+/// request, so the dispatch time (on the store's clock) is no earlier than that reading;
+/// a Create sent no later than `slack` after the reading is sent no later than `dispatch
+/// time + slack`, and can land no later than the recorded moment. The job's
+/// [`LeasedJob::fenced_until`] is that reading plus `slack`. `slack` must be shorter than
+/// the lease, so the lease still holds when the Create goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// How long after its dispatch request was sent a job's Create may go out under this
+    /// fence.
+    pub slack: Duration,
+    /// How long a Create may go on landing after it was sent: the client's total timeout
+    /// plus the reconcile settle time (as for [`Queue::sending`]).
+    pub in_flight: Duration,
 }
 
 /// What [`Queue::dispatch`] found.
@@ -91,6 +117,17 @@ pub enum Dispatch {
     /// in this long.
     Wait(Duration),
     /// Nothing is queued or scheduled (jobs may still be running).
+    Empty,
+}
+
+/// What [`Queue::dispatch_many`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Jobs to run now: at least one, at most the number asked for.
+    Jobs(Vec<LeasedJob>),
+    /// As [`Dispatch::Wait`].
+    Wait(Duration),
+    /// As [`Dispatch::Empty`].
     Empty,
 }
 
@@ -208,9 +245,31 @@ pub trait Queue: Send + Sync + 'static {
     /// with the same key. Unknown tenants fail the whole push before anything is written.
     async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError>;
 
+    /// Takes up to `max` jobs (at least one) whose tenants may call now, spending a call for
+    /// each, in one atomic step: the same jobs, in the same order, as that many
+    /// [`Queue::dispatch`] calls in a row would hand out. Also promotes due retries and
+    /// takes back jobs whose leases expired (once per call). With `fence`, the jobs to be
+    /// created are fenced (see [`Fence`]). A caller asks for no more jobs than it can start
+    /// at once: a job's lease runs while it waits.
+    async fn dispatch_many(
+        &self,
+        max: usize,
+        fence: Option<Fence>,
+    ) -> Result<Dispatched, QueueError>;
+
     /// Takes the next job whose tenant may call now, spending the call. Also promotes due
     /// retries and takes back jobs whose leases expired.
-    async fn dispatch(&self) -> Result<Dispatch, QueueError>;
+    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
+        Ok(match self.dispatch_many(1, None).await? {
+            Dispatched::Jobs(jobs) => match jobs.into_iter().next() {
+                Some(job) => Dispatch::Job(job),
+                // Not returned by a correct backend; "look again" is the safe reading.
+                None => Dispatch::Wait(Duration::ZERO),
+            },
+            Dispatched::Wait(d) => Dispatch::Wait(d),
+            Dispatched::Empty => Dispatch::Empty,
+        })
+    }
 
     /// Returns when work may be available: a push, a retry or resume coming due, a job
     /// handed back; or after `max`. Spurious returns are allowed.

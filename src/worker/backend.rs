@@ -1,17 +1,24 @@
 //! The queue as an apalis backend: the worker runtime asks for the next job only when a
-//! concurrency permit is free, and this backend answers with [`Queue::dispatch`].
+//! concurrency permit is free, and this backend answers with [`Queue::dispatch_many`].
 //!
 //! apalis-core 1.0 drives a backend from `CallAll::poll_next` (`src/worker/call_all.rs`) in
 //! the order `backend.poll_ready`, `service.poll_ready` (where the concurrency limit takes
 //! its permit), and only then `backend.poll_next`. So a dispatch happens only with a
-//! permit in hand, and a process never holds more jobs than it can run.
+//! permit in hand. One dispatch asks for as many jobs as the process has free permits
+//! (`concurrency - held`, where held counts running and buffered jobs alike), so a process
+//! never holds more jobs than it can run; the extra jobs wait in a buffer and go to the
+//! runtime one per poll, each as soon as a permit is taken for it (at once, since they
+//! were asked for free permits). One round trip then serves many jobs: one per job would
+//! cap a process at about 1 / (round trip + script time).
 //!
 //! The fetch future is kept across polls and never dropped half-way: a dispatch that has
-//! leased a job in the store always delivers it, or hands it back when the worker is
-//! stopping. Stopping is an end of stream followed by `WorkerContext::stop`, because
-//! apalis-core's worker only finishes its shutdown phase once the context says it is
-//! shutting down (`src/worker/stream.rs`, `WorkerPhase::ShuttingDown`).
+//! leased jobs in the store always delivers them, or hands them back when the worker is
+//! stopping, and so are the buffered ones. Stopping is an end of stream followed by
+//! `WorkerContext::stop`, because apalis-core's worker only finishes its shutdown phase
+//! once the context says it is shutting down (`src/worker/stream.rs`,
+//! `WorkerPhase::ShuttingDown`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -29,7 +36,11 @@ use tower::layer::util::Identity;
 
 use super::backoff::{ReconnectPolicy, with_reconnect};
 use super::stats::Stats;
-use crate::queue::{Dispatch, LeasedJob, Queue, Requeue};
+use crate::queue::{Dispatched, Fence, LeasedJob, Queue, Requeue};
+
+/// Most jobs asked of one dispatch: one script call holds Redis for about 50 µs per job,
+/// so 64 keep it to a few milliseconds while cutting round trips 64-fold.
+const MAX_BATCH: usize = 64;
 
 /// What the fetch loop needs; shared with the future that runs it.
 pub(crate) struct Fetcher {
@@ -47,13 +58,17 @@ pub(crate) struct Fetcher {
     /// Signalled by this process when one of its jobs finishes (a retry may now be
     /// scheduled, or the queue may have become idle).
     pub local: Arc<Notify>,
-    /// Counters.
+    /// Counters; `held` is what limits a dispatch's size.
     pub stats: Arc<Stats>,
+    /// Jobs this process runs at once (the runtime's concurrency limit).
+    pub concurrency: usize,
+    /// The fence dispatches put up for Creates (see [`Fence`]).
+    pub fence: Option<Fence>,
 }
 
-/// The next job for the runtime, or the end of work.
+/// The next jobs for the runtime (at least one), or the end of work.
 enum Fetched {
-    Job(LeasedJob),
+    Jobs(Vec<LeasedJob>),
     End,
 }
 
@@ -64,23 +79,31 @@ impl Fetcher {
             if self.stop.is_cancelled() {
                 return Fetched::End;
             }
+            // At least one: the runtime polls with a permit in hand, even in the moment
+            // between a job's end (held is counted down) and its permit's return.
+            let free = self
+                .concurrency
+                .saturating_sub(usize::try_from(self.stats.held()).unwrap_or(usize::MAX))
+                .clamp(1, MAX_BATCH);
             let dispatched =
                 with_reconnect("dispatch", &self.reconnect, &self.stats, &self.stop, || {
-                    self.queue.dispatch()
+                    self.queue.dispatch_many(free, self.fence)
                 })
                 .await;
             let wait = match dispatched {
                 None => return Fetched::End,
-                Some(Ok(Dispatch::Job(job))) => {
+                Some(Ok(Dispatched::Jobs(jobs))) => {
+                    for _ in &jobs {
+                        self.stats.taken();
+                    }
                     if self.stop.is_cancelled() {
-                        self.hand_back(&job).await;
+                        self.hand_back_all(jobs).await;
                         return Fetched::End;
                     }
-                    self.stats.taken();
-                    return Fetched::Job(job);
+                    return Fetched::Jobs(jobs);
                 }
-                Some(Ok(Dispatch::Wait(d))) => d.min(self.idle_poll),
-                Some(Ok(Dispatch::Empty)) => {
+                Some(Ok(Dispatched::Wait(d))) => d.min(self.idle_poll),
+                Some(Ok(Dispatched::Empty)) => {
                     if self.exit_when_idle {
                         let idle = with_reconnect(
                             "is_idle",
@@ -114,6 +137,11 @@ impl Fetcher {
         }
     }
 
+    /// Gives back jobs leased (and counted as held) but never started, at shutdown.
+    async fn hand_back_all(&self, jobs: Vec<LeasedJob>) {
+        futures::future::join_all(jobs.iter().map(|job| self.hand_back(job))).await;
+    }
+
     /// Gives back a job leased just as the worker began to stop: the call was never made.
     async fn hand_back(&self, job: &LeasedJob) {
         let how = Requeue {
@@ -129,6 +157,7 @@ impl Fetcher {
             }),
         )
         .await;
+        self.stats.released();
         match handed {
             Ok(Some(Ok(()))) => self.stats.handed_back(),
             // Its lease will run out and another worker will take it back.
@@ -144,6 +173,10 @@ pub(crate) struct QueueBackend {
     fetcher: Arc<Fetcher>,
     /// The fetch in progress; kept across polls so that a dispatch is never abandoned.
     pending: Option<BoxFuture<'static, Fetched>>,
+    /// Jobs dispatched but not yet given to the runtime. Never more than the free permits
+    /// at the time of their dispatch (see the module header), so bounded by the
+    /// concurrency.
+    buffered: VecDeque<LeasedJob>,
 }
 
 impl QueueBackend {
@@ -151,7 +184,32 @@ impl QueueBackend {
         QueueBackend {
             fetcher: Arc::new(fetcher),
             pending: None,
+            buffered: VecDeque::new(),
         }
+    }
+
+    /// Stopping: the buffered jobs go back to the queue, after whatever fetch is in flight
+    /// (which hands back its own, since the stop token is cancelled by then).
+    fn hand_back_buffered(&mut self) {
+        if self.buffered.is_empty() {
+            return;
+        }
+        let jobs: Vec<LeasedJob> = self.buffered.drain(..).collect();
+        let before = self.pending.take();
+        let fetcher = self.fetcher.clone();
+        self.pending = Some(
+            async move {
+                if let Some(Fetched::Jobs(more)) = match before {
+                    Some(fetch) => Some(fetch.await),
+                    None => None,
+                } {
+                    fetcher.hand_back_all(more).await;
+                }
+                fetcher.hand_back_all(jobs).await;
+                Fetched::End
+            }
+            .boxed(),
+        );
     }
 }
 
@@ -172,14 +230,27 @@ impl Backend for QueueBackend {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        if self.fetcher.stop.is_cancelled() {
+            self.hand_back_buffered();
+        } else if let Some(job) = self.buffered.pop_front() {
+            return Poll::Ready(Some(Ok(Task::new(job))));
+        }
         let fetch = self
             .pending
             .get_or_insert_with(|| self.fetcher.clone().next().boxed());
         match fetch.poll_unpin(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Fetched::Job(job)) => {
+            Poll::Ready(Fetched::Jobs(jobs)) => {
                 self.pending = None;
-                Poll::Ready(Some(Ok(Task::new(job))))
+                self.buffered.extend(jobs);
+                match self.buffered.pop_front() {
+                    Some(job) => Poll::Ready(Some(Ok(Task::new(job)))),
+                    // Not produced by `Fetcher::next`; ask again.
+                    None => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
             }
             Poll::Ready(Fetched::End) => {
                 self.pending = None;
@@ -198,17 +269,19 @@ impl Backend for QueueBackend {
         _: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
         // A fetch still in flight finishes (handing back what it leased, since the stop
-        // token is cancelled by then) before the backend reports closed.
+        // token is cancelled by then) before the backend reports closed; so do the
+        // buffered jobs.
+        self.hand_back_buffered();
         loop {
             let Some(fetch) = self.pending.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
             match ready!(fetch.poll_unpin(cx)) {
-                Fetched::Job(job) => {
+                Fetched::Jobs(jobs) => {
                     let fetcher = self.fetcher.clone();
                     self.pending = Some(
                         async move {
-                            fetcher.hand_back(&job).await;
+                            fetcher.hand_back_all(jobs).await;
                             Fetched::End
                         }
                         .boxed(),

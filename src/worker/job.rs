@@ -166,9 +166,14 @@ impl JobContext {
             Err(reason) => return self.bury(job, reason).await,
         };
         let reconcile = job.outcome_unknown;
-        if !reconcile {
-            // The fence: only a worker that still holds the lease sends Create, and the queue
-            // learns until when the call may land, in case this worker dies during it.
+        // The fence: only a worker that still holds the lease sends Create, and the queue
+        // learns until when the call may land, in case this worker dies during it. The
+        // dispatch put it up already for a Create sent within its slack (`queue::Fence`);
+        // the clock is read here, just before the call starts (and with it the client's
+        // timeout). Strictly before: a zero slack always takes the round trip.
+        let fenced = job.fenced_until.is_some_and(|until| Instant::now() < until);
+        if !reconcile && !fenced {
+            self.stats.fences();
             let in_flight = self.client.config().timeout + self.reconcile_settle;
             match self
                 .store("sending", || self.queue.sending(job, in_flight))

@@ -34,6 +34,9 @@ pub struct RunSummary {
     /// Queue store operations that failed because the store was unreachable (each was
     /// retried with backoff).
     pub store_errors: u64,
+    /// Creates that took their own fence round trip (`Queue::sending`) because they started
+    /// past the slack of the fence their dispatch put up (see `queue::Fence`).
+    pub fences: u64,
     /// The most jobs this process held at once (never more than its concurrency).
     pub max_held: u64,
 }
@@ -42,6 +45,7 @@ pub struct RunSummary {
 #[derive(Debug, Default)]
 pub struct Stats {
     dispatched: AtomicU64,
+    fences: AtomicU64,
     created: AtomicU64,
     reconciled: AtomicU64,
     not_found: AtomicU64,
@@ -88,7 +92,8 @@ counters!(
     handed_back,
     lease_lost,
     calls,
-    store_errors
+    store_errors,
+    fences
 );
 
 impl Stats {

@@ -1,26 +1,35 @@
--- dispatch.lua: the limiter. Promotes due retries, takes back expired leases, then takes the
--- next job of the first tenant whose time has come, spends one of its calls, leases the job
--- and re-scores the tenant. One atomic call, so dispatchers on any number of connections
--- never hand out more than `limit` calls of a tenant in any window.
+-- dispatch.lua: the limiter. Promotes due retries, takes back expired leases, then hands out
+-- up to `max jobs` jobs: each time, the next job of the first tenant whose time has come,
+-- spending one of its calls, leasing the job and re-scoring the tenant. One atomic call, so
+-- dispatchers on any number of connections never hand out more than `limit` calls of a
+-- tenant in any window.
 --
 -- KEYS[1]: {q}:ready
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: window + margin, µs
 -- ARGV[3]: lease, µs
 -- ARGV[4]: max attempts (a job whose lease expires with no attempt left is dead)
--- ARGV[5]: lease token for the job handed out (also the call's id in the call log)
+-- ARGV[5]: lease token base: the n-th job handed out gets `<base>.<n>` (also the call's id
+--          in its tenant's call log)
 -- ARGV[6]: at most this many retries promoted, and this many leases taken back, per call
--- ARGV[7]: at most this many tenants examined per call
+-- ARGV[7]: at most this many tenants examined per call without handing out a job
+-- ARGV[8]: at most this many jobs handed out (>= 1)
+-- ARGV[9]: the fence for Creates, µs (0: none): a job handed out to be created (not one
+--          whose outcome is unknown, which only reconciles) records `call_until_ms` = its
+--          dispatch time + this, as `heartbeat.lua`'s fence does (see `Queue::dispatch_many`)
 --
--- Returns {'job', id, tenant, key, body, attempt, outcome_unknown(0|1), token, now_ms},
--- {'wait', µs} ({'wait', 0}: the examination budget ran out, call again), or {'empty'}.
+-- Returns {'jobs', then 9 fields per job: id, tenant, key, body, attempt,
+-- outcome_unknown(0|1), token, dispatch time ms, fenced(0|1)}, {'wait', µs} ({'wait', 0}:
+-- the examination budget ran out, call again), or {'empty'}.
 
 local window_us = tonumber(ARGV[2])
 local lease_us = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
-local token = ARGV[5]
+local token_base = ARGV[5]
 local max_moves = tonumber(ARGV[6])
-local max_tenants = tonumber(ARGV[7])
+local max_skipped = tonumber(ARGV[7])
+local max_jobs = math.max(1, tonumber(ARGV[8]) or 1)
+local fence_us = tonumber(ARGV[9]) or 0
 local ready = KEYS[1]
 local now = now_us()
 local moved = 0
@@ -44,7 +53,7 @@ end
 
 -- Expired leases: the worker died or hung. The attempt stays spent and the outcome is
 -- unknown (the call may have reached LeadSquared). A job that kills its worker every time
--- runs out of attempts here and ends dead. A job whose holder had sent Create (the fence
+-- runs out of attempts here and ends dead. A job whose holder may have sent Create (a fence
 -- recorded `call_until_ms`) waits in the schedule until that call can no longer land: a
 -- reconcile before then could find nothing while the call is still being processed, and
 -- create a second webhook.
@@ -82,36 +91,63 @@ if moved > 0 then
   wake()
 end
 
+-- The tenant's call log around its limit: the scores of its (limit-1)-th and limit-th most
+-- recent calls (nil where it has fewer). The limit-th says when the next call is allowed;
+-- once a call is added, the (limit-1)-th becomes the limit-th. A call added at `t` may not
+-- be the newest (an entry re-stamped later, a clock step): then the real limit-th is no
+-- later than the (limit-1)-th, so using it is never less strict.
+local function log_edge(tenant, limit)
+  if limit == 1 then
+    local e = redis.call('ZREVRANGE', P .. 'calls:' .. tenant, 0, 0, 'WITHSCORES')
+    return nil, tonumber(e[2])
+  end
+  local e = redis.call('ZREVRANGE', P .. 'calls:' .. tenant, limit - 2, limit - 1, 'WITHSCORES')
+  return tonumber(e[2]), tonumber(e[4])
+end
+
+local out = {'jobs'}
+local running = {}
+local spent_meta = {}
+local served = 0
+local skipped = 0
 local budget_spent = true
-for _ = 1, max_tenants do
-  local head = redis.call('ZRANGEBYSCORE', ready, '-inf', int(now), 'LIMIT', 0, 1)
+local expire_ms = int(math.ceil(window_us / 1000) * 2 + 1000)
+while served < max_jobs and skipped < max_skipped do
+  -- The n-th job of a batch is dispatched as if by a call of its own n µs after `now`: a
+  -- tenant served in this batch is re-scored at that time, behind every tenant already
+  -- waiting, so tenants take turns within a batch as they do across calls.
+  local t = now + served
+  local head = redis.call('ZRANGEBYSCORE', ready, '-inf', int(t), 'LIMIT', 0, 1)
   if #head == 0 then
     budget_spent = false
     break
   end
   local tenant = head[1]
   local limit = tenant_limit(tenant)
-  local at = math.max(log_allows_at(tenant, limit, window_us), paused_until(tenant))
-  if at > now then
+  local pause = paused_until(tenant)
+  local before_last, last = log_edge(tenant, limit)
+  local at = math.max(last and last + window_us or 0, pause)
+  if at > t then
     redis.call('ZADD', ready, int(at), tenant)
+    skipped = skipped + 1
   else
     local popped, id = pcall(redis.call, 'LPOP', P .. 'q:' .. tenant)
     if not popped or not id then
       -- Nothing waiting (or the list key is not a list): not a ready tenant.
       redis.call('ZREM', ready, tenant)
+      skipped = skipped + 1
     else
       local job = P .. 'job:' .. id
       local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'attempts', 'outcome_unknown', 'key')
       local body = redis.call('HGET', P .. 'bodies', id)
       local key = f and f[4]
       local first = ok and not f[1] and not f[2]
+      local meta = nil
       if first then
-        -- Never dispatched: its record is still in `meta`. Move it into the job's own hash.
-        local m = redis.call('HGET', P .. 'meta', id)
-        if m then
-          key = string.match(m, '^[^\n]*\n(.*)$') or ''
-          redis.call('HSET', job, 'tenant', tenant, 'key', key, 'state', 'queued', 'attempts', 0)
-          redis.call('HDEL', P .. 'meta', id)
+        -- Never dispatched: its record is still in `meta`; it moves into the job's own hash.
+        meta = redis.call('HGET', P .. 'meta', id)
+        if meta then
+          key = string.match(meta, '^[^\n]*\n(.*)$') or ''
         end
       end
       if not ok then
@@ -119,34 +155,89 @@ for _ = 1, max_tenants do
         redis.call('RENAME', job, P .. 'corrupt:' .. id)
         bury(id, tenant, 'corrupt job record (not a hash); kept as corrupt:' .. id, now)
         rescore(tenant, now, window_us)
-      elseif first and not key then
+        skipped = skipped + 1
+      elseif first and not meta then
         bury(id, tenant, 'job record missing from the queue', now)
         rescore(tenant, now, window_us)
+        skipped = skipped + 1
       elseif (first or f[1] == 'queued') and body then
+        served = served + 1
         local attempt = (tonumber(f[2]) or 0) + 1
+        local token = token_base .. '.' .. served
         local calls = P .. 'calls:' .. tenant
-        redis.call('ZADD', calls, int(now), token)
-        redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
+        redis.call('ZADD', calls, int(t), token)
+        if last then
+          -- The log held `limit` calls already: keep only the newest `limit`.
+          redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
+        end
         -- Entries older than the window no longer matter: let an idle tenant's log go.
-        redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
-        redis.call('HSET', job, 'state', 'running', 'attempts', attempt, 'lease', token,
-          'dispatched_ms', ms(now))
-        redis.call('ZADD', P .. 'running', int(now + lease_us), id)
-        rescore(tenant, now, window_us)
+        redis.call('PEXPIRE', calls, expire_ms)
         local unknown = 0
         if f[3] == '1' then
           unknown = 1
         end
-        return {'job', id, tenant, key or '', body, attempt, unknown, token, ms(now)}
+        local fenced = 0
+        local fields = {'state', 'running', 'attempts', attempt, 'lease', token,
+          'dispatched_ms', ms(t)}
+        if first then
+          fields[#fields + 1] = 'tenant'
+          fields[#fields + 1] = tenant
+          fields[#fields + 1] = 'key'
+          fields[#fields + 1] = key
+          spent_meta[#spent_meta + 1] = id
+        end
+        if fence_us > 0 and unknown == 0 then
+          fenced = 1
+          fields[#fields + 1] = 'call_until_ms'
+          fields[#fields + 1] = int(math.ceil((t + fence_us) / 1000))
+        end
+        redis.call('HSET', job, unpack(fields))
+        running[#running + 1] = int(t + lease_us)
+        running[#running + 1] = id
+        -- Re-score: the call just added makes the (limit-1)-th newest the limit-th.
+        if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then
+          redis.call('ZREM', ready, tenant)
+        else
+          local next_at = pause
+          if limit == 1 then
+            next_at = math.max(next_at, math.max(t, last or 0) + window_us)
+          elseif before_last then
+            next_at = math.max(next_at, before_last + window_us)
+          end
+          redis.call('ZADD', ready, int(math.max(t, next_at)), tenant)
+        end
+        local n = #out
+        out[n + 1] = id
+        out[n + 2] = tenant
+        out[n + 3] = key or ''
+        out[n + 4] = body
+        out[n + 5] = attempt
+        out[n + 6] = unknown
+        out[n + 7] = token
+        out[n + 8] = ms(t)
+        out[n + 9] = fenced
       elseif first or f[1] == 'queued' or not f[1] then
+        if meta then
+          redis.call('HSET', job, 'tenant', tenant, 'key', key)
+          redis.call('HDEL', P .. 'meta', id)
+        end
         bury(id, tenant, 'corrupt job record (no body or no state)', now)
         rescore(tenant, now, window_us)
+        skipped = skipped + 1
       else
         -- A stale entry: the job is running, scheduled or finished elsewhere. Drop it.
         rescore(tenant, now, window_us)
+        skipped = skipped + 1
       end
     end
   end
+end
+if served > 0 then
+  redis.call('ZADD', P .. 'running', unpack(running))
+  if #spent_meta > 0 then
+    redis.call('HDEL', P .. 'meta', unpack(spent_meta))
+  end
+  return out
 end
 if budget_spent then
   return {'wait', 0}

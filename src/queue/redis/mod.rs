@@ -42,10 +42,12 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Value};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    Dispatch, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue, TenantStatus,
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
+    TenantStatus,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -60,8 +62,12 @@ const PUSH_IN_FLIGHT: usize = 4;
 const ADMIN_BATCH: usize = 1000;
 /// Retries promoted, and expired leases taken back, per dispatch: bounds one call's work.
 const MAX_MOVES_PER_DISPATCH: u32 = 100;
-/// Tenants one dispatch examines (each one it cannot serve is re-scored into the future).
+/// Tenants one dispatch examines without handing out a job (each one it cannot serve is
+/// re-scored into the future).
 const MAX_TENANTS_PER_DISPATCH: u32 = 64;
+/// Jobs one dispatch hands out at most: bounds how long one call holds Redis (about 50 µs
+/// of script time per job).
+const MAX_JOBS_PER_DISPATCH: usize = 128;
 /// Running jobs `status` looks at for the oldest dispatch.
 const STATUS_RUNNING_SCAN: u32 = 10_000;
 /// Longest series `done_per_second` returns.
@@ -368,6 +374,35 @@ impl RedisQueue {
     }
 }
 
+/// Fields per job in dispatch.lua's reply.
+const JOB_REPLY_FIELDS: usize = 9;
+
+/// One job of dispatch.lua's reply: id, tenant, key, body, attempt, outcome_unknown, token,
+/// dispatch time (ms), fenced.
+fn leased_job(f: &[Value], fenced_until: Option<Instant>) -> Result<LeasedJob, QueueError> {
+    let field = |i: usize| f.get(i).and_then(text);
+    let id = field(0).ok_or_else(|| corrupt("dispatch", "job without an id"))?;
+    Ok(LeasedJob {
+        tenant: field(1).unwrap_or_default(),
+        key: field(2).unwrap_or_default(),
+        // A body that is not UTF-8 reaches the worker as text it cannot decode, and the job
+        // is buried there, not here.
+        body: f
+            .get(3)
+            .map(|v| match v {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => text(other).unwrap_or_default(),
+            })
+            .unwrap_or_default(),
+        attempt: u32::try_from(uint(f.get(4))).unwrap_or(u32::MAX),
+        outcome_unknown: uint(f.get(5)) == 1,
+        lease: field(6).unwrap_or_default(),
+        dispatched_at_ms: uint(f.get(7)),
+        fenced_until: fenced_until.filter(|_| uint(f.get(8)) == 1),
+        id: JobId(id),
+    })
+}
+
 /// Fields read for a [`JobResult`], in this order.
 const JOB_FIELDS: [&str; 7] = [
     "tenant",
@@ -553,9 +588,17 @@ impl Queue for RedisQueue {
             .collect()
     }
 
-    async fn dispatch(&self) -> Result<Dispatch, QueueError> {
+    async fn dispatch_many(
+        &self,
+        max: usize,
+        fence: Option<Fence>,
+    ) -> Result<Dispatched, QueueError> {
+        // Read before the request goes out: the script's clock reading is no earlier (see
+        // `Fence`).
+        let sent = Instant::now();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let started = self.wake.stamp();
+        let fence_us = fence.map_or(0, |f| micros(f.slack + f.in_flight).max(1));
         let reply: Value = scripts::DISPATCH
             .key(self.key("ready"))
             .arg(&self.prefix)
@@ -565,38 +608,30 @@ impl Queue for RedisQueue {
             .arg(&token)
             .arg(MAX_MOVES_PER_DISPATCH)
             .arg(MAX_TENANTS_PER_DISPATCH)
+            .arg(max.clamp(1, MAX_JOBS_PER_DISPATCH))
+            .arg(fence_us)
             .invoke_async(&mut self.con.clone())
             .await?;
-        let items = array(reply, "dispatch")?;
-        let kind = items.first().and_then(text).unwrap_or_default();
+        let fenced_until = fence.map(|f| sent + f.slack);
+        let mut items = array(reply, "dispatch")?.into_iter();
+        let kind = items.next().as_ref().and_then(text).unwrap_or_default();
         let result = match kind.as_str() {
-            "job" => {
-                let field = |i: usize| items.get(i).and_then(text);
-                let id = field(1).ok_or_else(|| corrupt("dispatch", "job without an id"))?;
-                Dispatch::Job(LeasedJob {
-                    tenant: field(2).unwrap_or_default(),
-                    key: field(3).unwrap_or_default(),
-                    // A body that is not UTF-8 reaches the worker as text it cannot decode,
-                    // and the job is buried there, not here.
-                    body: items
-                        .get(4)
-                        .map(|v| match v {
-                            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                            other => text(other).unwrap_or_default(),
-                        })
-                        .unwrap_or_default(),
-                    attempt: u32::try_from(uint(items.get(5))).unwrap_or(u32::MAX),
-                    outcome_unknown: uint(items.get(6)) == 1,
-                    lease: field(7).unwrap_or_default(),
-                    dispatched_at_ms: uint(items.get(8)),
-                    id: JobId(id),
-                })
+            "jobs" => {
+                let fields: Vec<Value> = items.collect();
+                if fields.is_empty() || !fields.len().is_multiple_of(JOB_REPLY_FIELDS) {
+                    return Err(corrupt("dispatch", "unexpected script reply"));
+                }
+                let jobs = fields
+                    .chunks(JOB_REPLY_FIELDS)
+                    .map(|f| leased_job(f, fenced_until))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Dispatched::Jobs(jobs)
             }
-            "wait" => Dispatch::Wait(Duration::from_micros(uint(items.get(1)))),
-            "empty" => Dispatch::Empty,
+            "wait" => Dispatched::Wait(Duration::from_micros(uint(items.next().as_ref()))),
+            "empty" => Dispatched::Empty,
             _ => return Err(corrupt("dispatch", "unexpected script reply")),
         };
-        if !matches!(result, Dispatch::Job(_)) {
+        if !matches!(result, Dispatched::Jobs(_)) {
             self.wake.found_nothing(started);
         }
         Ok(result)
