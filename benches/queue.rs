@@ -11,6 +11,7 @@
 //!
 //! `cargo bench --bench queue` runs it at full size. Without `--bench` (as `cargo test
 //! --benches` runs it), or with `--quick`, everything is small and takes a few seconds.
+//! Naming parts (`cargo bench --bench queue -- enqueue dispatch utilisation`) runs only those.
 //! Redis: `REDIS_URL`, or a private `redis-server` (see tests/common).
 
 #[path = "../tests/common/mod.rs"]
@@ -108,11 +109,11 @@ fn webhook(n: usize) -> serde_json::Value {
 }
 
 fn job(tenant: &str, n: usize) -> NewJob {
-    let webhook = webhook(n);
+    let body = webhook(n).to_string();
     NewJob {
-        key: derived_key(tenant, &webhook),
+        key: derived_key(tenant, &body),
         tenant: tenant.to_string(),
-        webhook,
+        body,
     }
 }
 
@@ -479,9 +480,22 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("tempdir");
+    // `cargo bench --bench queue -- enqueue` runs only the parts named.
+    let named: Vec<String> = args
+        .iter()
+        .filter(|a| ["enqueue", "dispatch", "utilisation"].contains(&a.as_str()))
+        .cloned()
+        .collect();
+    let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
-        bench_enqueue(&scale, dir.path()).await;
-        bench_dispatch(&scale).await;
-        bench_utilisation(&scale).await;
+        if run("enqueue") {
+            bench_enqueue(&scale, dir.path()).await;
+        }
+        if run("dispatch") {
+            bench_dispatch(&scale).await;
+        }
+        if run("utilisation") {
+            bench_utilisation(&scale).await;
+        }
     });
 }

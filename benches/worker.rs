@@ -324,7 +324,7 @@ async fn latency(sizes: &Sizes) {
         while sim.arrivals.try_recv().is_ok() {}
         let job = NewJob {
             tenant: t.name.clone(),
-            webhook: worker_support::body(&t.name, i),
+            body: worker_support::body(&t.name, i).to_string(),
             key: format!("lat-{i}"),
         };
         let t0 = Instant::now();

@@ -32,13 +32,16 @@ impl std::fmt::Display for JobId {
     }
 }
 
-/// A job ready to be pushed: its body already validated against the LeadSquared rules.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job ready to be pushed: its body already validated against the LeadSquared rules
+/// (by `producer::validate`, which is how jobs are normally made).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewJob {
     /// Tenant name; must exist in the registry.
     pub tenant: String,
-    /// The Create body exactly as LeadSquared takes it.
-    pub webhook: serde_json::Value,
+    /// The Create body exactly as LeadSquared takes it, as JSON text: canonical
+    /// (`CreateWebhook::to_json`) when made by `producer::validate`. Stored as given; may
+    /// hold custom header values, so never logged.
+    pub body: String,
     /// Idempotency key: given by the producer or [`derived_key`].
     pub key: String,
 }
@@ -96,15 +99,14 @@ pub struct JobResult {
 }
 
 /// The idempotency key of a job that did not name one: `sha256:` and the hex digest of the
-/// tenant, a newline, and the body in canonical JSON (object keys sorted, no whitespace).
-pub fn derived_key(tenant: &str, webhook: &serde_json::Value) -> String {
-    // serde_json's default `Map` is a BTreeMap, so `to_string` already sorts keys at every
-    // depth: two bodies equal as JSON give the same key whatever their key order.
-    let canonical = serde_json::to_string(webhook).unwrap_or_default();
+/// tenant, a newline, and the body in canonical JSON (object keys sorted at every depth, no
+/// whitespace: `CreateWebhook::to_json`, or `serde_json::Value`'s `to_string`, whose maps
+/// are sorted). Two bodies equal as JSON give the same key whatever their key order.
+pub fn derived_key(tenant: &str, canonical_body: &str) -> String {
     let mut hash = Sha256::new();
     hash.update(tenant.as_bytes());
     hash.update(b"\n");
-    hash.update(canonical.as_bytes());
+    hash.update(canonical_body.as_bytes());
     format!("sha256:{}", hex::encode(hash.finalize()))
 }
 
@@ -119,6 +121,7 @@ mod tests {
         let b: serde_json::Value =
             serde_json::from_str(r#"{ "Description" : "d", "URL": "https://x" }"#)
                 .unwrap_or_default();
+        let (a, b) = (a.to_string(), b.to_string());
         assert_eq!(derived_key("acme", &a), derived_key("acme", &b));
         assert_ne!(derived_key("acme", &a), derived_key("beta", &a));
     }

@@ -108,8 +108,8 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
             ));
         }
     }
-    let webhook = match CreateWebhook::from_value(&request.webhook) {
-        Ok(w) => Some(w.to_value()),
+    let body = match CreateWebhook::from_value(&request.webhook) {
+        Ok(w) => Some(w.to_json()),
         Err(problems) => {
             errors.extend(problems.into_iter().map(|p| FieldError {
                 field: if p.field == "webhook" {
@@ -122,14 +122,14 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
             None
         }
     };
-    match webhook {
-        Some(webhook) if errors.is_empty() => Ok(NewJob {
+    match body {
+        Some(body) if errors.is_empty() => Ok(NewJob {
             key: request
                 .key
                 .clone()
-                .unwrap_or_else(|| derived_key(&request.tenant, &webhook)),
+                .unwrap_or_else(|| derived_key(&request.tenant, &body)),
             tenant: request.tenant.clone(),
-            webhook,
+            body,
         }),
         _ => Err(errors),
     }
@@ -533,8 +533,11 @@ mod tests {
         assert_eq!(file.jobs.len(), 8_999);
         assert_eq!(file.invalid_lines, 1);
         assert_eq!(file.errors[0].line, 7_002);
-        assert_eq!(file.jobs[7_001].webhook["Description"], "hook 7002");
-        assert_eq!(file.jobs[0].webhook["Description"], "hook 0");
+        let description = |i: usize| {
+            serde_json::from_str::<Value>(&file.jobs[i].body).expect("json")["Description"].clone()
+        };
+        assert_eq!(description(7_001), "hook 7002");
+        assert_eq!(description(0), "hook 0");
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
     (from..from + n)
         .map(|i| NewJob {
             tenant: tenants[i % tenants.len()].name.clone(),
-            webhook: serde_json::json!({
+            body: serde_json::json!({
                 "Description": format!("chaos {run} job {i:05}"),
                 "URL": format!("https://hooks.example/{run}/{i:05}"),
                 "Method": "POST",
@@ -107,7 +107,8 @@ fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
                 "NotifyOnFailure": false,
                 "WebhookProperties": null,
                 "CustomHeaders": [{"Key": "x-api-key", "Value": format!("secret-{i}")}]
-            }),
+            })
+            .to_string(),
             key: format!("job-{i}"),
         })
         .collect()
@@ -331,7 +332,8 @@ async fn verify(queue: &RedisQueue, sim: &SimStats, jobs: &[NewJob], tenants: &[
         .iter()
         .map(|j| {
             (
-                j.webhook["Description"]
+                serde_json::from_str::<serde_json::Value>(&j.body)
+                    .unwrap_or_default()["Description"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),

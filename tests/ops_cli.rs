@@ -236,7 +236,7 @@ async fn worker_serves_metrics_while_it_drains_the_queue() {
     let jobs: Vec<_> = (0..20)
         .map(|i| lsq_webhooks::job::NewJob {
             tenant: if i % 2 == 0 { "acme" } else { "beta" }.into(),
-            webhook: ops_support::webhook(i),
+            body: ops_support::webhook(i).to_string(),
             key: format!("k{i}"),
         })
         .collect();

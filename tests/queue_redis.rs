@@ -36,8 +36,7 @@ async fn push_dispatch_complete_in_order() {
     assert_eq!(j1.tenant, "acme");
     assert_eq!(j1.attempt, 1);
     assert!(!j1.outcome_unknown);
-    let body: serde_json::Value = serde_json::from_str(&j1.body).expect("body is JSON");
-    assert_eq!(body, job("acme", 1).webhook);
+    assert_eq!(j1.body, job("acme", 1).body);
     q.answered(&j1).await.expect("answered");
     q.complete(&j1, "wh-1", false).await.expect("complete");
 
@@ -121,6 +120,63 @@ async fn enqueue_is_idempotent() {
     // Keys are per tenant.
     assert!(matches!(second[3], Pushed::Enqueued { .. }));
     assert_eq!(q.status().await.expect("status").queued, 4);
+}
+
+#[tokio::test]
+async fn a_large_mixed_push_keeps_each_tenants_order_and_answers_in_input_order() {
+    // Several push script calls (batches of 1,000), tenants interleaved in the input, and a
+    // key repeated 1,500 jobs later (so in a later batch than its first use).
+    let q = connect(config(&common::unique_queue("bulk"), 500)).await;
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let tenants: Vec<_> = names.iter().map(|n| tenant(n, 1_000)).collect();
+    q.put_tenants(&tenants).await.expect("tenants");
+    let mut jobs: Vec<_> = (0..2_500).map(|n| job(names[n % names.len()], n)).collect();
+    jobs[1_700] = jobs[200].clone();
+    let pushed = q.push(&jobs).await.expect("push");
+    assert_eq!(pushed.len(), jobs.len());
+    assert_eq!(
+        pushed[1_700],
+        Pushed::Duplicate {
+            job: match &pushed[200] {
+                Pushed::Enqueued { job } => job.clone(),
+                other => panic!("expected the first use enqueued, got {other:?}"),
+            }
+        }
+    );
+    assert_eq!(enqueued(&pushed).len(), 2_499);
+    // Each id answers for its own job.
+    for i in [0, 1, 999, 1_000, 2_499] {
+        let Pushed::Enqueued { job: id } = &pushed[i] else {
+            panic!("job {i} not enqueued");
+        };
+        let r = q.job(id).await.expect("job").expect("known");
+        assert_eq!(
+            (r.tenant.as_str(), r.key.as_str()),
+            (jobs[i].tenant.as_str(), jobs[i].key.as_str())
+        );
+        assert_eq!(r.status, JobState::Queued);
+    }
+    // Every tenant's jobs come out in input order, with their bodies.
+    let mut next_of: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (i, j) in jobs.iter().enumerate() {
+        if i != 1_700 {
+            next_of.entry(j.tenant.clone()).or_default().push(i);
+        }
+    }
+    for list in next_of.values_mut() {
+        list.reverse();
+    }
+    for _ in 0..2_499 {
+        let leased = next_job(&q).await;
+        let i = next_of
+            .get_mut(&leased.tenant)
+            .and_then(Vec::pop)
+            .expect("a job of that tenant is due");
+        assert_eq!(leased.key, jobs[i].key, "tenant {}", leased.tenant);
+        assert_eq!(leased.body, jobs[i].body);
+        q.complete(&leased, "wh", false).await.expect("complete");
+    }
+    assert!(next_of.values().all(Vec::is_empty));
 }
 
 #[tokio::test]
@@ -553,10 +609,21 @@ async fn damaged_records_do_not_stop_dispatch() {
         .hset(format!("{p}bodies"), "not-a-hash", "{}")
         .await
         .expect("hset");
+    // Pushed, but its `bodies` entry has a damaged header (the key length is not a number).
+    let _: () = con
+        .hset(format!("{p}bodies"), "bad-entry", "acme\nzz\nk{}")
+        .await
+        .expect("hset");
     let _: () = con
         .rpush(
             format!("{p}q:acme"),
-            &["no-record", "not-a-hash", "no-body", "odd-attempts"],
+            &[
+                "no-record",
+                "not-a-hash",
+                "no-body",
+                "odd-attempts",
+                "bad-entry",
+            ],
         )
         .await
         .expect("rpush");
@@ -597,9 +664,23 @@ async fn damaged_records_do_not_stop_dispatch() {
     dead_ids.sort();
     assert_eq!(
         dead_ids,
-        vec!["no-body", "no-record", "no-record-retry", "not-a-hash"]
+        vec![
+            "bad-entry",
+            "no-body",
+            "no-record",
+            "no-record-retry",
+            "not-a-hash"
+        ]
     );
     assert!(dead.iter().all(|d| d.error.is_some()));
+    let bad = dead
+        .iter()
+        .find(|d| d.job.0 == "bad-entry")
+        .expect("bad-entry");
+    assert_eq!(
+        bad.error.as_deref(),
+        Some("corrupt job record (damaged entry in bodies)")
+    );
     let kept: Option<String> = con
         .get(format!("{p}corrupt:not-a-hash"))
         .await

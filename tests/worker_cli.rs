@@ -65,13 +65,13 @@ async fn results_and_dead_letters_through_the_binary() {
     let mut jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
             tenant: "down".into(),
-            webhook: body(n),
+            body: body(n).to_string(),
             key: format!("k{n}"),
         })
         .collect();
     jobs.push(NewJob {
         tenant: "down".into(),
-        webhook: serde_json::json!({"Description": 7}),
+        body: serde_json::json!({"Description": 7}).to_string(),
         key: "broken".into(),
     });
     queue.push(&jobs).await.expect("push");

@@ -44,7 +44,7 @@ fn body(n: usize) -> serde_json::Value {
 fn job(tenant: &str, n: usize, webhook: serde_json::Value) -> NewJob {
     NewJob {
         tenant: tenant.into(),
-        webhook,
+        body: webhook.to_string(),
         key: format!("{tenant}-{n}"),
     }
 }

@@ -216,22 +216,22 @@ async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
     let jobs = vec![
         NewJob {
             tenant: "t00".into(),
-            webhook: body("t00", 0),
+            body: body("t00", 0).to_string(),
             key: "good".into(),
         },
         NewJob {
             tenant: "t00".into(),
-            webhook: bad_event,
+            body: bad_event.to_string(),
             key: "bad-event".into(),
         },
         NewJob {
             tenant: "t00".into(),
-            webhook: no_url,
+            body: no_url.to_string(),
             key: "no-url".into(),
         },
         NewJob {
             tenant: "badkeys".into(),
-            webhook: body("badkeys", 0),
+            body: body("badkeys", 0).to_string(),
             key: "bad-keys".into(),
         },
     ];

@@ -597,15 +597,17 @@ mod tests {
 
     #[test]
     fn demo_jobs_are_valid_and_descriptions_do_not_contain_each_other() {
-        let descriptions: Vec<String> = (0..120)
-            .map(|n| match job("acme", n) {
-                Ok(j) => j.webhook["Description"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                Err(e) => panic!("job {n}: {e}"),
-            })
-            .collect();
+        let descriptions: Vec<String> =
+            (0..120)
+                .map(|n| match job("acme", n) {
+                    Ok(j) => serde_json::from_str::<serde_json::Value>(&j.body).unwrap_or_default()
+                        ["Description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(e) => panic!("job {n}: {e}"),
+                })
+                .collect();
         for (i, a) in descriptions.iter().enumerate() {
             for (k, b) in descriptions.iter().enumerate() {
                 assert!(i == k || !a.contains(b.as_str()), "{a} contains {b}");

@@ -15,45 +15,49 @@ pub const MAX_CUSTOM_HEADERS: usize = 10;
 
 /// The body of `POST /v2/Webhook.svc/Create`, valid by construction when built by
 /// [`CreateWebhook::from_value`]. `Debug` never shows custom header values.
+///
+/// The fields are declared in the byte order of their JSON names, so serialising it gives
+/// canonical JSON (keys sorted at every depth, as a `serde_json::Value` would print): the
+/// text a job stores and its derived idempotency key hashes (`job::derived_key`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CreateWebhook {
-    /// Free text; also what `Retrieve`'s `SearchText` matches, so it is how an already
-    /// created webhook is found again.
-    #[serde(rename = "Description")]
-    pub description: String,
-    /// Where LeadSquared posts the event: an absolute http or https URL, sent as given.
-    #[serde(rename = "URL")]
-    pub url: String,
-    /// Always `POST` (the only method LeadSquared supports).
-    #[serde(rename = "Method", serialize_with = "post")]
-    pub method: Method,
-    /// The format LeadSquared posts the data in.
-    #[serde(rename = "ContentType")]
-    pub content_type: ContentType,
-    /// What triggers the webhook; sent as a string number (`"3"`).
-    #[serde(rename = "WebhookEvent")]
-    pub event: WebhookEvent,
-    /// Landing pages the event is limited to; mandatory for [`WebhookEvent::LandingPageSubmission`].
-    #[serde(rename = "LandingPageUrls", skip_serializing_if = "Option::is_none")]
-    pub landing_page_urls: Option<Vec<String>>,
-    /// True exactly when `landing_page_urls` is given.
-    #[serde(rename = "IsSpecificLandingPage")]
-    pub is_specific_landing_page: bool,
-    /// Whether LeadSquared notifies the account when a delivery fails.
-    #[serde(rename = "NotifyOnFailure")]
-    pub notify_on_failure: bool,
-    /// Activity or opportunity details; sent as a JSON object serialised into a string,
-    /// or `null`.
-    #[serde(rename = "WebhookProperties", serialize_with = "properties_as_string")]
-    pub properties: Option<Map<String, Value>>,
-    /// Headers LeadSquared adds to each delivery (often the receiver's API key).
-    #[serde(rename = "CustomHeaders")]
-    pub custom_headers: Vec<CustomHeader>,
     /// Top-level copy of the activity event code. Public client code reports that Create
     /// answers 500 `MXInvalidDataTypeException` for event 2 without it (medium confidence),
     /// so [`CreateWebhook::from_value`] fills it from `WebhookProperties` for event 2.
     #[serde(rename = "ActivityEvent", skip_serializing_if = "Option::is_none")]
     pub activity_event: Option<String>,
+    /// The format LeadSquared posts the data in.
+    #[serde(rename = "ContentType")]
+    pub content_type: ContentType,
+    /// Headers LeadSquared adds to each delivery (often the receiver's API key).
+    #[serde(rename = "CustomHeaders")]
+    pub custom_headers: Vec<CustomHeader>,
+    /// Free text; also what `Retrieve`'s `SearchText` matches, so it is how an already
+    /// created webhook is found again.
+    #[serde(rename = "Description")]
+    pub description: String,
+    /// True exactly when `landing_page_urls` is given.
+    #[serde(rename = "IsSpecificLandingPage")]
+    pub is_specific_landing_page: bool,
+    /// Landing pages the event is limited to; mandatory for [`WebhookEvent::LandingPageSubmission`].
+    #[serde(rename = "LandingPageUrls", skip_serializing_if = "Option::is_none")]
+    pub landing_page_urls: Option<Vec<String>>,
+    /// Always `POST` (the only method LeadSquared supports).
+    #[serde(rename = "Method", serialize_with = "post")]
+    pub method: Method,
+    /// Whether LeadSquared notifies the account when a delivery fails.
+    #[serde(rename = "NotifyOnFailure")]
+    pub notify_on_failure: bool,
+    /// Where LeadSquared posts the event: an absolute http or https URL, sent as given.
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// What triggers the webhook; sent as a string number (`"3"`).
+    #[serde(rename = "WebhookEvent")]
+    pub event: WebhookEvent,
+    /// Activity or opportunity details; sent as a JSON object serialised into a string,
+    /// or `null`.
+    #[serde(rename = "WebhookProperties", serialize_with = "properties_as_string")]
+    pub properties: Option<Map<String, Value>>,
 }
 
 /// The delivery method. LeadSquared only supports `POST`; the type exists so the field is
@@ -503,6 +507,15 @@ impl CreateWebhook {
     /// store or send it, never log it).
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The body as canonical JSON text: keys sorted at every depth, no whitespace; equal to
+    /// `to_value().to_string()`, in one pass. What a queued job stores and what its derived
+    /// idempotency key hashes (custom header values included: never log it).
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings, bools and maps of JSON values cannot fail; the fallback
+        // is the same text by the slower road.
+        serde_json::to_string(self).unwrap_or_else(|_| self.to_value().to_string())
     }
 }
 
@@ -1337,5 +1350,25 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.starts_with("URL: "), "{err}");
+    }
+
+    #[test]
+    fn to_json_is_the_canonical_text_of_to_value() {
+        let mut landing = seed_body();
+        landing["WebhookEvent"] = json!("1");
+        landing["IsSpecificLandingPage"] = json!(true);
+        landing["LandingPageUrls"] = json!(["https://lp.example/b", "https://lp.example/a"]);
+        let mut activity = seed_body();
+        activity["WebhookEvent"] = json!("2");
+        activity["WebhookProperties"] =
+            json!(r#"{"WebPageNames":"[]","ActivityEvent":"247","ActivityData":"[]"}"#);
+        for body in [seed_body(), landing, activity] {
+            let w = CreateWebhook::from_value(&body).expect("valid");
+            let text = w.to_json();
+            assert_eq!(text, w.to_value().to_string());
+            // Every optional field is exercised by one of the bodies above.
+            let back: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(CreateWebhook::from_value(&back).expect("valid"), w);
+        }
     }
 }

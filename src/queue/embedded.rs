@@ -51,8 +51,8 @@ type ReadyKey = (Instant, u64, String);
 struct State {
     tenants: HashMap<String, TenantState>,
     jobs: HashMap<JobId, JobRecord>,
-    /// Idempotency key → job.
-    keys: HashMap<String, JobId>,
+    /// (tenant, idempotency key) → job: keys are scoped per tenant, as in Redis.
+    keys: HashMap<(String, String), JobId>,
     /// Tenants with waiting jobs, by when they may call next.
     ready: BTreeSet<ReadyKey>,
     /// Jobs waiting for a retry, by due time.
@@ -528,20 +528,21 @@ impl Queue for EmbeddedQueue {
         }
         let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
-            if let Some(existing) = st.keys.get(&j.key) {
+            let scoped = (j.tenant.clone(), j.key.clone());
+            if let Some(existing) = st.keys.get(&scoped) {
                 out.push(Pushed::Duplicate {
                     job: existing.clone(),
                 });
                 continue;
             }
             let id = JobId::new();
-            st.keys.insert(j.key.clone(), id.clone());
+            st.keys.insert(scoped, id.clone());
             st.jobs.insert(
                 id.clone(),
                 JobRecord {
                     tenant: j.tenant.clone(),
                     key: j.key.clone(),
-                    body: j.webhook.to_string(),
+                    body: j.body.clone(),
                     attempts: 0,
                     outcome_unknown: false,
                     state: JobState::Queued,
@@ -870,7 +871,7 @@ impl Queue for EmbeddedQueue {
         let chosen = dead_ids(st, ids);
         for id in &chosen {
             if let Some(rec) = st.jobs.remove(id) {
-                st.keys.remove(&rec.key);
+                st.keys.remove(&(rec.tenant.clone(), rec.key.clone()));
                 if let Some(seq) = rec.finished_seq {
                     st.finished.remove(&seq);
                 }
@@ -927,7 +928,7 @@ mod tests {
     fn job(tenant: &str, n: usize) -> NewJob {
         NewJob {
             tenant: tenant.into(),
-            webhook: serde_json::json!({ "Description": format!("hook {n}") }),
+            body: serde_json::json!({ "Description": format!("hook {n}") }).to_string(),
             key: format!("{tenant}-{n}"),
         }
     }

@@ -114,7 +114,7 @@ pub async fn fill(
         let jobs: Vec<NewJob> = (0..done + dead + waiting)
             .map(|i| NewJob {
                 tenant: (*name).into(),
-                webhook: webhook(i),
+                body: webhook(i).to_string(),
                 key: format!("{name}-{i}"),
             })
             .collect();

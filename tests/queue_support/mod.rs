@@ -43,7 +43,7 @@ pub fn tenant(name: &str, limit: u32) -> Tenant {
 
 /// A job for `tenant`, distinct per `n`, keyed by its derived key.
 pub fn job(tenant: &str, n: usize) -> NewJob {
-    let webhook = serde_json::json!({
+    let body = serde_json::json!({
         "Description": format!("hook {n}"),
         "URL": format!("https://example.com/hooks/{n}"),
         "Method": "POST",
@@ -52,11 +52,12 @@ pub fn job(tenant: &str, n: usize) -> NewJob {
         "IsSpecificLandingPage": false,
         "NotifyOnFailure": false,
         "WebhookProperties": null,
-    });
+    })
+    .to_string();
     NewJob {
         tenant: tenant.to_string(),
-        key: derived_key(tenant, &webhook),
-        webhook,
+        key: derived_key(tenant, &body),
+        body,
     }
 }
 

@@ -100,7 +100,7 @@ pub fn jobs(tenants: &[Tenant], per_tenant: usize) -> Vec<NewJob> {
         .flat_map(|n| {
             tenants.iter().map(move |t| NewJob {
                 tenant: t.name.clone(),
-                webhook: body(&t.name, n),
+                body: body(&t.name, n).to_string(),
                 key: format!("{}-{n}", t.name),
             })
         })

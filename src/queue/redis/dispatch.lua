@@ -139,24 +139,34 @@ while served < max_jobs and skipped < max_skipped do
     else
       local job = P .. 'job:' .. id
       local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'attempts', 'outcome_unknown', 'key')
-      local body = redis.call('HGET', P .. 'bodies', id)
+      local entry = redis.call('HGET', P .. 'bodies', id)
+      local _, pushed_key, body = split_record(entry)
       local key = f and f[4]
       local first = ok and not f[1] and not f[2]
+      -- The `meta` entry of a job pushed by an older version (which kept tenant and key
+      -- there); nil for jobs pushed since.
       local meta = nil
       if first then
-        -- Never dispatched: its record is still in `meta`; it moves into the job's own hash.
-        meta = redis.call('HGET', P .. 'meta', id)
-        if meta then
-          key = string.match(meta, '^[^\n]*\n(.*)$') or ''
+        -- Never dispatched: its tenant and key are in its `bodies` entry (or in `meta`);
+        -- they move into the job's own hash.
+        if pushed_key then
+          key = pushed_key
+        else
+          meta = redis.call('HGET', P .. 'meta', id)
+          key = meta and (string.match(meta, '^[^\n]*\n(.*)$') or '')
         end
       end
-      if not ok then
+      if entry and not body and (first or (ok and f[1] == 'queued')) then
+        bury(id, tenant, 'corrupt job record (damaged entry in bodies)', now)
+        rescore(tenant, now, window_us)
+        skipped = skipped + 1
+      elseif not ok then
         -- Not a hash: keep the data for inspection under another name, bury the job.
         redis.call('RENAME', job, P .. 'corrupt:' .. id)
         bury(id, tenant, 'corrupt job record (not a hash); kept as corrupt:' .. id, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
-      elseif first and not meta then
+      elseif first and not key then
         bury(id, tenant, 'job record missing from the queue', now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
@@ -184,7 +194,9 @@ while served < max_jobs and skipped < max_skipped do
           fields[#fields + 1] = tenant
           fields[#fields + 1] = 'key'
           fields[#fields + 1] = key
-          spent_meta[#spent_meta + 1] = id
+          if meta then
+            spent_meta[#spent_meta + 1] = id
+          end
         end
         if fence_us > 0 and unknown == 0 then
           fenced = 1
@@ -217,8 +229,10 @@ while served < max_jobs and skipped < max_skipped do
         out[n + 8] = ms(t)
         out[n + 9] = fenced
       elseif first or f[1] == 'queued' or not f[1] then
-        if meta then
+        if first and key then
           redis.call('HSET', job, 'tenant', tenant, 'key', key)
+        end
+        if meta then
           redis.call('HDEL', P .. 'meta', id)
         end
         bury(id, tenant, 'corrupt job record (no body or no state)', now)

@@ -14,8 +14,7 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
-//! | `meta` | hash | job id -> `tenant\nidempotency key`, until the job's first dispatch |
-//! | `bodies` | hash | job id -> Create body (JSON; may hold secrets), until the job is done |
+//! | `bodies` | hash | job id -> `tenant \n length of key \n key` then the Create body (JSON; may hold secrets), until the job is done; tenant and key are copied into `job:<id>` at its first dispatch |
 //! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
@@ -24,9 +23,12 @@
 //!
 //! Sorted-set scores are microseconds on Redis's clock; `*_ms` fields are milliseconds. A
 //! job's enqueue time is in its id (UUIDv7).
-//! A push writes each job into `meta`, `bodies` and `keys` with a few multi-field calls per
-//! batch rather than a hash per job: that is what makes bulk enqueue fast. A job that was
-//! never dispatched is therefore `queued` with no `job:<id>` hash.
+//! A push writes two hash fields per job, one `bodies` entry and one `keys` entry, with a
+//! few multi-field calls per batch of 1,000 rather than a hash per job, and sends the bodies
+//! as plain HSET arguments that never pass through Lua: that is what makes bulk enqueue fast
+//! (`docs/decisions.md`, "Bulk enqueue"). A job that was never dispatched is therefore
+//! `queued` with no `job:<id>` hash. (Queues written by an older version may still hold
+//! `meta` entries, id -> `tenant\nkey`, for jobs never dispatched; they are still read.)
 //! A job's body is dropped when it completes (it may hold custom header secrets and is not
 //! needed again); its record stays for `results`. Records of finished jobs are not trimmed:
 //! `dead purge` removes dead ones, done ones stay until the queue is deleted.
@@ -271,22 +273,52 @@ impl RedisQueue {
         Ok(reply)
     }
 
+    /// One push: the jobs' `bodies` entries and the push script in one MULTI/EXEC (see
+    /// push.lua); `jobs` grouped by tenant.
     async fn push_batch(&self, jobs: &[&NewJob]) -> Result<Vec<Pushed>, QueueError> {
-        let mut invocation = scripts::PUSH.key(self.key("limits"));
-        invocation.arg(&self.prefix);
         let ids: Vec<String> = jobs.iter().map(|_| JobId::new().0).collect();
-        for (job, id) in jobs.iter().zip(&ids) {
-            let body = serde_json::to_string(&job.webhook).map_err(|e| QueueError::Corrupt {
-                key: "push".into(),
-                reason: format!("job body does not serialise: {e}"),
-            })?;
-            invocation.arg(id).arg(&job.tenant).arg(&job.key).arg(body);
+        let mut runs: Vec<(&str, usize)> = Vec::new();
+        for job in jobs {
+            match runs.last_mut() {
+                Some((tenant, count)) if *tenant == job.tenant => *count += 1,
+                _ => runs.push((&job.tenant, 1)),
+            }
         }
-        let reply: Value = invocation.invoke_async(&mut self.con.clone()).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let entries = pipe.cmd("HSET").arg(self.key("bodies"));
+        for (job, id) in jobs.iter().zip(&ids) {
+            entries.arg(id).arg(Entry(job));
+        }
+        entries.ignore();
+        // EVAL, not EVALSHA: inside MULTI a script Redis has forgotten (after a restart)
+        // would fail alone while the HSET before it went through.
+        let script = pipe
+            .cmd("EVAL")
+            .arg(scripts::PUSH_CODE)
+            .arg(1)
+            .arg(self.key("limits"))
+            .arg(&self.prefix)
+            .arg(jobs.len())
+            .arg(runs.len());
+        for (tenant, count) in &runs {
+            script.arg(*tenant).arg(*count);
+        }
+        for job in jobs {
+            script.arg(Field(job));
+        }
+        script.arg(&ids);
+        let (reply,): (Value,) = pipe.query_async(&mut self.con.clone()).await?;
         let items = array(reply, "push")?;
-        if items.len() == 2 && items.first().and_then(text).as_deref() == Some("unknown") {
-            let tenant = items.get(1).and_then(text).unwrap_or_default();
-            return Err(QueueError::UnknownTenant(tenant));
+        match items.first().and_then(text).as_deref() {
+            Some("unknown") if items.len() == 2 => {
+                let tenant = items.get(1).and_then(text).unwrap_or_default();
+                return Err(QueueError::UnknownTenant(tenant));
+            }
+            Some("layout") if items.len() == 1 => {
+                return Err(corrupt("push", "the script refused the batch layout"));
+            }
+            _ => {}
         }
         if items.len() != jobs.len() {
             return Err(corrupt("push", "reply does not match the batch"));
@@ -401,6 +433,53 @@ fn leased_job(f: &[Value], fenced_until: Option<Instant>) -> Result<LeasedJob, Q
         fenced_until: fenced_until.filter(|_| uint(f.get(8)) == 1),
         id: JobId(id),
     })
+}
+
+/// A job's entry in `bodies` as a push writes it: `tenant \n length-of-key \n key body`
+/// (`split_record` in prelude.lua, [`split_entry`] here), written straight into the command.
+struct Entry<'a>(&'a NewJob);
+
+impl redis::ToRedisArgs for Entry<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let job = self.0;
+        let mut w = out.writer_for_next_arg();
+        // Writes into the command's own buffer cannot fail.
+        let _ = write!(w, "{}\n{}\n", job.tenant, job.key.len());
+        let _ = w.write_all(job.key.as_bytes());
+        let _ = w.write_all(job.body.as_bytes());
+    }
+}
+
+/// A job's field in the `keys` index: `tenant\nidempotency key`.
+struct Field<'a>(&'a NewJob);
+
+impl redis::ToRedisArgs for Field<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        let _ = write!(w, "{}\n{}", self.0.tenant, self.0.key);
+    }
+}
+
+/// Tenant, key and body of a `bodies` entry (see [`Entry`]); `None` when it is damaged or
+/// a bare body (written by an older version, which kept tenant and key in `meta`).
+fn split_entry(entry: &str) -> Option<(&str, &str, &str)> {
+    if entry.starts_with('{') {
+        return None;
+    }
+    let (tenant, rest) = entry.split_once('\n')?;
+    let (len, rest) = rest.split_once('\n')?;
+    let len: usize = len.parse().ok()?;
+    let key = rest.get(..len)?;
+    let body = rest.get(len..)?;
+    Some((tenant, key, body))
 }
 
 /// Fields read for a [`JobResult`], in this order.
@@ -768,28 +847,32 @@ impl Queue for RedisQueue {
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
         let key = self.key(&format!("job:{id}"));
-        let (fields, meta): (Vec<Option<String>>, Option<String>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(&key)
-            .arg(&JOB_FIELDS)
-            .hget(self.key("meta"), &id.0)
-            .query_async(&mut self.con.clone())
-            .await?;
+        let (fields, entry, meta): (Vec<Option<String>>, Option<String>, Option<String>) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&key)
+                .arg(&JOB_FIELDS)
+                .hget(self.key("bodies"), &id.0)
+                .hget(self.key("meta"), &id.0)
+                .query_async(&mut self.con.clone())
+                .await?;
         if fields.iter().all(Option::is_none) {
-            // Never dispatched: queued, with what the push recorded.
-            return Ok(meta.map(|m| {
-                let (tenant, key) = m.split_once('\n').unwrap_or((m.as_str(), ""));
-                let (tenant, key) = (tenant.to_string(), key.to_string());
-                JobResult {
-                    job: id.clone(),
-                    tenant,
-                    key,
-                    status: JobState::Queued,
-                    webhook_id: None,
-                    attempts: 0,
-                    error: None,
-                    reconciled: false,
-                }
+            // Never dispatched: queued, with what the push recorded (in its `bodies` entry,
+            // or in `meta` when an older version pushed it).
+            let pushed = match (entry.as_deref().and_then(split_entry), meta.as_deref()) {
+                (Some((tenant, key, _)), _) => Some((tenant, key)),
+                (None, Some(m)) => Some(m.split_once('\n').unwrap_or((m, ""))),
+                (None, None) => None,
+            };
+            return Ok(pushed.map(|(tenant, key)| JobResult {
+                job: id.clone(),
+                tenant: tenant.to_string(),
+                key: key.to_string(),
+                status: JobState::Queued,
+                webhook_id: None,
+                attempts: 0,
+                error: None,
+                reconciled: false,
             }));
         }
         job_result(id.clone(), &fields, None)

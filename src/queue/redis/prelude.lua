@@ -152,3 +152,28 @@ local function restamp(tenant, call, now, window_us)
     end
   end
 end
+
+-- A pushed job's entry in `bodies`: `tenant \n length-of-key \n key body`, so that one hash
+-- field per job holds all a push writes (its tenant and key are moved into the job's own
+-- hash when it is first dispatched). Returns tenant, key, body; for an entry that is a bare
+-- body (a JSON object: an entry written by an older version, whose tenant and key are in
+-- `meta`) nil, nil, body; nil when the entry is damaged.
+local function split_record(v)
+  if type(v) ~= 'string' then
+    return nil
+  end
+  if string.sub(v, 1, 1) == '{' then
+    return nil, nil, v
+  end
+  local t_end = string.find(v, '\n', 1, true)
+  if not t_end then
+    return nil
+  end
+  local l_end = string.find(v, '\n', t_end + 1, true)
+  local len = l_end and tonumber(string.sub(v, t_end + 1, l_end - 1))
+  if not len or len < 0 or l_end + len > #v then
+    return nil
+  end
+  return string.sub(v, 1, t_end - 1), string.sub(v, l_end + 1, l_end + len),
+    string.sub(v, l_end + len + 1)
+end

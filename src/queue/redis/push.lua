@@ -1,101 +1,128 @@
 -- push.lua: enqueues many jobs at once. Each job is new, or a duplicate of the job already
 -- enqueued under the same idempotency key (per tenant). Unknown tenants refuse the whole
--- batch before anything is written.
+-- batch before anything is enqueued.
 --
--- Written in bulk (a handful of calls per batch, plus one RPUSH per tenant, not calls per
--- job): a new job's tenant and key go into the `meta` hash (its creation time is in its
--- UUIDv7 id) and its body into `bodies`; its own `job:<id>` hash is created when it is
--- first dispatched. Callers group a batch's jobs by tenant so that it touches few tenants.
+-- Runs inside one MULTI/EXEC with the plain `HSET bodies` that comes before it (see
+-- `RedisQueue::push_batch`): that HSET has already written every job's `bodies` entry
+-- (`tenant \n length-of-key \n key body`, see split_record) under its new id. This script
+-- decides which jobs are new, indexes their keys, queues their ids, and deletes the entries
+-- of the others, so a batch ends with each job enqueued once or not at all. The bulk of the
+-- bytes (the bodies) never passes through Lua, and the script builds no per-job strings:
+-- that is what makes bulk enqueue fast. A job's own `job:<id>` hash is created when it is
+-- first dispatched.
 --
 -- KEYS[1]: {q}:limits
 -- ARGV[1]: key prefix `{q}:`
--- ARGV[2..]: four per job: new job id, tenant, idempotency key, body (JSON text)
+-- ARGV[2]: n, the number of jobs
+-- ARGV[3]: m, the number of tenants (runs of consecutive jobs with the same tenant: jobs
+--          are grouped by tenant, each tenant's jobs in their order)
+-- then m pairs:  tenant, number of its jobs
+-- then n fields: `tenant\nidempotency key` per job (tenant names cannot hold a newline)
+-- then n ids:    the new job id per job (each already has its `bodies` entry)
 --
--- Returns {'unknown', tenant}, or one entry per job, in input order: 0 when it was
--- enqueued under its new id, or the id of the job already enqueued under its key.
+-- Returns {'unknown', tenant}, {'layout'} when the arguments do not add up, or one entry
+-- per job, in input order: 0 when it was enqueued under its new id, or the id of the job
+-- already enqueued under its key.
 
-local now = now_us()
-local lists = {}
-local order = {}
-local fields = {}
-for i = 2, #ARGV, 4 do
-  local tenant = ARGV[i + 1]
-  if not lists[tenant] then
-    lists[tenant] = {}
-    order[#order + 1] = tenant
-  end
-  -- Tenant names cannot hold a newline, so the first one splits the field unambiguously.
-  fields[#fields + 1] = tenant .. '\n' .. ARGV[i + 2]
-end
-
+local n = tonumber(ARGV[2]) or -1
+local m = tonumber(ARGV[3]) or -1
+local RUNS = 4
+local FIELDS = RUNS + 2 * m
+local IDS = FIELDS + n
 -- Calls with many arguments go in slices: unpack() is bounded by Lua's C stack.
-local SLICE = 400
-local function bulk(command, key, args)
-  for j = 1, #args, SLICE do
-    redis.call(command, key, unpack(args, j, math.min(j + SLICE - 1, #args)))
+local SLICE = 4000
+
+local function drop_entries(from, to)
+  for j = from, to, SLICE do
+    redis.call('HDEL', P .. 'bodies', unpack(ARGV, j, math.min(j + SLICE - 1, to)))
   end
 end
 
--- Every tenant registered, or nothing is written.
-for j = 1, #order, SLICE do
-  local limits = redis.call('HMGET', KEYS[1], unpack(order, j, math.min(j + SLICE - 1, #order)))
-  for k = 1, #limits do
-    if not limits[k] then
-      return {'unknown', order[j + k - 1]}
+if n < 1 or m < 1 or #ARGV ~= IDS + n - 1 then
+  if n >= 1 and #ARGV >= IDS + n - 1 then
+    drop_entries(IDS, IDS + n - 1)
+  end
+  return {'layout'}
+end
+local counted = 0
+for j = 0, m - 1 do
+  counted = counted + (tonumber(ARGV[RUNS + 2 * j + 1]) or 0)
+end
+if counted ~= n then
+  drop_entries(IDS, IDS + n - 1)
+  return {'layout'}
+end
+
+-- Every tenant registered, or nothing is enqueued.
+for j = 0, m - 1 do
+  local tenant = ARGV[RUNS + 2 * j]
+  if redis.call('HEXISTS', KEYS[1], tenant) == 0 then
+    drop_entries(IDS, IDS + n - 1)
+    return {'unknown', tenant}
+  end
+end
+
+-- Which keys are taken already, or taken earlier in this batch.
+local out = {}
+local index = {}
+local dropped = {}
+local fresh = {}
+for j = 0, n - 1, SLICE do
+  local last = math.min(j + SLICE, n) - 1
+  local got = redis.call('HMGET', P .. 'keys', unpack(ARGV, FIELDS + j, FIELDS + last))
+  for k = 1, #got do
+    local i = j + k
+    local field, id = ARGV[FIELDS + i - 1], ARGV[IDS + i - 1]
+    local before = got[k] or fresh[field]
+    if before then
+      out[i] = before
+      dropped[#dropped + 1] = id
+    else
+      fresh[field] = id
+      out[i] = 0
+      index[#index + 1] = field
+      index[#index + 1] = id
     end
   end
 end
-
-local existing = {}
-for j = 1, #fields, SLICE do
-  local got = redis.call('HMGET', P .. 'keys', unpack(fields, j, math.min(j + SLICE - 1, #fields)))
-  for k = 1, #got do
-    existing[j + k - 1] = got[k]
-  end
+for j = 1, #index, SLICE do
+  redis.call('HSET', P .. 'keys', unpack(index, j, math.min(j + SLICE - 1, #index)))
+end
+for j = 1, #dropped, SLICE do
+  redis.call('HDEL', P .. 'bodies', unpack(dropped, j, math.min(j + SLICE - 1, #dropped)))
 end
 
-local out = {}
-local index, meta, bodies = {}, {}, {}
-local fresh = {}
-for n = 1, #fields do
-  local i = 2 + (n - 1) * 4
-  local id, tenant = ARGV[i], ARGV[i + 1]
-  local field = fields[n]
-  local before = existing[n] or fresh[field]
-  if before then
-    out[n] = before
-  else
-    fresh[field] = id
-    index[#index + 1] = field
-    index[#index + 1] = id
-    meta[#meta + 1] = id
-    meta[#meta + 1] = field
-    bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = ARGV[i + 3]
-    local ids = lists[tenant]
-    ids[#ids + 1] = id
-    out[n] = 0
-  end
-end
-bulk('HSET', P .. 'keys', index)
-bulk('HSET', P .. 'meta', meta)
-bulk('HSET', P .. 'bodies', bodies)
-
-local any = false
+-- The new ids onto their tenants' lists, in order; tenants that were not waiting become
+-- ready now (a waiting tenant keeps its place).
+local now = int(now_us())
 local scores = {}
-for _, tenant in ipairs(order) do
-  local ids = lists[tenant]
-  if #ids > 0 then
-    bulk('RPUSH', P .. 'q:' .. tenant, ids)
-    scores[#scores + 1] = int(now)
+local at = IDS
+for j = 0, m - 1 do
+  local tenant, count = ARGV[RUNS + 2 * j], tonumber(ARGV[RUNS + 2 * j + 1])
+  local ids, from = ARGV, at
+  if #dropped > 0 then
+    ids, from = {}, 1
+    for i = at, at + count - 1 do
+      if out[i - IDS + 1] == 0 then
+        ids[#ids + 1] = ARGV[i]
+      end
+    end
+    count = #ids
+  end
+  for s = 0, count - 1, SLICE do
+    redis.call('RPUSH', P .. 'q:' .. tenant,
+      unpack(ids, from + s, from + math.min(s + SLICE, count) - 1))
+  end
+  at = at + tonumber(ARGV[RUNS + 2 * j + 1])
+  if count > 0 then
+    scores[#scores + 1] = now
     scores[#scores + 1] = tenant
-    any = true
   end
 end
 for j = 1, #scores, SLICE do
   redis.call('ZADD', P .. 'ready', 'NX', unpack(scores, j, math.min(j + SLICE - 1, #scores)))
 end
-if any then
+if #scores > 0 then
   wake()
 end
 return out

@@ -14,7 +14,9 @@ macro_rules! script {
     };
 }
 
-script!(PUSH, "push.lua", "Enqueue many jobs, with idempotency.");
+/// Enqueue many jobs, with idempotency. Sent whole with EVAL inside the push's MULTI/EXEC
+/// (see `RedisQueue::push_batch`), so it is not in [`all`].
+pub(super) const PUSH_CODE: &str = concat!(include_str!("prelude.lua"), include_str!("push.lua"));
 script!(
     DISPATCH,
     "dispatch.lua",
@@ -51,9 +53,8 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 14] {
+pub(super) fn all() -> [&'static Script; 13] {
     [
-        &PUSH,
         &DISPATCH,
         &COMPLETE,
         &RETRY_LATER,
