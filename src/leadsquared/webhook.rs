@@ -513,9 +513,15 @@ impl CreateWebhook {
     /// `to_value().to_string()`, in one pass. What a queued job stores and what its derived
     /// idempotency key hashes (custom header values included: never log it).
     pub fn to_json(&self) -> String {
-        // Serialising plain strings, bools and maps of JSON values cannot fail; the fallback
-        // is the same text by the slower road.
-        serde_json::to_string(self).unwrap_or_else(|_| self.to_value().to_string())
+        // Room for a typical body up front: growing the buffer step by step was a fifth of
+        // the time of checking a job file.
+        let mut out = Vec::with_capacity(512);
+        // Serialising plain strings, bools and maps of JSON values cannot fail, and what
+        // serde_json writes is UTF-8; the fallback is the same text by the slower road.
+        match serde_json::to_writer(&mut out, self).map(|()| String::from_utf8(out)) {
+            Ok(Ok(text)) => text,
+            _ => self.to_value().to_string(),
+        }
     }
 }
 

@@ -64,8 +64,8 @@ end
 
 -- Which keys are taken already, or taken earlier in this batch.
 local out = {}
-local index = {}
-local dropped = {}
+local index, n_index = {}, 0
+local dropped, n_dropped = {}, 0
 local fresh = {}
 for j = 0, n - 1, SLICE do
   local last = math.min(j + SLICE, n) - 1
@@ -76,20 +76,22 @@ for j = 0, n - 1, SLICE do
     local before = got[k] or fresh[field]
     if before then
       out[i] = before
-      dropped[#dropped + 1] = id
+      n_dropped = n_dropped + 1
+      dropped[n_dropped] = id
     else
       fresh[field] = id
       out[i] = 0
-      index[#index + 1] = field
-      index[#index + 1] = id
+      index[n_index + 1] = field
+      index[n_index + 2] = id
+      n_index = n_index + 2
     end
   end
 end
-for j = 1, #index, SLICE do
-  redis.call('HSET', P .. 'keys', unpack(index, j, math.min(j + SLICE - 1, #index)))
+for j = 1, n_index, SLICE do
+  redis.call('HSET', P .. 'keys', unpack(index, j, math.min(j + SLICE - 1, n_index)))
 end
-for j = 1, #dropped, SLICE do
-  redis.call('HDEL', P .. 'bodies', unpack(dropped, j, math.min(j + SLICE - 1, #dropped)))
+for j = 1, n_dropped, SLICE do
+  redis.call('HDEL', P .. 'bodies', unpack(dropped, j, math.min(j + SLICE - 1, n_dropped)))
 end
 
 -- The new ids onto their tenants' lists, in order; tenants that were not waiting become
@@ -100,7 +102,7 @@ local at = IDS
 for j = 0, m - 1 do
   local tenant, count = ARGV[RUNS + 2 * j], tonumber(ARGV[RUNS + 2 * j + 1])
   local ids, from = ARGV, at
-  if #dropped > 0 then
+  if n_dropped > 0 then
     ids, from = {}, 1
     for i = at, at + count - 1 do
       if out[i - IDS + 1] == 0 then
