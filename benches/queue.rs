@@ -165,6 +165,41 @@ async fn cleanup(name: &str) {
     }
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`; `None` where
+/// that cannot be read (not Linux, or Redis on another machine).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
+}
+
+/// The Redis server's process id, when it runs on this machine (from `INFO server`).
+async fn redis_pid() -> Option<String> {
+    let client = redis::Client::open(common::redis_url()).ok()?;
+    let mut con = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .to_string();
+    cpu_seconds(&pid).map(|_| pid)
+}
+
+/// CPU per job, in µs, between two readings; "n/a" when either is missing.
+fn cpu_per_job(before: Option<f64>, after: Option<f64>, jobs: f64) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:.1} µs", (a - b) * 1e6 / jobs.max(1.0)),
+        _ => "n/a".into(),
+    }
+}
+
 fn rate(n: f64, d: Duration) -> f64 {
     n / d.as_secs_f64().max(1e-9)
 }
@@ -196,6 +231,7 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
     let q = Arc::new(connect(&name, Duration::from_secs(5)).await);
     q.put_tenants(&tenants).await.expect("tenants");
     let registered: HashSet<String> = tenants.iter().map(|t| t.name.clone()).collect();
+    let own_validate_before = cpu_seconds("self");
     let started = Instant::now();
     let file = read_jobs(
         BufReader::new(std::fs::File::open(&path).expect("open")),
@@ -203,15 +239,20 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
     )
     .expect("read");
     let validated = started.elapsed();
+    let own_validate_after = cpu_seconds("self");
     // For the second run, all duplicates (copied outside the timings).
     let again_jobs = file.jobs.clone();
     let producer = Producer::new(q.clone());
+    let redis = redis_pid().await;
+    let redis_cpu = || redis.as_deref().and_then(cpu_seconds);
+    let (redis_before, own_before) = (redis_cpu(), cpu_seconds("self"));
     let push_started = Instant::now();
     let (summary, _) = producer
         .push_validated(file.jobs, &mut |_| {})
         .await
         .expect("push");
     let total = validated + push_started.elapsed();
+    let (redis_after, own_after) = (redis_cpu(), cpu_seconds("self"));
     let n = summary.enqueued as f64;
     println!(
         "library: {} jobs ({:.1} MB) in {:.3} s = {:.0} jobs/s (read+validate {:.3} s = {:.0}/s, push {:.3} s = {:.0}/s); ratio to goal {:.2}",
@@ -224,6 +265,13 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
         (total - validated).as_secs_f64(),
         rate(n, total - validated),
         rate(n, total) / ENQUEUE_GOAL
+    );
+    // CPU time does not grow when other processes share the machine, as wall time does.
+    println!(
+        "library, CPU per job: read+validate {} (this process, all threads); push: Redis {}, this process {}",
+        cpu_per_job(own_validate_before, own_validate_after, n),
+        cpu_per_job(redis_before, redis_after, n),
+        cpu_per_job(own_before, own_after, n)
     );
     let started = Instant::now();
     let again = producer
@@ -244,6 +292,7 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
     let name = common::unique_queue("bench-enqueue-bin");
     let q = connect(&name, Duration::from_secs(5)).await;
     q.put_tenants(&tenants).await.expect("tenants");
+    let redis_before = redis_cpu();
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
         .args(["--queue", &name, "enqueue"])
@@ -258,6 +307,10 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
         d.as_secs_f64(),
         rate(scale.enqueue_jobs as f64, d),
         rate(scale.enqueue_jobs as f64, d) / ENQUEUE_GOAL
+    );
+    println!(
+        "binary, Redis CPU per job: {}",
+        cpu_per_job(redis_before, redis_cpu(), scale.enqueue_jobs as f64)
     );
     drop(q);
     cleanup(&name).await;
