@@ -125,7 +125,8 @@ async fn enqueue_is_idempotent() {
 #[tokio::test]
 async fn a_large_mixed_push_keeps_each_tenants_order_and_answers_in_input_order() {
     // Several push script calls (batches of 1,000), tenants interleaved in the input, and a
-    // key repeated 1,500 jobs later (so in a later batch than its first use).
+    // key repeated 1,500 jobs later (answered by the client as a duplicate of its first use;
+    // keys already in Redis are `enqueue_is_idempotent`'s case).
     let q = connect(config(&common::unique_queue("bulk"), 500)).await;
     let names = ["a", "b", "c", "d", "e", "f", "g"];
     let tenants: Vec<_> = names.iter().map(|n| tenant(n, 1_000)).collect();

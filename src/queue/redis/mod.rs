@@ -36,7 +36,7 @@
 mod scripts;
 mod wake;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -320,21 +320,32 @@ impl RedisQueue {
             }
             _ => {}
         }
-        if items.len() != jobs.len() {
+        // Pairs (1-based position in the batch, id of the job already enqueued under its
+        // key) for the duplicates; every other job was enqueued under the id we sent.
+        let mut out: Vec<Pushed> = ids
+            .into_iter()
+            .map(|id| Pushed::Enqueued { job: JobId(id) })
+            .collect();
+        if items.len() % 2 != 0 {
             return Err(corrupt("push", "reply does not match the batch"));
         }
-        ids.into_iter()
-            .zip(items)
-            .map(|(id, item)| match item {
-                // 0: enqueued under the id we sent.
-                Value::Int(0) => Ok(Pushed::Enqueued { job: JobId(id) }),
-                other => text(&other)
-                    .map(|existing| Pushed::Duplicate {
-                        job: JobId(existing),
-                    })
-                    .ok_or_else(|| corrupt("keys", "idempotency index entry is not an id")),
-            })
-            .collect()
+        for pair in items.chunks(2) {
+            let slot = pair
+                .first()
+                .and_then(int)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| corrupt("push", "reply names no job of the batch"))?;
+            let existing = pair
+                .get(1)
+                .and_then(text)
+                .ok_or_else(|| corrupt("keys", "idempotency index entry is not an id"))?;
+            *slot = Pushed::Duplicate {
+                job: JobId(existing),
+            };
+        }
+        Ok(out)
     }
 
     /// Job records of `ids` as results, each with the state of the set it was found in.
@@ -645,7 +656,19 @@ impl Queue for RedisQueue {
         // Grouped by tenant (a stable sort: each tenant's jobs keep their order, so the first
         // of two with the same key is the one enqueued), so that a batch touches few tenant
         // lists. Results go back to input order.
-        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        // A key named twice in this push: only its first job is sent; the others are its
+        // duplicates (so the script never has to look for repeats within a batch).
+        let mut first_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(jobs.len());
+        let mut repeat_of: Vec<Option<usize>> = vec![None; jobs.len()];
+        for (i, job) in jobs.iter().enumerate() {
+            let first = *first_of.entry((&job.tenant, &job.key)).or_insert(i);
+            if first != i {
+                repeat_of[i] = Some(first);
+            }
+        }
+        let mut order: Vec<usize> = (0..jobs.len())
+            .filter(|&i| repeat_of[i].is_none())
+            .collect();
         order.sort_by(|&a, &b| jobs[a].tenant.cmp(&jobs[b].tenant));
         let grouped: Vec<&NewJob> = order.iter().map(|&i| &jobs[i]).collect();
         // Futures collected first: a closure inside the stream trips async_trait's `Send`
@@ -661,6 +684,15 @@ impl Queue for RedisQueue {
         let mut out: Vec<Option<Pushed>> = vec![None; jobs.len()];
         for (&i, pushed) in order.iter().zip(batches.into_iter().flatten()) {
             out[i] = Some(pushed);
+        }
+        for (i, first) in repeat_of.into_iter().enumerate() {
+            if let Some(first) = first {
+                out[i] = out[first].as_ref().map(|p| Pushed::Duplicate {
+                    job: match p {
+                        Pushed::Enqueued { job } | Pushed::Duplicate { job } => job.clone(),
+                    },
+                });
+            }
         }
         out.into_iter()
             .map(|p| p.ok_or_else(|| corrupt("push", "a job got no answer")))

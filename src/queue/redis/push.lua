@@ -20,9 +20,10 @@
 -- then n fields: `tenant\nidempotency key` per job (tenant names cannot hold a newline)
 -- then n ids:    the new job id per job (each already has its `bodies` entry)
 --
--- Returns {'unknown', tenant}, {'layout'} when the arguments do not add up, or one entry
--- per job, in input order: 0 when it was enqueued under its new id, or the id of the job
--- already enqueued under its key.
+-- Returns {'unknown', tenant}, {'layout'} when the arguments do not add up, or else a flat
+-- list of pairs, one per job whose key was taken: its 1-based position in the batch and the
+-- id of the job already enqueued under that key. Every other job was enqueued under its new
+-- id (so the usual answer is an empty list). A batch never names a key twice.
 
 local n = tonumber(ARGV[2]) or -1
 local m = tonumber(ARGV[3]) or -1
@@ -62,26 +63,27 @@ for j = 0, m - 1 do
   end
 end
 
--- Which keys are taken already, or taken earlier in this batch.
-local out = {}
+-- Which keys are taken already. (A batch never names a key twice: the client answers a
+-- repeat within one push itself, as a duplicate of its first job.)
+local out, n_out = {}, 0
 local index, n_index = {}, 0
 local dropped, n_dropped = {}, 0
-local fresh = {}
+local taken = {}
 for j = 0, n - 1, SLICE do
   local last = math.min(j + SLICE, n) - 1
   local got = redis.call('HMGET', P .. 'keys', unpack(ARGV, FIELDS + j, FIELDS + last))
   for k = 1, #got do
     local i = j + k
-    local field, id = ARGV[FIELDS + i - 1], ARGV[IDS + i - 1]
-    local before = got[k] or fresh[field]
-    if before then
-      out[i] = before
+    local id = ARGV[IDS + i - 1]
+    if got[k] then
+      out[n_out + 1] = i
+      out[n_out + 2] = got[k]
+      n_out = n_out + 2
       n_dropped = n_dropped + 1
       dropped[n_dropped] = id
+      taken[i] = true
     else
-      fresh[field] = id
-      out[i] = 0
-      index[n_index + 1] = field
+      index[n_index + 1] = ARGV[FIELDS + i - 1]
       index[n_index + 2] = id
       n_index = n_index + 2
     end
@@ -105,7 +107,7 @@ for j = 0, m - 1 do
   if n_dropped > 0 then
     ids, from = {}, 1
     for i = at, at + count - 1 do
-      if out[i - IDS + 1] == 0 then
+      if not taken[i - IDS + 1] then
         ids[#ids + 1] = ARGV[i]
       end
     end
