@@ -159,9 +159,16 @@ pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task:
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue_config = args.queue_config(global)?;
     let worker_config = args.worker_config()?;
+    let defaults = ClientConfig::default();
     let client = Client::new(ClientConfig {
         timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
-        ..ClientConfig::default()
+        // Every call of this process may go to one host (a region serves many tenants):
+        // keep a connection for each, or connections are closed and opened again all the
+        // time under full load.
+        pool_max_idle_per_host: defaults
+            .pool_max_idle_per_host
+            .max(worker_config.concurrency),
+        ..defaults
     })?;
     let queue = open_queue(global, Some(queue_config)).await?;
     warn_about_redis_settings(&queue).await;

@@ -20,9 +20,9 @@ local job = release(id, ARGV[3], now, false)
 if not job then
   return 0
 end
+-- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
 redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[6], 'reconciled', ARGV[7],
-  'finished_ms', ms(now))
-redis.call('HDEL', job, 'error')
+  'finished_ms', ms(now), 'error', '')
 redis.call('HDEL', P .. 'bodies', id)
 redis.call('ZADD', P .. 'done', int(now), id)
 return 1

@@ -110,19 +110,23 @@ end
 -- The start of every finishing script (complete, retry_later, rate_limited, requeue, bury):
 -- ends the lease `token` holds on job `id`. Takes the job out of `running` and clears its
 -- lease and `call_until_ms` (the holder reported how its call ended). Returns the record
--- key, the tenant, the attempts spent and until when (µs) the holder's Create may still
--- land (0: none recorded); nil when the lease was lost (the script answers 0, nothing
--- changed). With `need_tenant`, a record with no tenant is buried here and the answer is
--- false (the script answers 1: the job is finished, as dead).
+-- key; nil when the lease was lost (the script answers 0, nothing changed). With
+-- `need_tenant`, also the tenant, the attempts spent and until when (µs) the holder's
+-- Create may still land (0: none recorded), and a record with no tenant is buried here and
+-- the answer is false (the script answers 1: the job is finished, as dead).
 local function release(id, token, now, need_tenant)
   local job = leased(id, token)
   if not job then
     return nil
   end
   redis.call('ZREM', P .. 'running', id)
+  if not need_tenant then
+    redis.call('HDEL', job, 'lease', 'call_until_ms')
+    return job
+  end
   local f = redis.call('HMGET', job, 'tenant', 'attempts', 'call_until_ms')
   redis.call('HDEL', job, 'lease', 'call_until_ms')
-  if need_tenant and not f[1] then
+  if not f[1] then
     bury(id, nil, 'corrupt job record (no tenant)', now)
     return false
   end
@@ -137,16 +141,17 @@ end
 -- without a finish.
 local function restamp(tenant, call, now, window_us)
   local calls = P .. 'calls:' .. tenant
-  local limit = tenant_limit(tenant)
+  local limit = nil
   -- GT: only ever later. An entry already trimmed is added back as the newest; the trim
   -- then drops the oldest instead, which is the conservative choice.
   if redis.call('ZADD', calls, 'GT', int(now), call) == 1 then
+    limit = tenant_limit(tenant)
     redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
   end
   redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
   local score = tonumber(redis.call('ZSCORE', P .. 'ready', tenant))
   if score then
-    local at = log_allows_at(tenant, limit, window_us)
+    local at = log_allows_at(tenant, limit or tenant_limit(tenant), window_us)
     if at > score then
       redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
     end
