@@ -5,6 +5,8 @@
 //! every problem, each naming its field, and so that no message ever quotes a custom header
 //! value (serde's own errors quote the offending input).
 
+use std::borrow::Cow;
+
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -418,13 +420,145 @@ impl CreateWebhook {
             ct
         });
         let event = d.event(obj);
-        let landing_page_urls = d.landing_page_urls(obj);
-        let is_specific = d.bool(obj, "IsSpecificLandingPage");
-        let notify_on_failure = d.bool(obj, "NotifyOnFailure").unwrap_or(false);
-        let properties = d.properties(obj, event);
-        let custom_headers = d.custom_headers(obj);
-        let mut activity_event = d.activity_event(obj);
+        let parts = Parts {
+            description,
+            url,
+            content_type,
+            event,
+            landing_page_urls: d.landing_page_urls(obj),
+            is_specific: d.bool(obj, "IsSpecificLandingPage"),
+            notify_on_failure: d.bool(obj, "NotifyOnFailure").unwrap_or(false),
+            properties: d.properties(obj.get("WebhookProperties"), event),
+            custom_headers: d.custom_headers(obj),
+            activity_event: d.activity_event(obj),
+        };
+        parts.assemble(d)
+    }
 
+    /// The fast road for a body already decoded into its expected JSON types (borrowed from
+    /// the input, see [`RawWebhook`]): the body when every field is valid, `None` on any
+    /// doubt, and then [`CreateWebhook::check`] on the same input says what is wrong. Where
+    /// it answers, it answers exactly as `check` does (the rules are the same functions;
+    /// `producer`'s tests compare the two roads over many variants).
+    pub fn from_raw(raw: RawWebhook<'_>) -> Option<CreateWebhook> {
+        let description = raw.description;
+        let url = raw.url;
+        let landing_page_urls = match raw.landing_page_urls {
+            None => None,
+            Some(urls) if urls.is_empty() => return None,
+            Some(urls) => Some(
+                urls.into_iter()
+                    .map(|u| check_http_url(&u).is_ok().then(|| u.into_owned()))
+                    .collect::<Option<Vec<String>>>()?,
+            ),
+        };
+        let mut custom_headers = Vec::new();
+        if let Some(headers) = raw.custom_headers {
+            if headers.len() > MAX_CUSTOM_HEADERS {
+                return None;
+            }
+            custom_headers.reserve_exact(headers.len());
+            for h in headers {
+                if h.key.trim().is_empty() || !is_header_name(&h.key) {
+                    return None;
+                }
+                custom_headers.push(CustomHeader {
+                    key: h.key.into_owned(),
+                    value: Secret::new(h.value.into_owned()),
+                });
+            }
+        }
+        let activity_event = match raw.activity_event {
+            None => None,
+            Some(code) if is_code(&code) => Some(code.into_owned()),
+            Some(_) => return None,
+        };
+        let event = raw
+            .event
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(WebhookEvent::from_code)?;
+        let mut d = Decoder::default();
+        let properties = match raw.properties {
+            None => None,
+            Some(text) => d.properties(Some(&Value::String(text.into_owned())), Some(event)),
+        };
+        let valid = !description.trim().is_empty()
+            && check_http_url(&url).is_ok()
+            && raw.method.as_deref().is_none_or(|m| m == "POST")
+            && d.problems.is_empty();
+        if !valid {
+            return None;
+        }
+        Parts {
+            description: Some(description.into_owned()),
+            url: Some(url.into_owned()),
+            content_type: Some(ContentType::parse(&raw.content_type)?),
+            event: Some(event),
+            landing_page_urls,
+            is_specific: raw.is_specific,
+            notify_on_failure: raw.notify_on_failure.unwrap_or(false),
+            properties,
+            custom_headers,
+            activity_event,
+        }
+        .assemble(d)
+        .ok()
+    }
+
+    /// The body as JSON, exactly as sent to LeadSquared (custom header values included:
+    /// store or send it, never log it).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The body as canonical JSON text: keys sorted at every depth, no whitespace; equal to
+    /// `to_value().to_string()`, in one pass. What a queued job stores and what its derived
+    /// idempotency key hashes (custom header values included: never log it).
+    pub fn to_json(&self) -> String {
+        // Room for a typical body up front: growing the buffer step by step was a fifth of
+        // the time of checking a job file.
+        let mut out = Vec::with_capacity(512);
+        // Serialising plain strings, bools and maps of JSON values cannot fail, and what
+        // serde_json writes is UTF-8; the fallback is the same text by the slower road.
+        match serde_json::to_writer(&mut out, self).map(|()| String::from_utf8(out)) {
+            Ok(Ok(text)) => text,
+            _ => self.to_value().to_string(),
+        }
+    }
+}
+
+/// A body's fields, each read and checked on its own: what both roads into
+/// [`CreateWebhook`] produce before the rules that join fields.
+struct Parts {
+    description: Option<String>,
+    url: Option<String>,
+    content_type: Option<ContentType>,
+    event: Option<WebhookEvent>,
+    landing_page_urls: Option<Vec<String>>,
+    is_specific: Option<bool>,
+    notify_on_failure: bool,
+    properties: Option<Map<String, Value>>,
+    custom_headers: Vec<CustomHeader>,
+    activity_event: Option<String>,
+}
+
+impl Parts {
+    /// The rules between fields, then the body, or every problem `d` holds.
+    fn assemble(self, mut d: Decoder) -> Result<CreateWebhook, Vec<Problem>> {
+        let Parts {
+            description,
+            url,
+            content_type,
+            event,
+            landing_page_urls,
+            is_specific,
+            notify_on_failure,
+            properties,
+            custom_headers,
+            mut activity_event,
+        } = self;
         if event == Some(WebhookEvent::LandingPageSubmission) && landing_page_urls.is_none() {
             d.push(
                 "LandingPageUrls",
@@ -502,27 +636,48 @@ impl CreateWebhook {
             }]),
         }
     }
+}
 
-    /// The body as JSON, exactly as sent to LeadSquared (custom header values included:
-    /// store or send it, never log it).
-    pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
+/// A `webhook` object decoded straight into the JSON types its fields should have, strings
+/// borrowed from the input where they hold no escapes: the input of
+/// [`CreateWebhook::from_raw`]. Decoding fails on anything else (an unknown or repeated
+/// field, a wrong type, a missing mandatory field), and the caller then takes the road that
+/// says what is wrong.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook<'a> {
+    #[serde(rename = "Description", borrow)]
+    description: Cow<'a, str>,
+    #[serde(rename = "URL", borrow)]
+    url: Cow<'a, str>,
+    #[serde(rename = "Method", borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(rename = "ContentType", borrow)]
+    content_type: Cow<'a, str>,
+    #[serde(rename = "WebhookEvent", borrow)]
+    event: Cow<'a, str>,
+    #[serde(rename = "LandingPageUrls", borrow, default)]
+    landing_page_urls: Option<Vec<Cow<'a, str>>>,
+    #[serde(rename = "IsSpecificLandingPage", default)]
+    is_specific: Option<bool>,
+    #[serde(rename = "NotifyOnFailure", default)]
+    notify_on_failure: Option<bool>,
+    #[serde(rename = "WebhookProperties", borrow, default)]
+    properties: Option<Cow<'a, str>>,
+    #[serde(rename = "CustomHeaders", borrow, default)]
+    custom_headers: Option<Vec<RawHeader<'a>>>,
+    #[serde(rename = "ActivityEvent", borrow, default)]
+    activity_event: Option<Cow<'a, str>>,
+}
 
-    /// The body as canonical JSON text: keys sorted at every depth, no whitespace; equal to
-    /// `to_value().to_string()`, in one pass. What a queued job stores and what its derived
-    /// idempotency key hashes (custom header values included: never log it).
-    pub fn to_json(&self) -> String {
-        // Room for a typical body up front: growing the buffer step by step was a fifth of
-        // the time of checking a job file.
-        let mut out = Vec::with_capacity(512);
-        // Serialising plain strings, bools and maps of JSON values cannot fail, and what
-        // serde_json writes is UTF-8; the fallback is the same text by the slower road.
-        match serde_json::to_writer(&mut out, self).map(|()| String::from_utf8(out)) {
-            Ok(Ok(text)) => text,
-            _ => self.to_value().to_string(),
-        }
-    }
+/// One custom header of a [`RawWebhook`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader<'a> {
+    #[serde(rename = "Key", borrow)]
+    key: Cow<'a, str>,
+    #[serde(rename = "Value", borrow)]
+    value: Cow<'a, str>,
 }
 
 impl<'de> serde::Deserialize<'de> for CreateWebhook {
@@ -830,11 +985,11 @@ impl Decoder {
     /// family.
     fn properties(
         &mut self,
-        obj: &Map<String, Value>,
+        given: Option<&Value>,
         event: Option<WebhookEvent>,
     ) -> Option<Map<String, Value>> {
         const FIELD: &str = "WebhookProperties";
-        let text = match obj.get(FIELD) {
+        let text = match given {
             None | Some(Value::Null) => return None,
             Some(Value::String(s)) => s,
             Some(other) => {
