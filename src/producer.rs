@@ -312,6 +312,15 @@ fn slow_job(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<Fie
     })
 }
 
+/// Checks one line of a job file as [`check_jobs`] does: the job, or every problem with
+/// the line (its tenant checked against `registered`).
+pub fn check_line(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<FieldError>> {
+    match fast_job(line, registered) {
+        Some(job) => Ok(job),
+        None => slow_job(line, registered),
+    }
+}
+
 /// Checks `lines`, the first of which is line `first_index + 1` of the file.
 fn check_lines(lines: &[&[u8]], first_index: usize, registered: &HashSet<String>) -> JobFile {
     let mut file = JobFile::default();
@@ -320,11 +329,7 @@ fn check_lines(lines: &[&[u8]], first_index: usize, registered: &HashSet<String>
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let checked = match fast_job(line, registered) {
-            Some(job) => Ok(job),
-            None => slow_job(line, registered),
-        };
-        match checked {
+        match check_line(line, registered) {
             Ok(job) => file.jobs.push(job),
             Err(errors) => {
                 file.invalid_lines += 1;
