@@ -479,6 +479,30 @@ impl redis::ToRedisArgs for Field<'_> {
     }
 }
 
+/// A job's `job:<id>` hash, read with [`JOB_FIELDS`].
+async fn job_fields(
+    con: &mut ConnectionManager,
+    key: &str,
+) -> Result<Vec<Option<String>>, QueueError> {
+    Ok(redis::cmd("HMGET")
+        .arg(key)
+        .arg(&JOB_FIELDS)
+        .query_async(con)
+        .await?)
+}
+
+/// The result recorded in a job's `job:<id>` hash (`fields`, read with [`JOB_FIELDS`]);
+/// `None` when the job has none (it was never dispatched).
+fn dispatched_result(
+    id: &JobId,
+    key: &str,
+    fields: &[Option<String>],
+) -> Option<Result<JobResult, QueueError>> {
+    fields.iter().any(Option::is_some).then(|| {
+        job_result(id.clone(), fields, None).ok_or_else(|| corrupt(key, "no readable state"))
+    })
+}
+
 /// Tenant, key and body of a `bodies` entry (see [`Entry`]); `None` when it is damaged or
 /// a bare body (written by an older version, which kept tenant and key in `meta`).
 fn split_entry(entry: &str) -> Option<(&str, &str, &str)> {
@@ -879,37 +903,39 @@ impl Queue for RedisQueue {
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
         let key = self.key(&format!("job:{id}"));
-        let (fields, entry, meta): (Vec<Option<String>>, Option<String>, Option<String>) =
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(&key)
-                .arg(&JOB_FIELDS)
-                .hget(self.key("bodies"), &id.0)
-                .hget(self.key("meta"), &id.0)
-                .query_async(&mut self.con.clone())
-                .await?;
-        if fields.iter().all(Option::is_none) {
-            // Never dispatched: queued, with what the push recorded (in its `bodies` entry,
-            // or in `meta` when an older version pushed it).
-            let pushed = match (entry.as_deref().and_then(split_entry), meta.as_deref()) {
-                (Some((tenant, key, _)), _) => Some((tenant, key)),
-                (None, Some(m)) => Some(m.split_once('\n').unwrap_or((m, ""))),
-                (None, None) => None,
-            };
-            return Ok(pushed.map(|(tenant, key)| JobResult {
-                job: id.clone(),
-                tenant: tenant.to_string(),
-                key: key.to_string(),
-                status: JobState::Queued,
-                webhook_id: None,
-                attempts: 0,
-                error: None,
-                reconciled: false,
-            }));
+        let mut con = self.con.clone();
+        let fields = job_fields(&mut con, &key).await?;
+        if let Some(result) = dispatched_result(id, &key, &fields) {
+            return result.map(Some);
         }
-        job_result(id.clone(), &fields, None)
-            .map(Some)
-            .ok_or_else(|| corrupt(&key, "no readable state"))
+        // Never dispatched: queued, with what the push recorded (in its `bodies` entry, or
+        // in `meta` when an older version pushed it). Only then is the entry read: it holds
+        // the body, custom header values included.
+        let (entry, meta): (Option<String>, Option<String>) = redis::pipe()
+            .hget(self.key("bodies"), &id.0)
+            .hget(self.key("meta"), &id.0)
+            .query_async(&mut con)
+            .await?;
+        let pushed = match (entry.as_deref().and_then(split_entry), meta.as_deref()) {
+            (Some((tenant, key, _)), _) => Some((tenant, key)),
+            (None, Some(m)) => Some(m.split_once('\n').unwrap_or((m, ""))),
+            (None, None) => None,
+        };
+        let Some((tenant, job_key)) = pushed else {
+            // Dispatched between the two reads, or no such job.
+            let fields = job_fields(&mut con, &key).await?;
+            return dispatched_result(id, &key, &fields).transpose();
+        };
+        Ok(Some(JobResult {
+            job: id.clone(),
+            tenant: tenant.to_string(),
+            key: job_key.to_string(),
+            status: JobState::Queued,
+            webhook_id: None,
+            attempts: 0,
+            error: None,
+            reconciled: false,
+        }))
     }
 
     async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError> {
