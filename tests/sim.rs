@@ -363,18 +363,17 @@ async fn rate_limit_styles_and_retry_after() {
     }
 }
 
-#[tokio::test]
-async fn injected_500s_are_transient_and_create_nothing() {
+/// One Create, as account `access`, against a simulator that injects `faults` into every
+/// call; the client must take the answer as a transient error that may have reached
+/// LeadSquared. Returns the simulator (still running) and the tenant.
+async fn create_under(faults: Faults, access: &str, w: &CreateWebhook) -> (Running, Tenant) {
     let sim = start(SimConfig {
-        faults: Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        },
+        faults,
         ..SimConfig::default()
     })
     .await;
-    let t = tenant(&sim.server, "acme", "ak-500", 25);
-    let e = client().create(&t, &webhook("x")).await;
+    let t = tenant(&sim.server, "acme", access, 25);
+    let e = client().create(&t, w).await;
     assert!(
         matches!(
             e,
@@ -385,6 +384,16 @@ async fn injected_500s_are_transient_and_create_nothing() {
         ),
         "{e:?}"
     );
+    (sim, t)
+}
+
+#[tokio::test]
+async fn injected_500s_are_transient_and_create_nothing() {
+    let faults = Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    };
+    let (sim, _) = create_under(faults, "ak-500", &webhook("x")).await;
     let stats = sim.server.stats();
     let acc = &stats.accounts[&account_label("ak-500")];
     assert_eq!(acc.faults.errors, 1);
@@ -393,59 +402,28 @@ async fn injected_500s_are_transient_and_create_nothing() {
 
 #[tokio::test]
 async fn created_then_500_leaves_a_webhook_the_client_can_find() {
-    let sim = start(SimConfig {
-        faults: Faults {
-            created_then_error_rate: 1.0,
-            ..Faults::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
-    let t = tenant(&sim.server, "acme", "ak-c500", 25);
-    let client = client();
+    let faults = Faults {
+        created_then_error_rate: 1.0,
+        ..Faults::default()
+    };
     let w = webhook("created but failed");
-    let e = client.create(&t, &w).await;
-    assert!(
-        matches!(
-            e,
-            Err(CallError::Transient {
-                maybe_reached: true,
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    let (sim, t) = create_under(faults, "ak-c500", &w).await;
     let stats = sim.server.stats();
     let acc = &stats.accounts[&account_label("ak-c500")];
     assert_eq!(acc.faults.created_then_error, 1);
     assert_eq!(acc.webhooks.len(), 1);
     // Retrieve finds it, so a worker records it instead of creating a duplicate.
-    let found = client.find_existing(&t, &w, 50).await.expect("retrieve");
+    let found = client().find_existing(&t, &w, 50).await.expect("retrieve");
     assert_eq!(found.map(|id| id.0), Some(acc.webhooks[0].id.clone()));
 }
 
 #[tokio::test]
 async fn resets_are_transient_and_may_have_reached() {
-    let sim = start(SimConfig {
-        faults: Faults {
-            reset_rate: 1.0,
-            ..Faults::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
-    let t = tenant(&sim.server, "acme", "ak-reset", 25);
-    let e = client().create(&t, &webhook("x")).await;
-    assert!(
-        matches!(
-            e,
-            Err(CallError::Transient {
-                maybe_reached: true,
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    let faults = Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    };
+    let (sim, _) = create_under(faults, "ak-reset", &webhook("x")).await;
     let stats = sim.server.stats();
     let acc = &stats.accounts[&account_label("ak-reset")];
     assert_eq!(acc.faults.resets, 1);
