@@ -7,7 +7,8 @@ mod queue_support;
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobState};
-use lsq_webhooks::queue::{Dispatch, Dispatched, Pushed, Queue, QueueError, Requeue};
+use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::{Dispatch, Dispatched, LeasedJob, Pushed, Queue, QueueError, Requeue};
 use queue_support::{config, connect, job, next_job, raw, redis_now_ms, tenant};
 use redis::AsyncCommands;
 
@@ -446,29 +447,40 @@ async fn requeue_and_dead_letters() {
     assert!(q.results(Some("beta")).await.expect("results").is_empty());
 }
 
-#[tokio::test]
-async fn answered_restamps_the_call() {
-    let q = connect(config(&common::unique_queue("answered"), 500)).await;
+/// Three jobs of a tenant allowed 2 calls per 500 ms; the first two dispatched, and Redis's
+/// clock at least 100 ms later, when their answers arrive (returned).
+async fn two_calls_answered_later(name: &str) -> (RedisQueue, LeasedJob, LeasedJob, u64) {
+    let q = connect(config(&common::unique_queue(name), 500)).await;
     q.put_tenants(&[tenant("acme", 2)]).await.expect("tenants");
     q.push(&[job("acme", 1), job("acme", 2), job("acme", 3)])
         .await
         .expect("push");
     let j1 = next_job(&q).await;
     let j2 = next_job(&q).await;
-    // Some time passes before the answers arrive.
     let mut con = raw().await;
     while redis_now_ms(&mut con).await < j1.dispatched_at_ms + 100 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let before_answer = redis_now_ms(&mut con).await;
-    q.answered(&j1).await.expect("answered");
-    q.answered(&j2).await.expect("answered");
-    let j3 = next_job(&q).await;
+    let answered_at = redis_now_ms(&mut con).await;
+    (q, j1, j2, answered_at)
+}
+
+/// The third call waits a whole window from the answers: they re-stamped the calls.
+async fn third_call_waits_a_window_from(q: &RedisQueue, answered_at: u64) {
+    let j3 = next_job(q).await;
     assert!(
-        j3.dispatched_at_ms >= before_answer + 500,
-        "third call at {} is within 500 ms of the answers at >= {before_answer}",
+        j3.dispatched_at_ms >= answered_at + 500,
+        "third call at {} is within 500 ms of the answers at >= {answered_at}",
         j3.dispatched_at_ms
     );
+}
+
+#[tokio::test]
+async fn answered_restamps_the_call() {
+    let (q, j1, j2, answered_at) = two_calls_answered_later("answered").await;
+    q.answered(&j1).await.expect("answered");
+    q.answered(&j2).await.expect("answered");
+    third_call_waits_a_window_from(&q, answered_at).await;
 }
 
 /// Issue 4: one dispatch hands out many jobs, exactly those (and in the order) that as
@@ -512,26 +524,10 @@ async fn dispatch_many_hands_out_a_batch_in_turns_within_the_limits() {
 /// the LeadSquared call instead of two), whether the job ends done or dead.
 #[tokio::test]
 async fn finishing_restamps_the_call_without_answered() {
-    let q = connect(config(&common::unique_queue("finish-restamp"), 500)).await;
-    q.put_tenants(&[tenant("acme", 2)]).await.expect("tenants");
-    q.push(&[job("acme", 1), job("acme", 2), job("acme", 3)])
-        .await
-        .expect("push");
-    let j1 = next_job(&q).await;
-    let j2 = next_job(&q).await;
-    let mut con = raw().await;
-    while redis_now_ms(&mut con).await < j1.dispatched_at_ms + 100 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let before_answer = redis_now_ms(&mut con).await;
+    let (q, j1, j2, answered_at) = two_calls_answered_later("finish-restamp").await;
     q.complete(&j1, "wh-1", false).await.expect("complete");
     q.bury(&j2, "refused").await.expect("bury");
-    let j3 = next_job(&q).await;
-    assert!(
-        j3.dispatched_at_ms >= before_answer + 500,
-        "third call at {} is within 500 ms of the finishes at >= {before_answer}",
-        j3.dispatched_at_ms
-    );
+    third_call_waits_a_window_from(&q, answered_at).await;
 }
 
 #[tokio::test]
