@@ -220,10 +220,14 @@ pub fn read_jobs(
 /// Lines per thread below which checking is not split: a thread costs more than it saves.
 const LINES_PER_THREAD: usize = 2_000;
 
-/// Checks every line of JSON Lines text. Lines are split between the machine's cores
-/// (decoding and validating is most of an import's time); the result is in file order.
-/// Raw bytes, so that a line that is not UTF-8 is reported with its number.
+/// Checks every line of JSON Lines text (a leading UTF-8 byte order mark is skipped). Lines
+/// are split between the machine's cores (decoding and validating is most of an import's
+/// time); the result is in file order. Raw bytes, so that a line that is not UTF-8 is
+/// reported with its number.
 pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
+    // A byte order mark, as some Windows editors write at the start of a UTF-8 file, is not
+    // part of the first line.
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
     let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -686,6 +690,16 @@ mod tests {
         // Every plain body, and many variants, take the fast road: the comparison is real.
         assert!(answered >= 100, "the fast road answered {answered} lines");
         assert!(answered < lines.len(), "the fast road declined nothing");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let line = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
+        let text = format!("\u{feff}{line}\r\n{{broken\r\n");
+        let file = check_jobs(text.as_bytes(), &registered());
+        assert_eq!(file.jobs.len(), 1);
+        assert_eq!(file.errors.len(), 1);
+        assert_eq!(file.errors[0].line, 2);
     }
 
     #[test]
