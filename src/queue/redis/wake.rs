@@ -111,8 +111,14 @@ pub(super) async fn listen(
         };
         let started = Instant::now();
         tokio::select! {
+            // Cancellation first: when the queue is dropped as its process ends, the
+            // connection may close at the same moment, and that is no news.
+            biased;
             _ = cancel.cancelled() => return,
             result = session => {
+                if cancel.is_cancelled() {
+                    return;
+                }
                 match result {
                     Ok(()) => tracing::warn!(%channel, "wake subscription closed; resubscribing"),
                     Err(e) => tracing::warn!(%channel, error = %e, "wake subscription failed; retrying"),
@@ -124,6 +130,7 @@ pub(super) async fn listen(
         }
         let jitter = rand::rng().random_range(0..=delay.as_millis() as u64);
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
         }
