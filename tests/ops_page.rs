@@ -1,10 +1,12 @@
 //! The status page, loaded in headless Chromium from a real server over a Redis queue: its
 //! script runs, reads the API, and the DOM shows the queue's numbers, the throttled tenant
-//! and the dead letters with their reasons.
+//! and the dead letters with their reasons; and its Retry buttons, clicked through
+//! ChromeDriver, put dead jobs back.
 //!
-//! Chromium comes from Debian's `chromium` package (`.ci/run` installs it). In CI (`CI` set)
-//! a missing Chromium fails the test; on a developer machine without it the test says so and
-//! passes without checking (set `LSQ_CHROMIUM` to use another binary).
+//! Chromium and ChromeDriver come from Debian's `chromium` and `chromium-driver` packages
+//! (`.ci/run` installs them). In CI (`CI` set) a missing one fails the test; on a developer
+//! machine without it the test says so and passes without checking (set `LSQ_CHROMIUM` or
+//! `LSQ_CHROMEDRIVER` to use other binaries).
 
 #![allow(clippy::unwrap_used)]
 
@@ -168,5 +170,311 @@ async fn the_page_shows_the_queue_in_chromium() {
             .await
             .unwrap();
     }
+    server.stop().await;
+}
+
+/// ChromeDriver (Debian's `chromium-driver`), or `None` (after saying why) when the test
+/// may skip; like [`chromium`], a missing driver fails the test when `CI` is set.
+fn chromedriver() -> Option<PathBuf> {
+    let path = PathBuf::from(
+        std::env::var("LSQ_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
+    );
+    if path.exists() {
+        return Some(path);
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(
+        !in_ci,
+        "CI is set but {} does not exist: .ci/run must install Debian's chromium-driver package",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not found (apt-get install chromium-driver, or set LSQ_CHROMEDRIVER); \
+         this test fails instead of skipping when CI is set",
+        path.display()
+    );
+    None
+}
+
+/// A headless Chromium session driven over the W3C WebDriver protocol (plain HTTP and JSON
+/// to ChromeDriver), so a test can click and answer prompts as a person would. The driver
+/// is killed when this is dropped.
+struct Browser {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:PORT/session/ID`.
+    session: String,
+    driver: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+/// How long any one wait in the browser may take: a bound on a hang, not a timing assertion.
+const BROWSER_WAIT: Duration = Duration::from_secs(60);
+
+impl Browser {
+    async fn start(driver_bin: &PathBuf, chromium_bin: &PathBuf) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + BROWSER_WAIT;
+        loop {
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            if ready.is_some_and(|v| v["value"]["ready"] == true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "goog:chromeOptions": {
+                "binary": chromium_bin,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        }}});
+        let mut browser = Browser {
+            http,
+            session: String::new(),
+            driver,
+            _profile: profile,
+        };
+        let created = browser
+            .call(
+                reqwest::Method::POST,
+                &format!("{base}/session"),
+                capabilities,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("no WebDriver session: {e}"));
+        let id = created["sessionId"].as_str().unwrap().to_string();
+        browser.session = format!("{base}/session/{id}");
+        browser
+    }
+
+    /// One WebDriver command: its `value`, or the driver's error (`error: message`).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let mut request = self.http.request(method, url);
+        // GETs carry no body.
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let answer: serde_json::Value = request
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let value = answer["value"].clone();
+        match value.get("error").and_then(serde_json::Value::as_str) {
+            Some(error) => Err(format!("{error}: {}", value["message"])),
+            None => Ok(value),
+        }
+    }
+
+    /// A command on this session (`path` after `/session/ID`).
+    async fn session_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.call(method, &format!("{}{path}", self.session), body)
+            .await
+    }
+
+    async fn open(&self, url: &str) {
+        self.session_call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({ "url": url }),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Clicks the element `css` selects, once it is there. The page redraws its tables
+    /// every 2 s, so an element found just before a redraw is found again.
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + BROWSER_WAIT;
+        loop {
+            let found = self
+                .session_call(
+                    reqwest::Method::POST,
+                    "/element",
+                    serde_json::json!({"using": "css selector", "value": css}),
+                )
+                .await;
+            let clicked = match found {
+                Ok(element) => {
+                    let id = element
+                        .as_object()
+                        .and_then(|o| o.values().next())
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap()
+                        .to_string();
+                    self.session_call(
+                        reqwest::Method::POST,
+                        &format!("/element/{id}/click"),
+                        serde_json::json!({}),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(_) => return,
+                Err(e) => assert!(Instant::now() < deadline, "cannot click {css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Answers the prompt the page has opened with `text`.
+    async fn answer_prompt(&self, text: &str) {
+        let deadline = Instant::now() + BROWSER_WAIT;
+        while let Err(e) = self
+            .session_call(reqwest::Method::GET, "/alert/text", serde_json::Value::Null)
+            .await
+        {
+            assert!(Instant::now() < deadline, "no prompt opened: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.session_call(
+            reqwest::Method::POST,
+            "/alert/text",
+            serde_json::json!({ "text": text }),
+        )
+        .await
+        .unwrap();
+        self.session_call(
+            reqwest::Method::POST,
+            "/alert/accept",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Waits until the element `css` selects shows `want`.
+    async fn wait_for_text(&self, css: &str, want: &str) {
+        let deadline = Instant::now() + BROWSER_WAIT;
+        let mut last = String::new();
+        loop {
+            let text = self
+                .session_call(
+                    reqwest::Method::POST,
+                    "/execute/sync",
+                    serde_json::json!({
+                        "script": "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                        "args": [css],
+                    }),
+                )
+                .await;
+            if let Ok(serde_json::Value::String(t)) = text {
+                if t == want {
+                    return;
+                }
+                last = t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} shows {last:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The dead letters' Retry buttons, clicked in Chromium: the page asks for the API token,
+/// says so when it is wrong (and retries nothing), puts the job back with the right one,
+/// and "Retry all" then uses the token it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_buttons_put_dead_jobs_back_in_chromium() {
+    let (Some(chromium_bin), Some(driver_bin)) = (chromium(), chromedriver()) else {
+        return;
+    };
+    let config = QueueConfig {
+        name: common::unique_queue("page-retry"),
+        ..QueueConfig::default()
+    };
+    let queue: Arc<dyn Queue> = Arc::new(
+        RedisQueue::connect(&common::redis_url(), config)
+            .await
+            .unwrap(),
+    );
+    fill(queue.as_ref(), &[("acme", 25)], 1, 3, 0).await;
+    let dead: Vec<String> = queue
+        .dead()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job.0)
+        .collect();
+    assert_eq!(dead.len(), 3);
+    let server = Server::start(queue.clone(), ApiLimits::default()).await;
+    let browser = Browser::start(&driver_bin, &chromium_bin).await;
+    browser.open(&server.url("/")).await;
+    let button = |id: &str| format!("tr[data-job=\"{id}\"] button");
+
+    // A wrong token: refused, nothing retried.
+    browser.click(&button(&dead[0])).await;
+    browser.answer_prompt("not-the-token").await;
+    browser.wait_for_text("#retry-result", "wrong token").await;
+    assert_eq!(queue.dead().await.unwrap().len(), 3);
+
+    // The right one: that job goes back to its tenant's queue.
+    browser.click(&button(&dead[0])).await;
+    browser.answer_prompt(ops_support::TOKEN).await;
+    browser
+        .wait_for_text("#retry-result", "1 job(s) put back in the queue")
+        .await;
+    let left: Vec<String> = queue
+        .dead()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job.0)
+        .collect();
+    assert_eq!(left, dead[1..].to_vec());
+    assert_eq!(queue.status().await.unwrap().queued, 1);
+
+    // "Retry all" asks for no token now: the page kept the one that worked.
+    browser.click("#retry-all").await;
+    browser
+        .wait_for_text("#retry-result", "2 job(s) put back in the queue")
+        .await;
+    assert!(queue.dead().await.unwrap().is_empty());
+    assert_eq!(queue.status().await.unwrap().queued, 3);
+    drop(browser);
     server.stop().await;
 }
