@@ -7,6 +7,7 @@ mod queue_support;
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobState};
+use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Dispatch, Dispatched, LeasedJob, Pushed, Queue, QueueError, Requeue};
 use queue_support::{config, connect, job, next_job, raw, redis_now_ms, tenant};
@@ -528,6 +529,55 @@ async fn finishing_restamps_the_call_without_answered() {
     q.complete(&j1, "wh-1", false).await.expect("complete");
     q.bury(&j2, "refused").await.expect("bury");
     third_call_waits_a_window_from(&q, answered_at).await;
+}
+
+/// What `results --purge-done` does once it has written the rows out: the done jobs'
+/// records go, nothing else does, and their keys stay taken (the same job pushed again is
+/// a duplicate of the purged id, never created twice). Run on both backends.
+async fn purging_done_records_keeps_their_keys(q: &dyn Queue) {
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    let pushed = q
+        .push(&[job("acme", 1), job("acme", 2), job("acme", 3)])
+        .await
+        .expect("push");
+    let ids = enqueued(&pushed);
+    let j1 = next_job(q).await;
+    q.complete(&j1, "wh-1", false).await.expect("complete");
+    let j2 = next_job(q).await;
+    q.bury(&j2, "refused").await.expect("bury");
+    // One done, one dead, one queued, one unknown id: only the done one goes.
+    let mut named = ids.clone();
+    named.push(JobId::new());
+    assert_eq!(q.purge_done(&named).await.expect("purge"), 1);
+    assert!(q.job(&ids[0]).await.expect("job").is_none());
+    let results: Vec<JobId> = q
+        .results(None)
+        .await
+        .expect("results")
+        .into_iter()
+        .map(|r| r.job)
+        .collect();
+    assert_eq!(results, vec![ids[1].clone()]);
+    let s = q.status().await.expect("status");
+    assert_eq!((s.queued, s.done, s.dead), (1, 0, 1));
+    let again = q.push(&[job("acme", 1)]).await.expect("push");
+    assert!(
+        matches!(&again[0], Pushed::Duplicate { job } if *job == ids[0]),
+        "{again:?}"
+    );
+    assert_eq!(q.purge_done(&ids).await.expect("purge"), 0);
+}
+
+#[tokio::test]
+async fn purging_done_records_keeps_their_keys_in_redis() {
+    let q = connect(config(&common::unique_queue("purge-done"), 500)).await;
+    purging_done_records_keeps_their_keys(&q).await;
+}
+
+#[tokio::test]
+async fn purging_done_records_keeps_their_keys_embedded() {
+    let q = EmbeddedQueue::new(config(&common::unique_queue("purge-done-embedded"), 500));
+    purging_done_records_keeps_their_keys(&q).await;
 }
 
 #[tokio::test]

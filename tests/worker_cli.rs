@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use lsq_webhooks::job::NewJob;
 use lsq_webhooks::queue::redis::RedisQueue;
-use lsq_webhooks::queue::{Queue, QueueConfig};
+use lsq_webhooks::queue::{Dispatch, Pushed, Queue, QueueConfig};
 use lsq_webhooks::secret::Secret;
 use lsq_webhooks::tenant::Tenant;
 
@@ -175,6 +175,84 @@ async fn results_and_dead_letters_through_the_binary() {
 /// SIGTERM in the middle of a run: the binary stops taking jobs, hands back the ones whose
 /// calls are still running when the grace period ends, and exits 0; a second run finishes
 /// the rest. No job is lost and no webhook is created twice.
+/// `results --purge-done`: every row is written, then the done jobs' records go; the next
+/// `results` shows only what is left, and the purged jobs' keys are still taken.
+#[tokio::test]
+async fn results_purge_done_through_the_binary() {
+    let name = common::unique_queue("cli-purge-done");
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    queue
+        .put_tenants(&[Tenant {
+            name: "acme".into(),
+            api_base: url::Url::parse("http://127.0.0.1:9").expect("url"),
+            access_key: Secret::new("ak"),
+            secret_key: Secret::new("sk"),
+            limit: 25,
+        }])
+        .await
+        .expect("tenants");
+    let jobs: Vec<NewJob> = (0..3)
+        .map(|n| NewJob {
+            tenant: "acme".into(),
+            body: body(n).to_string(),
+            key: format!("k{n}"),
+        })
+        .collect();
+    queue.push(&jobs).await.expect("push");
+    for n in 0..3 {
+        let Dispatch::Job(job) = queue.dispatch().await.expect("dispatch") else {
+            panic!("job {n} not dispatched");
+        };
+        if n < 2 {
+            queue
+                .complete(&job, &format!("wh-{n}"), false)
+                .await
+                .expect("complete");
+        } else {
+            queue.bury(&job, "refused").await.expect("bury");
+        }
+    }
+
+    let out = lsq(&name, &["results", "--format", "csv", "--purge-done"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(out.stdout.as_slice())
+        .records()
+        .map(|r| r.expect("row"))
+        .collect();
+    let ids: Vec<(&str, &str)> = rows.iter().map(|r| (&r[3], &r[4])).collect();
+    assert_eq!(ids, [("done", "wh-0"), ("done", "wh-1"), ("dead", "")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("purged 2 done record(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let after = lsq(&name, &["results"]);
+    assert!(after.status.success());
+    let left: Vec<serde_json::Value> = stdout(&after)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["status"], "dead");
+    let status = queue.status().await.expect("status");
+    assert_eq!((status.done, status.dead), (0, 1));
+    let again = queue.push(&jobs[..1]).await.expect("push");
+    assert!(matches!(again[0], Pushed::Duplicate { .. }), "{again:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_loses_no_job() {
     let sim_tenants = worker_support::tenants(

@@ -1,5 +1,8 @@
 //! `lsq-webhooks results`: one row per finished job (done or dead), in finishing order, as
 //! JSON Lines or CSV with the columns `job,tenant,key,status,webhook_id,attempts,error`.
+//! With `--purge-done`, the records of the done jobs written are then deleted from the
+//! queue (their idempotency keys stay taken), so the next `results` shows only what finished
+//! since: an export that also keeps Redis from holding every record forever.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +11,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::Global;
-use crate::job::JobResult;
+use crate::job::{JobId, JobResult, JobState};
 use crate::queue::Queue;
 
 /// Arguments of `results`.
@@ -20,6 +23,11 @@ pub struct Args {
     /// Only this tenant's jobs.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Once every row is written, delete the records of the done jobs written. Their
+    /// webhook Ids are then only in this output; their keys stay taken, so the same job
+    /// enqueued again is still a duplicate. Dead jobs stay (see `dead purge`).
+    #[arg(long)]
+    pub purge_done: bool,
 }
 
 /// How rows are written.
@@ -99,15 +107,30 @@ pub fn write_rows(rows: &[JobResult], format: Format, out: &mut dyn Write) -> an
     Ok(())
 }
 
-/// Reads the finished jobs from `queue` and writes them to `out`.
-pub async fn print(queue: &dyn Queue, args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Reads the finished jobs from `queue` and writes them to `out`; with `--purge-done`, then
+/// deletes the done ones written and returns how many went (else 0).
+pub async fn print(queue: &dyn Queue, args: &Args, out: &mut dyn Write) -> anyhow::Result<u64> {
     let rows = queue.results(args.tenant.as_deref()).await?;
-    write_rows(&rows, args.format, out)
+    // Written and flushed first: a record is deleted only once its row is out.
+    write_rows(&rows, args.format, out)?;
+    if !args.purge_done {
+        return Ok(0);
+    }
+    let done: Vec<JobId> = rows
+        .iter()
+        .filter(|r| r.status == JobState::Done)
+        .map(|r| r.job.clone())
+        .collect();
+    Ok(queue.purge_done(&done).await?)
 }
 
 /// Runs `results`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::connect_queue(global).await?;
-    print(&queue, &args, &mut std::io::stdout().lock()).await?;
+    let purged = print(&queue, &args, &mut std::io::stdout().lock()).await?;
+    if args.purge_done {
+        // Standard error: standard output holds only the rows.
+        eprintln!("purged {purged} done record(s)");
+    }
     Ok(ExitCode::SUCCESS)
 }

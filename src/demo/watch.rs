@@ -272,6 +272,10 @@ impl Queue for WatchedQueue {
         self.inner.purge_dead(ids).await
     }
 
+    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
+        self.inner.purge_done(ids).await
+    }
+
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
         self.inner.done_per_second(seconds).await
     }

@@ -880,6 +880,22 @@ impl Queue for EmbeddedQueue {
         Ok(chosen.len() as u64)
     }
 
+    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut count = 0;
+        for id in ids {
+            if st.jobs.get(id).is_some_and(|r| r.state == JobState::Done) {
+                // Its key stays in `keys`: the job pushed again is a duplicate of this id.
+                if let Some(seq) = st.jobs.remove(id).and_then(|r| r.finished_seq) {
+                    st.finished.remove(&seq);
+                }
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     async fn is_idle(&self) -> Result<bool, QueueError> {
         let st = self.lock();
         Ok(st.ready.is_empty() && st.scheduled.is_empty() && st.leases.is_empty())

@@ -348,6 +348,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes dead jobs (all, or these).
     async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError>;
 
+    /// Deletes the records of these jobs where they are done (others are left alone) and
+    /// returns how many went: for `results --purge-done`, once their rows are written out.
+    /// Their idempotency keys stay taken: the same job pushed again is a duplicate of the
+    /// purged id, and is never created twice.
+    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError>;
+
     /// Jobs that finished done in each of the last `seconds` whole seconds of the backend
     /// clock, oldest first, the current (partial) second last: the throughput `status`
     /// shows and the page charts.

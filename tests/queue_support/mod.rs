@@ -63,7 +63,7 @@ pub fn job(tenant: &str, n: usize) -> NewJob {
 
 /// Dispatches until a job comes, following the waits the queue names; panics after 30 s
 /// (a guard against a hang, not a timing assertion).
-pub async fn next_job(q: &RedisQueue) -> LeasedJob {
+pub async fn next_job<Q: Queue + ?Sized>(q: &Q) -> LeasedJob {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         assert!(

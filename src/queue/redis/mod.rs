@@ -30,8 +30,10 @@
 //! `queued` with no `job:<id>` hash. (Queues written by an older version may still hold
 //! `meta` entries, id -> `tenant\nkey`, for jobs never dispatched; they are still read.)
 //! A job's body is dropped when it completes (it may hold custom header secrets and is not
-//! needed again); its record stays for `results`. Records of finished jobs are not trimmed:
-//! `dead purge` removes dead ones, done ones stay until the queue is deleted.
+//! needed again); its record stays for `results`. Records of finished jobs are not trimmed
+//! on their own: `dead purge` removes dead ones, `results --purge-done` done ones once it
+//! has written them out (purge_done.lua; their `keys` entries stay, so they stay
+//! duplicates).
 
 mod scripts;
 mod wake;
@@ -403,9 +405,20 @@ impl RedisQueue {
             Some(ids) => ids.iter().map(|i| i.0.clone()).collect(),
             None => self.dead_ids().await?,
         };
+        self.per_batch(script, "dead", &ids).await
+    }
+
+    /// Runs `script` (KEYS[1] the `set` zset, ARGV the prefix then ids) over `ids` in
+    /// batches of [`ADMIN_BATCH`], adding up its replies.
+    async fn per_batch(
+        &self,
+        script: &redis::Script,
+        set: &str,
+        ids: &[String],
+    ) -> Result<u64, QueueError> {
         let mut total = 0u64;
         for chunk in ids.chunks(ADMIN_BATCH) {
-            let mut invocation = script.key(self.key("dead"));
+            let mut invocation = script.key(self.key(set));
             invocation.arg(&self.prefix);
             for id in chunk {
                 invocation.arg(id);
@@ -971,6 +984,11 @@ impl Queue for RedisQueue {
 
     async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
         self.per_dead_batch(&scripts::PURGE_DEAD, ids).await
+    }
+
+    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
+        let ids: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
+        self.per_batch(&scripts::PURGE_DONE, "done", &ids).await
     }
 
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {

@@ -46,6 +46,11 @@ script!(STATUS, "status.lua", "Counts and per-tenant view.");
 script!(RETRY_DEAD, "retry_dead.lua", "Requeue dead jobs.");
 script!(PURGE_DEAD, "purge_dead.lua", "Delete dead jobs.");
 script!(
+    PURGE_DONE,
+    "purge_done.lua",
+    "Delete done jobs' records; their keys stay taken."
+);
+script!(
     DONE_PER_SECOND,
     "done_per_second.lua",
     "Jobs done per second, recent seconds."
@@ -53,7 +58,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 13] {
+pub(super) fn all() -> [&'static Script; 14] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -67,6 +72,7 @@ pub(super) fn all() -> [&'static Script; 13] {
         &STATUS,
         &RETRY_DEAD,
         &PURGE_DEAD,
+        &PURGE_DONE,
         &DONE_PER_SECOND,
     ]
 }
