@@ -25,25 +25,30 @@ use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
 const PAUSE_REASON: &str = "rate limited by LeadSquared (limit of 1 per window)";
 use ops_support::{Server, fill};
 
-/// The Chromium binary, or `None` (after saying why) when the test may skip.
-fn chromium() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(std::env::var("LSQ_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+/// A browser binary the tests need: `$env`, else `default`; `None` (after saying why) when
+/// it is missing and the test may skip. With `CI` set a missing one fails the test instead.
+fn browser_binary(env: &str, default: &str, package: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.into()));
     if path.exists() {
         return Some(path);
     }
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
     assert!(
         !in_ci,
-        "CI is set but {} does not exist: .ci/run must install Debian's chromium package",
+        "CI is set but {} does not exist: .ci/run must install Debian's {package} package",
         path.display()
     );
     eprintln!(
-        "SKIPPED: {} not found (apt-get install chromium, or set LSQ_CHROMIUM); \
+        "SKIPPED: {} not found (apt-get install {package}, or set {env}); \
          this test fails instead of skipping when CI is set",
         path.display()
     );
     None
+}
+
+/// The Chromium binary, or `None` when the test may skip.
+fn chromium() -> Option<PathBuf> {
+    browser_binary("LSQ_CHROMIUM", "/usr/bin/chromium", "chromium")
 }
 
 /// Runs headless Chromium on `url` with `extra` arguments and returns its stdout. Killed
@@ -102,18 +107,23 @@ fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     &rest[start..end]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_the_queue_in_chromium() {
-    let Some(bin) = chromium() else { return };
+/// A new, empty Redis queue named after `prefix`.
+async fn new_queue(prefix: &str) -> Arc<dyn Queue> {
     let config = QueueConfig {
-        name: common::unique_queue("page"),
+        name: common::unique_queue(prefix),
         ..QueueConfig::default()
     };
-    let queue: Arc<dyn Queue> = Arc::new(
+    Arc::new(
         RedisQueue::connect(&common::redis_url(), config)
             .await
             .unwrap(),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_queue_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let queue = new_queue("page").await;
     let reasons = fill(queue.as_ref(), &[("acme", 25), ("slowco", 2)], 4, 1, 6).await;
     // LeadSquared told slowco "rate limited, limit 1" for the next minute: paused, with a
     // reason.
@@ -173,27 +183,13 @@ async fn the_page_shows_the_queue_in_chromium() {
     server.stop().await;
 }
 
-/// ChromeDriver (Debian's `chromium-driver`), or `None` (after saying why) when the test
-/// may skip; like [`chromium`], a missing driver fails the test when `CI` is set.
+/// ChromeDriver (Debian's `chromium-driver`), or `None` when the test may skip.
 fn chromedriver() -> Option<PathBuf> {
-    let path = PathBuf::from(
-        std::env::var("LSQ_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
-    );
-    if path.exists() {
-        return Some(path);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    assert!(
-        !in_ci,
-        "CI is set but {} does not exist: .ci/run must install Debian's chromium-driver package",
-        path.display()
-    );
-    eprintln!(
-        "SKIPPED: {} not found (apt-get install chromium-driver, or set LSQ_CHROMEDRIVER); \
-         this test fails instead of skipping when CI is set",
-        path.display()
-    );
-    None
+    browser_binary(
+        "LSQ_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    )
 }
 
 /// A headless Chromium session driven over the W3C WebDriver protocol (plain HTTP and JSON
@@ -305,14 +301,15 @@ impl Browser {
             .await
     }
 
+    /// A POST on this session that must succeed.
+    async fn post(&self, path: &str, body: serde_json::Value) {
+        if let Err(e) = self.session_call(reqwest::Method::POST, path, body).await {
+            panic!("POST {path}: {e}");
+        }
+    }
+
     async fn open(&self, url: &str) {
-        self.session_call(
-            reqwest::Method::POST,
-            "/url",
-            serde_json::json!({ "url": url }),
-        )
-        .await
-        .unwrap();
+        self.post("/url", serde_json::json!({ "url": url })).await;
     }
 
     /// Clicks the element `css` selects, once it is there. The page redraws its tables
@@ -362,20 +359,9 @@ impl Browser {
             assert!(Instant::now() < deadline, "no prompt opened: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.session_call(
-            reqwest::Method::POST,
-            "/alert/text",
-            serde_json::json!({ "text": text }),
-        )
-        .await
-        .unwrap();
-        self.session_call(
-            reqwest::Method::POST,
-            "/alert/accept",
-            serde_json::json!({}),
-        )
-        .await
-        .unwrap();
+        self.post("/alert/text", serde_json::json!({ "text": text }))
+            .await;
+        self.post("/alert/accept", serde_json::json!({})).await;
     }
 
     /// Waits until the element `css` selects shows `want`.
@@ -423,23 +409,13 @@ async fn the_retry_buttons_put_dead_jobs_back_in_chromium() {
     let (Some(chromium_bin), Some(driver_bin)) = (chromium(), chromedriver()) else {
         return;
     };
-    let config = QueueConfig {
-        name: common::unique_queue("page-retry"),
-        ..QueueConfig::default()
-    };
-    let queue: Arc<dyn Queue> = Arc::new(
-        RedisQueue::connect(&common::redis_url(), config)
-            .await
-            .unwrap(),
-    );
+    let queue = new_queue("page-retry").await;
     fill(queue.as_ref(), &[("acme", 25)], 1, 3, 0).await;
-    let dead: Vec<String> = queue
-        .dead()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.job.0)
-        .collect();
+    let dead_ids = || async {
+        let dead = queue.dead().await.unwrap();
+        dead.into_iter().map(|j| j.job.0).collect::<Vec<String>>()
+    };
+    let dead = dead_ids().await;
     assert_eq!(dead.len(), 3);
     let server = Server::start(queue.clone(), ApiLimits::default()).await;
     let browser = Browser::start(&driver_bin, &chromium_bin).await;
@@ -458,14 +434,7 @@ async fn the_retry_buttons_put_dead_jobs_back_in_chromium() {
     browser
         .wait_for_text("#retry-result", "1 job(s) put back in the queue")
         .await;
-    let left: Vec<String> = queue
-        .dead()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.job.0)
-        .collect();
-    assert_eq!(left, dead[1..].to_vec());
+    assert_eq!(dead_ids().await, dead[1..].to_vec());
     assert_eq!(queue.status().await.unwrap().queued, 1);
 
     // "Retry all" asks for no token now: the page kept the one that worked.

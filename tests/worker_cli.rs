@@ -38,9 +38,10 @@ fn body(n: usize) -> serde_json::Value {
     })
 }
 
-#[tokio::test]
-async fn results_and_dead_letters_through_the_binary() {
-    let name = common::unique_queue("cli-dead");
+/// A new queue (its name, and a connection) with one tenant, `tenant`, whose API is at
+/// `api_base`; its keys are `ak-TENANT` and `sk-TENANT`.
+async fn queue_with(prefix: &str, tenant: &str, api_base: &str) -> (String, RedisQueue) {
+    let name = common::unique_queue(prefix);
     let queue = RedisQueue::connect(
         &common::redis_url(),
         QueueConfig {
@@ -50,18 +51,24 @@ async fn results_and_dead_letters_through_the_binary() {
     )
     .await
     .expect("queue");
-    // Nothing listens on this port: every Create fails with "connection refused".
-    let down = format!("http://127.0.0.1:{}", common::free_port());
     queue
         .put_tenants(&[Tenant {
-            name: "down".into(),
-            api_base: url::Url::parse(&down).expect("url"),
-            access_key: Secret::new("ak-down"),
-            secret_key: Secret::new("sk-down"),
+            name: tenant.into(),
+            api_base: url::Url::parse(api_base).expect("url"),
+            access_key: Secret::new(format!("ak-{tenant}")),
+            secret_key: Secret::new(format!("sk-{tenant}")),
             limit: 25,
         }])
         .await
         .expect("tenants");
+    (name, queue)
+}
+
+#[tokio::test]
+async fn results_and_dead_letters_through_the_binary() {
+    // Nothing listens on this port: every Create fails with "connection refused".
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let (name, queue) = queue_with("cli-dead", "down", &down).await;
     let mut jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
             tenant: "down".into(),
@@ -179,26 +186,7 @@ async fn results_and_dead_letters_through_the_binary() {
 /// `results` shows only what is left, and the purged jobs' keys are still taken.
 #[tokio::test]
 async fn results_purge_done_through_the_binary() {
-    let name = common::unique_queue("cli-purge-done");
-    let queue = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: name.clone(),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("queue");
-    queue
-        .put_tenants(&[Tenant {
-            name: "acme".into(),
-            api_base: url::Url::parse("http://127.0.0.1:9").expect("url"),
-            access_key: Secret::new("ak"),
-            secret_key: Secret::new("sk"),
-            limit: 25,
-        }])
-        .await
-        .expect("tenants");
+    let (name, queue) = queue_with("cli-purge-done", "acme", "http://127.0.0.1:9").await;
     let jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
             tenant: "acme".into(),
