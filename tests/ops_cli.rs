@@ -1,5 +1,6 @@
 //! `status` and `serve` through the real binary against Redis: the table and the JSON show
-//! the queue's numbers, `--watch` keeps reading until SIGINT, `serve` refuses to start
+//! the queue's numbers, `--watch` keeps reading until SIGINT (and on a terminal redraws in
+//! place), `serve` refuses to start
 //! without a token and stops cleanly on SIGTERM, and log lines are JSON with
 //! `--log-format json`.
 
@@ -124,6 +125,81 @@ async fn watch_reads_again_until_sigint() {
     signal(child.id(), "-INT");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// On a terminal, `--watch` redraws in place: the screen is cleared once, each frame starts
+/// at the top, every line clears what a longer line of the last frame left, and the frame
+/// ends by clearing the rest of the screen. `script` (util-linux) gives it a terminal.
+#[test]
+fn watch_redraws_in_place_on_a_terminal() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (queue, q) = runtime.block_on(filled("watch-tty"));
+    let mut child = Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("'{BIN}' status --watch"),
+            "/dev/null",
+        ])
+        .env("REDIS_URL", common::redis_url())
+        .env("LSQ_QUEUE", &queue)
+        .env_remove("LSQ_API_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    const FOOTER: &str = "(every 1s; Ctrl-C to stop)\x1b[K";
+    // Two whole frames (each ends by clearing the rest of the screen); the bound is against
+    // a hang, not a timing assertion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut screen = String::new();
+    while screen.matches("\x1b[J").count() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => screen.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => panic!("no two frames within 60 s: {screen:?}"),
+        }
+    }
+    signal(child.id(), "-TERM");
+    let _ = child.wait();
+    drop(q);
+
+    assert!(screen.starts_with("\x1b[2J\x1b[H"), "{screen:?}");
+    assert_eq!(
+        screen.matches("\x1b[2J").count(),
+        1,
+        "cleared once: {screen:?}"
+    );
+    let frames: Vec<&str> = screen.split("\x1b[H").skip(1).collect();
+    assert!(frames.len() >= 2, "{screen:?}");
+    for frame in &frames[..2] {
+        assert!(
+            frame.contains("queued 10   scheduled 0   running 0   done 6   dead 2\x1b[K"),
+            "{frame:?}"
+        );
+        assert!(frame.contains(FOOTER), "{frame:?}");
+        assert!(frame.ends_with("\x1b[J"), "{frame:?}");
+        // Every line of the frame clears to its end.
+        for line in frame.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                line.trim_end_matches('\r').ends_with("\x1b[K") || line.ends_with("\x1b[J"),
+                "{line:?}"
+            );
+        }
+    }
 }
 
 #[test]
