@@ -152,6 +152,28 @@ async fn an_invalid_file_enqueues_nothing() {
     std::fs::write(&path, lines.join("\n") + "\n").expect("write");
     let file = path.to_str().expect("path");
 
+    // Checking only: the same report, nothing written either way.
+    let out = run(&queue, &["enqueue", "--check", file], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "valid 3, invalid 3");
+    assert!(text(&out.stderr).contains("line 3: webhook.URL: "));
+    let valid_only = dir.path().join("valid.jsonl");
+    std::fs::write(&valid_only, line("acme", 1) + "\n" + &line("beta", 2)).expect("write");
+    let out = run(
+        &queue,
+        &["enqueue", "--check", valid_only.to_str().expect("path")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "valid 2, invalid 0");
+    assert_eq!(queued(&queue).await, 0, "a check enqueues nothing");
+    let out = run(
+        &queue,
+        &["enqueue", "--check", "--skip-invalid", file],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "the two flags conflict");
+
     let out = run(&queue, &["enqueue", file], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(

@@ -1,6 +1,7 @@
 //! `lsq-webhooks enqueue FILE|-`: validate every line of a JSON Lines job file first, then
 //! enqueue the jobs in batches. Any invalid line is reported (`line N: field: reason`) and,
-//! unless `--skip-invalid`, nothing is enqueued and the exit code is 2.
+//! unless `--skip-invalid`, nothing is enqueued and the exit code is 2. `--check` checks and
+//! reports only.
 
 use std::collections::HashSet;
 use std::io::{BufReader, IsTerminal, Read};
@@ -22,6 +23,10 @@ pub struct Args {
     /// Enqueue the valid lines even when some are invalid (they are still reported).
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Only check the file (tenants against the registry) and report; enqueue nothing.
+    /// Prints `valid N, invalid N`; exit 2 when a line is invalid.
+    #[arg(long, conflicts_with = "skip_invalid")]
+    pub check: bool,
 }
 
 /// Reads and checks the whole input (off the async runtime: it is CPU and file work).
@@ -54,6 +59,13 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("{e}");
     }
     let invalid = file.invalid_lines;
+    if args.check {
+        println!("valid {}, invalid {invalid}", file.jobs.len());
+        if invalid > 0 {
+            return Err(BadInput(format!("{invalid} invalid line(s) in {}", args.file)).into());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if invalid > 0 && !args.skip_invalid {
         println!("enqueued 0, duplicate 0, invalid {invalid}");
         return Err(BadInput(format!(
