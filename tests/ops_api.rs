@@ -627,27 +627,38 @@ async fn overload_is_shed_and_slow_requests_time_out() {
         .await
         .unwrap();
 
-    // One request holds the only slot, stuck on Redis until its timeout...
-    let stuck = tokio::spawn({
-        let url = server.url("/v1/status");
-        async move { client().get(url).send().await.unwrap() }
-    });
-    // ...so others are refused at once while it is in flight.
+    // One request holds the only slot, stuck on Redis until its timeout, so others are
+    // refused at once while it is in flight. A probe that holds the slot just as the status
+    // request arrives gets that one shed instead ("server busy", at once): then again.
     let mut shed = None;
-    while !stuck.is_finished() {
-        let r = client().get(server.url("/healthz")).send().await.unwrap();
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-            shed = Some(r);
+    let mut stuck = None;
+    for _ in 0..20 {
+        let status = tokio::spawn({
+            let url = server.url("/v1/status");
+            async move { client().get(url).send().await.unwrap() }
+        });
+        while !status.is_finished() {
+            let r = client().get(server.url("/healthz")).send().await.unwrap();
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                shed = Some(r);
+                break;
+            }
+        }
+        let status = status.await.unwrap();
+        if shed.is_some() {
+            stuck = Some(status);
             break;
         }
+        let body: Value = status.json().await.unwrap();
+        assert_eq!(body["error"], "server busy, try again", "{body}");
     }
-    let stuck = stuck.await.unwrap();
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query_async(&mut admin)
         .await
         .unwrap();
     let shed = shed.expect("no request was shed while the slot was taken");
+    let stuck = stuck.expect("the status request held the slot");
     assert_eq!(shed.headers().get("retry-after").unwrap(), "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(body["error"], "server busy, try again");
