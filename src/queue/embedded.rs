@@ -261,9 +261,16 @@ impl State {
         self.rescore(&job.tenant, now, span, None);
     }
 
-    /// Checks that `job` still holds its lease; on success releases it and returns until
-    /// when a Create it sent may still land.
-    fn take_lease(&mut self, job: &LeasedJob) -> Result<Option<Instant>, QueueError> {
+    /// How every finishing call starts: re-stamps the job's call at `now` (whether or not
+    /// the lease is still held), then checks that `job` still holds its lease; on success
+    /// releases it and returns until when a Create it sent may still land.
+    fn end_lease(
+        &mut self,
+        job: &LeasedJob,
+        now: Instant,
+        span: Duration,
+    ) -> Result<Option<Instant>, QueueError> {
+        self.restamp(job, now, span);
         let rec = self
             .jobs
             .get_mut(&job.id)
@@ -628,8 +635,7 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.restamp(job, now, self.span());
-        st.take_lease(job)?;
+        st.end_lease(job, now, self.span())?;
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.webhook_id = Some(webhook_id.to_string());
             rec.reconciled = reconciled;
@@ -661,8 +667,7 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.restamp(job, now, self.span());
-        st.take_lease(job)?;
+        st.end_lease(job, now, self.span())?;
         let Some(rec) = st.jobs.get_mut(&job.id) else {
             return Err(QueueError::LeaseLost(job.id.clone()));
         };
@@ -692,8 +697,7 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.restamp(job, now, span);
-        st.take_lease(job)?;
+        st.end_lease(job, now, span)?;
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.attempts = rec.attempts.saturating_sub(1);
         }
@@ -717,8 +721,7 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.restamp(job, now, span);
-        let in_flight_until = st.take_lease(job)?.filter(|u| *u > now);
+        let in_flight_until = st.end_lease(job, now, span)?.filter(|u| *u > now);
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             if !how.spend_attempt {
                 rec.attempts = rec.attempts.saturating_sub(1);
@@ -747,8 +750,7 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.restamp(job, now, self.span());
-        st.take_lease(job)?;
+        st.end_lease(job, now, self.span())?;
         st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
         Ok(())
     }

@@ -12,9 +12,8 @@
 -- Returns 1, or 0 when the lease was lost.
 
 local id = ARGV[2]
-local now = now_us()
-restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
-if release(id, ARGV[3], now, false) == nil then
+local now, job = finish_lease(false)
+if job == nil then
   return 0
 end
 bury(id, nil, ARGV[6], now)

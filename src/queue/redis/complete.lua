@@ -14,9 +14,7 @@
 -- Returns 1, or 0 when the lease was lost (nothing recorded).
 
 local id = ARGV[2]
-local now = now_us()
-restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
-local job = release(id, ARGV[3], now, false)
+local now, job = finish_lease(false)
 if not job then
   return 0
 end

@@ -107,8 +107,7 @@ local function leased(id, token)
   return nil
 end
 
--- The start of every finishing script (complete, retry_later, rate_limited, requeue, bury):
--- ends the lease `token` holds on job `id`. Takes the job out of `running` and clears its
+-- Ends the lease `token` holds on job `id`. Takes the job out of `running` and clears its
 -- lease and `call_until_ms` (the holder reported how its call ended). Returns the record
 -- key; nil when the lease was lost (the script answers 0, nothing changed). With
 -- `need_tenant`, also the tenant, the attempts spent and until when (µs) the holder's
@@ -156,6 +155,16 @@ local function restamp(tenant, call, now, window_us)
       redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
     end
   end
+end
+
+-- How every finishing script (complete, retry_later, rate_limited, requeue, bury) starts,
+-- with its arguments ARGV[2] job id, ARGV[3] lease token, ARGV[4] tenant, ARGV[5] window +
+-- margin (µs): re-stamps the call (whether or not the lease is still held), then releases
+-- the lease. Returns now (µs), then what `release` returns.
+local function finish_lease(need_tenant)
+  local now = now_us()
+  restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
+  return now, release(ARGV[2], ARGV[3], now, need_tenant)
 end
 
 -- A pushed job's entry in `bodies`: `tenant \n length-of-key \n key body`, so that one hash

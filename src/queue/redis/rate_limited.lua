@@ -16,9 +16,7 @@
 -- Returns 1, or 0 when the lease was lost.
 
 local id = ARGV[2]
-local now = now_us()
-restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
-local job, tenant, attempts = release(id, ARGV[3], now, true)
+local now, job, tenant, attempts = finish_lease(true)
 if job == nil then
   return 0
 elseif not job then

@@ -1,5 +1,5 @@
 -- retry_later.lua: schedules a retry after a delay (the attempt stays spent), or buries the
--- job when it has no attempts left; re-stamps the job's call first (see `restamp` in
+-- job when it has no attempts left; re-stamps the job's call first (see `finish_lease` in
 -- prelude.lua). An unknown outcome stays unknown: a transient failure cannot prove the
 -- webhook was not created (only `requeue` after a reconcile clears it).
 --
@@ -17,9 +17,7 @@
 -- Returns 1 (scheduled), 2 (dead: no attempts left), or 0 when the lease was lost.
 
 local id = ARGV[2]
-local now = now_us()
-restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
-local job, tenant, attempts = release(id, ARGV[3], now, true)
+local now, job, tenant, attempts = finish_lease(true)
 if job == nil then
   return 0
 elseif not job then
