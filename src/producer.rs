@@ -88,6 +88,23 @@ fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
     }
 }
 
+/// What is wrong with a given idempotency key, if anything.
+fn key_problem(key: &str) -> Option<FieldError> {
+    if key.is_empty() {
+        Some(field_error(
+            "key",
+            "must not be empty (leave it out to derive one)",
+        ))
+    } else if key.len() > MAX_KEY_LEN {
+        Some(field_error(
+            "key",
+            format!("is {} bytes, at most {MAX_KEY_LEN}", key.len()),
+        ))
+    } else {
+        None
+    }
+}
+
 /// Checks one job (without the registry: see [`check_tenant`]) and makes it ready to push.
 pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -97,18 +114,8 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
             "must be 1-128 characters of letters, digits, '.', '_' or '-'",
         ));
     }
-    if let Some(key) = &request.key {
-        if key.is_empty() {
-            errors.push(field_error(
-                "key",
-                "must not be empty (leave it out to derive one)",
-            ));
-        } else if key.len() > MAX_KEY_LEN {
-            errors.push(field_error(
-                "key",
-                format!("is {} bytes, at most {MAX_KEY_LEN}", key.len()),
-            ));
-        }
+    if let Some(problem) = request.key.as_deref().and_then(key_problem) {
+        errors.push(problem);
     }
     let body = match CreateWebhook::from_value(&request.webhook) {
         Ok(w) => Some(w.to_json()),
@@ -283,11 +290,7 @@ fn fast_job(line: &[u8], registered: &HashSet<String>) -> Option<NewJob> {
     if !valid_name(&raw.tenant) || !registered.contains(raw.tenant.as_ref()) {
         return None;
     }
-    if raw
-        .key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
-    {
+    if raw.key.as_deref().and_then(key_problem).is_some() {
         return None;
     }
     let body = CreateWebhook::from_raw(raw.webhook)?.to_json();

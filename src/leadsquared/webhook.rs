@@ -459,7 +459,8 @@ impl CreateWebhook {
             }
             custom_headers.reserve_exact(headers.len());
             for h in headers {
-                if h.key.trim().is_empty() || !is_header_name(&h.key) {
+                // Also refuses a blank key: a header name is never empty or space.
+                if !is_header_name(&h.key) {
                     return None;
                 }
                 custom_headers.push(CustomHeader {
