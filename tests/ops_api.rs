@@ -669,3 +669,93 @@ async fn overload_is_shed_and_slow_requests_time_out() {
     assert_eq!(r.status(), StatusCode::OK);
     server.stop().await;
 }
+
+/// A client of its own: requests leave from `ip` (any 127.x address is this host).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+async fn post_job_from(client: &reqwest::Client, server: &Server, n: usize) -> reqwest::Response {
+    client
+        .post(server.url("/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(job_json("acme", n).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_flooding_post_jobs_gets_429_while_another_is_accepted() {
+    let limits = ApiLimits {
+        job_posts_per_client_per_sec: 2,
+        ..ApiLimits::default()
+    };
+    let server = Server::start(queue().await, limits).await;
+    fill(server.queue.as_ref(), &[("acme", 25)], 0, 0, 0).await;
+    let (flooder, other) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
+
+    // A client's first request always finds its burst whole. A flood spends it and meets
+    // 429, however slowly this machine sends (the burst refills at 2 a second, so 200
+    // requests in a row all accepted would take a machine at over 0.5 s per request).
+    let r = post_job_from(&flooder, &server, 0).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut refused = None;
+    for n in 1..200 {
+        let r = post_job_from(&flooder, &server, n).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let refused = refused.expect("200 posts in a row from one client were all accepted");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "Retry-After: {retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        format!("too many requests from this client; retry after {retry_after} s")
+    );
+
+    // Another client has a burst of its own.
+    let r = post_job_from(&other, &server, 1000).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // The flooder's reads are not limited, and a write without the token is refused for
+    // that before any rate is counted.
+    let r = flooder.get(server.url("/v1/status")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = flooder
+        .post(server.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(job_json("acme", 0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_post_limit_of_zero_is_no_limit() {
+    let limits = ApiLimits {
+        job_posts_per_client_per_sec: 0,
+        ..ApiLimits::default()
+    };
+    let server = Server::start(queue().await, limits).await;
+    fill(server.queue.as_ref(), &[("acme", 25)], 0, 0, 0).await;
+    let client = client();
+    for n in 0..30 {
+        let r = post_job_from(&client, &server, n).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "post {n}");
+    }
+    server.stop().await;
+}

@@ -31,6 +31,14 @@ pub struct Args {
     /// Longest a request may take, in seconds (then 503).
     #[arg(long, default_value_t = ApiLimits::default().timeout.as_secs())]
     pub timeout_secs: u64,
+    /// `POST /v1/jobs` requests a second from one client (its IP address) before it gets
+    /// 429 with `Retry-After`; a burst of as many passes at once. 0: no limit.
+    #[arg(
+        long,
+        env = "LSQ_JOB_POSTS_PER_CLIENT_PER_SEC",
+        default_value_t = ApiLimits::default().job_posts_per_client_per_sec
+    )]
+    pub job_posts_per_client_per_sec: u32,
 }
 
 /// Runs `serve`.
@@ -53,6 +61,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             max_jobs_per_request: args.max_jobs_per_request,
             concurrency: args.concurrency,
             timeout: Duration::from_secs(args.timeout_secs),
+            job_posts_per_client_per_sec: args.job_posts_per_client_per_sec,
             ..ApiLimits::default()
         },
     };

@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
+use super::client_limit::PerClientLimit;
 use super::metrics::{self, Metrics};
 use super::page;
 use super::status::StatusReport;
@@ -107,6 +108,8 @@ pub struct ApiLimits {
     pub timeout: Duration,
     /// Most dead letters `GET /v1/dead` lists in one answer.
     pub max_dead_listed: usize,
+    /// `POST /v1/jobs` a second per client (burst as many) before 429; 0: no limit.
+    pub job_posts_per_client_per_sec: u32,
 }
 
 impl Default for ApiLimits {
@@ -118,6 +121,7 @@ impl Default for ApiLimits {
             concurrency: 256,
             timeout: Duration::from_secs(10),
             max_dead_listed: 500,
+            job_posts_per_client_per_sec: super::client_limit::DEFAULT_PER_SEC,
         }
     }
 }
@@ -253,8 +257,9 @@ impl IntoResponse for AppError {
 /// The whole API: routes, auth on writes, body limit, overload layers.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits.clone();
+    let per_client = PerClientLimit::per_second(limits.job_posts_per_client_per_sec);
     let writes = Router::new()
-        .route("/v1/jobs", post(post_jobs))
+        .route("/v1/jobs", post(post_jobs).route_layer(per_client))
         .route("/v1/dead/retry", post(retry_dead))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -324,6 +329,8 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // The peer address is the client of `client_limit`.
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -8,9 +8,12 @@
 //! - [`api`]: the axum router (`app`), its one error type, auth, overload layers, and the
 //!   small router a worker serves its metrics with. Its OpenAPI description is
 //!   `openapi.json` beside it, served at `/openapi.json`.
+//! - [`client_limit`]: the per-client rate limit on `POST /v1/jobs` (429 with
+//!   `Retry-After`).
 //! - [`page`]: the self-refreshing status page (`page.html` and `page.js` beside it).
 
 pub mod api;
+pub mod client_limit;
 pub mod metrics;
 pub mod page;
 pub mod status;
