@@ -2,7 +2,9 @@
 //!
 //! A Redis for tests: `REDIS_URL` when set; else a private `redis-server` on a free port
 //! (one per test binary, ended when the binary exits); else a Redis 7 container through
-//! testcontainers when a Docker engine answers; else a failure that says what to install.
+//! testcontainers when a Docker engine answers (removed when the binary exits: see
+//! `ContainerLifeline`); else a failure that says what to install (`scripts/test` installs
+//! redis-server on Debian and Ubuntu).
 //! Each test gets its own queue name (key prefix), so tests run in parallel on one Redis.
 
 #![allow(dead_code)]
@@ -174,9 +176,40 @@ fn ping(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
+/// What the container's shell runs: Redis (on `$PORT`, default 6379), kept up while a
+/// client named [`LIFELINE_NAME`] is connected (after waiting up to 60 s for it to
+/// connect; it sets `lsq-test-lifeline-seen` once it has), then ended. The container exits
+/// with it and the engine removes it (`AutoRemove`). tests/harness.rs runs it against a
+/// local redis-server.
+pub const CONTAINER_SCRIPT: &str = "\
+p=${PORT:-6379}
+redis-server --port $p --protected-mode no --save '' --appendonly no & pid=$!
+n=0
+until redis-cli -p $p client list 2>/dev/null | grep -q name=lsq-test-lifeline; do
+  n=$((n + 1)); [ \"$n\" -gt 600 ] && break; sleep 0.1
+done
+redis-cli -p $p set lsq-test-lifeline-seen 1 >/dev/null
+while redis-cli -p $p client list 2>/dev/null | grep -q name=lsq-test-lifeline; do sleep 1; done
+kill $pid; wait $pid";
+
+/// The client name the container's script watches for.
+pub const LIFELINE_NAME: &str = "lsq-test-lifeline";
+
+/// The container of this test binary and the connection that keeps it alive: when the
+/// binary exits for any reason, its sockets close, the script sees the lifeline gone and
+/// ends Redis, and the engine removes the container. (testcontainers removes a container
+/// when its handle is dropped, but statics are never dropped: without the lifeline one
+/// container per test binary was left running.)
+struct ContainerLifeline {
+    _container: testcontainers::ContainerAsync<testcontainers::GenericImage>,
+    _connection: std::net::TcpStream,
+}
+
+static CONTAINER: OnceLock<ContainerLifeline> = OnceLock::new();
+
 /// A Redis 7 container, when a Docker engine answers. Started on a thread of its own with
-/// its own runtime, since each test has its own runtime; the container stays up for the
-/// life of the test binary.
+/// its own runtime, since each test has its own runtime; see [`ContainerLifeline`] for how
+/// it goes away when the test binary exits.
 fn container_redis() -> Result<String, String> {
     std::thread::spawn(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -184,23 +217,50 @@ fn container_redis() -> Result<String, String> {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            use testcontainers::GenericImage;
             use testcontainers::core::{IntoContainerPort, WaitFor};
             use testcontainers::runners::AsyncRunner;
+            use testcontainers::{GenericImage, ImageExt};
             let container = GenericImage::new("redis", "7")
                 .with_exposed_port(6379.tcp())
                 .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+                .with_entrypoint("sh")
+                .with_cmd(["-c", CONTAINER_SCRIPT])
+                .with_host_config_modifier(|host| host.auto_remove = Some(true))
                 .start()
                 .await
                 .map_err(|e| e.to_string())?;
+            let host = container.get_host().await.map_err(|e| e.to_string())?;
             let port = container
                 .get_host_port_ipv4(6379.tcp())
                 .await
                 .map_err(|e| e.to_string())?;
-            std::mem::forget(container);
-            Ok(format!("redis://127.0.0.1:{port}"))
+            let connection = lifeline(&host.to_string(), port)?;
+            let _ = CONTAINER.set(ContainerLifeline {
+                _container: container,
+                _connection: connection,
+            });
+            Ok(format!("redis://{host}:{port}"))
         })
     })
     .join()
     .map_err(|_| "container start panicked".to_string())?
+}
+
+/// A connection to the container's Redis named [`LIFELINE_NAME`].
+pub fn lifeline(host: &str, port: u16) -> Result<std::net::TcpStream, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("CLIENT SETNAME {LIFELINE_NAME}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut ok = [0u8; 5];
+    s.read_exact(&mut ok).map_err(|e| e.to_string())?;
+    if &ok != b"+OK\r\n" {
+        return Err(format!(
+            "CLIENT SETNAME answered {:?}",
+            String::from_utf8_lossy(&ok)
+        ));
+    }
+    Ok(s)
 }
