@@ -72,6 +72,6 @@ pub async fn execute(
 /// Runs `dead`.
 pub async fn run(global: &Global, command: Command) -> anyhow::Result<ExitCode> {
     let queue = super::connect_queue(global).await?;
-    execute(&queue, &command, &mut std::io::stdout().lock()).await?;
+    execute(&queue, &command, &mut super::output::stdout()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! fails or the run was interrupted (Ctrl-C stops it cleanly: no new calls, running calls
 //! finish, then the summary of what was done).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -44,7 +45,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         Some(url) => Backend::redis(url, args.keep_queue),
         None => Backend::Embedded,
     };
-    println!("{}", backend.describe());
+    let mut out = super::output::stdout();
+    writeln!(out, "{}", backend.describe())?;
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
     let report = crate::demo::run(&config, &backend, View::for_stderr(), shutdown.clone()).await;
@@ -53,13 +55,13 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     // The signal watcher ends as soon as the token is cancelled.
     let _ = signals.await;
     let report = report?;
-    println!();
-    print!("{report}");
+    write!(out, "\n{report}")?;
     if !interrupted && !report.at_limit() {
-        println!(
+        writeln!(
+            out,
             "note: a tenant stayed under 95% of its limit; on a busy machine the pool can fall \
              behind the window"
-        );
+        )?;
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS

@@ -4,12 +4,13 @@
 //! reports only.
 
 use std::collections::HashSet;
-use std::io::{BufReader, IsTerminal, Read};
+use std::io::{BufReader, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::output::stdout;
 use super::{BadInput, Global};
 use crate::producer::{self, JobFile, Producer};
 use crate::queue::Queue;
@@ -60,14 +61,14 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
     let invalid = file.invalid_lines;
     if args.check {
-        println!("valid {}, invalid {invalid}", file.jobs.len());
+        writeln!(stdout(), "valid {}, invalid {invalid}", file.jobs.len())?;
         if invalid > 0 {
             return Err(BadInput(format!("{invalid} invalid line(s) in {}", args.file)).into());
         }
         return Ok(ExitCode::SUCCESS);
     }
     if invalid > 0 && !args.skip_invalid {
-        println!("enqueued 0, duplicate 0, invalid {invalid}");
+        writeln!(stdout(), "enqueued 0, duplicate 0, invalid {invalid}")?;
         return Err(BadInput(format!(
             "{invalid} invalid line(s) in {}; nothing enqueued (--skip-invalid enqueues the valid ones)",
             args.file
@@ -96,9 +97,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let (summary, _ids) = pushed?;
-    println!(
+    writeln!(
+        stdout(),
         "enqueued {}, duplicate {}, invalid {invalid}",
-        summary.enqueued, summary.duplicate
-    );
+        summary.enqueued,
+        summary.duplicate
+    )?;
     Ok(ExitCode::SUCCESS)
 }

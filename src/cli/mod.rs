@@ -1,9 +1,12 @@
 //! The command line: global options, one file per command (each with its `Args` and `run`),
-//! and the mapping of errors to exit codes (0 success, 1 failure, 2 bad usage or input).
+//! and the mapping of errors to exit codes (0 success, 1 failure, 2 bad usage or input,
+//! 141 when standard output's reader went away: see [`output`]).
+#![warn(clippy::print_stdout)]
 
 pub mod dead;
 pub mod demo;
 pub mod enqueue;
+pub mod output;
 pub mod results;
 pub mod serve;
 pub mod simulate;
@@ -11,6 +14,7 @@ pub mod status;
 pub mod tenants;
 pub mod worker;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -138,8 +142,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `| head` has read what it wanted: nothing to report.
+        Err(_) if output::reader_gone() => ExitCode::from(output::READER_GONE),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Nobody to tell if standard error is gone too.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             if e.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -127,7 +127,7 @@ pub async fn print(queue: &dyn Queue, args: &Args, out: &mut dyn Write) -> anyho
 /// Runs `results`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::connect_queue(global).await?;
-    let purged = print(&queue, &args, &mut std::io::stdout().lock()).await?;
+    let purged = print(&queue, &args, &mut super::output::stdout()).await?;
     if args.purge_done {
         // Standard error: standard output holds only the rows.
         eprintln!("purged {purged} done record(s)");

@@ -3,6 +3,7 @@
 //! Prints `listening on http://ADDR` on standard output once bound (so a script that asked
 //! for port 0 can read the port), then serves until told to stop.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,7 +130,11 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let signals = super::worker::cancel_on_signal(shutdown.clone())?;
     let server = crate::sim::serve(listener, state, shutdown.clone())
         .context("cannot start the simulator")?;
-    println!("listening on http://{}", server.local_addr());
+    writeln!(
+        super::output::stdout(),
+        "listening on http://{}",
+        server.local_addr()
+    )?;
     tracing::info!(addr = %server.local_addr(), "LeadSquared simulator listening");
     shutdown.cancelled().await;
     // The watcher has ended: it cancelled the token, or saw it cancelled.

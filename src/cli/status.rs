@@ -43,7 +43,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let report = StatusReport::read(queue.as_ref())
             .await
             .context("cannot read the queue's status")?;
-        print!("{}", render(&report, &args)?);
+        write!(super::output::stdout(), "{}", render(&report, &args)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let stop = CancellationToken::new();
@@ -69,7 +69,7 @@ async fn watch(queue: &dyn Queue, args: &Args, stop: &CancellationToken) -> anyh
     let in_place = !args.json && std::io::stdout().is_terminal();
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out = std::io::stdout();
+    let mut out = super::output::stdout();
     if in_place {
         // Clear once; each frame then overwrites the last from the top (no flicker).
         write!(out, "\x1b[2J")?;

@@ -3,6 +3,7 @@
 //! tenant is imported (exit 2, every bad row reported by line and field).
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,19 +58,21 @@ async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<ExitCode> {
         .filter(|t| !existing.contains(&t.name))
         .count();
     queue.put_tenants(&tenants).await?;
-    println!(
+    writeln!(
+        super::output::stdout(),
         "imported {} tenant(s): {new} new, {} updated",
         tenants.len(),
         tenants.len() - new
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(global: &Global) -> anyhow::Result<ExitCode> {
     let queue = super::connect_queue(global).await?;
+    let mut out = super::output::stdout();
     for name in queue.tenant_names().await? {
         match queue.tenant(&name).await {
-            Ok(Some(t)) => println!("{}\t{}\t{}", t.name, t.limit, t.api_base),
+            Ok(Some(t)) => writeln!(out, "{}\t{}\t{}", t.name, t.limit, t.api_base)?,
             Ok(None) => {}
             // One damaged record is reported and the listing goes on.
             Err(e) => eprintln!("{name}: {e}"),
