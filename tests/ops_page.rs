@@ -4,7 +4,7 @@
 //! ChromeDriver, put dead jobs back.
 //!
 //! Chromium and ChromeDriver come from Debian's `chromium` and `chromium-driver` packages
-//! (`.ci/run` installs them). In CI (`CI` set) a missing one fails the test; on a developer
+//! (`scripts/test` installs them). In CI (`CI` set) a missing one fails the test; on a developer
 //! machine without it the test says so and passes without checking (set `LSQ_CHROMIUM` or
 //! `LSQ_CHROMEDRIVER` to use other binaries).
 
@@ -35,7 +35,7 @@ fn browser_binary(env: &str, default: &str, package: &str) -> Option<PathBuf> {
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
     assert!(
         !in_ci,
-        "CI is set but {} does not exist: .ci/run must install Debian's {package} package",
+        "CI is set but {} does not exist: scripts/test must install Debian's {package} package",
         path.display()
     );
     eprintln!(
