@@ -52,7 +52,7 @@ fn lsq(queue: &str, args: &[&str]) -> Command {
 }
 
 /// Runs `args` twice: read whole (exit 0, more than a pipe holds), then read one line (at
-/// most 4 KiB) and close the pipe (exit 141, nothing on stderr, above all no panic).
+/// most 4 KiB) and close the pipe (exit 141, no error on stderr, above all no panic).
 fn ends_quietly_when_the_reader_goes(queue: &str, args: &[&str]) {
     let whole = lsq(queue, args).output().unwrap();
     assert!(whole.status.success(), "{args:?}: {whole:?}");
@@ -79,7 +79,8 @@ fn ends_quietly_when_the_reader_goes(queue: &str, args: &[&str]) {
         .unwrap();
     let status = child.wait().unwrap();
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    assert_eq!(stderr, "", "{args:?}");
+    // Nor an error report (log lines of the command itself may come and go).
+    assert!(!stderr.contains("error"), "{args:?}: {stderr}");
     assert_eq!(status.code(), Some(141), "{args:?}: {status}");
 }
 
