@@ -144,7 +144,8 @@ fn split_jobs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(Position, String)
     }
 }
 
-/// `POST /v1/jobs`: the validation and idempotency of `enqueue`, all or nothing.
+/// `POST /v1/jobs`: the validation ([`producer::check_line`]) and idempotency of `enqueue`,
+/// all or nothing.
 pub(super) async fn post_jobs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -166,18 +167,9 @@ pub(super) async fn post_jobs(
     let mut jobs = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (at, text) in items {
-        let checked = producer::parse_line(&text).and_then(|request| {
-            let unknown = producer::check_tenant(&request.tenant, &registered);
-            match (producer::validate(&request), unknown) {
-                (Ok(job), None) => Ok(job),
-                (Ok(_), Some(e)) => Err(vec![e]),
-                (Err(mut errors), unknown) => {
-                    errors.extend(unknown);
-                    Err(errors)
-                }
-            }
-        });
-        match checked {
+        // The check `enqueue` makes of a line of a job file, so both refuse the same jobs
+        // with the same words.
+        match producer::check_line(text.as_bytes(), &registered) {
             Ok(job) => jobs.push(job),
             Err(problems) => errors.extend(problems.into_iter().map(|e| at.error(e))),
         }
