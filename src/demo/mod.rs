@@ -11,7 +11,7 @@
 //! The queue is Redis when one is named (a fresh queue, deleted afterwards unless kept) and
 //! the embedded backend otherwise, so the demo runs on a machine with nothing but Rust.
 //!
-//! - [`watch`]: a pass-through [`Queue`] that notes calls and outcomes per tenant.
+//! - [`watch`]: the calls and outcomes per tenant, as the worker pool reports them.
 //! - [`display`]: live bars on a terminal, plain lines elsewhere.
 //! - [`report`]: the summary and how the achieved rate is measured.
 
@@ -41,7 +41,7 @@ use crate::secret::Secret;
 use crate::sim::{AccountSource, Faults, SimConfig, SimServer, SimState};
 use crate::tenant::Tenant;
 use crate::worker::{Pool, RetryPolicy, WorkerConfig, WorkerError};
-use watch::WatchedQueue;
+use watch::Watch;
 
 /// One of the demo's tenants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -396,14 +396,14 @@ async fn drive(
             .count() as u64;
     }
 
-    let watch = Arc::new(WatchedQueue::new(queue.clone()));
+    let watch = Arc::new(Watch::new(queue.config()));
     let client = Client::new(ClientConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(10),
         ..ClientConfig::default()
     })?;
     let pool = Pool::new(
-        watch.clone(),
+        queue.clone(),
         client,
         WorkerConfig {
             concurrency: config.concurrency,
@@ -414,7 +414,8 @@ async fn drive(
             name: "demo".into(),
             ..WorkerConfig::default()
         },
-    );
+    )
+    .with_observer(watch.clone());
     let rows: Vec<display::Row> = config
         .tenants
         .iter()

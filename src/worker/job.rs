@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::backoff::{ReconnectPolicy, RetryPolicy, with_reconnect};
+use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
 use crate::ops::metrics::{JobOutcome as Counted, Metrics};
@@ -41,6 +42,8 @@ pub(crate) struct JobContext {
     pub stats: Arc<Stats>,
     /// Prometheus counters: each job's outcome, each call's latency.
     pub metrics: Metrics,
+    /// Told of each job's outcome.
+    pub observer: Option<Arc<dyn JobObserver>>,
     /// Told when a job finishes, so the fetch loop looks again (see `backend`).
     pub finished: Arc<Notify>,
 }
@@ -143,6 +146,9 @@ impl JobContext {
         let outcome = self.clone().run_inner(&job).instrument(span.clone()).await;
         span.in_scope(|| tracing::debug!(?outcome, "job finished"));
         self.metrics.job_finished(outcome.counted());
+        if let Some(observer) = &self.observer {
+            observer.finished(&job, &outcome);
+        }
         self.stats.released();
         self.finished.notify_one();
         outcome
