@@ -16,7 +16,7 @@ use crate::leadsquared::{Client, ClientConfig};
 use crate::queue::{Pushed, Queue};
 use crate::sim::SimServer;
 use crate::tenant::Tenant;
-use crate::worker::{Pool, RunSummary, WorkerConfig};
+use crate::worker::{Pool, PoolTotals, WorkerConfig};
 
 /// One demo run: its settings and what was set up for it, which every step reads.
 pub(super) struct DemoRun<'a> {
@@ -74,7 +74,7 @@ impl DemoRun<'_> {
         enqueued: u64,
         view: View,
         shutdown: &CancellationToken,
-    ) -> Result<RunSummary, DemoError> {
+    ) -> Result<PoolTotals, DemoError> {
         let config = self.config;
         let client = Client::new(ClientConfig {
             connect_timeout: Duration::from_secs(2),

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Backend, DemoConfig, DemoTenant};
 pub use display::View;
-pub use report::{DemoReport, TenantReport, achieved_per_window};
+pub use report::{DemoReport, TenantResult, achieved_per_window};
 
 use crate::queue::QueueError;
 use crate::worker::WorkerError;

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::drive::DemoRun;
-use super::report::{DemoReport, TenantReport, achieved_per_window};
+use super::report::{DemoReport, TenantResult, achieved_per_window};
 use super::watch::{CallLog, Watch};
 use super::{Backend, DemoError, DemoTenant};
 use crate::job::{JobResult, JobState};
 use crate::sim::AccountStats;
-use crate::worker::RunSummary;
+use crate::worker::PoolTotals;
 
 /// One tenant's finished jobs, as the queue recorded them.
 #[derive(Default)]
@@ -49,7 +49,7 @@ impl DemoRun<'_> {
     pub(super) async fn report(
         &self,
         watch: &Watch,
-        summary: RunSummary,
+        summary: PoolTotals,
         interrupted: bool,
     ) -> Result<DemoReport, DemoError> {
         let results = self.queue.results(None).await?;
@@ -107,7 +107,7 @@ impl DemoRun<'_> {
         jobs: &Finished<'_>,
         log: &CallLog,
         retries: u64,
-    ) -> TenantReport {
+    ) -> TenantResult {
         let busy = match (
             log.calls.first(),
             log.busy_until.and_then(|i| log.calls.get(i)),
@@ -118,7 +118,7 @@ impl DemoRun<'_> {
         let achieved = log
             .busy_until
             .and_then(|until| achieved_per_window(&log.calls, until, t.limit, self.config.window));
-        TenantReport {
+        TenantResult {
             name: t.name.clone(),
             limit: t.limit,
             jobs: self.config.jobs_for(t.limit),

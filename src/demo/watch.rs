@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::job::JobId;
 use crate::queue::{LeasedJob, QueueConfig};
-use crate::worker::{JobObserver, JobOutcome};
+use crate::worker::{AttemptOutcome, JobObserver};
 
 /// What has been seen of the pool's jobs, per tenant.
 pub struct Watch {
@@ -143,23 +143,23 @@ impl JobObserver for Watch {
         }
     }
 
-    fn finished(&self, job: &LeasedJob, outcome: &JobOutcome) {
+    fn finished(&self, job: &LeasedJob, outcome: &AttemptOutcome) {
         // Out of attempts, the queue buries a job it was asked to retry (`Queue::retry_later`).
         let buried_by_retry = job.attempt >= self.max_attempts;
         self.note(&job.tenant, |log| match outcome {
-            JobOutcome::Done { .. } => log.done += 1,
-            JobOutcome::Retried if buried_by_retry => log.dead += 1,
-            JobOutcome::Retried => {
+            AttemptOutcome::Done { .. } => log.done += 1,
+            AttemptOutcome::Retried if buried_by_retry => log.dead += 1,
+            AttemptOutcome::Retried => {
                 log.retries += 1;
                 log.scheduled.insert(job.id.clone());
             }
-            JobOutcome::RateLimited => log.rate_limited += 1,
-            JobOutcome::Buried(_) => log.dead += 1,
+            AttemptOutcome::RateLimited => log.rate_limited += 1,
+            AttemptOutcome::Buried(_) => log.dead += 1,
             // Back in the queue (to be dispatched, and noted, again) or not recorded at all.
-            JobOutcome::NotFound
-            | JobOutcome::HandedBack
-            | JobOutcome::LeaseLost
-            | JobOutcome::Abandoned => {}
+            AttemptOutcome::NotFound
+            | AttemptOutcome::HandedBack
+            | AttemptOutcome::LeaseLost
+            | AttemptOutcome::Abandoned => {}
         });
     }
 }
@@ -196,9 +196,9 @@ mod tests {
             leased("b1", "b", 1),
         );
         watch.dispatched(&[a1.clone(), a2.clone(), b1.clone()]);
-        watch.finished(&a1, &JobOutcome::Retried);
-        watch.finished(&a2, &JobOutcome::RateLimited);
-        watch.finished(&b1, &JobOutcome::Buried("refused".into()));
+        watch.finished(&a1, &AttemptOutcome::Retried);
+        watch.finished(&a2, &AttemptOutcome::RateLimited);
+        watch.finished(&b1, &AttemptOutcome::Buried("refused".into()));
         let a = watch.progress("a");
         assert_eq!(
             (a.calls, a.retrying, a.retries, a.rate_limited),
@@ -210,12 +210,12 @@ mod tests {
         // The retry's second and last attempt fails again: the queue buries it.
         let a1_again = leased("a1", "a", 2);
         watch.dispatched(std::slice::from_ref(&a1_again));
-        watch.finished(&a1_again, &JobOutcome::Retried);
+        watch.finished(&a1_again, &AttemptOutcome::Retried);
         let a2_again = leased("a2", "a", 1);
         watch.dispatched(std::slice::from_ref(&a2_again));
         watch.finished(
             &a2_again,
-            &JobOutcome::Done {
+            &AttemptOutcome::Done {
                 webhook_id: "w".into(),
                 reconciled: false,
             },

@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 pub use backoff::{ReconnectPolicy, RetryPolicy};
-pub use job::JobOutcome;
+pub use job::AttemptOutcome;
 pub use observer::JobObserver;
-pub use stats::{RunSummary, Stats};
+pub use stats::{PoolTotals, Stats};
 
 use crate::leadsquared::Client;
 use crate::ops::Metrics;
@@ -164,7 +164,7 @@ impl Pool {
 
     /// Runs until `shutdown` is cancelled (then shuts down in two stages) or, with
     /// [`WorkerConfig::exit_when_idle`], until the queue is idle. Returns what it did.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<PoolTotals, WorkerError> {
         if self.config.concurrency == 0 {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
         }

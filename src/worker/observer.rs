@@ -4,7 +4,7 @@
 
 use crate::queue::LeasedJob;
 
-use super::JobOutcome;
+use super::AttemptOutcome;
 
 /// Told about each job as the pool runs it. Called on the pool's own tasks, between queue
 /// calls: keep it quick and never block on I/O (a mutex held for a counter update is fine).
@@ -14,6 +14,6 @@ pub trait JobObserver: Send + Sync {
     fn dispatched(&self, jobs: &[LeasedJob]);
 
     /// The attempt `job` was dispatched for ended in this worker with `outcome`: recorded
-    /// in the queue, except for [`JobOutcome::LeaseLost`] and [`JobOutcome::Abandoned`].
-    fn finished(&self, job: &LeasedJob, outcome: &JobOutcome);
+    /// in the queue, except for [`AttemptOutcome::LeaseLost`] and [`AttemptOutcome::Abandoned`].
+    fn finished(&self, job: &LeasedJob, outcome: &AttemptOutcome);
 }

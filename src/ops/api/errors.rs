@@ -10,7 +10,7 @@ use crate::queue::QueueError;
 
 /// One problem with one job of a request body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldError {
+pub struct JobProblem {
     /// 0-based index in a JSON array body (0 for a single object).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub index: Option<usize>,
@@ -35,7 +35,7 @@ pub enum AppError {
     NotFound,
     /// The body's jobs are invalid: 400 with every field error; nothing was enqueued.
     #[error("invalid jobs")]
-    Invalid(Vec<FieldError>),
+    Invalid(Vec<JobProblem>),
     /// The request is malformed: 400 with this (safe) message.
     #[error("{0}")]
     BadRequest(String),
@@ -75,7 +75,7 @@ struct ErrorBody<'a> {
     error: &'a str,
     /// Field errors, for 400 on jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    errors: Option<&'a [JobProblem]>,
 }
 
 impl IntoResponse for AppError {

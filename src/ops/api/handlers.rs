@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiLimits, AppError, AppState, FieldError, OPENAPI};
+use super::{ApiLimits, AppError, AppState, JobProblem, OPENAPI};
 use crate::job::{JobId, JobResult};
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::StatusReport;
@@ -82,12 +82,12 @@ enum Position {
 }
 
 impl Position {
-    fn error(self, e: crate::leadsquared::FieldError) -> FieldError {
+    fn error(self, e: crate::leadsquared::FieldError) -> JobProblem {
         let (index, line) = match self {
             Position::Index(i) => (Some(i), None),
             Position::Line(l) => (None, Some(l)),
         };
-        FieldError {
+        JobProblem {
             index,
             line,
             field: e.field,
@@ -106,7 +106,7 @@ fn split_jobs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(Position, String)
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let body_error = |reason: String| {
-        AppError::Invalid(vec![FieldError {
+        AppError::Invalid(vec![JobProblem {
             index: None,
             line: None,
             field: "body".into(),

@@ -30,7 +30,7 @@ mod handlers;
 mod routes;
 
 pub use auth::{ApiToken, TOKEN_ENV, TokenError};
-pub use errors::{AppError, FieldError};
+pub use errors::{AppError, JobProblem};
 pub use routes::{app, metrics_app, serve};
 
 /// The OpenAPI description of this API, served at `/openapi.json`.
