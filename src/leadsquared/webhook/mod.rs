@@ -87,6 +87,15 @@ mod fixtures {
         })
     }
 
+    /// The seed body as event 2 (lead activity create), with the documented properties.
+    pub(super) fn activity_body() -> Value {
+        let mut body = seed_body();
+        body["WebhookEvent"] = json!("2");
+        body["WebhookProperties"] =
+            json!(r#"{"ActivityEvent":"247","ActivityData":"[]","WebPageNames":"[]"}"#);
+        body
+    }
+
     pub(super) fn errors(v: Value) -> Vec<String> {
         match CreateWebhook::from_value(&v) {
             Ok(_) => Vec::new(),

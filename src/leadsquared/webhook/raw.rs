@@ -243,7 +243,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::leadsquared::webhook::fixtures::{errors, has, seed_body};
+    use crate::leadsquared::webhook::fixtures::{activity_body, errors, has, seed_body};
 
     #[test]
     fn landing_pages_required_for_event_1_and_flag_must_match() {
@@ -278,10 +278,7 @@ mod tests {
 
     #[test]
     fn event_2_gets_a_top_level_activity_event() {
-        let mut body = seed_body();
-        body["WebhookEvent"] = json!("2");
-        body["WebhookProperties"] =
-            json!(r#"{"ActivityEvent":"247","ActivityData":"[]","WebPageNames":"[]"}"#);
+        let mut body = activity_body();
         let w = CreateWebhook::from_value(&body).expect("valid");
         assert_eq!(w.to_value()["ActivityEvent"], json!("247"));
 
@@ -295,10 +292,7 @@ mod tests {
 
     #[test]
     fn the_fast_road_gives_the_body_the_checked_road_gives_or_declines() {
-        let mut activity = seed_body();
-        activity["WebhookEvent"] = json!("2");
-        activity["WebhookProperties"] =
-            json!(r#"{"ActivityEvent":"247","ActivityData":"[]","WebPageNames":"[]"}"#);
+        let activity = activity_body();
         let mut bad_url = seed_body();
         bad_url["URL"] = json!("ftp://x.example/");
         let mut no_pages = seed_body();
