@@ -39,7 +39,7 @@ pub enum AppError {
     /// The request is malformed: 400 with this (safe) message.
     #[error("{0}")]
     BadRequest(String),
-    /// The body is over [`ApiLimits::max_body_bytes`]: 413.
+    /// The body is over [`ApiLimits::max_body_bytes`](super::ApiLimits::max_body_bytes): 413.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     /// The body's `Content-Type` is not one this route reads: 415.
@@ -48,7 +48,7 @@ pub enum AppError {
     /// Too many requests at once: 503 with `Retry-After`.
     #[error("server busy, try again")]
     Overloaded,
-    /// The request took longer than [`ApiLimits::timeout`]: 503.
+    /// The request took longer than [`ApiLimits::timeout`](super::ApiLimits::timeout): 503.
     #[error("request timed out")]
     Timeout,
     /// The queue's store did not answer: 503. The cause is logged.
