@@ -1,26 +1,36 @@
 //! `lsq-webhooks`: provision LeadSquared webhooks for many tenant accounts through a
 //! Redis job queue whose dispatch is the per-tenant rate limiter.
 //!
-//! A map of the crate, one line per module on what it owns:
+//! A map of the crate, one line per module on what it owns (with its folder where it has
+//! one):
 //!
 //! - [`secret`]: the `Secret` string type: access keys, secret keys and custom header
 //!   values, redacted in every `Debug`/`Display`.
 //! - [`tenant`]: a tenant account (name, API host, keys, calls per 5 s) and the tenants CSV.
 //! - [`job`]: jobs as producers write them (JSON Lines), job ids and idempotency keys.
-//! - [`leadsquared`]: the LeadSquared API contract: request types and validation, the HTTP
-//!   client, and the classification of every answer (created, rate limited, transient,
-//!   permanent).
-//! - [`queue`]: the `Queue` trait and its backends: Redis (per-tenant lists, a sorted set of
-//!   tenants scored by their next allowed call, Lua scripts) and embedded (in-process).
+//! - [`leadsquared`] (`src/leadsquared/`): the LeadSquared API contract: the Create body and
+//!   every rule it must pass (`webhook/`), the classification of every answer (created, rate
+//!   limited, transient, permanent: `answer.rs`), and the HTTP client (`client.rs`).
+//! - [`queue`] (`src/queue/`): the `Queue` trait, the contract both backends keep (dispatch
+//!   is the per-tenant rate limiter, a strict sliding window; jobs are leased, and taken back
+//!   when a lease runs out), and its two backends: Redis (Lua scripts) and embedded.
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
-//! - [`worker`]: the worker pool: permits, leases, retries with backoff, graceful shutdown.
-//! - [`ops`]: what ops see: status, Prometheus metrics, the HTTP API and the status page.
-//! - [`sim`]: a LeadSquared simulator with a strict sliding-window limit and injectable
-//!   faults, for tests, demos and benchmarks.
-//! - [`demo`]: `lsq-webhooks demo`: the simulator, a queue, jobs and the pool in one
-//!   process, with live progress and a summary checked against the simulator.
-//! - [`cli`]: the command line: argument types and one small file per command.
+//! - [`worker`] (`src/worker/`): the worker pool: permits, heartbeats that keep each lease,
+//!   retries with backoff, graceful shutdown, and the hook that tells an observer each job's
+//!   outcome.
+//! - [`ops`] (`src/ops/`): what ops see: status, Prometheus metrics, the HTTP API (`api/`:
+//!   auth, errors, routes, handlers) and the status page.
+//! - [`sim`] (`src/sim/`): a LeadSquared simulator with a strict sliding-window limit and
+//!   injectable faults, for tests, demos and benchmarks.
+//! - [`demo`] (`src/demo/`): `lsq-webhooks demo`: the simulator, a queue, jobs and the pool
+//!   in one process, with live progress and a summary checked against the simulator.
+//! - [`cli`] (`src/cli/`): the command line: argument types and one small file per command.
+//!
+//! Where things live: the rate limiter is the queue's dispatch (`src/queue/`), not a separate
+//! limiter, so it holds across every process sharing the queue; the LeadSquared contract is
+//! `src/leadsquared/`; leases are granted, extended, expired and handed back by the queue
+//! (`src/queue/`) and kept alive by the worker's heartbeats (`src/worker/job.rs`).
 
 pub mod cli;
 pub mod demo;

@@ -72,6 +72,13 @@ fn assert_all_done(report: &DemoReport, config: &DemoConfig) {
     assert_eq!(report.ids_recorded, 51);
     assert_eq!(report.ids_created, 51, "one webhook per job, none twice");
     assert_eq!(report.duplicates, 0);
+    // The per-tenant counts come from what the pool told the demo's watch; they add up to
+    // the pool's own counter.
+    assert_eq!(
+        report.tenants.iter().map(|t| t.retries).sum::<u64>(),
+        report.retries,
+        "{report}"
+    );
     // Every "created, then 500" is found by Retrieve, once, rather than created again.
     assert_eq!(report.reconciled, report.faults.1, "{report}");
     for t in &report.tenants {

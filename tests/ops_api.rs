@@ -7,12 +7,13 @@
 mod common;
 mod ops_support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use lsq_webhooks::job::JobState;
 use lsq_webhooks::ops::api::OPENAPI;
 use lsq_webhooks::ops::{ApiLimits, JobOutcome, StatusReport};
+use lsq_webhooks::producer;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use ops_support::{Server, TOKEN, fill, parse_exposition};
@@ -493,7 +494,7 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
 /// The routes `app` registers, read from its source, so a route added without a line in
 /// the OpenAPI document fails this test.
 fn routes_in_code() -> BTreeSet<(String, String)> {
-    let src = include_str!("../src/ops/api.rs");
+    let src = include_str!("../src/ops/api/routes.rs");
     let mut out = BTreeSet::new();
     let app_fn = src
         .split("pub fn app(")
@@ -757,5 +758,78 @@ async fn a_job_post_limit_of_zero_is_no_limit() {
         let r = post_job_from(&client, &server, n).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED, "post {n}");
     }
+    server.stop().await;
+}
+
+/// `POST /v1/jobs` checks a job as `enqueue` checks a line of a job file
+/// (`producer::check_jobs`): a line `enqueue` accepts is accepted, and a line it refuses is
+/// refused with the same problems, in the same order, in the same words.
+#[tokio::test]
+async fn post_jobs_accepts_and_refuses_the_lines_enqueue_does() {
+    let server = Server::start(queue().await, ApiLimits::default()).await;
+    fill(server.queue.as_ref(), &[("acme", 25)], 0, 0, 0).await;
+    let registered: HashSet<String> = server
+        .queue
+        .tenant_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    let with = |tenant: &str, n: usize, change: &dyn Fn(&mut Value)| {
+        let mut job = job_json(tenant, n);
+        change(&mut job);
+        job.to_string()
+    };
+    let lines = [
+        with("acme", 1, &|_| {}),
+        with("acme", 2, &|j| j["key"] = "order-2".into()),
+        // An unknown tenant and a bad URL: two problems, the tenant's first.
+        with("nobody", 3, &|j| j["webhook"]["URL"] = "not a url".into()),
+        with("bad name", 4, &|_| {}),
+        with("acme", 5, &|j| j["key"] = "".into()),
+        with("acme", 6, &|j| j["extra"] = 1.into()),
+        with("acme", 7, &|j| j["webhook"]["WebhookEvent"] = "10".into()),
+        with("acme", 8, &|j| {
+            j["webhook"]["CustomHeaders"] = serde_json::json!([{"Key": "a b", "Value": "v"}])
+        }),
+        with("acme", 9, &|j| {
+            j.as_object_mut().map(|o| o.remove("webhook"));
+        }),
+        "{\"tenant\": \"acme\"".to_string(),
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    for line in lines {
+        let file = producer::check_jobs(line.as_bytes(), &registered);
+        let (status, body) = post_jobs(&server, "application/x-ndjson", line.clone()).await;
+        if file.errors.is_empty() {
+            assert_eq!(status, StatusCode::ACCEPTED, "{line}: {body}");
+            assert_eq!(body["enqueued"], 1, "{line}: {body}");
+            accepted += 1;
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{line}: {body}");
+            let want: Vec<(u64, String, String)> = file
+                .errors
+                .iter()
+                .map(|e| (e.line, e.field.clone(), e.reason.clone()))
+                .collect();
+            let got: Vec<(u64, String, String)> = body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["line"].as_u64().unwrap(),
+                        e["field"].as_str().unwrap().to_string(),
+                        e["reason"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{line}");
+            refused += 1;
+        }
+    }
+    assert_eq!((accepted, refused), (2, 8));
+    assert_eq!(server.queue.status().await.unwrap().queued, 2);
     server.stop().await;
 }

@@ -16,7 +16,7 @@ use lsq_webhooks::queue::QueueConfig;
 use lsq_webhooks::secret::Secret;
 use lsq_webhooks::sim::{Faults, RateLimitStyle};
 use lsq_webhooks::tenant::Tenant;
-use lsq_webhooks::worker::{Pool, RetryPolicy, RunSummary, WorkerConfig};
+use lsq_webhooks::worker::{Pool, PoolTotals, RetryPolicy, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use worker_support::*;
 
@@ -42,7 +42,7 @@ async fn drain(
     queue: std::sync::Arc<dyn lsq_webhooks::queue::Queue>,
     timeout: Duration,
     concurrency: usize,
-) -> RunSummary {
+) -> PoolTotals {
     let pool = Pool::new(
         queue,
         client(timeout),

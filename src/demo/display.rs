@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::watch::{TenantProgress, WatchedQueue};
+use super::watch::{TenantProgress, Watch};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub(crate) fn spawn(
     view: View,
     intro: String,
     rows: Vec<Row>,
-    watch: Arc<WatchedQueue>,
+    watch: Arc<Watch>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -73,7 +73,7 @@ fn tenant_message(p: &TenantProgress, limit: u32) -> String {
     )
 }
 
-async fn bars(intro: String, rows: Vec<Row>, watch: Arc<WatchedQueue>, stop: CancellationToken) {
+async fn bars(intro: String, rows: Vec<Row>, watch: Arc<Watch>, stop: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     // The templates are constants: if one were wrong, fall back to indicatif's default
     // style rather than fail the demo over its looks.
@@ -139,7 +139,7 @@ async fn bars(intro: String, rows: Vec<Row>, watch: Arc<WatchedQueue>, stop: Can
 async fn lines(
     intro: String,
     rows: Vec<Row>,
-    watch: Arc<WatchedQueue>,
+    watch: Arc<Watch>,
     stop: CancellationToken,
     every: Duration,
 ) {

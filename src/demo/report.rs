@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// A tenant's share of the result.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TenantReport {
+pub struct TenantResult {
     /// Tenant name.
     pub name: String,
     /// Its limit: calls per window.
@@ -34,7 +34,7 @@ pub struct TenantReport {
     pub achieved: Option<f64>,
 }
 
-impl TenantReport {
+impl TenantResult {
     /// `achieved` as a share of `limit`.
     pub fn achieved_share(&self) -> Option<f64> {
         self.achieved.map(|a| a / f64::from(self.limit.max(1)))
@@ -79,7 +79,7 @@ pub struct DemoReport {
     /// Faults the simulator injected: 500s, created-then-500s, connection resets.
     pub faults: (u64, u64, u64),
     /// Per tenant, in the demo's order.
-    pub tenants: Vec<TenantReport>,
+    pub tenants: Vec<TenantResult>,
 }
 
 /// The share of its limit each tenant should reach while it has work.
@@ -101,7 +101,7 @@ impl DemoReport {
     pub fn at_limit(&self) -> bool {
         self.tenants
             .iter()
-            .filter_map(TenantReport::achieved_share)
+            .filter_map(TenantResult::achieved_share)
             .all(|s| s >= TARGET_SHARE)
     }
 }

@@ -1,33 +1,34 @@
-//! A [`Queue`] that passes every call through to another and notes what the worker pool
-//! tells it: each call a tenant is given (a dispatch) and how each job ends (done, retry,
-//! dead). The live display and each tenant's achieved rate come from here, the same way for
-//! either backend, without a second source of truth: the queue still decides everything.
+//! What the demo sees of the worker pool, told by the pool itself ([`JobObserver`]): each
+//! call a tenant is given (a dispatch) and how each job ends (done, retry, dead). The live
+//! display and each tenant's achieved rate come from here, the same way for either backend,
+//! without a second source of truth: the queue still decides everything, and the pool
+//! tells the watch what the queue answered.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::job::{JobId, JobResult, JobState, NewJob};
-use crate::queue::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-};
-use crate::tenant::Tenant;
+use crate::job::JobId;
+use crate::queue::{LeasedJob, QueueConfig};
+use crate::worker::{AttemptOutcome, JobObserver};
 
-/// The queue being watched and what has been seen of it.
-pub struct WatchedQueue {
-    inner: Arc<dyn Queue>,
+/// What has been seen of the pool's jobs, per tenant.
+pub struct Watch {
     /// Call times are measured from here.
     started: Instant,
+    /// The queue's rate-limit window: `calls_in_window` counts over it.
+    window: Duration,
+    /// The queue's attempts per job: a retry asked on the last one buries the job.
+    max_attempts: u32,
     tenants: Mutex<HashMap<String, TenantLog>>,
 }
 
 /// What has been seen of one tenant.
 #[derive(Default)]
 struct TenantLog {
-    /// When each of its calls was handed out, since [`WatchedQueue::started`], in order.
+    /// When each of its calls was handed out, since [`Watch::started`], in order.
     calls: Vec<Duration>,
     /// Index in `calls` of the last dispatch of a job's first attempt. Every job is enqueued
     /// before the pool starts and a tenant's list is served in order, so until that call the
@@ -69,19 +70,20 @@ pub struct CallLog {
     pub busy_until: Option<usize>,
 }
 
-impl WatchedQueue {
-    /// Watches `inner`; call times count from now.
-    pub fn new(inner: Arc<dyn Queue>) -> Self {
-        WatchedQueue {
-            inner,
+impl Watch {
+    /// A watch of a pool over a queue with this configuration; call times count from now.
+    pub fn new(config: &QueueConfig) -> Self {
+        Watch {
             started: Instant::now(),
+            window: config.window,
+            max_attempts: config.max_attempts,
             tenants: Mutex::new(HashMap::new()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, TenantLog>> {
         // Counters for a display: a panic elsewhere while holding the lock leaves them
-        // usable, so keep going rather than poison the worker's queue calls.
+        // usable, so keep going rather than poison the pool's tasks that report here.
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -92,7 +94,7 @@ impl WatchedQueue {
     /// The progress of `tenant` now.
     pub fn progress(&self, tenant: &str) -> TenantProgress {
         let since = self.started.elapsed();
-        let window = self.inner.config().window;
+        let window = self.window;
         let tenants = self.lock();
         let Some(log) = tenants.get(tenant) else {
             return TenantProgress::default();
@@ -126,165 +128,107 @@ impl WatchedQueue {
     }
 }
 
-#[async_trait]
-impl Queue for WatchedQueue {
-    fn config(&self) -> &QueueConfig {
-        self.inner.config()
-    }
-
-    async fn put_tenants(&self, tenants: &[Tenant]) -> Result<(), QueueError> {
-        self.inner.put_tenants(tenants).await
-    }
-
-    async fn tenant(&self, name: &str) -> Result<Option<Tenant>, QueueError> {
-        self.inner.tenant(name).await
-    }
-
-    async fn tenant_names(&self) -> Result<Vec<String>, QueueError> {
-        self.inner.tenant_names().await
-    }
-
-    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
-        self.inner.push(jobs).await
-    }
-
-    async fn dispatch_many(
-        &self,
-        max: usize,
-        fence: Option<Fence>,
-    ) -> Result<Dispatched, QueueError> {
-        let dispatched = self.inner.dispatch_many(max, fence).await?;
-        if let Dispatched::Jobs(jobs) = &dispatched {
-            let at = self.started.elapsed();
-            for job in jobs {
-                let first_attempt = job.attempt == 1 && !job.outcome_unknown;
-                self.note(&job.tenant, |log| {
-                    log.calls.push(at);
-                    if first_attempt {
-                        log.last_first_attempt = Some(log.calls.len() - 1);
-                    }
-                    log.scheduled.remove(&job.id);
-                });
-            }
+impl JobObserver for Watch {
+    fn dispatched(&self, jobs: &[LeasedJob]) {
+        let at = self.started.elapsed();
+        for job in jobs {
+            let first_attempt = job.attempt == 1 && !job.outcome_unknown;
+            self.note(&job.tenant, |log| {
+                log.calls.push(at);
+                if first_attempt {
+                    log.last_first_attempt = Some(log.calls.len() - 1);
+                }
+                log.scheduled.remove(&job.id);
+            });
         }
-        Ok(dispatched)
     }
 
-    async fn wait_for_work(&self, max: Duration) {
-        self.inner.wait_for_work(max).await
-    }
-
-    async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
-        self.inner.heartbeat(job).await
-    }
-
-    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
-        self.inner.sending(job, in_flight).await
-    }
-
-    async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
-        self.inner.answered(job).await
-    }
-
-    async fn complete(
-        &self,
-        job: &LeasedJob,
-        webhook_id: &str,
-        reconciled: bool,
-    ) -> Result<(), QueueError> {
-        self.inner.complete(job, webhook_id, reconciled).await?;
-        self.note(&job.tenant, |log| log.done += 1);
-        Ok(())
-    }
-
-    async fn retry_later(
-        &self,
-        job: &LeasedJob,
-        delay: Duration,
-        error: &str,
-        outcome_unknown: bool,
-    ) -> Result<(), QueueError> {
-        self.inner
-            .retry_later(job, delay, error, outcome_unknown)
-            .await?;
-        // Out of attempts, the queue buries the job instead; only then is it worth asking.
-        let buried = job.attempt >= self.config().max_attempts
-            && matches!(
-                self.inner.job(&job.id).await,
-                Ok(Some(JobResult {
-                    status: JobState::Dead,
-                    ..
-                }))
-            );
-        self.note(&job.tenant, |log| {
-            if buried {
-                log.dead += 1;
-            } else {
+    fn finished(&self, job: &LeasedJob, outcome: &AttemptOutcome) {
+        // Out of attempts, the queue buries a job it was asked to retry (`Queue::retry_later`).
+        let buried_by_retry = job.attempt >= self.max_attempts;
+        self.note(&job.tenant, |log| match outcome {
+            AttemptOutcome::Done { .. } => log.done += 1,
+            AttemptOutcome::Retried if buried_by_retry => log.dead += 1,
+            AttemptOutcome::Retried => {
                 log.retries += 1;
                 log.scheduled.insert(job.id.clone());
             }
+            AttemptOutcome::RateLimited => log.rate_limited += 1,
+            AttemptOutcome::Buried(_) => log.dead += 1,
+            // Back in the queue (to be dispatched, and noted, again) or not recorded at all.
+            AttemptOutcome::NotFound
+            | AttemptOutcome::HandedBack
+            | AttemptOutcome::LeaseLost
+            | AttemptOutcome::Abandoned => {}
         });
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leased(id: &str, tenant: &str, attempt: u32) -> LeasedJob {
+        LeasedJob {
+            id: JobId(id.into()),
+            tenant: tenant.into(),
+            key: id.into(),
+            body: "{}".into(),
+            attempt,
+            outcome_unknown: false,
+            lease: "l".into(),
+            dispatched_at_ms: 0,
+            fenced_until: None,
+        }
     }
 
-    async fn rate_limited(
-        &self,
-        job: &LeasedJob,
-        pause: Duration,
-        limit: Option<u32>,
-    ) -> Result<(), QueueError> {
-        self.inner.rate_limited(job, pause, limit).await?;
-        self.note(&job.tenant, |log| log.rate_limited += 1);
-        Ok(())
-    }
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_are_counted_per_tenant_and_a_last_retry_is_a_death() {
+        let config = QueueConfig {
+            max_attempts: 2,
+            window: Duration::from_secs(5),
+            ..QueueConfig::default()
+        };
+        let watch = Watch::new(&config);
+        let (a1, a2, b1) = (
+            leased("a1", "a", 1),
+            leased("a2", "a", 1),
+            leased("b1", "b", 1),
+        );
+        watch.dispatched(&[a1.clone(), a2.clone(), b1.clone()]);
+        watch.finished(&a1, &AttemptOutcome::Retried);
+        watch.finished(&a2, &AttemptOutcome::RateLimited);
+        watch.finished(&b1, &AttemptOutcome::Buried("refused".into()));
+        let a = watch.progress("a");
+        assert_eq!(
+            (a.calls, a.retrying, a.retries, a.rate_limited),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(watch.progress("b").dead, 1);
 
-    async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {
-        self.inner.requeue(job, how).await
-    }
-
-    async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
-        self.inner.bury(job, reason).await?;
-        self.note(&job.tenant, |log| log.dead += 1);
-        Ok(())
-    }
-
-    async fn status(&self) -> Result<QueueStatus, QueueError> {
-        self.inner.status().await
-    }
-
-    async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
-        self.inner.job(id).await
-    }
-
-    async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError> {
-        self.inner.results(tenant).await
-    }
-
-    async fn dead(&self) -> Result<Vec<JobResult>, QueueError> {
-        self.inner.dead().await
-    }
-
-    async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
-        self.inner.retry_dead(ids).await
-    }
-
-    async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
-        self.inner.purge_dead(ids).await
-    }
-
-    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
-        self.inner.purge_done(ids).await
-    }
-
-    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
-        self.inner.done_per_second(seconds).await
-    }
-
-    async fn ping(&self) -> Result<(), QueueError> {
-        self.inner.ping().await
-    }
-
-    async fn is_idle(&self) -> Result<bool, QueueError> {
-        self.inner.is_idle().await
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // The retry's second and last attempt fails again: the queue buries it.
+        let a1_again = leased("a1", "a", 2);
+        watch.dispatched(std::slice::from_ref(&a1_again));
+        watch.finished(&a1_again, &AttemptOutcome::Retried);
+        let a2_again = leased("a2", "a", 1);
+        watch.dispatched(std::slice::from_ref(&a2_again));
+        watch.finished(
+            &a2_again,
+            &AttemptOutcome::Done {
+                webhook_id: "w".into(),
+                reconciled: false,
+            },
+        );
+        let a = watch.progress("a");
+        assert_eq!((a.calls, a.calls_in_window), (4, 2));
+        assert_eq!((a.done, a.dead, a.retrying, a.retries), (1, 1, 0, 1));
+        // Calls up to the last first attempt count as busy (a1's retry was not one).
+        let logs = watch.call_logs();
+        assert_eq!(logs["a"].busy_until, Some(3));
+        assert_eq!(
+            logs["a"].calls,
+            [0, 0, 6, 6].map(Duration::from_secs).to_vec()
+        );
     }
 }

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower::layer::util::Identity;
 
 use super::backoff::{ReconnectPolicy, with_reconnect};
+use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::queue::{Dispatched, Fence, LeasedJob, Queue, Requeue};
 
@@ -64,6 +65,8 @@ pub(crate) struct Fetcher {
     pub concurrency: usize,
     /// The fence dispatches put up for Creates (see [`Fence`]).
     pub fence: Option<Fence>,
+    /// Told of every dispatch.
+    pub observer: Option<Arc<dyn JobObserver>>,
 }
 
 /// The next jobs for the runtime (at least one), or the end of work.
@@ -95,6 +98,9 @@ impl Fetcher {
                 Some(Ok(Dispatched::Jobs(jobs))) => {
                     for _ in &jobs {
                         self.stats.taken();
+                    }
+                    if let Some(observer) = &self.observer {
+                        observer.dispatched(&jobs);
                     }
                     if self.stop.is_cancelled() {
                         self.hand_back_all(jobs).await;

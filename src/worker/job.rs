@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::backoff::{ReconnectPolicy, RetryPolicy, with_reconnect};
+use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
 use crate::ops::metrics::{JobOutcome as Counted, Metrics};
@@ -41,6 +42,8 @@ pub(crate) struct JobContext {
     pub stats: Arc<Stats>,
     /// Prometheus counters: each job's outcome, each call's latency.
     pub metrics: Metrics,
+    /// Told of each job's outcome.
+    pub observer: Option<Arc<dyn JobObserver>>,
     /// Told when a job finishes, so the fetch loop looks again (see `backend`).
     pub finished: Arc<Notify>,
 }
@@ -77,9 +80,10 @@ impl TenantCache {
     }
 }
 
-/// What happened to a job in this worker (for tests and logs; counts go to [`Stats`]).
+/// How one attempt at a job ended in this worker: what it did with the job it leased (for
+/// tests, logs and a [`super::JobObserver`]; counts go to [`Stats`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobOutcome {
+pub enum AttemptOutcome {
     /// Done with this webhook Id.
     Done {
         /// The Id recorded.
@@ -103,21 +107,21 @@ pub enum JobOutcome {
     Abandoned,
 }
 
-impl JobOutcome {
+impl AttemptOutcome {
     /// The outcome as `lsq_jobs_total` counts it.
     fn counted(&self) -> Counted {
         match self {
-            JobOutcome::Done {
+            AttemptOutcome::Done {
                 reconciled: false, ..
             } => Counted::Done,
-            JobOutcome::Done {
+            AttemptOutcome::Done {
                 reconciled: true, ..
             } => Counted::Reconciled,
-            JobOutcome::Retried => Counted::Retried,
-            JobOutcome::RateLimited => Counted::RateLimited,
-            JobOutcome::NotFound | JobOutcome::HandedBack => Counted::Requeued,
-            JobOutcome::Buried(_) => Counted::Dead,
-            JobOutcome::LeaseLost | JobOutcome::Abandoned => Counted::Lost,
+            AttemptOutcome::Retried => Counted::Retried,
+            AttemptOutcome::RateLimited => Counted::RateLimited,
+            AttemptOutcome::NotFound | AttemptOutcome::HandedBack => Counted::Requeued,
+            AttemptOutcome::Buried(_) => Counted::Dead,
+            AttemptOutcome::LeaseLost | AttemptOutcome::Abandoned => Counted::Lost,
         }
     }
 }
@@ -132,7 +136,7 @@ enum Answer {
 impl JobContext {
     /// Runs one job to its recorded outcome, inside a span naming the job, tenant and
     /// attempt (never a key or a header value).
-    pub async fn run(self: Arc<Self>, job: LeasedJob) -> JobOutcome {
+    pub async fn run(self: Arc<Self>, job: LeasedJob) -> AttemptOutcome {
         let span = tracing::info_span!(
             "job",
             job = %job.id,
@@ -143,12 +147,15 @@ impl JobContext {
         let outcome = self.clone().run_inner(&job).instrument(span.clone()).await;
         span.in_scope(|| tracing::debug!(?outcome, "job finished"));
         self.metrics.job_finished(outcome.counted());
+        if let Some(observer) = &self.observer {
+            observer.finished(&job, &outcome);
+        }
         self.stats.released();
         self.finished.notify_one();
         outcome
     }
 
-    async fn run_inner(self: Arc<Self>, job: &LeasedJob) -> JobOutcome {
+    async fn run_inner(self: Arc<Self>, job: &LeasedJob) -> AttemptOutcome {
         let tenant = match self.tenant(&job.tenant).await {
             Some(Ok(Some(t))) => t,
             Some(Ok(None)) => {
@@ -183,11 +190,11 @@ impl JobContext {
                 Some(Ok(false)) => {
                     tracing::warn!("lease lost before Create was sent; not sending it");
                     self.stats.lease_lost();
-                    return JobOutcome::LeaseLost;
+                    return AttemptOutcome::LeaseLost;
                 }
                 Some(Err(e)) => {
                     tracing::error!("could not fence the call: {e}; the lease will run out");
-                    return JobOutcome::Abandoned;
+                    return AttemptOutcome::Abandoned;
                 }
                 None => return self.hand_back(job, false).await,
             }
@@ -226,7 +233,7 @@ impl JobContext {
                     // next holder waits that long before it reconciles.
                     let _ = self.store("answered", || self.queue.answered(job)).await;
                     self.stats.lease_lost();
-                    return JobOutcome::LeaseLost;
+                    return AttemptOutcome::LeaseLost;
                 }
             },
             _ = self.hard_stop.cancelled() => {
@@ -242,7 +249,7 @@ impl JobContext {
     }
 
     /// Acts on the answer.
-    async fn record(&self, job: &LeasedJob, answer: Answer) -> JobOutcome {
+    async fn record(&self, job: &LeasedJob, answer: Answer) -> AttemptOutcome {
         match answer {
             Answer::Created(id) => {
                 let r = self
@@ -250,7 +257,7 @@ impl JobContext {
                     .await;
                 self.settle(r, || {
                     self.stats.created();
-                    JobOutcome::Done {
+                    AttemptOutcome::Done {
                         webhook_id: id.clone(),
                         reconciled: false,
                     }
@@ -262,7 +269,7 @@ impl JobContext {
                     .await;
                 self.settle(r, || {
                     self.stats.reconciled();
-                    JobOutcome::Done {
+                    AttemptOutcome::Done {
                         webhook_id: id.clone(),
                         reconciled: true,
                     }
@@ -276,7 +283,7 @@ impl JobContext {
                 let r = self.store("requeue", || self.queue.requeue(job, how)).await;
                 self.settle(r, || {
                     self.stats.not_found();
-                    JobOutcome::NotFound
+                    AttemptOutcome::NotFound
                 })
             }
             Answer::Failed(CallError::RateLimited {
@@ -295,7 +302,7 @@ impl JobContext {
                     .await;
                 self.settle(r, || {
                     self.stats.rate_limited();
-                    JobOutcome::RateLimited
+                    AttemptOutcome::RateLimited
                 })
             }
             Answer::Failed(CallError::Transient {
@@ -322,7 +329,7 @@ impl JobContext {
                     .await;
                 self.settle(r, || {
                     self.stats.retried();
-                    JobOutcome::Retried
+                    AttemptOutcome::Retried
                 })
             }
             Answer::Failed(CallError::Permanent { reason }) => self.bury(job, reason).await,
@@ -361,16 +368,16 @@ impl JobContext {
         Some(got.map(|t| t.map(|t| self.tenants.put(t))))
     }
 
-    async fn bury(&self, job: &LeasedJob, reason: String) -> JobOutcome {
+    async fn bury(&self, job: &LeasedJob, reason: String) -> AttemptOutcome {
         tracing::warn!("dead: {reason}");
         let r = self.store("bury", || self.queue.bury(job, &reason)).await;
         self.settle(r, || {
             self.stats.buried();
-            JobOutcome::Buried(reason.clone())
+            AttemptOutcome::Buried(reason.clone())
         })
     }
 
-    async fn hand_back(&self, job: &LeasedJob, maybe_reached: bool) -> JobOutcome {
+    async fn hand_back(&self, job: &LeasedJob, maybe_reached: bool) -> AttemptOutcome {
         let how = Requeue {
             spend_attempt: false,
             outcome_unknown: maybe_reached || job.outcome_unknown,
@@ -379,15 +386,15 @@ impl JobContext {
         match tokio::time::timeout(Duration::from_secs(2), self.queue.requeue(job, how)).await {
             Ok(Ok(())) => {
                 self.stats.handed_back();
-                JobOutcome::HandedBack
+                AttemptOutcome::HandedBack
             }
             Ok(Err(QueueError::LeaseLost(_))) => {
                 self.stats.lease_lost();
-                JobOutcome::LeaseLost
+                AttemptOutcome::LeaseLost
             }
             other => {
                 tracing::warn!("could not hand the job back ({other:?}); its lease will run out");
-                JobOutcome::Abandoned
+                AttemptOutcome::Abandoned
             }
         }
     }
@@ -405,20 +412,20 @@ impl JobContext {
     fn settle(
         &self,
         r: Option<Result<(), QueueError>>,
-        ok: impl FnOnce() -> JobOutcome,
-    ) -> JobOutcome {
+        ok: impl FnOnce() -> AttemptOutcome,
+    ) -> AttemptOutcome {
         match r {
             Some(Ok(())) => ok(),
             Some(Err(QueueError::LeaseLost(_))) => {
                 tracing::warn!("lease lost: another worker took the job back; result not recorded");
                 self.stats.lease_lost();
-                JobOutcome::LeaseLost
+                AttemptOutcome::LeaseLost
             }
             Some(Err(e)) => {
                 tracing::error!("could not record the result: {e}; the lease will run out");
-                JobOutcome::Abandoned
+                AttemptOutcome::Abandoned
             }
-            None => JobOutcome::Abandoned,
+            None => AttemptOutcome::Abandoned,
         }
     }
 }

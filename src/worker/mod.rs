@@ -11,6 +11,7 @@
 //! - [`backoff`]: retry backoff for jobs (exponential, full jitter) and reconnect backoff
 //!   for the store.
 //! - [`stats`]: counters of a run.
+//! - [`observer`]: [`JobObserver`], told of each dispatch and each job's outcome.
 //!
 //! Shutdown has two stages. When the `CancellationToken` given to [`Pool::run`] is
 //! cancelled, no new job is dispatched (a job leased at that moment is handed straight
@@ -22,6 +23,7 @@
 pub mod backend;
 pub mod backoff;
 pub mod job;
+pub mod observer;
 pub mod stats;
 
 use std::sync::Arc;
@@ -34,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 pub use backoff::{ReconnectPolicy, RetryPolicy};
-pub use job::JobOutcome;
-pub use stats::{RunSummary, Stats};
+pub use job::AttemptOutcome;
+pub use observer::JobObserver;
+pub use stats::{PoolTotals, Stats};
 
 use crate::leadsquared::Client;
 use crate::ops::Metrics;
@@ -119,6 +122,8 @@ pub struct Pool {
     stats: Arc<Stats>,
     /// Prometheus metrics (`worker --metrics-listen`): job outcomes and call latency.
     metrics: Metrics,
+    /// Told of each dispatch and each job's outcome (see [`Pool::with_observer`]).
+    observer: Option<Arc<dyn JobObserver>>,
 }
 
 impl Pool {
@@ -130,7 +135,14 @@ impl Pool {
             config,
             stats: Arc::new(Stats::default()),
             metrics: Metrics::new(),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of each dispatch and each job's outcome as they happen.
+    pub fn with_observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Counts into `metrics` (shared with whatever serves them) instead of a registry of
@@ -152,7 +164,7 @@ impl Pool {
 
     /// Runs until `shutdown` is cancelled (then shuts down in two stages) or, with
     /// [`WorkerConfig::exit_when_idle`], until the queue is idle. Returns what it did.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<RunSummary, WorkerError> {
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<PoolTotals, WorkerError> {
         if self.config.concurrency == 0 {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
         }
@@ -184,6 +196,7 @@ impl Pool {
             local: finished.clone(),
             stats: self.stats.clone(),
             concurrency: self.config.concurrency,
+            observer: self.observer.clone(),
             fence: Some(Fence {
                 slack: self.config.fence_slack.min(self.queue.config().lease / 4),
                 in_flight: self.client.config().timeout + self.config.reconcile_settle,
@@ -200,6 +213,7 @@ impl Pool {
             tenants: TenantCache::new(self.config.tenant_cache_ttl),
             stats: self.stats.clone(),
             metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
             finished,
         });
         // Each job runs as its own task (so jobs use every core), owned by this tracker;

@@ -1,5 +1,5 @@
 //! Counters of one pool run, shared by the fetch loop and the jobs, read into a
-//! [`RunSummary`] at the end (and by the demo's progress display while it runs).
+//! [`PoolTotals`] at the end (and by the demo's progress display while it runs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// What one run of the pool did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RunSummary {
+pub struct PoolTotals {
     /// Jobs taken from the queue.
     pub dispatched: u64,
     /// Jobs finished with a webhook Id from Create.
@@ -41,7 +41,7 @@ pub struct RunSummary {
     pub max_held: u64,
 }
 
-/// Live counters behind a [`RunSummary`].
+/// Live counters behind a [`PoolTotals`].
 #[derive(Debug, Default)]
 pub struct Stats {
     dispatched: AtomicU64,
@@ -71,8 +71,8 @@ macro_rules! counters {
             )*
 
             /// The counts so far.
-            pub fn summary(&self) -> RunSummary {
-                RunSummary {
+            pub fn summary(&self) -> PoolTotals {
+                PoolTotals {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     max_held: self.max_held.load(Ordering::Relaxed),
                 }

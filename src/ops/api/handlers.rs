@@ -1,0 +1,306 @@
+//! One function per route; each answers with its JSON or an [`AppError`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiLimits, AppError, AppState, JobProblem, OPENAPI};
+use crate::job::{JobId, JobResult};
+use crate::ops::metrics::{self, Metrics};
+use crate::ops::status::StatusReport;
+use crate::producer;
+use crate::queue::{Pushed, Queue, QueueError};
+
+pub(super) async fn not_found() -> AppError {
+    AppError::NotFound
+}
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// How long `/readyz` waits for the store: an orchestrator's probe has its own short
+/// timeout, and "slower than this" is not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) async fn readyz(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    tokio::time::timeout(READY_TIMEOUT, state.queue.ping())
+        .await
+        .map_err(|_| AppError::Unavailable("ping timed out".into()))??;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+pub(super) async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>, AppError> {
+    Ok(Json(StatusReport::read(state.queue.as_ref()).await?))
+}
+
+pub(super) async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobResult>, AppError> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(AppError::NotFound);
+    }
+    match state.queue.job(&JobId(id)).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(AppError::NotFound),
+    }
+}
+
+/// Answer of `POST /v1/jobs`.
+#[derive(Serialize)]
+pub(super) struct EnqueueAnswer {
+    /// Jobs newly enqueued.
+    enqueued: u64,
+    /// Jobs whose key was enqueued before (not enqueued again).
+    duplicate: u64,
+    /// One per job, in request order.
+    jobs: Vec<Pushed>,
+}
+
+/// Where a job sits in a request body, for its field errors.
+#[derive(Clone, Copy)]
+enum Position {
+    /// 0-based index in a JSON body.
+    Index(usize),
+    /// 1-based line of a JSON Lines body.
+    Line(u64),
+}
+
+impl Position {
+    fn error(self, e: crate::leadsquared::FieldError) -> JobProblem {
+        let (index, line) = match self {
+            Position::Index(i) => (Some(i), None),
+            Position::Line(l) => (None, Some(l)),
+        };
+        JobProblem {
+            index,
+            line,
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+/// Splits a body into its jobs' JSON texts: one object or an array of them
+/// (`application/json`), or one per non-blank line (`application/x-ndjson`).
+fn split_jobs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(Position, String)>, AppError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body_error = |reason: String| {
+        AppError::Invalid(vec![JobProblem {
+            index: None,
+            line: None,
+            field: "body".into(),
+            reason,
+        }])
+    };
+    match media.as_str() {
+        "application/json" => {
+            // A syntax error names a position, never the input.
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| body_error(e.to_string()))?;
+            match value {
+                serde_json::Value::Array(items) => Ok(items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (Position::Index(i), v.to_string()))
+                    .collect()),
+                v @ serde_json::Value::Object(_) => Ok(vec![(Position::Index(0), v.to_string())]),
+                _ => Err(body_error(
+                    "must be a job object or an array of job objects".into(),
+                )),
+            }
+        }
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            let text =
+                std::str::from_utf8(body).map_err(|e| body_error(format!("not UTF-8 ({e})")))?;
+            Ok(text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(n, l)| (Position::Line(n as u64 + 1), l.to_string()))
+                .collect())
+        }
+        _ => Err(AppError::UnsupportedMediaType),
+    }
+}
+
+/// `POST /v1/jobs`: the validation ([`producer::check_line`]) and idempotency of `enqueue`,
+/// all or nothing.
+pub(super) async fn post_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EnqueueAnswer>), AppError> {
+    let body = read_body(body, &state.limits)?;
+    let items = split_jobs(&headers, &body)?;
+    if items.is_empty() {
+        return Err(AppError::BadRequest("the body holds no job".into()));
+    }
+    if items.len() > state.limits.max_jobs_per_request {
+        return Err(AppError::BadRequest(format!(
+            "{} jobs in one request; at most {} (split the batch)",
+            items.len(),
+            state.limits.max_jobs_per_request
+        )));
+    }
+    let registered: HashSet<String> = state.queue.tenant_names().await?.into_iter().collect();
+    let mut jobs = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (at, text) in items {
+        // The check `enqueue` makes of a line of a job file, so both refuse the same jobs
+        // with the same words.
+        match producer::check_line(text.as_bytes(), &registered) {
+            Ok(job) => jobs.push(job),
+            Err(problems) => errors.extend(problems.into_iter().map(|e| at.error(e))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let pushed = match state.queue.push(&jobs).await {
+        Ok(p) => p,
+        // A tenant removed between the check and the push.
+        Err(QueueError::UnknownTenant(t)) => {
+            return Err(AppError::BadRequest(format!(
+                "unknown tenant {t:?}; import it with `lsq-webhooks tenants import`"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let enqueued = pushed
+        .iter()
+        .filter(|p| matches!(p, Pushed::Enqueued { .. }))
+        .count() as u64;
+    let duplicate = pushed.len() as u64 - enqueued;
+    tracing::info!(enqueued, duplicate, "jobs enqueued over HTTP");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EnqueueAnswer {
+            enqueued,
+            duplicate,
+            jobs: pushed,
+        }),
+    ))
+}
+
+/// Query of `GET /v1/dead`.
+#[derive(Deserialize)]
+pub(super) struct DeadQuery {
+    /// Most letters to list (capped by [`ApiLimits::max_dead_listed`]).
+    limit: Option<usize>,
+}
+
+/// Answer of `GET /v1/dead`.
+#[derive(Serialize)]
+pub(super) struct DeadList {
+    /// Dead letters in all.
+    total: usize,
+    /// The first of them.
+    jobs: Vec<JobResult>,
+}
+
+pub(super) async fn dead(
+    State(state): State<AppState>,
+    Query(q): Query<DeadQuery>,
+) -> Result<Json<DeadList>, AppError> {
+    let mut jobs = state.queue.dead().await?;
+    let total = jobs.len();
+    jobs.truncate(
+        q.limit
+            .unwrap_or(state.limits.max_dead_listed)
+            .min(state.limits.max_dead_listed),
+    );
+    Ok(Json(DeadList { total, jobs }))
+}
+
+/// Body of `POST /v1/dead/retry`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    /// Dead jobs to retry; all when absent.
+    jobs: Option<Vec<JobId>>,
+}
+
+pub(super) async fn retry_dead(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let body = read_body(body, &state.limits)?;
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest { jobs: None }
+    } else {
+        serde_json::from_slice::<RetryRequest>(&body).map_err(|e| {
+            AppError::BadRequest(format!(
+                "body must be {{\"jobs\": [\"<job id>\", ...]}} or empty: {e}"
+            ))
+        })?
+    };
+    let retried = state.queue.retry_dead(request.jobs.as_deref()).await?;
+    tracing::info!(retried, "dead letters retried over HTTP");
+    Ok(Json(serde_json::json!({ "retried": retried })))
+}
+
+/// The body, or 413 when it was over the limit.
+fn read_body(body: Result<Bytes, BytesRejection>, limits: &ApiLimits) -> Result<Bytes, AppError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge(limits.max_body_bytes)
+        } else {
+            AppError::BadRequest("the request body could not be read".into())
+        }
+    })
+}
+
+pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
+    scrape(
+        state.queue.as_ref(),
+        &state.metrics,
+        state.limits.timeout / 2,
+    )
+    .await
+}
+
+pub(super) async fn worker_metrics_text(
+    State((queue, metrics)): State<(Arc<dyn Queue>, Metrics)>,
+) -> Response {
+    scrape(queue.as_ref(), &metrics, ApiLimits::default().timeout / 2).await
+}
+
+/// Reads the queue for the gauges (for at most `wait`: half the request timeout, so the
+/// scrape itself still answers), then encodes everything. A queue that cannot be read still
+/// gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
+async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Response {
+    let report = match tokio::time::timeout(wait, StatusReport::read(queue)).await {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: queue status unreadable");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: queue status timed out");
+            None
+        }
+    };
+    let text = metrics.scrape(report.as_ref());
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
