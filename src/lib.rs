@@ -14,6 +14,8 @@
 //!   tenants scored by their next allowed call, Lua scripts) and embedded (in-process).
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
+//! - [`retry`]: retrying a store operation while the store cannot serve (bounded, jittered
+//!   backoff; the caller says which errors are worth a retry), for worker and producer.
 //! - [`worker`]: the worker pool: permits, leases, retries with backoff, graceful shutdown.
 //! - [`ops`]: what ops see: status, Prometheus metrics, the HTTP API and the status page.
 //! - [`sim`]: a LeadSquared simulator with a strict sliding-window limit and injectable
@@ -29,6 +31,7 @@ pub mod leadsquared;
 pub mod ops;
 pub mod producer;
 pub mod queue;
+pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod tenant;
