@@ -11,8 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{BadInput, Global};
-use crate::producer::{self, JobFile, Producer};
-use crate::queue::Queue;
+use crate::producer::{self, JobFile, Producer, ProducerError};
+use crate::queue::redis::RedisQueue;
+use crate::queue::{Queue, QueueError};
 
 /// Arguments of `enqueue`.
 #[derive(Debug, clap::Args)]
@@ -50,6 +51,50 @@ async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<JobFile
     .context("reading the job file")?
 }
 
+/// What a push that stopped part-way tells the operator, in one message: why (for a full
+/// Redis, its limit and policy), how many jobs went in first, and that running the same
+/// file again is safe.
+async fn push_failed(
+    queue: &RedisQueue,
+    e: ProducerError,
+    total: usize,
+    invalid: u64,
+) -> anyhow::Error {
+    let ProducerError::Interrupted {
+        done,
+        unsure,
+        error,
+    } = e
+    else {
+        return e.into();
+    };
+    println!(
+        "enqueued {}, duplicate {}, invalid {invalid}",
+        done.enqueued, done.duplicate
+    );
+    let (cause, when) = match *error {
+        ProducerError::OutOfMemory { memory } => {
+            let memory = match memory {
+                Some(m) => Some(m),
+                None => queue.memory().await,
+            };
+            let full = QueueError::OutOfMemory { memory };
+            (format!("{full}"), "it filled")
+        }
+        other => (format!("{other}"), "that"),
+    };
+    let already = match done.duplicate {
+        0 => String::new(),
+        n => format!(", {n} of them already there as duplicates"),
+    };
+    anyhow::anyhow!(
+        "{cause}. {} of {total} jobs were enqueued before {when}{already} (up to {unsure} more, \
+         of the batch being written, may be in too). Running the same file again is safe: \
+         the jobs already enqueued are duplicates and are not enqueued twice.",
+        done.enqueued + done.duplicate
+    )
+}
+
 /// Runs `enqueue`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(super::connect_queue(global).await?);
@@ -85,7 +130,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let producer = Producer::new(queue);
+    let total = file.jobs.len();
+    let producer = Producer::new(queue.clone());
     let mut progress = |n: usize| {
         if let Some(bar) = &bar {
             bar.inc(n as u64);
@@ -95,7 +141,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (summary, _ids) = pushed?;
+    let (summary, _ids) = match pushed {
+        Ok(pushed) => pushed,
+        Err(e) => return Err(push_failed(&queue, e, total, invalid).await),
+    };
     println!(
         "enqueued {}, duplicate {}, invalid {invalid}",
         summary.enqueued, summary.duplicate
