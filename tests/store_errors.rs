@@ -15,7 +15,7 @@ use std::time::Duration;
 use lsq_webhooks::job::{JobId, JobState};
 use lsq_webhooks::producer::{JobRequest, Producer};
 use lsq_webhooks::queue::redis::RedisQueue;
-use lsq_webhooks::queue::{Dispatched, Pushed, Queue, QueueConfig, QueueError};
+use lsq_webhooks::queue::{Pushed, Queue, QueueConfig, QueueError};
 use lsq_webhooks::retry::{ReconnectPolicy, unavailable_only, with_retry};
 use lsq_webhooks::sim::Faults;
 use lsq_webhooks::worker::backoff::store_retry;
