@@ -29,7 +29,7 @@ use crate::queue::QueueError;
 /// 50 ms, doubling to a cap of 5 s, full jitter (each wait uniform in `[0, d]`). How long
 /// to go on is the caller's: the worker until it is told to stop (a Redis restart then
 /// costs at most a few seconds of idle time and no job), a producer for
-/// [`crate::producer::PUSH_RETRY_FOR`].
+/// its `PUSH_RETRY_FOR` (60 s).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReconnectPolicy {
     /// First wait's maximum.
