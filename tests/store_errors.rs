@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobState};
-use lsq_webhooks::producer::{JobRequest, Producer};
+use lsq_webhooks::producer::{JobRequest, PUSH_RETRY_FOR, Producer, ProducerError};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Pushed, Queue, QueueConfig, QueueError};
 use lsq_webhooks::retry::{ReconnectPolicy, unavailable_only, with_retry};
@@ -433,4 +433,46 @@ async fn a_full_redis_is_out_of_memory_with_its_settings_not_unavailable() {
         .push(&jobs(&ts, 2))
         .await
         .expect("push once memory is freed");
+}
+
+#[tokio::test]
+async fn a_producer_gives_up_after_its_retry_time_and_says_so() {
+    let mut redis = common::PrivateRedis::start(&[]).expect("private redis");
+    let queue = Arc::new(
+        RedisQueue::connect(&redis.url(), config("gave-up"))
+            .await
+            .expect("connect"),
+    );
+    let ts = tenants(&"http://127.0.0.1:9".parse().expect("url"), 1, &[10]);
+    queue.put_tenants(&ts).await.expect("tenants");
+    redis.kill();
+    // Fake time from here: the 60 s of retries pass at once.
+    tokio::time::pause();
+    let producer = Producer::new(queue);
+    let got = producer
+        .enqueue(&JobRequest {
+            tenant: "t00".into(),
+            webhook: body("t00", 1),
+            key: None,
+        })
+        .await;
+    match got {
+        Err(e @ ProducerError::GaveUp { .. }) => {
+            let ProducerError::GaveUp { after, ref last } = e else {
+                unreachable!()
+            };
+            // No try starts after PUSH_RETRY_FOR; the last one may take a few seconds.
+            assert!(
+                after + Duration::from_secs(5) >= PUSH_RETRY_FOR,
+                "{after:?}"
+            );
+            assert!(after < PUSH_RETRY_FOR * 2, "{after:?}");
+            assert!(last.is_unavailable(), "{last:?}");
+            let text = e.to_string();
+            let prefix = format!("gave up after retrying for {} s: ", after.as_secs());
+            assert!(text.starts_with(&prefix), "{text}");
+            assert!(text.contains("queue store unavailable"), "{text}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
 }

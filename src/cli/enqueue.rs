@@ -72,16 +72,20 @@ async fn push_failed(
         "enqueued {}, duplicate {}, invalid {invalid}",
         done.enqueued, done.duplicate
     );
-    let (cause, when) = match *error {
+    let (cause, when, hint) = match *error {
         ProducerError::OutOfMemory { memory } => {
             let memory = match memory {
                 Some(m) => Some(m),
                 None => queue.memory().await,
             };
             let full = QueueError::OutOfMemory { memory };
-            (format!("{full}"), "it filled")
+            (
+                format!("{full}"),
+                "it filled",
+                " Free memory in Redis or raise its maxmemory first.",
+            )
         }
-        other => (format!("{other}"), "that"),
+        other => (format!("{other}"), "that", ""),
     };
     let already = match done.duplicate {
         0 => String::new(),
@@ -90,7 +94,7 @@ async fn push_failed(
     anyhow::anyhow!(
         "{cause}. {} of {total} jobs were enqueued before {when}{already} (up to {unsure} more, \
          of the batch being written, may be in too). Running the same file again is safe: \
-         the jobs already enqueued are duplicates and are not enqueued twice.",
+         the jobs already enqueued are duplicates and are not enqueued twice.{hint}",
         done.enqueued + done.duplicate
     )
 }

@@ -47,11 +47,12 @@ pub enum ProducerError {
     /// A job names a tenant that is not registered; nothing was enqueued.
     #[error("unknown tenant {0:?}; import it with `lsq-webhooks tenants import`")]
     UnknownTenant(String),
-    /// The store stayed unavailable for [`PUSH_RETRY_FOR`]; `last` is its last answer. Try
+    /// The store stayed unavailable: no new try starts later than [`PUSH_RETRY_FOR`] after
+    /// the first (the last may take a few seconds more); `last` is its last answer. Try
     /// again later: pushing the same jobs again is safe.
     #[error("gave up after retrying for {} s: {last}", .after.as_secs())]
     GaveUp {
-        /// How long it retried.
+        /// How long it tried, from the first try to the last failure.
         after: Duration,
         /// The last failure.
         last: QueueError,
