@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::JobRequest;
 use super::check::validate;
-use super::{FieldError, JobRequest};
 use crate::job::{JobId, NewJob};
+use crate::leadsquared::FieldError;
 use crate::queue::{Pushed, Queue, QueueError, StoreMemory};
 use crate::retry::{ReconnectPolicy, unavailable_only, with_retry};
 
