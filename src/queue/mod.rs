@@ -9,6 +9,8 @@
 //!
 //! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
 //! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
+//! [`QueueError`] says what failed and, by its variant, what to do: retry, wait for
+//! memory, or stop.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
