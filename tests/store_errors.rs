@@ -287,7 +287,7 @@ async fn a_worker_keeps_its_result_through_a_full_redis() {
     let probe = tenants(&"http://127.0.0.1:9".parse().expect("url"), 1, &[10]);
     let mut sim_cfg = sim_config(&probe, Duration::from_secs(5));
     sim_cfg.faults = Faults {
-        latency: Duration::from_millis(500),
+        latency: Duration::from_secs(2),
         ..Faults::default()
     };
     let sim = start_sim(sim_cfg).await;

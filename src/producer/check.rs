@@ -1,9 +1,9 @@
 //! One job, checked: its line decoded, its fields validated, its tenant looked up.
 //!
-//! [`check_line`] is the road every job takes (`enqueue` and `POST /v1/jobs`): a fast road
-//! that decodes the usual valid line into borrowed, typed fields, and on any doubt the slow
-//! road ([`parse_line`], [`validate`], [`check_tenant`]) that names every problem. Where
-//! the fast road answers, its job is the slow road's: the tests compare the two.
+//! [`check_line`] is the road every line of a job file takes: a fast road that decodes the
+//! usual valid line into borrowed, typed fields, and on any doubt the slow road
+//! ([`parse_line`], [`validate`], [`check_tenant`]) that names every problem. Where the
+//! fast road answers, its job is the slow road's: the tests compare the two.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -8,8 +8,7 @@
 //! recognised.
 //!
 //! Two ways in: [`read_jobs`] for a JSON Lines file (every line checked, each problem
-//! reported as `line N: field: reason`), and [`Producer`] for Rust services. The HTTP API's
-//! `POST /v1/jobs` takes the same road, [`check_line`].
+//! reported as `line N: field: reason`), and [`Producer`] for Rust services.
 //!
 //! - [`check`]: one job, checked: [`check_line`] (a fast road for the usual valid line, the
 //!   slow one naming every problem), [`validate`], [`parse_line`], [`check_tenant`].
