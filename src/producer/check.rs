@@ -201,7 +201,7 @@ fn slow_job(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<Fie
     })
 }
 
-/// Checks one line of a job file as [`check_jobs`] does: the job, or every problem with
+/// Checks one line of a job file as [`super::check_jobs`] does: the job, or every problem with
 /// the line (its tenant checked against `registered`).
 pub fn check_line(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<FieldError>> {
     match fast_job(line, registered) {

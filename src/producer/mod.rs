@@ -12,7 +12,7 @@
 //!
 //! - [`check`]: one job, checked: [`check_line`] (a fast road for the usual valid line, the
 //!   slow one naming every problem), [`validate`], [`parse_line`], [`check_tenant`].
-//! - [`file`]: a job file, read and checked on every core, problems by line number.
+//! - [`file`](mod@file): a job file, read and checked on every core, problems by line number.
 //! - [`push`]: the [`Producer`]: chunked, idempotent pushes that ride out a Redis restart
 //!   and stop, saying how far they got, when Redis is full.
 //!
