@@ -16,6 +16,9 @@
 //!   when a lease runs out), and its two backends: Redis (Lua scripts) and embedded.
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
+//! - [`retry`] (`src/retry.rs`): retrying a store operation while the store cannot serve
+//!   (bounded, jittered backoff; the caller says which errors are worth a retry), for worker
+//!   and producer.
 //! - [`worker`] (`src/worker/`): the worker pool: permits, heartbeats that keep each lease,
 //!   retries with backoff, graceful shutdown, and the hook that tells an observer each job's
 //!   outcome.
@@ -39,6 +42,7 @@ pub mod leadsquared;
 pub mod ops;
 pub mod producer;
 pub mod queue;
+pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod tenant;

@@ -12,8 +12,9 @@ use anyhow::Context;
 
 use super::output::stdout;
 use super::{BadInput, Global};
-use crate::producer::{self, JobFile, Producer};
-use crate::queue::Queue;
+use crate::producer::{self, JobFile, Producer, ProducerError};
+use crate::queue::redis::RedisQueue;
+use crate::queue::{Queue, QueueError};
 
 /// Arguments of `enqueue`.
 #[derive(Debug, clap::Args)]
@@ -51,6 +52,58 @@ async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<JobFile
     .context("reading the job file")?
 }
 
+/// What a push that stopped part-way tells the operator, in one message: why (for a full
+/// Redis, its limit and policy), how many jobs went in first, and that running the same
+/// file again is safe.
+async fn push_failed(
+    queue: &RedisQueue,
+    e: ProducerError,
+    total: usize,
+    invalid: u64,
+) -> anyhow::Error {
+    let ProducerError::Interrupted {
+        done,
+        unsure,
+        error,
+    } = e
+    else {
+        return e.into();
+    };
+    // What was written before the push stopped; the push's failure below is what the
+    // command reports, so a reader gone from stdout does not replace it.
+    let _ = writeln!(
+        stdout(),
+        "enqueued {}, duplicate {}, invalid {invalid}",
+        done.enqueued,
+        done.duplicate
+    );
+    let (cause, when, hint) = match *error {
+        ProducerError::OutOfMemory { memory } => {
+            let memory = match memory {
+                Some(m) => Some(m),
+                None => queue.memory().await,
+            };
+            let full = QueueError::OutOfMemory { memory };
+            (
+                format!("{full}"),
+                "it filled",
+                " Free memory in Redis or raise its maxmemory first.",
+            )
+        }
+        other => (format!("{other}"), "that", ""),
+    };
+    let already = match done.duplicate {
+        0 => String::new(),
+        n => format!(", {n} of them already there as duplicates"),
+    };
+    anyhow::anyhow!(
+        "{cause}. {} of {total} jobs were enqueued before {when}{already} (up to {unsure} more, \
+         of the batch being written, may be in too). Running the same file again is safe: \
+         the jobs already enqueued are duplicates and are not enqueued twice.{hint}",
+        done.enqueued + done.duplicate
+    )
+}
+
 /// Runs `enqueue`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(super::connect_queue(global).await?);
@@ -86,7 +139,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let producer = Producer::new(queue);
+    let total = file.jobs.len();
+    let producer = Producer::new(queue.clone());
     let mut progress = |n: usize| {
         if let Some(bar) = &bar {
             bar.inc(n as u64);
@@ -96,7 +150,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (summary, _ids) = pushed?;
+    let (summary, _ids) = match pushed {
+        Ok(pushed) => pushed,
+        Err(e) => return Err(push_failed(&queue, e, total, invalid).await),
+    };
     writeln!(
         stdout(),
         "enqueued {}, duplicate {}, invalid {invalid}",

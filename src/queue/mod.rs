@@ -9,6 +9,8 @@
 //!
 //! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
 //! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
+//! [`QueueError`] says what failed and, by its variant, what to do: retry, wait for
+//! memory, or stop.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
@@ -18,6 +20,7 @@
 //! after its LeadSquared call, not two.
 
 pub mod embedded;
+mod error;
 pub mod redis;
 
 use std::time::Duration;
@@ -28,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, NewJob};
 use crate::tenant::Tenant;
+pub use error::{QueueError, StoreMemory};
 
 /// Settings every backend honours.
 #[derive(Clone, Debug)]
@@ -196,32 +200,6 @@ pub struct QueueStatus {
     pub oldest_running_ms: Option<u64>,
     /// Per tenant, every tenant with waiting jobs or calls in the window or a pause.
     pub tenants: Vec<TenantStatus>,
-}
-
-/// What went wrong in the queue's store. Job-level trouble (a body that does not decode) is
-/// not a `QueueError`: it is recorded against the job.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// The store could not be reached or refused a command: retry with backoff.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// A job names a tenant that is not in the registry.
-    #[error("unknown tenant {0:?}; import it with `tenants import`")]
-    UnknownTenant(String),
-    /// Something in the store is not what this version wrote.
-    #[error("corrupt queue data at {key}: {reason}")]
-    Corrupt {
-        /// The key (never a secret).
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The job's lease was lost (expired and taken back); its result was not recorded.
-    #[error("lease on job {0} was lost")]
-    LeaseLost(JobId),
-    /// The queue cannot run with this configuration (e.g. a queue name with braces).
-    #[error("queue configuration: {0}")]
-    Config(String),
 }
 
 /// The queue contract. Each call is atomic with respect to every other worker, in this

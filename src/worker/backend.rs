@@ -34,10 +34,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::layer::util::Identity;
 
-use super::backoff::{ReconnectPolicy, with_reconnect};
+use super::backoff::{ReconnectPolicy, store_retry, with_retry};
 use super::observer::JobObserver;
 use super::stats::Stats;
-use crate::queue::{Dispatched, Fence, LeasedJob, Queue, Requeue};
+use crate::queue::{Dispatched, Fence, LeasedJob, Queue, QueueError, Requeue};
 
 /// Most jobs asked of one dispatch: one script call holds Redis for about 50 µs per job,
 /// so 64 keep it to a few milliseconds while cutting round trips 64-fold.
@@ -67,6 +67,8 @@ pub(crate) struct Fetcher {
     pub fence: Option<Fence>,
     /// Told of every dispatch.
     pub observer: Option<Arc<dyn JobObserver>>,
+    /// The error that stopped dispatching, if one did: the pool returns it.
+    pub failed: Arc<std::sync::Mutex<Option<QueueError>>>,
 }
 
 /// The next jobs for the runtime (at least one), or the end of work.
@@ -88,11 +90,14 @@ impl Fetcher {
                 .concurrency
                 .saturating_sub(usize::try_from(self.stats.held()).unwrap_or(usize::MAX))
                 .clamp(1, MAX_BATCH);
-            let dispatched =
-                with_reconnect("dispatch", &self.reconnect, &self.stats, &self.stop, || {
-                    self.queue.dispatch_many(free, self.fence)
-                })
-                .await;
+            let dispatched = with_retry(
+                "dispatch",
+                &self.reconnect,
+                &self.stop,
+                store_retry(&self.stats),
+                || self.queue.dispatch_many(free, self.fence),
+            )
+            .await;
             let wait = match dispatched {
                 None => return Fetched::End,
                 Some(Ok(Dispatched::Jobs(jobs))) => {
@@ -111,11 +116,11 @@ impl Fetcher {
                 Some(Ok(Dispatched::Wait(d))) => d.min(self.idle_poll),
                 Some(Ok(Dispatched::Empty)) => {
                     if self.exit_when_idle {
-                        let idle = with_reconnect(
+                        let idle = with_retry(
                             "is_idle",
                             &self.reconnect,
-                            &self.stats,
                             &self.stop,
+                            store_retry(&self.stats),
                             || self.queue.is_idle(),
                         )
                         .await;
@@ -128,10 +133,13 @@ impl Fetcher {
                     self.idle_poll
                 }
                 Some(Err(e)) => {
-                    // Not a connection problem: the store holds something this version did
-                    // not write. Say so and keep serving; a later dispatch may succeed.
-                    tracing::error!("dispatch failed: {e}");
-                    self.idle_poll
+                    // Not a store that is down or full (those were waited for): a script
+                    // error, a key of the wrong type, data this version did not write.
+                    // Trying again gives the same answer, so the pool stops and says why,
+                    // once; running jobs still finish.
+                    tracing::error!("dispatch failed: {e}; the worker stops");
+                    *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return Fetched::End;
                 }
             };
             let local = self.local.notified();
@@ -158,9 +166,13 @@ impl Fetcher {
         let never = CancellationToken::new();
         let handed = tokio::time::timeout(
             self.idle_poll.max(Duration::from_secs(5)),
-            with_reconnect("requeue", &self.reconnect, &self.stats, &never, || {
-                self.queue.requeue(job, how)
-            }),
+            with_retry(
+                "requeue",
+                &self.reconnect,
+                &never,
+                store_retry(&self.stats),
+                || self.queue.requeue(job, how),
+            ),
         )
         .await;
         self.stats.released();

@@ -1,21 +1,17 @@
-//! Backoff: how long a failing job waits before its next attempt, and how the worker keeps
-//! retrying the queue's store while it is unreachable.
+//! Backoff: how long a failing job waits before its next attempt, and which store errors
+//! the worker waits out (with [`crate::retry`], whose reconnect schedule it re-exports).
 //!
-//! Both schedules come from `backon`'s exponential backoff (without its jitter) and then get
-//! full jitter here: the wait is uniform in `[0, d]` where `d` is the capped exponential
-//! delay. backon's own jitter adds `[0, d)` on top of `d` (backon 1.6
-//! `src/backoff/exponential.rs`, `next`), which is not full jitter and can reach twice the
-//! cap; see `docs/decisions.md`.
+//! The job schedule comes from `backon`'s exponential backoff (without its jitter) with
+//! full jitter added: the wait is uniform in `[0, d]` where `d` is the capped exponential
+//! delay (see [`crate::retry`] for why not backon's jitter).
 
-use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use rand::Rng;
-use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
 use crate::queue::QueueError;
+pub use crate::retry::{Failure, ReconnectPolicy, full_jitter, unavailable_only, with_retry};
 
 /// Backoff of a job whose call failed transiently (500, 502/503/504, timeout, reset).
 /// Defaults: base 1 s, factor 2, cap 5 min; the number of attempts is the queue's
@@ -65,86 +61,37 @@ impl RetryPolicy {
     }
 }
 
-/// Backoff while the queue's store (Redis) cannot be reached. Defaults: base 50 ms,
-/// factor 2, cap 5 s, full jitter; retried until it answers or the worker is told to stop,
-/// so a Redis restart costs at most a few seconds of idle time and no job.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ReconnectPolicy {
-    /// First wait's maximum.
-    pub base: Duration,
-    /// No wait is longer than this.
-    pub cap: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        ReconnectPolicy {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(5),
+/// How the worker treats a failed store operation (the callback of [`with_retry`]): an
+/// unavailable store is waited for, and so is a full one, loudly: the job stays leased and
+/// its result is kept until memory is freed (while Redis is full no write can extend the
+/// lease either; if it stays full past the lease, the job is taken back as "outcome
+/// unknown" and its next holder reconciles, finding the webhook this one made). Both are
+/// counted in `stats`. Anything else is not retried.
+pub fn store_retry(stats: &Stats) -> impl FnMut(&QueueError, &Failure) -> bool + '_ {
+    move |e, f| match e {
+        QueueError::Unavailable(_) => {
+            stats.store_errors();
+            unavailable_only(e, f)
         }
-    }
-}
-
-/// A uniformly random duration in `[0, d]`.
-pub fn full_jitter(d: Duration) -> Duration {
-    let ms = d.as_millis().min(u64::MAX as u128) as u64;
-    if ms == 0 {
-        return d;
-    }
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
-
-/// Runs a queue operation until it succeeds, fails with something other than an
-/// unreachable store, or `stop` is cancelled (then `None`). Store errors are logged, counted
-/// in `stats` and retried with [`ReconnectPolicy`] waits.
-pub async fn with_reconnect<T, F, Fut>(
-    what: &'static str,
-    policy: &ReconnectPolicy,
-    stats: &Stats,
-    stop: &CancellationToken,
-    mut op: F,
-) -> Option<Result<T, QueueError>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, QueueError>>,
-{
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(policy.base)
-        .with_factor(2.0)
-        .with_max_delay(policy.cap)
-        .without_max_times()
-        .build();
-    let mut failures = 0u32;
-    loop {
-        match op().await {
-            Err(QueueError::Redis(e)) => {
-                failures += 1;
-                stats.store_errors();
-                let wait = full_jitter(delays.next().unwrap_or(policy.cap));
-                tracing::warn!(
-                    operation = what,
-                    failures,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "queue store unreachable: {e}"
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            other => {
-                if failures > 0 {
-                    tracing::info!(operation = what, failures, "queue store answers again");
-                }
-                return Some(other);
-            }
+        QueueError::OutOfMemory { .. } => {
+            stats.store_errors();
+            tracing::error!(
+                operation = f.operation,
+                failures = f.failures,
+                retry_in_ms = f.wait.as_millis() as u64,
+                "{e}: free memory in Redis or raise maxmemory; retrying, and a job this \
+                 worker holds stays leased with its result kept"
+            );
+            true
         }
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     #[test]
     fn ceilings_grow_by_the_factor_up_to_the_cap() {
@@ -178,51 +125,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn with_reconnect_retries_store_errors_and_stops_when_told() {
+    async fn the_worker_waits_out_unavailable_and_full_stores_only() {
         let stop = CancellationToken::new();
         let stats = Stats::default();
         let mut calls = 0;
-        let got = with_reconnect("test", &ReconnectPolicy::default(), &stats, &stop, || {
-            calls += 1;
-            let n = calls;
-            async move {
-                if n < 4 {
-                    Err(QueueError::Redis(::redis::RedisError::from((
-                        ::redis::ErrorKind::Io,
-                        "connection refused",
-                    ))))
-                } else {
-                    Ok(n)
+        let got = with_retry(
+            "test",
+            &ReconnectPolicy::default(),
+            &stop,
+            store_retry(&stats),
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 => Err(QueueError::Unavailable("connection refused".into())),
+                        2 | 3 => Err(QueueError::OutOfMemory { memory: None }),
+                        _ => Ok(n),
+                    }
                 }
-            }
-        })
-        .await;
-        assert!(matches!(got, Some(Ok(4))));
-        assert_eq!(stats.summary().store_errors, 3);
-        // Other errors are not retried.
-        let got: Option<Result<(), _>> = with_reconnect(
-            "test",
-            &ReconnectPolicy::default(),
-            &stats,
-            &stop,
-            || async { Err(QueueError::UnknownTenant("x".into())) },
-        )
-        .await;
-        assert!(matches!(got, Some(Err(QueueError::UnknownTenant(_)))));
-        stop.cancel();
-        let got: Option<Result<(), _>> = with_reconnect(
-            "test",
-            &ReconnectPolicy::default(),
-            &stats,
-            &stop,
-            || async {
-                Err(QueueError::Redis(::redis::RedisError::from((
-                    ::redis::ErrorKind::Io,
-                    "down",
-                ))))
             },
         )
         .await;
-        assert!(got.is_none());
+        assert!(matches!(got, Some(Ok(4))));
+        assert_eq!(stats.summary().store_errors, 3);
+        let mut calls = 0;
+        let got: Option<Result<(), _>> = with_retry(
+            "test",
+            &ReconnectPolicy::default(),
+            &stop,
+            store_retry(&stats),
+            || {
+                calls += 1;
+                async { Err(QueueError::Store("ERR user_script:1: boom".into())) }
+            },
+        )
+        .await;
+        assert!(matches!(got, Some(Err(QueueError::Store(_)))));
+        assert_eq!(calls, 1);
+        assert_eq!(stats.summary().store_errors, 3);
     }
 }

@@ -3,8 +3,8 @@
 //! heartbeating the lease, and act on the classified answer.
 //!
 //! A job's trouble (a body that does not decode, an unknown tenant, LeadSquared's refusal)
-//! is recorded against the job and the worker goes on. Only the store being unreachable is
-//! retried here, with backoff, until it answers or the hard-stop deadline passes; a job
+//! is recorded against the job and the worker goes on. Only the store being unavailable or
+//! full is retried here, with backoff, until it answers or the hard-stop deadline passes; a job
 //! whose result cannot be written then is not lost: its lease runs out and another dispatch
 //! takes it back as "outcome unknown", to be reconciled.
 
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::backoff::{ReconnectPolicy, RetryPolicy, with_reconnect};
+use super::backoff::{ReconnectPolicy, RetryPolicy, store_retry, with_retry};
 use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
@@ -399,13 +399,21 @@ impl JobContext {
         }
     }
 
-    /// A store operation, retried while the store is unreachable, until the hard stop.
+    /// A store operation, retried while the store is unavailable or full (see
+    /// [`store_retry`]), until the hard stop.
     async fn store<T, F, Fut>(&self, what: &'static str, op: F) -> Option<Result<T, QueueError>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, QueueError>>,
     {
-        with_reconnect(what, &self.reconnect, &self.stats, &self.hard_stop, op).await
+        with_retry(
+            what,
+            &self.reconnect,
+            &self.hard_stop,
+            store_retry(&self.stats),
+            op,
+        )
+        .await
     }
 
     /// Turns the store's answer to a recording into the job's outcome.

@@ -8,8 +8,8 @@
 //!   can run; between jobs it sleeps on [`Queue::wait_for_work`], bounded by the queue's
 //!   own "next call allowed in" answer.
 //! - [`job`]: one job: tenant, decode, reconcile or Create, heartbeats, the answer acted on.
-//! - [`backoff`]: retry backoff for jobs (exponential, full jitter) and reconnect backoff
-//!   for the store.
+//! - [`backoff`]: retry backoff for jobs (exponential, full jitter), and which store errors
+//!   the worker waits out ([`crate::retry`]).
 //! - [`stats`]: counters of a run.
 //! - [`observer`]: [`JobObserver`], told of each dispatch and each job's outcome.
 //!
@@ -42,7 +42,7 @@ pub use stats::{PoolTotals, Stats};
 
 use crate::leadsquared::Client;
 use crate::ops::Metrics;
-use crate::queue::{Fence, LeasedJob, Queue};
+use crate::queue::{Fence, LeasedJob, Queue, QueueError};
 use backend::{Fetcher, QueueBackend};
 use job::{JobContext, TenantCache};
 
@@ -112,6 +112,10 @@ pub enum WorkerError {
     /// The configuration cannot work.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// Dispatching failed in a way no retry fixes (a script error, a key of the wrong
+    /// type); the pool stopped taking jobs and let running ones finish.
+    #[error("worker stopped: {0}")]
+    Store(QueueError),
 }
 
 /// A pool of workers over one queue, in this process.
@@ -187,7 +191,9 @@ impl Pool {
             }))
         };
         let finished = Arc::new(Notify::new());
+        let failed = Arc::new(std::sync::Mutex::new(None));
         let fetcher = Fetcher {
+            failed: failed.clone(),
             queue: self.queue.clone(),
             stop: shutdown.clone(),
             exit_when_idle: self.config.exit_when_idle,
@@ -243,6 +249,9 @@ impl Pool {
         tracker.close();
         tracker.wait().await;
         result?;
+        if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(WorkerError::Store(e));
+        }
         let summary = self.stats.summary();
         tracing::info!(?summary, "worker pool stopped");
         Ok(summary)

@@ -31,8 +31,8 @@ pub struct PoolTotals {
     pub lease_lost: u64,
     /// Calls made to LeadSquared (Create and Retrieve).
     pub calls: u64,
-    /// Queue store operations that failed because the store was unreachable (each was
-    /// retried with backoff).
+    /// Queue store operations that failed because the store was unavailable or full (each
+    /// was retried with backoff).
     pub store_errors: u64,
     /// Creates that took their own fence round trip (`Queue::sending`) because they started
     /// past the slack of the fence their dispatch put up (see `queue::Fence`).

@@ -62,7 +62,9 @@ pub enum AppError {
 impl From<QueueError> for AppError {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Redis(e) => AppError::Unavailable(e.to_string()),
+            e @ (QueueError::Unavailable(_) | QueueError::OutOfMemory { .. }) => {
+                AppError::Unavailable(e.to_string())
+            }
             other => AppError::Internal(other.to_string()),
         }
     }

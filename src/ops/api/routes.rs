@@ -10,7 +10,6 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
-use crate::ops::client_limit::PerClientLimit;
 use super::auth::require_token;
 use super::errors::overload_error;
 use super::handlers::{
@@ -18,6 +17,7 @@ use super::handlers::{
     worker_metrics_text,
 };
 use super::{ApiLimits, AppState};
+use crate::ops::client_limit::PerClientLimit;
 use crate::ops::metrics::Metrics;
 use crate::ops::page;
 use crate::queue::Queue;

@@ -35,6 +35,7 @@
 //! has written them out (purge_done.lua; their `keys` entries stay, so they stay
 //! duplicates).
 
+mod memory;
 mod scripts;
 mod wake;
 

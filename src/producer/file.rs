@@ -1,0 +1,201 @@
+//! A job file, read and checked: every line, split between the machine's cores, each
+//! problem reported with its line number.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+
+use super::check::check_line;
+use crate::job::NewJob;
+
+/// A problem on one line of a job file; `line` is 1-based.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {field}: {reason}")]
+pub struct LineError {
+    /// Line in the file.
+    pub line: u64,
+    /// The field (`tenant`, `key`, `webhook.URL`, ...), `json` for a line that is not JSON,
+    /// or `job` for the line as a whole.
+    pub field: String,
+    /// What is wrong; never quotes a webhook value (custom header values are secrets).
+    pub reason: String,
+}
+
+/// A job file, read and checked.
+#[derive(Clone, Debug, Default)]
+pub struct JobFile {
+    /// The valid jobs, in file order.
+    pub jobs: Vec<NewJob>,
+    /// Every problem, in file order (a line may have several).
+    pub errors: Vec<LineError>,
+    /// Lines with at least one problem.
+    pub invalid_lines: u64,
+}
+
+/// Reads a JSON Lines job file and checks every line (blank lines are skipped; `\r\n` line
+/// ends are fine). I/O errors end the read; problems with lines are collected in
+/// [`JobFile::errors`]. See [`check_jobs`].
+pub fn read_jobs(
+    mut reader: impl BufRead,
+    registered: &HashSet<String>,
+) -> std::io::Result<JobFile> {
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data)?;
+    Ok(check_jobs(&data, registered))
+}
+
+/// Lines per thread below which checking is not split: a thread costs more than it saves.
+const LINES_PER_THREAD: usize = 2_000;
+
+/// Checks every line of JSON Lines text (a leading UTF-8 byte order mark is skipped). Lines
+/// are split between the machine's cores (decoding and validating is most of an import's
+/// time); the result is in file order. Raw bytes, so that a line that is not UTF-8 is
+/// reported with its number.
+pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
+    // A byte order mark, as some Windows editors write at the start of a UTF-8 file, is not
+    // part of the first line.
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(lines.len() / LINES_PER_THREAD)
+        .max(1);
+    let per_thread = lines.len().div_ceil(threads).max(1);
+    if threads == 1 {
+        return check_lines(&lines, 0, registered);
+    }
+    let parts: Vec<JobFile> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(i, chunk)| scope.spawn(move || check_lines(chunk, i * per_thread, registered)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a checker is a bug; re-raise it rather than lose lines.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut file = JobFile::default();
+    for part in parts {
+        file.jobs.extend(part.jobs);
+        file.errors.extend(part.errors);
+        file.invalid_lines += part.invalid_lines;
+    }
+    file
+}
+
+/// Checks `lines`, the first of which is line `first_index + 1` of the file.
+fn check_lines(lines: &[&[u8]], first_index: usize, registered: &HashSet<String>) -> JobFile {
+    let mut file = JobFile::default();
+    for (index, line) in lines.iter().enumerate() {
+        let line_no = (first_index + index) as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match check_line(line, registered) {
+            Ok(job) => file.jobs.push(job),
+            Err(errors) => {
+                file.invalid_lines += 1;
+                file.errors.extend(errors.into_iter().map(|e| LineError {
+                    line: line_no,
+                    field: e.field,
+                    reason: e.reason,
+                }));
+            }
+        }
+    }
+    file
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::super::fixtures::{body, registered};
+    use super::*;
+
+    #[test]
+    fn reads_valid_lines_and_reports_every_bad_one() {
+        let good = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
+        let mut bad_url = body();
+        bad_url["URL"] = "not a url".into();
+        bad_url["CustomHeaders"][0]["Value"] = "SECRET-VALUE".into();
+        let lines = [
+            good.clone(),
+            String::new(),
+            serde_json::json!({"tenant": "acme", "webhook": bad_url}).to_string(),
+            "{not json".to_string(),
+            serde_json::json!({"tenant": "acme", "webhook": body(), "extra": 1}).to_string(),
+            serde_json::json!({"tenant": "acme", "webhook": body(), "key": "k1"}).to_string(),
+            "[1,2]\r".to_string(),
+            serde_json::json!({"tenant": "nobody", "webhook": body()}).to_string(),
+        ];
+        let text = lines.join("\n");
+        let file = read_jobs(text.as_bytes(), &registered()).expect("read");
+        assert_eq!(file.jobs.len(), 2);
+        assert_eq!(file.jobs[1].key, "k1");
+        assert!(file.jobs[0].key.starts_with("sha256:"));
+        assert_eq!(file.invalid_lines, 5);
+        let errors: Vec<String> = file.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 3: webhook.URL: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("line 4: json: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 5: job: unknown field \"extra\""))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 8: tenant: unknown tenant"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("line 7: job: must be a JSON object"))
+        );
+        assert!(!errors.join("\n").contains("SECRET-VALUE"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let line = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
+        let text = format!("\u{feff}{line}\r\n{{broken\r\n");
+        let file = check_jobs(text.as_bytes(), &registered());
+        assert_eq!(file.jobs.len(), 1);
+        assert_eq!(file.errors.len(), 1);
+        assert_eq!(file.errors[0].line, 2);
+    }
+
+    #[test]
+    fn large_files_keep_file_order_and_line_numbers() {
+        let good = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
+        let mut lines: Vec<String> = (0..9_000)
+            .map(|n| {
+                let mut b = body();
+                b["Description"] = format!("hook {n}").into();
+                serde_json::json!({"tenant": "acme", "webhook": b}).to_string()
+            })
+            .collect();
+        lines[7_001] = "{broken".into();
+        lines[8_999] = good;
+        let file = check_jobs(lines.join("\n").as_bytes(), &registered());
+        assert_eq!(file.jobs.len(), 8_999);
+        assert_eq!(file.invalid_lines, 1);
+        assert_eq!(file.errors[0].line, 7_002);
+        let description = |i: usize| {
+            serde_json::from_str::<Value>(&file.jobs[i].body).expect("json")["Description"].clone()
+        };
+        assert_eq!(description(7_001), "hook 7002");
+        assert_eq!(description(0), "hook 0");
+    }
+}
