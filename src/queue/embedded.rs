@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    TenantStatus,
+    TenantStatus, reason,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -220,25 +220,20 @@ impl State {
             let in_flight_until = job.call_until.take().filter(|u| *u > now);
             let tenant = job.tenant.clone();
             if job.attempts >= max_attempts {
-                let reason = format!(
-                    "lease expired on attempt {} of {max_attempts}; no attempts left",
-                    job.attempts
-                );
+                let reason = reason::lease_expired_no_attempts_left(max_attempts);
                 self.finish(&id, JobState::Dead, Some(reason));
                 continue;
             }
             if let Some(until) = in_flight_until {
                 // Its Create may still land: a reconcile before then could miss it.
                 job.state = JobState::Scheduled;
-                job.error = Some(
-                    "lease expired mid-call; reconciled once that call can no longer land".into(),
-                );
+                job.error = Some(reason::LEASE_EXPIRED_MID_CALL.into());
                 job.due = Some(until);
                 self.scheduled.insert((until, id));
                 continue;
             }
             job.state = JobState::Queued;
-            job.error = Some("lease expired: the worker stopped heartbeating".into());
+            job.error = Some(reason::LEASE_EXPIRED.into());
             if let Some(t) = self.tenants.get_mut(&tenant) {
                 t.waiting.push_front(id);
             }
@@ -386,14 +381,16 @@ impl EmbeddedQueue {
         }
     }
 
-    /// Leases the next job of `tenant`, whose turn it is at `now`: spends one of its calls,
-    /// re-scores it behind every tenant already waiting, and, with `fence`, records until
-    /// when the job's Create may land (see [`Fence`]).
+    /// Leases the next job of `tenant`, whose turn it is at `now` (the moment of this job's
+    /// dispatch: see [`Queue::dispatch_many`]): spends one of its calls, re-scores it behind
+    /// every tenant already waiting, and, with `fence`, records until when the job's Create
+    /// may land (see [`Fence`]). `asked` is when the dispatch request came in, the reading
+    /// the fence's slack counts from.
     fn lease_next(
         &self,
         st: &mut State,
         tenant: String,
-        now: Instant,
+        (now, asked): (Instant, Instant),
         span: Duration,
         fence: Option<Fence>,
     ) -> Result<LeasedJob, QueueError> {
@@ -443,7 +440,7 @@ impl EmbeddedQueue {
             outcome_unknown: rec.outcome_unknown,
             lease: token,
             dispatched_at_ms: self.ms(now),
-            fenced_until: fence.map(|f| now + f.slack),
+            fenced_until: fence.map(|f| asked + f.slack),
         };
         st.leases.insert((expiry, id));
         Ok(leased)
@@ -480,13 +477,9 @@ impl Queue for EmbeddedQueue {
         let st = &mut *guard;
         for t in tenants {
             match st.tenants.get_mut(&t.name) {
-                Some(existing) => {
-                    existing.tenant = t.clone();
-                    // A learned limit no lower than the new configured one says nothing more.
-                    if existing.learned_limit.is_some_and(|l| l >= t.limit) {
-                        existing.learned_limit = None;
-                    }
-                }
+                // The learned limit is kept: it is what LeadSquared said the account allows,
+                // whatever is imported later (`TenantState::limit` takes the lower).
+                Some(existing) => existing.tenant = t.clone(),
                 None => {
                     st.tenants.insert(
                         t.name.clone(),
@@ -580,16 +573,24 @@ impl Queue for EmbeddedQueue {
         let span = self.span();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.housekeeping(now, span, self.config.max_attempts);
+        let moved = st.housekeeping(now, span, self.config.max_attempts);
+        if moved {
+            // Jobs taken back or come due: other waiting workers should look again.
+            self.wake();
+        }
         let mut jobs = Vec::new();
         while jobs.len() < max.max(1) {
+            // The n-th job of a batch is dispatched as by a call of its own n µs after `now`
+            // (as the Redis backend does): its call is logged, and its tenant re-scored, at
+            // that moment, so a batch is exactly that many single dispatches in a row.
+            let at_n = now + Duration::from_micros(jobs.len() as u64);
             let Some((at, _, tenant)) = st.ready.first().cloned() else {
                 break;
             };
-            if at > now {
+            if at > at_n {
                 break;
             }
-            jobs.push(self.lease_next(st, tenant, now, span, fence)?);
+            jobs.push(self.lease_next(st, tenant, (at_n, now), span, fence)?);
         }
         if !jobs.is_empty() {
             return Ok(Dispatched::Jobs(jobs));
@@ -675,7 +676,7 @@ impl Queue for EmbeddedQueue {
         // was not created (only a reconcile's `requeue` clears it), as in the Redis backend.
         rec.outcome_unknown = rec.outcome_unknown || outcome_unknown;
         if rec.attempts >= self.config.max_attempts {
-            let reason = format!("gave up after {} attempts: {error}", rec.attempts);
+            let reason = reason::gave_up(rec.attempts, error);
             st.finish(&job.id, JobState::Dead, Some(reason));
             return Ok(());
         }
@@ -684,6 +685,9 @@ impl Queue for EmbeddedQueue {
         rec.error = Some(error.to_string());
         rec.due = Some(due);
         st.scheduled.insert((due, job.id.clone()));
+        drop(guard);
+        // A waiting worker may be sleeping past this retry's time.
+        self.wake();
         Ok(())
     }
 
@@ -703,16 +707,18 @@ impl Queue for EmbeddedQueue {
         }
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
             let until = now + pause;
-            t.paused_until = Some(t.paused_until.map_or(until, |p| p.max(until)));
-            t.pause_reason = Some(match limit {
-                Some(l) => format!("rate limited by LeadSquared (limit {l} per window)"),
-                None => "rate limited by LeadSquared".into(),
-            });
+            // A shorter pause neither cuts a longer one short nor replaces its reason.
+            if t.paused_until.is_none_or(|p| until > p) {
+                t.paused_until = Some(until);
+                t.pause_reason = Some(reason::rate_limited(limit));
+            }
             if let Some(l) = limit.filter(|l| *l >= 1 && *l < t.limit()) {
                 t.learned_limit = Some(l);
             }
         }
         st.enqueue(&job.id, true, now, span);
+        drop(guard);
+        self.wake();
         Ok(())
     }
 
@@ -730,9 +736,7 @@ impl Queue for EmbeddedQueue {
             if let Some(until) = in_flight_until.filter(|_| how.outcome_unknown) {
                 // Handed back mid-call: its Create may still land; reconcile after that.
                 rec.state = JobState::Scheduled;
-                rec.error = Some(
-                    "handed back mid-call; reconciled once that call can no longer land".into(),
-                );
+                rec.error = Some(reason::HANDED_BACK_MID_CALL.into());
                 rec.due = Some(until);
                 st.scheduled.insert((until, job.id.clone()));
                 drop(guard);
@@ -856,6 +860,7 @@ impl Queue for EmbeddedQueue {
         for id in &chosen {
             if let Some(rec) = st.jobs.get_mut(id) {
                 rec.attempts = 0;
+                rec.error = None;
                 if let Some(seq) = rec.finished_seq.take() {
                     st.finished.remove(&seq);
                 }
@@ -921,17 +926,15 @@ fn dead_ids(st: &State, ids: Option<&[JobId]>) -> Vec<JobId> {
     }
 }
 
+/// The contract's cases live in tests/queue_conformance.rs, run on both backends; here only
+/// what this backend alone has.
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use super::*;
     use crate::queue::Dispatch;
     use crate::secret::Secret;
-
-    const WINDOW: Duration = Duration::from_secs(5);
 
     fn tenant(name: &str, limit: u32) -> Tenant {
         Tenant {
@@ -986,43 +989,9 @@ mod tests {
         out
     }
 
-    /// The most calls of one tenant in any window `[t, t + WINDOW)`.
-    fn max_in_window(times: &[Instant]) -> usize {
-        times
-            .iter()
-            .map(|start| {
-                times
-                    .iter()
-                    .filter(|t| **t >= *start && **t < *start + WINDOW)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn never_more_than_limit_in_any_window_and_the_limit_is_used() {
-        let q = queue(&[("a", 5), ("b", 3)]).await;
-        push_n(&q, "a", 40).await;
-        push_n(&q, "b", 12).await;
-        let start = Instant::now();
-        let got = drain(&q, 52).await;
-        for (name, limit) in [("a", 5), ("b", 3)] {
-            let times: Vec<Instant> = got
-                .iter()
-                .filter(|(_, j)| j.tenant == name)
-                .map(|(t, _)| *t)
-                .collect();
-            assert_eq!(max_in_window(&times), limit, "tenant {name}");
-        }
-        // A sliding log loses nothing: 40 calls at 5 per window need 7 full windows after
-        // the first burst, on the paused clock.
-        let a_last = got.iter().rfind(|(_, j)| j.tenant == "a").unwrap().0;
-        assert_eq!(a_last - start, WINDOW * 7);
-        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
-        assert!(q.is_idle().await.unwrap());
-    }
-
+    /// Embedded only: its per-second buckets (bounded to the last [`DONE_HISTORY_SECS`]),
+    /// second by second on the paused clock. Redis counts from its `done` set, in real
+    /// seconds; the suite checks the totals on both.
     #[tokio::test(start_paused = true)]
     async fn done_per_second_counts_each_second_and_forgets_old_ones() {
         let q = queue(&[("a", 100)]).await;
@@ -1039,246 +1008,5 @@ mod tests {
         assert_eq!(q.done_per_second(60).await.unwrap().iter().sum::<u64>(), 0);
         drain(&q, 1).await;
         assert_eq!(q.done_per_second(60).await.unwrap().iter().sum::<u64>(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn answered_restamps_the_call_so_slow_answers_push_the_window_later() {
-        let q = queue(&[("a", 2)]).await;
-        push_n(&q, "a", 3).await;
-        let Dispatch::Job(j1) = q.dispatch().await.unwrap() else {
-            panic!("a job")
-        };
-        let Dispatch::Job(j2) = q.dispatch().await.unwrap() else {
-            panic!("a job")
-        };
-        // The first call's answer takes 2 s: LeadSquared may have seen it as late as that.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        q.answered(&j1).await.unwrap();
-        q.answered(&j2).await.unwrap();
-        let Dispatch::Wait(d) = q.dispatch().await.unwrap() else {
-            panic!("must wait")
-        };
-        assert_eq!(d, WINDOW, "the window now runs from the answers");
-        let status = q.status().await.unwrap();
-        assert_eq!(status.tenants[0].calls_in_window, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_tenant_is_not_stuck_behind_a_busy_one() {
-        let q = queue(&[("busy", 25), ("other", 25), ("idle", 25)]).await;
-        push_n(&q, "busy", 1000).await;
-        push_n(&q, "other", 1000).await;
-        // Both busy tenants spend some calls; then the idle one gets a job.
-        drain(&q, 6).await;
-        push_n(&q, "idle", 1).await;
-        let next = drain(&q, 3).await;
-        assert!(
-            next.iter().any(|(_, j)| j.tenant == "idle"),
-            "idle tenant served within one round: {:?}",
-            next.iter().map(|(_, j)| &j.tenant).collect::<Vec<_>>()
-        );
-        // A busy tenant out of calls does not hold up one that has calls.
-        let q = queue(&[("busy", 3), ("idle", 3)]).await;
-        push_n(&q, "busy", 100).await;
-        drain(&q, 3).await;
-        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Wait(_)));
-        push_n(&q, "idle", 1).await;
-        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
-            panic!("the idle tenant's job goes at once")
-        };
-        assert_eq!(j.tenant, "idle");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limited_pauses_the_tenant_gives_back_the_attempt_and_learns_the_limit() {
-        let q = queue(&[("a", 25), ("b", 25)]).await;
-        push_n(&q, "a", 10).await;
-        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
-            panic!("a job")
-        };
-        assert_eq!(j.attempt, 1);
-        q.rate_limited(&j, WINDOW, Some(3)).await.unwrap();
-        let status = q.status().await.unwrap();
-        let a = &status.tenants[0];
-        assert_eq!(a.limit, 3);
-        assert!(a.paused_until_ms.is_some() && a.pause_reason.is_some());
-        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 3);
-        let Dispatch::Wait(d) = q.dispatch().await.unwrap() else {
-            panic!("paused")
-        };
-        assert_eq!(d, WINDOW);
-        // Another tenant is not paused.
-        push_n(&q, "b", 1).await;
-        let Dispatch::Job(b) = q.dispatch().await.unwrap() else {
-            panic!("b goes")
-        };
-        assert_eq!(b.tenant, "b");
-        q.complete(&b, "id", false).await.unwrap();
-        tokio::time::sleep(d).await;
-        let Dispatch::Job(again) = q.dispatch().await.unwrap() else {
-            panic!("resumed")
-        };
-        assert_eq!(again.id, j.id, "the job went back to the front");
-        assert_eq!(again.attempt, 1, "the rate-limited attempt was given back");
-        q.complete(&again, "id", false).await.unwrap();
-        // From now on, 3 per window.
-        let rest = drain(&q, 9).await;
-        let times: Vec<Instant> = rest.iter().map(|(t, _)| *t).collect();
-        assert_eq!(max_in_window(&times), 3);
-        // Re-importing the tenant with 25 keeps the learned 3.
-        q.put_tenants(&[tenant("a", 25)]).await.unwrap();
-        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 3);
-        q.put_tenants(&[tenant("a", 2)]).await.unwrap();
-        assert_eq!(q.tenant("a").await.unwrap().unwrap().limit, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_expired_lease_is_taken_back_with_the_attempt_counted() {
-        let q = queue(&[("a", 25)]).await;
-        push_n(&q, "a", 1).await;
-        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
-            panic!("a job")
-        };
-        // Heartbeats keep it.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(q.heartbeat(&j).await.unwrap());
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
-        assert_eq!(q.status().await.unwrap().running, 1);
-        // Silence past the lease: taken back, outcome unknown, attempt counted.
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        let Dispatch::Job(again) = q.dispatch().await.unwrap() else {
-            panic!("taken back")
-        };
-        assert_eq!(again.id, j.id);
-        assert_eq!(again.attempt, 2);
-        assert!(again.outcome_unknown);
-        assert!(!q.heartbeat(&j).await.unwrap());
-        assert!(matches!(
-            q.complete(&j, "late", false).await,
-            Err(QueueError::LeaseLost(_))
-        ));
-        q.complete(&again, "id-1", true).await.unwrap();
-        let r = q.job(&j.id).await.unwrap().unwrap();
-        assert_eq!(
-            (r.status, r.webhook_id.as_deref(), r.attempts, r.reconciled),
-            (JobState::Done, Some("id-1"), 2, true)
-        );
-        // With no attempts left, an expired lease buries the job.
-        let q = queue(&[("a", 25)]).await;
-        push_n(&q, "a", 1).await;
-        for _ in 0..3 {
-            assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Job(_)));
-            tokio::time::sleep(Duration::from_secs(7)).await;
-        }
-        assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Empty));
-        let dead = q.dead().await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert!(dead[0].error.as_deref().unwrap().contains("lease expired"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_are_scheduled_then_buried_when_attempts_run_out() {
-        let q = queue(&[("a", 25)]).await;
-        push_n(&q, "a", 1).await;
-        for attempt in 1..=3 {
-            let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
-                panic!("attempt {attempt}")
-            };
-            assert_eq!(j.attempt, attempt);
-            assert_eq!(j.outcome_unknown, attempt > 1);
-            q.answered(&j).await.unwrap();
-            q.retry_later(&j, Duration::from_secs(10), "HTTP 503", true)
-                .await
-                .unwrap();
-            if attempt < 3 {
-                assert_eq!(q.status().await.unwrap().scheduled, 1);
-                assert_eq!(
-                    q.dispatch().await.unwrap(),
-                    Dispatch::Wait(Duration::from_secs(10))
-                );
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        }
-        let r = q.results(None).await.unwrap();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].status, JobState::Dead);
-        assert_eq!(r[0].attempts, 3);
-        assert!(r[0].error.as_deref().unwrap().contains("HTTP 503"));
-        // Dead jobs can be retried with fresh attempts, or purged.
-        assert_eq!(q.retry_dead(None).await.unwrap(), 1);
-        assert!(q.results(None).await.unwrap().is_empty());
-        let Dispatch::Job(j) = q.dispatch().await.unwrap() else {
-            panic!("retried")
-        };
-        assert_eq!(j.attempt, 1);
-        q.bury(&j, "ExceptionType: bad").await.unwrap();
-        assert_eq!(
-            q.purge_dead(Some(std::slice::from_ref(&j.id)))
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(q.job(&j.id).await.unwrap().is_none());
-        assert!(q.is_idle().await.unwrap());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn duplicates_are_recognised_by_key() {
-        let q = queue(&[("a", 25)]).await;
-        let first = q.push(&[job("a", 1), job("a", 1)]).await.unwrap();
-        let Pushed::Enqueued { job: id } = &first[0] else {
-            panic!("first is new")
-        };
-        assert_eq!(first[1], Pushed::Duplicate { job: id.clone() });
-        let again = q.push(&[job("a", 1), job("a", 2)]).await.unwrap();
-        assert_eq!(again[0], Pushed::Duplicate { job: id.clone() });
-        assert!(matches!(again[1], Pushed::Enqueued { .. }));
-        assert_eq!(q.status().await.unwrap().queued, 2);
-        // An unknown tenant fails the whole push.
-        let err = q.push(&[job("a", 3), job("nobody", 1)]).await;
-        assert!(matches!(err, Err(QueueError::UnknownTenant(t)) if t == "nobody"));
-        assert_eq!(q.status().await.unwrap().queued, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requeue_puts_the_job_at_the_front_and_results_keep_finishing_order() {
-        let q = queue(&[("a", 25)]).await;
-        push_n(&q, "a", 3).await;
-        let Dispatch::Job(j0) = q.dispatch().await.unwrap() else {
-            panic!("job")
-        };
-        let how = Requeue {
-            spend_attempt: false,
-            outcome_unknown: false,
-        };
-        q.requeue(&j0, how).await.unwrap();
-        let got = drain(&q, 3).await;
-        assert_eq!(got[0].1.id, j0.id);
-        assert_eq!(got[0].1.attempt, 1);
-        let order: Vec<JobId> = q
-            .results(Some("a"))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.job)
-            .collect();
-        let expected: Vec<JobId> = got.iter().map(|(_, j)| j.id.clone()).collect();
-        assert_eq!(order, expected);
-        assert!(q.results(Some("b")).await.unwrap().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_for_work_wakes_on_push() {
-        let q = Arc::new(queue(&[("a", 25)]).await);
-        let start = Instant::now();
-        let waiter = {
-            let q = q.clone();
-            tokio::spawn(async move { q.wait_for_work(Duration::from_secs(3600)).await })
-        };
-        tokio::task::yield_now().await;
-        push_n(&q, "a", 1).await;
-        waiter.await.unwrap();
-        assert!(Instant::now() - start < Duration::from_secs(3600));
     }
 }

@@ -18,6 +18,7 @@
 //! after its LeadSquared call, not two.
 
 pub mod embedded;
+pub mod reason;
 pub mod redis;
 
 use std::time::Duration;

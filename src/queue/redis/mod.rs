@@ -51,7 +51,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    TenantStatus,
+    TenantStatus, reason,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -246,7 +246,8 @@ impl RedisQueue {
     }
 
     /// A finishing script's invocation with the arguments they all start with: prefix, job
-    /// id, lease token (the call's id in the call log), tenant, window + margin.
+    /// id, lease token (the call's id in the call log), tenant, window + margin, and the
+    /// reason a record with no tenant is buried with.
     fn finishing<'a>(
         &self,
         script: &'a redis::Script,
@@ -258,7 +259,8 @@ impl RedisQueue {
             .arg(&job.id.0)
             .arg(&job.lease)
             .arg(&job.tenant)
-            .arg(self.window_us());
+            .arg(self.window_us())
+            .arg(reason::corrupt::NO_TENANT);
         invocation
     }
 
@@ -758,6 +760,17 @@ impl Queue for RedisQueue {
             .arg(MAX_TENANTS_PER_DISPATCH)
             .arg(max.clamp(1, MAX_JOBS_PER_DISPATCH))
             .arg(fence_us)
+            .arg(reason::lease_expired_no_attempts_left(
+                self.config.max_attempts,
+            ))
+            .arg(reason::LEASE_EXPIRED_MID_CALL)
+            .arg(reason::LEASE_EXPIRED)
+            .arg(reason::corrupt::RETRY_RECORD_MISSING)
+            .arg(reason::corrupt::LEASE_RECORD_MISSING)
+            .arg(reason::corrupt::DAMAGED_ENTRY)
+            .arg(reason::corrupt::NOT_A_HASH)
+            .arg(reason::corrupt::RECORD_MISSING)
+            .arg(reason::corrupt::NO_BODY_OR_STATE)
             .invoke_async(&mut self.con.clone())
             .await?;
         let fenced_until = fence.map(|f| sent + f.slack);
@@ -830,11 +843,13 @@ impl Queue for RedisQueue {
         outcome_unknown: bool,
     ) -> Result<(), QueueError> {
         let mut invocation = self.finishing(&scripts::RETRY_LATER, job);
+        // While the lease is held the record's attempts are the job's.
         invocation
             .arg(micros(delay))
             .arg(error)
             .arg(u8::from(outcome_unknown))
-            .arg(self.config.max_attempts);
+            .arg(self.config.max_attempts)
+            .arg(reason::gave_up(job.attempt, error));
         self.finish(&invocation, job).await.map(drop)
     }
 
@@ -844,15 +859,11 @@ impl Queue for RedisQueue {
         pause: Duration,
         limit: Option<u32>,
     ) -> Result<(), QueueError> {
-        let reason = match limit {
-            Some(l) => format!("rate limited by LeadSquared (limit of {l} per window)"),
-            None => "rate limited by LeadSquared".to_string(),
-        };
         let mut invocation = self.finishing(&scripts::RATE_LIMITED, job);
         invocation
             .arg(micros(pause))
             .arg(limit.unwrap_or(0))
-            .arg(reason);
+            .arg(reason::rate_limited(limit));
         self.finish(&invocation, job).await.map(drop)
     }
 
@@ -860,7 +871,8 @@ impl Queue for RedisQueue {
         let mut invocation = self.finishing(&scripts::REQUEUE, job);
         invocation
             .arg(u8::from(how.spend_attempt))
-            .arg(u8::from(how.outcome_unknown));
+            .arg(u8::from(how.outcome_unknown))
+            .arg(reason::HANDED_BACK_MID_CALL);
         self.finish(&invocation, job).await.map(drop)
     }
 
@@ -884,7 +896,7 @@ impl Queue for RedisQueue {
         }
         let now_ms = uint(items.first()) / 1000;
         let oldest = items.get(6).and_then(int).filter(|d| *d >= 0);
-        let tenants = items[7..]
+        let mut tenants: Vec<TenantStatus> = items[7..]
             .chunks(6)
             .map(|row| TenantStatus {
                 tenant: row.first().and_then(text).unwrap_or_default(),
@@ -899,6 +911,7 @@ impl Queue for RedisQueue {
                 pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
             })
             .collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         Ok(QueueStatus {
             queue: self.config.name.clone(),
             now_ms,
