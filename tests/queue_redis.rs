@@ -1,7 +1,7 @@
 //! What only the Redis backend has, against a real Redis: pushes split into script batches,
 //! wake-ups between connections, records damaged by another program, queue names that must
-//! make a Redis Cluster hash tag. The `Queue` contract both backends share is
-//! tests/queue_conformance.rs.
+//! make a Redis Cluster hash tag, and deleting one queue's keys. The `Queue` contract both
+//! backends share is tests/queue_conformance.rs.
 
 mod common;
 mod queue_support;
@@ -263,4 +263,45 @@ async fn refuses_a_queue_name_that_breaks_the_hash_tag() {
     .await
     .expect_err("refused");
     assert!(matches!(err, QueueError::Config(_)));
+}
+
+/// Redis only: `delete_all` removes every key of its queue, whatever state the jobs are in,
+/// and none of queues whose names extend its own (`x:other`, `xy`: the prefix is the whole
+/// hash tag).
+#[tokio::test]
+async fn delete_all_deletes_this_queues_keys_and_no_other_queues() {
+    let name = common::unique_queue("delete");
+    let mut queues = Vec::new();
+    for n in [name.clone(), format!("{name}:other"), format!("{name}y")] {
+        let q = connect(config(&n, 60_000)).await;
+        q.put_tenants(&[tenant("acme", 2)]).await.expect("tenants");
+        q.push(&[job("acme", 1), job("acme", 2), job("acme", 3)])
+            .await
+            .expect("push");
+        // One done, one dead, one still queued, calls in the log: most kinds of key.
+        let a = next_job(&q).await;
+        q.complete(&a, "wh", false).await.expect("complete");
+        let b = next_job(&q).await;
+        q.bury(&b, "refused").await.expect("bury");
+        queues.push(q);
+    }
+    let con = raw().await;
+    let keys_of = |prefix: String| {
+        let mut con = con.clone();
+        async move {
+            let keys: Vec<String> = con.keys(format!("{prefix}*")).await.expect("keys");
+            keys.len() as u64
+        }
+    };
+    let before: Vec<u64> =
+        futures::future::join_all(queues.iter().map(|q| keys_of(q.prefix().to_string()))).await;
+    assert!(before.iter().all(|n| *n >= 8), "{before:?}");
+    assert_eq!(queues[0].delete_all().await.expect("delete"), before[0]);
+    let after: Vec<u64> =
+        futures::future::join_all(queues.iter().map(|q| keys_of(q.prefix().to_string()))).await;
+    assert_eq!(after, [0, before[1], before[2]]);
+    assert_eq!(queues[0].delete_all().await.expect("delete"), 0);
+    // The other queues still work.
+    let s = queues[1].status().await.expect("status");
+    assert_eq!((s.queued, s.done, s.dead), (1, 1, 1));
 }
