@@ -10,8 +10,11 @@
 //! - [`leadsquared`]: the LeadSquared API contract: request types and validation, the HTTP
 //!   client, and the classification of every answer (created, rate limited, transient,
 //!   permanent).
-//! - [`queue`]: the `Queue` trait and its backends: Redis (per-tenant lists, a sorted set of
-//!   tenants scored by their next allowed call, Lua scripts) and embedded (in-process).
+//! - [`queue`]: the `Queue` trait (the contract; tests/queue_conformance.rs runs it on both
+//!   backends), the reason texts it records (`queue::reason`), and its backends:
+//!   `queue::redis` (per-tenant lists, a sorted set of tenants scored by their next allowed
+//!   call; the limiter and leases in `dispatch.lua`) and `queue::embedded` (in-process:
+//!   `window.rs` the limiter, `lease.rs` the leases, `state.rs` the store).
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
 //! - [`worker`]: the worker pool: permits, leases, retries with backoff, graceful shutdown.

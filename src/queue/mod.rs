@@ -9,6 +9,8 @@
 //!
 //! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
 //! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
+//! tests/queue_conformance.rs runs every case of the contract on both; [`reason`] builds
+//! every reason text either records.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
