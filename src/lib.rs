@@ -11,9 +11,11 @@
 //! - [`leadsquared`] (`src/leadsquared/`): the LeadSquared API contract: the Create body and
 //!   every rule it must pass (`webhook/`), the classification of every answer (created, rate
 //!   limited, transient, permanent: `answer.rs`), and the HTTP client (`client.rs`).
-//! - [`queue`] (`src/queue/`): the `Queue` trait, the contract both backends keep (dispatch
-//!   is the per-tenant rate limiter, a strict sliding window; jobs are leased, and taken back
-//!   when a lease runs out), and its two backends: Redis (Lua scripts) and embedded.
+//! - [`queue`] (`src/queue/`): the `Queue` trait (the contract; tests/queue_conformance.rs
+//!   runs it on both backends), the reason texts it records (`reason.rs`), and its backends:
+//!   `redis/` (per-tenant lists, a sorted set of tenants scored by their next allowed call;
+//!   the limiter and leases in `dispatch.lua`) and `embedded/` (in-process: `window.rs` the
+//!   limiter, `lease.rs` the leases, `state.rs` the store).
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
 //! - [`retry`] (`src/retry.rs`): retrying a store operation while the store cannot serve

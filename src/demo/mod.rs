@@ -75,7 +75,7 @@ pub async fn run(
     // Stops the simulator on every way out of this function.
     let _sim_guard = sim_stop.clone().drop_guard();
     let (sim, tenants) = setup::start_simulator(config, sim_stop.clone()).await?;
-    let (queue, redis_prefix) = setup::open_queue(config, backend).await?;
+    let (queue, redis_queue) = setup::open_queue(config, backend).await?;
     let demo = DemoRun {
         config,
         backend,
@@ -85,11 +85,11 @@ pub async fn run(
         started,
     };
     let result = demo.drive(view, shutdown).await;
-    if let (Backend::Redis { url, keep, .. }, Some(prefix)) = (backend, redis_prefix)
+    if let (Backend::Redis { keep, .. }, Some(q)) = (backend, redis_queue)
         && !keep
-        && let Err(e) = setup::delete_queue(url, &prefix).await
+        && let Err(e) = q.delete_all().await
     {
-        tracing::warn!("could not delete the demo's queue {prefix}: {e}");
+        tracing::warn!("could not delete the demo's queue {}: {e}", q.prefix());
     }
     sim_stop.cancel();
     sim.join().await;

@@ -44,7 +44,7 @@ pub(super) async fn start_simulator(
 pub(super) async fn open_queue(
     config: &DemoConfig,
     backend: &Backend,
-) -> Result<(Arc<dyn Queue>, Option<String>), DemoError> {
+) -> Result<(Arc<dyn Queue>, Option<Arc<RedisQueue>>), DemoError> {
     let queue_config = QueueConfig {
         name: match backend {
             Backend::Embedded => "demo".into(),
@@ -54,15 +54,14 @@ pub(super) async fn open_queue(
         max_attempts: config.max_attempts,
         ..QueueConfig::default()
     };
-    let (queue, redis_prefix): (Arc<dyn Queue>, Option<String>) = match backend {
+    // The Redis queue is also returned as itself, so the demo can delete its keys at the end.
+    Ok(match backend {
         Backend::Embedded => (Arc::new(EmbeddedQueue::new(queue_config)), None),
         Backend::Redis { url, .. } => {
-            let q = RedisQueue::connect(url, queue_config).await?;
-            let prefix = q.prefix().to_string();
-            (Arc::new(q), Some(prefix))
+            let q = Arc::new(RedisQueue::connect(url, queue_config).await?);
+            (q.clone(), Some(q))
         }
-    };
-    Ok((queue, redis_prefix))
+    })
 }
 
 /// The tenants, with keys of their own, calling the simulator at `addr`.
@@ -82,34 +81,4 @@ fn tenants_at(config: &DemoConfig, addr: SocketAddr) -> Result<Vec<Tenant>, Demo
             limit: t.limit,
         })
         .collect())
-}
-
-/// Deletes every key under the queue's prefix.
-pub(super) async fn delete_queue(url: &str, prefix: &str) -> Result<u64, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    // The prefix is `{name}:` with a name of letters, digits and `._:-`: no glob characters.
-    let pattern = format!("{prefix}*");
-    let mut cursor = 0u64;
-    let mut deleted = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await?;
-        if !keys.is_empty() {
-            deleted += redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<u64>(&mut con)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }

@@ -11,6 +11,8 @@
 //! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
 //! [`QueueError`] says what failed and, by its variant, what to do: retry, wait for
 //! memory, or stop.
+//! tests/queue_conformance.rs runs every case of the contract on both; [`reason`] builds
+//! every reason text either records.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
@@ -21,6 +23,7 @@
 
 pub mod embedded;
 mod error;
+pub mod reason;
 pub mod redis;
 
 use std::time::Duration;

@@ -7,7 +7,8 @@
 -- ARGV[3]: lease token (the call's id in the tenant's call log)
 -- ARGV[4]: tenant
 -- ARGV[5]: window + margin, µs
--- ARGV[6]: reason
+-- ARGV[6]: the reason a record with no tenant is buried with
+-- ARGV[7]: reason
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -16,5 +17,5 @@ local now, job = finish_lease(false)
 if job == nil then
   return 0
 end
-bury(id, nil, ARGV[6], now)
+bury(id, nil, ARGV[7], now)
 return 1

@@ -8,8 +8,9 @@
 -- ARGV[3]: lease token (the call's id in the tenant's call log)
 -- ARGV[4]: tenant
 -- ARGV[5]: window + margin, µs
--- ARGV[6]: webhook Id
--- ARGV[7]: reconciled (1 when found with Retrieve instead of created)
+-- ARGV[6]: the reason a record with no tenant is buried with
+-- ARGV[7]: webhook Id
+-- ARGV[8]: reconciled (1 when found with Retrieve instead of created)
 --
 -- Returns 1, or 0 when the lease was lost (nothing recorded).
 
@@ -19,7 +20,7 @@ if not job then
   return 0
 end
 -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
-redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[6], 'reconciled', ARGV[7],
+redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[7], 'reconciled', ARGV[8],
   'finished_ms', ms(now), 'error', '')
 redis.call('HDEL', P .. 'bodies', id)
 redis.call('ZADD', P .. 'done', int(now), id)

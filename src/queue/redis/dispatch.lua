@@ -17,6 +17,10 @@
 -- ARGV[9]: the fence for Creates, µs (0: none): a job handed out to be created (not one
 --          whose outcome is unknown, which only reconciles) records `call_until_ms` = its
 --          dispatch time + this, as `heartbeat.lua`'s fence does (see `Queue::dispatch_many`)
+-- ARGV[10..18]: the reasons recorded (built in Rust, `queue::reason`): lease expired with no
+--          attempt left; lease expired mid-call; lease expired, handed back; record missing
+--          when a retry came due; record missing when a lease expired; damaged `bodies`
+--          entry; record not a hash; record missing from the queue; no body or no state
 --
 -- Returns {'jobs', then 9 fields per job: id, tenant, key, body, attempt,
 -- outcome_unknown(0|1), token, dispatch time ms, fenced(0|1)}, {'wait', µs} ({'wait', 0}:
@@ -30,6 +34,17 @@ local max_moves = tonumber(ARGV[6])
 local max_skipped = tonumber(ARGV[7])
 local max_jobs = math.max(1, tonumber(ARGV[8]) or 1)
 local fence_us = tonumber(ARGV[9]) or 0
+local why = {
+  no_attempts_left = ARGV[10],
+  expired_mid_call = ARGV[11],
+  expired = ARGV[12],
+  retry_record_missing = ARGV[13],
+  lease_record_missing = ARGV[14],
+  damaged_entry = ARGV[15],
+  not_a_hash = ARGV[16],
+  record_missing = ARGV[17],
+  no_body_or_state = ARGV[18],
+}
 local ready = KEYS[1]
 local now = now_us()
 local moved = 0
@@ -47,7 +62,7 @@ for i = #due, 1, -1 do
     redis.call('ZADD', ready, 'NX', int(now), tenant)
     moved = moved + 1
   elseif ok then
-    bury(id, nil, 'job record missing when its retry came due', now)
+    bury(id, nil, why.retry_record_missing, now)
   end
 end
 
@@ -66,21 +81,20 @@ for i = #expired, 1, -1 do
   local ok, f = pcall(redis.call, 'HMGET', job, 'tenant', 'attempts')
   if not ok or not f[1] then
     if ok then
-      bury(id, nil, 'job record missing when its lease expired', now)
+      bury(id, nil, why.lease_record_missing, now)
     end
   elseif (tonumber(f[2]) or 0) >= max_attempts then
     redis.call('HSET', job, 'outcome_unknown', 1)
-    bury(id, f[1], 'lease expired on attempt ' .. (tonumber(f[2]) or 0) ..
-      ' (the worker died or hung holding the job); no attempts left', now)
+    bury(id, f[1], why.no_attempts_left, now)
   else
     local in_flight_until = call_until_us(job)
     redis.call('HDEL', job, 'lease', 'call_until_ms')
     if in_flight_until > now then
       redis.call('HSET', job, 'state', 'scheduled', 'outcome_unknown', 1, 'error',
-        'lease expired mid-call (the worker died or hung); reconciled once that call can no longer land')
+        why.expired_mid_call)
       redis.call('ZADD', P .. 'sched', int(in_flight_until), id)
     else
-      redis.call('HSET', job, 'state', 'queued', 'outcome_unknown', 1)
+      redis.call('HSET', job, 'state', 'queued', 'outcome_unknown', 1, 'error', why.expired)
       redis.call('LPUSH', P .. 'q:' .. f[1], id)
       redis.call('ZADD', ready, 'NX', int(now), f[1])
     end
@@ -157,17 +171,17 @@ while served < max_jobs and skipped < max_skipped do
         end
       end
       if entry and not body and (first or (ok and f[1] == 'queued')) then
-        bury(id, tenant, 'corrupt job record (damaged entry in bodies)', now)
+        bury(id, tenant, why.damaged_entry, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
       elseif not ok then
         -- Not a hash: keep the data for inspection under another name, bury the job.
         redis.call('RENAME', job, P .. 'corrupt:' .. id)
-        bury(id, tenant, 'corrupt job record (not a hash); kept as corrupt:' .. id, now)
+        bury(id, tenant, why.not_a_hash, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
       elseif first and not key then
-        bury(id, tenant, 'job record missing from the queue', now)
+        bury(id, tenant, why.record_missing, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
       elseif (first or f[1] == 'queued') and body then
@@ -235,7 +249,7 @@ while served < max_jobs and skipped < max_skipped do
         if meta then
           redis.call('HDEL', P .. 'meta', id)
         end
-        bury(id, tenant, 'corrupt job record (no body or no state)', now)
+        bury(id, tenant, why.no_body_or_state, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
       else

@@ -126,7 +126,7 @@ local function release(id, token, now, need_tenant)
   local f = redis.call('HMGET', job, 'tenant', 'attempts', 'call_until_ms')
   redis.call('HDEL', job, 'lease', 'call_until_ms')
   if not f[1] then
-    bury(id, nil, 'corrupt job record (no tenant)', now)
+    bury(id, nil, ARGV[6], now)
     return false
   end
   return job, f[1], tonumber(f[2]) or 0, (tonumber(f[3]) or 0) * 1000
@@ -159,8 +159,9 @@ end
 
 -- How every finishing script (complete, retry_later, rate_limited, requeue, bury) starts,
 -- with its arguments ARGV[2] job id, ARGV[3] lease token, ARGV[4] tenant, ARGV[5] window +
--- margin (µs): re-stamps the call (whether or not the lease is still held), then releases
--- the lease. Returns now (µs), then what `release` returns.
+-- margin (µs), ARGV[6] the reason a record with no tenant is buried with (`release`):
+-- re-stamps the call (whether or not the lease is still held), then releases the lease.
+-- Returns now (µs), then what `release` returns.
 local function finish_lease(need_tenant)
   local now = now_us()
   restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))

@@ -9,9 +9,10 @@
 -- ARGV[3]: lease token (the call's id in the tenant's call log)
 -- ARGV[4]: tenant
 -- ARGV[5]: window + margin, µs
--- ARGV[6]: pause, µs
--- ARGV[7]: the limit LeadSquared named, 0 if none
--- ARGV[8]: pause reason
+-- ARGV[6]: the reason a record with no tenant is buried with
+-- ARGV[7]: pause, µs
+-- ARGV[8]: the limit LeadSquared named, 0 if none
+-- ARGV[9]: pause reason
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -25,13 +26,13 @@ end
 redis.call('HSET', job, 'state', 'queued', 'attempts', math.max(0, attempts - 1))
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
 
-local resume = now + tonumber(ARGV[6])
+local resume = now + tonumber(ARGV[7])
 if resume > paused_until(tenant) then
   redis.call('HSET', P .. 'paused', tenant, int(resume))
-  redis.call('HSET', P .. 'pause_reason', tenant, ARGV[8])
+  redis.call('HSET', P .. 'pause_reason', tenant, ARGV[9])
 end
 
-local named = tonumber(ARGV[7]) or 0
+local named = tonumber(ARGV[8]) or 0
 if named >= 1 and named < tenant_limit(tenant) then
   redis.call('HSET', P .. 'learned', tenant, named)
   redis.call('HSET', P .. 'limits', tenant, named)

@@ -11,8 +11,10 @@
 -- ARGV[3]: lease token (the call's id in the tenant's call log)
 -- ARGV[4]: tenant
 -- ARGV[5]: window + margin, µs
--- ARGV[6]: keep the attempt (1) or give it back (0)
--- ARGV[7]: outcome unknown for the next dispatch (0|1), taken as given
+-- ARGV[6]: the reason a record with no tenant is buried with
+-- ARGV[7]: keep the attempt (1) or give it back (0)
+-- ARGV[8]: outcome unknown for the next dispatch (0|1), taken as given
+-- ARGV[9]: the error recorded for a job handed back mid-call
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -23,17 +25,17 @@ if job == nil then
 elseif not job then
   return 1
 end
-if ARGV[6] ~= '1' then
+if ARGV[7] ~= '1' then
   attempts = math.max(0, attempts - 1)
 end
-if ARGV[7] == '1' and in_flight_until > now then
+if ARGV[8] == '1' and in_flight_until > now then
   redis.call('HSET', job, 'state', 'scheduled', 'attempts', attempts, 'outcome_unknown', 1,
-    'error', 'handed back mid-call; reconciled once that call can no longer land')
+    'error', ARGV[9])
   redis.call('ZADD', P .. 'sched', int(in_flight_until), id)
   wake()
   return 1
 end
-redis.call('HSET', job, 'state', 'queued', 'attempts', attempts, 'outcome_unknown', ARGV[7])
+redis.call('HSET', job, 'state', 'queued', 'attempts', attempts, 'outcome_unknown', ARGV[8])
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
 redis.call('ZADD', P .. 'ready', 'NX', int(now), tenant)
 wake()

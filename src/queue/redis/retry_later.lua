@@ -9,10 +9,12 @@
 -- ARGV[3]: lease token (the call's id in the tenant's call log)
 -- ARGV[4]: tenant
 -- ARGV[5]: window + margin, µs
--- ARGV[6]: delay, µs
--- ARGV[7]: error text
--- ARGV[8]: outcome unknown (0|1)
--- ARGV[9]: max attempts
+-- ARGV[6]: the reason a record with no tenant is buried with
+-- ARGV[7]: delay, µs
+-- ARGV[8]: error text
+-- ARGV[9]: outcome unknown (0|1)
+-- ARGV[10]: max attempts
+-- ARGV[11]: the reason recorded when no attempt is left (the error text within it)
 --
 -- Returns 1 (scheduled), 2 (dead: no attempts left), or 0 when the lease was lost.
 
@@ -23,15 +25,15 @@ if job == nil then
 elseif not job then
   return 1
 end
-if ARGV[8] == '1' then
+if ARGV[9] == '1' then
   redis.call('HSET', job, 'outcome_unknown', 1)
 end
-if attempts >= tonumber(ARGV[9]) then
-  bury(id, tenant, 'gave up after ' .. attempts .. ' attempts: ' .. ARGV[7], now)
+if attempts >= tonumber(ARGV[10]) then
+  bury(id, tenant, ARGV[11], now)
   return 2
 end
-redis.call('HSET', job, 'state', 'scheduled', 'error', ARGV[7])
-redis.call('ZADD', P .. 'sched', int(now + tonumber(ARGV[6])), id)
+redis.call('HSET', job, 'state', 'scheduled', 'error', ARGV[8])
+redis.call('ZADD', P .. 'sched', int(now + tonumber(ARGV[7])), id)
 -- A waiting worker may be sleeping past this retry's time.
 wake()
 return 1

@@ -1,0 +1,515 @@
+//! The embedded backend: the [`Queue`] contract in one process, for the demo and for runs
+//! without Redis.
+//!
+//! The semantics are the Redis backend's (tests/queue_conformance.rs holds both to them),
+//! kept in memory behind one `Mutex`:
+//! - `state.rs`: each tenant's list of waiting jobs, job records, the idempotency index, the
+//!   schedule and the finishing order;
+//! - `window.rs`: the limiter, an exact sliding log of each tenant's recent calls, and the
+//!   ready set of tenants ordered by when their next call is allowed (ties in the order they
+//!   became ready, so tenants take turns);
+//! - `lease.rs`: handing jobs out, heartbeats and fences, and taking back expired leases;
+//! - this file: the [`Queue`] methods, each one critical section over the state.
+//!
+//! Time is `tokio::time::Instant`, so tests run on tokio's paused clock; instants are turned
+//! into milliseconds since the Unix epoch only for what callers see.
+//!
+//! A std `Mutex` and not tokio's: no lock is held across an `.await`, and every critical
+//! section is short bookkeeping.
+
+mod lease;
+mod state;
+mod window;
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
+    TenantStatus, reason,
+};
+use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::tenant::Tenant;
+use state::{JobRecord, State, TenantState};
+
+/// The in-process queue. Cheap to share behind an `Arc`; every method is atomic with
+/// respect to every other caller.
+pub struct EmbeddedQueue {
+    config: QueueConfig,
+    state: Mutex<State>,
+    /// Wakes [`Queue::wait_for_work`] callers when work appears.
+    work: Notify,
+    /// Wall-clock anchor: `epoch_ms` milliseconds since the Unix epoch at `epoch`.
+    epoch: Instant,
+    epoch_ms: u64,
+}
+
+impl EmbeddedQueue {
+    /// An empty queue.
+    pub fn new(config: QueueConfig) -> Self {
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        EmbeddedQueue {
+            config,
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            epoch: Instant::now(),
+            epoch_ms,
+        }
+    }
+
+    /// The state; a panic in another holder (a bug) does not make the queue unusable, since
+    /// every critical section leaves the state consistent before anything can panic.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Window plus margin: how long a call counts against its tenant.
+    fn span(&self) -> Duration {
+        self.config.window + self.config.margin
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Wakes every current waiter and leaves a permit for the next one, so a waiter that
+    /// checked just before the work arrived still returns promptly (a spurious return is
+    /// allowed, a missed one costs a whole `max`).
+    fn wake(&self) {
+        self.work.notify_waiters();
+        self.work.notify_one();
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    async fn put_tenants(&self, tenants: &[Tenant]) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for t in tenants {
+            match st.tenants.get_mut(&t.name) {
+                // The learned limit is kept: it is what LeadSquared said the account allows,
+                // whatever is imported later (`TenantState::limit` takes the lower).
+                Some(existing) => existing.tenant = t.clone(),
+                None => {
+                    st.tenants.insert(
+                        t.name.clone(),
+                        TenantState {
+                            tenant: t.clone(),
+                            learned_limit: None,
+                            waiting: VecDeque::new(),
+                            log: VecDeque::new(),
+                            paused_until: None,
+                            pause_reason: None,
+                            ready_key: None,
+                        },
+                    );
+                }
+            }
+            st.rescore(&t.name, now, span, None);
+        }
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<Tenant>, QueueError> {
+        let st = self.lock();
+        Ok(st.tenants.get(name).map(|t| {
+            let mut tenant = t.tenant.clone();
+            tenant.limit = t.limit();
+            tenant
+        }))
+    }
+
+    async fn tenant_names(&self) -> Result<Vec<String>, QueueError> {
+        let st = self.lock();
+        let mut names: Vec<String> = st.tenants.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Pushed>, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(unknown) = jobs.iter().find(|j| !st.tenants.contains_key(&j.tenant)) {
+            return Err(QueueError::UnknownTenant(unknown.tenant.clone()));
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let scoped = (j.tenant.clone(), j.key.clone());
+            if let Some(existing) = st.keys.get(&scoped) {
+                out.push(Pushed::Duplicate {
+                    job: existing.clone(),
+                });
+                continue;
+            }
+            let id = JobId::new();
+            st.keys.insert(scoped, id.clone());
+            st.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    tenant: j.tenant.clone(),
+                    key: j.key.clone(),
+                    body: j.body.clone(),
+                    attempts: 0,
+                    outcome_unknown: false,
+                    state: JobState::Queued,
+                    webhook_id: None,
+                    error: None,
+                    reconciled: false,
+                    lease: None,
+                    call_until: None,
+                    dispatched_at: None,
+                    due: None,
+                    finished_seq: None,
+                },
+            );
+            st.enqueue(&id, false, now, span);
+            out.push(Pushed::Enqueued { job: id });
+        }
+        drop(guard);
+        self.wake();
+        Ok(out)
+    }
+
+    async fn dispatch_many(
+        &self,
+        max: usize,
+        fence: Option<Fence>,
+    ) -> Result<Dispatched, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let moved = st.housekeeping(now, span, self.config.max_attempts);
+        if moved {
+            // Jobs taken back or come due: other waiting workers should look again.
+            self.wake();
+        }
+        let mut jobs = Vec::new();
+        while jobs.len() < max.max(1) {
+            // The n-th job of a batch is dispatched as by a call of its own n µs after `now`
+            // (as the Redis backend does): its call is logged, and its tenant re-scored, at
+            // that moment, so a batch is exactly that many single dispatches in a row.
+            let at_n = now + Duration::from_micros(jobs.len() as u64);
+            let Some((at, _, tenant)) = st.ready.first().cloned() else {
+                break;
+            };
+            if at > at_n {
+                break;
+            }
+            jobs.push(self.lease_next(st, tenant, (at_n, now), span, fence)?);
+        }
+        if !jobs.is_empty() {
+            return Ok(Dispatched::Jobs(jobs));
+        }
+        let next = match (st.ready.first(), st.scheduled.first()) {
+            (Some((at, _, _)), Some((due, _))) => Some(*at.min(due)),
+            (Some((at, _, _)), None) => Some(*at),
+            (None, Some((due, _))) => Some(*due),
+            (None, None) => None,
+        };
+        Ok(match next {
+            Some(next) => Dispatched::Wait(next.saturating_duration_since(now)),
+            None => Dispatched::Empty,
+        })
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        // Either way is fine: the caller dispatches again and learns what there is.
+        let _ = tokio::time::timeout(max, self.work.notified()).await;
+    }
+
+    async fn heartbeat(&self, job: &LeasedJob) -> Result<bool, QueueError> {
+        self.beat(job, None)
+    }
+
+    async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
+        self.beat(job, Some(in_flight))
+    }
+
+    async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        self.lock().restamp(job, now, span);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.end_lease(job, now, self.span())?;
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            rec.webhook_id = Some(webhook_id.to_string());
+            rec.reconciled = reconciled;
+            rec.outcome_unknown = false;
+        }
+        st.finish(&job.id, JobState::Done, None);
+        st.record_done(self.ms(now) / 1000);
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        job: &LeasedJob,
+        delay: Duration,
+        error: &str,
+        outcome_unknown: bool,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.end_lease(job, now, self.span())?;
+        let Some(rec) = st.jobs.get_mut(&job.id) else {
+            return Err(QueueError::LeaseLost(job.id.clone()));
+        };
+        // An unknown outcome stays unknown: a transient failure cannot prove the webhook
+        // was not created (only a reconcile's `requeue` clears it), as in the Redis backend.
+        rec.outcome_unknown = rec.outcome_unknown || outcome_unknown;
+        if rec.attempts >= self.config.max_attempts {
+            let reason = reason::gave_up(rec.attempts, error);
+            st.finish(&job.id, JobState::Dead, Some(reason));
+            return Ok(());
+        }
+        let due = now + delay;
+        rec.state = JobState::Scheduled;
+        rec.error = Some(error.to_string());
+        rec.due = Some(due);
+        st.scheduled.insert((due, job.id.clone()));
+        drop(guard);
+        // A waiting worker may be sleeping past this retry's time.
+        self.wake();
+        Ok(())
+    }
+
+    async fn rate_limited(
+        &self,
+        job: &LeasedJob,
+        pause: Duration,
+        limit: Option<u32>,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.end_lease(job, now, span)?;
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            rec.attempts = rec.attempts.saturating_sub(1);
+        }
+        if let Some(t) = st.tenants.get_mut(&job.tenant) {
+            let until = now + pause;
+            // A shorter pause neither cuts a longer one short nor replaces its reason.
+            if t.paused_until.is_none_or(|p| until > p) {
+                t.paused_until = Some(until);
+                t.pause_reason = Some(reason::rate_limited(limit));
+            }
+            if let Some(l) = limit.filter(|l| *l >= 1 && *l < t.limit()) {
+                t.learned_limit = Some(l);
+            }
+        }
+        st.enqueue(&job.id, true, now, span);
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let in_flight_until = st.end_lease(job, now, span)?.filter(|u| *u > now);
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            if !how.spend_attempt {
+                rec.attempts = rec.attempts.saturating_sub(1);
+            }
+            rec.outcome_unknown = how.outcome_unknown;
+            if let Some(until) = in_flight_until.filter(|_| how.outcome_unknown) {
+                // Handed back mid-call: its Create may still land; reconcile after that.
+                rec.state = JobState::Scheduled;
+                rec.error = Some(reason::HANDED_BACK_MID_CALL.into());
+                rec.due = Some(until);
+                st.scheduled.insert((until, job.id.clone()));
+                drop(guard);
+                self.wake();
+                return Ok(());
+            }
+        }
+        st.enqueue(&job.id, true, now, span);
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.end_lease(job, now, self.span())?;
+        st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
+        Ok(())
+    }
+
+    async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
+        let now_sec = self.ms(Instant::now()) / 1000;
+        Ok(self.lock().done_series(now_sec, seconds))
+    }
+
+    async fn status(&self) -> Result<QueueStatus, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let window = self.config.window;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let names: Vec<String> = st.tenants.keys().cloned().collect();
+        for name in &names {
+            st.prune(name, now, span);
+        }
+        let mut tenants: Vec<TenantStatus> = st
+            .tenants
+            .values()
+            .filter_map(|t| {
+                let paused = t.paused_until.filter(|p| *p > now);
+                let calls = t.log.iter().filter(|(at, _)| *at + window > now).count() as u32;
+                (!t.waiting.is_empty() || calls > 0 || paused.is_some()).then(|| TenantStatus {
+                    tenant: t.tenant.name.clone(),
+                    waiting: t.waiting.len() as u64,
+                    limit: t.limit(),
+                    calls_in_window: calls,
+                    paused_until_ms: paused.map(|p| self.ms(p)),
+                    pause_reason: paused.and(t.pause_reason.clone()),
+                })
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let mut done = 0;
+        let mut dead = 0;
+        for rec in st.jobs.values() {
+            match rec.state {
+                JobState::Done => done += 1,
+                JobState::Dead => dead += 1,
+                _ => {}
+            }
+        }
+        let oldest = st
+            .jobs
+            .values()
+            .filter_map(|r| r.dispatched_at)
+            .min()
+            .map(|at| now.saturating_duration_since(at).as_millis() as u64);
+        Ok(QueueStatus {
+            queue: self.config.name.clone(),
+            now_ms: self.ms(now),
+            queued: st.tenants.values().map(|t| t.waiting.len() as u64).sum(),
+            scheduled: st.scheduled.len() as u64,
+            running: st.leases.len() as u64,
+            done,
+            dead,
+            oldest_running_ms: oldest,
+            tenants,
+        })
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
+        Ok(self.lock().result(id))
+    }
+
+    async fn results(&self, tenant: Option<&str>) -> Result<Vec<JobResult>, QueueError> {
+        let st = self.lock();
+        Ok(st
+            .finished
+            .values()
+            .filter_map(|id| st.result(id))
+            .filter(|r| tenant.is_none_or(|t| r.tenant == t))
+            .collect())
+    }
+
+    async fn dead(&self) -> Result<Vec<JobResult>, QueueError> {
+        let st = self.lock();
+        Ok(st
+            .finished
+            .values()
+            .filter_map(|id| st.result(id))
+            .filter(|r| r.status == JobState::Dead)
+            .collect())
+    }
+
+    async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chosen = st.dead_ids(ids);
+        for id in &chosen {
+            if let Some(rec) = st.jobs.get_mut(id) {
+                rec.attempts = 0;
+                rec.error = None;
+                if let Some(seq) = rec.finished_seq.take() {
+                    st.finished.remove(&seq);
+                }
+            }
+            st.enqueue(id, false, now, span);
+        }
+        drop(guard);
+        self.wake();
+        Ok(chosen.len() as u64)
+    }
+
+    async fn purge_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chosen = st.dead_ids(ids);
+        for id in &chosen {
+            if let Some(rec) = st.jobs.remove(id) {
+                st.keys.remove(&(rec.tenant.clone(), rec.key.clone()));
+                if let Some(seq) = rec.finished_seq {
+                    st.finished.remove(&seq);
+                }
+            }
+        }
+        Ok(chosen.len() as u64)
+    }
+
+    async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut count = 0;
+        for id in ids {
+            if st.jobs.get(id).is_some_and(|r| r.state == JobState::Done) {
+                // Its key stays in `keys`: the job pushed again is a duplicate of this id.
+                if let Some(seq) = st.jobs.remove(id).and_then(|r| r.finished_seq) {
+                    st.finished.remove(&seq);
+                }
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn is_idle(&self) -> Result<bool, QueueError> {
+        let st = self.lock();
+        Ok(st.ready.is_empty() && st.scheduled.is_empty() && st.leases.is_empty())
+    }
+}

@@ -1,0 +1,106 @@
+//! The limiter of the embedded queue: an exact sliding log of each tenant's recent calls,
+//! and the ready set that orders tenants by when their next call is allowed.
+//!
+//! A call is allowed at `t` when fewer than `limit` logged calls lie in
+//! `(t - window - margin, t]`, so no window ever holds more than `limit` calls.
+//! [`Queue::answered`](crate::queue::Queue::answered) moves a call's entry to the moment its answer arrived, which only
+//! ever makes the log more cautious.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::state::{State, TenantState};
+use crate::queue::LeasedJob;
+
+impl TenantState {
+    /// Calls allowed per window: the imported limit, or the lower one LeadSquared named.
+    pub(super) fn limit(&self) -> u32 {
+        let configured = self.tenant.limit.max(1);
+        self.learned_limit
+            .map_or(configured, |l| l.clamp(1, configured))
+    }
+}
+
+impl State {
+    /// Drops log entries that can no longer count against any window starting at or after
+    /// `now`.
+    pub(super) fn prune(&mut self, tenant: &str, now: Instant, span: Duration) {
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            while let Some((at, _)) = t.log.front() {
+                if *at + span <= now {
+                    t.log.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which the tenant may make another call, ignoring turn order.
+    pub(super) fn allowed_at(t: &TenantState, now: Instant, span: Duration) -> Instant {
+        let limit = t.limit() as usize;
+        let by_log = if t.log.len() >= limit {
+            // The oldest call that would still be in the window with one more call: once
+            // it leaves the window, a call fits.
+            t.log[t.log.len() - limit].0 + span
+        } else {
+            now
+        };
+        match t.paused_until {
+            Some(p) if p > by_log => p,
+            _ => by_log,
+        }
+    }
+
+    /// Puts the tenant in the ready set (or takes it out) according to its waiting list,
+    /// log and pause. `turn` is the earliest time it may be served in fairness to others:
+    /// the moment of its last dispatch or of its becoming ready.
+    pub(super) fn rescore(
+        &mut self,
+        tenant: &str,
+        now: Instant,
+        span: Duration,
+        turn: Option<Instant>,
+    ) {
+        let seq = self.next_seq();
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        let old = t.ready_key.take();
+        if let Some(k) = &old {
+            self.ready.remove(k);
+        }
+        if t.waiting.is_empty() {
+            return;
+        }
+        let allowed = Self::allowed_at(t, now, span);
+        let key = match (old, turn) {
+            // A new turn: behind every tenant already waiting for the same moment.
+            (_, Some(turn)) => (allowed.max(turn), seq, tenant.to_string()),
+            // Same turn, maybe a later time (a pause, a re-stamp): keep its place in line
+            // when the time did not change.
+            (Some((at, old_seq, name)), None) => {
+                let at2 = allowed.max(at);
+                (at2, if at2 == at { old_seq } else { seq }, name)
+            }
+            (None, None) => (allowed.max(now), seq, tenant.to_string()),
+        };
+        t.ready_key = Some(key.clone());
+        self.ready.insert(key);
+    }
+
+    /// Re-stamps the job's call at `now`, when its answer arrived (see [`Queue::answered`](crate::queue::Queue::answered)).
+    /// The call was made whether or not the lease is still held: every finishing method
+    /// does this first, either way.
+    pub(super) fn restamp(&mut self, job: &LeasedJob, now: Instant, span: Duration) {
+        let Some(t) = self.tenants.get_mut(&job.tenant) else {
+            return;
+        };
+        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) {
+            t.log.remove(pos);
+        }
+        t.log.push_back((now, job.lease.clone()));
+        self.rescore(&job.tenant, now, span, None);
+    }
+}

@@ -1,0 +1,202 @@
+//! Reading what Redis answers: the dispatch, status and push scripts' replies, job records
+//! as results, tenant records; every reply that is not what this version writes becomes
+//! [`QueueError::Corrupt`] naming where, never a panic.
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use crate::job::{JobId, JobResult, JobState};
+use crate::queue::{LeasedJob, QueueError, QueueStatus, TenantStatus};
+use crate::tenant::Tenant;
+
+/// Fields per job in dispatch.lua's reply.
+pub(super) const JOB_REPLY_FIELDS: usize = 9;
+
+/// One job of dispatch.lua's reply: id, tenant, key, body, attempt, outcome_unknown, token,
+/// dispatch time (ms), fenced.
+pub(super) fn leased_job(
+    f: &[Value],
+    fenced_until: Option<Instant>,
+) -> Result<LeasedJob, QueueError> {
+    let field = |i: usize| f.get(i).and_then(text);
+    let id = field(0).ok_or_else(|| corrupt("dispatch", "job without an id"))?;
+    Ok(LeasedJob {
+        tenant: field(1).unwrap_or_default(),
+        key: field(2).unwrap_or_default(),
+        // A body that is not UTF-8 reaches the worker as text it cannot decode, and the job
+        // is buried there, not here.
+        body: f
+            .get(3)
+            .map(|v| match v {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => text(other).unwrap_or_default(),
+            })
+            .unwrap_or_default(),
+        attempt: u32::try_from(uint(f.get(4))).unwrap_or(u32::MAX),
+        outcome_unknown: uint(f.get(5)) == 1,
+        lease: field(6).unwrap_or_default(),
+        dispatched_at_ms: uint(f.get(7)),
+        fenced_until: fenced_until.filter(|_| uint(f.get(8)) == 1),
+        id: JobId(id),
+    })
+}
+
+/// A job's `job:<id>` hash, read with [`JOB_FIELDS`].
+pub(super) async fn job_fields(
+    con: &mut ConnectionManager,
+    key: &str,
+) -> Result<Vec<Option<String>>, QueueError> {
+    Ok(redis::cmd("HMGET")
+        .arg(key)
+        .arg(&JOB_FIELDS)
+        .query_async(con)
+        .await?)
+}
+
+/// The result recorded in a job's `job:<id>` hash (`fields`, read with [`JOB_FIELDS`]);
+/// `None` when the job has none (it was never dispatched).
+pub(super) fn dispatched_result(
+    id: &JobId,
+    key: &str,
+    fields: &[Option<String>],
+) -> Option<Result<JobResult, QueueError>> {
+    fields.iter().any(Option::is_some).then(|| {
+        job_result(id.clone(), fields, None).ok_or_else(|| corrupt(key, "no readable state"))
+    })
+}
+
+/// Fields read for a [`JobResult`], in this order.
+pub(super) const JOB_FIELDS: [&str; 7] = [
+    "tenant",
+    "key",
+    "state",
+    "webhook_id",
+    "attempts",
+    "error",
+    "reconciled",
+];
+
+/// A job record as a result; `None` when the record does not exist. `state` overrides the
+/// stored state (results know it from the set the id is in).
+pub(super) fn job_result(
+    job: JobId,
+    fields: &[Option<String>],
+    state: Option<JobState>,
+) -> Option<JobResult> {
+    if fields.iter().all(Option::is_none) {
+        return None;
+    }
+    let get = |i: usize| fields.get(i).cloned().flatten();
+    let status = state.or_else(|| parse_state(get(2).as_deref()?))?;
+    Some(JobResult {
+        job,
+        tenant: get(0).unwrap_or_default(),
+        key: get(1).unwrap_or_default(),
+        status,
+        webhook_id: get(3).filter(|s| !s.is_empty()),
+        attempts: get(4).and_then(|a| a.parse().ok()).unwrap_or(0),
+        error: get(5).filter(|s| !s.is_empty()),
+        reconciled: get(6).as_deref() == Some("1"),
+    })
+}
+
+pub(super) fn parse_state(s: &str) -> Option<JobState> {
+    Some(match s {
+        "queued" => JobState::Queued,
+        "scheduled" => JobState::Scheduled,
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        _ => return None,
+    })
+}
+
+pub(super) fn corrupt(key: &str, reason: &str) -> QueueError {
+    QueueError::Corrupt {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+pub(super) fn array(v: Value, what: &str) -> Result<Vec<Value>, QueueError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        _ => Err(corrupt(what, "script reply is not an array")),
+    }
+}
+
+pub(super) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+pub(super) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+pub(super) fn uint(v: Option<&Value>) -> u64 {
+    v.and_then(int)
+        .and_then(|i| u64::try_from(i).ok())
+        .unwrap_or(0)
+}
+
+pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError> {
+    // serde's message can quote a value, and a value here may be a key: say only where.
+    serde_json::from_str(json).map_err(|e| QueueError::Corrupt {
+        key: format!("tenants[{name}]"),
+        reason: format!(
+            "not a tenant record ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        ),
+    })
+}
+
+/// status.lua's reply (see its header) as a [`QueueStatus`] of queue `queue`.
+pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, QueueError> {
+    if items.len() < 7 || !(items.len() - 7).is_multiple_of(6) {
+        return Err(corrupt("status", "unexpected script reply"));
+    }
+    let now_ms = uint(items.first()) / 1000;
+    let oldest = items.get(6).and_then(int).filter(|d| *d >= 0);
+    let mut tenants: Vec<TenantStatus> = items[7..]
+        .chunks(6)
+        .map(|row| TenantStatus {
+            tenant: row.first().and_then(text).unwrap_or_default(),
+            waiting: uint(row.get(1)),
+            limit: u32::try_from(uint(row.get(2))).unwrap_or(u32::MAX),
+            calls_in_window: u32::try_from(uint(row.get(3))).unwrap_or(u32::MAX),
+            paused_until_ms: row
+                .get(4)
+                .and_then(int)
+                .filter(|p| *p >= 0)
+                .and_then(|p| u64::try_from(p).ok()),
+            pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
+        })
+        .collect();
+    tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(QueueStatus {
+        queue: queue.to_string(),
+        now_ms,
+        queued: uint(items.get(1)),
+        scheduled: uint(items.get(2)),
+        running: uint(items.get(3)),
+        done: uint(items.get(4)),
+        dead: uint(items.get(5)),
+        oldest_running_ms: oldest
+            .and_then(|d| u64::try_from(d).ok())
+            .map(|d| now_ms.saturating_sub(d)),
+        tenants,
+    })
+}

@@ -1,0 +1,1289 @@
+//! The `Queue` contract (src/queue/mod.rs), written once and run on both backends: each case
+//! below is one function over a [`Harness`], and `conformance!` emits one `#[tokio::test]`
+//! per case per backend (`redis::*` against a real Redis, `embedded::*` on tokio's paused
+//! clock). This file is where the contract lives: a behaviour both backends must share is
+//! pinned here, not in a backend's own tests (as River's driver suite and apalis'
+//! `generic_storage_test!` do).
+//!
+//! Time is counted in ticks: 1 s on the paused clock, 100 ms of real time on Redis, so the
+//! Redis half stays fast. The window is 5 ticks. Where a case can check a moment to the
+//! microsecond, it does so on the paused clock only ([`Harness::exact`]); Redis runs the same
+//! steps and checks what real time lets it.
+
+mod common;
+mod queue_support;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lsq_webhooks::job::{JobId, JobResult, JobState};
+use lsq_webhooks::queue::embedded::EmbeddedQueue;
+use lsq_webhooks::queue::{
+    Dispatch, Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, Requeue,
+};
+use queue_support::{job, next_job, tenant};
+
+/// Which backend a case runs on, and how time moves there.
+#[derive(Clone, Copy, Debug)]
+enum Harness {
+    /// `EmbeddedQueue`, on tokio's paused clock.
+    Embedded,
+    /// `RedisQueue` on the test binary's Redis, in real time.
+    Redis,
+}
+
+impl Harness {
+    /// The unit of every duration in the cases.
+    fn tick(self) -> Duration {
+        match self {
+            Harness::Embedded => Duration::from_secs(1),
+            Harness::Redis => Duration::from_millis(100),
+        }
+    }
+
+    fn ticks(self, n: u32) -> Duration {
+        self.tick() * n
+    }
+
+    /// The window every case runs with: 5 ticks.
+    fn window(self) -> Duration {
+        self.ticks(5)
+    }
+
+    /// Whether time is the paused clock, where moments can be checked exactly.
+    fn exact(self) -> bool {
+        matches!(self, Harness::Embedded)
+    }
+
+    /// A config of the case's own (own key prefix): window 5 ticks, lease 50 ticks, 3
+    /// attempts.
+    fn config(self, test: &str) -> QueueConfig {
+        QueueConfig {
+            name: common::unique_queue(test),
+            window: self.window(),
+            margin: Duration::ZERO,
+            lease: self.ticks(50),
+            max_attempts: 3,
+        }
+    }
+
+    /// A queue made from `config`.
+    async fn queue(self, config: QueueConfig) -> Arc<dyn Queue> {
+        match self {
+            Harness::Embedded => Arc::new(EmbeddedQueue::new(config)),
+            Harness::Redis => Arc::new(queue_support::connect(config).await),
+        }
+    }
+
+    /// A queue of the case's own with these tenants (name, calls per window), after `tune`
+    /// has adjusted the config.
+    async fn queue_with(
+        self,
+        test: &str,
+        tenants: &[(&str, u32)],
+        tune: impl FnOnce(&mut QueueConfig),
+    ) -> Arc<dyn Queue> {
+        let mut config = self.config(test);
+        tune(&mut config);
+        let q = self.queue(config).await;
+        let ts: Vec<_> = tenants.iter().map(|(n, l)| tenant(n, *l)).collect();
+        q.put_tenants(&ts).await.expect("tenants");
+        q
+    }
+
+    /// Lets time pass: exactly `d` on the paused clock, at least `d` on Redis.
+    async fn sleep(self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    /// Lets wake-ups already under way arrive, so that the next wait starts clean: on Redis a
+    /// message published before is given time to come in; the embedded queue's stored permit
+    /// is taken after the dispatch.
+    async fn quiet(self, q: &Arc<dyn Queue>, what: &str) {
+        if let Harness::Redis = self {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A dispatch that finds nothing is what a worker does before it waits.
+        let found = q.dispatch().await.expect("dispatch");
+        assert!(
+            !matches!(found, Dispatch::Job(_)),
+            "{what}: a job was dispatchable before the step: {found:?}"
+        );
+        q.wait_for_work(Duration::ZERO).await;
+    }
+}
+
+fn ids(pushed: &[Pushed]) -> Vec<JobId> {
+    pushed
+        .iter()
+        .map(|p| match p {
+            Pushed::Enqueued { job } => job.clone(),
+            other => panic!("not enqueued: {other:?}"),
+        })
+        .collect()
+}
+
+async fn push(q: &Arc<dyn Queue>, tenant: &str, range: std::ops::Range<usize>) -> Vec<JobId> {
+    let jobs: Vec<_> = range.map(|n| job(tenant, n)).collect();
+    ids(&q.push(&jobs).await.expect("push"))
+}
+
+async fn record(q: &Arc<dyn Queue>, id: &JobId) -> JobResult {
+    q.job(id).await.expect("job").expect("the job exists")
+}
+
+fn only_job(d: Dispatch) -> LeasedJob {
+    match d {
+        Dispatch::Job(j) => j,
+        other => panic!("expected a job, got {other:?}"),
+    }
+}
+
+fn batch(d: Dispatched) -> Vec<LeasedJob> {
+    match d {
+        Dispatched::Jobs(j) => j,
+        other => panic!("expected jobs, got {other:?}"),
+    }
+}
+
+/// Dispatches `n` jobs, answering and completing each at once; returns them in order.
+async fn drain(q: &Arc<dyn Queue>, n: usize) -> Vec<LeasedJob> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let j = next_job(q.as_ref()).await;
+        q.answered(&j).await.expect("answered");
+        q.complete(&j, "wh", false).await.expect("complete");
+        out.push(j);
+    }
+    out
+}
+
+/// Dispatches until the job is handed out again (after a lease ran out, a retry came due);
+/// other jobs must not come first.
+async fn next_is(q: &Arc<dyn Queue>, id: &JobId) -> LeasedJob {
+    let j = next_job(q.as_ref()).await;
+    assert_eq!(&j.id, id, "another job came first: {j:?}");
+    j
+}
+
+const BACK: Requeue = Requeue {
+    spend_attempt: false,
+    outcome_unknown: false,
+};
+
+/// Runs `step` while a worker waits in `wait_for_work` (for an hour), and checks that the
+/// wait returns. Not a timing assertion: returning at all, long before the hour, is the
+/// wake-up.
+async fn wakes<F: Future<Output = ()>>(h: Harness, q: &Arc<dyn Queue>, what: &str, step: F) {
+    h.quiet(q, what).await;
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move { q.wait_for_work(Duration::from_secs(3600)).await })
+    };
+    tokio::task::yield_now().await;
+    step.await;
+    tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not wake a waiting worker"))
+        .expect("waiter");
+}
+
+// ---------------------------------------------------------------------------------------
+// Push and idempotency
+
+async fn push_then_dispatch_in_push_order(h: Harness) {
+    let q = h.queue_with("order", &[("acme", 25)], |_| {}).await;
+    let pushed = push(&q, "acme", 0..3).await;
+    let r = record(&q, &pushed[2]).await;
+    assert_eq!(
+        (r.status, r.tenant.as_str(), r.key.as_str(), r.attempts),
+        (JobState::Queued, "acme", job("acme", 2).key.as_str(), 0)
+    );
+    let j1 = next_job(q.as_ref()).await;
+    assert_eq!(
+        (&j1.id, j1.tenant.as_str(), j1.attempt, j1.outcome_unknown),
+        (&pushed[0], "acme", 1, false)
+    );
+    assert_eq!((j1.key.clone(), j1.body.clone()), {
+        let j = job("acme", 0);
+        (j.key, j.body)
+    });
+    assert_eq!(j1.fenced_until, None);
+    assert_eq!(record(&q, &j1.id).await.status, JobState::Running);
+    q.complete(&j1, "wh-1", false).await.expect("complete");
+    let j2 = next_job(q.as_ref()).await;
+    assert_eq!(j2.id, pushed[1]);
+    q.complete(&j2, "wh-2", true).await.expect("complete");
+    let r = record(&q, &pushed[0]).await;
+    assert_eq!(
+        (
+            r.status,
+            r.webhook_id.as_deref(),
+            r.attempts,
+            r.reconciled,
+            r.error
+        ),
+        (JobState::Done, Some("wh-1"), 1, false, None)
+    );
+    assert!(record(&q, &pushed[1]).await.reconciled);
+    assert!(q.job(&JobId::new()).await.expect("job").is_none());
+    assert!(!q.is_idle().await.expect("idle"));
+    let j3 = next_job(q.as_ref()).await;
+    assert!(!q.is_idle().await.expect("idle"), "a running job is work");
+    q.complete(&j3, "wh-3", false).await.expect("complete");
+    assert!(q.is_idle().await.expect("idle"));
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    q.ping().await.expect("ping");
+}
+
+async fn push_is_idempotent_per_tenant_and_key(h: Harness) {
+    let q = h
+        .queue_with("idem", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let first = q
+        .push(&[job("acme", 1), job("acme", 2), job("acme", 1)])
+        .await
+        .expect("push");
+    let Pushed::Enqueued { job: id1 } = first[0].clone() else {
+        panic!("first use enqueued: {first:?}")
+    };
+    let Pushed::Enqueued { job: id2 } = first[1].clone() else {
+        panic!("first use enqueued: {first:?}")
+    };
+    assert_eq!(first[2], Pushed::Duplicate { job: id1.clone() });
+    let mut given = job("acme", 3);
+    given.key = "given-key".into();
+    let mut same_key = job("acme", 4);
+    same_key.key = "given-key".into();
+    let mut other_tenant = job("beta", 4);
+    other_tenant.key = "given-key".into();
+    let second = q
+        .push(&[job("acme", 2), given, same_key, other_tenant])
+        .await
+        .expect("push");
+    assert_eq!(second[0], Pushed::Duplicate { job: id2 });
+    let Pushed::Enqueued { job: given_id } = second[1].clone() else {
+        panic!("a new key is enqueued: {second:?}")
+    };
+    assert_eq!(second[2], Pushed::Duplicate { job: given_id });
+    assert!(
+        matches!(second[3], Pushed::Enqueued { .. }),
+        "keys are per tenant"
+    );
+    assert_eq!(q.status().await.expect("status").queued, 4);
+    assert_eq!(q.push(&[]).await.expect("push"), Vec::new());
+}
+
+async fn an_unknown_tenant_refuses_the_whole_push(h: Harness) {
+    let q = h.queue_with("unknown", &[("acme", 25)], |_| {}).await;
+    let mut jobs: Vec<_> = (0..1500).map(|n| job("acme", n)).collect();
+    jobs.push(job("nobody", 1));
+    match q.push(&jobs).await {
+        Err(QueueError::UnknownTenant(t)) => assert_eq!(t, "nobody"),
+        other => panic!("expected UnknownTenant, got {other:?}"),
+    }
+    assert_eq!(q.status().await.expect("status").queued, 0);
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatch order, fairness and the strict window
+
+async fn tenants_take_turns_and_none_waits_behind_a_busy_one(h: Harness) {
+    let q = h
+        .queue_with("fair", &[("busy", 25), ("other", 25), ("idle", 25)], |_| {})
+        .await;
+    push(&q, "busy", 0..100).await;
+    push(&q, "other", 0..100).await;
+    let first: Vec<String> = drain(&q, 6).await.into_iter().map(|j| j.tenant).collect();
+    assert_eq!(first, ["busy", "other", "busy", "other", "busy", "other"]);
+    push(&q, "idle", 0..1).await;
+    let next: Vec<String> = drain(&q, 3).await.into_iter().map(|j| j.tenant).collect();
+    assert!(
+        next.iter().any(|t| t == "idle"),
+        "the idle tenant is served within one round: {next:?}"
+    );
+
+    // A tenant out of calls is skipped, not waited for.
+    let q = h
+        .queue_with("skip", &[("big", 3), ("small", 25)], |_| {})
+        .await;
+    push(&q, "big", 0..50).await;
+    for _ in 0..3 {
+        only_job(q.dispatch().await.expect("dispatch"));
+    }
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
+    push(&q, "small", 0..1).await;
+    assert_eq!(
+        only_job(q.dispatch().await.expect("dispatch")).tenant,
+        "small"
+    );
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => {
+            assert!(d <= h.window(), "{d:?}");
+            if h.exact() {
+                assert_eq!(d, h.window());
+            }
+        }
+        other => panic!("expected a wait for big's window, got {other:?}"),
+    }
+}
+
+/// The most calls in any window `[t, t + window)` of these dispatch times (ms).
+fn most_in_a_window(times: &[u64], window_ms: u64) -> usize {
+    times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t < start + window_ms)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+async fn never_more_than_limit_calls_in_any_window(h: Harness) {
+    let q = h.queue_with("strict", &[("a", 5), ("b", 3)], |_| {}).await;
+    push(&q, "a", 0..15).await;
+    push(&q, "b", 0..7).await;
+    let got = drain(&q, 22).await;
+    let window_ms = h.window().as_millis() as u64;
+    for (name, limit) in [("a", 5), ("b", 3)] {
+        let times: Vec<u64> = got
+            .iter()
+            .filter(|j| j.tenant == name)
+            .map(|j| j.dispatched_at_ms)
+            .collect();
+        assert_eq!(
+            most_in_a_window(&times, window_ms),
+            limit,
+            "tenant {name}: {times:?}"
+        );
+    }
+    if h.exact() {
+        // A sliding log loses nothing: 15 calls at 5 per window take 2 windows after the
+        // first burst.
+        let a: Vec<u64> = got
+            .iter()
+            .filter(|j| j.tenant == "a")
+            .map(|j| j.dispatched_at_ms)
+            .collect();
+        assert_eq!(a[14] - a[0], 2 * window_ms);
+    }
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+}
+
+async fn answered_restamps_the_call_so_slow_answers_push_the_window_later(h: Harness) {
+    let q = h.queue_with("answered", &[("acme", 2)], |_| {}).await;
+    push(&q, "acme", 0..3).await;
+    let j1 = next_job(q.as_ref()).await;
+    let j2 = next_job(q.as_ref()).await;
+    // The answers take 2 ticks: LeadSquared may have seen the calls as late as that.
+    h.sleep(h.ticks(2)).await;
+    let answered_ms = q.status().await.expect("status").now_ms;
+    q.answered(&j1).await.expect("answered");
+    q.answered(&j2).await.expect("answered");
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => {
+            if h.exact() {
+                assert_eq!(d, h.window(), "the window now runs from the answers");
+            }
+        }
+        other => panic!("expected a wait, got {other:?}"),
+    }
+    assert_eq!(
+        q.status().await.expect("status").tenants[0].calls_in_window,
+        2
+    );
+    let j3 = next_job(q.as_ref()).await;
+    assert!(j3.dispatched_at_ms >= answered_ms + h.window().as_millis() as u64);
+    // `answered` needs no lease: a call whose lease is gone is re-stamped all the same.
+    q.complete(&j1, "wh", false).await.expect("complete");
+    q.answered(&j1).await.expect("answered without a lease");
+}
+
+async fn every_finishing_path_restamps_the_call(h: Harness) {
+    type Finish = fn(Arc<dyn Queue>, LeasedJob) -> futures::future::BoxFuture<'static, ()>;
+    let paths: [(&str, Finish); 5] = [
+        ("complete", |q, j| {
+            Box::pin(async move { q.complete(&j, "wh", false).await.expect("complete") })
+        }),
+        ("retry_later", |q, j| {
+            Box::pin(async move {
+                q.retry_later(&j, Duration::from_secs(3600), "HTTP 503", false)
+                    .await
+                    .expect("retry")
+            })
+        }),
+        ("rate_limited", |q, j| {
+            Box::pin(async move {
+                q.rate_limited(&j, Duration::ZERO, None)
+                    .await
+                    .expect("rate limited")
+            })
+        }),
+        ("requeue", |q, j| {
+            Box::pin(async move { q.requeue(&j, BACK).await.expect("requeue") })
+        }),
+        ("bury", |q, j| {
+            Box::pin(async move { q.bury(&j, "refused").await.expect("bury") })
+        }),
+    ];
+    for (name, finish) in paths {
+        let q = h.queue_with("restamp", &[("acme", 1)], |_| {}).await;
+        push(&q, "acme", 0..3).await;
+        let j = next_job(q.as_ref()).await;
+        h.sleep(h.ticks(2)).await;
+        let answered_ms = q.status().await.expect("status").now_ms;
+        finish(q.clone(), j).await;
+        let next = next_job(q.as_ref()).await;
+        assert!(
+            next.dispatched_at_ms >= answered_ms + h.window().as_millis() as u64,
+            "{name}: the next call came within a window of the answer"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Batch dispatch
+
+async fn dispatch_many_hands_out_what_single_dispatches_would(h: Harness) {
+    let q = h
+        .queue_with("batch", &[("a", 2), ("b", 2), ("c", 1)], |_| {})
+        .await;
+    let mut jobs = Vec::new();
+    for n in 0..3 {
+        for t in ["a", "b", "c"] {
+            jobs.push(job(t, n));
+        }
+    }
+    q.push(&jobs).await.expect("push");
+    let got = batch(q.dispatch_many(100, None).await.expect("dispatch"));
+    let order: Vec<&str> = got.iter().map(|j| j.tenant.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c", "a", "b"]);
+    let leases: std::collections::BTreeSet<&str> = got.iter().map(|j| j.lease.as_str()).collect();
+    assert_eq!(leases.len(), got.len(), "every job has its own lease");
+    assert!(
+        got.iter()
+            .all(|j| j.fenced_until.is_none() && j.attempt == 1)
+    );
+    // Every tenant has spent its limit: the next call is a window after the first.
+    match q.dispatch_many(100, None).await.expect("dispatch") {
+        Dispatched::Wait(d) => {
+            assert!(d <= h.window(), "{d:?}");
+            if h.exact() {
+                assert_eq!(d, h.window());
+            }
+        }
+        other => panic!("expected a wait, got {other:?}"),
+    }
+    for j in &got {
+        q.complete(j, "wh", false).await.expect("complete");
+    }
+    let s = q.status().await.expect("status");
+    assert_eq!((s.done, s.running, s.queued), (5, 0, 4));
+    // At most the number asked for.
+    let q = h.queue_with("batch-max", &[("a", 25)], |_| {}).await;
+    push(&q, "a", 0..10).await;
+    assert_eq!(
+        batch(q.dispatch_many(4, None).await.expect("dispatch")).len(),
+        4
+    );
+    // (The batch's last job was dispatched as if 3 µs later: its tenant's turn is then.)
+    h.sleep(h.tick()).await;
+    assert_eq!(
+        batch(q.dispatch_many(0, None).await.expect("dispatch")).len(),
+        1,
+        "at least one"
+    );
+}
+
+/// The n-th job of a batch is dispatched as by a call of its own n µs after the first, so
+/// its call leaves the window n µs later too.
+async fn dispatch_many_stamps_the_nth_job_n_microseconds_later(h: Harness) {
+    let q = h.queue_with("batch-time", &[("a", 3)], |_| {}).await;
+    push(&q, "a", 0..6).await;
+    let first = batch(q.dispatch_many(3, None).await.expect("dispatch"));
+    assert_eq!(first.len(), 3);
+    if h.exact() {
+        // One window on: the first call left it; the second stays in it 1 µs longer, the
+        // third 2 µs, so single dispatches go out 1 µs apart.
+        tokio::time::advance(h.window()).await;
+        for n in 0..3 {
+            only_job(q.dispatch().await.expect("dispatch"));
+            if n < 2 {
+                assert_eq!(
+                    q.dispatch().await.expect("dispatch"),
+                    Dispatch::Wait(Duration::from_micros(1)),
+                    "after the {n}-th"
+                );
+                tokio::time::advance(Duration::from_micros(1)).await;
+            }
+        }
+    } else {
+        // Microseconds are below what real time resolves: once the window has passed, the
+        // next batch goes whole.
+        h.sleep(h.window() + h.tick()).await;
+        assert_eq!(
+            batch(q.dispatch_many(3, None).await.expect("dispatch")).len(),
+            3
+        );
+    }
+    assert_eq!(q.status().await.expect("status").running, 6);
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases, fences and hand-backs
+
+async fn an_expired_lease_is_taken_back_and_the_old_holder_refused(h: Harness) {
+    let q = h
+        .queue_with("lease", &[("acme", 25)], |c| c.lease = h.ticks(3))
+        .await;
+    let pushed = push(&q, "acme", 0..1).await;
+    let first = next_job(q.as_ref()).await;
+    // Heartbeats keep it.
+    h.sleep(h.ticks(2)).await;
+    assert!(q.heartbeat(&first).await.expect("heartbeat"));
+    h.sleep(h.ticks(2)).await;
+    assert!(q.heartbeat(&first).await.expect("heartbeat"));
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    assert_eq!(q.status().await.expect("status").running, 1);
+    // Silence past the lease: taken back, the attempt counted, the outcome unknown.
+    h.sleep(h.ticks(4)).await;
+    let second = next_is(&q, &pushed[0]).await;
+    assert_eq!((second.attempt, second.outcome_unknown), (2, true));
+    assert_ne!(second.lease, first.lease);
+    assert_eq!(
+        record(&q, &second.id).await.error.as_deref(),
+        Some("lease expired (the worker died or hung); handed back to be reconciled")
+    );
+    assert!(!q.heartbeat(&first).await.expect("heartbeat"));
+    assert!(
+        !q.sending(&first, h.ticks(1)).await.expect("sending"),
+        "a lost lease may not send"
+    );
+    for refused in [
+        q.complete(&first, "wh-stale", false).await,
+        q.bury(&first, "x").await,
+        q.retry_later(&first, Duration::ZERO, "x", false).await,
+        q.rate_limited(&first, Duration::ZERO, None).await,
+        q.requeue(&first, BACK).await,
+    ] {
+        assert!(
+            matches!(&refused, Err(QueueError::LeaseLost(id)) if *id == pushed[0]),
+            "{refused:?}"
+        );
+    }
+    q.complete(&second, "wh-1", true).await.expect("complete");
+    let r = record(&q, &pushed[0]).await;
+    assert_eq!(
+        (r.status, r.webhook_id.as_deref(), r.attempts, r.reconciled),
+        (JobState::Done, Some("wh-1"), 2, true)
+    );
+}
+
+async fn an_expired_lease_with_no_attempts_left_buries_the_job(h: Harness) {
+    let q = h
+        .queue_with("killer", &[("acme", 25)], |c| {
+            c.lease = h.ticks(2);
+            c.max_attempts = 2;
+        })
+        .await;
+    let pushed = push(&q, "acme", 0..1).await;
+    assert_eq!(next_job(q.as_ref()).await.attempt, 1);
+    assert_eq!(next_job(q.as_ref()).await.attempt, 2);
+    h.sleep(h.ticks(3)).await;
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    let dead = q.dead().await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job, pushed[0]);
+    assert_eq!(
+        dead[0].error.as_deref(),
+        Some("lease expired with all 2 attempts spent (the worker died or hung holding the job)")
+    );
+    assert_eq!(dead[0].status, JobState::Dead);
+}
+
+async fn a_lease_lost_mid_create_waits_until_the_call_can_no_longer_land(h: Harness) {
+    let q = h
+        .queue_with("inflight", &[("acme", 25)], |c| c.lease = h.ticks(2))
+        .await;
+    let pushed = push(&q, "acme", 0..1).await;
+    let first = next_job(q.as_ref()).await;
+    let fenced_ms = q.status().await.expect("status").now_ms;
+    assert!(q.sending(&first, h.ticks(10)).await.expect("fence"));
+    // The lease (2 ticks) runs out, the Create's time (10 ticks) does not: the job waits in
+    // the schedule, not in its tenant's list.
+    h.sleep(h.ticks(3)).await;
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
+    let r = record(&q, &first.id).await;
+    assert_eq!(r.status, JobState::Scheduled);
+    assert_eq!(
+        r.error.as_deref(),
+        Some(
+            "lease expired mid-call (the worker died or hung); reconciled once that call can \
+             no longer land"
+        )
+    );
+    let second = next_is(&q, &pushed[0]).await;
+    assert!(second.dispatched_at_ms >= fenced_ms + h.ticks(10).as_millis() as u64);
+    assert_eq!((second.attempt, second.outcome_unknown), (2, true));
+    assert!(!q.sending(&first, h.ticks(1)).await.expect("fence"));
+    assert!(!q.heartbeat(&first).await.expect("heartbeat"));
+    q.complete(&second, "wh-1", true).await.expect("complete");
+}
+
+async fn a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence(h: Harness) {
+    let q = h
+        .queue_with("fenced", &[("acme", 25)], |c| c.lease = h.ticks(2))
+        .await;
+    let pushed = push(&q, "acme", 0..1).await;
+    let fence = Fence {
+        slack: h.ticks(1),
+        in_flight: h.ticks(9),
+    };
+    let asked = tokio::time::Instant::now();
+    let first = batch(q.dispatch_many(4, Some(fence)).await.expect("dispatch")).remove(0);
+    let until = first
+        .fenced_until
+        .expect("a Create is fenced by its dispatch");
+    assert!(until >= asked + fence.slack);
+    if h.exact() {
+        assert_eq!(until, asked + fence.slack);
+    }
+    // The holder goes silent (no `sending`, no heartbeat).
+    h.sleep(h.ticks(3)).await;
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
+    assert_eq!(record(&q, &first.id).await.status, JobState::Scheduled);
+    let second = next_is(&q, &pushed[0]).await;
+    assert!(second.dispatched_at_ms >= first.dispatched_at_ms + h.ticks(10).as_millis() as u64);
+    assert_eq!((second.attempt, second.outcome_unknown), (2, true));
+    // A reconcile only Retrieves: never fenced.
+    q.requeue(
+        &second,
+        Requeue {
+            spend_attempt: false,
+            outcome_unknown: true,
+        },
+    )
+    .await
+    .expect("requeue");
+    let third = batch(q.dispatch_many(4, Some(fence)).await.expect("dispatch")).remove(0);
+    assert_eq!((third.outcome_unknown, third.fenced_until), (true, None));
+}
+
+async fn a_hand_back_mid_create_waits_and_other_finishes_forget_the_fence(h: Harness) {
+    let q = h.queue_with("handback", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..2).await;
+    let mid_call = Requeue {
+        spend_attempt: false,
+        outcome_unknown: true,
+    };
+    // Abandoned mid-Create (shutdown's hard stop): scheduled until the call cannot land.
+    let a = next_job(q.as_ref()).await;
+    assert!(
+        q.sending(&a, Duration::from_secs(3600))
+            .await
+            .expect("fence")
+    );
+    q.requeue(&a, mid_call).await.expect("requeue");
+    let r = record(&q, &a.id).await;
+    assert_eq!((r.status, r.attempts), (JobState::Scheduled, 0));
+    assert_eq!(
+        r.error.as_deref(),
+        Some("handed back mid-call; reconciled once that call can no longer land")
+    );
+    // Handed back before its Create was sent: straight to the front.
+    let b = next_job(q.as_ref()).await;
+    assert_ne!(b.id, a.id);
+    q.requeue(&b, mid_call).await.expect("requeue");
+    let b = next_is(&q, &b.id).await;
+    assert_eq!((b.attempt, b.outcome_unknown), (1, true));
+    // A Create that answered (a transient failure) clears the fence: the retry comes when
+    // the worker said, not an hour later.
+    assert!(
+        q.sending(&b, Duration::from_secs(3600))
+            .await
+            .expect("fence")
+    );
+    q.retry_later(&b, h.ticks(1), "HTTP 500", true)
+        .await
+        .expect("retry");
+    let again = next_is(&q, &b.id).await;
+    assert!(again.outcome_unknown);
+    // A reconcile that found nothing goes back to the front at once, fence or not.
+    assert!(
+        q.sending(&again, Duration::from_secs(3600))
+            .await
+            .expect("fence")
+    );
+    q.requeue(&again, BACK).await.expect("requeue");
+    let create = next_is(&q, &b.id).await;
+    assert!(!create.outcome_unknown);
+    let s = q.status().await.expect("status");
+    assert_eq!((s.scheduled, s.running, s.queued), (1, 1, 0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Finishing paths
+
+async fn retry_later_schedules_at_the_front_then_gives_up(h: Harness) {
+    let q = h.queue_with("retry", &[("acme", 25)], |_| {}).await;
+    let pushed = push(&q, "acme", 0..3).await;
+    let j = next_job(q.as_ref()).await;
+    q.retry_later(&j, h.ticks(3), "HTTP 503", true)
+        .await
+        .expect("retry");
+    let r = record(&q, &j.id).await;
+    assert_eq!(
+        (r.status, r.error.as_deref(), r.attempts),
+        (JobState::Scheduled, Some("HTTP 503"), 1)
+    );
+    assert_eq!(q.status().await.expect("status").scheduled, 1);
+    // Not before it is due; then before the jobs that never ran.
+    let other = next_job(q.as_ref()).await;
+    assert_eq!(other.id, pushed[1]);
+    q.complete(&other, "wh", false).await.expect("complete");
+    h.sleep(h.ticks(3)).await;
+    let again = next_is(&q, &pushed[0]).await;
+    assert_eq!((again.attempt, again.outcome_unknown), (2, true));
+    // An unknown outcome stays unknown: a transient failure proves nothing.
+    q.retry_later(&again, Duration::ZERO, "timeout", false)
+        .await
+        .expect("retry");
+    let last = next_is(&q, &pushed[0]).await;
+    assert_eq!((last.attempt, last.outcome_unknown), (3, true));
+    q.retry_later(&last, Duration::ZERO, "HTTP 502", false)
+        .await
+        .expect("retry");
+    let r = record(&q, &pushed[0]).await;
+    assert_eq!(
+        (r.status, r.attempts, r.error.as_deref()),
+        (
+            JobState::Dead,
+            3,
+            Some("gave up after 3 attempts: HTTP 502")
+        )
+    );
+    assert_eq!(q.status().await.expect("status").scheduled, 0);
+}
+
+async fn rate_limited_with_a_limit_pauses_gives_back_the_attempt_and_learns_it(h: Harness) {
+    let q = h
+        .queue_with("paused", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let pushed = push(&q, "acme", 0..10).await;
+    let j = next_job(q.as_ref()).await;
+    let before_ms = q.status().await.expect("status").now_ms;
+    q.rate_limited(&j, h.ticks(4), Some(3))
+        .await
+        .expect("rate limited");
+    let s = q.status().await.expect("status");
+    let acme = s.tenants.iter().find(|t| t.tenant == "acme").expect("acme");
+    assert_eq!((acme.limit, acme.waiting), (3, 10));
+    assert_eq!(
+        acme.pause_reason.as_deref(),
+        Some("rate limited by LeadSquared (limit of 3 per window)")
+    );
+    let paused_until = acme.paused_until_ms.expect("paused");
+    assert!(paused_until >= before_ms + h.ticks(4).as_millis() as u64);
+    assert_eq!(
+        q.tenant("acme").await.expect("tenant").expect("acme").limit,
+        3
+    );
+    let r = record(&q, &j.id).await;
+    assert_eq!((r.status, r.attempts), (JobState::Queued, 0));
+    // Another tenant is not held up.
+    push(&q, "beta", 0..1).await;
+    let b = next_job(q.as_ref()).await;
+    assert_eq!(b.tenant, "beta");
+    q.complete(&b, "wh", false).await.expect("complete");
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => {
+            if h.exact() {
+                assert_eq!(d, h.ticks(4));
+            }
+        }
+        other => panic!("acme is paused, expected a wait, got {other:?}"),
+    }
+    let again = next_is(&q, &pushed[0]).await;
+    assert_eq!(again.attempt, 1, "the rate-limited attempt was given back");
+    assert!(again.dispatched_at_ms >= paused_until);
+    q.complete(&again, "wh", false).await.expect("complete");
+    // From now on, 3 per window.
+    let rest: Vec<u64> = drain(&q, 8)
+        .await
+        .iter()
+        .map(|j| j.dispatched_at_ms)
+        .collect();
+    assert_eq!(
+        most_in_a_window(&rest, h.window().as_millis() as u64),
+        3,
+        "{rest:?}"
+    );
+    // The learned limit outlives re-imports with a higher one; a lower one wins.
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    assert_eq!(
+        q.tenant("acme").await.expect("tenant").expect("acme").limit,
+        3
+    );
+    q.put_tenants(&[tenant("acme", 2)]).await.expect("tenants");
+    assert_eq!(
+        q.tenant("acme").await.expect("tenant").expect("acme").limit,
+        2
+    );
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    assert_eq!(
+        q.tenant("acme").await.expect("tenant").expect("acme").limit,
+        3
+    );
+}
+
+async fn rate_limited_without_a_limit_pauses_and_keeps_the_limit(h: Harness) {
+    let q = h.queue_with("paused-plain", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..2).await;
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.ticks(4), None)
+        .await
+        .expect("rate limited");
+    let s = q.status().await.expect("status");
+    let acme = &s.tenants[0];
+    assert_eq!(acme.limit, 25);
+    assert_eq!(
+        acme.pause_reason.as_deref(),
+        Some("rate limited by LeadSquared")
+    );
+    // A larger limit named than the tenant's is not learned.
+    let q = h.queue_with("paused-high", &[("acme", 5)], |_| {}).await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.ticks(1), Some(50))
+        .await
+        .expect("rate limited");
+    let s = q.status().await.expect("status");
+    assert_eq!(s.tenants[0].limit, 5);
+    assert_eq!(
+        s.tenants[0].pause_reason.as_deref(),
+        Some("rate limited by LeadSquared (limit of 50 per window)")
+    );
+    // A shorter pause does not cut a longer one short, nor replace its reason.
+    let q = h.queue_with("paused-twice", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..2).await;
+    let a = next_job(q.as_ref()).await;
+    let b = next_job(q.as_ref()).await;
+    q.rate_limited(&a, h.ticks(20), Some(10))
+        .await
+        .expect("rate limited");
+    let long = q.status().await.expect("status").tenants[0].clone();
+    q.rate_limited(&b, h.ticks(1), None)
+        .await
+        .expect("rate limited");
+    let after = q.status().await.expect("status").tenants[0].clone();
+    assert_eq!(after.paused_until_ms, long.paused_until_ms);
+    assert_eq!(after.pause_reason, long.pause_reason);
+}
+
+async fn requeue_puts_the_job_at_the_front_spending_or_giving_back_the_attempt(h: Harness) {
+    let q = h.queue_with("requeue", &[("acme", 25)], |_| {}).await;
+    let pushed = push(&q, "acme", 0..3).await;
+    let j = next_job(q.as_ref()).await;
+    q.requeue(&j, BACK).await.expect("requeue");
+    let r = record(&q, &j.id).await;
+    assert_eq!((r.status, r.attempts), (JobState::Queued, 0));
+    let j = next_is(&q, &pushed[0]).await;
+    assert_eq!((j.attempt, j.outcome_unknown), (1, false));
+    q.requeue(
+        &j,
+        Requeue {
+            spend_attempt: true,
+            outcome_unknown: true,
+        },
+    )
+    .await
+    .expect("requeue");
+    let j = next_is(&q, &pushed[0]).await;
+    assert_eq!((j.attempt, j.outcome_unknown), (2, true));
+    q.requeue(&j, BACK).await.expect("requeue");
+    let j = next_is(&q, &pushed[0]).await;
+    assert_eq!(
+        (j.attempt, j.outcome_unknown),
+        (2, false),
+        "the outcome is taken as given"
+    );
+    q.complete(&j, "wh", false).await.expect("complete");
+}
+
+async fn bury_records_the_reason_and_dead_jobs_are_retried_or_purged(h: Harness) {
+    let q = h.queue_with("dead", &[("acme", 25)], |_| {}).await;
+    let pushed = push(&q, "acme", 0..3).await;
+    let j1 = next_job(q.as_ref()).await;
+    q.bury(&j1, "400: MXInvalidInputException: bad URL")
+        .await
+        .expect("bury");
+    let j2 = next_job(q.as_ref()).await;
+    q.bury(&j2, "401: bad keys").await.expect("bury");
+    let dead = q.dead().await.expect("dead");
+    assert_eq!(
+        dead.iter()
+            .map(|d| (d.job.clone(), d.status, d.error.clone().unwrap_or_default()))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                pushed[0].clone(),
+                JobState::Dead,
+                "400: MXInvalidInputException: bad URL".to_string()
+            ),
+            (
+                pushed[1].clone(),
+                JobState::Dead,
+                "401: bad keys".to_string()
+            ),
+        ]
+    );
+    assert_eq!(q.status().await.expect("status").dead, 2);
+    // Retried: back at the end of the list, with fresh attempts and no error.
+    assert_eq!(
+        q.retry_dead(Some(std::slice::from_ref(&pushed[1])))
+            .await
+            .expect("retry"),
+        1
+    );
+    let r = record(&q, &pushed[1]).await;
+    assert_eq!((r.status, r.attempts, r.error), (JobState::Queued, 0, None));
+    assert_eq!(next_job(q.as_ref()).await.id, pushed[2]);
+    let back = next_is(&q, &pushed[1]).await;
+    assert_eq!(back.attempt, 1);
+    q.complete(&back, "wh-2", false).await.expect("complete");
+    // Not dead: not retried, not purged.
+    assert_eq!(
+        q.retry_dead(Some(std::slice::from_ref(&pushed[1])))
+            .await
+            .expect("retry"),
+        0
+    );
+    assert_eq!(
+        q.purge_dead(Some(&[pushed[1].clone(), JobId::new()]))
+            .await
+            .expect("purge"),
+        0
+    );
+    // Purged: gone, and its key free again.
+    assert_eq!(q.purge_dead(None).await.expect("purge"), 1);
+    assert!(q.job(&pushed[0]).await.expect("job").is_none());
+    assert!(q.dead().await.expect("dead").is_empty());
+    let again = q.push(&[job("acme", 0)]).await.expect("push");
+    assert!(matches!(&again[0], Pushed::Enqueued { job } if *job != pushed[0]));
+    // All of them, when none are named.
+    let j = next_job(q.as_ref()).await;
+    q.bury(&j, "x").await.expect("bury");
+    assert_eq!(q.retry_dead(None).await.expect("retry"), 1);
+    assert_eq!(q.status().await.expect("status").dead, 0);
+}
+
+async fn purge_done_deletes_done_records_and_keeps_their_keys(h: Harness) {
+    let q = h.queue_with("purge-done", &[("acme", 25)], |_| {}).await;
+    let pushed = push(&q, "acme", 0..3).await;
+    let j1 = next_job(q.as_ref()).await;
+    q.complete(&j1, "wh-1", false).await.expect("complete");
+    let j2 = next_job(q.as_ref()).await;
+    q.bury(&j2, "refused").await.expect("bury");
+    // One done, one dead, one queued, one unknown id: only the done one goes.
+    let mut named = pushed.clone();
+    named.push(JobId::new());
+    assert_eq!(q.purge_done(&named).await.expect("purge"), 1);
+    assert!(q.job(&pushed[0]).await.expect("job").is_none());
+    let results: Vec<JobId> = q
+        .results(None)
+        .await
+        .expect("results")
+        .into_iter()
+        .map(|r| r.job)
+        .collect();
+    assert_eq!(results, vec![pushed[1].clone()]);
+    let s = q.status().await.expect("status");
+    assert_eq!((s.queued, s.done, s.dead), (1, 0, 1));
+    let again = q.push(&[job("acme", 0)]).await.expect("push");
+    assert_eq!(
+        again[0],
+        Pushed::Duplicate {
+            job: pushed[0].clone()
+        }
+    );
+    assert_eq!(q.purge_done(&pushed).await.expect("purge"), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the queue
+
+async fn status_counts_and_the_tenant_view(h: Harness) {
+    let q = h
+        // A longer window (20 ticks), so that real time under load stays within it.
+        .queue_with("status", &[("acme", 2), ("beta", 25), ("idle", 25)], |c| {
+            c.window = h.ticks(20)
+        })
+        .await;
+    assert_eq!(
+        q.tenant_names().await.expect("names"),
+        ["acme", "beta", "idle"]
+    );
+    let acme = q.tenant("acme").await.expect("tenant").expect("acme");
+    assert_eq!(
+        (acme.secret_key.expose(), acme.limit),
+        ("sk-secret-acme", 2)
+    );
+    assert!(q.tenant("nobody").await.expect("tenant").is_none());
+    let empty = q.status().await.expect("status");
+    assert_eq!(
+        (empty.queued, empty.running, empty.oldest_running_ms),
+        (0, 0, None)
+    );
+    assert!(empty.tenants.is_empty(), "{:?}", empty.tenants);
+    push(&q, "acme", 0..4).await;
+    push(&q, "beta", 0..2).await;
+    let a = next_job(q.as_ref()).await;
+    let b = next_job(q.as_ref()).await;
+    let a2 = next_job(q.as_ref()).await;
+    assert_eq!(
+        (a.tenant.as_str(), b.tenant.as_str(), a2.tenant.as_str()),
+        ("acme", "beta", "acme")
+    );
+    q.retry_later(&b, h.ticks(100), "HTTP 503", false)
+        .await
+        .expect("retry");
+    q.bury(&a2, "refused").await.expect("bury");
+    h.sleep(h.tick()).await;
+    let s = q.status().await.expect("status");
+    assert_eq!(s.queue, q.config().name);
+    assert_eq!(
+        (s.queued, s.scheduled, s.running, s.done, s.dead),
+        (3, 1, 1, 0, 1)
+    );
+    let oldest = s.oldest_running_ms.expect("one running");
+    assert!(oldest >= h.tick().as_millis() as u64);
+    let rows: Vec<(&str, u64, u32, u32)> = s
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t.waiting, t.limit, t.calls_in_window))
+        .collect();
+    assert_eq!(rows, [("acme", 2, 2, 2), ("beta", 1, 25, 1)]);
+    assert!(s.tenants.iter().all(|t| t.paused_until_ms.is_none()));
+    // Out of the window, a tenant with nothing waiting is not shown.
+    q.complete(&a, "wh", false).await.expect("complete");
+    h.sleep(h.ticks(20)).await;
+    let _ = drain(&q, 3).await;
+    h.sleep(h.ticks(20)).await;
+    let s = q.status().await.expect("status");
+    assert_eq!((s.queued, s.done, s.scheduled), (0, 4, 1));
+    assert!(s.tenants.is_empty(), "{:?}", s.tenants);
+    assert!(!q.is_idle().await.expect("idle"), "a retry is scheduled");
+}
+
+async fn results_keep_finishing_order_and_name_a_tenant(h: Harness) {
+    let q = h
+        .queue_with("results", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    push(&q, "acme", 0..3).await;
+    push(&q, "beta", 0..1).await;
+    let j1 = next_job(q.as_ref()).await;
+    let j2 = next_job(q.as_ref()).await;
+    let j3 = next_job(q.as_ref()).await;
+    q.complete(&j3, "wh-3", false).await.expect("complete");
+    q.bury(&j1, "refused").await.expect("bury");
+    q.complete(&j2, "wh-2", true).await.expect("complete");
+    let all: Vec<(JobId, JobState)> = q
+        .results(None)
+        .await
+        .expect("results")
+        .into_iter()
+        .map(|r| (r.job, r.status))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            (j3.id.clone(), JobState::Done),
+            (j1.id.clone(), JobState::Dead),
+            (j2.id.clone(), JobState::Done)
+        ]
+    );
+    let beta: Vec<JobId> = q
+        .results(Some("beta"))
+        .await
+        .expect("results")
+        .into_iter()
+        .map(|r| r.job)
+        .collect();
+    assert_eq!(beta, vec![j2.id.clone()]);
+    assert!(q.results(Some("nobody")).await.expect("results").is_empty());
+    let series = q.done_per_second(60).await.expect("done per second");
+    assert_eq!((series.len(), series.iter().sum::<u64>()), (60, 2));
+    assert!(q.done_per_second(0).await.expect("done").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Wake-ups: every path that can make work available wakes a waiting worker
+
+async fn a_push_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-push", &[("acme", 25)], |_| {}).await;
+    wakes(h, &q, "push", async {
+        push(&q, "acme", 0..1).await;
+    })
+    .await;
+}
+
+async fn put_tenants_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-tenants", &[("acme", 1)], |_| {}).await;
+    push(&q, "acme", 0..2).await;
+    next_job(q.as_ref()).await;
+    wakes(h, &q, "put_tenants", async {
+        q.put_tenants(&[tenant("acme", 5)]).await.expect("tenants");
+    })
+    .await;
+}
+
+async fn retry_later_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-retry", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    wakes(h, &q, "retry_later", async {
+        q.retry_later(&j, h.ticks(1), "HTTP 503", false)
+            .await
+            .expect("retry");
+    })
+    .await;
+}
+
+async fn rate_limited_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-limited", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    wakes(h, &q, "rate_limited", async {
+        q.rate_limited(&j, h.ticks(1), Some(3))
+            .await
+            .expect("rate limited");
+    })
+    .await;
+}
+
+async fn requeue_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-requeue", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    wakes(h, &q, "requeue", async {
+        q.requeue(&j, BACK).await.expect("requeue");
+    })
+    .await;
+    // Handed back mid-call: into the schedule, and a wake-up all the same.
+    let j = next_job(q.as_ref()).await;
+    assert!(q.sending(&j, h.ticks(2)).await.expect("fence"));
+    wakes(h, &q, "requeue mid-call", async {
+        q.requeue(
+            &j,
+            Requeue {
+                spend_attempt: false,
+                outcome_unknown: true,
+            },
+        )
+        .await
+        .expect("requeue");
+    })
+    .await;
+    assert_eq!(q.status().await.expect("status").scheduled, 1);
+}
+
+async fn retry_dead_wakes_a_waiting_worker(h: Harness) {
+    let q = h.queue_with("wake-dead", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    q.bury(&j, "refused").await.expect("bury");
+    wakes(h, &q, "retry_dead", async {
+        assert_eq!(q.retry_dead(None).await.expect("retry"), 1);
+    })
+    .await;
+}
+
+async fn a_lease_taken_back_wakes_a_waiting_worker(h: Harness) {
+    let q = h
+        .queue_with("wake-lease", &[("acme", 25)], |c| c.lease = h.ticks(2))
+        .await;
+    push(&q, "acme", 0..1).await;
+    let j = next_job(q.as_ref()).await;
+    // Its Create may still land: the dispatch that takes the lease back schedules the job,
+    // and the other workers must learn when it comes due.
+    assert!(q.sending(&j, h.ticks(8)).await.expect("fence"));
+    wakes(h, &q, "a lease taken back", async {
+        h.sleep(h.ticks(3)).await;
+        assert!(matches!(
+            q.dispatch().await.expect("dispatch"),
+            Dispatch::Wait(_)
+        ));
+    })
+    .await;
+    assert_eq!(q.status().await.expect("status").scheduled, 1);
+}
+
+/// One `#[tokio::test]` per case per backend.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        /// The cases against a real Redis, in real time.
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Harness::Redis).await;
+                }
+            )*
+        }
+        /// The cases against the embedded queue, on the paused clock.
+        mod embedded {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    super::$case(super::Harness::Embedded).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    push_then_dispatch_in_push_order,
+    push_is_idempotent_per_tenant_and_key,
+    an_unknown_tenant_refuses_the_whole_push,
+    tenants_take_turns_and_none_waits_behind_a_busy_one,
+    never_more_than_limit_calls_in_any_window,
+    answered_restamps_the_call_so_slow_answers_push_the_window_later,
+    every_finishing_path_restamps_the_call,
+    dispatch_many_hands_out_what_single_dispatches_would,
+    dispatch_many_stamps_the_nth_job_n_microseconds_later,
+    an_expired_lease_is_taken_back_and_the_old_holder_refused,
+    an_expired_lease_with_no_attempts_left_buries_the_job,
+    a_lease_lost_mid_create_waits_until_the_call_can_no_longer_land,
+    a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence,
+    a_hand_back_mid_create_waits_and_other_finishes_forget_the_fence,
+    retry_later_schedules_at_the_front_then_gives_up,
+    rate_limited_with_a_limit_pauses_gives_back_the_attempt_and_learns_it,
+    rate_limited_without_a_limit_pauses_and_keeps_the_limit,
+    requeue_puts_the_job_at_the_front_spending_or_giving_back_the_attempt,
+    bury_records_the_reason_and_dead_jobs_are_retried_or_purged,
+    purge_done_deletes_done_records_and_keeps_their_keys,
+    status_counts_and_the_tenant_view,
+    results_keep_finishing_order_and_name_a_tenant,
+    a_push_wakes_a_waiting_worker,
+    put_tenants_wakes_a_waiting_worker,
+    retry_later_wakes_a_waiting_worker,
+    rate_limited_wakes_a_waiting_worker,
+    requeue_wakes_a_waiting_worker,
+    retry_dead_wakes_a_waiting_worker,
+    a_lease_taken_back_wakes_a_waiting_worker,
+);
