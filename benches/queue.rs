@@ -91,6 +91,8 @@ fn tenant(name: &str, limit: u32) -> Tenant {
         access_key: Secret::new("ak"),
         secret_key: Secret::new("sk"),
         limit,
+        reserve: 0,
+        daily_limit: None,
     }
 }
 

@@ -138,6 +138,8 @@ fn named_tenants(base: &url::Url, prefix: &str, n: usize, limit: u32) -> Vec<Ten
             access_key: Secret::new(format!("ak-{prefix}{i:04}")),
             secret_key: Secret::new(format!("sk-{prefix}{i:04}")),
             limit,
+            reserve: 0,
+            daily_limit: None,
         })
         .collect()
 }

@@ -1,6 +1,8 @@
 //! A tenant is one LeadSquared account: where its API lives, its keys, and how many calls it
-//! may make in any 5 seconds. The registry of tenants is loaded from a CSV file
-//! (`tenant,api_base,access_key,secret_key,limit`) and kept in the queue's store.
+//! may make in any 5 seconds, how many of those it leaves to the account's other integrations,
+//! and how many calls it may make per day. The registry of tenants is loaded from a CSV file
+//! (`tenant,api_base,access_key,secret_key[,limit][,reserve][,daily_limit]`, columns found by
+//! the header, in any order) and kept in the queue's store.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -13,8 +15,15 @@ use crate::secret::Secret;
 /// Calls allowed per window when the tenants file leaves `limit` empty.
 pub const DEFAULT_LIMIT: u32 = 25;
 
-/// The columns of the tenants file, in order.
-pub const COLUMNS: [&str; 5] = ["tenant", "api_base", "access_key", "secret_key", "limit"];
+/// The columns every tenants file has (in any order).
+pub const REQUIRED_COLUMNS: [&str; 4] = ["tenant", "api_base", "access_key", "secret_key"];
+
+/// The columns a tenants file may add (in any order).
+pub const OPTIONAL_COLUMNS: [&str; 3] = ["limit", "reserve", "daily_limit"];
+
+/// Largest `daily_limit` accepted: far above any LeadSquared plan, so a typo with extra
+/// digits is caught rather than taken as "no quota".
+pub const MAX_DAILY_LIMIT: u32 = 100_000_000;
 
 /// One LeadSquared account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +38,14 @@ pub struct Tenant {
     pub secret_key: Secret,
     /// Calls allowed in any 5-second window.
     pub limit: u32,
+    /// Calls per window this product leaves unused for the tenant's other integrations
+    /// (0 to `limit - 1`): the queue makes at most `limit - reserve` calls in any window.
+    #[serde(default)]
+    pub reserve: u32,
+    /// Calls allowed per day (UTC day unless the queue is configured otherwise); `None`: no
+    /// quota known.
+    #[serde(default)]
+    pub daily_limit: Option<u32>,
 }
 
 /// A tenants file row that cannot be used; `line` is 1-based and counts the header.
@@ -107,19 +124,98 @@ pub fn valid_name(name: &str) -> bool {
 /// Reads a tenants file. Every row is checked; if any is invalid, all errors are returned
 /// and no tenant is, so an import is all or nothing.
 pub fn read_file(path: &Path) -> Result<Vec<Tenant>, TenantsFileError> {
+    read_file_with(path, 0)
+}
+
+/// Reads a tenants file, `default_reserve` for rows that give no `reserve` (see
+/// [`parse_with`]).
+pub fn read_file_with(path: &Path, default_reserve: u32) -> Result<Vec<Tenant>, TenantsFileError> {
     let display = path.display().to_string();
     let data = std::fs::read(path).map_err(|source| TenantsFileError::Io {
         path: display.clone(),
         source,
     })?;
-    parse(&data).map_err(|errors| TenantsFileError::Invalid {
+    parse_with(&data, default_reserve).map_err(|errors| TenantsFileError::Invalid {
         path: display,
         errors,
     })
 }
 
-/// Parses tenants CSV text (with header). See [`read_file`].
+/// Parses tenants CSV text (with header), with no default reserve. See [`read_file`].
 pub fn parse(data: &[u8]) -> Result<Vec<Tenant>, Vec<TenantRowError>> {
+    parse_with(data, 0)
+}
+
+/// Where each column of a tenants file is, found by its header.
+struct Layout {
+    /// Index of each of [`REQUIRED_COLUMNS`], in that order.
+    required: [usize; 4],
+    /// Index of each of [`OPTIONAL_COLUMNS`] the file has, in that order.
+    optional: [Option<usize>; 3],
+    /// Number of columns in the header.
+    len: usize,
+}
+
+impl Layout {
+    /// Reads the header: every column known, none twice, every required one present.
+    fn of(header: &csv::StringRecord) -> Result<Layout, String> {
+        let mut required = [None; 4];
+        let mut optional = [None; 3];
+        for (i, name) in header.iter().enumerate() {
+            let slot = if let Some(k) = REQUIRED_COLUMNS.iter().position(|c| *c == name) {
+                &mut required[k]
+            } else if let Some(k) = OPTIONAL_COLUMNS.iter().position(|c| *c == name) {
+                &mut optional[k]
+            } else {
+                return Err(format!(
+                    "unknown column {name:?}; the columns are {} and optionally {}",
+                    REQUIRED_COLUMNS.join(","),
+                    OPTIONAL_COLUMNS.join(",")
+                ));
+            };
+            if slot.replace(i).is_some() {
+                return Err(format!("column {name:?} appears twice"));
+            }
+        }
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .zip(required)
+            .filter(|(_, at)| at.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("missing column(s) {}", missing.join(",")));
+        }
+        Ok(Layout {
+            required: required.map(|at| at.unwrap_or_default()),
+            optional,
+            len: header.len(),
+        })
+    }
+
+    /// Fewest fields a row may have: up to the last required column (optional columns
+    /// left off at the end of a row are empty).
+    fn min_len(&self) -> usize {
+        self.required.iter().max().map_or(0, |i| i + 1)
+    }
+}
+
+/// A whole number in `range`, or why not.
+fn whole_number(raw: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
+    match raw.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{raw:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// Parses tenants CSV text (with header). A row that leaves `reserve` empty (or a file
+/// without the column) gets `default_reserve` (`--reserve`, `LSQ_RESERVE`). See
+/// [`read_file`].
+pub fn parse_with(data: &[u8], default_reserve: u32) -> Result<Vec<Tenant>, Vec<TenantRowError>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -131,25 +227,13 @@ pub fn parse(data: &[u8]) -> Result<Vec<Tenant>, Vec<TenantRowError>> {
         field: field.to_string(),
         reason,
     };
-    match reader.headers() {
-        Ok(h) => {
-            let got: Vec<&str> = h.iter().collect();
-            let required = &COLUMNS[..4];
-            if got.as_slice() != COLUMNS && got.as_slice() != required {
-                errors.push(row_error(
-                    1,
-                    "header",
-                    format!(
-                        "expected columns {} (limit optional), found {}",
-                        COLUMNS.join(","),
-                        got.join(",")
-                    ),
-                ));
-                return Err(errors);
-            }
-        }
+    let layout = match reader.headers() {
+        Ok(h) => match Layout::of(h) {
+            Ok(layout) => layout,
+            Err(reason) => return Err(vec![row_error(1, "header", reason)]),
+        },
         Err(e) => return Err(vec![row_error(1, "header", e.to_string())]),
-    }
+    };
     let mut tenants: Vec<Tenant> = Vec::new();
     let mut seen = std::collections::HashMap::new();
     for record in reader.records() {
@@ -162,28 +246,31 @@ pub fn parse(data: &[u8]) -> Result<Vec<Tenant>, Vec<TenantRowError>> {
             }
         };
         let line = record.position().map_or(0, |p| p.line());
-        if record.len() > COLUMNS.len() {
+        if record.len() > layout.len {
+            errors.push(row_error(
+                line,
+                "row",
+                format!("{} columns, expected at most {}", record.len(), layout.len),
+            ));
+            continue;
+        }
+        if record.len() < layout.min_len() {
             errors.push(row_error(
                 line,
                 "row",
                 format!(
-                    "{} columns, expected at most {}",
+                    "{} columns, expected at least {}",
                     record.len(),
-                    COLUMNS.len()
+                    layout.min_len()
                 ),
             ));
             continue;
         }
-        if record.len() < 4 {
-            errors.push(row_error(
-                line,
-                "row",
-                format!("{} columns, expected at least 4", record.len()),
-            ));
-            continue;
-        }
+        let field = |at: usize| record.get(at).unwrap_or_default();
+        let optional = |k: usize| layout.optional[k].map_or("", field);
+        let [at_name, at_base, at_access, at_secret] = layout.required;
         let before = errors.len();
-        let name = record.get(0).unwrap_or_default();
+        let name = field(at_name);
         if !valid_name(name) {
             errors.push(row_error(
                 line,
@@ -197,38 +284,64 @@ pub fn parse(data: &[u8]) -> Result<Vec<Tenant>, Vec<TenantRowError>> {
                 format!("{name:?} is already defined on line {first}"),
             ));
         }
-        let api_base = parse_api_base(record.get(1).unwrap_or_default())
+        let api_base = parse_api_base(field(at_base))
             .map_err(|reason| errors.push(row_error(line, "api_base", reason)))
             .ok();
-        let access_key = record.get(2).unwrap_or_default();
+        let access_key = field(at_access);
         if access_key.is_empty() {
             errors.push(row_error(line, "access_key", "is empty".into()));
         }
-        let secret_key = record.get(3).unwrap_or_default();
+        let secret_key = field(at_secret);
         if secret_key.is_empty() {
             errors.push(row_error(line, "secret_key", "is empty".into()));
         }
-        let limit = match record.get(4).unwrap_or_default() {
-            "" => DEFAULT_LIMIT,
-            raw => match raw.parse::<u32>() {
-                Ok(n) if (1..=10_000).contains(&n) => n,
-                _ => {
-                    errors.push(row_error(
-                        line,
-                        "limit",
-                        format!("{raw:?} is not a whole number from 1 to 10000"),
-                    ));
-                    0
-                }
-            },
+        let limit = match optional(0) {
+            "" => Some(DEFAULT_LIMIT),
+            raw => whole_number(raw, 1..=10_000)
+                .map_err(|reason| errors.push(row_error(line, "limit", reason)))
+                .ok(),
         };
-        if let (true, Some(api_base)) = (errors.len() == before, api_base) {
+        let reserve = match optional(1) {
+            "" => Ok(default_reserve),
+            raw => raw
+                .parse::<u32>()
+                .map_err(|_| format!("{raw:?} is not a whole number from 0 to limit-1")),
+        };
+        let reserve = match (reserve, limit) {
+            (Ok(r), Some(l)) if r >= l => {
+                let from = if optional(1).is_empty() {
+                    " (the default from --reserve / LSQ_RESERVE)"
+                } else {
+                    ""
+                };
+                errors.push(row_error(
+                    line,
+                    "reserve",
+                    format!("{r}{from} is not below the limit {l}: it must be 0 to limit-1"),
+                ));
+                0
+            }
+            (Ok(r), _) => r,
+            (Err(reason), _) => {
+                errors.push(row_error(line, "reserve", reason));
+                0
+            }
+        };
+        let daily_limit = match optional(2) {
+            "" => None,
+            raw => whole_number(raw, 1..=MAX_DAILY_LIMIT)
+                .map_err(|reason| errors.push(row_error(line, "daily_limit", reason)))
+                .ok(),
+        };
+        if let (true, Some(api_base), Some(limit)) = (errors.len() == before, api_base, limit) {
             tenants.push(Tenant {
                 name: name.to_string(),
                 api_base,
                 access_key: Secret::new(access_key),
                 secret_key: Secret::new(secret_key),
                 limit,
+                reserve,
+                daily_limit,
             });
         }
     }
@@ -287,5 +400,70 @@ mod tests {
         let errs = parse(b"name,url\nacme,https://x\n").expect_err("invalid");
         assert_eq!(errs[0].line, 1);
         assert_eq!(errs[0].field, "header");
+    }
+
+    #[test]
+    fn five_column_files_stay_valid_and_new_columns_come_in_any_order() {
+        let five = "tenant,api_base,access_key,secret_key,limit\n\
+                    acme,https://api-in21.leadsquared.com,ak1,sk1,10\n";
+        let t = parse_with(five.as_bytes(), 2).expect("valid");
+        assert_eq!((t[0].limit, t[0].reserve, t[0].daily_limit), (10, 2, None));
+        let shuffled = "daily_limit,secret_key,reserve,tenant,limit,access_key,api_base\n\
+                        5000,sk1,3,acme,20,ak1,https://api-in21.leadsquared.com\n\
+                        ,sk2,,beta,,ak2,https://api-in21.leadsquared.com\n";
+        let t = parse_with(shuffled.as_bytes(), 1).expect("valid");
+        assert_eq!(t[0].name, "acme");
+        assert_eq!(t[0].access_key.expose(), "ak1");
+        assert_eq!(
+            (t[0].limit, t[0].reserve, t[0].daily_limit),
+            (20, 3, Some(5000))
+        );
+        assert_eq!(
+            (t[1].limit, t[1].reserve, t[1].daily_limit),
+            (DEFAULT_LIMIT, 1, None)
+        );
+    }
+
+    #[test]
+    fn bad_reserve_and_daily_limit_are_reported_by_line_and_column() {
+        let csv = "tenant,api_base,access_key,secret_key,limit,reserve,daily_limit\n\
+                   a,https://x.leadsquared.com,ak,sk-secret-1,10,10,\n\
+                   b,https://x.leadsquared.com,ak,sk-secret-2,10,-1,\n\
+                   c,https://x.leadsquared.com,ak,sk-secret-3,10,some,\n\
+                   d,https://x.leadsquared.com,ak,sk-secret-4,10,2,-5\n\
+                   e,https://x.leadsquared.com,ak,sk-secret-5,10,2,lots\n\
+                   f,https://x.leadsquared.com,ak,sk-secret-6,10,9,100\n";
+        let errs = parse(csv.as_bytes()).expect_err("invalid");
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 5, "{text:?}");
+        assert!(text[0].starts_with("line 2: reserve: 10 is not below the limit 10"));
+        assert!(text[1].starts_with("line 3: reserve: \"-1\" is not a whole number"));
+        assert!(text[2].starts_with("line 4: reserve: \"some\""));
+        assert!(text[3].starts_with("line 5: daily_limit: \"-5\" is not a whole number"));
+        assert!(text[4].starts_with("line 6: daily_limit: \"lots\""));
+        assert!(!text.join("\n").contains("sk-secret"));
+        // The default reserve is checked against each row's limit too.
+        let errs = parse_with(
+            b"tenant,api_base,access_key,secret_key,limit\na,https://x.leadsquared.com,ak,sk,5\n",
+            5,
+        )
+        .expect_err("invalid");
+        assert!(errs[0].to_string().contains("--reserve"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn unknown_repeated_or_missing_columns_are_header_errors() {
+        for header in [
+            "tenant,api_base,access_key,secret_key,limit,colour",
+            "tenant,api_base,access_key,secret_key,limit,limit",
+            "tenant,api_base,access_key,limit",
+        ] {
+            let errs = parse(format!("{header}\n").as_bytes()).expect_err(header);
+            assert_eq!(
+                (errs[0].line, errs[0].field.as_str()),
+                (1, "header"),
+                "{header}"
+            );
+        }
     }
 }

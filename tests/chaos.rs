@@ -72,6 +72,8 @@ async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Si
             access_key: Secret::new(format!("ak-{run}-{i}")),
             secret_key: Secret::new(format!("sk-{run}-{i}")),
             limit,
+            reserve: 0,
+            daily_limit: None,
         })
         .collect();
     let state = SimState::new(SimConfig {

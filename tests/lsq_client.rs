@@ -29,6 +29,8 @@ fn tenant(port: u16) -> Tenant {
         access_key: Secret::new(ACCESS),
         secret_key: Secret::new(SECRET),
         limit: 25,
+        reserve: 0,
+        daily_limit: None,
     }
 }
 

@@ -44,6 +44,8 @@ async fn producer() -> (Producer, Arc<RedisQueue>) {
         access_key: Secret::new("ak"),
         secret_key: Secret::new("sk"),
         limit: 25,
+        reserve: 0,
+        daily_limit: None,
     }])
     .await
     .expect("tenants");

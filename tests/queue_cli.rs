@@ -241,3 +241,91 @@ fn a_missing_file_is_bad_input() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+async fn stored_tenant(queue: &str, name: &str) -> lsq_webhooks::tenant::Tenant {
+    let q = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: queue.to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    q.tenant(name).await.expect("tenant").expect("imported")
+}
+
+/// Issue 13: `reserve` and `daily_limit` are optional columns, found by the header in any
+/// order; the default reserve comes from `--reserve` / `LSQ_RESERVE`; a bad value is
+/// `line N: column: reason` and nothing is imported.
+#[tokio::test]
+async fn tenants_import_reads_reserve_and_daily_limit_in_any_order() {
+    let queue = common::unique_queue("cli-reserve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "reserve,tenant,api_base,access_key,secret_key,limit,daily_limit\n\
+         2,acme,https://api-in21.leadsquared.com,ak,sk-SECRET-1,10,5000\n\
+         10,beta,https://api-in21.leadsquared.com,ak,sk-SECRET-2,10,\n\
+         1,gamma,https://api-in21.leadsquared.com,ak,sk-SECRET-3,10,-3\n",
+    )
+    .expect("write");
+    let out = run(
+        &queue,
+        &["tenants", "import", bad.to_str().expect("path")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 3: reserve: 10 is not below the limit 10"),
+        "{err}"
+    );
+    assert!(err.contains("line 4: daily_limit: \"-3\""), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+    assert_eq!(text(&run(&queue, &["tenants", "list"], None).stdout), "");
+
+    let good = dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "daily_limit,secret_key,tenant,reserve,access_key,api_base,limit\n\
+         5000,sk-1,acme,2,ak-1,https://api-in21.leadsquared.com,10\n\
+         ,sk-2,beta,,ak-2,https://api-in21.leadsquared.com,\n",
+    )
+    .expect("write");
+    let out = run(
+        &queue,
+        &[
+            "tenants",
+            "import",
+            "--reserve",
+            "3",
+            good.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let acme = stored_tenant(&queue, "acme").await;
+    assert_eq!(
+        (acme.limit, acme.reserve, acme.daily_limit),
+        (10, 2, Some(5000))
+    );
+    let beta = stored_tenant(&queue, "beta").await;
+    assert_eq!((beta.limit, beta.reserve, beta.daily_limit), (25, 3, None));
+
+    // LSQ_RESERVE gives the default too; a five-column file stays valid.
+    let five = dir.path().join("five.csv");
+    std::fs::write(&five, TENANTS).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["tenants", "import", five.to_str().expect("path")])
+        .env("REDIS_URL", common::redis_url())
+        .env("LSQ_QUEUE", &queue)
+        .env("LSQ_RESERVE", "4")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run lsq-webhooks");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let acme = stored_tenant(&queue, "acme").await;
+    assert_eq!((acme.limit, acme.reserve, acme.daily_limit), (10, 4, None));
+}

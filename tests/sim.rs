@@ -43,6 +43,8 @@ fn tenant(server: &SimServer, name: &str, access: &str, limit: u32) -> Tenant {
         access_key: Secret::new(access),
         secret_key: Secret::new(format!("{access}-secret")),
         limit,
+        reserve: 0,
+        daily_limit: None,
     }
 }
 

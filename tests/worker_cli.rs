@@ -58,6 +58,8 @@ async fn queue_with(prefix: &str, tenant: &str, api_base: &str) -> (String, Redi
             access_key: Secret::new(format!("ak-{tenant}")),
             secret_key: Secret::new(format!("sk-{tenant}")),
             limit: 25,
+            reserve: 0,
+            daily_limit: None,
         }])
         .await
         .expect("tenants");

@@ -24,6 +24,8 @@ fn tenant(name: &str, api_base: &str) -> Tenant {
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit: 25,
+        reserve: 0,
+        daily_limit: None,
     }
 }
 

@@ -206,6 +206,8 @@ async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
         access_key: Secret::new("ak-wrong"),
         secret_key: Secret::new("sk-wrong"),
         limit: 25,
+        reserve: 0,
+        daily_limit: None,
     });
     let queue = queue(Backend::Redis, "wdead", queue_config(8)).await;
     queue.put_tenants(&ts).await.expect("tenants");

@@ -1,6 +1,7 @@
 //! `lsq-webhooks tenants`: load or update the tenant registry in Redis from a CSV file
-//! (`tenant,api_base,access_key,secret_key,limit`). All or nothing: one bad row and no
-//! tenant is imported (exit 2, every bad row reported by line and field).
+//! (`tenant,api_base,access_key,secret_key[,limit][,reserve][,daily_limit]`, columns found by
+//! the header). All or nothing: one bad row and no tenant is imported (exit 2, every bad row
+//! reported as `line N: column: reason`).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -14,7 +15,8 @@ use crate::tenant::{self, TenantsFileError};
 /// Subcommands of `tenants`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Add or update the tenants of a CSV file (`tenant,api_base,access_key,secret_key,limit`).
+    /// Add or update the tenants of a CSV file
+    /// (`tenant,api_base,access_key,secret_key[,limit][,reserve][,daily_limit]`, any order).
     Import(ImportArgs),
     /// List registered tenants: name, limit and API host (never the keys).
     List,
@@ -26,6 +28,10 @@ pub struct ImportArgs {
     /// The tenants CSV file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Calls per 5 s left unused for each tenant's other integrations, for rows that leave
+    /// the `reserve` column empty (or files without it); must be below each such row's limit.
+    #[arg(long, env = "LSQ_RESERVE", default_value_t = 0, value_name = "CALLS")]
+    pub reserve: u32,
 }
 
 /// Runs `tenants`.
@@ -37,7 +43,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<ExitCode> 
 }
 
 async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let tenants = match tenant::read_file(&args.file) {
+    let tenants = match tenant::read_file_with(&args.file, args.reserve) {
         Ok(t) => t,
         Err(TenantsFileError::Invalid { path, errors }) => {
             for e in &errors {

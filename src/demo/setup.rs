@@ -79,6 +79,8 @@ fn tenants_at(config: &DemoConfig, addr: SocketAddr) -> Result<Vec<Tenant>, Demo
             access_key: Secret::new(format!("demo-access-{}", t.name)),
             secret_key: Secret::new(format!("demo-secret-{}-{run}", t.name)),
             limit: t.limit,
+            reserve: 0,
+            daily_limit: None,
         })
         .collect())
 }

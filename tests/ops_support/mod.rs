@@ -79,6 +79,8 @@ pub fn tenant(name: &str, limit: u32) -> Tenant {
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit,
+        reserve: 0,
+        daily_limit: None,
     }
 }
 

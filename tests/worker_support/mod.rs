@@ -66,6 +66,8 @@ pub fn tenants(api_base: &url::Url, n: usize, limits: &[u32]) -> Vec<Tenant> {
             access_key: Secret::new(format!("ak-{i:02}")),
             secret_key: Secret::new(format!("sk-{i:02}")),
             limit: limits[i % limits.len()],
+            reserve: 0,
+            daily_limit: None,
         })
         .collect()
 }

@@ -221,6 +221,8 @@ mod tests {
             access_key: Secret::new("ak"),
             secret_key: Secret::new("sk"),
             limit,
+            reserve: 0,
+            daily_limit: None,
         }
     }
 
