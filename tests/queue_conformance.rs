@@ -21,7 +21,9 @@ use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::{
     Dispatch, Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, Requeue,
+    ShareMode, ShareReason, TenantStatus,
 };
+use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
 
 /// Which backend a case runs on, and how time moves there.
@@ -65,6 +67,7 @@ impl Harness {
             margin: Duration::ZERO,
             lease: self.ticks(50),
             max_attempts: 3,
+            share: Default::default(),
         }
     }
 
@@ -780,8 +783,12 @@ async fn retry_later_schedules_at_the_front_then_gives_up(h: Harness) {
 }
 
 async fn rate_limited_with_a_limit_pauses_gives_back_the_attempt_and_learns_it(h: Harness) {
+    // Fixed shares: this case is about the pause and the learned limit (the adaptive
+    // share's cases are below).
     let q = h
-        .queue_with("paused", &[("acme", 25), ("beta", 25)], |_| {})
+        .queue_with("paused", &[("acme", 25), ("beta", 25)], |c| {
+            c.share = ShareMode::Fixed
+        })
         .await;
     let pushed = push(&q, "acme", 0..10).await;
     let j = next_job(q.as_ref()).await;
@@ -1232,6 +1239,196 @@ async fn a_lease_taken_back_wakes_a_waiting_worker(h: Harness) {
     assert_eq!(q.status().await.expect("status").scheduled, 1);
 }
 
+// ---------------------------------------------------------------------------------------
+// Headroom and the adaptive share (issue 13)
+
+/// The status row of one tenant.
+async fn row(q: &Arc<dyn Queue>, name: &str) -> TenantStatus {
+    q.status()
+        .await
+        .expect("status")
+        .tenants
+        .into_iter()
+        .find(|t| t.tenant == name)
+        .unwrap_or_else(|| panic!("{name} is not in status"))
+}
+
+/// Dispatches (answering and completing each job) until the queue says wait; returns how
+/// many it handed out.
+async fn dispatch_until_wait(q: &Arc<dyn Queue>) -> usize {
+    let mut n = 0;
+    loop {
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Job(j) => {
+                q.complete(&j, "wh", false).await.expect("complete");
+                n += 1;
+            }
+            Dispatch::Wait(_) => return n,
+            Dispatch::Empty => panic!("jobs are waiting, got empty after {n}"),
+        }
+    }
+}
+
+async fn a_reserve_leaves_calls_unused_in_every_window(h: Harness) {
+    let q = h.queue_with("reserve", &[], |_| {}).await;
+    let acme = Tenant {
+        reserve: 2,
+        daily_limit: Some(5000),
+        ..tenant("acme", 5)
+    };
+    let tiny = Tenant {
+        reserve: 2,
+        ..tenant("tiny", 3)
+    };
+    q.put_tenants(&[acme.clone(), tiny]).await.expect("tenants");
+    let stored = q.tenant("acme").await.expect("tenant").expect("acme");
+    assert_eq!((stored.reserve, stored.daily_limit), (2, Some(5000)));
+    push(&q, "acme", 0..9).await;
+    push(&q, "tiny", 0..3).await;
+    let got = drain(&q, 12).await;
+    let window_ms = h.window().as_millis() as u64;
+    for (name, cap) in [("acme", 3), ("tiny", 1)] {
+        let times: Vec<u64> = got
+            .iter()
+            .filter(|j| j.tenant == name)
+            .map(|j| j.dispatched_at_ms)
+            .collect();
+        assert_eq!(
+            most_in_a_window(&times, window_ms),
+            cap,
+            "{name}: {times:?}"
+        );
+    }
+    push(&q, "acme", 9..10).await;
+    let r = row(&q, "acme").await;
+    assert_eq!(
+        (
+            r.limit,
+            r.configured_limit,
+            r.reserve,
+            r.share,
+            r.share_reason
+        ),
+        (5, 5, 2, 3, ShareReason::Reserve)
+    );
+    assert_eq!(r.daily_limit, Some(5000));
+    // A learned lower limit: learned − reserve, never below 1.
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.ticks(0), Some(2))
+        .await
+        .expect("rate limited");
+    let r = row(&q, "acme").await;
+    assert_eq!((r.limit, r.share), (2, 1));
+}
+
+/// A case's queue with one tenant of limit 10 whose share was cut once: two calls made,
+/// the second answered "rate limited" with 2 of our calls in the window (fewer than 10).
+async fn cut_once(h: Harness, test: &str, mode: ShareMode) -> Arc<dyn Queue> {
+    let q = h
+        .queue_with(test, &[("acme", 10)], |c| c.share = mode)
+        .await;
+    push(&q, "acme", 0..40).await;
+    let a = next_job(q.as_ref()).await;
+    q.complete(&a, "wh", false).await.expect("complete");
+    let b = next_job(q.as_ref()).await;
+    q.rate_limited(&b, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    q
+}
+
+async fn the_share_is_cut_on_a_rate_limit_our_calls_cannot_explain(h: Harness) {
+    let q = cut_once(h, "share-cut", ShareMode::Adaptive).await;
+    let r = row(&q, "acme").await;
+    assert_eq!(
+        (r.limit, r.share, r.share_reason),
+        (10, 5, ShareReason::Shared)
+    );
+    // A second unexplained answer in the same window is the same signal: no second cut.
+    let c = next_job(q.as_ref()).await;
+    q.rate_limited(&c, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    assert_eq!(row(&q, "acme").await.share, 5);
+    // The dispatch holds to it: 3 calls in the window already, 2 more.
+    if h.exact() {
+        assert_eq!(dispatch_until_wait(&q).await, 2);
+    }
+    // Fixed: the same answers leave the share at the cap.
+    let q = cut_once(h, "share-fixed", ShareMode::Fixed).await;
+    let r = row(&q, "acme").await;
+    assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
+}
+
+async fn the_share_is_not_cut_on_a_rate_limit_our_calls_explain(h: Harness) {
+    let q = h
+        .queue_with("share-explained", &[("acme", 3)], |_| {})
+        .await;
+    push(&q, "acme", 0..5).await;
+    let a = next_job(q.as_ref()).await;
+    let b = next_job(q.as_ref()).await;
+    let c = next_job(q.as_ref()).await;
+    q.complete(&a, "wh", false).await.expect("complete");
+    q.complete(&b, "wh", false).await.expect("complete");
+    // Three of our calls in the window, the limit: our own calls explain the answer.
+    q.rate_limited(&c, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    let r = row(&q, "acme").await;
+    assert_eq!((r.share, r.share_reason), (3, ShareReason::Configured));
+    // So does one naming a lower limit that our calls reach.
+    let q = h
+        .queue_with("share-explained-learned", &[("acme", 10)], |_| {})
+        .await;
+    push(&q, "acme", 0..5).await;
+    let a = next_job(q.as_ref()).await;
+    let b = next_job(q.as_ref()).await;
+    q.complete(&a, "wh", false).await.expect("complete");
+    q.rate_limited(&b, h.ticks(0), Some(2))
+        .await
+        .expect("rate limited");
+    let r = row(&q, "acme").await;
+    assert_eq!(
+        (r.limit, r.share, r.share_reason),
+        (2, 2, ShareReason::LearnedLimit)
+    );
+}
+
+async fn the_share_climbs_back_one_call_per_window_to_its_ceiling(h: Harness) {
+    let q = cut_once(h, "share-climb", ShareMode::Adaptive).await;
+    assert_eq!(row(&q, "acme").await.share, 5);
+    h.sleep(h.window()).await;
+    if h.exact() {
+        assert_eq!(row(&q, "acme").await.share, 6);
+        h.sleep(h.window() * 2).await;
+        assert_eq!(row(&q, "acme").await.share, 8);
+    } else {
+        let share = row(&q, "acme").await.share;
+        assert!((6..=10).contains(&share), "{share}");
+    }
+    // The ceiling: never above the cap, however long it climbs.
+    h.sleep(h.window() * 10).await;
+    let r = row(&q, "acme").await;
+    assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
+}
+
+async fn the_share_holds_its_floor_of_one(h: Harness) {
+    let q = h.queue_with("share-floor", &[("acme", 3)], |_| {}).await;
+    push(&q, "acme", 0..10).await;
+    // Cut after cut, a window apart, each with one of our calls in the window: 3 → 1 → 1.
+    for want in [1, 1] {
+        let j = next_job(q.as_ref()).await;
+        q.rate_limited(&j, h.ticks(0), None)
+            .await
+            .expect("rate limited");
+        assert_eq!(row(&q, "acme").await.share, want);
+        h.sleep(h.window()).await;
+    }
+    // At 1 per window, a call is still made.
+    let j = next_job(q.as_ref()).await;
+    assert_eq!(j.tenant, "acme");
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1286,4 +1483,9 @@ conformance!(
     requeue_wakes_a_waiting_worker,
     retry_dead_wakes_a_waiting_worker,
     a_lease_taken_back_wakes_a_waiting_worker,
+    a_reserve_leaves_calls_unused_in_every_window,
+    the_share_is_cut_on_a_rate_limit_our_calls_cannot_explain,
+    the_share_is_not_cut_on_a_rate_limit_our_calls_explain,
+    the_share_climbs_back_one_call_per_window_to_its_ceiling,
+    the_share_holds_its_floor_of_one,
 );

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lsq_webhooks::queue::{Dispatch, Queue};
+use lsq_webhooks::tenant::Tenant;
 use queue_support::{config, connect, job, tenant};
 
 /// Redis only: dispatchers on separate connections share one limit.
@@ -78,6 +79,68 @@ async fn never_more_than_limit_in_any_window_with_concurrent_dispatchers() {
     }
     let status = setup.status().await.expect("status");
     assert_eq!((status.queued, status.running, status.done), (0, 0, 3000));
+}
+
+/// Redis only (issue 13): two dispatchers on separate connections, as two worker processes
+/// would be, make strictly at most `limit − reserve` calls of a tenant in any window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserve_cap_holds_across_two_dispatchers() {
+    const LIMIT: u32 = 6;
+    const RESERVE: u32 = 2;
+    const CAP: usize = (LIMIT - RESERVE) as usize;
+    const JOBS: usize = 40;
+    const WINDOW_MS: u64 = 200;
+
+    let name = common::unique_queue("reserve-strict");
+    let setup = connect(config(&name, WINDOW_MS)).await;
+    let tenants: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| Tenant {
+            reserve: RESERVE,
+            ..tenant(n, LIMIT)
+        })
+        .collect();
+    setup.put_tenants(&tenants).await.expect("tenants");
+    let jobs: Vec<_> = (0..JOBS)
+        .flat_map(|n| ["a", "b"].map(|t| job(t, n)))
+        .collect();
+    setup.push(&jobs).await.expect("push");
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let q = Arc::new(connect(config(&name, WINDOW_MS)).await);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match q.dispatch().await.expect("dispatch") {
+                    Dispatch::Job(j) => {
+                        q.complete(&j, "wh", false).await.expect("complete");
+                        seen.push((j.tenant, j.dispatched_at_ms));
+                    }
+                    Dispatch::Wait(d) => q.wait_for_work(d).await,
+                    Dispatch::Empty => return seen,
+                }
+            }
+        }));
+    }
+    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
+    for t in tasks {
+        for (tenant, at) in t.await.expect("dispatcher") {
+            per_tenant.entry(tenant).or_default().push(at);
+        }
+    }
+    for (tenant, mut times) in per_tenant {
+        assert_eq!(times.len(), JOBS, "{tenant}");
+        times.sort_unstable();
+        for pair in times.windows(CAP + 1) {
+            let (first, last) = (pair[0], pair[CAP]);
+            assert!(
+                last - first >= WINDOW_MS,
+                "{tenant}: {} calls within {} ms (at {first}..={last})",
+                CAP + 1,
+                last - first
+            );
+        }
+    }
 }
 
 /// Redis only at this scale: five push batches of one tenant ahead of ten others.

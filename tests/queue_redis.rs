@@ -305,3 +305,35 @@ async fn delete_all_deletes_this_queues_keys_and_no_other_queues() {
     let s = queues[1].status().await.expect("status");
     assert_eq!((s.queued, s.done, s.dead), (1, 1, 1));
 }
+
+/// Redis only (issue 13): the adaptive share is state in the queue, so a worker restart (a
+/// new handle on the same prefix) and every other process see it.
+#[tokio::test]
+async fn a_new_handle_on_the_same_queue_sees_the_share() {
+    let name = common::unique_queue("share-restart");
+    // A long window, so the share cannot climb back while the test runs.
+    let q = connect(config(&name, 60_000)).await;
+    q.put_tenants(&[tenant("acme", 10)]).await.expect("tenants");
+    q.push(&[job("acme", 0), job("acme", 1)])
+        .await
+        .expect("push");
+    let j = next_job(&q).await;
+    q.rate_limited(&j, Duration::ZERO, None)
+        .await
+        .expect("rate limited");
+    drop(q);
+    let again = connect(config(&name, 60_000)).await;
+    let row = again.status().await.expect("status").tenants;
+    assert_eq!((row[0].tenant.as_str(), row[0].share), ("acme", 5));
+    // Its dispatch holds to it: 1 call in the window, 4 more, then a wait.
+    again
+        .push(&(2..10).map(|n| job("acme", n)).collect::<Vec<_>>())
+        .await
+        .expect("push");
+    let mut n = 0;
+    while let Dispatch::Job(j) = again.dispatch().await.expect("dispatch") {
+        again.complete(&j, "wh", false).await.expect("complete");
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}

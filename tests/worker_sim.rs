@@ -26,6 +26,7 @@ fn queue_config(max_attempts: u32) -> QueueConfig {
     QueueConfig {
         window: WINDOW,
         max_attempts,
+        share: Default::default(),
         ..QueueConfig::default()
     }
 }

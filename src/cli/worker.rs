@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BadInput, Global};
 use crate::leadsquared::{Client, ClientConfig};
 use crate::queue::redis::{Durability, RedisQueue};
-use crate::queue::{Queue, QueueConfig, QueueError};
+use crate::queue::{Queue, QueueConfig, QueueError, ShareMode};
 use crate::worker::{Pool, RetryPolicy, WorkerConfig};
 
 /// Arguments of `worker`.
@@ -63,6 +63,12 @@ pub struct Args {
     /// waits this long after the call ended, or after its send plus the call timeout, in ms.
     #[arg(long, env = "LSQ_RECONCILE_SETTLE_MS", default_value_t = 10_000)]
     pub reconcile_settle_ms: u64,
+    /// How much of each tenant's limit the queue uses: `adaptive` cuts a tenant's share
+    /// when a rate limit shows another client on the account and climbs back while calls
+    /// succeed; `fixed` always uses `limit - reserve`. Every worker on a queue should run
+    /// the same mode.
+    #[arg(long, env = "LSQ_SHARE", value_enum, default_value_t = ShareMode::Adaptive)]
+    pub share: ShareMode,
 }
 
 impl Args {
@@ -83,6 +89,7 @@ impl Args {
             lease: Duration::from_millis(self.lease_ms),
             margin: Duration::from_millis(self.margin_ms),
             max_attempts: self.max_attempts,
+            share: self.share,
         })
     }
 

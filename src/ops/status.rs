@@ -305,6 +305,7 @@ mod tests {
                     calls_in_window: 3,
                     paused_until_ms: None,
                     pause_reason: None,
+                    ..TenantStatus::default()
                 },
                 TenantStatus {
                     tenant: "busy".into(),
@@ -313,6 +314,7 @@ mod tests {
                     calls_in_window: 5,
                     paused_until_ms: Some(1_699_999_999_000),
                     pause_reason: Some("old pause".into()),
+                    ..TenantStatus::default()
                 },
                 TenantStatus {
                     tenant: "held".into(),
@@ -321,6 +323,7 @@ mod tests {
                     calls_in_window: 20,
                     paused_until_ms: Some(1_700_000_004_000),
                     pause_reason: Some("API calls exceeded the limit of 20 in 5 second(s)".into()),
+                    ..TenantStatus::default()
                 },
             ],
         }

@@ -4,8 +4,8 @@
 //! scored by the time their next call is allowed; a dispatch takes the first tenant whose
 //! time has come, pops its next job, spends one of the tenant's calls, leases the job to the
 //! caller and re-scores the tenant. So no worker ever waits behind a busy tenant, and the
-//! per-tenant limit (at most `limit` calls in ANY window of [`QueueConfig::window`]) is
-//! enforced where every worker process shares it.
+//! per-tenant cap (at most the tenant's share, never more than `limit − reserve`, calls in
+//! ANY window of [`QueueConfig::window`]) is enforced where every worker process shares it.
 //!
 //! [`Queue`] is the contract; [`redis`] is the production backend (state in Redis, atomic
 //! Lua scripts, shared by processes on many machines), [`embedded`] the in-process one.
@@ -25,6 +25,7 @@ pub mod embedded;
 mod error;
 pub mod reason;
 pub mod redis;
+pub mod share;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 use crate::job::{JobId, JobResult, NewJob};
 use crate::tenant::Tenant;
 pub use error::{QueueError, StoreMemory};
+pub use share::{ShareMode, ShareReason};
 
 /// Settings every backend honours.
 #[derive(Clone, Debug)]
@@ -52,6 +54,9 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// Attempts after which a job that keeps failing transiently is dead.
     pub max_attempts: u32,
+    /// Whether each tenant's share adapts to the account's other clients ([`share`]), or
+    /// is always `limit − reserve`.
+    pub share: ShareMode,
 }
 
 impl Default for QueueConfig {
@@ -62,6 +67,7 @@ impl Default for QueueConfig {
             margin: Duration::ZERO,
             lease: Duration::from_secs(5),
             max_attempts: 8,
+            share: ShareMode::Adaptive,
         }
     }
 }
@@ -166,7 +172,7 @@ pub enum Pushed {
 }
 
 /// Per-tenant view for `status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantStatus {
     /// Tenant name.
     pub tenant: String,
@@ -174,6 +180,22 @@ pub struct TenantStatus {
     pub waiting: u64,
     /// Calls allowed per window (may have been lowered by LeadSquared's answer).
     pub limit: u32,
+    /// The limit the tenants file gave.
+    #[serde(default)]
+    pub configured_limit: u32,
+    /// Calls per window left to the tenant's other integrations.
+    #[serde(default)]
+    pub reserve: u32,
+    /// Our current share: the most calls per window the queue makes now (at most
+    /// `limit − reserve`, at least 1; see [`share`]).
+    #[serde(default)]
+    pub share: u32,
+    /// Why the share is what it is.
+    #[serde(default)]
+    pub share_reason: ShareReason,
+    /// Calls allowed per day, when the tenants file gave one.
+    #[serde(default)]
+    pub daily_limit: Option<u32>,
     /// Calls spent in the current window.
     pub calls_in_window: u32,
     /// When a pause (LeadSquared said "rate limited") ends, ms since the epoch.
@@ -295,7 +317,9 @@ pub trait Queue: Send + Sync + 'static {
 
     /// LeadSquared said "rate limited": pause the tenant for `pause`, put the job back at
     /// the front of its list without spending the attempt, and lower the tenant's limit to
-    /// `limit` if it names a smaller one.
+    /// `limit` if it names a smaller one. With [`ShareMode::Adaptive`], in the same step,
+    /// count our calls in the tenant's window: fewer than its limit and the share is cut
+    /// (at most once per window), and either way the climb back restarts (see [`share`]).
     async fn rate_limited(
         &self,
         job: &LeasedJob,

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    TenantStatus, reason,
+    ShareMode, ShareReason, TenantStatus, reason,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -55,9 +55,13 @@ impl EmbeddedQueue {
         let epoch_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let state = State {
+            adaptive: config.share == ShareMode::Adaptive,
+            ..State::default()
+        };
         EmbeddedQueue {
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             work: Notify::new(),
             epoch: Instant::now(),
             epoch_ms,
@@ -115,6 +119,8 @@ impl Queue for EmbeddedQueue {
                             paused_until: None,
                             pause_reason: None,
                             ready_key: None,
+                            share: None,
+                            share_cut_at: None,
                         },
                     );
                 }
@@ -329,6 +335,9 @@ impl Queue for EmbeddedQueue {
                 t.learned_limit = Some(l);
             }
         }
+        if st.adaptive {
+            st.adapt_share(&job.tenant, now, span);
+        }
         st.enqueue(&job.id, true, now, span);
         drop(guard);
         self.wake();
@@ -383,6 +392,7 @@ impl Queue for EmbeddedQueue {
         let window = self.config.window;
         let mut guard = self.lock();
         let st = &mut *guard;
+        let adaptive = st.adaptive;
         let names: Vec<String> = st.tenants.keys().cloned().collect();
         for name in &names {
             st.prune(name, now, span);
@@ -393,10 +403,21 @@ impl Queue for EmbeddedQueue {
             .filter_map(|t| {
                 let paused = t.paused_until.filter(|p| *p > now);
                 let calls = t.log.iter().filter(|(at, _)| *at + window > now).count() as u32;
+                let share = t.cap(now, span, adaptive);
                 (!t.waiting.is_empty() || calls > 0 || paused.is_some()).then(|| TenantStatus {
                     tenant: t.tenant.name.clone(),
                     waiting: t.waiting.len() as u64,
                     limit: t.limit(),
+                    configured_limit: t.tenant.limit,
+                    reserve: t.tenant.reserve,
+                    share,
+                    share_reason: ShareReason::of(
+                        t.tenant.limit,
+                        t.limit(),
+                        t.tenant.reserve,
+                        share,
+                    ),
+                    daily_limit: t.tenant.daily_limit,
                     calls_in_window: calls,
                     paused_until_ms: paused.map(|p| self.ms(p)),
                     pause_reason: paused.and(t.pause_reason.clone()),

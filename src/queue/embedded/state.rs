@@ -34,6 +34,8 @@ pub(super) struct State {
     pub(super) finished: BTreeMap<u64, JobId>,
     /// Source of sequence numbers (ready-set tie breaks, finishing order, lease tokens).
     pub(super) seq: u64,
+    /// Whether shares adapt ([`crate::queue::ShareMode::Adaptive`]).
+    pub(super) adaptive: bool,
     /// Jobs done per wall-clock second (`ms / 1000`, count), the last
     /// [`DONE_HISTORY_SECS`] seconds only, for `Queue::done_per_second`.
     pub(super) done_per_sec: VecDeque<(u64, u64)>,
@@ -59,6 +61,11 @@ pub(super) struct TenantState {
     pub(super) pause_reason: Option<String>,
     /// Its key in the ready set while it has waiting jobs.
     pub(super) ready_key: Option<ReadyKey>,
+    /// The adaptive share as of the last rate-limit answer, and when that was; `None`
+    /// until the first (the share is then the cap). See [`crate::queue::share`].
+    pub(super) share: Option<(u32, Instant)>,
+    /// When the share was last cut: at most one cut per window.
+    pub(super) share_cut_at: Option<Instant>,
 }
 
 /// One job, from its push until it is purged.

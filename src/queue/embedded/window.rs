@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::state::{State, TenantState};
-use crate::queue::LeasedJob;
+use crate::queue::{LeasedJob, share};
 
 impl TenantState {
     /// Calls allowed per window: the imported limit, or the lower one LeadSquared named.
@@ -19,6 +19,21 @@ impl TenantState {
         let configured = self.tenant.limit.max(1);
         self.learned_limit
             .map_or(configured, |l| l.clamp(1, configured))
+    }
+
+    /// The most calls the tenant may make in a window now: `limit − reserve` (at least 1),
+    /// or with adaptive shares its share under that (see [`crate::queue::share`]).
+    pub(super) fn cap(&self, now: Instant, span: Duration, adaptive: bool) -> u32 {
+        let cap = share::cap(self.limit(), self.tenant.reserve);
+        match self.share.filter(|_| adaptive) {
+            Some((share, since)) => {
+                let windows =
+                    now.saturating_duration_since(since).as_micros() / span.as_micros().max(1);
+                let climbed = u64::from(share).saturating_add(windows.min(u64::MAX as u128) as u64);
+                climbed.clamp(1, u64::from(cap)) as u32
+            }
+            None => cap,
+        }
     }
 }
 
@@ -38,8 +53,13 @@ impl State {
     }
 
     /// The earliest instant at which the tenant may make another call, ignoring turn order.
-    pub(super) fn allowed_at(t: &TenantState, now: Instant, span: Duration) -> Instant {
-        let limit = t.limit() as usize;
+    pub(super) fn allowed_at(
+        t: &TenantState,
+        now: Instant,
+        span: Duration,
+        adaptive: bool,
+    ) -> Instant {
+        let limit = t.cap(now, span, adaptive) as usize;
         let by_log = if t.log.len() >= limit {
             // The oldest call that would still be in the window with one more call: once
             // it leaves the window, a call fits.
@@ -74,7 +94,7 @@ impl State {
         if t.waiting.is_empty() {
             return;
         }
-        let allowed = Self::allowed_at(t, now, span);
+        let allowed = Self::allowed_at(t, now, span, self.adaptive);
         let key = match (old, turn) {
             // A new turn: behind every tenant already waiting for the same moment.
             (_, Some(turn)) => (allowed.max(turn), seq, tenant.to_string()),
@@ -88,6 +108,28 @@ impl State {
         };
         t.ready_key = Some(key.clone());
         self.ready.insert(key);
+    }
+
+    /// After a rate-limit answer (the job's call re-stamped at `now` already): counts our
+    /// calls in the tenant's window; fewer than its limit means another client is using
+    /// the account, and the share is cut, at most once per window. Either way the climb
+    /// back starts again from now.
+    pub(super) fn adapt_share(&mut self, tenant: &str, now: Instant, span: Duration) {
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        let current = t.cap(now, span, true);
+        let ours = t.log.iter().filter(|(at, _)| *at + span > now).count();
+        let unexplained = ours < t.limit() as usize;
+        let may_cut = t.share_cut_at.is_none_or(|at| at + span <= now);
+        let share = if unexplained && may_cut {
+            t.share_cut_at = Some(now);
+            share::cut(current)
+        } else {
+            current
+        };
+        t.share = Some((share, now));
+        self.rescore(tenant, now, span, None);
     }
 
     /// Re-stamps the job's call at `now`, when its answer arrived (see [`Queue::answered`](crate::queue::Queue::answered)).

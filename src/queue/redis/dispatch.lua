@@ -17,6 +17,7 @@
 -- ARGV[9]: the fence for Creates, µs (0: none): a job handed out to be created (not one
 --          whose outcome is unknown, which only reconciles) records `call_until_ms` = its
 --          dispatch time + this, as `heartbeat.lua`'s fence does (see `Queue::dispatch_many`)
+-- ARGV[19]: the share mode, `adaptive` or `fixed` (see `tenant_cap` in prelude.lua)
 -- ARGV[10..18]: the reasons recorded (built in Rust, `queue::reason`): lease expired with no
 --          attempt left; lease expired mid-call; lease expired, handed back; record missing
 --          when a retry came due; record missing when a lease expired; damaged `bodies`
@@ -34,6 +35,7 @@ local max_moves = tonumber(ARGV[6])
 local max_skipped = tonumber(ARGV[7])
 local max_jobs = math.max(1, tonumber(ARGV[8]) or 1)
 local fence_us = tonumber(ARGV[9]) or 0
+local adaptive = ARGV[19] == 'adaptive'
 local why = {
   no_attempts_left = ARGV[10],
   expired_mid_call = ARGV[11],
@@ -105,9 +107,10 @@ if moved > 0 then
   wake()
 end
 
--- The tenant's call log around its limit: the scores of its (limit-1)-th and limit-th most
--- recent calls (nil where it has fewer). The limit-th says when the next call is allowed;
--- once a call is added, the (limit-1)-th becomes the limit-th. A call added at `t` may not
+-- The tenant's call log around its cap: the scores of its (limit-1)-th and limit-th most
+-- recent calls (nil where it has fewer), `limit` being the cap (`tenant_cap`). The limit-th
+-- says when the next call is allowed; once a call is added, the (limit-1)-th becomes the
+-- limit-th. A call added at `t` may not
 -- be the newest (an entry re-stamped later, a clock step): then the real limit-th is no
 -- later than the (limit-1)-th, so using it is never less strict.
 local function log_edge(tenant, limit)
@@ -137,9 +140,12 @@ while served < max_jobs and skipped < max_skipped do
     break
   end
   local tenant = head[1]
+  -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
+  -- allows `cap` of them per window.
   local limit = tenant_limit(tenant)
+  local cap = tenant_cap(tenant, t, window_us, adaptive)
   local pause = paused_until(tenant)
-  local before_last, last = log_edge(tenant, limit)
+  local before_last, last = log_edge(tenant, cap)
   local at = math.max(last and last + window_us or 0, pause)
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
@@ -191,7 +197,7 @@ while served < max_jobs and skipped < max_skipped do
         local calls = P .. 'calls:' .. tenant
         redis.call('ZADD', calls, int(t), token)
         if last then
-          -- The log held `limit` calls already: keep only the newest `limit`.
+          -- The log held `cap` calls already: keep only the newest `limit`.
           redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
         end
         -- Entries older than the window no longer matter: let an idle tenant's log go.
@@ -225,7 +231,7 @@ while served < max_jobs and skipped < max_skipped do
           redis.call('ZREM', ready, tenant)
         else
           local next_at = pause
-          if limit == 1 then
+          if cap == 1 then
             next_at = math.max(next_at, math.max(t, last or 0) + window_us)
           elseif before_last then
             next_at = math.max(next_at, before_last + window_us)

@@ -23,9 +23,11 @@
 //! | `tenants` | hash | tenant name -> tenant record (JSON; holds the keys: never logged) |
 //! | `limits` | hash | tenant -> calls allowed per window (imported, or lower if learned) |
 //! | `learned` | hash | tenant -> the limit LeadSquared named in a rate-limit answer |
+//! | `configured` / `reserve` / `daily_limit` | hash | tenant -> limit as imported / calls per window left to other clients / calls per day |
+//! | `share:<tenant>` | hash | the adaptive share: `share` as of the last rate-limit answer, `since` (µs) that answer, `cut` (µs) the last cut |
 //! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
 //! | `ready` | zset | tenants with waiting jobs, scored by when their next call is allowed |
-//! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time |
+//! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time; the dispatch allows its cap (`limit − reserve`, or the share under it) per window |
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
@@ -69,7 +71,7 @@ use tokio_util::sync::DropGuard;
 
 use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    reason,
+    reason, share,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -235,7 +237,12 @@ impl Queue for RedisQueue {
                     key: format!("tenants[{}]", t.name),
                     reason: format!("tenant does not serialise: {e}"),
                 })?;
-                invocation.arg(&t.name).arg(record).arg(t.limit.max(1));
+                invocation
+                    .arg(&t.name)
+                    .arg(record)
+                    .arg(t.limit.max(1))
+                    .arg(t.reserve)
+                    .arg(t.daily_limit.unwrap_or(0));
             }
             let _added: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
         }
@@ -303,6 +310,7 @@ impl Queue for RedisQueue {
             .arg(reason::corrupt::NOT_A_HASH)
             .arg(reason::corrupt::RECORD_MISSING)
             .arg(reason::corrupt::NO_BODY_OR_STATE)
+            .arg(self.config.share.as_str())
             .invoke_async(&mut self.con.clone())
             .await?;
         let fenced_until = fence.map(|f| sent + f.slack);
@@ -395,7 +403,10 @@ impl Queue for RedisQueue {
         invocation
             .arg(micros(pause))
             .arg(limit.unwrap_or(0))
-            .arg(reason::rate_limited(limit));
+            .arg(reason::rate_limited(limit))
+            .arg(self.config.share.as_str())
+            .arg(share::CUT_NUM)
+            .arg(share::CUT_DEN);
         self.finish(&invocation, job).await.map(drop)
     }
 
@@ -420,6 +431,8 @@ impl Queue for RedisQueue {
             .arg(&self.prefix)
             .arg(micros(self.config.window))
             .arg(STATUS_RUNNING_SCAN)
+            .arg(self.config.share.as_str())
+            .arg(self.window_us())
             .invoke_async(&mut self.con.clone())
             .await?;
         status_of(array(reply, "status")?, &self.config.name)

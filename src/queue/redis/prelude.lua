@@ -37,6 +37,27 @@ local function tenant_limit(tenant)
   return math.floor(l)
 end
 
+-- The most calls the tenant may make in a window at `now`: its limit less its reserve (at
+-- least 1), and with `adaptive` its share under that: the share as of the last rate-limit
+-- answer plus one call per whole window since (`share:<tenant>`, written by
+-- rate_limited.lua; see `queue::share`). Scripts that do not know the mode (every one but
+-- dispatch, rate_limited and status) use the cap without the share: a score they set can
+-- only be too early, and dispatch re-checks it with the share.
+local function tenant_cap(tenant, now, window_us, adaptive)
+  local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
+  local cap = math.max(1, tenant_limit(tenant) - math.max(0, math.floor(reserve)))
+  if not adaptive then
+    return cap
+  end
+  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+  local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
+  if not share or not since then
+    return cap
+  end
+  local climbed = math.floor(share) + math.floor(math.max(0, now - since) / window_us)
+  return math.max(1, math.min(cap, climbed))
+end
+
 -- When the call log next allows a call: the limit-th most recent call plus the window (and
 -- margin). 0 when fewer than `limit` calls are logged.
 local function log_allows_at(tenant, limit, window_us)
@@ -60,8 +81,8 @@ local function rescore(tenant, now, window_us)
     redis.call('ZREM', P .. 'ready', tenant)
     return
   end
-  local at = math.max(now, log_allows_at(tenant, tenant_limit(tenant), window_us),
-    paused_until(tenant))
+  local at = math.max(now, log_allows_at(tenant, tenant_cap(tenant, now, window_us, false),
+    window_us), paused_until(tenant))
   redis.call('ZADD', P .. 'ready', int(at), tenant)
 end
 
@@ -150,7 +171,7 @@ local function restamp(tenant, call, now, window_us)
   redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
   local score = tonumber(redis.call('ZSCORE', P .. 'ready', tenant))
   if score then
-    local at = log_allows_at(tenant, limit or tenant_limit(tenant), window_us)
+    local at = log_allows_at(tenant, tenant_cap(tenant, now, window_us, false), window_us)
     if at > score then
       redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
     end

@@ -3,14 +3,23 @@
 --
 -- KEYS[1]: {q}:tenants
 -- ARGV[1]: key prefix `{q}:`
--- ARGV[2..]: three per tenant: name, tenant record (JSON, holds the keys), limit
+-- ARGV[2..]: five per tenant: name, tenant record (JSON, holds the keys), limit, reserve,
+--   daily limit (0: none). The limit is also kept as imported in `configured`, the reserve
+--   in `reserve` (read by every dispatch), the daily limit in `daily_limit`.
 --
 -- Returns the number of tenants that were new.
 
 local added = 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 5 do
   local name, record, limit = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   added = added + redis.call('HSET', KEYS[1], name, record)
+  redis.call('HSET', P .. 'configured', name, limit)
+  redis.call('HSET', P .. 'reserve', name, ARGV[i + 3])
+  if tonumber(ARGV[i + 4]) > 0 then
+    redis.call('HSET', P .. 'daily_limit', name, ARGV[i + 4])
+  else
+    redis.call('HDEL', P .. 'daily_limit', name)
+  end
   local learned = tonumber(redis.call('HGET', P .. 'learned', name))
   if learned and learned < limit then
     limit = learned

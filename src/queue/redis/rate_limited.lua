@@ -13,6 +13,13 @@
 -- ARGV[7]: pause, µs
 -- ARGV[8]: the limit LeadSquared named, 0 if none
 -- ARGV[9]: pause reason
+-- ARGV[10]: the share mode, `adaptive` or `fixed`
+-- ARGV[11], ARGV[12]: the cut, numerator and denominator (`queue::share::CUT_NUM`, `CUT_DEN`)
+--
+-- With `adaptive`: counts our calls in the tenant's window (the refused one included);
+-- fewer than its limit means another client is using the account, and the share
+-- (`share:<tenant>`: share, since µs, cut µs) is cut, at most once per window. Either way
+-- the climb restarts from now (see `tenant_cap` in prelude.lua).
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -37,6 +44,19 @@ if named >= 1 and named < tenant_limit(tenant) then
   redis.call('HSET', P .. 'learned', tenant, named)
   redis.call('HSET', P .. 'limits', tenant, named)
   redis.call('ZREMRANGEBYRANK', P .. 'calls:' .. tenant, 0, -(named + 1))
+end
+if ARGV[10] == 'adaptive' then
+  local window_us = tonumber(ARGV[5])
+  local key = P .. 'share:' .. tenant
+  local current = tenant_cap(tenant, now, window_us, true)
+  local ours = redis.call('ZCOUNT', P .. 'calls:' .. tenant, '(' .. int(now - window_us), '+inf')
+  local cut_at = tonumber(redis.call('HGET', key, 'cut'))
+  local share = current
+  if ours < tenant_limit(tenant) and (not cut_at or cut_at + window_us <= now) then
+    share = math.max(1, math.floor(current * tonumber(ARGV[11]) / tonumber(ARGV[12])))
+    redis.call('HSET', key, 'cut', int(now))
+  end
+  redis.call('HSET', key, 'share', share, 'since', int(now))
 end
 -- GT: never moves the tenant earlier than its call log already put it.
 redis.call('ZADD', P .. 'ready', 'GT', int(math.max(resume, paused_until(tenant))), tenant)

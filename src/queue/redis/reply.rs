@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
-use crate::queue::{LeasedJob, QueueError, QueueStatus, TenantStatus};
+use crate::queue::{LeasedJob, QueueError, QueueStatus, ShareReason, TenantStatus};
 use crate::tenant::Tenant;
 
 /// Fields per job in dispatch.lua's reply.
@@ -164,25 +164,37 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
 }
 
 /// status.lua's reply (see its header) as a [`QueueStatus`] of queue `queue`.
+/// Entries per tenant in status.lua's reply.
+const STATUS_ROW: usize = 10;
+
 pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, QueueError> {
-    if items.len() < 7 || !(items.len() - 7).is_multiple_of(6) {
+    if items.len() < 7 || !(items.len() - 7).is_multiple_of(STATUS_ROW) {
         return Err(corrupt("status", "unexpected script reply"));
     }
     let now_ms = uint(items.first()) / 1000;
     let oldest = items.get(6).and_then(int).filter(|d| *d >= 0);
     let mut tenants: Vec<TenantStatus> = items[7..]
-        .chunks(6)
-        .map(|row| TenantStatus {
-            tenant: row.first().and_then(text).unwrap_or_default(),
-            waiting: uint(row.get(1)),
-            limit: u32::try_from(uint(row.get(2))).unwrap_or(u32::MAX),
-            calls_in_window: u32::try_from(uint(row.get(3))).unwrap_or(u32::MAX),
-            paused_until_ms: row
-                .get(4)
-                .and_then(int)
-                .filter(|p| *p >= 0)
-                .and_then(|p| u64::try_from(p).ok()),
-            pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
+        .chunks(STATUS_ROW)
+        .map(|row| {
+            let small = |i: usize| u32::try_from(uint(row.get(i))).unwrap_or(u32::MAX);
+            let (limit, configured, reserve, share) = (small(2), small(6), small(7), small(8));
+            TenantStatus {
+                tenant: row.first().and_then(text).unwrap_or_default(),
+                waiting: uint(row.get(1)),
+                limit,
+                configured_limit: configured,
+                reserve,
+                share,
+                share_reason: ShareReason::of(configured, limit, reserve, share),
+                daily_limit: Some(small(9)).filter(|d| *d > 0),
+                calls_in_window: u32::try_from(uint(row.get(3))).unwrap_or(u32::MAX),
+                paused_until_ms: row
+                    .get(4)
+                    .and_then(int)
+                    .filter(|p| *p >= 0)
+                    .and_then(|p| u64::try_from(p).ok()),
+                pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
+            }
         })
         .collect();
     tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));

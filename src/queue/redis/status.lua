@@ -4,10 +4,13 @@
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: window, µs (calls counted in the window ending now)
 -- ARGV[3]: at most this many running jobs examined for the oldest dispatch
+-- ARGV[4]: the share mode, `adaptive` or `fixed`
+-- ARGV[5]: window + margin, µs (what the share climbs by)
 --
 -- Returns {now_us, queued, scheduled, running, done, dead, oldest_dispatched_ms (-1: none),
--- then six entries per tenant worth showing: name, waiting, limit, calls in window,
--- paused_until_ms (-1: not paused), pause reason}.
+-- then ten entries per tenant worth showing: name, waiting, limit, calls in window,
+-- paused_until_ms (-1: not paused), pause reason, configured limit, reserve, share, daily
+-- limit (0: none)}.
 
 local window_us = tonumber(ARGV[2])
 local now = now_us()
@@ -47,7 +50,12 @@ for _, name in ipairs(names) do
     paused = -1
   end
   if waiting > 0 or calls > 0 or paused >= 0 then
-    rows[#rows + 1] = {name, waiting, tenant_limit(name), calls, paused, reason}
+    local limit = tenant_limit(name)
+    rows[#rows + 1] = {name, waiting, limit, calls, paused, reason,
+      tonumber(redis.call('HGET', P .. 'configured', name)) or limit,
+      tonumber(redis.call('HGET', P .. 'reserve', name)) or 0,
+      tenant_cap(name, now, tonumber(ARGV[5]), ARGV[4] == 'adaptive'),
+      tonumber(redis.call('HGET', P .. 'daily_limit', name)) or 0}
   end
 end
 
