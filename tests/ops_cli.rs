@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use lsq_webhooks::ops::StatusReport;
 use lsq_webhooks::queue::redis::RedisQueue;
-use lsq_webhooks::queue::{Queue, QueueConfig};
+use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lsq-webhooks");
 
@@ -90,6 +91,93 @@ async fn status_prints_the_queue_as_a_table_and_as_json() {
         "no escape codes when not on a terminal"
     );
     drop(q);
+}
+
+/// Issue 13: status shows each tenant's limit, reserve, our share and why, and its daily
+/// limit, in JSON and in the table.
+#[tokio::test]
+async fn status_shows_each_tenants_share_and_why() {
+    let queue = common::unique_queue("status-share");
+    let q = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: queue.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let kept = lsq_webhooks::tenant::Tenant {
+        reserve: 3,
+        daily_limit: Some(5000),
+        ..ops_support::tenant("kept", 10)
+    };
+    q.put_tenants(&[kept, ops_support::tenant("crowded", 10)])
+        .await
+        .unwrap();
+    let jobs: Vec<_> = (0..2)
+        .flat_map(|n| {
+            ["kept", "crowded"].map(|t| lsq_webhooks::job::NewJob {
+                tenant: t.into(),
+                body: ops_support::webhook(n).to_string(),
+                key: format!("{t}-{n}"),
+            })
+        })
+        .collect();
+    q.push(&jobs).await.unwrap();
+    // One call of "crowded" answered "rate limited" with 1 of our calls in the window: another
+    // client is using the account.
+    let crowded = loop {
+        match q.dispatch().await.unwrap() {
+            Dispatch::Job(j) if j.tenant == "crowded" => break j,
+            Dispatch::Job(j) => q.complete(&j, "wh", false).await.unwrap(),
+            other => panic!("jobs are waiting: {other:?}"),
+        }
+    };
+    q.rate_limited(&crowded, Duration::ZERO, None)
+        .await
+        .unwrap();
+
+    let out = lsq(&queue).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |name: &str| {
+        json["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {json}"))
+            .clone()
+    };
+    let kept = row("kept");
+    assert_eq!(
+        (
+            &kept["limit"],
+            &kept["reserve"],
+            &kept["share"],
+            &kept["share_reason"]
+        ),
+        (&json!(10), &json!(3), &json!(7), &json!("reserve"))
+    );
+    assert_eq!(kept["daily_limit"], json!(5000));
+    let crowded = row("crowded");
+    assert_eq!(crowded["share_reason"], "shared", "{crowded}");
+    let share = crowded["share"].as_u64().unwrap();
+    assert!((5..10).contains(&share), "{crowded}");
+    assert_eq!(crowded["daily_limit"], serde_json::Value::Null);
+
+    let out = lsq(&queue).arg("status").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("SHARE  WHY"), "{table}");
+    let kept_row = table.lines().find(|l| l.starts_with("kept ")).unwrap();
+    assert!(kept_row.contains("/10      7  reserve "), "{kept_row}");
+    let crowded_row = table.lines().find(|l| l.starts_with("crowded ")).unwrap();
+    assert!(
+        crowded_row.contains(&format!("/10  {share:>5}  shared with other clients")),
+        "{crowded_row}"
+    );
 }
 
 #[tokio::test]

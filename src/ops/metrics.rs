@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::status::{StatusReport, TenantState};
+use crate::queue::ShareReason;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -95,6 +96,15 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// Labels of `lsq_tenant_share`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShareLabels {
+    /// Tenant name (validated to `[A-Za-z0-9._-]`).
+    tenant: String,
+    /// Why the share is what it is: `configured`, `learned_limit`, `reserve` or `shared`.
+    reason: &'static str,
+}
+
 /// Labels of `lsq_tenant_throttled`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
@@ -131,6 +141,13 @@ struct Inner {
     throttled_total: Gauge,
     /// `lsq_tenant_throttled{tenant}`.
     throttled: Family<TenantLabels, Gauge>,
+    /// `lsq_tenant_limit{tenant}`: calls allowed per window (configured or learned).
+    tenant_limit: Family<TenantLabels, Gauge>,
+    /// `lsq_tenant_share{tenant,reason}`: our current share of that limit.
+    tenant_share: Family<ShareLabels, Gauge>,
+    /// `lsq_tenants_shared`: tenants whose share is cut because another client uses the
+    /// account, all of them.
+    shared_total: Gauge,
     /// Held while the gauges are rewritten and encoded, so two scrapes at once never
     /// interleave a clear of the tenant family with the other's encode.
     scrape: std::sync::Mutex<()>,
@@ -214,6 +231,24 @@ impl Metrics {
             "1 for each throttled tenant; tenant=\"other\" counts those beyond the first 50",
             throttled.clone(),
         );
+        let tenant_limit = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenant_limit",
+            "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants",
+            tenant_limit.clone(),
+        );
+        let tenant_share = Family::<ShareLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenant_share",
+            "Our current share of the tenant's limit, calls per window, and why (configured, learned_limit, reserve, shared), for at most 50 tenants",
+            tenant_share.clone(),
+        );
+        let shared_total = Gauge::default();
+        registry.register(
+            "lsq_tenants_shared",
+            "Tenants whose share is cut because another client is using the account",
+            shared_total.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -226,6 +261,9 @@ impl Metrics {
                 status_up,
                 throttled_total,
                 throttled,
+                tenant_limit,
+                tenant_share,
+                shared_total,
                 scrape: std::sync::Mutex::new(()),
             }),
         }
@@ -346,6 +384,38 @@ impl Metrics {
                 tenant: "other".into(),
             })
             .set(clamp(rest.len() as u64));
+        // Shares: the tenants whose share is cut first, then by name, at most
+        // MAX_TENANT_LABELS of them; the count of cut ones covers all.
+        let mut shown: Vec<&super::status::TenantReport> = s.tenants.iter().collect();
+        let cut = |t: &super::status::TenantReport| t.share_reason != ShareReason::Shared;
+        shown.sort_by(|a, b| cut(a).cmp(&cut(b)).then(a.tenant.cmp(&b.tenant)));
+        i.shared_total
+            .set(clamp(shown.iter().filter(|t| !cut(t)).count() as u64));
+        i.tenant_limit.clear();
+        i.tenant_share.clear();
+        for t in shown.into_iter().take(MAX_TENANT_LABELS) {
+            i.tenant_limit
+                .get_or_create(&TenantLabels {
+                    tenant: t.tenant.clone(),
+                })
+                .set(i64::from(t.limit));
+            i.tenant_share
+                .get_or_create(&ShareLabels {
+                    tenant: t.tenant.clone(),
+                    reason: share_reason_label(t.share_reason),
+                })
+                .set(i64::from(t.share));
+        }
+    }
+}
+
+/// The `reason` label of `lsq_tenant_share`, as the status JSON spells it.
+fn share_reason_label(r: ShareReason) -> &'static str {
+    match r {
+        ShareReason::Shared => "shared",
+        ShareReason::Reserve => "reserve",
+        ShareReason::LearnedLimit => "learned_limit",
+        ShareReason::Configured => "configured",
     }
 }
 
@@ -364,10 +434,40 @@ mod tests {
             waiting: 3,
             limit: 25,
             calls_in_window: 25,
+            configured_limit: 25,
+            reserve: 0,
+            share: 25,
+            share_reason: ShareReason::Configured,
+            daily_limit: None,
             state,
             paused_until_ms: None,
             pause_reason: None,
         }
+    }
+
+    #[test]
+    fn shares_are_shown_with_their_reason() {
+        let m = Metrics::new();
+        let mut report = StatusReport::default();
+        report.tenants.push(tenant("calm", TenantState::Ready));
+        let mut cut = tenant("crowded", TenantState::AtLimit);
+        cut.share = 7;
+        cut.share_reason = ShareReason::Shared;
+        report.tenants.push(cut);
+        let text = m.scrape(Some(&report));
+        assert!(
+            text.contains("lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenant_share{tenant=\"calm\",reason=\"configured\"} 25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenant_limit{tenant=\"crowded\"} 25\n"),
+            "{text}"
+        );
+        assert!(text.contains("lsq_tenants_shared 1\n"), "{text}");
     }
 
     #[test]
@@ -430,7 +530,10 @@ mod tests {
             text.contains("lsq_tenant_throttled{tenant=\"other\"} 7\n"),
             "{text}"
         );
-        assert!(!text.contains("tenant=\"calm\""), "{text}");
+        assert!(
+            !text.contains("lsq_tenant_throttled{tenant=\"calm\""),
+            "{text}"
+        );
         assert!(text.contains("lsq_tenants_throttled 57\n"), "{text}");
         assert!(
             text.contains("lsq_queue_jobs{state=\"queued\"} 7\n"),
@@ -442,7 +545,10 @@ mod tests {
         // Fewer throttled tenants later: the stale labels go away.
         report.tenants.truncate(2);
         let text = m.scrape(Some(&report));
-        assert!(!text.contains("tenant=\"t010\""), "{text}");
+        assert!(
+            !text.contains("lsq_tenant_throttled{tenant=\"t010\""),
+            "{text}"
+        );
         assert!(
             text.contains("lsq_tenant_throttled{tenant=\"other\"} 0\n"),
             "{text}"

@@ -92,10 +92,36 @@ function renderStatus(s) {
     cell(tr, t.tenant);
     cell(tr, t.waiting, "num");
     cell(tr, `${t.calls_in_window}/${t.limit}`, "num");
-    cell(tr, t.state === "paused" ? "paused" : "at limit", `state-${t.state}`);
+    cell(tr, t.state === "paused" ? "paused" : "at its share", `state-${t.state}`);
     cell(tr, t.paused_until_ms == null ? "next window" : `${utc(t.paused_until_ms)} (in ${Math.max(0, (t.paused_until_ms - s.now_ms) / 1000).toFixed(1)} s)`);
-    cell(tr, t.pause_reason || (t.state === "at_limit" ? "limit spent in this window" : ""), "reason");
+    cell(tr, t.pause_reason || (t.state === "at_limit" ? "share spent in this window" : ""), "reason");
     body.appendChild(tr);
+  }
+
+  // Every active tenant's share: the ones cut by another client's traffic first.
+  const why = {
+    configured: "configured limit",
+    learned_limit: "learned limit",
+    reserve: "reserve",
+    shared: "shared with other clients",
+  };
+  const shares = s.tenants.slice().sort((a, b) =>
+    (a.share_reason === "shared" ? 0 : 1) - (b.share_reason === "shared" ? 0 : 1) ||
+    a.tenant.localeCompare(b.tenant));
+  setText("shares-count", `${shares.filter(t => t.share_reason === "shared").length} shared with other clients`);
+  const sharesBody = $("shares");
+  sharesBody.replaceChildren();
+  if (shares.length === 0) emptyRow(sharesBody, 6, "no active tenant");
+  for (const t of shares.slice(0, 200)) {
+    const tr = document.createElement("tr");
+    tr.dataset.shareTenant = t.tenant;
+    cell(tr, t.tenant);
+    cell(tr, t.limit, "num");
+    cell(tr, t.reserve ?? 0, "num");
+    cell(tr, t.share ?? t.limit, "num");
+    cell(tr, why[t.share_reason] || t.share_reason || "", "reason");
+    cell(tr, t.daily_limit == null ? "" : t.daily_limit, "num");
+    sharesBody.appendChild(tr);
   }
 }
 

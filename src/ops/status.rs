@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Queue, QueueError, QueueStatus, TenantStatus};
+use crate::queue::{Queue, QueueError, QueueStatus, ShareReason, TenantStatus};
 
 /// Version of the status JSON layout.
 pub const STATUS_VERSION: u32 = 1;
@@ -61,7 +61,7 @@ pub enum TenantState {
     /// It may call.
     #[default]
     Ready,
-    /// It has spent its limit in the current window; the next call waits for the window.
+    /// It has spent its share in the current window; the next call waits for the window.
     AtLimit,
     /// LeadSquared said "rate limited": no call until `paused_until_ms`.
     Paused,
@@ -89,7 +89,19 @@ pub struct TenantReport {
     pub limit: u32,
     /// Calls spent in the current window.
     pub calls_in_window: u32,
-    /// Ready, at its limit, or paused.
+    /// The limit the tenants file gave.
+    pub configured_limit: u32,
+    /// Calls per window left to the tenant's other integrations.
+    pub reserve: u32,
+    /// Our current share: the most calls per window the queue makes now (at most
+    /// `limit − reserve`).
+    pub share: u32,
+    /// Why the share is what it is: `configured`, `learned_limit`, `reserve` or `shared`
+    /// (cut because another client is using the account).
+    pub share_reason: ShareReason,
+    /// Calls allowed per day, when the tenants file gave one; `null` otherwise.
+    pub daily_limit: Option<u32>,
+    /// Ready, at its share, or paused.
     pub state: TenantState,
     /// When the pause ends, ms since the epoch; `null` unless paused.
     pub paused_until_ms: Option<u64>,
@@ -102,7 +114,7 @@ impl TenantReport {
         let paused = t.paused_until_ms.filter(|&until| until > now_ms);
         let state = if paused.is_some() {
             TenantState::Paused
-        } else if t.calls_in_window >= t.limit {
+        } else if t.calls_in_window >= t.share.max(1).min(t.limit) {
             TenantState::AtLimit
         } else {
             TenantState::Ready
@@ -112,6 +124,11 @@ impl TenantReport {
             waiting: t.waiting,
             limit: t.limit,
             calls_in_window: t.calls_in_window,
+            configured_limit: t.configured_limit,
+            reserve: t.reserve,
+            share: t.share,
+            share_reason: t.share_reason,
+            daily_limit: t.daily_limit,
             state,
             paused_until_ms: paused,
             pause_reason: paused.and(t.pause_reason),
@@ -216,8 +233,8 @@ impl StatusReport {
             .max("TENANT".len());
         let _ = writeln!(
             out,
-            "\n{:<name_width$}  {:>8}  {:>11}  STATE",
-            "TENANT", "WAITING", "CALLS/LIMIT"
+            "\n{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<25}  STATE",
+            "TENANT", "WAITING", "CALLS/LIMIT", "SHARE", "WHY"
         );
         for t in self.tenants.iter().take(max_tenants) {
             let state = match (t.state, t.paused_until_ms) {
@@ -230,15 +247,17 @@ impl StatusReport {
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default()
                 ),
-                (TenantState::AtLimit, _) => "at limit".into(),
+                (TenantState::AtLimit, _) => "at its share".into(),
                 _ => "ready".into(),
             };
             let _ = writeln!(
                 out,
-                "{:<name_width$}  {:>8}  {:>11}  {}",
+                "{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<25}  {}",
                 t.tenant,
                 t.waiting,
                 format!("{}/{}", t.calls_in_window, t.limit),
+                t.share,
+                t.share_reason.as_str(),
                 state
             );
         }
@@ -303,15 +322,22 @@ mod tests {
                     waiting: 9,
                     limit: 25,
                     calls_in_window: 3,
+                    configured_limit: 25,
+                    reserve: 5,
+                    share: 8,
+                    share_reason: ShareReason::Shared,
+                    daily_limit: Some(10_000),
                     paused_until_ms: None,
                     pause_reason: None,
-                    ..TenantStatus::default()
                 },
                 TenantStatus {
                     tenant: "busy".into(),
                     waiting: 2,
                     limit: 5,
                     calls_in_window: 5,
+                    configured_limit: 25,
+                    share: 5,
+                    share_reason: ShareReason::LearnedLimit,
                     paused_until_ms: Some(1_699_999_999_000),
                     pause_reason: Some("old pause".into()),
                     ..TenantStatus::default()
@@ -321,6 +347,8 @@ mod tests {
                     waiting: 1,
                     limit: 20,
                     calls_in_window: 20,
+                    configured_limit: 20,
+                    share: 20,
                     paused_until_ms: Some(1_700_000_004_000),
                     pause_reason: Some("API calls exceeded the limit of 20 in 5 second(s)".into()),
                     ..TenantStatus::default()
@@ -371,6 +399,26 @@ mod tests {
             t["pause_reason"],
             "API calls exceeded the limit of 20 in 5 second(s)"
         );
+        let calm = &v["tenants"][2];
+        assert_eq!(
+            (
+                &calm["limit"],
+                &calm["configured_limit"],
+                &calm["reserve"],
+                &calm["share"],
+                &calm["share_reason"],
+                &calm["daily_limit"]
+            ),
+            (
+                &serde_json::json!(25),
+                &serde_json::json!(25),
+                &serde_json::json!(5),
+                &serde_json::json!(8),
+                &serde_json::json!("shared"),
+                &serde_json::json!(10_000)
+            )
+        );
+        assert_eq!(v["tenants"][0]["daily_limit"], serde_json::Value::Null);
     }
 
     #[test]
@@ -386,10 +434,20 @@ mod tests {
         );
         assert!(t.contains("throughput 9 done in the last 60 s"), "{t}");
         assert!(
-            t.contains("held           1        20/20  paused until 22:13:24.000Z (4.000s more): API calls exceeded"),
+            t.contains("held           1        20/20     20  configured                 paused until 22:13:24.000Z (4.000s more): API calls exceeded"),
             "{t}"
         );
-        assert!(t.contains("busy           2          5/5  at limit"), "{t}");
+        assert!(
+            t.contains(
+                "busy           2          5/5      5  learned limit              at its share"
+            ),
+            "{t}"
+        );
+        let all = r.table(3);
+        assert!(
+            all.contains("calm           9         3/25      8  shared with other clients  ready"),
+            "{all}"
+        );
         assert!(t.contains("... and 1 more tenants"), "{t}");
     }
 
