@@ -163,6 +163,21 @@ async fn the_page_shows_the_queue_in_chromium() {
     let row = row.split("</tr>").next().unwrap();
     assert!(row.contains(">paused<"), "{row}");
     assert!(row.contains(PAUSE_REASON), "{row}");
+    // Its share, with its limit and why (issue 13).
+    let share_row = dom
+        .split("<tr data-share-tenant=\"slowco\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("slowco not in the shares table: {dom}"));
+    let share_row = share_row.split("</tr>").next().unwrap();
+    let slowco = status
+        .tenants
+        .iter()
+        .find(|t| t.tenant == "slowco")
+        .unwrap();
+    assert!(
+        share_row.contains(&format!(">{}<", slowco.share)),
+        "{share_row}"
+    );
     assert_eq!(text_of(&dom, "queue-name"), status.queue);
     // The chart drew a bar for every second of the minute.
     assert_eq!(dom.matches("class=\"bar\"").count(), 60, "{dom}");
