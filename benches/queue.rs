@@ -128,6 +128,7 @@ async fn connect(name: &str, window: Duration) -> RedisQueue {
             margin: Duration::ZERO,
             lease: Duration::from_secs(60),
             max_attempts: 8,
+            day: std::time::Duration::from_secs(86_400),
             share: Default::default(),
         },
     )

@@ -67,6 +67,7 @@ impl Harness {
             margin: Duration::ZERO,
             lease: self.ticks(50),
             max_attempts: 3,
+            day: std::time::Duration::from_secs(86_400),
             share: Default::default(),
         }
     }
@@ -1427,6 +1428,69 @@ async fn the_share_holds_its_floor_of_one(h: Harness) {
     // At 1 per window, a call is still made.
     let j = next_job(q.as_ref()).await;
     assert_eq!(j.tenant, "acme");
+    // A pause longer than the window (a daily quota's answer) parks the tenant and leaves
+    // the share alone.
+    let q = h.queue_with("share-quota", &[("acme", 10)], |_| {}).await;
+    push(&q, "acme", 0..2).await;
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.window() * 4, None)
+        .await
+        .expect("rate limited");
+    let r = row(&q, "acme").await;
+    assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
+    assert!(r.paused_until_ms.is_some());
+}
+
+async fn a_spent_daily_quota_parks_the_tenant_until_the_day_resets(h: Harness) {
+    let q = h.queue_with("quota", &[], |c| c.day = h.ticks(20)).await;
+    let acme = Tenant {
+        daily_limit: Some(3),
+        ..tenant("acme", 25)
+    };
+    q.put_tenants(&[acme, tenant("beta", 25)])
+        .await
+        .expect("tenants");
+    let ids = push(&q, "acme", 0..6).await;
+    // Start just after a day begins (days start at the epoch), so the first three calls
+    // fall in one day.
+    let day_ms = h.ticks(20).as_millis() as u64;
+    let now_ms = q.status().await.expect("status").now_ms;
+    h.sleep(Duration::from_millis(day_ms - now_ms % day_ms + 1))
+        .await;
+    let first = drain(&q, 3).await;
+    let r = row(&q, "acme").await;
+    assert_eq!((r.calls_today, r.daily_limit, r.waiting), (3, Some(3), 3));
+    let until = r.quota_until_ms.expect("parked");
+    assert_eq!(until % day_ms, 0, "parked until the day resets");
+    // Parked: its jobs stay queued, another tenant is served.
+    push(&q, "beta", 0..1).await;
+    let b = next_job(q.as_ref()).await;
+    assert_eq!(b.tenant, "beta");
+    q.complete(&b, "wh", false).await.expect("complete");
+    let asked_ms = q.status().await.expect("status").now_ms;
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => {
+            if h.exact() {
+                assert_eq!(asked_ms + d.as_millis() as u64, until);
+            }
+        }
+        other => panic!("acme is parked, expected a wait, got {other:?}"),
+    }
+    if !h.exact() {
+        // A restart keeps the count: a new handle on the same queue sees it.
+        let again = h.queue(q.config().clone()).await;
+        assert_eq!(row(&again, "acme").await.calls_today, 3);
+    }
+    // The next day it resumes, no attempt spent while it waited.
+    let rest = drain(&q, 3).await;
+    assert!(rest.iter().all(|j| j.dispatched_at_ms >= until), "{rest:?}");
+    for j in first.iter().chain(&rest) {
+        assert_eq!(j.attempt, 1, "{j:?}");
+    }
+    for id in &ids {
+        let r = record(&q, id).await;
+        assert_eq!((r.status, r.attempts), (JobState::Done, 1));
+    }
 }
 
 /// One `#[tokio::test]` per case per backend.
@@ -1488,4 +1552,5 @@ conformance!(
     the_share_is_not_cut_on_a_rate_limit_our_calls_explain,
     the_share_climbs_back_one_call_per_window_to_its_ceiling,
     the_share_holds_its_floor_of_one,
+    a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
 );

@@ -26,7 +26,6 @@ fn queue_config(max_attempts: u32) -> QueueConfig {
     QueueConfig {
         window: WINDOW,
         max_attempts,
-        share: Default::default(),
         ..QueueConfig::default()
     }
 }

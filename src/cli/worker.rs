@@ -89,6 +89,7 @@ impl Args {
             lease: Duration::from_millis(self.lease_ms),
             margin: Duration::from_millis(self.margin_ms),
             max_attempts: self.max_attempts,
+            day: std::time::Duration::from_secs(86_400),
             share: self.share,
         })
     }

@@ -148,6 +148,10 @@ struct Inner {
     /// `lsq_tenants_shared`: tenants whose share is cut because another client uses the
     /// account, all of them.
     shared_total: Gauge,
+    /// `lsq_tenant_calls_today{tenant}`: calls dispatched today, same tenants as the share.
+    calls_today: Family<TenantLabels, Gauge>,
+    /// `lsq_tenants_quota_reached`: tenants parked until their daily quota resets.
+    quota_total: Gauge,
     /// Held while the gauges are rewritten and encoded, so two scrapes at once never
     /// interleave a clear of the tenant family with the other's encode.
     scrape: std::sync::Mutex<()>,
@@ -249,6 +253,18 @@ impl Metrics {
             "Tenants whose share is cut because another client is using the account",
             shared_total.clone(),
         );
+        let calls_today = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenant_calls_today",
+            "Calls dispatched for the tenant today (UTC day), for the same tenants as lsq_tenant_share",
+            calls_today.clone(),
+        );
+        let quota_total = Gauge::default();
+        registry.register(
+            "lsq_tenants_quota_reached",
+            "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets)",
+            quota_total.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -264,6 +280,8 @@ impl Metrics {
                 tenant_limit,
                 tenant_share,
                 shared_total,
+                calls_today,
+                quota_total,
                 scrape: std::sync::Mutex::new(()),
             }),
         }
@@ -391,8 +409,15 @@ impl Metrics {
         shown.sort_by(|a, b| cut(a).cmp(&cut(b)).then(a.tenant.cmp(&b.tenant)));
         i.shared_total
             .set(clamp(shown.iter().filter(|t| !cut(t)).count() as u64));
+        i.quota_total.set(clamp(
+            s.tenants
+                .iter()
+                .filter(|t| t.state == TenantState::QuotaReached)
+                .count() as u64,
+        ));
         i.tenant_limit.clear();
         i.tenant_share.clear();
+        i.calls_today.clear();
         for t in shown.into_iter().take(MAX_TENANT_LABELS) {
             i.tenant_limit
                 .get_or_create(&TenantLabels {
@@ -405,6 +430,11 @@ impl Metrics {
                     reason: share_reason_label(t.share_reason),
                 })
                 .set(i64::from(t.share));
+            i.calls_today
+                .get_or_create(&TenantLabels {
+                    tenant: t.tenant.clone(),
+                })
+                .set(clamp(t.calls_today));
         }
     }
 }
@@ -439,6 +469,8 @@ mod tests {
             share: 25,
             share_reason: ShareReason::Configured,
             daily_limit: None,
+            calls_today: 0,
+            quota_until_ms: None,
             state,
             paused_until_ms: None,
             pause_reason: None,
@@ -468,6 +500,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("lsq_tenants_shared 1\n"), "{text}");
+        assert!(
+            text.contains("lsq_tenant_calls_today{tenant=\"calm\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("lsq_tenants_quota_reached 0\n"), "{text}");
     }
 
     #[test]

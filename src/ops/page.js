@@ -92,9 +92,10 @@ function renderStatus(s) {
     cell(tr, t.tenant);
     cell(tr, t.waiting, "num");
     cell(tr, `${t.calls_in_window}/${t.limit}`, "num");
-    cell(tr, t.state === "paused" ? "paused" : "at its share", `state-${t.state}`);
-    cell(tr, t.paused_until_ms == null ? "next window" : `${utc(t.paused_until_ms)} (in ${Math.max(0, (t.paused_until_ms - s.now_ms) / 1000).toFixed(1)} s)`);
-    cell(tr, t.pause_reason || (t.state === "at_limit" ? "share spent in this window" : ""), "reason");
+    const until = t.state === "quota_reached" ? t.quota_until_ms : t.paused_until_ms;
+    cell(tr, t.state === "quota_reached" ? "daily quota reached" : t.state === "paused" ? "paused" : "at its share", `state-${t.state}`);
+    cell(tr, until == null ? "next window" : `${utc(until)} (in ${Math.max(0, (until - s.now_ms) / 1000).toFixed(1)} s)`);
+    cell(tr, t.state === "quota_reached" ? `daily quota reached (${t.calls_today} of ${t.daily_limit}), resumes at ${utc(until)}` : t.pause_reason || (t.state === "at_limit" ? "share spent in this window" : ""), "reason");
     body.appendChild(tr);
   }
 
@@ -120,7 +121,7 @@ function renderStatus(s) {
     cell(tr, t.reserve ?? 0, "num");
     cell(tr, t.share ?? t.limit, "num");
     cell(tr, why[t.share_reason] || t.share_reason || "", "reason");
-    cell(tr, t.daily_limit == null ? "" : t.daily_limit, "num");
+    cell(tr, t.daily_limit == null ? `${t.calls_today ?? 0}` : `${t.calls_today ?? 0} / ${t.daily_limit}`, "num");
     sharesBody.appendChild(tr);
   }
 }

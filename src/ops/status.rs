@@ -65,6 +65,8 @@ pub enum TenantState {
     AtLimit,
     /// LeadSquared said "rate limited": no call until `paused_until_ms`.
     Paused,
+    /// Its daily quota is spent: parked, jobs queued, until `quota_until_ms`.
+    QuotaReached,
 }
 
 impl TenantState {
@@ -74,6 +76,7 @@ impl TenantState {
             TenantState::Ready => "ready",
             TenantState::AtLimit => "at_limit",
             TenantState::Paused => "paused",
+            TenantState::QuotaReached => "quota_reached",
         }
     }
 }
@@ -101,7 +104,12 @@ pub struct TenantReport {
     pub share_reason: ShareReason,
     /// Calls allowed per day, when the tenants file gave one; `null` otherwise.
     pub daily_limit: Option<u32>,
-    /// Ready, at its share, or paused.
+    /// Calls dispatched for it today (UTC day).
+    pub calls_today: u64,
+    /// When it has made `daily_limit` calls today: when the day resets and it resumes, ms
+    /// since the epoch; `null` otherwise.
+    pub quota_until_ms: Option<u64>,
+    /// Ready, at its share, paused, or parked for its daily quota.
     pub state: TenantState,
     /// When the pause ends, ms since the epoch; `null` unless paused.
     pub paused_until_ms: Option<u64>,
@@ -112,7 +120,10 @@ pub struct TenantReport {
 impl TenantReport {
     fn from_status(t: TenantStatus, now_ms: u64) -> Self {
         let paused = t.paused_until_ms.filter(|&until| until > now_ms);
-        let state = if paused.is_some() {
+        let quota = t.quota_until_ms.filter(|&until| until > now_ms);
+        let state = if quota.is_some() {
+            TenantState::QuotaReached
+        } else if paused.is_some() {
             TenantState::Paused
         } else if t.calls_in_window >= t.share.max(1).min(t.limit) {
             TenantState::AtLimit
@@ -129,6 +140,8 @@ impl TenantReport {
             share: t.share,
             share_reason: t.share_reason,
             daily_limit: t.daily_limit,
+            calls_today: t.calls_today,
+            quota_until_ms: quota,
             state,
             paused_until_ms: paused,
             pause_reason: paused.and(t.pause_reason),
@@ -158,7 +171,7 @@ impl StatusReport {
             .map(|t| TenantReport::from_status(t, now_ms))
             .collect();
         let rank = |t: &TenantReport| match t.state {
-            TenantState::Paused => 0,
+            TenantState::QuotaReached | TenantState::Paused => 0,
             TenantState::AtLimit => 1,
             TenantState::Ready => 2,
         };
@@ -248,6 +261,14 @@ impl StatusReport {
                         .unwrap_or_default()
                 ),
                 (TenantState::AtLimit, _) => "at its share".into(),
+                (TenantState::QuotaReached, _) => format!(
+                    "daily quota reached ({} of {}), resumes at {}",
+                    t.calls_today,
+                    t.daily_limit.unwrap_or_default(),
+                    t.quota_until_ms
+                        .map(|at| utc_time(at, false))
+                        .unwrap_or_default()
+                ),
                 _ => "ready".into(),
             };
             let _ = writeln!(
@@ -320,6 +341,7 @@ mod tests {
                 TenantStatus {
                     tenant: "calm".into(),
                     waiting: 9,
+                    calls_today: 17,
                     limit: 25,
                     calls_in_window: 3,
                     configured_limit: 25,
@@ -327,6 +349,7 @@ mod tests {
                     share: 8,
                     share_reason: ShareReason::Shared,
                     daily_limit: Some(10_000),
+                    quota_until_ms: None,
                     paused_until_ms: None,
                     pause_reason: None,
                 },
@@ -419,6 +442,8 @@ mod tests {
             )
         );
         assert_eq!(v["tenants"][0]["daily_limit"], serde_json::Value::Null);
+        assert_eq!(calm["calls_today"], 17);
+        assert_eq!(calm["quota_until_ms"], serde_json::Value::Null);
     }
 
     #[test]
@@ -442,6 +467,16 @@ mod tests {
                 "busy           2          5/5      5  learned limit              at its share"
             ),
             "{t}"
+        );
+        let mut parked = status();
+        parked.tenants[0].quota_until_ms = Some(1_700_006_400_000);
+        parked.tenants[0].calls_today = 10_000;
+        let parked = StatusReport::from_parts(parked, vec![]);
+        assert_eq!(parked.tenants[0].state, TenantState::QuotaReached);
+        let text = parked.table(3);
+        assert!(
+            text.contains("daily quota reached (10000 of 10000), resumes at 2023-11-15 00:00:00Z"),
+            "{text}"
         );
         let all = r.table(3);
         assert!(

@@ -54,6 +54,9 @@ pub struct QueueConfig {
     pub lease: Duration,
     /// Attempts after which a job that keeps failing transiently is dead.
     pub max_attempts: u32,
+    /// The length of the day a tenant's `daily_limit` counts calls over, days starting at
+    /// the Unix epoch: 24 hours is the UTC day. Tests shorten it.
+    pub day: Duration,
     /// Whether each tenant's share adapts to the account's other clients ([`share`]), or
     /// is always `limit − reserve`.
     pub share: ShareMode,
@@ -67,6 +70,7 @@ impl Default for QueueConfig {
             margin: Duration::ZERO,
             lease: Duration::from_secs(5),
             max_attempts: 8,
+            day: Duration::from_secs(86_400),
             share: ShareMode::Adaptive,
         }
     }
@@ -196,6 +200,13 @@ pub struct TenantStatus {
     /// Calls allowed per day, when the tenants file gave one.
     #[serde(default)]
     pub daily_limit: Option<u32>,
+    /// Calls dispatched for it in the current day ([`QueueConfig::day`]).
+    #[serde(default)]
+    pub calls_today: u64,
+    /// When it has made `daily_limit` calls today: when the day resets and it resumes, ms
+    /// since the epoch.
+    #[serde(default)]
+    pub quota_until_ms: Option<u64>,
     /// Calls spent in the current window.
     pub calls_in_window: u32,
     /// When a pause (LeadSquared said "rate limited") ends, ms since the epoch.

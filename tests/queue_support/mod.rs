@@ -20,6 +20,7 @@ pub fn config(name: &str, window_ms: u64) -> QueueConfig {
         margin: Duration::ZERO,
         lease: Duration::from_secs(30),
         max_attempts: 8,
+        day: std::time::Duration::from_secs(86_400),
         share: Default::default(),
     }
 }

@@ -156,6 +156,7 @@ impl EmbeddedQueue {
             });
         };
         t.log.push_back((now, token.clone()));
+        t.count_today(now, &st.days);
         if t.paused_until.is_some_and(|p| p <= now) {
             t.paused_until = None;
             t.pause_reason = None;

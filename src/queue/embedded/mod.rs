@@ -57,6 +57,10 @@ impl EmbeddedQueue {
             .map_or(0, |d| d.as_millis() as u64);
         let state = State {
             adaptive: config.share == ShareMode::Adaptive,
+            days: state::Days {
+                length_ms: (config.day.as_millis() as u64).max(1),
+                anchor: (Instant::now(), epoch_ms),
+            },
             ..State::default()
         };
         EmbeddedQueue {
@@ -121,6 +125,7 @@ impl Queue for EmbeddedQueue {
                             ready_key: None,
                             share: None,
                             share_cut_at: None,
+                            today: (0, 0),
                         },
                     );
                 }
@@ -335,7 +340,9 @@ impl Queue for EmbeddedQueue {
                 t.learned_limit = Some(l);
             }
         }
-        if st.adaptive {
+        // A pause longer than the window is a quota (a daily one), not the account's 5-s
+        // window crowded by another client: it parks the tenant and leaves the share alone.
+        if st.adaptive && pause <= span {
             st.adapt_share(&job.tenant, now, span);
         }
         st.enqueue(&job.id, true, now, span);
@@ -393,6 +400,7 @@ impl Queue for EmbeddedQueue {
         let mut guard = self.lock();
         let st = &mut *guard;
         let adaptive = st.adaptive;
+        let days = st.days;
         let names: Vec<String> = st.tenants.keys().cloned().collect();
         for name in &names {
             st.prune(name, now, span);
@@ -404,24 +412,30 @@ impl Queue for EmbeddedQueue {
                 let paused = t.paused_until.filter(|p| *p > now);
                 let calls = t.log.iter().filter(|(at, _)| *at + window > now).count() as u32;
                 let share = t.cap(now, span, adaptive);
-                (!t.waiting.is_empty() || calls > 0 || paused.is_some()).then(|| TenantStatus {
-                    tenant: t.tenant.name.clone(),
-                    waiting: t.waiting.len() as u64,
-                    limit: t.limit(),
-                    configured_limit: t.tenant.limit,
-                    reserve: t.tenant.reserve,
-                    share,
-                    share_reason: ShareReason::of(
-                        t.tenant.limit,
-                        t.limit(),
-                        t.tenant.reserve,
+                let day = days.of(now);
+                let calls_today = if t.today.0 == day { t.today.1 } else { 0 };
+                let quota_until = t.quota_until(now, &days);
+                (!t.waiting.is_empty() || calls > 0 || paused.is_some() || quota_until.is_some())
+                    .then(|| TenantStatus {
+                        tenant: t.tenant.name.clone(),
+                        waiting: t.waiting.len() as u64,
+                        limit: t.limit(),
+                        configured_limit: t.tenant.limit,
+                        reserve: t.tenant.reserve,
                         share,
-                    ),
-                    daily_limit: t.tenant.daily_limit,
-                    calls_in_window: calls,
-                    paused_until_ms: paused.map(|p| self.ms(p)),
-                    pause_reason: paused.and(t.pause_reason.clone()),
-                })
+                        share_reason: ShareReason::of(
+                            t.tenant.limit,
+                            t.limit(),
+                            t.tenant.reserve,
+                            share,
+                        ),
+                        daily_limit: t.tenant.daily_limit,
+                        calls_today,
+                        quota_until_ms: quota_until.map(|at| self.ms(at)),
+                        calls_in_window: calls,
+                        paused_until_ms: paused.map(|p| self.ms(p)),
+                        pause_reason: paused.and(t.pause_reason.clone()),
+                    })
             })
             .collect();
         tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));

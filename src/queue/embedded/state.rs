@@ -36,9 +36,44 @@ pub(super) struct State {
     pub(super) seq: u64,
     /// Whether shares adapt ([`crate::queue::ShareMode::Adaptive`]).
     pub(super) adaptive: bool,
+    /// Days for daily quotas: their length, and the instant and wall-clock ms it is
+    /// measured from (days start at the Unix epoch).
+    pub(super) days: Days,
     /// Jobs done per wall-clock second (`ms / 1000`, count), the last
     /// [`DONE_HISTORY_SECS`] seconds only, for `Queue::done_per_second`.
     pub(super) done_per_sec: VecDeque<(u64, u64)>,
+}
+
+/// How the embedded queue tells days apart for daily quotas.
+#[derive(Clone, Copy)]
+pub(super) struct Days {
+    /// Length of a day (`QueueConfig::day`), at least 1 ms.
+    pub(super) length_ms: u64,
+    /// An instant, and the ms since the Unix epoch it stands for.
+    pub(super) anchor: (Instant, u64),
+}
+
+impl Default for Days {
+    fn default() -> Self {
+        Days {
+            length_ms: 86_400_000,
+            anchor: (Instant::now(), 0),
+        }
+    }
+}
+
+impl Days {
+    /// The day `at` falls in (days since the epoch).
+    pub(super) fn of(&self, at: Instant) -> u64 {
+        let ms = self.anchor.1 + at.saturating_duration_since(self.anchor.0).as_millis() as u64;
+        ms / self.length_ms
+    }
+
+    /// When day `day` ends.
+    pub(super) fn end_of(&self, day: u64) -> Instant {
+        let end_ms = (day + 1).saturating_mul(self.length_ms);
+        self.anchor.0 + Duration::from_millis(end_ms.saturating_sub(self.anchor.1))
+    }
 }
 
 /// Seconds of done-per-second history kept: bounds the memory whatever the throughput.
@@ -66,6 +101,8 @@ pub(super) struct TenantState {
     pub(super) share: Option<(u32, Instant)>,
     /// When the share was last cut: at most one cut per window.
     pub(super) share_cut_at: Option<Instant>,
+    /// Calls dispatched in a day: the day, and how many.
+    pub(super) today: (u64, u64),
 }
 
 /// One job, from its push until it is purged.

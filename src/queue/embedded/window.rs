@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{State, TenantState};
+use super::state::{Days, State, TenantState};
 use crate::queue::{LeasedJob, share};
 
 impl TenantState {
@@ -19,6 +19,23 @@ impl TenantState {
         let configured = self.tenant.limit.max(1);
         self.learned_limit
             .map_or(configured, |l| l.clamp(1, configured))
+    }
+
+    /// When it has made its `daily_limit` calls today: the end of the day.
+    pub(super) fn quota_until(&self, now: Instant, days: &Days) -> Option<Instant> {
+        let limit = u64::from(self.tenant.daily_limit?);
+        let day = days.of(now);
+        (self.today.0 == day && self.today.1 >= limit).then(|| days.end_of(day))
+    }
+
+    /// Counts a call dispatched at `now` against today's quota.
+    pub(super) fn count_today(&mut self, now: Instant, days: &Days) {
+        let day = days.of(now);
+        if self.today.0 == day {
+            self.today.1 += 1;
+        } else {
+            self.today = (day, 1);
+        }
     }
 
     /// The most calls the tenant may make in a window now: `limit − reserve` (at least 1),
@@ -58,6 +75,7 @@ impl State {
         now: Instant,
         span: Duration,
         adaptive: bool,
+        days: &Days,
     ) -> Instant {
         let limit = t.cap(now, span, adaptive) as usize;
         let by_log = if t.log.len() >= limit {
@@ -67,10 +85,13 @@ impl State {
         } else {
             now
         };
-        match t.paused_until {
+        let by_pause = match t.paused_until {
             Some(p) if p > by_log => p,
             _ => by_log,
-        }
+        };
+        // Parked until the day resets once today's quota is spent: its jobs stay queued.
+        t.quota_until(now, days)
+            .map_or(by_pause, |q| q.max(by_pause))
     }
 
     /// Puts the tenant in the ready set (or takes it out) according to its waiting list,
@@ -94,7 +115,7 @@ impl State {
         if t.waiting.is_empty() {
             return;
         }
-        let allowed = Self::allowed_at(t, now, span, self.adaptive);
+        let allowed = Self::allowed_at(t, now, span, self.adaptive, &self.days);
         let key = match (old, turn) {
             // A new turn: behind every tenant already waiting for the same moment.
             (_, Some(turn)) => (allowed.max(turn), seq, tenant.to_string()),

@@ -24,6 +24,7 @@
 //! | `limits` | hash | tenant -> calls allowed per window (imported, or lower if learned) |
 //! | `learned` | hash | tenant -> the limit LeadSquared named in a rate-limit answer |
 //! | `configured` / `reserve` / `daily_limit` | hash | tenant -> limit as imported / calls per window left to other clients / calls per day |
+//! | `day:<tenant>` | hash | the daily quota's count: `day` (days since the epoch, of `QueueConfig::day`) and `calls` dispatched in it |
 //! | `share:<tenant>` | hash | the adaptive share: `share` as of the last rate-limit answer, `since` (µs) that answer, `cut` (µs) the last cut |
 //! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
 //! | `ready` | zset | tenants with waiting jobs, scored by when their next call is allowed |
@@ -311,6 +312,7 @@ impl Queue for RedisQueue {
             .arg(reason::corrupt::RECORD_MISSING)
             .arg(reason::corrupt::NO_BODY_OR_STATE)
             .arg(self.config.share.as_str())
+            .arg(micros(self.config.day))
             .invoke_async(&mut self.con.clone())
             .await?;
         let fenced_until = fence.map(|f| sent + f.slack);
@@ -433,6 +435,7 @@ impl Queue for RedisQueue {
             .arg(STATUS_RUNNING_SCAN)
             .arg(self.config.share.as_str())
             .arg(self.window_us())
+            .arg(micros(self.config.day))
             .invoke_async(&mut self.con.clone())
             .await?;
         status_of(array(reply, "status")?, &self.config.name)

@@ -58,6 +58,48 @@ local function tenant_cap(tenant, now, window_us, adaptive)
   return math.max(1, math.min(cap, climbed))
 end
 
+-- Daily quotas: `day:<tenant>` holds the day (`floor(now / day_us)`, days from the Unix
+-- epoch) and the calls dispatched in it; `daily_limit` the tenant's quota. When today's
+-- calls reached it: the end of the day (µs), when the tenant resumes; 0 otherwise.
+local function quota_until(tenant, now, day_us)
+  local limit = tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
+  if not limit or not day_us or day_us <= 0 then
+    return 0
+  end
+  local day = math.floor(now / day_us)
+  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
+  if ok and tonumber(f[1]) == day and (tonumber(f[2]) or 0) >= limit then
+    return (day + 1) * day_us
+  end
+  return 0
+end
+
+-- Calls dispatched today (0 when the stored day is another).
+local function calls_today(tenant, now, day_us)
+  if not day_us or day_us <= 0 then
+    return 0
+  end
+  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
+  if ok and tonumber(f[1]) == math.floor(now / day_us) then
+    return tonumber(f[2]) or 0
+  end
+  return 0
+end
+
+-- Counts one call dispatched at `now` against the tenant's day.
+local function count_today(tenant, now, day_us)
+  local key = P .. 'day:' .. tenant
+  local day = math.floor(now / day_us)
+  if calls_today(tenant, now, day_us) == 0 then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'day', int(day), 'calls', 1)
+  else
+    redis.call('HINCRBY', key, 'calls', 1)
+  end
+  -- Forgotten a day after the day it counts.
+  redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
+end
+
 -- When the call log next allows a call: the limit-th most recent call plus the window (and
 -- margin). 0 when fewer than `limit` calls are logged.
 local function log_allows_at(tenant, limit, window_us)

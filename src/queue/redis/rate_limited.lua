@@ -16,7 +16,7 @@
 -- ARGV[10]: the share mode, `adaptive` or `fixed`
 -- ARGV[11], ARGV[12]: the cut, numerator and denominator (`queue::share::CUT_NUM`, `CUT_DEN`)
 --
--- With `adaptive`: counts our calls in the tenant's window (the refused one included);
+-- With `adaptive` and a pause no longer than the window: counts our calls in the tenant's window (the refused one included);
 -- fewer than its limit means another client is using the account, and the share
 -- (`share:<tenant>`: share, since µs, cut µs) is cut, at most once per window. Either way
 -- the climb restarts from now (see `tenant_cap` in prelude.lua).
@@ -45,7 +45,9 @@ if named >= 1 and named < tenant_limit(tenant) then
   redis.call('HSET', P .. 'limits', tenant, named)
   redis.call('ZREMRANGEBYRANK', P .. 'calls:' .. tenant, 0, -(named + 1))
 end
-if ARGV[10] == 'adaptive' then
+-- A pause longer than the window is a quota (a daily one), not the account's 5-s window
+-- crowded by another client: it parks the tenant and leaves the share alone.
+if ARGV[10] == 'adaptive' and tonumber(ARGV[7]) <= tonumber(ARGV[5]) then
   local window_us = tonumber(ARGV[5])
   local key = P .. 'share:' .. tenant
   local current = tenant_cap(tenant, now, window_us, true)

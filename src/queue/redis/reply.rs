@@ -165,7 +165,7 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
 
 /// status.lua's reply (see its header) as a [`QueueStatus`] of queue `queue`.
 /// Entries per tenant in status.lua's reply.
-const STATUS_ROW: usize = 10;
+const STATUS_ROW: usize = 12;
 
 pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, QueueError> {
     if items.len() < 7 || !(items.len() - 7).is_multiple_of(STATUS_ROW) {
@@ -187,6 +187,12 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
                 share,
                 share_reason: ShareReason::of(configured, limit, reserve, share),
                 daily_limit: Some(small(9)).filter(|d| *d > 0),
+                calls_today: uint(row.get(10)),
+                quota_until_ms: row
+                    .get(11)
+                    .and_then(int)
+                    .filter(|p| *p >= 0)
+                    .and_then(|p| u64::try_from(p).ok()),
                 calls_in_window: u32::try_from(uint(row.get(3))).unwrap_or(u32::MAX),
                 paused_until_ms: row
                     .get(4)

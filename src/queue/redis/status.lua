@@ -6,11 +6,12 @@
 -- ARGV[3]: at most this many running jobs examined for the oldest dispatch
 -- ARGV[4]: the share mode, `adaptive` or `fixed`
 -- ARGV[5]: window + margin, µs (what the share climbs by)
+-- ARGV[6]: the length of a day for daily quotas, µs
 --
 -- Returns {now_us, queued, scheduled, running, done, dead, oldest_dispatched_ms (-1: none),
 -- then ten entries per tenant worth showing: name, waiting, limit, calls in window,
 -- paused_until_ms (-1: not paused), pause reason, configured limit, reserve, share, daily
--- limit (0: none)}.
+-- limit (0: none), calls today, quota parked until ms (-1: not parked)}.
 
 local window_us = tonumber(ARGV[2])
 local now = now_us()
@@ -49,13 +50,20 @@ for _, name in ipairs(names) do
   else
     paused = -1
   end
-  if waiting > 0 or calls > 0 or paused >= 0 then
+  local quota = quota_until(name, now, tonumber(ARGV[6]))
+  if quota > 0 then
+    quota = math.floor(quota / 1000)
+  else
+    quota = -1
+  end
+  if waiting > 0 or calls > 0 or paused >= 0 or quota >= 0 then
     local limit = tenant_limit(name)
     rows[#rows + 1] = {name, waiting, limit, calls, paused, reason,
       tonumber(redis.call('HGET', P .. 'configured', name)) or limit,
       tonumber(redis.call('HGET', P .. 'reserve', name)) or 0,
       tenant_cap(name, now, tonumber(ARGV[5]), ARGV[4] == 'adaptive'),
-      tonumber(redis.call('HGET', P .. 'daily_limit', name)) or 0}
+      tonumber(redis.call('HGET', P .. 'daily_limit', name)) or 0,
+      calls_today(name, now, tonumber(ARGV[6])), quota}
   end
 end
 
