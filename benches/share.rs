@@ -13,7 +13,10 @@
 //!    it` (samples every 20 ms). That is `our calls / (25 per window x the interval's
 //!    windows - the other client's calls)`, with each call weighted by the part of its
 //!    window inside the interval, so the figure does not depend on where the interval's
-//!    edges fall between bursts; the same ratio counted from call totals is printed beside;
+//!    edges fall between bursts; the same ratio counted from call totals is printed beside
+//!    ("counted"), which reads high or low by up to a whole burst when the pacing is bursty
+//!    (with no other client the fixed limiter sends 25 at once each window, and an interval
+//!    of 3 windows that starts just before a burst and ends just after one reads 4/3);
 //! 3. the share of the other client's calls refused because of ours (refused while fewer
 //!    than `limit` of its own calls were in the window; target <= 2%), from our first call
 //!    until one window after our last;
