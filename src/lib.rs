@@ -26,8 +26,9 @@
 //!   outcome.
 //! - [`ops`] (`src/ops/`): what ops see: status, Prometheus metrics, the HTTP API (`api/`:
 //!   auth, errors, routes, handlers) and the status page.
-//! - [`sim`] (`src/sim/`): a LeadSquared simulator with a strict sliding-window limit and
-//!   injectable faults, for tests, demos and benchmarks.
+//! - [`sim`] (`src/sim/`): a LeadSquared simulator with a strict sliding-window limit, a
+//!   daily quota, another client per account and injectable faults, for tests, demos and
+//!   benchmarks.
 //! - [`demo`] (`src/demo/`): `lsq-webhooks demo`: the simulator, a queue, jobs and the pool
 //!   in one process, with live progress and a summary checked against the simulator.
 //! - [`cli`] (`src/cli/`): the command line: argument types and one small file per command.

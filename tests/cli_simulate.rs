@@ -1,5 +1,6 @@
 //! `lsq-webhooks simulate` as a process: it prints its address, serves Create, stops on
-//! SIGTERM with exit 0, and refuses bad input with exit 2.
+//! SIGTERM with exit 0, takes the other client and the daily quota from its flags, and
+//! refuses bad input with exit 2.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,10 +11,10 @@ use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lsq-webhooks");
 
-#[tokio::test]
-async fn serves_create_and_stops_on_sigterm() {
+/// Starts `simulate` with these arguments; returns the process and its base URL.
+async fn spawn_simulator(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = Command::new(BIN)
-        .args(["simulate", "--listen", "127.0.0.1:0", "--any-account"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -31,16 +32,26 @@ async fn serves_create_and_stops_on_sigterm() {
         .strip_prefix("listening on ")
         .expect("listening line")
         .to_string();
+    (child, base)
+}
 
+fn create_body(description: &str) -> Value {
+    json!({
+        "Description": description, "URL": "https://hooks.example/x", "Method": "POST",
+        "ContentType": "text/plain", "WebhookEvent": "6", "NotifyOnFailure": false,
+        "WebhookProperties": null, "CustomHeaders": []
+    })
+}
+
+#[tokio::test]
+async fn serves_create_and_stops_on_sigterm() {
+    let (mut child, base) =
+        spawn_simulator(&["simulate", "--listen", "127.0.0.1:0", "--any-account"]).await;
     let answer: Value = reqwest::Client::new()
         .post(format!("{base}/v2/Webhook.svc/Create"))
         .header("x-LSQ-AccessKey", "ak")
         .header("x-LSQ-SecretKey", "sk")
-        .json(&json!({
-            "Description": "cli", "URL": "https://hooks.example/x", "Method": "POST",
-            "ContentType": "text/plain", "WebhookEvent": "6", "NotifyOnFailure": false,
-            "WebhookProperties": null, "CustomHeaders": []
-        }))
+        .json(&create_body("cli"))
         .send()
         .await
         .expect("answer")
@@ -64,6 +75,56 @@ async fn serves_create_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
+async fn other_client_and_daily_quota_come_from_the_flags() {
+    let (_child, base) = spawn_simulator(&[
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--any-account",
+        "--other-client-calls",
+        "4",
+        "--daily-limit",
+        "1",
+    ])
+    .await;
+    let create = || async {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v2/Webhook.svc/Create"))
+            .header("x-LSQ-AccessKey", "ak-flags")
+            .header("x-LSQ-SecretKey", "sk")
+            .json(&create_body("flags"))
+            .send()
+            .await
+            .expect("answer");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.expect("json");
+        (status, answer)
+    };
+    // The quota of 1 is spent by our first call, or by the other client before it.
+    let mut last = create().await;
+    if last.0 == 200 {
+        last = create().await;
+    }
+    assert_eq!(last.0, 429, "{last:?}");
+    assert_eq!(
+        last.1["ExceptionMessage"],
+        json!("API calls exceeded the limit of 1 in 86400 second(s)")
+    );
+    let stats: Value = reqwest::get(format!("{base}/_sim/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let accounts = stats["accounts"].as_object().expect("accounts");
+    assert_eq!(accounts.len(), 1, "{stats}");
+    let acc = accounts.values().next().expect("one account");
+    assert_eq!(acc["other_client"]["calls_per_window"], json!(4), "{acc}");
+    assert_eq!(acc["daily_limit"], json!(1), "{acc}");
+    assert_eq!(acc["calls_today"], json!(1), "{acc}");
+}
+
+#[tokio::test]
 async fn bad_input_exits_2() {
     for args in [
         vec!["simulate", "--listen", "127.0.0.1:0"],
@@ -82,7 +143,20 @@ async fn bad_input_exits_2() {
             "--error-rate",
             "2",
         ],
+        vec!["--other-client-calls-for", "acme"],
+        vec!["--daily-limit", "0"],
+        vec!["--day-ms", "0"],
+        vec!["--other-client-calls", "20000"],
     ] {
+        // Bare flags are added to an otherwise valid command line.
+        let args: Vec<&str> = if args[0] == "simulate" {
+            args
+        } else {
+            ["simulate", "--listen", "127.0.0.1:0", "--any-account"]
+                .into_iter()
+                .chain(args)
+                .collect()
+        };
         let out = Command::new(BIN).args(&args).output().await.expect("run");
         assert_eq!(
             out.status.code(),

@@ -677,3 +677,378 @@ async fn with_refused_calls_free_the_window_counts_admitted_calls_only() {
     }
     assert_eq!(call(&app, "k").await, 429);
 }
+
+// --- The other client and the daily quota (issue 13) ----------------------------------------
+
+async fn sim_stats(server: &SimServer) -> Value {
+    reqwest::get(server.base_url().join("/_sim/stats").expect("url"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn put(server: &SimServer, path: &str, body: Value) -> u16 {
+    reqwest::Client::new()
+        .put(server.base_url().join(path).expect("url"))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
+fn tenants_source(server_less: &[(&str, u32)]) -> Vec<Tenant> {
+    let base = url::Url::parse("http://127.0.0.1:1").expect("url");
+    server_less
+        .iter()
+        .map(|(name, limit)| Tenant {
+            name: name.to_string(),
+            api_base: base.clone(),
+            access_key: Secret::new(format!("ak-{name}")),
+            secret_key: Secret::new(format!("ak-{name}-secret")),
+            limit: *limit,
+        })
+        .collect()
+}
+
+/// The other client's counters of one account after 200 windows on the paused clock.
+async fn two_hundred_windows(seed: u64) -> (u64, u64, u64, u64) {
+    let config = SimConfig {
+        accounts: AccountSource::Tenants(tenants_source(&[("acme", 25), ("beta", 25)])),
+        other_client_calls: 10,
+        other_client_calls_for: [("beta".to_string(), 3)].into(),
+        faults: Faults {
+            seed,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = start(config).await;
+    tokio::time::sleep(Duration::from_secs(5 * 200)).await;
+    let stats = sim.server.stats();
+    let (a, b) = (&stats.accounts["acme"], &stats.accounts["beta"]);
+    assert_eq!(a.other_client.calls_per_window, 10);
+    assert_eq!(b.other_client.calls_per_window, 3);
+    // No call of ours: none of its refusals can be ours, and ours are untouched.
+    for acc in [a, b] {
+        assert_eq!(acc.other_client.refused_because_of_ours, 0, "{acc:?}");
+        assert_eq!(acc.calls, 0);
+        assert_eq!(
+            acc.other_client.calls,
+            acc.other_client.admitted + acc.other_client.refused
+        );
+        assert!(acc.max_admitted_in_window <= 25);
+    }
+    (
+        a.other_client.calls,
+        b.other_client.calls,
+        a.other_client.refused,
+        b.other_client.refused,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_client_calls_arrive_at_about_the_configured_rate_reproducibly() {
+    let (acme, beta, acme_refused, beta_refused) = two_hundred_windows(11).await;
+    // Poisson: 2000 ± 45 and 600 ± 24.5 (one standard deviation); 4.5 of them either side.
+    assert!((1800..=2200).contains(&acme), "acme: {acme}");
+    assert!((490..=710).contains(&beta), "beta: {beta}");
+    // P(Poisson(10) >= 25) is about 5e-5 per arrival: a few refusals of its own at most;
+    // 3 per window never fill 25.
+    assert!(acme_refused <= 20, "{acme_refused}");
+    assert_eq!(beta_refused, 0);
+    // The same seed plays the same schedule; another seed another.
+    assert_eq!(
+        two_hundred_windows(11).await,
+        (acme, beta, acme_refused, beta_refused)
+    );
+    assert_ne!(two_hundred_windows(12).await.0, acme);
+}
+
+/// Waits (polling the stats over HTTP) until `account`'s other client has made `n` calls.
+async fn until_other_calls(server: &SimServer, account: &str, n: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = sim_stats(server).await;
+        let acc = stats["accounts"][account].clone();
+        if acc["other_client"]["calls"].as_u64().unwrap_or(0) >= n {
+            return acc;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{acc}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn other_client_is_refused_when_our_calls_fill_the_window_and_that_is_counted_as_ours() {
+    // A long window, so that every call of the test lies in one.
+    let sim = start(SimConfig {
+        accounts: AccountSource::Tenants(tenants_source(&[("ours", 20), ("theirs", 3)])),
+        window: Duration::from_secs(60),
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client();
+    let ours = tenant(&sim.server, "ours", "ak-ours", 20);
+    for i in 0..20 {
+        client
+            .create(&ours, &webhook(&format!("o{i}")))
+            .await
+            .expect("within the limit");
+    }
+    // Now the other client: 600 per 60 s, 10 a second.
+    let path = "/_sim/accounts/ours/other-client";
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 600})).await,
+        200
+    );
+    until_other_calls(&sim.server, "ours", 5).await;
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 0})).await,
+        200
+    );
+    let acc = &sim_stats(&sim.server).await["accounts"]["ours"];
+    let other = &acc["other_client"];
+    let calls = other["calls"].as_u64().expect("calls");
+    // Fewer than 20 of its own in the window (every arrival counts), so each refusal is ours.
+    assert!((5..20).contains(&calls), "{acc}");
+    assert_eq!(other["admitted"], json!(0), "{acc}");
+    assert_eq!(other["refused"], json!(calls), "{acc}");
+    assert_eq!(other["refused_because_of_ours"], json!(calls), "{acc}");
+    assert_eq!(acc["admitted"], json!(20));
+    assert_eq!(acc["in_window"], json!(20));
+    // Ours are refused too, and counted apart.
+    assert!(matches!(
+        client.create(&ours, &webhook("o20")).await,
+        // (A 60-second window reads as a quota to the client: no per-5-second limit.)
+        Err(CallError::RateLimited { .. })
+    ));
+    let acc = &sim_stats(&sim.server).await["accounts"]["ours"];
+    assert_eq!(acc["rate_limited"], json!(1), "{acc}");
+    assert_eq!(acc["calls"], json!(21));
+
+    // Where the other client fills the window itself, its refusals are not ours.
+    let path = "/_sim/accounts/theirs/other-client";
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 600})).await,
+        200
+    );
+    until_other_calls(&sim.server, "theirs", 6).await;
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 0})).await,
+        200
+    );
+    let acc = &sim_stats(&sim.server).await["accounts"]["theirs"];
+    let other = &acc["other_client"];
+    let calls = other["calls"].as_u64().expect("calls");
+    assert_eq!(other["admitted"], json!(3), "{acc}");
+    assert_eq!(other["in_window"], json!(3), "{acc}");
+    assert_eq!(other["refused"], json!(calls - 3), "{acc}");
+    // Its own calls (3 admitted, the refused ones counting too) fill the window.
+    assert_eq!(other["refused_because_of_ours"], json!(0), "{acc}");
+    // And it leaves us nothing.
+    let theirs = tenant(&sim.server, "theirs", "ak-theirs", 3);
+    assert!(matches!(
+        client.create(&theirs, &webhook("t")).await,
+        Err(CallError::RateLimited { .. })
+    ));
+    // A setting for an account there is no tenant for is refused.
+    let status = put(
+        &sim.server,
+        "/_sim/accounts/nobody/other-client",
+        json!({"calls_per_window": 1}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn daily_quota_answers_with_the_days_message_and_counts_the_other_clients_calls() {
+    let sim = start(SimConfig {
+        // beta's window is wide, so that only its quota refuses.
+        accounts: AccountSource::Tenants(tenants_source(&[("acme", 25), ("beta", 1000)])),
+        daily_limit_for: [("acme".to_string(), 2), ("beta".to_string(), 5)].into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let acme = tenant(&sim.server, "acme", "ak-acme", 25);
+    let client = client();
+    for i in 0..2 {
+        client
+            .create(&acme, &webhook(&format!("a{i}")))
+            .await
+            .expect("within the quota");
+    }
+    let (status, answer) = raw_post(
+        &sim.server,
+        "/v2/Webhook.svc/Create",
+        "ak-acme",
+        &body("a2").to_string(),
+    )
+    .await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(
+        answer,
+        json!({
+            "Status": "Error",
+            "ExceptionType": "MXAPIRateLimitExceededException",
+            "ExceptionMessage": "API calls exceeded the limit of 2 in 86400 second(s)",
+        })
+    );
+    // The client takes it for a quota: no per-5-second limit, a wait of up to a day.
+    match client.create(&acme, &webhook("a3")).await {
+        Err(CallError::RateLimited {
+            limit: None,
+            retry_after: Some(d),
+            ..
+        }) => assert!(
+            d > Duration::ZERO && d <= Duration::from_secs(86_400),
+            "{d:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let stats = sim_stats(&sim.server).await;
+    let acc = &stats["accounts"]["acme"];
+    assert_eq!(stats["day_ms"], json!(86_400_000));
+    assert_eq!(acc["daily_limit"], json!(2));
+    assert_eq!(acc["calls_today"], json!(2));
+    assert_eq!(acc["quota_refused"], json!(2), "{acc}");
+    assert_eq!(acc["rate_limited"], json!(0), "{acc}");
+    assert_eq!(acc["admitted"], json!(2));
+
+    // The other client's calls spend the same quota.
+    let path = "/_sim/accounts/beta/other-client";
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 500})).await,
+        200
+    );
+    until_other_calls(&sim.server, "beta", 7).await;
+    assert_eq!(
+        put(&sim.server, path, json!({"calls_per_window": 0})).await,
+        200
+    );
+    let acc = &sim_stats(&sim.server).await["accounts"]["beta"];
+    assert_eq!(acc["calls_today"], json!(5), "{acc}");
+    assert_eq!(acc["other_client"]["admitted"], json!(5), "{acc}");
+    assert!(
+        acc["other_client"]["quota_refused"].as_u64() >= Some(2),
+        "{acc}"
+    );
+    let beta = tenant(&sim.server, "beta", "ak-beta", 1000);
+    let e = client.create(&beta, &webhook("b")).await;
+    assert!(
+        matches!(e, Err(CallError::RateLimited { ref reason, .. })
+            if reason.ends_with("API calls exceeded the limit of 5 in 86400 second(s)")),
+        "{e:?}"
+    );
+    // Lifting the quota at runtime admits calls again.
+    let status = put(
+        &sim.server,
+        "/_sim/accounts/beta/daily-limit",
+        json!({"daily_limit": null}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(client.create(&beta, &webhook("b2")).await.is_ok());
+}
+
+#[tokio::test]
+async fn daily_quota_resets_with_the_day() {
+    // A 3-second day: the message names it, and the quota comes back when it turns. The
+    // window is wide, so that the refused calls while waiting (they count) never fill it.
+    let sim = start(SimConfig {
+        default_limit: 1000,
+        daily_limit: Some(2),
+        day: Duration::from_secs(3),
+        ..SimConfig::default()
+    })
+    .await;
+    let t = tenant(&sim.server, "acme", "ak-day", 1000);
+    let client = client();
+    let label = account_label("ak-day");
+    // Until the quota answers (the day may turn between two calls: then more succeed).
+    let mut refused = None;
+    for i in 0..50 {
+        match client.create(&t, &webhook(&format!("d{i}"))).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(CallError::RateLimited { limit: None, retry_after: Some(d), ref reason })
+            if reason == "MXAPIRateLimitExceededException: API calls exceeded the limit of 2 in 3 second(s)"
+                && d <= Duration::from_secs(3)),
+        "{refused:?}"
+    );
+    let before = sim_stats(&sim.server).await["accounts"][&label].clone();
+    assert!(before["quota_refused"].as_u64() >= Some(1), "{before}");
+    // Wait for the day to turn: the next call that succeeds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.create(&t, &webhook("next day")).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the day never turned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = sim_stats(&sim.server).await["accounts"][&label].clone();
+    let today = after["calls_today"].as_u64().expect("calls_today");
+    assert!((1..=2).contains(&today), "{after}");
+    assert!(
+        after["admitted"].as_u64() > before["admitted"].as_u64(),
+        "{after}"
+    );
+    assert_eq!(after["rate_limited"], json!(0), "{after}");
+}
+
+#[tokio::test]
+async fn bad_other_client_and_quota_settings_are_refused() {
+    let tenants = tenants_source(&[("acme", 25)]);
+    let cases = [
+        SimConfig {
+            daily_limit: Some(0),
+            ..SimConfig::default()
+        },
+        SimConfig {
+            day: Duration::ZERO,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            other_client_calls: lsq_webhooks::sim::MAX_OTHER_CLIENT_CALLS + 1,
+            ..SimConfig::default()
+        },
+        SimConfig {
+            accounts: AccountSource::Tenants(tenants.clone()),
+            daily_limit_for: [("nobody".to_string(), 3)].into(),
+            ..SimConfig::default()
+        },
+        SimConfig {
+            accounts: AccountSource::Tenants(tenants),
+            other_client_calls_for: [("nobody".to_string(), 3)].into(),
+            ..SimConfig::default()
+        },
+    ];
+    let errors: Vec<String> = cases
+        .into_iter()
+        .map(|c| SimState::new(c).err().expect("refused").to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "the daily limit of every account must be at least 1",
+            "the day must be at least 1 ms long",
+            "the other client's calls per window for every account must be at most 10000, got 10001",
+            "daily_limit_for names \"nobody\", which is not a tenant",
+            "other_client_calls_for names \"nobody\", which is not a tenant",
+        ]
+    );
+}

@@ -3,6 +3,7 @@
 //! Prints `listening on http://ADDR` on standard output once bound (so a script that asked
 //! for port 0 can read the port), then serves until told to stop.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,44 @@ pub struct Args {
     /// Up to this many more milliseconds, drawn uniformly.
     #[arg(long, default_value_t = 0)]
     pub latency_jitter_ms: u64,
+    /// Another client (the tenant's own integrations) on every account: this many calls per
+    /// window on average, at random (Poisson) times, counted against the same window.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub other_client_calls: u32,
+    /// The other client's calls per window for one account (tenant name, or `key-...` under
+    /// --any-account), instead of --other-client-calls. Repeatable.
+    #[arg(long, value_name = "ACCOUNT=N")]
+    pub other_client_calls_for: Vec<String>,
+    /// Calls per day every account may make, every client's counted; answered once spent with
+    /// "API calls exceeded the limit of N in 86400 second(s)". No quota by default.
+    #[arg(long, value_name = "N")]
+    pub daily_limit: Option<u32>,
+    /// The daily limit of one account, instead of --daily-limit. Repeatable.
+    #[arg(long, value_name = "ACCOUNT=N")]
+    pub daily_limit_for: Vec<String>,
+    /// The quota's day in milliseconds (the UTC day by default; shorter for tests).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub day_ms: u64,
+}
+
+/// `ACCOUNT=N` values of a repeatable flag, by account.
+fn per_account(flag: &str, values: &[String]) -> Result<BTreeMap<String, u32>, BadInput> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        let parsed = v
+            .rsplit_once('=')
+            .and_then(|(a, n)| Some((a.trim(), n.trim().parse::<u32>().ok()?)))
+            .filter(|(a, _)| !a.is_empty());
+        let Some((account, n)) = parsed else {
+            return Err(BadInput(format!(
+                "{flag}: expected ACCOUNT=N (N a whole number), got {v:?}"
+            )));
+        };
+        if out.insert(account.to_string(), n).is_some() {
+            return Err(BadInput(format!("{flag}: {account:?} is given twice")));
+        }
+    }
+    Ok(out)
 }
 
 /// `--rate-limit-style` values.
@@ -93,6 +132,9 @@ impl Args {
         if self.window_ms == 0 {
             return Err(BadInput("--window-ms must be at least 1".into()).into());
         }
+        if self.day_ms == 0 {
+            return Err(BadInput("--day-ms must be at least 1".into()).into());
+        }
         Ok(SimConfig {
             accounts,
             default_limit: self.default_limit,
@@ -113,6 +155,14 @@ impl Args {
                 latency: Duration::from_millis(self.latency_ms),
                 latency_jitter: Duration::from_millis(self.latency_jitter_ms),
             },
+            other_client_calls: self.other_client_calls,
+            other_client_calls_for: per_account(
+                "--other-client-calls-for",
+                &self.other_client_calls_for,
+            )?,
+            daily_limit: self.daily_limit,
+            daily_limit_for: per_account("--daily-limit-for", &self.daily_limit_for)?,
+            day: Duration::from_millis(self.day_ms),
         })
     }
 }

@@ -7,24 +7,34 @@
 //! per-account limit: at most N calls in ANY window (5 s), where every call that arrives
 //! counts, refused ones included (see `docs/decisions.md`). Faults can be injected
 //! reproducibly from a seed: 500s, latency, connection resets, and "created, then answered
-//! 500". `GET /_sim/stats` reports per account the calls, rate-limit answers, the most calls
-//! in any window (exact, from arrival times) and every webhook created, so tests can count
-//! duplicates; `PUT /_sim/accounts/{account}/limit` changes a limit at runtime.
+//! 500". An account can have another client (the tenant's own integrations) that spends the
+//! same window with N calls per window at random (Poisson) times, and a daily quota that
+//! every client's calls spend, answered once spent with the rate-limit error naming the day
+//! ("API calls exceeded the limit of N in 86400 second(s)"). `GET /_sim/stats` reports per
+//! account our calls, rate-limit and quota answers, the other client's calls and refusals
+//! (and how many of them our calls caused), the most calls in any window (exact, from
+//! arrival times) and every webhook created, so tests can count duplicates;
+//! `PUT /_sim/accounts/{account}/limit`, `.../other-client` and `.../daily-limit` change an
+//! account at runtime.
 //!
-//! - [`state`]: accounts, sliding windows, counters, the seeded fault generator.
+//! - [`state`]: accounts, sliding windows, daily counts, the other clients' schedules,
+//!   counters, the seeded generators.
 //! - [`routes`]: the HTTP surface ([`app`]).
-//! - [`server`]: [`serve`] on a bound listener, with connection resets and shutdown.
+//! - [`server`]: [`serve`] on a bound listener, with connection resets, the other clients'
+//!   traffic and shutdown.
 
 pub mod routes;
 pub mod server;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use routes::app;
 pub use server::{ConnectionControl, SimServer, serve};
 pub use state::{
-    AccountStats, CreatedWebhook, FaultCounts, SimConfigError, SimState, SimStats, account_label,
+    AccountStats, CreatedWebhook, FaultCounts, MAX_OTHER_CLIENT_CALLS, OtherClientStats,
+    SimConfigError, SimState, SimStats, account_label,
 };
 
 use crate::tenant::{DEFAULT_LIMIT, Tenant};
@@ -94,6 +104,19 @@ pub struct SimConfig {
     pub require_activity_event_for_event_2: bool,
     /// Faults to inject.
     pub faults: Faults,
+    /// Mean calls per window of every account's other client, arriving at random (a
+    /// Poisson process); 0 (the default) for none. At most [`MAX_OTHER_CLIENT_CALLS`].
+    pub other_client_calls: u32,
+    /// Per account (tenant name, or [`account_label`]), instead of `other_client_calls`.
+    pub other_client_calls_for: BTreeMap<String, u32>,
+    /// Calls per day every account may make (every client's calls count); `None` (the
+    /// default) for no quota.
+    pub daily_limit: Option<u32>,
+    /// Per account, instead of `daily_limit`.
+    pub daily_limit_for: BTreeMap<String, u32>,
+    /// The quota's day: day k is `[k * day, (k + 1) * day)` of Unix time, so the default
+    /// (24 h) is the UTC day. Shorter only for tests.
+    pub day: Duration,
 }
 
 impl Default for SimConfig {
@@ -107,6 +130,11 @@ impl Default for SimConfig {
             retry_after: false,
             require_activity_event_for_event_2: true,
             faults: Faults::default(),
+            other_client_calls: 0,
+            other_client_calls_for: BTreeMap::new(),
+            daily_limit: None,
+            daily_limit_for: BTreeMap::new(),
+            day: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Order of work for an API call, as a gateway in front of LeadSquared would do it:
 //! authenticate (401, charged to no account) → count the call against the account's
-//! window and refuse it if over the limit → injected latency → injected reset or 500 →
+//! window and daily quota and refuse it if over either → injected latency → injected reset or 500 →
 //! read and validate the body (400 for a body not per spec, 500 with an `MX...Exception`
 //! for an input LeadSquared reads but refuses) → do the work → injected "created, then 500".
 //!
@@ -37,6 +37,11 @@ pub fn app(state: Arc<SimState>) -> Router {
         .route("/_sim/stats", get(stats))
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/accounts/{account}/limit", put(set_limit))
+        .route(
+            "/_sim/accounts/{account}/other-client",
+            put(set_other_client),
+        )
+        .route("/_sim/accounts/{account}/daily-limit", put(set_daily_limit))
         .fallback(not_found)
         .with_state(state)
 }
@@ -161,9 +166,29 @@ async fn admit(
         ));
     };
     let (admission, draw) = state.arrive(&account, api);
-    if let Admission::Limited { limit, retry_after } = admission {
-        tracing::debug!(%account, "rate limited");
-        return Err(rate_limited(state, limit, retry_after));
+    match admission {
+        Admission::Admitted => {}
+        Admission::Limited { limit, retry_after } => {
+            tracing::debug!(%account, "rate limited");
+            return Err(rate_limited(
+                state,
+                limit,
+                state.config().window,
+                retry_after,
+            ));
+        }
+        Admission::QuotaSpent {
+            daily_limit,
+            retry_after,
+        } => {
+            tracing::debug!(%account, "daily quota spent");
+            return Err(rate_limited(
+                state,
+                daily_limit,
+                state.config().day,
+                retry_after,
+            ));
+        }
     }
     if !draw.latency.is_zero() {
         tokio::time::sleep(draw.latency).await;
@@ -188,15 +213,21 @@ async fn admit(
     Ok((account, draw))
 }
 
-/// The rate-limit answer in the configured style.
-fn rate_limited(state: &SimState, limit: u32, retry_after: std::time::Duration) -> Refusal {
+/// The rate-limit answer in the configured style, for `limit` calls in `window` (the 5-second
+/// window, or the daily quota's day: the same answer, naming a longer window).
+fn rate_limited(
+    state: &SimState,
+    limit: u32,
+    window: std::time::Duration,
+    retry_after: std::time::Duration,
+) -> Refusal {
     let config = state.config();
     let status = match config.rate_limit_style {
         RateLimitStyle::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         RateLimitStyle::OkWithError => StatusCode::OK,
         RateLimitStyle::Forbidden => StatusCode::FORBIDDEN,
     };
-    let window_secs = config.window.as_secs_f64().ceil().max(1.0) as u64;
+    let window_secs = window.as_secs_f64().ceil().max(1.0) as u64;
     Refusal::Lsq {
         status,
         exception: crate::leadsquared::answer::RATE_LIMIT_EXCEPTION,
@@ -424,6 +455,54 @@ async fn set_limit(
     }
     if state.set_limit(&account, body.limit) {
         Json(json!({"account": account, "limit": body.limit})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such account").into_response()
+    }
+}
+
+/// Body of `PUT /_sim/accounts/{account}/other-client`.
+#[derive(Debug, Deserialize)]
+struct OtherClientBody {
+    calls_per_window: u32,
+}
+
+async fn set_other_client(
+    State(state): State<Arc<SimState>>,
+    Path(account): Path<String>,
+    Json(body): Json<OtherClientBody>,
+) -> Response {
+    let n = body.calls_per_window;
+    if n > super::MAX_OTHER_CLIENT_CALLS {
+        let max = super::MAX_OTHER_CLIENT_CALLS;
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("calls_per_window must be at most {max}"),
+        )
+            .into_response();
+    }
+    if state.set_other_client_calls(&account, n) {
+        Json(json!({"account": account, "calls_per_window": n})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such account").into_response()
+    }
+}
+
+/// Body of `PUT /_sim/accounts/{account}/daily-limit`: `null` removes the quota.
+#[derive(Debug, Deserialize)]
+struct DailyLimitBody {
+    daily_limit: Option<u32>,
+}
+
+async fn set_daily_limit(
+    State(state): State<Arc<SimState>>,
+    Path(account): Path<String>,
+    Json(body): Json<DailyLimitBody>,
+) -> Response {
+    if body.daily_limit == Some(0) {
+        return (StatusCode::BAD_REQUEST, "daily_limit must be at least 1").into_response();
+    }
+    if state.set_daily_limit(&account, body.daily_limit) {
+        Json(json!({"account": account, "daily_limit": body.daily_limit})).into_response()
     } else {
         (StatusCode::NOT_FOUND, "no such account").into_response()
     }

@@ -1,4 +1,5 @@
-//! Serving the simulator on a bound listener, with the connection-reset fault.
+//! Serving the simulator on a bound listener, with the connection-reset fault and the
+//! accounts' other clients (one task beside the connections, ended by the same shutdown).
 //!
 //! `axum::serve` gives a handler no way to reset its connection, so connections are served
 //! here with hyper directly: each one keeps a duplicate of its socket's descriptor and a
@@ -38,7 +39,8 @@ impl ConnectionControl {
     }
 }
 
-/// A running simulator: its address, its state, and its task.
+/// A running simulator: its address, its state, and its task (connections and other
+/// clients).
 pub struct SimServer {
     addr: SocketAddr,
     state: Arc<SimState>,
@@ -68,8 +70,9 @@ impl SimServer {
         self.state.stats()
     }
 
-    /// Waits until the server has stopped (after its shutdown token is cancelled and open
-    /// connections have finished, or [`SHUTDOWN_GRACE`] has passed).
+    /// Waits until the server has stopped (after its shutdown token is cancelled, the other
+    /// clients have stopped and open connections have finished, or [`SHUTDOWN_GRACE`] has
+    /// passed).
     pub async fn join(self) {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "simulator task failed");
@@ -85,7 +88,13 @@ pub fn serve(
 ) -> std::io::Result<SimServer> {
     let addr = listener.local_addr()?;
     let router = app(state.clone());
-    let task = tokio::spawn(accept_loop(listener, router, shutdown));
+    let traffic = state.clone();
+    let task = tokio::spawn(async move {
+        tokio::join!(
+            accept_loop(listener, router, shutdown.clone()),
+            traffic.run_other_clients(shutdown),
+        );
+    });
     Ok(SimServer { addr, state, task })
 }
 
