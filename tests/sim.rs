@@ -710,6 +710,8 @@ fn tenants_source(server_less: &[(&str, u32)]) -> Vec<Tenant> {
             access_key: Secret::new(format!("ak-{name}")),
             secret_key: Secret::new(format!("ak-{name}-secret")),
             limit: *limit,
+            reserve: 0,
+            daily_limit: None,
         })
         .collect()
 }
