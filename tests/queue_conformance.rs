@@ -337,6 +337,24 @@ async fn tenants_take_turns_and_none_waits_behind_a_busy_one(h: Harness) {
     }
 }
 
+/// Asserts, for each tenant, that the most of its jobs dispatched in any window is exactly
+/// the given number.
+fn assert_most_in_a_window(h: &Harness, got: &[LeasedJob], expected: &[(&str, usize)]) {
+    let window_ms = h.window().as_millis() as u64;
+    for &(name, most) in expected {
+        let times: Vec<u64> = got
+            .iter()
+            .filter(|j| j.tenant == name)
+            .map(|j| j.dispatched_at_ms)
+            .collect();
+        assert_eq!(
+            most_in_a_window(&times, window_ms),
+            most,
+            "tenant {name}: {times:?}"
+        );
+    }
+}
+
 /// The most calls in any window `[t, t + window)` of these dispatch times (ms).
 fn most_in_a_window(times: &[u64], window_ms: u64) -> usize {
     times
@@ -356,19 +374,7 @@ async fn never_more_than_limit_calls_in_any_window(h: Harness) {
     push(&q, "a", 0..15).await;
     push(&q, "b", 0..7).await;
     let got = drain(&q, 22).await;
-    let window_ms = h.window().as_millis() as u64;
-    for (name, limit) in [("a", 5), ("b", 3)] {
-        let times: Vec<u64> = got
-            .iter()
-            .filter(|j| j.tenant == name)
-            .map(|j| j.dispatched_at_ms)
-            .collect();
-        assert_eq!(
-            most_in_a_window(&times, window_ms),
-            limit,
-            "tenant {name}: {times:?}"
-        );
-    }
+    assert_most_in_a_window(&h, &got, &[("a", 5), ("b", 3)]);
     if h.exact() {
         // A sliding log loses nothing: 15 calls at 5 per window take 2 windows after the
         // first burst.
@@ -377,7 +383,7 @@ async fn never_more_than_limit_calls_in_any_window(h: Harness) {
             .filter(|j| j.tenant == "a")
             .map(|j| j.dispatched_at_ms)
             .collect();
-        assert_eq!(a[14] - a[0], 2 * window_ms);
+        assert_eq!(a[14] - a[0], 2 * h.window().as_millis() as u64);
     }
     assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
 }
@@ -1287,19 +1293,7 @@ async fn a_reserve_leaves_calls_unused_in_every_window(h: Harness) {
     push(&q, "acme", 0..9).await;
     push(&q, "tiny", 0..3).await;
     let got = drain(&q, 12).await;
-    let window_ms = h.window().as_millis() as u64;
-    for (name, cap) in [("acme", 3), ("tiny", 1)] {
-        let times: Vec<u64> = got
-            .iter()
-            .filter(|j| j.tenant == name)
-            .map(|j| j.dispatched_at_ms)
-            .collect();
-        assert_eq!(
-            most_in_a_window(&times, window_ms),
-            cap,
-            "{name}: {times:?}"
-        );
-    }
+    assert_most_in_a_window(&h, &got, &[("acme", 3), ("tiny", 1)]);
     push(&q, "acme", 9..10).await;
     let r = row(&q, "acme").await;
     assert_eq!(
