@@ -34,49 +34,10 @@ async fn never_more_than_limit_in_any_window_with_concurrent_dispatchers() {
         .collect();
     setup.push(&jobs).await.expect("push");
 
-    let mut tasks = Vec::new();
-    for _ in 0..DISPATCHERS {
-        // Each dispatcher has its own connection, as separate processes would.
-        let q = Arc::new(connect(config(&name, WINDOW_MS)).await);
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            loop {
-                match q.dispatch().await.expect("dispatch") {
-                    Dispatch::Job(j) => {
-                        q.answered(&j).await.expect("answered");
-                        q.complete(&j, "wh", false).await.expect("complete");
-                        seen.push((j.tenant, j.dispatched_at_ms));
-                    }
-                    Dispatch::Wait(d) => q.wait_for_work(d).await,
-                    Dispatch::Empty => return seen,
-                }
-            }
-        }));
-    }
-    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut total = 0;
-    for t in tasks {
-        for (tenant, at) in t.await.expect("dispatcher") {
-            per_tenant.entry(tenant).or_default().push(at);
-            total += 1;
-        }
-    }
+    let per_tenant = drain_concurrently(&name, WINDOW_MS, DISPATCHERS).await;
+    let total: usize = per_tenant.values().map(Vec::len).sum();
     assert_eq!(total, TENANTS * JOBS_PER_TENANT);
-    for (tenant, mut times) in per_tenant {
-        assert_eq!(times.len(), JOBS_PER_TENANT, "{tenant}");
-        times.sort_unstable();
-        // Any window holding limit + 1 calls would have two calls `limit` apart less than a
-        // window apart.
-        for pair in times.windows(LIMIT + 1) {
-            let (first, last) = (pair[0], pair[LIMIT]);
-            assert!(
-                last - first >= WINDOW_MS,
-                "{tenant}: {} calls within {} ms (at {first}..={last})",
-                LIMIT + 1,
-                last - first
-            );
-        }
-    }
+    assert_at_most_per_window(&per_tenant, JOBS_PER_TENANT, LIMIT, WINDOW_MS);
     let status = setup.status().await.expect("status");
     assert_eq!((status.queued, status.running, status.done), (0, 0, 3000));
 }
@@ -105,42 +66,8 @@ async fn the_reserve_cap_holds_across_two_dispatchers() {
         .flat_map(|n| ["a", "b"].map(|t| job(t, n)))
         .collect();
     setup.push(&jobs).await.expect("push");
-    let mut tasks = Vec::new();
-    for _ in 0..2 {
-        let q = Arc::new(connect(config(&name, WINDOW_MS)).await);
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            loop {
-                match q.dispatch().await.expect("dispatch") {
-                    Dispatch::Job(j) => {
-                        q.complete(&j, "wh", false).await.expect("complete");
-                        seen.push((j.tenant, j.dispatched_at_ms));
-                    }
-                    Dispatch::Wait(d) => q.wait_for_work(d).await,
-                    Dispatch::Empty => return seen,
-                }
-            }
-        }));
-    }
-    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
-    for t in tasks {
-        for (tenant, at) in t.await.expect("dispatcher") {
-            per_tenant.entry(tenant).or_default().push(at);
-        }
-    }
-    for (tenant, mut times) in per_tenant {
-        assert_eq!(times.len(), JOBS, "{tenant}");
-        times.sort_unstable();
-        for pair in times.windows(CAP + 1) {
-            let (first, last) = (pair[0], pair[CAP]);
-            assert!(
-                last - first >= WINDOW_MS,
-                "{tenant}: {} calls within {} ms (at {first}..={last})",
-                CAP + 1,
-                last - first
-            );
-        }
-    }
+    let per_tenant = drain_concurrently(&name, WINDOW_MS, 2).await;
+    assert_at_most_per_window(&per_tenant, JOBS, CAP, WINDOW_MS);
 }
 
 /// Redis only at this scale: five push batches of one tenant ahead of ten others.
@@ -173,4 +100,63 @@ async fn a_tenant_with_thousands_of_jobs_does_not_delay_the_others() {
         order.len()
     );
     assert!(order.iter().filter(|t| *t == "big").count() >= 2);
+}
+
+/// Drains the queue `name` with `dispatchers` dispatchers, each on its own connection as
+/// separate processes would be, finishing every job; returns each tenant's dispatch times.
+async fn drain_concurrently(
+    name: &str,
+    window_ms: u64,
+    dispatchers: usize,
+) -> HashMap<String, Vec<u64>> {
+    let mut tasks = Vec::new();
+    for _ in 0..dispatchers {
+        let q = Arc::new(connect(config(name, window_ms)).await);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match q.dispatch().await.expect("dispatch") {
+                    Dispatch::Job(j) => {
+                        q.answered(&j).await.expect("answered");
+                        q.complete(&j, "wh", false).await.expect("complete");
+                        seen.push((j.tenant, j.dispatched_at_ms));
+                    }
+                    Dispatch::Wait(d) => q.wait_for_work(d).await,
+                    Dispatch::Empty => return seen,
+                }
+            }
+        }));
+    }
+    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
+    for t in tasks {
+        for (tenant, at) in t.await.expect("dispatcher") {
+            per_tenant.entry(tenant).or_default().push(at);
+        }
+    }
+    per_tenant
+}
+
+/// Asserts that each tenant made `jobs` calls and never more than `most` in any window.
+fn assert_at_most_per_window(
+    per_tenant: &HashMap<String, Vec<u64>>,
+    jobs: usize,
+    most: usize,
+    window_ms: u64,
+) {
+    for (tenant, times) in per_tenant {
+        assert_eq!(times.len(), jobs, "{tenant}");
+        let mut times = times.clone();
+        times.sort_unstable();
+        // Any window holding most + 1 calls would have two calls `most` apart less than a
+        // window apart.
+        for pair in times.windows(most + 1) {
+            let (first, last) = (pair[0], pair[most]);
+            assert!(
+                last - first >= window_ms,
+                "{tenant}: {} calls within {} ms (at {first}..={last})",
+                most + 1,
+                last - first
+            );
+        }
+    }
 }
