@@ -18,7 +18,7 @@
 --          whose outcome is unknown, which only reconciles) records `call_until_ms` = its
 --          dispatch time + this, as `heartbeat.lua`'s fence does (see `Queue::dispatch_many`)
 -- ARGV[19]: the share mode, `adaptive` or `fixed` (see `tenant_cap` in prelude.lua)
--- ARGV[20]: the length of a day for daily quotas, µs (see `quota_until` in prelude.lua)
+-- ARGV[20]: the length of a day for daily quotas, µs (see `quota_end` in prelude.lua)
 -- ARGV[10..18]: the reasons recorded (built in Rust, `queue::reason`): lease expired with no
 --          attempt left; lease expired mid-call; lease expired, handed back; record missing
 --          when a retry came due; record missing when a lease expired; damaged `bodies`
@@ -148,7 +148,11 @@ while served < max_jobs and skipped < max_skipped do
   local cap = tenant_cap(tenant, t, window_us, adaptive)
   -- A tenant whose daily quota is spent is parked until the day resets: like a pause, its
   -- jobs stay queued and no attempt is spent.
-  local pause = math.max(paused_until(tenant), quota_until(tenant, t, day_us))
+  local quota = daily_quota(tenant)
+  local pause = paused_until(tenant)
+  if quota then
+    pause = math.max(pause, quota_end(quota, calls_today(tenant, t, day_us), t, day_us))
+  end
   local before_last, last = log_edge(tenant, cap)
   local at = math.max(last and last + window_us or 0, pause)
   if at > t then
@@ -207,8 +211,8 @@ while served < max_jobs and skipped < max_skipped do
         -- Entries older than the window no longer matter: let an idle tenant's log go.
         redis.call('PEXPIRE', calls, expire_ms)
         if day_us > 0 then
-          count_today(tenant, t, day_us)
-          pause = math.max(pause, quota_until(tenant, t, day_us))
+          -- The count just written says whether this call spent the quota.
+          pause = math.max(pause, quota_end(quota, count_today(tenant, t, day_us), t, day_us))
         end
         local unknown = 0
         if f[3] == '1' then

@@ -59,19 +59,9 @@ local function tenant_cap(tenant, now, window_us, adaptive)
 end
 
 -- Daily quotas: `day:<tenant>` holds the day (`floor(now / day_us)`, days from the Unix
--- epoch) and the calls dispatched in it; `daily_limit` the tenant's quota. When today's
--- calls reached it: the end of the day (µs), when the tenant resumes; 0 otherwise.
-local function quota_until(tenant, now, day_us)
-  local limit = tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
-  if not limit or not day_us or day_us <= 0 then
-    return 0
-  end
-  local day = math.floor(now / day_us)
-  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
-  if ok and tonumber(f[1]) == day and (tonumber(f[2]) or 0) >= limit then
-    return (day + 1) * day_us
-  end
-  return 0
+-- epoch) and the calls dispatched in it; `daily_limit` the tenant's quota (nil: none).
+local function daily_quota(tenant)
+  return tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
 end
 
 -- Calls dispatched today (0 when the stored day is another).
@@ -86,18 +76,38 @@ local function calls_today(tenant, now, day_us)
   return 0
 end
 
--- Counts one call dispatched at `now` against the tenant's day.
+-- When `calls` made today have reached `quota` (nil: none): the end of the day (µs), when
+-- the tenant resumes; 0 otherwise.
+local function quota_end(quota, calls, now, day_us)
+  if not quota or not day_us or day_us <= 0 or calls < quota then
+    return 0
+  end
+  return (math.floor(now / day_us) + 1) * day_us
+end
+
+-- `quota_end` for the tenant's stored quota and today's stored count.
+local function quota_until(tenant, now, day_us)
+  local quota = daily_quota(tenant)
+  if not quota then
+    return 0
+  end
+  return quota_end(quota, calls_today(tenant, now, day_us), now, day_us)
+end
+
+-- Counts one call dispatched at `now` against the tenant's day; returns today's calls.
 local function count_today(tenant, now, day_us)
   local key = P .. 'day:' .. tenant
   local day = math.floor(now / day_us)
+  local calls = 1
   if calls_today(tenant, now, day_us) == 0 then
     redis.call('DEL', key)
     redis.call('HSET', key, 'day', int(day), 'calls', 1)
   else
-    redis.call('HINCRBY', key, 'calls', 1)
+    calls = redis.call('HINCRBY', key, 'calls', 1)
   end
   -- Forgotten a day after the day it counts.
   redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
+  return calls
 end
 
 -- When the call log next allows a call: the limit-th most recent call plus the window (and
