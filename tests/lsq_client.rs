@@ -263,6 +263,7 @@ async fn status_429_is_rate_limited_with_retry_after_and_the_named_limit() {
         Err(CallError::RateLimited {
             retry_after: Some(Duration::from_secs(7)),
             limit: Some(25),
+            quota: None,
             reason:
                 "MXAPIRateLimitExceededException: API calls exceeded the limit of 25 in 5 second(s)"
                     .into(),

@@ -138,7 +138,7 @@ async fn thirty_calls_in_one_second_give_25_successes_and_5_rate_limits() {
     assert_eq!(limited.len(), 5);
     for e in limited {
         assert!(
-            matches!(e, CallError::RateLimited { limit: Some(25), retry_after: None, reason }
+            matches!(e, CallError::RateLimited { limit: Some(25), retry_after: None, reason, quota: None }
                 if reason == "MXAPIRateLimitExceededException: API calls exceeded the limit of 25 in 5 second(s)"),
             "{e:?}"
         );
@@ -983,7 +983,7 @@ async fn daily_quota_resets_with_the_day() {
         }
     }
     assert!(
-        matches!(refused, Some(CallError::RateLimited { limit: None, retry_after: Some(d), ref reason })
+        matches!(refused, Some(CallError::RateLimited { limit: None, retry_after: Some(d), ref reason, .. })
             if reason == "MXAPIRateLimitExceededException: API calls exceeded the limit of 2 in 3 second(s)"
                 && d <= Duration::from_secs(3)),
         "{refused:?}"

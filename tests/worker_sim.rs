@@ -339,6 +339,85 @@ async fn the_limit_named_in_a_rate_limit_answer_is_learned() {
     assert_all_done_and_matching(queue.as_ref(), &stats, 8).await;
 }
 
+/// A daily quota LeadSquared names in its answer ("limit of 3 in 3600 second(s)", with a day
+/// of an hour on both sides) parks the tenant, with no attempt spent and nothing dead, and is
+/// learned as the tenant's daily limit.
+async fn the_daily_quota_named_in_an_answer_is_learned(backend: Backend) {
+    let day = Duration::from_secs(3600);
+    let ts0 = tenants(
+        &url::Url::parse("http://127.0.0.1:1").expect("url"),
+        1,
+        &[10],
+    );
+    let mut config = sim_config(&ts0, WINDOW);
+    config.day = day;
+    config.daily_limit_for = [("t00".to_string(), 3)].into();
+    let sim = start_sim(config).await;
+    let ts = tenants(&sim.server.base_url(), 1, &[10]);
+    let queue = queue(
+        backend,
+        "wquota",
+        QueueConfig {
+            day,
+            ..queue_config(8)
+        },
+    )
+    .await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue.push(&jobs(&ts, 6)).await.expect("push");
+    let stop = CancellationToken::new();
+    let pool = Pool::new(
+        queue.clone(),
+        client(Duration::from_secs(10)),
+        WorkerConfig {
+            concurrency: 4,
+            retry: quick_retries(),
+            ..WorkerConfig::default()
+        },
+    );
+    let token = stop.clone();
+    let run = tokio::spawn(async move { pool.run(token).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let s = queue.status().await.expect("status");
+        let row = s.tenants.into_iter().find(|t| t.tenant == "t00");
+        if let Some(r) = row.filter(|r| r.daily_limit_learned && s.running == 0) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quota was not learned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.cancel();
+    run.await.expect("joins").expect("the pool runs");
+    assert_eq!(row.daily_limit, Some(3));
+    assert!(
+        row.paused_until_ms.is_some() || row.quota_until_ms.is_some(),
+        "{row:?}"
+    );
+    let s = queue.status().await.expect("status");
+    assert_eq!((s.done, s.dead, s.queued), (3, 0, 3), "{s:?}");
+    for r in queue.results(None).await.expect("results") {
+        assert_eq!(r.attempts, 1, "{r:?}");
+    }
+    let stats = sim.stats();
+    let acc = &stats.accounts["t00"];
+    assert!(acc.quota_refused >= 1 && acc.quota_refused <= 3, "{acc:?}");
+    assert_eq!(acc.create_calls - acc.quota_refused, 3, "{acc:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_daily_quota_named_in_an_answer_is_learned() {
+    the_daily_quota_named_in_an_answer_is_learned(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_the_daily_quota_named_in_an_answer_is_learned() {
+    the_daily_quota_named_in_an_answer_is_learned(Backend::Embedded).await;
+}
+
 /// Redis restarts in the middle of a run (its data kept by the append-only file): the pool
 /// reconnects with backoff and every job is still done exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,16 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Longest reason text kept from an answer.
 const MAX_REASON_CHARS: usize = 400;
 
+/// A quota LeadSquared named in a rate-limit answer: at most `calls` in `window`, a window
+/// longer than the 5-second one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Calls allowed in the window.
+    pub calls: u32,
+    /// The window, e.g. 86,400 s for a daily quota.
+    pub window: Duration,
+}
+
 /// Why a call did not produce what was asked, and what the caller should do about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -45,6 +55,9 @@ pub enum CallError {
         /// The account's real limit per 5 seconds when the message names it
         /// ("API calls exceeded the limit of 20 in 5 second(s)" gives 20).
         limit: Option<u32>,
+        /// A quota over a window longer than 5 seconds, when the message names one ("API
+        /// calls exceeded the limit of 10000 in 86400 second(s)": a daily quota).
+        quota: Option<Quota>,
         /// LeadSquared's words, or the status line.
         reason: String,
     },
@@ -164,16 +177,24 @@ pub fn classify_at(
     if rate_limited {
         let window = message.and_then(parse_limit);
         let header = retry_after(headers, now);
-        let (limit, retry_after) = match window {
-            Some((n, w)) if w == RATE_LIMIT_WINDOW => (Some(n), header),
+        let (limit, quota, retry_after) = match window {
+            Some((n, w)) if w == RATE_LIMIT_WINDOW => (Some(n), None, header),
             // A longer window is a quota: its number is not a per-5-second limit, and without
             // a header the safe wait is the window itself.
-            Some((_, w)) => (None, header.or(Some(w.min(MAX_RETRY_AFTER)))),
-            None => (None, header),
+            Some((n, w)) => (
+                None,
+                Some(Quota {
+                    calls: n,
+                    window: w,
+                }),
+                header.or(Some(w.min(MAX_RETRY_AFTER))),
+            ),
+            None => (None, None, header),
         };
         return Err(CallError::RateLimited {
             retry_after,
             limit,
+            quota,
             reason: lsq_reason.unwrap_or(status_line),
         });
     }
@@ -330,6 +351,7 @@ mod tests {
             Err(CallError::RateLimited {
                 retry_after: Some(Duration::from_secs(7)),
                 limit: None,
+                quota: None,
                 reason: "HTTP 429 Too Many Requests".into()
             })
         );
@@ -340,10 +362,20 @@ mod tests {
         let body = br#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 10000 in 1 day(s)"}"#;
         match classify(StatusCode::OK, &HeaderMap::new(), body) {
             Err(CallError::RateLimited {
-                retry_after, limit, ..
+                retry_after,
+                limit,
+                quota,
+                ..
             }) => {
                 assert_eq!(limit, None);
                 assert_eq!(retry_after, Some(Duration::from_secs(86_400)));
+                assert_eq!(
+                    quota,
+                    Some(Quota {
+                        calls: 10_000,
+                        window: Duration::from_secs(86_400)
+                    })
+                );
             }
             other => panic!("{other:?}"),
         }

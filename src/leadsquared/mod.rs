@@ -10,7 +10,7 @@ pub mod answer;
 pub mod client;
 pub mod webhook;
 
-pub use answer::{CallError, classify};
+pub use answer::{CallError, Quota, classify};
 pub use client::{Client, ClientBuildError, ClientConfig, RetrievePage, WebhookId, WebhookSummary};
 pub use webhook::{
     ContentType, CreateWebhook, CustomHeader, EventFamily, FieldError, Method, Problem, Rejection,

@@ -469,6 +469,7 @@ mod tests {
             share: 25,
             share_reason: ShareReason::Configured,
             daily_limit: None,
+            daily_limit_learned: false,
             calls_today: 0,
             quota_until_ms: None,
             state,

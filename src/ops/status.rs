@@ -102,8 +102,12 @@ pub struct TenantReport {
     /// Why the share is what it is: `configured`, `learned_limit`, `reserve` or `shared`
     /// (cut because another client is using the account).
     pub share_reason: ShareReason,
-    /// Calls allowed per day, when the tenants file gave one; `null` otherwise.
+    /// Calls allowed per day, when the tenants file gave one or LeadSquared named one;
+    /// `null` otherwise.
     pub daily_limit: Option<u32>,
+    /// `daily_limit` is the quota LeadSquared named in a rate-limit answer.
+    #[serde(default)]
+    pub daily_limit_learned: bool,
     /// Calls dispatched for it today (UTC day).
     pub calls_today: u64,
     /// When it has made `daily_limit` calls today: when the day resets and it resumes, ms
@@ -140,6 +144,7 @@ impl TenantReport {
             share: t.share,
             share_reason: t.share_reason,
             daily_limit: t.daily_limit,
+            daily_limit_learned: t.daily_limit_learned,
             calls_today: t.calls_today,
             quota_until_ms: quota,
             state,
@@ -262,9 +267,14 @@ impl StatusReport {
                 ),
                 (TenantState::AtLimit, _) => "at its share".into(),
                 (TenantState::QuotaReached, _) => format!(
-                    "daily quota reached ({} of {}), resumes at {}",
+                    "daily quota reached ({} of {}{}), resumes at {}",
                     t.calls_today,
                     t.daily_limit.unwrap_or_default(),
+                    if t.daily_limit_learned {
+                        ", learned from LeadSquared"
+                    } else {
+                        ""
+                    },
                     t.quota_until_ms
                         .map(|at| utc_time(at, false))
                         .unwrap_or_default()
@@ -349,6 +359,7 @@ mod tests {
                     share: 8,
                     share_reason: ShareReason::Shared,
                     daily_limit: Some(10_000),
+                    daily_limit_learned: false,
                     quota_until_ms: None,
                     paused_until_ms: None,
                     pause_reason: None,

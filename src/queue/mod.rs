@@ -197,9 +197,13 @@ pub struct TenantStatus {
     /// Why the share is what it is.
     #[serde(default)]
     pub share_reason: ShareReason,
-    /// Calls allowed per day, when the tenants file gave one.
+    /// Calls allowed per day: the tenants file's, or the lower one LeadSquared named
+    /// ([`Queue::learn_daily_limit`]).
     #[serde(default)]
     pub daily_limit: Option<u32>,
+    /// `daily_limit` is the one LeadSquared named.
+    #[serde(default)]
+    pub daily_limit_learned: bool,
     /// Calls dispatched for it in the current day ([`QueueConfig::day`]).
     #[serde(default)]
     pub calls_today: u64,
@@ -337,6 +341,14 @@ pub trait Queue: Send + Sync + 'static {
         pause: Duration,
         limit: Option<u32>,
     ) -> Result<(), QueueError>;
+
+    /// LeadSquared named a daily quota in a rate-limit answer ("API calls exceeded the limit
+    /// of N in 86400 second(s)"): records `calls` as the tenant's learned daily limit. When it
+    /// is lower than its daily limit in force, or it has none, it becomes the one the
+    /// dispatch counts against, so the tenant is parked once today's calls reach it rather
+    /// than when LeadSquared refuses. A later [`Queue::put_tenants`] keeps it when it is
+    /// lower than the imported one, as for the learned per-window limit.
+    async fn learn_daily_limit(&self, tenant: &str, calls: u32) -> Result<(), QueueError>;
 
     /// Puts the job back at the front of its tenant's list (shutdown, or after a reconcile
     /// found nothing). A job handed back with its outcome unknown while a Create it sent may

@@ -287,14 +287,33 @@ impl JobContext {
                 })
             }
             Answer::Failed(CallError::RateLimited {
-                retry_after, limit, ..
+                retry_after,
+                limit,
+                quota,
+                ..
             }) => {
                 let pause = retry_after.unwrap_or(self.queue.config().window);
                 tracing::warn!(
                     pause_ms = pause.as_millis() as u64,
                     limit,
+                    quota_calls = quota.map(|q| q.calls),
+                    quota_window_s = quota.map(|q| q.window.as_secs()),
                     "LeadSquared answered rate limited"
                 );
+                // A quota over the queue's day is a daily limit: learned, so that the
+                // dispatch parks the tenant once its calls reach it. A quota over another
+                // window only pauses the tenant, for that window.
+                if let Some(q) = quota.filter(|q| q.window == self.queue.config().day) {
+                    let tenant = job.tenant.as_str();
+                    if let Some(Err(e)) = self
+                        .store("learn_daily_limit", || {
+                            self.queue.learn_daily_limit(tenant, q.calls)
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not record the daily quota");
+                    }
+                }
                 let r = self
                     .store("rate_limited", || {
                         self.queue.rate_limited(job, pause, limit)

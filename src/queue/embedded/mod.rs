@@ -118,6 +118,7 @@ impl Queue for EmbeddedQueue {
                         TenantState {
                             tenant: t.clone(),
                             learned_limit: None,
+                            learned_daily: None,
                             waiting: VecDeque::new(),
                             log: VecDeque::new(),
                             paused_until: None,
@@ -388,6 +389,22 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
+    async fn learn_daily_limit(&self, tenant: &str, calls: u32) -> Result<(), QueueError> {
+        if calls == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(());
+        };
+        t.learned_daily = Some(t.learned_daily.map_or(calls, |l| l.min(calls)));
+        st.rescore(tenant, now, span, None);
+        Ok(())
+    }
+
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {
         let now_sec = self.ms(Instant::now()) / 1000;
         Ok(self.lock().done_series(now_sec, seconds))
@@ -429,7 +446,8 @@ impl Queue for EmbeddedQueue {
                             t.tenant.reserve,
                             share,
                         ),
-                        daily_limit: t.tenant.daily_limit,
+                        daily_limit: t.daily_limit(),
+                        daily_limit_learned: t.daily_limit_learned(),
                         calls_today,
                         quota_until_ms: quota_until.map(|at| self.ms(at)),
                         calls_in_window: calls,

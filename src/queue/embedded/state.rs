@@ -85,6 +85,8 @@ pub(super) struct TenantState {
     pub(super) tenant: Tenant,
     /// A smaller limit LeadSquared named in a rate-limit answer.
     pub(super) learned_limit: Option<u32>,
+    /// A daily quota LeadSquared named in a rate-limit answer.
+    pub(super) learned_daily: Option<u32>,
     /// Its waiting jobs, next first.
     pub(super) waiting: VecDeque<JobId>,
     /// Recent calls: when each was made (or answered), and the lease of its dispatch. Sorted

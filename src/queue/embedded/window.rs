@@ -21,9 +21,23 @@ impl TenantState {
             .map_or(configured, |l| l.clamp(1, configured))
     }
 
+    /// Calls allowed per day: the imported daily limit, or the lower quota LeadSquared
+    /// named.
+    pub(super) fn daily_limit(&self) -> Option<u32> {
+        match (self.tenant.daily_limit, self.learned_daily) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        }
+    }
+
+    /// Whether the daily limit in force is the one LeadSquared named.
+    pub(super) fn daily_limit_learned(&self) -> bool {
+        self.learned_daily.is_some() && self.daily_limit() == self.learned_daily
+    }
+
     /// When it has made its `daily_limit` calls today: the end of the day.
     pub(super) fn quota_until(&self, now: Instant, days: &Days) -> Option<Instant> {
-        let limit = u64::from(self.tenant.daily_limit?);
+        let limit = u64::from(self.daily_limit()?);
         let day = days.of(now);
         (self.today.0 == day && self.today.1 >= limit).then(|| days.end_of(day))
     }
@@ -84,6 +98,14 @@ impl State {
             t.log[t.log.len() - limit].0 + span
         } else {
             now
+        };
+        // While the share is under the cap (another client is using the account), calls
+        // are spread over the window: at least window / share after the newest logged one,
+        // as the Redis dispatch does (`pace_us` in prelude.lua).
+        let full = share::cap(t.limit(), t.tenant.reserve) as usize;
+        let by_log = match t.log.back() {
+            Some((newest, _)) if limit < full => by_log.max(*newest + span / limit as u32),
+            _ => by_log,
         };
         let by_pause = match t.paused_until {
             Some(p) if p > by_log => p,

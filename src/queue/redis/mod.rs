@@ -23,7 +23,8 @@
 //! | `tenants` | hash | tenant name -> tenant record (JSON; holds the keys: never logged) |
 //! | `limits` | hash | tenant -> calls allowed per window (imported, or lower if learned) |
 //! | `learned` | hash | tenant -> the limit LeadSquared named in a rate-limit answer |
-//! | `configured` / `reserve` / `daily_limit` | hash | tenant -> limit as imported / calls per window left to other clients / calls per day |
+//! | `configured` / `reserve` / `daily_limit` | hash | tenant -> limit as imported / calls per window left to other clients / calls per day (imported, or lower if learned) |
+//! | `daily_learned` | hash | tenant -> the daily quota LeadSquared named in a rate-limit answer |
 //! | `day:<tenant>` | hash | the daily quota's count: `day` (days since the epoch, of `QueueConfig::day`) and `calls` dispatched in it |
 //! | `share:<tenant>` | hash | the adaptive share: `share` as of the last rate-limit answer, `since` (µs) that answer, `cut` (µs) the last cut |
 //! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
@@ -483,6 +484,17 @@ impl Queue for RedisQueue {
     async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {
         let ids: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
         self.per_batch(&scripts::PURGE_DONE, "done", &ids).await
+    }
+
+    async fn learn_daily_limit(&self, tenant: &str, calls: u32) -> Result<(), QueueError> {
+        let _: i64 = scripts::LEARN_DAILY_LIMIT
+            .key(self.key("daily_learned"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(calls)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
     }
 
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError> {

@@ -1,5 +1,6 @@
 -- put_tenants.lua: adds or updates tenants. The effective limit is the imported one, or the
--- lower one LeadSquared named earlier (kept in `learned`).
+-- lower one LeadSquared named earlier (kept in `learned`); so is the daily limit (the
+-- learned one kept in `daily_learned`).
 --
 -- KEYS[1]: {q}:tenants
 -- ARGV[1]: key prefix `{q}:`
@@ -15,8 +16,14 @@ for i = 2, #ARGV, 5 do
   added = added + redis.call('HSET', KEYS[1], name, record)
   redis.call('HSET', P .. 'configured', name, limit)
   redis.call('HSET', P .. 'reserve', name, ARGV[i + 3])
-  if tonumber(ARGV[i + 4]) > 0 then
-    redis.call('HSET', P .. 'daily_limit', name, ARGV[i + 4])
+  -- A daily quota LeadSquared named (learn_daily_limit.lua) is kept when it is lower.
+  local daily = tonumber(ARGV[i + 4])
+  local daily_learned = tonumber(redis.call('HGET', P .. 'daily_learned', name))
+  if daily_learned and (daily <= 0 or daily_learned < daily) then
+    daily = daily_learned
+  end
+  if daily > 0 then
+    redis.call('HSET', P .. 'daily_limit', name, daily)
   else
     redis.call('HDEL', P .. 'daily_limit', name)
   end

@@ -165,7 +165,7 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
 
 /// status.lua's reply (see its header) as a [`QueueStatus`] of queue `queue`.
 /// Entries per tenant in status.lua's reply.
-const STATUS_ROW: usize = 12;
+const STATUS_ROW: usize = 13;
 
 pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, QueueError> {
     if items.len() < 7 || !(items.len() - 7).is_multiple_of(STATUS_ROW) {
@@ -187,6 +187,7 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
                 share,
                 share_reason: ShareReason::of(configured, limit, reserve, share),
                 daily_limit: Some(small(9)).filter(|d| *d > 0),
+                daily_limit_learned: small(12) > 0 && small(12) == small(9),
                 calls_today: uint(row.get(10)),
                 quota_until_ms: row
                     .get(11)

@@ -42,6 +42,11 @@ script!(
     "Re-stamp a call when its answer arrived."
 );
 script!(PUT_TENANTS, "put_tenants.lua", "Add or update tenants.");
+script!(
+    LEARN_DAILY_LIMIT,
+    "learn_daily_limit.lua",
+    "Record a daily quota LeadSquared named."
+);
 script!(STATUS, "status.lua", "Counts and per-tenant view.");
 script!(RETRY_DEAD, "retry_dead.lua", "Requeue dead jobs.");
 script!(PURGE_DEAD, "purge_dead.lua", "Delete dead jobs.");
@@ -58,7 +63,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 14] {
+pub(super) fn all() -> [&'static Script; 15] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -69,6 +74,7 @@ pub(super) fn all() -> [&'static Script; 14] {
         &HEARTBEAT,
         &ANSWERED,
         &PUT_TENANTS,
+        &LEARN_DAILY_LIMIT,
         &STATUS,
         &RETRY_DEAD,
         &PURGE_DEAD,

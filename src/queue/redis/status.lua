@@ -9,9 +9,10 @@
 -- ARGV[6]: the length of a day for daily quotas, µs
 --
 -- Returns {now_us, queued, scheduled, running, done, dead, oldest_dispatched_ms (-1: none),
--- then ten entries per tenant worth showing: name, waiting, limit, calls in window,
+-- then thirteen entries per tenant worth showing: name, waiting, limit, calls in window,
 -- paused_until_ms (-1: not paused), pause reason, configured limit, reserve, share, daily
--- limit (0: none), calls today, quota parked until ms (-1: not parked)}.
+-- limit (0: none), calls today, quota parked until ms (-1: not parked), the daily quota
+-- LeadSquared named (0: none)}.
 
 local window_us = tonumber(ARGV[2])
 local now = now_us()
@@ -63,7 +64,8 @@ for _, name in ipairs(names) do
       tonumber(redis.call('HGET', P .. 'reserve', name)) or 0,
       tenant_cap(name, now, tonumber(ARGV[5]), ARGV[4] == 'adaptive'),
       tonumber(redis.call('HGET', P .. 'daily_limit', name)) or 0,
-      calls_today(name, now, tonumber(ARGV[6])), quota}
+      calls_today(name, now, tonumber(ARGV[6])), quota,
+      tonumber(redis.call('HGET', P .. 'daily_learned', name)) or 0}
   end
 end
 
