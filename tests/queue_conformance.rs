@@ -459,6 +459,41 @@ async fn every_finishing_path_restamps_the_call(h: Harness) {
     }
 }
 
+async fn sending_restamps_the_call_so_a_late_create_counts_from_when_it_goes_out(h: Harness) {
+    let q = h
+        .queue_with("restamp-sending", &[("acme", 1)], |_| {})
+        .await;
+    push(&q, "acme", 0..2).await;
+    let j = next_job(q.as_ref()).await;
+    // The worker was slow to send: the fence, taken just before the Create goes out, moves
+    // the call to now, and the next call waits a whole window from there.
+    h.sleep(h.ticks(2)).await;
+    let sent_ms = q.status().await.expect("status").now_ms;
+    assert!(q.sending(&j, h.ticks(1)).await.expect("sending"));
+    let next = next_job(q.as_ref()).await;
+    assert!(
+        next.dispatched_at_ms >= sent_ms + h.window().as_millis() as u64,
+        "the next call came within a window of the late Create: {} < {} + window",
+        next.dispatched_at_ms,
+        sent_ms
+    );
+    // A plain heartbeat does not move the call.
+    let q = h
+        .queue_with("restamp-heartbeat", &[("acme", 1)], |_| {})
+        .await;
+    push(&q, "acme", 0..2).await;
+    let j = next_job(q.as_ref()).await;
+    h.sleep(h.ticks(2)).await;
+    assert!(q.heartbeat(&j).await.expect("heartbeat"));
+    let next = next_job(q.as_ref()).await;
+    if h.exact() {
+        assert_eq!(
+            next.dispatched_at_ms,
+            j.dispatched_at_ms + h.window().as_millis() as u64
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Batch dispatch
 
@@ -1605,6 +1640,7 @@ conformance!(
     never_more_than_limit_calls_in_any_window,
     answered_restamps_the_call_so_slow_answers_push_the_window_later,
     every_finishing_path_restamps_the_call,
+    sending_restamps_the_call_so_a_late_create_counts_from_when_it_goes_out,
     dispatch_many_hands_out_what_single_dispatches_would,
     dispatch_many_stamps_the_nth_job_n_microseconds_later,
     an_expired_lease_is_taken_back_and_the_old_holder_refused,

@@ -301,7 +301,9 @@ pub trait Queue: Send + Sync + 'static {
     /// client's total timeout plus a settle time). If the lease then expires (the worker died
     /// or hung) or the job is handed back mid-call, it is not offered again before that
     /// moment, so the reconcile that follows cannot miss a webhook the call is still
-    /// creating. `Ok(false)` if the lease was lost: the call must not be sent.
+    /// creating. It also re-stamps the job's call at now, as [`Queue::answered`] does: a
+    /// Create that goes out long after its dispatch counts in the tenant's window from when
+    /// it goes out. `Ok(false)` if the lease was lost: the call must not be sent.
     async fn sending(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError>;
 
     /// Re-stamps the job's call at now, when LeadSquared's answer has arrived, so the

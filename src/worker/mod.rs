@@ -46,6 +46,10 @@ use crate::queue::{Fence, LeasedJob, Queue, QueueError};
 use backend::{Fetcher, QueueBackend};
 use job::{JobContext, TenantCache};
 
+/// The dispatch's fence lets a Create go out without the `sending` round trip for at most
+/// this fraction of the window after its dispatch (see [`WorkerConfig::fence_slack`]).
+const STAMP_SLACK_PER_WINDOW: u32 = 20;
+
 /// How a pool runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -78,8 +82,12 @@ pub struct WorkerConfig {
     /// How long after its dispatch request a job's Create may go out under the fence the
     /// dispatch put up (`queue::Fence`), saving the separate `Queue::sending` round trip; a
     /// Create that starts later takes that round trip. Default 1 s, and never more than a
-    /// quarter of the lease (the lease must still hold when the Create goes out). It adds
-    /// to how long a job whose worker died waits before it is reconciled.
+    /// quarter of the lease (the lease must still hold when the Create goes out) nor a
+    /// twentieth of the window: the dispatch stamped the call in its tenant's window, and a
+    /// Create sent later than that goes out after its fence has re-stamped it
+    /// ([`Queue::sending`](crate::queue::Queue::sending)), so no call counts in the window from
+    /// more than 5% of a window before it was sent. It adds to how long a job whose worker
+    /// died waits before it is reconciled.
     pub fence_slack: Duration,
     /// Name of this worker in logs.
     pub name: String,
@@ -204,7 +212,11 @@ impl Pool {
             concurrency: self.config.concurrency,
             observer: self.observer.clone(),
             fence: Some(Fence {
-                slack: self.config.fence_slack.min(self.queue.config().lease / 4),
+                slack: self
+                    .config
+                    .fence_slack
+                    .min(self.queue.config().lease / 4)
+                    .min(self.queue.config().window / STAMP_SLACK_PER_WINDOW),
                 in_flight: self.client.config().timeout + self.config.reconcile_settle,
             }),
         };

@@ -122,6 +122,11 @@ impl EmbeddedQueue {
                 }
                 st.leases.remove(&(old, job.id.clone()));
                 st.leases.insert((new, job.id.clone()));
+                // The fence re-stamps the call at now: a Create that goes out late counts in
+                // its tenant's window from when it goes out.
+                if in_flight.is_some() {
+                    st.restamp(job, now, self.span());
+                }
                 Ok(true)
             }
             _ => Ok(false),

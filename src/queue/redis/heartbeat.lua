@@ -10,6 +10,9 @@
 -- ARGV[4]: lease, µs from now
 -- ARGV[5]: 0 for a plain heartbeat; for the fence, how long the Create about to be sent may
 --          still land at LeadSquared, µs from now (client timeout + settle)
+-- ARGV[6]: window + margin, µs (the fence re-stamps the call at now, as `restamp` in
+--          prelude.lua does for an answer: a Create that goes out late counts in its
+--          tenant's window from when it goes out, not from its dispatch)
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -25,5 +28,9 @@ if in_flight > 0 then
   local until_ms = math.floor((now + in_flight) / 1000)
   local held = tonumber(redis.call('HGET', job, 'call_until_ms')) or 0
   redis.call('HSET', job, 'call_until_ms', int(math.max(until_ms, held)))
+  local tenant = redis.call('HGET', job, 'tenant')
+  if tenant then
+    restamp(tenant, ARGV[3], now, tonumber(ARGV[6]))
+  end
 end
 return 1

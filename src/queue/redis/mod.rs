@@ -186,6 +186,7 @@ impl RedisQueue {
             .arg(&job.lease)
             .arg(micros(self.config.lease))
             .arg(micros(in_flight))
+            .arg(self.window_us())
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(reply == 1)
