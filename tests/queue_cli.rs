@@ -229,6 +229,65 @@ async fn enqueue_twice_reports_duplicates_and_reads_stdin() {
     assert_eq!(queued(&queue).await, 2501);
 }
 
+/// A file too big to keep its checked jobs is read twice, in parts: the first read checks
+/// every line, the second pushes each part as it is checked; all or nothing still holds, and
+/// line numbers count from the start of the file (small parts and no kept jobs here stand
+/// in for a file of millions of jobs).
+#[tokio::test]
+async fn a_large_file_is_checked_then_pushed_in_parts() {
+    let queue = common::unique_queue("cli-parts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    import_tenants(&queue, &dir);
+    let mut lines: Vec<String> = (0..1200)
+        .map(|n| line(if n % 3 == 0 { "acme" } else { "beta" }, n))
+        .collect();
+    // The same job twice: the second is a duplicate of the first, across parts.
+    lines.push(lines[5].clone());
+    let parts = ["--part-bytes", "4096", "--keep-bytes", "0"];
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, lines.join("\n") + "\n").expect("write");
+    let mut bad = lines.clone();
+    bad[1000] = "{broken".into();
+    let bad_path = dir.path().join("bad.jsonl");
+    std::fs::write(&bad_path, bad.join("\n")).expect("write");
+
+    let out = run(
+        &queue,
+        &[&["enqueue", bad_path.to_str().expect("path")][..], &parts].concat(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("line 1001: json: "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(queued(&queue).await, 0, "nothing enqueued");
+
+    let out = run(
+        &queue,
+        &[&["enqueue", good.to_str().expect("path")][..], &parts].concat(),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "enqueued 1200, duplicate 1, invalid 0"
+    );
+    assert_eq!(queued(&queue).await, 1200);
+    // Standard input, spooled and read twice the same way: all duplicates now.
+    let out = run(
+        &queue,
+        &[&["enqueue", "-"][..], &parts].concat(),
+        Some(&lines.join("\n")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "enqueued 0, duplicate 1201, invalid 0"
+    );
+}
+
 #[test]
 fn a_missing_file_is_bad_input() {
     let queue = common::unique_queue("cli-missing");

@@ -2,9 +2,16 @@
 //! enqueue the jobs in batches. Any invalid line is reported (`line N: field: reason`) and,
 //! unless `--skip-invalid`, nothing is enqueued and the exit code is 2. `--check` checks and
 //! reports only.
+//!
+//! Memory stays bounded whatever the file's size: the file is read and checked in parts
+//! ([`PART_BYTES`]), each problem reported as it is found. A file whose checked jobs fit in
+//! [`KEEP_BYTES`] keeps them for the push; a larger one is read and checked a second time,
+//! each part pushed as it is checked. Standard input is spooled to a temporary file first, so
+//! it can be read twice.
 
 use std::collections::HashSet;
-use std::io::{BufReader, IsTerminal, Read, Write};
+use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,7 +19,8 @@ use anyhow::Context;
 
 use super::output::stdout;
 use super::{BadInput, Global};
-use crate::producer::{self, JobFile, Producer, ProducerError};
+use crate::job::NewJob;
+use crate::producer::{self, Producer, ProducerError, PushSummary, ScanTotals};
 use crate::queue::redis::RedisQueue;
 use crate::queue::{Queue, QueueError};
 
@@ -29,27 +37,203 @@ pub struct Args {
     /// Prints `valid N, invalid N`; exit 2 when a line is invalid.
     #[arg(long, conflicts_with = "skip_invalid")]
     pub check: bool,
+    /// Bytes of the file read and checked at a time (tests make it small).
+    #[arg(long, hide = true, default_value_t = PART_BYTES)]
+    pub part_bytes: usize,
+    /// Checked jobs kept from the first read for the push, in bytes; a file with more is
+    /// read a second time as it is pushed (tests make it 0).
+    #[arg(long, hide = true, default_value_t = KEEP_BYTES)]
+    pub keep_bytes: usize,
+}
+
+/// A job file is read and checked in parts of this size, so that a file of any size is
+/// checked in bounded memory.
+const PART_BYTES: usize = 8 << 20;
+
+/// A file whose checked jobs take up to this much keeps them from the first read for the
+/// push; a larger one is read and checked a second time as it is pushed, a part at a time.
+const KEEP_BYTES: usize = 64 << 20;
+
+/// Where the jobs come from: a file, or standard input spooled to an unnamed temporary file
+/// (removed when it is closed) so that it too can be read twice.
+enum Input {
+    Path(String),
+    Spooled(std::fs::File),
+}
+
+impl Input {
+    fn open(file: &str) -> anyhow::Result<Input> {
+        if file != "-" {
+            return Ok(Input::Path(file.to_string()));
+        }
+        let mut spool =
+            tempfile::tempfile().context("creating a temporary file for standard input")?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+            .context("reading standard input into a temporary file")?;
+        Ok(Input::Spooled(spool))
+    }
+
+    /// A reader from the start.
+    fn reader(&self) -> anyhow::Result<Box<dyn Read + Send>> {
+        Ok(match self {
+            Input::Path(path) => {
+                let f = std::fs::File::open(path).map_err(|e| BadInput(format!("{path}: {e}")))?;
+                Box::new(BufReader::with_capacity(1 << 20, f))
+            }
+            Input::Spooled(f) => {
+                let mut f = f.try_clone().context("re-reading standard input")?;
+                f.seek(SeekFrom::Start(0))
+                    .context("re-reading standard input")?;
+                Box::new(BufReader::with_capacity(1 << 20, f))
+            }
+        })
+    }
+}
+
+/// How the file is read: [`PART_BYTES`] and [`KEEP_BYTES`], unless a test says otherwise.
+#[derive(Clone, Copy)]
+struct Sizes {
+    part: usize,
+    keep: usize,
+}
+
+/// The first read: every line checked and every problem reported on stderr as it is found;
+/// the checked jobs kept while they fit in [`Sizes::keep`].
+struct FirstRead {
+    totals: ScanTotals,
+    kept: Option<Vec<NewJob>>,
 }
 
 /// Reads and checks the whole input (off the async runtime: it is CPU and file work).
-async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<JobFile> {
-    let file = file.to_string();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<JobFile> {
-        if file == "-" {
-            let mut data = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut data)
-                .context("reading standard input")?;
-            Ok(producer::read_jobs(&data[..], &registered)?)
-        } else {
-            let f = std::fs::File::open(&file).map_err(|e| BadInput(format!("{file}: {e}")))?;
-            producer::read_jobs(BufReader::with_capacity(1 << 20, f), &registered)
-                .map_err(|e| BadInput(format!("{file}: {e}")).into())
-        }
+async fn first_read(
+    input: Arc<Input>,
+    name: &str,
+    registered: Arc<HashSet<String>>,
+    sizes: Sizes,
+) -> anyhow::Result<FirstRead> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<FirstRead> {
+        let mut kept = Some(Vec::new());
+        let mut kept_bytes = 0usize;
+        let totals = producer::scan_jobs(input.reader()?, &registered, sizes.part, |part| {
+            for e in &part.errors {
+                eprintln!("{e}");
+            }
+            if let Some(jobs) = &mut kept {
+                kept_bytes += part
+                    .jobs
+                    .iter()
+                    .map(|j| j.body.len() + j.key.len() + j.tenant.len())
+                    .sum::<usize>();
+                if kept_bytes > sizes.keep {
+                    kept = None;
+                } else {
+                    jobs.extend(part.jobs);
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| BadInput(format!("{name}: {e}")))?;
+        Ok(FirstRead { totals, kept })
     })
     .await
     .context("reading the job file")?
+}
+
+/// Pushes what the first read found: the kept jobs, or, for a large file, each part of a
+/// second read as it is checked (two parts at most wait in memory). The second read must
+/// find what the first did; a file changed in between stops the push with an error.
+async fn push_all(
+    producer: &Producer,
+    input: Arc<Input>,
+    name: &str,
+    registered: Arc<HashSet<String>>,
+    first: FirstRead,
+    sizes: Sizes,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<PushSummary, PushFailure> {
+    if let Some(jobs) = first.kept {
+        return producer
+            .push_validated(jobs, progress)
+            .await
+            .map(|(summary, _)| summary)
+            .map_err(PushFailure::Producer);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
+    let reader_name = name.to_string();
+    let second = tokio::task::spawn_blocking(move || -> anyhow::Result<ScanTotals> {
+        producer::scan_jobs(input.reader()?, &registered, sizes.part, |part| {
+            match tx.blocking_send(part.jobs) {
+                Ok(()) => ControlFlow::Continue(()),
+                // The push stopped: so does the read.
+                Err(_) => ControlFlow::Break(()),
+            }
+        })
+        .map_err(|e| BadInput(format!("{reader_name}: {e}")).into())
+    });
+    let mut summary = PushSummary::default();
+    while let Some(jobs) = rx.recv().await {
+        let n = jobs.len();
+        match producer.push_validated(jobs, progress).await {
+            Ok((s, _)) => {
+                summary.enqueued += s.enqueued;
+                summary.duplicate += s.duplicate;
+            }
+            Err(e) => return Err(PushFailure::Producer(failed_after(summary, n, e))),
+        }
+    }
+    let again = second
+        .await
+        .context("re-reading the job file")
+        .and_then(|r| r)
+        .map_err(PushFailure::Other)?;
+    if (again.valid, again.invalid_lines) != (first.totals.valid, first.totals.invalid_lines) {
+        return Err(PushFailure::Other(anyhow::anyhow!(
+            "{name} changed while it was enqueued: the first read found {} valid and {} invalid \
+             line(s), the second {} and {}. {} job(s) were enqueued, each a valid line of the \
+             file as it was read; check the file and run enqueue again (jobs already enqueued \
+             are duplicates and are not enqueued twice)",
+            first.totals.valid,
+            first.totals.invalid_lines,
+            again.valid,
+            again.invalid_lines,
+            summary.enqueued + summary.duplicate
+        )));
+    }
+    Ok(summary)
+}
+
+/// Why [`push_all`] stopped.
+enum PushFailure {
+    /// The producer failed: [`push_failed`] words it.
+    Producer(ProducerError),
+    /// Reading the file failed, or it changed between the two reads.
+    Other(anyhow::Error),
+}
+
+/// A producer's failure pushing one part of `part` jobs, after earlier parts went in
+/// (`before`): counted from the start of the file.
+fn failed_after(before: PushSummary, part: usize, e: ProducerError) -> ProducerError {
+    match e {
+        ProducerError::Interrupted {
+            done,
+            unsure,
+            error,
+        } => ProducerError::Interrupted {
+            done: PushSummary {
+                enqueued: before.enqueued + done.enqueued,
+                duplicate: before.duplicate + done.duplicate,
+            },
+            unsure,
+            error,
+        },
+        e if before == PushSummary::default() => e,
+        e => ProducerError::Interrupted {
+            done: before,
+            unsure: part,
+            error: Box::new(e),
+        },
+    }
 }
 
 /// What a push that stopped part-way tells the operator, in one message: why (for a full
@@ -107,14 +291,18 @@ async fn push_failed(
 /// Runs `enqueue`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(super::connect_queue(global).await?);
-    let registered: HashSet<String> = queue.tenant_names().await?.into_iter().collect();
-    let file = read(&args.file, registered).await?;
-    for e in &file.errors {
-        eprintln!("{e}");
-    }
-    let invalid = file.invalid_lines;
+    let registered: Arc<HashSet<String>> =
+        Arc::new(queue.tenant_names().await?.into_iter().collect());
+    let input = Arc::new(Input::open(&args.file)?);
+    let sizes = Sizes {
+        part: args.part_bytes,
+        keep: args.keep_bytes,
+    };
+    let first = first_read(input.clone(), &args.file, registered.clone(), sizes).await?;
+    let invalid = first.totals.invalid_lines;
+    let valid = first.totals.valid;
     if args.check {
-        writeln!(stdout(), "valid {}, invalid {invalid}", file.jobs.len())?;
+        writeln!(stdout(), "valid {valid}, invalid {invalid}")?;
         if invalid > 0 {
             return Err(BadInput(format!("{invalid} invalid line(s) in {}", args.file)).into());
         }
@@ -130,7 +318,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(file.jobs.len() as u64);
+        let bar = indicatif::ProgressBar::new(valid);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {pos}/{len} jobs {per_sec} eta {eta}",
@@ -139,20 +327,31 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let total = file.jobs.len();
     let producer = Producer::new(queue.clone());
     let mut progress = |n: usize| {
         if let Some(bar) = &bar {
             bar.inc(n as u64);
         }
     };
-    let pushed = producer.push_validated(file.jobs, &mut progress).await;
+    let pushed = push_all(
+        &producer,
+        input,
+        &args.file,
+        registered,
+        first,
+        sizes,
+        &mut progress,
+    )
+    .await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let (summary, _ids) = match pushed {
-        Ok(pushed) => pushed,
-        Err(e) => return Err(push_failed(&queue, e, total, invalid).await),
+    let summary = match pushed {
+        Ok(summary) => summary,
+        Err(PushFailure::Producer(e)) => {
+            return Err(push_failed(&queue, e, valid as usize, invalid).await);
+        }
+        Err(PushFailure::Other(e)) => return Err(e),
     };
     writeln!(
         stdout(),

@@ -2,7 +2,8 @@
 //! problem reported with its line number.
 
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::ops::ControlFlow;
 
 use super::check::check_line;
 use crate::job::NewJob;
@@ -53,7 +54,15 @@ const LINES_PER_THREAD: usize = 2_000;
 pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
     // A byte order mark, as some Windows editors write at the start of a UTF-8 file, is not
     // part of the first line.
-    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let data = data.strip_prefix(BOM).unwrap_or(data);
+    check_part(data, 0, registered)
+}
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Checks whole lines of a file, the first of which is line `first_index + 1`.
+fn check_part(data: &[u8], first_index: usize, registered: &HashSet<String>) -> JobFile {
     let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -62,13 +71,15 @@ pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
         .max(1);
     let per_thread = lines.len().div_ceil(threads).max(1);
     if threads == 1 {
-        return check_lines(&lines, 0, registered);
+        return check_lines(&lines, first_index, registered);
     }
     let parts: Vec<JobFile> = std::thread::scope(|scope| {
         let handles: Vec<_> = lines
             .chunks(per_thread)
             .enumerate()
-            .map(|(i, chunk)| scope.spawn(move || check_lines(chunk, i * per_thread, registered)))
+            .map(|(i, chunk)| {
+                scope.spawn(move || check_lines(chunk, first_index + i * per_thread, registered))
+            })
             .collect();
         handles
             .into_iter()
@@ -83,6 +94,95 @@ pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
         file.invalid_lines += part.invalid_lines;
     }
     file
+}
+
+/// What [`scan_jobs`] saw in a whole file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanTotals {
+    /// Valid jobs.
+    pub valid: u64,
+    /// Lines with at least one problem.
+    pub invalid_lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Reads a JSON Lines job file in parts of about `part_bytes` (whole lines each; a line
+/// longer than that is one part of its own) and checks each part as [`check_jobs`] does, on
+/// every core, handing it to `each` with the line numbers of the whole file. So a file of
+/// any size is checked in bounded memory: a part, its checked jobs and its problems at a
+/// time. `each` may stop the scan (`ControlFlow::Break`); the totals then cover the parts
+/// read so far.
+pub fn scan_jobs(
+    mut reader: impl Read,
+    registered: &HashSet<String>,
+    part_bytes: usize,
+    mut each: impl FnMut(JobFile) -> ControlFlow<()>,
+) -> std::io::Result<ScanTotals> {
+    let part_bytes = part_bytes.max(1);
+    let mut totals = ScanTotals::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(part_bytes + (64 << 10));
+    let mut first_index = 0usize;
+    let mut at_start = true;
+    let mut eof = false;
+    // How full the buffer is filled before a part is cut: the part size, more while a line
+    // is longer than that.
+    let mut want = part_bytes;
+    while !eof {
+        // Fill the buffer to `want`, or to the end of the input.
+        while buf.len() < want {
+            let len = buf.len();
+            buf.resize(want.max(len + (64 << 10)), 0);
+            let n = loop {
+                match reader.read(&mut buf[len..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            buf.truncate(len + n);
+            totals.bytes += n as u64;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+        }
+        if at_start {
+            if buf.starts_with(BOM) {
+                buf.drain(..BOM.len());
+            }
+            at_start = false;
+        }
+        // A part ends after its last newline; what follows starts the next part. A part
+        // with no newline at all grows until one comes, or the input ends.
+        let end = if eof {
+            buf.len()
+        } else {
+            match buf.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => {
+                    want = buf.len().saturating_mul(2);
+                    continue;
+                }
+            }
+        };
+        want = part_bytes;
+        if end == 0 {
+            break;
+        }
+        let part = &buf[..end];
+        // Lines in this part: its newlines (the empty piece after the last one is no line).
+        let lines = part.iter().filter(|b| **b == b'\n').count();
+        let checked = check_part(part, first_index, registered);
+        totals.valid += checked.jobs.len() as u64;
+        totals.invalid_lines += checked.invalid_lines;
+        first_index += lines;
+        buf.drain(..end);
+        if each(checked).is_break() {
+            break;
+        }
+    }
+    Ok(totals)
 }
 
 /// Checks `lines`, the first of which is line `first_index + 1` of the file.
@@ -174,6 +274,50 @@ mod tests {
         assert_eq!(file.jobs.len(), 1);
         assert_eq!(file.errors.len(), 1);
         assert_eq!(file.errors[0].line, 2);
+    }
+
+    /// Scanned in parts of a few bytes, a file gives what one check of the whole gives: the
+    /// same jobs in the same order and the same problems on the same lines, a line longer
+    /// than a part included.
+    #[test]
+    fn a_file_scanned_in_parts_is_checked_as_a_whole() {
+        let good = |n: usize| {
+            let mut b = body();
+            b["Description"] = format!("hook {n} {}", "x".repeat(n * 7)).into();
+            serde_json::json!({"tenant": "acme", "webhook": b}).to_string()
+        };
+        let mut lines: Vec<String> = (0..40).map(good).collect();
+        lines[3] = "{broken".into();
+        lines[17] = String::new();
+        lines[25] = serde_json::json!({"tenant": "nobody", "webhook": body()}).to_string();
+        let text = format!("\u{feff}{}\r\n", lines.join("\r\n"));
+        let whole = check_jobs(text.as_bytes(), &registered());
+        for part in [1, 50, 333, 4096, 1 << 20] {
+            let mut jobs = Vec::new();
+            let mut errors = Vec::new();
+            let totals = scan_jobs(text.as_bytes(), &registered(), part, |f| {
+                jobs.extend(f.jobs);
+                errors.extend(f.errors);
+                ControlFlow::Continue(())
+            })
+            .expect("scan");
+            assert_eq!(jobs, whole.jobs, "part {part}");
+            assert_eq!(errors, whole.errors, "part {part}");
+            assert_eq!(
+                (totals.valid, totals.invalid_lines, totals.bytes),
+                (37, 2, text.len() as u64)
+            );
+        }
+        assert_eq!(whole.errors[0].line, 4);
+        assert_eq!(whole.errors[1].line, 26);
+        // Stopping early: only the parts read so far.
+        let mut parts = 0;
+        scan_jobs(text.as_bytes(), &registered(), 100, |_| {
+            parts += 1;
+            ControlFlow::Break(())
+        })
+        .expect("scan");
+        assert_eq!(parts, 1);
     }
 
     #[test]

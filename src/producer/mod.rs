@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use check::{check_line, check_tenant, parse_line, validate};
-pub use file::{JobFile, LineError, check_jobs, read_jobs};
+pub use file::{JobFile, LineError, ScanTotals, check_jobs, read_jobs, scan_jobs};
 pub use push::{PUSH_CHUNK, PUSH_RETRY_FOR, Producer, ProducerError, PushSummary};
 
 /// Longest idempotency key accepted, in bytes.
