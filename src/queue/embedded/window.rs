@@ -99,14 +99,6 @@ impl State {
         } else {
             now
         };
-        // While the share is under the cap (another client is using the account), calls
-        // are spread over the window: at least window / share after the newest logged one,
-        // as the Redis dispatch does (`pace_us` in prelude.lua).
-        let full = share::cap(t.limit(), t.tenant.reserve) as usize;
-        let by_log = match t.log.back() {
-            Some((newest, _)) if limit < full => by_log.max(*newest + span / limit as u32),
-            _ => by_log,
-        };
         let by_pause = match t.paused_until {
             Some(p) if p > by_log => p,
             _ => by_log,

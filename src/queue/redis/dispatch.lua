@@ -145,8 +145,7 @@ while served < max_jobs and skipped < max_skipped do
   -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
   -- allows `cap` of them per window.
   local limit = tenant_limit(tenant)
-  local cap, full_cap = tenant_cap(tenant, t, window_us, adaptive)
-  local pace = pace_us(cap, full_cap, window_us)
+  local cap = tenant_cap(tenant, t, window_us, adaptive)
   -- A tenant whose daily quota is spent is parked until the day resets: like a pause, its
   -- jobs stay queued and no attempt is spent.
   local quota = daily_quota(tenant)
@@ -156,12 +155,6 @@ while served < max_jobs and skipped < max_skipped do
   end
   local before_last, last = log_edge(tenant, cap)
   local at = math.max(last and last + window_us or 0, pause)
-  if pace > 0 then
-    local newest = redis.call('ZREVRANGE', P .. 'calls:' .. tenant, 0, 0, 'WITHSCORES')
-    if newest[2] then
-      at = math.max(at, tonumber(newest[2]) + pace)
-    end
-  end
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
     skipped = skipped + 1
@@ -249,7 +242,7 @@ while served < max_jobs and skipped < max_skipped do
         if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then
           redis.call('ZREM', ready, tenant)
         else
-          local next_at = math.max(pause, t + pace)
+          local next_at = pause
           if cap == 1 then
             next_at = math.max(next_at, math.max(t, last or 0) + window_us)
           elseif before_last then

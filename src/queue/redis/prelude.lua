@@ -42,34 +42,20 @@ end
 -- answer plus one call per whole window since (`share:<tenant>`, written by
 -- rate_limited.lua; see `queue::share`). Scripts that do not know the mode (every one but
 -- dispatch, rate_limited and status) use the cap without the share: a score they set can
--- only be too early, and dispatch re-checks it with the share. The second value is the cap
--- without the share: a first value under it means the account is shared, and dispatch then
--- paces the tenant's calls (`pace_us`).
+-- only be too early, and dispatch re-checks it with the share.
 local function tenant_cap(tenant, now, window_us, adaptive)
   local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
   local cap = math.max(1, tenant_limit(tenant) - math.max(0, math.floor(reserve)))
   if not adaptive then
-    return cap, cap
+    return cap
   end
   local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
   local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
   if not share or not since then
-    return cap, cap
+    return cap
   end
   local climbed = math.floor(share) + math.floor(math.max(0, now - since) / window_us)
-  return math.max(1, math.min(cap, climbed)), cap
-end
-
--- While a tenant's share is under its cap (another client is using the account), its calls
--- are spread evenly over the window: at least window / share apart, counted from its newest
--- logged call (a dispatch, or an answer's re-stamp). A burst of `share` calls at the start
--- of each window fills the account's window just when the other client's calls meet it.
--- 0 when the tenant is not shared.
-local function pace_us(share, cap, window_us)
-  if share >= cap then
-    return 0
-  end
-  return math.floor(window_us / share)
+  return math.max(1, math.min(cap, climbed))
 end
 
 -- Daily quotas: `day:<tenant>` holds the day (`floor(now / day_us)`, days from the Unix
