@@ -62,9 +62,9 @@ pub enum AppError {
 impl From<QueueError> for AppError {
     fn from(e: QueueError) -> Self {
         match e {
-            e @ (QueueError::Unavailable(_) | QueueError::OutOfMemory { .. }) => {
-                AppError::Unavailable(e.to_string())
-            }
+            e @ (QueueError::Unavailable(_)
+            | QueueError::NotReplicated { .. }
+            | QueueError::OutOfMemory { .. }) => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }
