@@ -156,7 +156,7 @@ impl RedisQueue {
                 (
                     Link::Server(con),
                     Link::Server(acked),
-                    Source::Server(client),
+                    Source::Server(Box::new(client)),
                 )
             }
             Target::Sentinel(target) => {

@@ -104,6 +104,13 @@ impl Follow {
         target: SentinelTarget,
         config: ConnectionManagerConfig,
     ) -> Result<Arc<Follow>, RedisError> {
+        // One quick reconnect per request, not redis-rs's default six over about 6 s: a
+        // request to a primary that is gone should fail soon, so that its caller asks the
+        // sentinels and backs off with its own (jittered) schedule (in the failover test a
+        // completion retried against the dead primary waited 4.7 s in those reconnects).
+        let config = config
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
         let mut sentinel = Sentinel::build(target.sentinels.clone())?;
         let client = resolve(&mut sentinel, &target).await?;
         let primary = open(client, &config, 0).await?;
@@ -413,8 +420,8 @@ impl ConnectionLike for Acked {
 /// Where new connections go (the wake subscription reconnects through this).
 #[derive(Clone)]
 pub(super) enum Source {
-    /// One server.
-    Server(redis::Client),
+    /// One server (boxed: a client is large, and the enum is moved into a task).
+    Server(Box<redis::Client>),
     /// The primary the sentinels name now.
     Sentinel(Arc<Follow>),
 }
@@ -423,7 +430,7 @@ impl Source {
     /// A client for the primary as of now.
     pub(super) async fn client(&self) -> redis::Client {
         match self {
-            Source::Server(c) => c.clone(),
+            Source::Server(c) => c.as_ref().clone(),
             Source::Sentinel(f) => f.client().await,
         }
     }

@@ -230,14 +230,16 @@ impl RedisQueue {
     }
 
     /// Gives back jobs whose dispatch the replicas did not confirm, before anyone worked on
-    /// them: no attempt spent, outcome known. Best effort: a job whose hand-back fails
-    /// stays leased until its lease runs out, and is then taken back as usual.
+    /// them: no attempt spent, and the outcome as unknown as it was (a job taken back from
+    /// an expired lease must still be reconciled, never created again: the failover test
+    /// caught exactly that). Best effort: a job whose hand-back fails stays leased until its
+    /// lease runs out, and is then taken back as usual.
     async fn hand_back_unconfirmed(&self, jobs: &[LeasedJob]) {
-        let how = Requeue {
-            spend_attempt: false,
-            outcome_unknown: false,
-        };
         for job in jobs {
+            let how = Requeue {
+                spend_attempt: false,
+                outcome_unknown: job.outcome_unknown,
+            };
             if let Err(e) = self.requeue(job, how).await {
                 tracing::warn!(job = %job.id, "could not hand back an unconfirmed dispatch: {e}");
             }
