@@ -166,7 +166,7 @@ impl Follow {
         let client = match resolve(&mut sentinel, &self.target).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(master = %self.target.master, "no primary from the sentinels yet: {}", describe(&e));
+                tracing::warn!(master = %self.target.master, "no primary from the sentinels yet: {e}");
                 return;
             }
         };
@@ -187,7 +187,7 @@ impl Follow {
                 }
             }
             Err(e) => {
-                tracing::warn!(primary = %addr, "cannot connect to the new primary yet: {}", describe(&e))
+                tracing::warn!(primary = %addr, "cannot connect to the new primary yet: {e}")
             }
         }
     }
@@ -197,12 +197,6 @@ impl Follow {
             current.asked = Instant::now();
         }
     }
-}
-
-/// A redis-rs error as text without any connection detail beyond what it says itself
-/// (redis-rs names no password in its messages).
-fn describe(e: &RedisError) -> String {
-    e.to_string()
 }
 
 /// The primary's client, from the sentinels, within [`RESOLVE_TIMEOUT`].

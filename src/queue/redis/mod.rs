@@ -7,6 +7,10 @@
 //!   ending a lease, burying); one `.lua` file per other operation, each with a header
 //!   naming its KEYS and ARGV, loaded by `scripts.rs`;
 //! - `connect.rs`: connecting, the name and settings checks, the server's durability;
+//! - `target.rs`: the `--redis` URL read (one server, or sentinels and a master name);
+//! - `link.rs`: the connections, which follow the primary through a Sentinel failover, and
+//!   the lane whose writes are acknowledged only after `WAIT` (pushes, dispatches, fences,
+//!   completions: `docs/decisions.md`, "Redis Sentinel");
 //! - `push.rs`: bulk enqueue and the encoding of what a push writes;
 //! - `records.rs`: job records read back, and the batches over dead or done jobs;
 //! - `reply.rs`: reading the scripts' replies and stored records, never panicking;
