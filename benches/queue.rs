@@ -12,6 +12,10 @@
 //!    for LeadSquared: the share of each tenant's limit used (goal >= 0.97) and the calls the
 //!    checker would have refused (goal 0).
 //!
+//! 4. replicated: the cost of acknowledged writes (issue 16): push, dispatch and complete
+//!    through a primary that has one replica, without `WAIT` and with `WAIT 1` after each
+//!    push, dispatch and completion, side by side: jobs/s and the primary's CPU per job.
+//!
 //! `cargo bench --bench queue` runs it at full size. Without `--bench` (as `cargo test
 //! --benches` runs it), or with `--quick`, everything is small and takes a few seconds.
 //! Naming parts (`cargo bench --bench queue -- enqueue bigfile dispatch utilisation`) runs only
@@ -648,6 +652,109 @@ async fn bench_utilisation(scale: &Scale) {
     cleanup(&name).await;
 }
 
+/// The primary's process id, for its CPU readings.
+fn pid_on(port: u16) -> Option<String> {
+    let info = common::sentinel::cli(port, &["info", "server"]);
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .to_string();
+    cpu_seconds(&pid).map(|_| pid)
+}
+
+/// Push, then drain with dispatches of 32 and a completion per job (8 at a time), against
+/// a primary with one replica; once without WAIT, once with WAIT 1 (see the module header).
+async fn bench_replicated(scale: &Scale) {
+    use lsq_webhooks::queue::Dispatched;
+    use lsq_webhooks::queue::redis::RedisOptions;
+    let jobs_n = scale.dispatch_tenants * scale.dispatch_per_tenant;
+    println!(
+        "\n## replicated: {jobs_n} jobs over {} tenants, primary + 1 replica on loopback",
+        scale.dispatch_tenants
+    );
+    let primary = common::PrivateRedis::start(&[]).expect("primary");
+    let port = primary.port.to_string();
+    let replica =
+        common::PrivateRedis::start(&["--replicaof", "127.0.0.1", &port]).expect("replica");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::sentinel::cli(replica.port, &["info", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = pid_on(primary.port);
+    let mut rows = Vec::new();
+    for (label, replicas) in [("no WAIT", 0u32), ("WAIT 1", 1)] {
+        let name = format!("bench-repl-{}", uuid::Uuid::new_v4().simple());
+        let queue = RedisQueue::connect_with(
+            &primary.url(),
+            QueueConfig {
+                name,
+                window: Duration::from_secs(5),
+                lease: Duration::from_secs(60),
+                ..QueueConfig::default()
+            },
+            RedisOptions {
+                min_replicas: Some(replicas),
+                replica_timeout: Duration::from_secs(1),
+            },
+        )
+        .await
+        .expect("connect");
+        let tenants: Vec<Tenant> = (0..scale.dispatch_tenants)
+            .map(|i| tenant(&format!("t{i}"), 10_000))
+            .collect();
+        queue.put_tenants(&tenants).await.expect("tenants");
+        let all: Vec<NewJob> = (0..jobs_n)
+            .map(|i| job(&tenants[i % tenants.len()].name, i))
+            .collect();
+        let cpu0 = pid.as_deref().and_then(cpu_seconds);
+        let started = Instant::now();
+        for chunk in all.chunks(100) {
+            queue.push(chunk).await.expect("push");
+        }
+        let pushed = started.elapsed();
+        let cpu1 = pid.as_deref().and_then(cpu_seconds);
+        let started = Instant::now();
+        let mut done = 0usize;
+        while done < jobs_n {
+            match queue.dispatch_many(32, None).await.expect("dispatch") {
+                Dispatched::Jobs(jobs) => {
+                    for batch in jobs.chunks(8) {
+                        let calls = batch.iter().map(|j| queue.complete(j, "wh", false));
+                        for r in futures::future::join_all(calls).await {
+                            r.expect("complete");
+                        }
+                    }
+                    done += jobs.len();
+                }
+                Dispatched::Wait(d) => tokio::time::sleep(d).await,
+                Dispatched::Empty => break,
+            }
+        }
+        let drained = started.elapsed();
+        let cpu2 = pid.as_deref().and_then(cpu_seconds);
+        println!(
+            "{label:>8}: push {:>9.0} jobs/s (CPU {} per job) | dispatch + complete {:>8.0} jobs/s (CPU {} per job)",
+            rate(jobs_n as f64, pushed),
+            cpu_per_job(cpu0, cpu1, jobs_n as f64),
+            rate(done as f64, drained),
+            cpu_per_job(cpu1, cpu2, done as f64),
+        );
+        rows.push((rate(jobs_n as f64, pushed), rate(done as f64, drained)));
+        let _ = queue.delete_all().await;
+    }
+    if let [(p0, d0), (p1, d1)] = rows[..] {
+        println!(
+            "WAIT 1 / no WAIT: push {:.2}x, dispatch + complete {:.2}x",
+            p1 / p0.max(1e-9),
+            d1 / d0.max(1e-9)
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
@@ -666,7 +773,16 @@ fn main() {
     // `cargo bench --bench queue -- enqueue` runs only the parts named.
     let named: Vec<String> = args
         .iter()
-        .filter(|a| ["enqueue", "bigfile", "dispatch", "utilisation"].contains(&a.as_str()))
+        .filter(|a| {
+            [
+                "enqueue",
+                "bigfile",
+                "dispatch",
+                "utilisation",
+                "replicated",
+            ]
+            .contains(&a.as_str())
+        })
         .cloned()
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
@@ -682,6 +798,9 @@ fn main() {
         }
         if run("utilisation") {
             bench_utilisation(&scale).await;
+        }
+        if run("replicated") {
+            bench_replicated(&scale).await;
         }
     });
 }

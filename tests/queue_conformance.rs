@@ -585,6 +585,32 @@ async fn dispatch_many_stamps_the_nth_job_n_microseconds_later(h: Harness) {
 // ---------------------------------------------------------------------------------------
 // Leases, fences and hand-backs
 
+/// A completion repeated because its first answer was lost (a failover, a reset) or not
+/// acknowledged by the replicas (issue 16) is recognised: the job is done with that Id, so
+/// the repeat succeeds and changes nothing; a repeat with another Id is refused.
+async fn a_completion_repeated_with_its_id_is_recognised(h: Harness) {
+    let q = h
+        .queue_with("complete-again", &[("acme", 25)], |_| {})
+        .await;
+    let pushed = push(&q, "acme", 0..1).await;
+    let held = next_job(q.as_ref()).await;
+    q.complete(&held, "wh-1", false).await.expect("complete");
+    q.complete(&held, "wh-1", false)
+        .await
+        .expect("the same completion again is recognised");
+    let other = q.complete(&held, "wh-2", false).await;
+    assert!(
+        matches!(&other, Err(QueueError::LeaseLost(id)) if *id == pushed[0]),
+        "{other:?}"
+    );
+    let r = record(&q, &pushed[0]).await;
+    assert_eq!(
+        (r.status, r.webhook_id.as_deref(), r.attempts),
+        (JobState::Done, Some("wh-1"), 1)
+    );
+    assert_eq!(q.status().await.expect("status").done, 1);
+}
+
 async fn an_expired_lease_is_taken_back_and_the_old_holder_refused(h: Harness) {
     let q = h
         .queue_with("lease", &[("acme", 25)], |c| c.lease = h.ticks(3))
@@ -1605,6 +1631,7 @@ conformance!(
     dispatch_many_hands_out_what_single_dispatches_would,
     dispatch_many_stamps_the_nth_job_n_microseconds_later,
     an_expired_lease_is_taken_back_and_the_old_holder_refused,
+    a_completion_repeated_with_its_id_is_recognised,
     an_expired_lease_with_no_attempts_left_buries_the_job,
     a_lease_lost_mid_create_waits_until_the_call_can_no_longer_land,
     a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence,

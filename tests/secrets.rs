@@ -515,3 +515,58 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         secrets.len()
     );
 }
+
+/// Issue 16: a Redis password in a Sentinel URL (the servers' and the sentinels' own) appears
+/// in no output at debug level: not when the URL is malformed, not when no sentinel answers,
+/// not when a server refuses it.
+#[test]
+fn a_redis_password_in_a_sentinel_url_appears_nowhere() {
+    let set = common::sentinel::SentinelSet::start("secret-main");
+    let password = secret("redis-password");
+    let sentinel_password = secret("sentinel-password");
+    let hosts = set.url();
+    let hosts = hosts
+        .trim_start_matches("redis+sentinel://")
+        .trim_end_matches("/secret-main");
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let urls = [
+        // The servers have no password: AUTH is refused.
+        format!("redis+sentinel://app:{password}@{hosts}/secret-main"),
+        // The sentinels have none either.
+        format!("redis+sentinel://{hosts}/secret-main?sentinel_password={sentinel_password}"),
+        format!("redis+sentinel://:{password}@{dead}/secret-main"),
+        format!("redis+sentinel://:{password}@{hosts}/secret-main?bogus=1"),
+        format!("redis+sentinel://:{password}@{hosts}"),
+    ];
+    let mut captured = Captured::default();
+    for (i, url) in urls.iter().enumerate() {
+        for args in [&["status"][..], &["worker", "--exit-when-idle"][..]] {
+            let out = Command::new(BIN)
+                .args(["--redis", url])
+                .args(args)
+                .env("RUST_LOG", "debug")
+                .env_remove("REDIS_URL")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "url {i} {args:?} succeeded");
+            captured.add(
+                format!("url {i} {args:?}"),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            );
+        }
+    }
+    for (source, text) in &captured.0 {
+        assert!(!text.is_empty(), "{source}: said nothing");
+        for s in [&password, &sentinel_password] {
+            assert!(
+                !text.contains(s.as_str()),
+                "{source} leaked a password:\n{text}"
+            );
+        }
+    }
+}

@@ -47,6 +47,26 @@ pub struct Global {
         global = true
     )]
     pub queue: String,
+    /// Replicas that must confirm each push, dispatch and completion (Redis `WAIT`) before
+    /// it counts as done [default: 1 with a redis+sentinel:// URL, else 0]. 0: no WAIT.
+    #[arg(
+        long = "min-replicas",
+        env = "LSQ_MIN_REPLICAS",
+        value_name = "N",
+        global = true
+    )]
+    pub min_replicas: Option<u32>,
+    /// How long each WAIT for `--min-replicas` may take, in milliseconds; a write not
+    /// confirmed in time is not acknowledged (retried, or reported).
+    #[arg(
+        long = "replica-timeout-ms",
+        env = "LSQ_REPLICA_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000),
+        global = true
+    )]
+    pub replica_timeout_ms: u64,
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -59,6 +79,14 @@ impl Global {
     /// The Redis URL to use: `--redis`, else `REDIS_URL`, else [`DEFAULT_REDIS_URL`].
     pub fn redis_url(&self) -> &str {
         self.redis_given().unwrap_or(DEFAULT_REDIS_URL)
+    }
+
+    /// How the Redis queue connects beyond its URL (`--min-replicas`, `--replica-timeout-ms`).
+    pub fn redis_options(&self) -> crate::queue::redis::RedisOptions {
+        crate::queue::redis::RedisOptions {
+            min_replicas: self.min_replicas,
+            replica_timeout: std::time::Duration::from_millis(self.replica_timeout_ms),
+        }
     }
 
     /// The Redis URL only if one was given (flag or environment; an empty value is none):
@@ -119,7 +147,13 @@ pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
 /// used is bad input (exit 2).
 pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redis::RedisQueue> {
     use crate::queue::{QueueError, redis::RedisQueue};
-    match RedisQueue::connect(global.redis_url(), queue_config(global)).await {
+    match RedisQueue::connect_with(
+        global.redis_url(),
+        queue_config(global),
+        global.redis_options(),
+    )
+    .await
+    {
         Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
         Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),

@@ -124,7 +124,7 @@ pub async fn open_queue(
     config: Option<QueueConfig>,
 ) -> anyhow::Result<RedisQueue> {
     let config = config.unwrap_or_else(|| super::queue_config(global));
-    match RedisQueue::connect(global.redis_url(), config).await {
+    match RedisQueue::connect_with(global.redis_url(), config, global.redis_options()).await {
         Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
         Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),

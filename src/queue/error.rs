@@ -79,6 +79,24 @@ pub enum QueueError {
         /// What is wrong.
         reason: String,
     },
+    /// A write reached the primary, but `WAIT` counted fewer replicas holding it than the
+    /// queue requires (`--min-replicas`) within its timeout: it is NOT acknowledged. A
+    /// failover now could lose it. Retry with backoff: every such write is safe to repeat
+    /// (a push again finds its jobs as duplicates, a completion again finds itself done).
+    #[error(
+        "not acknowledged: the {what} reached the primary but only {acked} of {wanted} \
+         replica(s) confirmed it within {timeout_ms} ms (a failover could lose it; retrying is safe)"
+    )]
+    NotReplicated {
+        /// What was written (`push`, `dispatch`, `fence`, `completion`).
+        what: &'static str,
+        /// Replicas that confirmed it.
+        acked: u32,
+        /// Replicas required.
+        wanted: u32,
+        /// How long it waited.
+        timeout_ms: u64,
+    },
     /// The job's lease was lost (expired and taken back); its result was not recorded.
     #[error("lease on job {0} was lost")]
     LeaseLost(JobId),
@@ -97,7 +115,10 @@ fn oom_message(memory: Option<&StoreMemory>) -> String {
 impl QueueError {
     /// Whether waiting and trying again can succeed without anyone's help.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, QueueError::Unavailable(_))
+        matches!(
+            self,
+            QueueError::Unavailable(_) | QueueError::NotReplicated { .. }
+        )
     }
 
     /// Whether the store is full.
@@ -177,6 +198,22 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_write_not_replicated_is_retried_and_says_so() {
+        let e = QueueError::NotReplicated {
+            what: "push",
+            acked: 0,
+            wanted: 1,
+            timeout_ms: 1000,
+        };
+        assert!(e.is_unavailable());
+        assert_eq!(
+            e.to_string(),
+            "not acknowledged: the push reached the primary but only 0 of 1 replica(s) \
+             confirmed it within 1000 ms (a failover could lose it; retrying is safe)"
+        );
     }
 
     #[test]

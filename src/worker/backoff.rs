@@ -69,7 +69,7 @@ impl RetryPolicy {
 /// counted in `stats`. Anything else is not retried.
 pub fn store_retry(stats: &Stats) -> impl FnMut(&QueueError, &Failure) -> bool + '_ {
     move |e, f| match e {
-        QueueError::Unavailable(_) => {
+        QueueError::Unavailable(_) | QueueError::NotReplicated { .. } => {
             stats.store_errors();
             unavailable_only(e, f)
         }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod sentinel;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -54,6 +54,13 @@ pub enum AppError {
     /// The queue's store did not answer: 503. The cause is logged.
     #[error("queue store unavailable")]
     Unavailable(String),
+    /// The write reached the primary but not the replicas `--min-replicas` asks for: 503
+    /// with `Retry-After`, saying so (issue 16). The numbers are logged.
+    #[error(
+        "not acknowledged: the jobs reached the primary but too few replicas confirmed them; \
+         a failover could lose them, retrying is safe"
+    )]
+    NotAcknowledged(String),
     /// Anything else: 500. The cause is logged.
     #[error("internal error")]
     Internal(String),
@@ -62,6 +69,7 @@ pub enum AppError {
 impl From<QueueError> for AppError {
     fn from(e: QueueError) -> Self {
         match e {
+            e @ QueueError::NotReplicated { .. } => AppError::NotAcknowledged(e.to_string()),
             e @ (QueueError::Unavailable(_) | QueueError::OutOfMemory { .. }) => {
                 AppError::Unavailable(e.to_string())
             }
@@ -88,13 +96,16 @@ impl IntoResponse for AppError {
             AppError::Invalid(_) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Overloaded | AppError::Timeout | AppError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::Overloaded
+            | AppError::Timeout
+            | AppError::Unavailable(_)
+            | AppError::NotAcknowledged(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &self {
-            AppError::Unavailable(e) => tracing::warn!(error = %e, "request failed: queue store"),
+            AppError::Unavailable(e) | AppError::NotAcknowledged(e) => {
+                tracing::warn!(error = %e, "request failed: queue store")
+            }
             AppError::Internal(e) => tracing::error!(error = %e, "request failed"),
             _ => {}
         }
@@ -114,7 +125,10 @@ impl IntoResponse for AppError {
                     HeaderValue::from_static("Bearer realm=\"lsq-webhooks\""),
                 );
             }
-            AppError::Overloaded | AppError::Timeout | AppError::Unavailable(_) => {
+            AppError::Overloaded
+            | AppError::Timeout
+            | AppError::Unavailable(_)
+            | AppError::NotAcknowledged(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -133,5 +147,29 @@ pub(super) async fn overload_error(err: tower::BoxError) -> AppError {
         AppError::Timeout
     } else {
         AppError::Internal(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a push the replicas did not confirm is a 503 that says it is not
+    /// acknowledged and may be retried.
+    #[test]
+    fn a_push_not_replicated_is_a_503_that_says_not_acknowledged() {
+        let e = AppError::from(QueueError::NotReplicated {
+            what: "push",
+            acked: 0,
+            wanted: 1,
+            timeout_ms: 1000,
+        });
+        assert!(e.to_string().starts_with("not acknowledged"), "{e}");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
     }
 }

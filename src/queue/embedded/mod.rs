@@ -272,7 +272,13 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.end_lease(job, now, self.span())?;
+        if let Err(lost) = st.end_lease(job, now, self.span()) {
+            // A completion repeated (its first answer lost): already done with this Id.
+            let done = st.jobs.get(&job.id).is_some_and(|rec| {
+                rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(webhook_id)
+            });
+            return if done { Ok(()) } else { Err(lost) };
+        }
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.webhook_id = Some(webhook_id.to_string());
             rec.reconciled = reconciled;

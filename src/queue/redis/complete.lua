@@ -12,11 +12,21 @@
 -- ARGV[7]: webhook Id
 -- ARGV[8]: reconciled (1 when found with Retrieve instead of created)
 --
--- Returns 1, or 0 when the lease was lost (nothing recorded).
+-- Returns 1, or 0 when the lease was lost (nothing recorded). A completion repeated after
+-- its first answer was lost, or not acknowledged by the replicas, finds the job done with
+-- this Id: 1 again.
 
 local id = ARGV[2]
 local now, job = finish_lease(false)
 if not job then
+  local record = P .. 'job:' .. id
+  local ok, f = pcall(redis.call, 'HMGET', record, 'state', 'webhook_id')
+  if ok and f[1] == 'done' and f[2] == ARGV[7] then
+    -- Written again, so that the WAIT after this call covers the completion: a WAIT
+    -- counts only the writes of its own connection, and the first may have been another.
+    redis.call('HSET', record, 'webhook_id', ARGV[7])
+    return 1
+  end
   return 0
 end
 -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::link::{Acked, Follow, Lane, Link, Replication, Source};
+use super::target::{SentinelTarget, Target};
 use super::wake::{self, Wake};
 use super::{RedisQueue, scripts};
 use crate::queue::{QueueConfig, QueueError};
@@ -64,10 +66,57 @@ pub fn valid_queue_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
+/// How the Redis queue connects, beyond its URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Replicas that must confirm a push, a dispatch, a fence or a completion (`WAIT`)
+    /// before it is acknowledged (`--min-replicas`, `LSQ_MIN_REPLICAS`). `None`: 1 with
+    /// Sentinel, 0 (no `WAIT`) on one server. 0 turns it off.
+    pub min_replicas: Option<u32>,
+    /// How long a `WAIT` waits for them (`--replica-timeout`).
+    pub replica_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            min_replicas: None,
+            replica_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An error from the first question to the sentinels, said in terms of the URL.
+fn sentinel_error(e: &redis::RedisError, target: &SentinelTarget) -> QueueError {
+    let list = target.sentinel_list();
+    let master = &target.master;
+    QueueError::Unavailable(match e.kind() {
+        redis::ErrorKind::MasterNameNotFoundBySentinel => format!(
+            "no sentinel of {list} names a primary for master {master:?} (is the master name \
+             right? is its primary up?)"
+        ),
+        _ if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
+            format!("no sentinel of {list} answered about master {master:?}: {e}")
+        }
+        _ => format!("asking the sentinels of {list} for master {master:?}: {e}"),
+    })
+}
+
 impl RedisQueue {
-    /// Connects, loads the scripts and subscribes to the wake channel. Must be called within
-    /// a tokio runtime (it spawns the subscriber task).
+    /// Connects with the default [`RedisOptions`] (see [`RedisQueue::connect_with`]).
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
+        Self::connect_with(url, config, RedisOptions::default()).await
+    }
+
+    /// Connects (for a `redis+sentinel://` URL: asks the sentinels for the primary), loads
+    /// the scripts and subscribes to the wake channel. Must be called within a tokio
+    /// runtime (it spawns the subscriber task). A URL that does not read is
+    /// [`QueueError::Config`]; nothing is written before the connection is made.
+    pub async fn connect_with(
+        url: &str,
+        config: QueueConfig,
+        options: RedisOptions,
+    ) -> Result<Self, QueueError> {
         if !valid_queue_name(&config.name) {
             return Err(QueueError::Config(format!(
                 "queue name {:?} must be 1-64 characters of letters, digits, '.', '_', '-' or ':'",
@@ -79,22 +128,56 @@ impl RedisQueue {
                 "window and lease must be positive and max_attempts at least 1".into(),
             ));
         }
-        let client = redis::Client::open(url)?;
+        let target = Target::parse(url).map_err(|e| QueueError::Config(e.to_string()))?;
+        let sentinel = matches!(target, Target::Sentinel(_));
+        let replicas = options.min_replicas.unwrap_or(u32::from(sentinel));
+        let replication = (replicas > 0).then_some(Replication {
+            replicas,
+            timeout: options.replica_timeout.max(Duration::from_millis(1)),
+        });
         let cm_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(RESPONSE_TIMEOUT));
-        let mut con = ConnectionManager::new_with_config(client.clone(), cm_config).await?;
-        for script in scripts::all() {
-            script.load_async(&mut con).await?;
-        }
+        let (con, acked, source) = match target {
+            Target::Server(client) => {
+                let mut con =
+                    ConnectionManager::new_with_config(client.clone(), cm_config.clone()).await?;
+                for script in scripts::all() {
+                    script.load_async(&mut con).await?;
+                }
+                // A WAIT blocks its connection until it returns: the acknowledged writes get
+                // their own, so that heartbeats never queue behind one.
+                let acked = match replication {
+                    Some(_) => {
+                        ConnectionManager::new_with_config(client.clone(), cm_config).await?
+                    }
+                    None => con.clone(),
+                };
+                (
+                    Link::Server(con),
+                    Link::Server(acked),
+                    Source::Server(Box::new(client)),
+                )
+            }
+            Target::Sentinel(target) => {
+                let follow = Follow::connect(target.clone(), cm_config)
+                    .await
+                    .map_err(|e| sentinel_error(&e, &target))?;
+                (
+                    Link::Sentinel(follow.clone(), Lane::Main),
+                    Link::Sentinel(follow.clone(), Lane::Acked),
+                    Source::Sentinel(follow),
+                )
+            }
+        };
         let prefix = format!("{{{}}}:", config.name);
         let channel = format!("{prefix}wake");
-        let mut first = client.get_async_pubsub().await?;
+        let mut first = source.client().await.get_async_pubsub().await?;
         first.subscribe(&channel).await?;
         let wake = Arc::new(Wake::new());
         let cancel = CancellationToken::new();
         tokio::spawn(wake::listen(
-            client,
+            source,
             channel,
             first,
             wake.clone(),
@@ -104,9 +187,15 @@ impl RedisQueue {
             config,
             prefix,
             con,
+            acked: Acked::new(acked, replication),
             wake,
             _listener: cancel.drop_guard(),
         })
+    }
+
+    /// What acknowledged writes wait for (`None`: nothing).
+    pub fn replication(&self) -> Option<Replication> {
+        self.acked.replication()
     }
 
     /// Reads the server's persistence and eviction settings (one `CONFIG GET` each, so

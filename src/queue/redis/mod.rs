@@ -7,6 +7,10 @@
 //!   ending a lease, burying); one `.lua` file per other operation, each with a header
 //!   naming its KEYS and ARGV, loaded by `scripts.rs`;
 //! - `connect.rs`: connecting, the name and settings checks, the server's durability;
+//! - `target.rs`: the `--redis` URL read (one server, or sentinels and a master name);
+//! - `link.rs`: the connections, which follow the primary through a Sentinel failover, and
+//!   the lane whose writes are acknowledged only after `WAIT` (pushes, dispatches, fences,
+//!   completions: `docs/decisions.md`, "Redis Sentinel");
 //! - `push.rs`: bulk enqueue and the encoding of what a push writes;
 //! - `records.rs`: job records read back, and the batches over dead or done jobs;
 //! - `reply.rs`: reading the scripts' replies and stored records, never panicking;
@@ -55,18 +59,19 @@
 //! duplicates).
 
 mod connect;
+mod link;
 mod memory;
 mod push;
 mod records;
 mod reply;
 mod scripts;
+mod target;
 mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
@@ -77,8 +82,11 @@ use super::{
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
-pub use connect::{Durability, valid_queue_name};
+pub use connect::{Durability, RedisOptions, valid_queue_name};
+pub use link::Replication;
+use link::{Acked, Link};
 use reply::{JOB_REPLY_FIELDS, array, corrupt, leased_job, parse_tenant, status_of, text, uint};
+pub use target::{BadUrl, SENTINEL_PORT, Target};
 use wake::Wake;
 
 /// Ids per `retry_dead` / `purge_dead` / `put_tenants` script call.
@@ -97,15 +105,20 @@ const STATUS_RUNNING_SCAN: u32 = 10_000;
 const MAX_DONE_SECONDS: u32 = 3600;
 
 /// The queue in Redis. One per process is enough: its connection multiplexes every caller,
-/// reconnects on its own (exponential backoff from 100 ms, 6 tries per command), and its
-/// subscriber task (ended when the queue is dropped) wakes waiting workers.
+/// reconnects on its own (exponential backoff from 100 ms, 6 tries per command), follows the
+/// primary through a failover when the URL names sentinels ([`link`]), and its subscriber
+/// task (ended when the queue is dropped) wakes waiting workers.
 pub struct RedisQueue {
     /// Settings.
     config: QueueConfig,
     /// `{name}:`.
     prefix: String,
     /// The shared, reconnecting connection; cloned per call.
-    con: ConnectionManager,
+    con: Link,
+    /// The connection of the writes acknowledged only once replicated (pushes, dispatches,
+    /// fences, completions: see [`RedisQueue::acked`]); the main one when nothing is waited
+    /// for.
+    acked: Acked,
     /// Wakeups from the `wake` channel.
     wake: Arc<Wake>,
     /// Ends the subscriber task when the queue is dropped.
@@ -168,6 +181,26 @@ impl RedisQueue {
         }
     }
 
+    /// A fresh handle on the acknowledged-writes lane, for one call: after it,
+    /// [`RedisQueue::confirm`] says whether enough replicas have the write.
+    fn acked(&self) -> Acked {
+        self.acked.clone()
+    }
+
+    /// [`QueueError::NotReplicated`] when the last call on `con` was confirmed by fewer
+    /// replicas than required.
+    fn confirm(&self, con: &Acked, what: &'static str) -> Result<(), QueueError> {
+        match (con.shortfall(), con.replication()) {
+            (Some(acked), Some(wait)) => Err(QueueError::NotReplicated {
+                what,
+                acked: u32::try_from(acked).unwrap_or(0),
+                wanted: wait.replicas,
+                timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
@@ -178,18 +211,45 @@ impl RedisQueue {
 
     /// Extends the lease; with a non-zero `in_flight`, also the fence before a Create (see
     /// [`Queue::sending`]).
+    /// The fence is an acknowledged write: a Create goes out only once the replicas hold
+    /// the moment it may land until, so that a primary promoted after a failover does not
+    /// hand the job to another worker before then.
     async fn beat(&self, job: &LeasedJob, in_flight: Duration) -> Result<bool, QueueError> {
-        let reply: i64 = scripts::HEARTBEAT
-            .key(self.key("running"))
+        let mut invocation = scripts::HEARTBEAT.key(self.key("running"));
+        invocation
             .arg(&self.prefix)
             .arg(&job.id.0)
             .arg(&job.lease)
             .arg(micros(self.config.lease))
             .arg(micros(in_flight))
-            .arg(self.window_us())
-            .invoke_async(&mut self.con.clone())
-            .await?;
+            .arg(self.window_us());
+        if in_flight.is_zero() {
+            let reply: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+            return Ok(reply == 1);
+        }
+        let mut con = self.acked();
+        let reply: i64 = invocation.invoke_async(&mut con).await?;
+        if reply == 1 {
+            self.confirm(&con, "fence")?;
+        }
         Ok(reply == 1)
+    }
+
+    /// Gives back jobs whose dispatch the replicas did not confirm, before anyone worked on
+    /// them: no attempt spent, and the outcome as unknown as it was (a job taken back from
+    /// an expired lease must still be reconciled, never created again: the failover test
+    /// caught exactly that). Best effort: a job whose hand-back fails stays leased until its
+    /// lease runs out, and is then taken back as usual.
+    async fn hand_back_unconfirmed(&self, jobs: &[LeasedJob]) {
+        for job in jobs {
+            let how = Requeue {
+                spend_attempt: false,
+                outcome_unknown: job.outcome_unknown,
+            };
+            if let Err(e) = self.requeue(job, how).await {
+                tracing::warn!(job = %job.id, "could not hand back an unconfirmed dispatch: {e}");
+            }
+        }
     }
 
     /// A finishing script's invocation with the arguments they all start with: prefix, job
@@ -291,6 +351,10 @@ impl Queue for RedisQueue {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let started = self.wake.stamp();
         let fence_us = fence.map_or(0, |f| micros(f.slack + f.in_flight).max(1));
+        // Acknowledged: a lease (and its fence) the replicas do not hold could be lost in a
+        // failover, and the new primary would hand the job to a second worker while the
+        // first one's Create is under way.
+        let mut con = self.acked();
         let reply: Value = scripts::DISPATCH
             .key(self.key("ready"))
             .arg(&self.prefix)
@@ -315,7 +379,7 @@ impl Queue for RedisQueue {
             .arg(reason::corrupt::NO_BODY_OR_STATE)
             .arg(self.config.share.as_str())
             .arg(micros(self.config.day))
-            .invoke_async(&mut self.con.clone())
+            .invoke_async(&mut con)
             .await?;
         let fenced_until = fence.map(|f| sent + f.slack);
         let mut items = array(reply, "dispatch")?.into_iter();
@@ -338,6 +402,12 @@ impl Queue for RedisQueue {
         };
         if !matches!(result, Dispatched::Jobs(_)) {
             self.wake.found_nothing(started);
+        }
+        if let Dispatched::Jobs(jobs) = &result
+            && let Err(e) = self.confirm(&con, "dispatch")
+        {
+            self.hand_back_unconfirmed(jobs).await;
+            return Err(e);
         }
         Ok(result)
     }
@@ -376,7 +446,14 @@ impl Queue for RedisQueue {
     ) -> Result<(), QueueError> {
         let mut invocation = self.finishing(&scripts::COMPLETE, job);
         invocation.arg(webhook_id).arg(u8::from(reconciled));
-        self.finish(&invocation, job).await.map(drop)
+        // Acknowledged: the worker moves on only once the replicas hold the Id. A retry
+        // after a shortfall finds the job done with this Id and confirms again.
+        let mut con = self.acked();
+        let reply: i64 = invocation.invoke_async(&mut con).await?;
+        if reply == 0 {
+            return Err(QueueError::LeaseLost(job.id.clone()));
+        }
+        self.confirm(&con, "completion")
     }
 
     async fn retry_later(

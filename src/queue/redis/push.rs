@@ -100,8 +100,10 @@ impl RedisQueue {
                 _ => runs.push((&job.tenant, 1)),
             }
         }
+        // MULTI/EXEC written out rather than `pipe.atomic()`, so that the acknowledged lane
+        // can follow EXEC with WAIT in the same pipeline (inside MULTI, WAIT would not wait).
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        pipe.cmd("MULTI").ignore();
         let entries = pipe.cmd("HSET").arg(self.key("bodies"));
         for (job, id) in jobs.iter().zip(&ids) {
             entries.arg(id).arg(Entry(job));
@@ -123,8 +125,18 @@ impl RedisQueue {
         for job in jobs {
             script.arg(Field(job));
         }
-        script.arg(&ids);
-        let (reply,): (Value,) = pipe.query_async(&mut self.con.clone()).await?;
+        script.arg(&ids).ignore();
+        pipe.cmd("EXEC");
+        let mut con = self.acked();
+        let (exec,): (Value,) = pipe.query_async(&mut con).await?;
+        // EXEC's answer: the HSET's count, then the script's reply (an error in either is
+        // raised here).
+        let reply = match exec.extract_error()? {
+            Value::Array(mut answers) if answers.len() == 2 => answers.swap_remove(1),
+            Value::Nil => return Err(corrupt("push", "the transaction was aborted")),
+            _ => return Err(corrupt("push", "unexpected transaction reply")),
+        };
+        self.confirm(&con, "push")?;
         let items = array(reply, "push")?;
         match items.first().and_then(text).as_deref() {
             Some("unknown") if items.len() == 2 => {

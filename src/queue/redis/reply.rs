@@ -3,7 +3,6 @@
 //! [`QueueError::Corrupt`] naming where, never a panic.
 
 use redis::Value;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
@@ -44,7 +43,7 @@ pub(super) fn leased_job(
 
 /// A job's `job:<id>` hash, read with [`JOB_FIELDS`].
 pub(super) async fn job_fields(
-    con: &mut ConnectionManager,
+    con: &mut super::link::Link,
     key: &str,
 ) -> Result<Vec<Option<String>>, QueueError> {
     Ok(redis::cmd("HMGET")

@@ -18,6 +18,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::link::Source;
+
 /// Shared between the subscriber task and the queue's callers.
 #[derive(Debug)]
 pub(super) struct Wake {
@@ -83,7 +85,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// resubscribes with backoff whenever the connection drops. `first` is a subscription made
 /// while connecting, so that no push after `connect` returns can go unseen.
 pub(super) async fn listen(
-    client: redis::Client,
+    source: Source,
     channel: String,
     first: redis::aio::PubSub,
     wake: Arc<Wake>,
@@ -96,7 +98,8 @@ pub(super) async fn listen(
             let mut ps = match pubsub.take() {
                 Some(ps) => ps,
                 None => {
-                    let mut ps = client.get_async_pubsub().await?;
+                    // After a failover the primary is elsewhere: ask where, every time.
+                    let mut ps = source.client().await.get_async_pubsub().await?;
                     ps.subscribe(&channel).await?;
                     // Messages may have been missed while disconnected.
                     wake.signal();

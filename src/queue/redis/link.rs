@@ -1,0 +1,431 @@
+//! The queue's connections to its Redis primary, whichever server that is now.
+//!
+//! A [`Link`] is what every command goes through. For one server it is a redis-rs
+//! `ConnectionManager` (it reconnects to the same address, which is right for one server).
+//! For Sentinel it is a [`Follow`]: a `ConnectionManager` per lane to the primary the
+//! sentinels named, replaced when they name another. redis-rs's `ConnectionManager` cannot
+//! do that itself: it is built from a `Client` with one fixed address and re-dials that
+//! address forever (redis 1.8 `aio/connection_manager.rs`, `reconnect`), so after a failover
+//! it would knock on the dead or demoted server; redis-rs's `sentinel` module finds the
+//! primary well (it asks the sentinels, skips a master they flag down, and checks `ROLE` on
+//! the server before naming it), and is kept for that (`docs/decisions.md`, "Redis
+//! Sentinel").
+//!
+//! When a command fails in a way a failover explains (the connection refused, dropped or
+//! timed out; `READONLY` from a primary demoted to replica; `MASTERDOWN`), the failing call
+//! asks the sentinels again before it returns its error, at most once per
+//! [`RESOLVE_EVERY`] for all callers together. The error still goes back: the command may or
+//! may not have run, and only the caller knows whether it is safe to repeat (every writer in
+//! this crate retries through [`crate::retry`], whose writes are idempotent or fenced).
+//!
+//! [`Acked`] is the lane whose writes are acknowledged only once `WAIT` says they reached
+//! enough replicas: each command or pipeline it sends is followed, in the same pipeline on
+//! the same connection, by `WAIT N timeout`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::Sentinel;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use tokio::time::Instant;
+
+use super::scripts;
+use super::target::SentinelTarget;
+
+/// How long asking the sentinels (and checking the server they name) may take.
+pub(super) const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most one round of asking the sentinels per this long, whatever the number of callers
+/// that fail meanwhile: a failover takes seconds, and the callers back off anyway.
+pub(super) const RESOLVE_EVERY: Duration = Duration::from_millis(200);
+
+/// The connections a queue uses: the main one, and the one whose writes wait for replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Every command but the acknowledged writes.
+    Main = 0,
+    /// Pushes, dispatches, fences and completions when they wait for replicas (a `WAIT`
+    /// blocks its connection until it returns, so it gets its own).
+    Acked = 1,
+}
+
+/// A connection to the primary (see the module header). Cheap to clone.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// One server.
+    Server(ConnectionManager),
+    /// The primary the sentinels name, on this lane.
+    Sentinel(Arc<Follow>, Lane),
+}
+
+/// The primary of a Sentinel deployment, and the connections to it.
+pub(super) struct Follow {
+    /// Whom to ask, for which master.
+    target: SentinelTarget,
+    /// Settings of every connection manager made.
+    config: ConnectionManagerConfig,
+    /// redis-rs's sentinel client (it caches a connection per sentinel). Held while asking.
+    sentinel: tokio::sync::Mutex<Sentinel>,
+    /// The primary in use. A std mutex: held only to read or swap, never across an await.
+    current: Mutex<Primary>,
+}
+
+/// The primary in use and its connections.
+#[derive(Clone)]
+struct Primary {
+    /// `host:port`, for comparing and for logs (no credentials).
+    addr: String,
+    /// For new connections (the wake subscription).
+    client: redis::Client,
+    /// One connection manager per [`Lane`].
+    lanes: [ConnectionManager; 2],
+    /// Bumped at every switch: a caller that failed on generation `g` does not ask again
+    /// when another caller has already switched.
+    generation: u64,
+    /// When the sentinels were last asked.
+    asked: Instant,
+}
+
+/// Whether a failed command may mean the primary is elsewhere now.
+pub(super) fn may_be_failover(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN"))
+        || e.to_string().contains("READONLY ")
+}
+
+impl Follow {
+    /// Asks the sentinels for the primary and connects to it, loading the scripts. Fails
+    /// (within [`RESOLVE_TIMEOUT`] and the connection timeout) when no sentinel answers or
+    /// none knows the master.
+    pub(super) async fn connect(
+        target: SentinelTarget,
+        config: ConnectionManagerConfig,
+    ) -> Result<Arc<Follow>, RedisError> {
+        // One quick reconnect per request, not redis-rs's default six over about 6 s: a
+        // request to a primary that is gone should fail soon, so that its caller asks the
+        // sentinels and backs off with its own (jittered) schedule (in the failover test a
+        // completion retried against the dead primary waited 4.7 s in those reconnects).
+        let config = config
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let mut sentinel = Sentinel::build(target.sentinels.clone())?;
+        let client = resolve(&mut sentinel, &target).await?;
+        let primary = open(client, &config, 0).await?;
+        tracing::info!(
+            primary = %primary.addr,
+            master = %target.master,
+            "found the Redis primary through the sentinels"
+        );
+        Ok(Arc::new(Follow {
+            target,
+            config,
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            current: Mutex::new(primary),
+        }))
+    }
+
+    fn primary(&self) -> Primary {
+        // A poisoned lock only means a panic elsewhere while swapping a clone in: the value
+        // is whole either way.
+        match self.current.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The connection of `lane` and its generation.
+    fn lane(&self, lane: Lane) -> (ConnectionManager, u64) {
+        let p = self.primary();
+        (p.lanes[lane as usize].clone(), p.generation)
+    }
+
+    /// A client for the current primary, after asking the sentinels again if the last time
+    /// is older than [`RESOLVE_EVERY`] (for the wake subscription, which reconnects only
+    /// after a failure).
+    pub(super) async fn client(&self) -> redis::Client {
+        let p = self.primary();
+        if p.asked.elapsed() >= RESOLVE_EVERY {
+            self.refresh(p.generation).await;
+        }
+        self.primary().client
+    }
+
+    /// Asks the sentinels where the primary is, after a failure on generation `seen`, and
+    /// switches to it when it moved. Never fails: when the sentinels cannot say (the
+    /// failover is still under way), the next failure asks again.
+    pub(super) async fn refresh(&self, seen: u64) {
+        let mut sentinel = self.sentinel.lock().await;
+        let p = self.primary();
+        if p.generation != seen || p.asked.elapsed() < RESOLVE_EVERY {
+            return;
+        }
+        self.touch();
+        let client = match resolve(&mut sentinel, &self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(master = %self.target.master, "no primary from the sentinels yet: {e}");
+                return;
+            }
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if addr == p.addr {
+            return;
+        }
+        match open(client, &self.config, p.generation + 1).await {
+            Ok(next) => {
+                tracing::warn!(
+                    primary = %next.addr,
+                    was = %p.addr,
+                    master = %self.target.master,
+                    "the Redis primary moved (failover); following it"
+                );
+                if let Ok(mut current) = self.current.lock() {
+                    *current = next;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(primary = %addr, "cannot connect to the new primary yet: {e}")
+            }
+        }
+    }
+
+    fn touch(&self) {
+        if let Ok(mut current) = self.current.lock() {
+            current.asked = Instant::now();
+        }
+    }
+}
+
+/// The primary's client, from the sentinels, within [`RESOLVE_TIMEOUT`].
+async fn resolve(
+    sentinel: &mut Sentinel,
+    target: &SentinelTarget,
+) -> Result<redis::Client, RedisError> {
+    let asked = sentinel.async_master_for(&target.master, Some(&target.node));
+    match tokio::time::timeout(RESOLVE_TIMEOUT, asked).await {
+        Ok(r) => r,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the sentinels ({}) gave no primary within {} s",
+                target.sentinel_list(),
+                RESOLVE_TIMEOUT.as_secs()
+            ),
+        ))),
+    }
+}
+
+/// Connections on every lane to `client`'s server, with the scripts loaded (a replica just
+/// promoted may never have seen them: `SCRIPT LOAD` is not replicated).
+async fn open(
+    client: redis::Client,
+    config: &ConnectionManagerConfig,
+    generation: u64,
+) -> Result<Primary, RedisError> {
+    let addr = client.get_connection_info().addr().to_string();
+    let mut main = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+    let acked = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+    for script in scripts::all() {
+        script.load_async(&mut main).await?;
+    }
+    Ok(Primary {
+        addr,
+        client,
+        lanes: [main, acked],
+        generation,
+        asked: Instant::now(),
+    })
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Server(con) => con.req_packed_command(cmd),
+            Link::Sentinel(follow, lane) => {
+                let (follow, lane) = (follow.clone(), *lane);
+                Box::pin(async move {
+                    let (mut con, generation) = follow.lane(lane);
+                    let r = con.req_packed_command(cmd).await;
+                    if let Err(e) = &r
+                        && may_be_failover(e)
+                    {
+                        follow.refresh(generation).await;
+                    }
+                    r
+                })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Server(con) => con.req_packed_commands(cmd, offset, count),
+            Link::Sentinel(follow, lane) => {
+                let (follow, lane) = (follow.clone(), *lane);
+                Box::pin(async move {
+                    let (mut con, generation) = follow.lane(lane);
+                    let r = con.req_packed_commands(cmd, offset, count).await;
+                    if let Err(e) = &r
+                        && may_be_failover(e)
+                    {
+                        follow.refresh(generation).await;
+                    }
+                    r
+                })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Server(con) => con.get_db(),
+            Link::Sentinel(follow, lane) => follow.lane(*lane).0.get_db(),
+        }
+    }
+}
+
+/// How many replicas must confirm an acknowledged write, and how long to wait for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// `WAIT`'s N: replicas that must have the write.
+    pub replicas: u32,
+    /// `WAIT`'s timeout.
+    pub timeout: Duration,
+}
+
+/// The acknowledged-writes lane: every command or pipeline sent through it is followed by
+/// `WAIT` in the same pipeline, on the same connection (a `WAIT` counts the writes of its
+/// own connection only, so a separate one could confirm nothing). Make a fresh clone per
+/// call ([`super::RedisQueue::acked`]) and read [`Acked::shortfall`] after it.
+#[derive(Clone)]
+pub(super) struct Acked {
+    /// The connection.
+    link: Link,
+    /// What to wait for; `None`: nothing (plain Redis without `--min-replicas`).
+    wait: Option<Replication>,
+    /// Replicas the last `WAIT` counted, when fewer than wanted.
+    short: Option<i64>,
+}
+
+impl Acked {
+    pub(super) fn new(link: Link, wait: Option<Replication>) -> Self {
+        Acked {
+            link,
+            wait,
+            short: None,
+        }
+    }
+
+    /// What it waits for.
+    pub(super) fn replication(&self) -> Option<Replication> {
+        self.wait
+    }
+
+    /// After a call: the replicas that confirmed it when fewer than wanted.
+    pub(super) fn shortfall(&self) -> Option<i64> {
+        self.short
+    }
+
+    fn wait_cmd(wait: &Replication) -> Cmd {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(
+            u64::try_from(wait.timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        cmd
+    }
+
+    fn record(&mut self, wait: &Replication, answer: Option<&Value>) {
+        let got = match answer {
+            Some(Value::Int(n)) => *n,
+            _ => -1,
+        };
+        self.short = (got < i64::from(wait.replicas)).then_some(got.max(0));
+    }
+}
+
+impl ConnectionLike for Acked {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let Some(wait) = self.wait else {
+            return self.link.req_packed_command(cmd);
+        };
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd.clone())
+                .add_command(Self::wait_cmd(&wait));
+            let mut values = self.link.req_packed_commands(&pipe, 0, 2).await?;
+            let answer = values.pop();
+            self.record(&wait, answer.as_ref());
+            let value = values
+                .pop()
+                .ok_or_else(|| RedisError::from((redis::ErrorKind::Parse, "no reply")))?;
+            value.extract_error()
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Some(wait) = self.wait else {
+            return self.link.req_packed_commands(cmd, offset, count);
+        };
+        Box::pin(async move {
+            if cmd.is_transaction() {
+                // WAIT inside MULTI does not block: it would confirm nothing. Callers build
+                // their MULTI/EXEC by hand on this lane (see `push_batch`).
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "an atomic pipeline cannot be acknowledged with WAIT",
+                )));
+            }
+            let mut pipe = cmd.clone();
+            pipe.add_command(Self::wait_cmd(&wait));
+            let mut values = self
+                .link
+                .req_packed_commands(&pipe, offset, count + 1)
+                .await?;
+            let answer = if values.len() > count {
+                values.pop()
+            } else {
+                None
+            };
+            self.record(&wait, answer.as_ref());
+            Ok(values)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.get_db()
+    }
+}
+
+/// Where new connections go (the wake subscription reconnects through this).
+#[derive(Clone)]
+pub(super) enum Source {
+    /// One server (boxed: a client is large, and the enum is moved into a task).
+    Server(Box<redis::Client>),
+    /// The primary the sentinels name now.
+    Sentinel(Arc<Follow>),
+}
+
+impl Source {
+    /// A client for the primary as of now.
+    pub(super) async fn client(&self) -> redis::Client {
+        match self {
+            Source::Server(c) => c.as_ref().clone(),
+            Source::Sentinel(f) => f.client().await,
+        }
+    }
+}

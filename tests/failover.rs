@@ -1,0 +1,534 @@
+//! Surviving a Redis failover (issue 16): Sentinel URLs, acknowledged writes, workers that
+//! follow the new primary.
+//!
+//! Real parts: a primary, a replica and three sentinels ([`common::sentinel`]), worker
+//! processes of the real binary, the simulator over loopback HTTP. The chaos runs SIGKILL
+//! the primary mid-run, let the sentinels promote the replica, start the killed node again
+//! as a replica of the new primary (as an orchestrator that asks the sentinels does), and
+//! end with the checks of tests/chaos.rs: every job done with its Id recorded, nothing lost,
+//! no webhook created twice (the simulator's own count, and one webhook per description).
+//! Each run prints one `failover ...` line with its timings: kill to promotion, and
+//! promotion to the first completion on the new primary (the workers resuming).
+//!
+//! Runs take turns (a lock): each starts eight processes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::sentinel::SentinelSet;
+use lsq_webhooks::job::{JobState, NewJob};
+use lsq_webhooks::queue::redis::{RedisOptions, RedisQueue};
+use lsq_webhooks::queue::{Pushed, Queue, QueueConfig, QueueError};
+use lsq_webhooks::secret::Secret;
+use lsq_webhooks::sim::{self, AccountSource, SimConfig, SimServer, SimState};
+use lsq_webhooks::tenant::Tenant;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A bound against hanging, not a performance assertion.
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+/// The issue's bound: workers resume within this long of the promotion.
+const RESUME_BOUND: Duration = Duration::from_secs(10);
+
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+}
+
+/// Runs the binary with `args`, and returns exit code, stderr, and how long it took.
+fn run(args: &[&str]) -> (i32, String, Duration) {
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lsq-webhooks");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn a_malformed_sentinel_url_is_exit_2_and_names_what_is_wrong() {
+    for (url, says) in [
+        ("redis+sentinel://:hunter2@127.0.0.1:1", "names no master"),
+        (
+            "redis+sentinel://:hunter2@127.0.0.1:notaport/m",
+            "sentinel 1",
+        ),
+        (
+            "redis+sentinel://:hunter2@127.0.0.1:1/m?colour=red",
+            "unknown option \"colour\"",
+        ),
+        ("redis+sentinal://:hunter2@127.0.0.1:1/m", "unknown scheme"),
+    ] {
+        let (code, text, _) = run(&["--redis", url, "status"]);
+        assert_eq!(code, 2, "{url}: {text}");
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    }
+}
+
+#[test]
+fn no_sentinel_answering_is_exit_1_within_seconds_and_writes_nothing() {
+    let ports = [common::free_port(), common::free_port()];
+    let url = format!(
+        "redis+sentinel://:hunter2@127.0.0.1:{},127.0.0.1:{}/main",
+        ports[0], ports[1]
+    );
+    let (code, text, took) = run(&["--redis", &url, "status"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no sentinel of"), "{text}");
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {text}");
+}
+
+#[test]
+fn an_unknown_master_name_is_exit_1_within_seconds_and_writes_nothing() {
+    let set = SentinelSet::start("known");
+    let url = set.url().replace("/known", "/unknown");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("tenants.csv");
+    std::fs::write(
+        &file,
+        "tenant,api_base,access_key,secret_key\nacme,http://127.0.0.1:9,ak,sk\n",
+    )
+    .expect("tenants file");
+    let before = common::sentinel::cli(set.nodes[0], &["dbsize"]);
+    let file = file.display().to_string();
+    let (code, text, took) = run(&["--redis", &url, "tenants", "import", &file]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("no sentinel of") && text.contains("\"unknown\""),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}: {text}");
+    assert_eq!(common::sentinel::cli(set.nodes[0], &["dbsize"]), before);
+    // The same command with the right name goes through the sentinels to the primary.
+    let (code, text, _) = run(&["--redis", &set.url(), "tenants", "import", &file]);
+    assert_eq!(code, 0, "{text}");
+    assert_ne!(common::sentinel::cli(set.nodes[0], &["dbsize"]), before);
+}
+
+/// With `--min-replicas 1` on a Redis that has no replica, a push reaches the primary but is
+/// not acknowledged: the producer is told so, and told that retrying is safe.
+#[tokio::test]
+async fn a_push_no_replica_confirmed_is_not_acknowledged() {
+    let redis = common::PrivateRedis::start(&[]).expect("redis-server");
+    let config = QueueConfig {
+        name: common::unique_queue("unacked"),
+        ..QueueConfig::default()
+    };
+    let queue = RedisQueue::connect_with(
+        &redis.url(),
+        config,
+        RedisOptions {
+            min_replicas: Some(1),
+            replica_timeout: Duration::from_millis(100),
+        },
+    )
+    .await
+    .expect("connect");
+    let tenants = vec![tenant(
+        "acme",
+        &url::Url::parse("http://127.0.0.1:9").expect("url"),
+    )];
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let err = queue
+        .push(&jobs("unacked", &tenants, 1, 0))
+        .await
+        .expect_err("not acknowledged");
+    assert!(
+        matches!(
+            err,
+            QueueError::NotReplicated {
+                what: "push",
+                acked: 0,
+                wanted: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_unavailable(), "retried like an unavailable store");
+    assert!(err.to_string().contains("retrying is safe"), "{err}");
+}
+
+/// The simulator in this process.
+struct Sim {
+    server: SimServer,
+    _stop: DropGuard,
+}
+
+fn tenant(name: &str, base: &url::Url) -> Tenant {
+    Tenant {
+        name: name.into(),
+        api_base: base.clone(),
+        access_key: Secret::new(format!("ak-{name}")),
+        secret_key: Secret::new(format!("sk-{name}")),
+        limit: 50,
+        reserve: 0,
+        daily_limit: None,
+    }
+}
+
+async fn start_sim(run: &str, n: usize) -> (Sim, Vec<Tenant>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulator");
+    let base = url::Url::parse(&format!(
+        "http://{}",
+        listener.local_addr().expect("simulator address")
+    ))
+    .expect("simulator URL");
+    let tenants: Vec<Tenant> = (0..n)
+        .map(|i| tenant(&format!("{run}-t{i}"), &base))
+        .collect();
+    let state = SimState::new(SimConfig {
+        accounts: AccountSource::Tenants(tenants.clone()),
+        ..SimConfig::default()
+    })
+    .expect("simulator config");
+    let stop = CancellationToken::new();
+    let server = sim::serve(listener, state, stop.clone()).expect("serve the simulator");
+    (
+        Sim {
+            server,
+            _stop: stop.drop_guard(),
+        },
+        tenants,
+    )
+}
+
+/// `n` jobs from number `from`, round-robin over the tenants; fixed-width descriptions.
+fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
+    (from..from + n)
+        .map(|i| NewJob {
+            tenant: tenants[i % tenants.len()].name.clone(),
+            body: serde_json::json!({
+                "Description": format!("failover {run} job {i:05}"),
+                "URL": format!("https://hooks.example/{run}/{i:05}"),
+                "Method": "POST",
+                "ContentType": "application/json",
+                "WebhookEvent": "3",
+                "IsSpecificLandingPage": false,
+                "NotifyOnFailure": false,
+                "WebhookProperties": null,
+                "CustomHeaders": []
+            })
+            .to_string(),
+            key: format!("job-{i}"),
+        })
+        .collect()
+}
+
+/// A worker process through the sentinels.
+fn spawn_worker(url: &str, queue: &str, log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).expect("worker log");
+    Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args([
+            "--redis",
+            url,
+            "--queue",
+            queue,
+            "worker",
+            "--exit-when-idle",
+        ])
+        .args([
+            "--concurrency",
+            "8",
+            "--lease-ms",
+            "3000",
+            "--call-timeout-secs",
+            "2",
+            "--reconcile-settle-ms",
+            "500",
+            "--retry-base-ms",
+            "50",
+            "--retry-cap-secs",
+            "1",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a worker")
+}
+
+fn log_tails(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", p.display()));
+        for l in &lines[lines.len().saturating_sub(12)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `ZCARD {queue}:done` on one data node directly (not through the sentinels).
+fn done_on(port: u16, queue: &str) -> u64 {
+    common::sentinel::cli(port, &["zcard", &format!("{{{queue}}}:done")])
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every 20 ms; fails after [`RUN_DEADLINE`].
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + RUN_DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Instant::now()
+}
+
+/// What one run measured.
+struct Timings {
+    kill_to_promotion: Duration,
+    promotion_to_resume: Duration,
+}
+
+/// The checks every run ends with: `must` (the jobs whose push was acknowledged) all done,
+/// every job in the queue done with its Id, the Ids exactly the webhooks the simulator
+/// created for them, none created twice.
+async fn verify(queue: &RedisQueue, sim: &Sim, tenants: &[Tenant], must: &[NewJob]) -> usize {
+    let status = queue.status().await.expect("status");
+    assert_eq!(
+        (status.queued, status.scheduled, status.running),
+        (0, 0, 0),
+        "work left over: {status:?}"
+    );
+    let results = queue.results(None).await.expect("results");
+    let by_key: HashMap<&str, _> = results.iter().map(|r| (r.key.as_str(), r)).collect();
+    let lost: Vec<&str> = must
+        .iter()
+        .map(|j| j.key.as_str())
+        .filter(|k| !by_key.contains_key(k))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged jobs lost: {lost:?}");
+    let mut recorded = BTreeSet::new();
+    for r in &results {
+        assert_eq!(r.status, JobState::Done, "not done: {r:?}");
+        let id = r.webhook_id.clone().expect("a done job has an Id");
+        assert!(recorded.insert(id.clone()), "webhook {id} recorded twice");
+    }
+    let stats = sim.server.stats();
+    let mut created = BTreeSet::new();
+    let mut per_description: BTreeMap<String, u32> = BTreeMap::new();
+    let mut duplicates = 0;
+    for t in tenants {
+        let Some(acc) = stats.accounts.get(&t.name) else {
+            continue;
+        };
+        duplicates += acc.duplicates;
+        for w in &acc.webhooks {
+            created.insert(w.id.clone());
+            *per_description.entry(w.description.clone()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = per_description.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "webhooks created twice: {twice:?}");
+    assert_eq!(duplicates, 0, "the simulator counted duplicates");
+    let missing: Vec<_> = created.difference(&recorded).collect();
+    let phantom: Vec<_> = recorded.difference(&created).collect();
+    assert!(
+        missing.is_empty() && phantom.is_empty(),
+        "Ids differ: created but not recorded {missing:?}, recorded but never created {phantom:?}"
+    );
+    results.len()
+}
+
+/// Kills the primary once `kill_at` jobs are done, waits for the promotion, starts the
+/// killed node again as a replica of the new primary, and measures how long the workers
+/// take to complete a job on the new primary.
+async fn fail_over(set: &mut SentinelSet, queue: &str, kill_at: u64) -> Timings {
+    let old = set.primary_port().expect("a primary");
+    wait_for("jobs done before the kill", || {
+        done_on(old, queue) >= kill_at
+    })
+    .await;
+    set.sigkill(old);
+    let killed = Instant::now();
+    let new = set
+        .nodes
+        .iter()
+        .copied()
+        .find(|p| *p != old)
+        .expect("the replica");
+    let promoted = wait_for("the sentinels to promote the replica", || {
+        set.primary_port() == Some(new)
+    })
+    .await;
+    let done_then = done_on(new, queue);
+    set.restart_as_replica(old, new);
+    let resumed = wait_for("a job completed on the new primary", || {
+        done_on(new, queue) > done_then
+    })
+    .await;
+    Timings {
+        kill_to_promotion: promoted - killed,
+        promotion_to_resume: resumed - promoted,
+    }
+}
+
+async fn connect(url: &str, queue: &str) -> RedisQueue {
+    RedisQueue::connect(
+        url,
+        QueueConfig {
+            name: queue.into(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("connect through the sentinels")
+}
+
+async fn wait_workers(workers: &mut [Child], logs: &std::path::Path) {
+    for w in workers.iter_mut() {
+        let status = tokio::time::timeout(RUN_DEADLINE, w.wait())
+            .await
+            .unwrap_or_else(|_| panic!("a worker did not exit\n{}", log_tails(logs)))
+            .expect("wait for a worker");
+        assert!(status.success(), "a worker failed\n{}", log_tails(logs));
+    }
+}
+
+/// 10 tenants × 100 jobs; the primary SIGKILLed mid-run; the replica promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_follow_a_failover_and_lose_no_job_and_create_none_twice() {
+    let _serial = SERIAL.lock().await;
+    let mut set = SentinelSet::start("lsq-main");
+    let url = set.url();
+    let name = common::unique_queue("failover");
+    let (sim, tenants) = start_sim("fo", 10).await;
+    let queue = connect(&url, &name).await;
+    assert_eq!(queue.replication().map(|r| r.replicas), Some(1));
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let all = jobs("fo", &tenants, 1000, 0);
+    queue
+        .push(&all)
+        .await
+        .expect("push, acknowledged by the replica");
+
+    let logs = tempfile::tempdir().expect("logs");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| spawn_worker(&url, &name, &logs.path().join(format!("w{i}.log"))))
+        .collect();
+    let t = fail_over(&mut set, &name, 300).await;
+    wait_workers(&mut workers, logs.path()).await;
+    let n = verify(&queue, &sim, &tenants, &all).await;
+    assert_eq!(n, all.len());
+    report(&format!(
+        "failover workers: jobs {} done {n} lost 0 duplicates 0 | kill to promotion {} ms, \
+         promotion to resume {} ms",
+        all.len(),
+        t.kill_to_promotion.as_millis(),
+        t.promotion_to_resume.as_millis()
+    ));
+    assert!(
+        t.promotion_to_resume < RESUME_BOUND,
+        "workers resumed {:?} after the promotion\n{}",
+        t.promotion_to_resume,
+        log_tails(logs.path())
+    );
+}
+
+/// The same, with a producer pushing through the failover: every push it was told had
+/// succeeded is there afterwards, done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_push_acknowledged_during_a_failover_survives_it() {
+    let _serial = SERIAL.lock().await;
+    let mut set = SentinelSet::start("lsq-main");
+    let url = set.url();
+    let name = common::unique_queue("failover-push");
+    let (sim, tenants) = start_sim("fp", 10).await;
+    let queue = Arc::new(connect(&url, &name).await);
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let first = jobs("fp", &tenants, 1000, 0);
+    queue.push(&first).await.expect("push");
+
+    // The producer: 5 jobs a push, every 20 ms, until told to stop; it keeps the jobs of
+    // every push it was told succeeded, and counts the ones refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (queue, tenants, stop) = (queue.clone(), tenants.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut refused = 0usize;
+            let mut next = 1000;
+            while !stop.load(Ordering::SeqCst) {
+                let batch = jobs("fp", &tenants, 5, next);
+                next += 5;
+                match tokio::time::timeout(Duration::from_secs(10), queue.push(&batch)).await {
+                    Ok(Ok(pushed)) => {
+                        assert!(pushed.iter().all(|p| matches!(p, Pushed::Enqueued { .. })));
+                        acked.extend(batch);
+                    }
+                    Ok(Err(e)) => {
+                        assert!(e.is_unavailable(), "a push failed for good: {e}");
+                        refused += batch.len();
+                    }
+                    Err(_) => refused += batch.len(),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, refused)
+        })
+    };
+
+    let logs = tempfile::tempdir().expect("logs");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| spawn_worker(&url, &name, &logs.path().join(format!("w{i}.log"))))
+        .collect();
+    let t = fail_over(&mut set, &name, 300).await;
+    // Pushing on for a while on the new primary.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (acked, refused) = producer.await.expect("producer");
+    wait_workers(&mut workers, logs.path()).await;
+    let must: Vec<NewJob> = first.iter().cloned().chain(acked.iter().cloned()).collect();
+    let n = verify(&queue, &sim, &tenants, &must).await;
+    report(&format!(
+        "failover producer: pushed during the run {} acknowledged, {} refused (not \
+         acknowledged); jobs done {n}, acknowledged lost 0, duplicates 0 | kill to promotion \
+         {} ms, promotion to resume {} ms",
+        acked.len(),
+        refused,
+        t.kill_to_promotion.as_millis(),
+        t.promotion_to_resume.as_millis()
+    ));
+    assert!(!acked.is_empty(), "the producer got no push through");
+    assert!(t.promotion_to_resume < RESUME_BOUND);
+}
