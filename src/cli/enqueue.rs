@@ -110,7 +110,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let registered: HashSet<String> = queue.tenant_names().await?.into_iter().collect();
     let file = read(&args.file, registered).await?;
     for e in &file.errors {
-        eprintln!("{e}");
+        super::stderr::line(super::stderr::Level::Warn, &e.to_string());
     }
     let invalid = file.invalid_lines;
     if args.check {
