@@ -1487,6 +1487,91 @@ async fn a_spent_daily_quota_parks_the_tenant_until_the_day_resets(h: Harness) {
     }
 }
 
+/// The pulse a scrape reads: counts like `status`, the jobs ever done (purges do not lower
+/// it), the latency (age of the oldest job next in line, whole queue and per tenant, oldest
+/// first, bounded) and the throttled tenants.
+async fn pulse_counts_latency_and_throttled_tenants(h: Harness) {
+    let q = h
+        .queue_with("pulse", &[("acme", 1), ("beta", 25), ("idle", 25)], |c| {
+            c.window = h.ticks(20)
+        })
+        .await;
+    let empty = q.pulse(10).await.expect("pulse");
+    assert_eq!(
+        (
+            empty.queued,
+            empty.running,
+            empty.done_total,
+            empty.throttled
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(empty.latency_ms, None);
+    assert!(empty.tenant_latency_ms.is_empty() && empty.throttled_tenants.is_empty());
+
+    push(&q, "acme", 0..3).await;
+    h.sleep(h.ticks(3)).await;
+    push(&q, "beta", 0..2).await;
+    h.sleep(h.ticks(1)).await;
+    let p = q.pulse(10).await.expect("pulse");
+    let tick = h.tick().as_millis() as u64;
+    // Redis measures from the time in the ids (the client's clock, read a moment before
+    // the push reaches Redis): half a tick of slack.
+    let names: Vec<&str> = p
+        .tenant_latency_ms
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(names, ["acme", "beta"], "{p:?}");
+    let (acme_age, beta_age) = (p.tenant_latency_ms[0].1, p.tenant_latency_ms[1].1);
+    assert!(acme_age + tick / 2 >= 4 * tick, "{p:?}");
+    assert!(beta_age + tick / 2 >= tick && beta_age < acme_age, "{p:?}");
+    assert_eq!(p.latency_ms, Some(acme_age));
+    assert_eq!((p.queued, p.scheduled, p.running), (5, 0, 0));
+    // Bounded: the oldest only.
+    let one = q.pulse(1).await.expect("pulse");
+    assert_eq!(one.tenant_latency_ms.len(), 1);
+    assert_eq!(one.tenant_latency_ms[0].0, "acme");
+
+    // acme's one call per window is spent: throttled, its next job still waiting.
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.tenant, "acme");
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.queued, p.running, p.throttled), (4, 1, 1), "{p:?}");
+    assert_eq!(p.throttled_tenants, ["acme"]);
+    assert_eq!(p.tenant_latency_ms[0].0, "acme", "{p:?}");
+    assert!(p.oldest_running_ms.is_some());
+    q.complete(&a, "wh-1", false).await.expect("complete");
+
+    // beta's two are run: it leaves the latency list; one is done, one dead.
+    let b1 = next_job(q.as_ref()).await;
+    let b2 = next_job(q.as_ref()).await;
+    assert_eq!((b1.tenant.as_str(), b2.tenant.as_str()), ("beta", "beta"));
+    q.complete(&b1, "wh-2", false).await.expect("complete");
+    q.bury(&b2, "refused").await.expect("bury");
+    let p = q.pulse(10).await.expect("pulse");
+    let names: Vec<&str> = p
+        .tenant_latency_ms
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(names, ["acme"], "{p:?}");
+    assert_eq!(
+        (p.queued, p.running, p.done, p.dead, p.done_total),
+        (2, 0, 2, 1, 2)
+    );
+    let s = q.status().await.expect("status");
+    assert_eq!(
+        (s.queued, s.scheduled, s.running, s.done, s.dead),
+        (p.queued, p.scheduled, p.running, p.done, p.dead)
+    );
+
+    // Purged done records leave the count of jobs ever done as it was.
+    assert_eq!(q.purge_done(&[a.id.clone()]).await.expect("purge"), 1);
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.done, p.done_total), (1, 2));
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1547,4 +1632,5 @@ conformance!(
     the_share_climbs_back_one_call_per_window_to_its_ceiling,
     the_share_holds_its_floor_of_one,
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
+    pulse_counts_latency_and_throttled_tenants,
 );

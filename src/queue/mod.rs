@@ -238,6 +238,38 @@ pub struct QueueStatus {
     pub tenants: Vec<TenantStatus>,
 }
 
+/// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
+/// of tenants: counts, the jobs ever done, the queue's latency and the throttled tenants,
+/// each list bounded by the `top` asked for. [`Queue::status`] is the full per-tenant view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePulse {
+    /// Backend clock when read, ms since the epoch.
+    pub now_ms: u64,
+    /// Waiting in tenant lists.
+    pub queued: u64,
+    /// Waiting for a retry time.
+    pub scheduled: u64,
+    /// Leased to workers.
+    pub running: u64,
+    /// Finished with an Id (records not purged).
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Jobs ever finished done on this queue: purging done records does not lower it.
+    pub done_total: u64,
+    /// Age of the oldest running lease's dispatch, ms.
+    pub oldest_running_ms: Option<u64>,
+    /// The queue's latency: the age, from its push (the time in its UUIDv7 id), of the
+    /// oldest job next in line in any tenant's list, ms; `None` when nothing waits.
+    pub latency_ms: Option<u64>,
+    /// Per tenant, the age of the job next in its list, ms: the `top` oldest, oldest first.
+    pub tenant_latency_ms: Vec<(String, u64)>,
+    /// Tenants with waiting jobs that may not call now (at their limit, paused or parked).
+    pub throttled: u64,
+    /// Up to `top` of them, by name.
+    pub throttled_tenants: Vec<String>,
+}
+
 /// The queue contract. Each call is atomic with respect to every other worker, in this
 /// process or another.
 #[async_trait]
@@ -374,6 +406,10 @@ pub trait Queue: Send + Sync + 'static {
     /// clock, oldest first, the current (partial) second last: the throughput `status`
     /// shows and the page charts.
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError>;
+
+    /// Counts, latency and throttled tenants for a metrics scrape, without reading every
+    /// tenant (see [`QueuePulse`]); lists bounded by `top`.
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError>;
 
     /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
     /// backend with a cheaper round trip (Redis `PING`) should use it.

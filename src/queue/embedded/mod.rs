@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    ShareMode, ShareReason, TenantStatus, reason,
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
+    Requeue, ShareMode, ShareReason, TenantStatus, reason,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -189,6 +189,7 @@ impl Queue for EmbeddedQueue {
                     dispatched_at: None,
                     due: None,
                     finished_seq: None,
+                    pushed_at: now,
                 },
             );
             st.enqueue(&id, false, now, span);
@@ -464,6 +465,59 @@ impl Queue for EmbeddedQueue {
             dead,
             oldest_running_ms: oldest,
             tenants,
+        })
+    }
+
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {
+        let now = Instant::now();
+        let now_ms = self.ms(now);
+        let st = self.lock();
+        // In process, a walk over the tenants with waiting jobs costs microseconds; Redis
+        // keeps an index instead (see the Redis backend's `oldest`).
+        let mut heads: Vec<(String, u64)> = st
+            .tenants
+            .values()
+            .filter_map(|t| {
+                let at = st.jobs.get(t.waiting.front()?)?.pushed_at;
+                let age = now.saturating_duration_since(at).as_millis() as u64;
+                Some((t.tenant.name.clone(), age))
+            })
+            .collect();
+        heads.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut throttled: Vec<String> = st
+            .tenants
+            .values()
+            .filter(|t| !t.waiting.is_empty())
+            .filter(|t| t.ready_key.as_ref().is_some_and(|(at, _, _)| *at > now))
+            .map(|t| t.tenant.name.clone())
+            .collect();
+        throttled.sort_unstable();
+        let (mut done, mut dead) = (0, 0);
+        for rec in st.jobs.values() {
+            match rec.state {
+                JobState::Done => done += 1,
+                JobState::Dead => dead += 1,
+                _ => {}
+            }
+        }
+        Ok(QueuePulse {
+            now_ms,
+            queued: st.tenants.values().map(|t| t.waiting.len() as u64).sum(),
+            scheduled: st.scheduled.len() as u64,
+            running: st.leases.len() as u64,
+            done,
+            dead,
+            done_total: st.done_total,
+            oldest_running_ms: st
+                .jobs
+                .values()
+                .filter_map(|r| r.dispatched_at)
+                .min()
+                .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+            latency_ms: heads.first().map(|(_, age)| *age),
+            tenant_latency_ms: heads.into_iter().take(top).collect(),
+            throttled: throttled.len() as u64,
+            throttled_tenants: throttled.into_iter().take(top).collect(),
         })
     }
 

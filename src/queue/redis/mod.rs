@@ -36,6 +36,8 @@
 //! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
+//! | `oldest` | zset | tenants with waiting jobs, scored by the push time (ms, from its UUIDv7 id) of the job next in their list: the queue's latency (`note_head` in prelude.lua keeps it; pulse.lua reads and repairs it) |
+//! | `stats` | hash | `done_total`: jobs ever done on the queue (purges do not lower it) |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
 //!
@@ -71,8 +73,8 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    reason, share,
+    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
+    Requeue, reason, share,
 };
 use crate::job::{JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -439,6 +441,17 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         status_of(array(reply, "status")?, &self.config.name)
+    }
+
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {
+        let reply: Value = scripts::PULSE
+            .key(self.key("oldest"))
+            .arg(&self.prefix)
+            .arg(top.min(10_000))
+            .arg(STATUS_RUNNING_SCAN)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        reply::pulse_of(array(reply, "pulse")?)
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {

@@ -51,6 +51,11 @@ script!(
     "Delete done jobs' records; their keys stay taken."
 );
 script!(
+    PULSE,
+    "pulse.lua",
+    "Counts, latency and throttled tenants for a scrape."
+);
+script!(
     DONE_PER_SECOND,
     "done_per_second.lua",
     "Jobs done per second, recent seconds."
@@ -58,7 +63,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 14] {
+pub(super) fn all() -> [&'static Script; 15] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -74,5 +79,6 @@ pub(super) fn all() -> [&'static Script; 14] {
         &PURGE_DEAD,
         &PURGE_DONE,
         &DONE_PER_SECOND,
+        &PULSE,
     ]
 }
