@@ -1567,7 +1567,12 @@ async fn pulse_counts_latency_and_throttled_tenants(h: Harness) {
     );
 
     // Purged done records leave the count of jobs ever done as it was.
-    assert_eq!(q.purge_done(std::slice::from_ref(&a.id)).await.expect("purge"), 1);
+    assert_eq!(
+        q.purge_done(std::slice::from_ref(&a.id))
+            .await
+            .expect("purge"),
+        1
+    );
     let p = q.pulse(10).await.expect("pulse");
     assert_eq!((p.done, p.done_total), (1, 2));
 }

@@ -22,7 +22,7 @@ use super::backoff::{ReconnectPolicy, RetryPolicy, store_retry, with_retry};
 use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
-use crate::ops::metrics::{JobOutcome as Counted, Metrics};
+use crate::ops::metrics::{CallOutcome, JobOutcome as Counted, Metrics};
 use crate::queue::{LeasedJob, Queue, QueueError, Requeue};
 use crate::tenant::Tenant;
 
@@ -242,8 +242,13 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
-        let rate_limited = matches!(answer, Answer::Failed(CallError::RateLimited { .. }));
-        self.metrics.call_observed(started.elapsed(), rate_limited);
+        let outcome = match &answer {
+            Answer::Created(_) | Answer::Found(_) => CallOutcome::Ok,
+            Answer::Failed(CallError::RateLimited { .. }) => CallOutcome::RateLimited,
+            Answer::Failed(CallError::Transient { .. }) => CallOutcome::Transient,
+            Answer::Failed(CallError::Permanent { .. }) => CallOutcome::Permanent,
+        };
+        self.metrics.call_observed(started.elapsed(), outcome);
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`).
         self.record(job, answer).await
     }

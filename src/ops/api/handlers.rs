@@ -289,18 +289,31 @@ pub(super) async fn worker_metrics_text(
 /// Reads the queue for the gauges (for at most `wait`: half the request timeout, so the
 /// scrape itself still answers), then encodes everything. A queue that cannot be read still
 /// gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
+///
+/// What is read: [`Queue::pulse`] on every scrape (no walk over the tenants), and the full
+/// status for the share families only when [`Metrics::tenant_view_due`] (every
+/// `metrics::TENANT_VIEW_EVERY`).
 async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Response {
-    let report = match tokio::time::timeout(wait, StatusReport::read(queue)).await {
-        Ok(Ok(r)) => Some(r),
+    let started = tokio::time::Instant::now();
+    let pulse = match tokio::time::timeout(wait, queue.pulse(metrics::MAX_TENANT_LABELS)).await {
+        Ok(Ok(p)) => Some(p),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "metrics: queue status unreadable");
+            tracing::warn!(error = %e, "metrics: queue unreadable");
             None
         }
         Err(_) => {
-            tracing::warn!("metrics: queue status timed out");
+            tracing::warn!("metrics: queue read timed out");
             None
         }
     };
-    let text = metrics.scrape(report.as_ref());
+    if pulse.is_some() && metrics.tenant_view_due() {
+        let left = wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, queue.status()).await {
+            Ok(Ok(s)) => metrics.set_tenant_view(&StatusReport::from_parts(s, Vec::new())),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics: tenant view unreadable"),
+            Err(_) => tracing::warn!("metrics: tenant view timed out"),
+        }
+    }
+    let text = metrics.scrape(pulse.as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
