@@ -149,6 +149,16 @@ async fn status_jobs_and_dead_letters_read_the_queue() {
 
     let results = server.queue.results(None).await.unwrap();
     let done = results.iter().find(|r| r.status == JobState::Done).unwrap();
+    let call = lsq_webhooks::job::Attempt {
+        at_ms: 1_796_125_200_000,
+        call: "create".into(),
+        outcome: "created".into(),
+        http_status: None,
+        exception_type: None,
+        duration_ms: 87,
+        error: None,
+    };
+    server.queue.note_attempt(&done.job, &call).await.unwrap();
     let r = client()
         .get(server.url(&format!("/v1/jobs/{}", done.job)))
         .send()
@@ -158,6 +168,37 @@ async fn status_jobs_and_dead_letters_read_the_queue() {
     let job: Value = r.json().await.unwrap();
     assert_eq!(job["status"], "done");
     assert_eq!(job["webhook_id"], done.webhook_id.clone().unwrap());
+    assert_eq!(
+        job["history"],
+        serde_json::json!([{"at_ms": 1_796_125_200_000u64, "call": "create", "outcome": "created", "duration_ms": 87}])
+    );
+    // The same job by its tenant and idempotency key.
+    let r = client()
+        .get(server.url("/v1/jobs/by-key"))
+        .query(&[("tenant", done.tenant.as_str()), ("key", done.key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let same: Value = r.json().await.unwrap();
+    assert_eq!(same, job);
+    for query in [
+        vec![("tenant", "acme"), ("key", "nope")],
+        vec![("tenant", "acme")],
+    ] {
+        let r = client()
+            .get(server.url("/v1/jobs/by-key"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        let want = if query.len() == 2 {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status(), want, "{query:?}");
+    }
     let r = client()
         .get(server.url("/v1/jobs/no-such-job"))
         .send()
@@ -649,7 +690,7 @@ async fn the_openapi_document_and_the_server_agree() {
     // Both ways: every route of `app` is documented, and every documented operation is a
     // route (the loop above has already seen each answer as documented).
     assert_eq!(routes_in_code(), documented);
-    assert_eq!(documented.len(), 11);
+    assert_eq!(documented.len(), 12);
     // The document is served too.
     let r = client()
         .get(server.url("/openapi.json"))

@@ -1577,6 +1577,88 @@ async fn pulse_counts_latency_and_throttled_tenants(h: Harness) {
     assert_eq!((p.done, p.done_total), (1, 2));
 }
 
+fn attempt(n: u64, outcome: &str) -> lsq_webhooks::job::Attempt {
+    lsq_webhooks::job::Attempt {
+        at_ms: 1_700_000_000_000 + n,
+        call: "create".into(),
+        outcome: outcome.into(),
+        http_status: (outcome == "transient").then_some(503),
+        exception_type: None,
+        duration_ms: n,
+        error: (outcome == "transient").then(|| "HTTP 503 Service Unavailable".into()),
+    }
+}
+
+/// A job keeps its last 20 calls, oldest first, through its finish; they go with its
+/// record when it is purged, and an unknown job keeps nothing.
+async fn a_job_keeps_its_last_attempts_until_it_is_purged(h: Harness) {
+    let q = h.queue_with("history", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..2).await;
+    assert!(q.attempts(&ids[0]).await.expect("attempts").is_empty());
+    // Found by its idempotency key, scoped to its tenant.
+    let key = record(&q, &ids[1]).await.key;
+    assert_eq!(
+        q.find_job("acme", &key).await.expect("find"),
+        Some(ids[1].clone())
+    );
+    assert_eq!(q.find_job("beta", &key).await.expect("find"), None);
+    assert_eq!(q.find_job("acme", "no-such-key").await.expect("find"), None);
+    // Noted while queued (never dispatched: no record yet in Redis, only its body).
+    q.note_attempt(&ids[0], &attempt(0, "transient"))
+        .await
+        .expect("note");
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.id, ids[0]);
+    for n in 1..25 {
+        q.note_attempt(&a.id, &attempt(n, "transient"))
+            .await
+            .expect("note");
+    }
+    q.note_attempt(&a.id, &attempt(25, "created"))
+        .await
+        .expect("note");
+    q.complete(&a, "wh-1", false).await.expect("complete");
+    let kept = q.attempts(&a.id).await.expect("attempts");
+    assert_eq!(kept.len(), lsq_webhooks::job::HISTORY_LEN);
+    assert_eq!(
+        kept.first(),
+        Some(&attempt(6, "transient")),
+        "the oldest kept"
+    );
+    assert_eq!(kept.last(), Some(&attempt(25, "created")));
+    let view = q.job_view(&a.id).await.expect("view").expect("known");
+    assert_eq!((view.job.status, view.history.len()), (JobState::Done, 20));
+    assert!(q.job_view(&JobId::new()).await.expect("view").is_none());
+
+    let b = next_job(q.as_ref()).await;
+    q.note_attempt(&b.id, &attempt(1, "permanent"))
+        .await
+        .expect("note");
+    q.bury(&b, "refused").await.expect("bury");
+    assert_eq!(q.attempts(&b.id).await.expect("attempts").len(), 1);
+
+    assert_eq!(
+        q.purge_done(std::slice::from_ref(&a.id))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(q.purge_dead(None).await.expect("purge"), 1);
+    for id in [&a.id, &b.id] {
+        assert!(q.attempts(id).await.expect("attempts").is_empty());
+        // A late note for a purged job leaves nothing behind.
+        q.note_attempt(id, &attempt(99, "created"))
+            .await
+            .expect("note");
+        assert!(q.attempts(id).await.expect("attempts").is_empty());
+    }
+    let unknown = JobId::new();
+    q.note_attempt(&unknown, &attempt(1, "created"))
+        .await
+        .expect("note");
+    assert!(q.attempts(&unknown).await.expect("attempts").is_empty());
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1638,4 +1720,5 @@ conformance!(
     the_share_holds_its_floor_of_one,
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
     pulse_counts_latency_and_throttled_tenants,
+    a_job_keeps_its_last_attempts_until_it_is_purged,
 );

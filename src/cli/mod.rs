@@ -6,6 +6,7 @@
 pub mod dead;
 pub mod demo;
 pub mod enqueue;
+pub mod job;
 pub mod output;
 pub mod results;
 pub mod serve;
@@ -124,6 +125,8 @@ pub enum Command {
     Status(status::Args),
     /// One row per finished job.
     Results(results::Args),
+    /// One job: its record and its last calls (by id, or by tenant and idempotency key).
+    Job(job::Args),
     /// Dead-letter handling.
     #[command(subcommand)]
     Dead(dead::Command),
@@ -287,6 +290,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Worker(a) => worker::run(&global, a).await,
         Command::Status(a) => status::run(&global, a).await,
         Command::Results(a) => results::run(&global, a).await,
+        Command::Job(a) => job::run(&global, a).await,
         Command::Dead(c) => dead::run(&global, c).await,
         Command::Serve(a) => serve::run(&global, a).await,
         Command::Simulate(a) => simulate::run(&global, a).await,

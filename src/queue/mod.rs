@@ -407,6 +407,29 @@ pub trait Queue: Send + Sync + 'static {
     /// shows and the page charts.
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError>;
 
+    /// Adds a call to the job's history, which keeps the last [`crate::job::HISTORY_LEN`].
+    /// A job without a record (purged) keeps nothing.
+    async fn note_attempt(
+        &self,
+        id: &JobId,
+        attempt: &crate::job::Attempt,
+    ) -> Result<(), QueueError>;
+
+    /// The job pushed for `tenant` with idempotency key `key`, if any.
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError>;
+
+    /// The job's record and history, or `None` for an unknown job.
+    async fn job_view(&self, id: &JobId) -> Result<Option<crate::job::JobView>, QueueError> {
+        let Some(job) = self.job(id).await? else {
+            return Ok(None);
+        };
+        let history = self.attempts(id).await?;
+        Ok(Some(crate::job::JobView { job, history }))
+    }
+
+    /// The job's history, oldest first (empty for an unknown job).
+    async fn attempts(&self, id: &JobId) -> Result<Vec<crate::job::Attempt>, QueueError>;
+
     /// Counts, latency and throttled tenants for a metrics scrape, without reading every
     /// tenant (see [`QueuePulse`]); lists bounded by `top`.
     async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError>;

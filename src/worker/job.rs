@@ -222,6 +222,7 @@ impl JobContext {
             }
         };
         self.stats.calls();
+        let sent_at = std::time::SystemTime::now();
         let started = Instant::now();
         let answer = tokio::select! {
             a = self.heartbeating(job, call) => match a {
@@ -248,9 +249,49 @@ impl JobContext {
             Answer::Failed(CallError::Transient { .. }) => CallOutcome::Transient,
             Answer::Failed(CallError::Permanent { .. }) => CallOutcome::Permanent,
         };
-        self.metrics.call_observed(started.elapsed(), outcome);
+        let took = started.elapsed();
+        self.metrics.call_observed(took, outcome);
+        self.note_attempt(job, reconcile, &answer, sent_at, took)
+            .await;
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`).
         self.record(job, answer).await
+    }
+
+    /// Adds the call to the job's history (`Queue::note_attempt`). The history is for
+    /// people: a store that cannot take it now is logged, not retried, and the job's outcome
+    /// is recorded as usual.
+    async fn note_attempt(
+        &self,
+        job: &LeasedJob,
+        reconcile: bool,
+        answer: &Answer,
+        sent_at: std::time::SystemTime,
+        took: Duration,
+    ) {
+        let (outcome, error) = match answer {
+            Answer::Created(_) => ("created", None),
+            Answer::Found(Some(_)) => ("found", None),
+            Answer::Found(None) => ("not_found", None),
+            Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
+            Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
+            Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
+        };
+        let attempt = crate::job::Attempt {
+            at_ms: sent_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            call: if reconcile { "retrieve" } else { "create" }.into(),
+            outcome: outcome.into(),
+            http_status: error.and_then(CallError::http_status),
+            exception_type: error
+                .and_then(CallError::exception_type)
+                .map(str::to_string),
+            duration_ms: took.as_millis() as u64,
+            error: error.map(|e| e.to_string()),
+        };
+        if let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
+            tracing::warn!("could not add the call to the job's history: {e}");
+        }
     }
 
     /// Acts on the answer.

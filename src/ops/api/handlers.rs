@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiLimits, AppError, AppState, JobProblem, OPENAPI};
-use crate::job::{JobId, JobResult};
+use crate::job::{JobId, JobResult, JobView};
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::StatusReport;
 use crate::producer;
@@ -51,11 +51,41 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<Json<StatusR
 pub(super) async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobResult>, AppError> {
+) -> Result<Json<JobView>, AppError> {
     if id.is_empty() || id.len() > 64 {
         return Err(AppError::NotFound);
     }
-    match state.queue.job(&JobId(id)).await? {
+    match state.queue.job_view(&JobId(id)).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(AppError::NotFound),
+    }
+}
+
+/// Query of `GET /v1/jobs/by-key`.
+#[derive(Deserialize)]
+pub(super) struct ByKey {
+    tenant: Option<String>,
+    key: Option<String>,
+}
+
+/// `GET /v1/jobs/by-key?tenant=T&key=K`: the job pushed for tenant T with idempotency key
+/// K, as `GET /v1/jobs/{id}` shows it.
+pub(super) async fn job_by_key(
+    State(state): State<AppState>,
+    Query(q): Query<ByKey>,
+) -> Result<Json<JobView>, AppError> {
+    let (Some(tenant), Some(key)) = (q.tenant, q.key) else {
+        return Err(AppError::BadRequest(
+            "name the job's tenant and idempotency key: ?tenant=T&key=K".into(),
+        ));
+    };
+    if tenant.is_empty() || tenant.len() > 256 || key.is_empty() || key.len() > 1024 {
+        return Err(AppError::NotFound);
+    }
+    let Some(id) = state.queue.find_job(&tenant, &key).await? else {
+        return Err(AppError::NotFound);
+    };
+    match state.queue.job_view(&id).await? {
         Some(job) => Ok(Json(job)),
         None => Err(AppError::NotFound),
     }

@@ -33,7 +33,7 @@ use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
     Requeue, ShareMode, ShareReason, TenantStatus, reason,
 };
-use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
 use state::{JobRecord, State, TenantState};
 
@@ -190,6 +190,7 @@ impl Queue for EmbeddedQueue {
                     due: None,
                     finished_seq: None,
                     pushed_at: now,
+                    history: VecDeque::new(),
                 },
             );
             st.enqueue(&id, false, now, span);
@@ -466,6 +467,33 @@ impl Queue for EmbeddedQueue {
             oldest_running_ms: oldest,
             tenants,
         })
+    }
+
+    async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
+        if let Some(rec) = self.lock().jobs.get_mut(id) {
+            rec.history.push_back(attempt.clone());
+            while rec.history.len() > HISTORY_LEN {
+                rec.history.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
+        Ok(self
+            .lock()
+            .keys
+            .get(&(tenant.to_string(), key.to_string()))
+            .cloned())
+    }
+
+    async fn attempts(&self, id: &JobId) -> Result<Vec<Attempt>, QueueError> {
+        Ok(self
+            .lock()
+            .jobs
+            .get(id)
+            .map(|r| r.history.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {

@@ -141,6 +141,8 @@ pub(super) struct JobRecord {
     /// When it was pushed (the queue's latency is measured from it; Redis reads the time
     /// in the id, which is the wall clock's, and this backend may run on a paused clock).
     pub(super) pushed_at: Instant,
+    /// The last calls made for it (`Queue::note_attempt`), oldest first.
+    pub(super) history: VecDeque<crate::job::Attempt>,
 }
 
 impl State {

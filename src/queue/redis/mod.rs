@@ -37,6 +37,7 @@
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
 //! | `oldest` | zset | tenants with waiting jobs, scored by the push time (ms, from its UUIDv7 id) of the job next in their list: the queue's latency (`note_head` in prelude.lua keeps it; pulse.lua reads and repairs it) |
+//! | `hist:<id>` | list | the job's last 20 calls (JSON `Attempt`s: time, call, outcome, HTTP status, ExceptionType, duration, error; never a secret), oldest first; deleted with the record |
 //! | `stats` | hash | `done_total`: jobs ever done on the queue (purges do not lower it) |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
@@ -76,7 +77,7 @@ use super::{
     Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
     Requeue, reason, share,
 };
-use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
 pub use connect::{Durability, valid_queue_name};
 use reply::{JOB_REPLY_FIELDS, array, corrupt, leased_job, parse_tenant, status_of, text, uint};
@@ -441,6 +442,43 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         status_of(array(reply, "status")?, &self.config.name)
+    }
+
+    async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
+        let entry = serde_json::to_string(attempt)
+            .map_err(|e| QueueError::Store(format!("cannot encode an attempt: {e}")))?;
+        let _kept: i64 = scripts::NOTE_ATTEMPT
+            .key(self.key(&format!("hist:{}", id.0)))
+            .arg(&self.prefix)
+            .arg(&id.0)
+            .arg(entry)
+            .arg(HISTORY_LEN)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
+        let id: Option<String> = self
+            .con
+            .clone()
+            .hget(self.key("keys"), format!("{tenant}\n{key}"))
+            .await?;
+        Ok(id.map(JobId))
+    }
+
+    async fn attempts(&self, id: &JobId) -> Result<Vec<Attempt>, QueueError> {
+        let key = self.key(&format!("hist:{}", id.0));
+        let entries: Vec<String> = self.con.clone().lrange(&key, 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                serde_json::from_str(e).map_err(|err| QueueError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("an attempt that does not decode: {err}"),
+                })
+            })
+            .collect()
     }
 
     async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {

@@ -51,6 +51,11 @@ script!(
     "Delete done jobs' records; their keys stay taken."
 );
 script!(
+    NOTE_ATTEMPT,
+    "note_attempt.lua",
+    "Add a call to a job's history."
+);
+script!(
     PULSE,
     "pulse.lua",
     "Counts, latency and throttled tenants for a scrape."
@@ -63,7 +68,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 15] {
+pub(super) fn all() -> [&'static Script; 16] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -80,5 +85,6 @@ pub(super) fn all() -> [&'static Script; 15] {
         &PURGE_DONE,
         &DONE_PER_SECOND,
         &PULSE,
+        &NOTE_ATTEMPT,
     ]
 }
