@@ -20,8 +20,8 @@ use std::time::Duration;
 use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::{
-    Dispatch, Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, Requeue,
-    ShareMode, ShareReason, TenantStatus,
+    Dispatch, Dispatched, Fence, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    Requeue, ShareMode, ShareReason, TenantStatus,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -1659,6 +1659,68 @@ async fn a_job_keeps_its_last_attempts_until_it_is_purged(h: Harness) {
     assert!(q.attempts(&unknown).await.expect("attempts").is_empty());
 }
 
+/// Every page until the last, for one kind.
+async fn all_pages(q: &Arc<dyn Queue>, of: PageOf, limit: usize) -> Vec<Vec<JobId>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = q
+            .jobs_page(of, cursor.as_deref(), limit)
+            .await
+            .expect("page");
+        pages.push(page.jobs.iter().map(|j| j.job.clone()).collect());
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "paging never ends");
+    }
+}
+
+/// Done and dead jobs page newest first with a cursor, each once; waiting jobs page too.
+async fn jobs_page_with_a_cursor_newest_first(h: Harness) {
+    let q = h.queue_with("pages", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..7).await;
+    let mut finished = Vec::new();
+    for n in 0..5 {
+        let j = next_job(q.as_ref()).await;
+        if n == 3 {
+            q.bury(&j, "refused").await.expect("bury");
+        } else {
+            q.complete(&j, "wh", false).await.expect("complete");
+            finished.push(j.id.clone());
+        }
+        // Distinct finishing times on every backend.
+        h.sleep(Duration::from_millis(2)).await;
+    }
+    let done = all_pages(&q, PageOf::Done, 3).await;
+    let newest_first: Vec<JobId> = finished.iter().rev().cloned().collect();
+    assert_eq!(
+        done,
+        [newest_first[..3].to_vec(), newest_first[3..].to_vec()]
+    );
+    let dead = all_pages(&q, PageOf::Dead, 3).await;
+    assert_eq!(dead, [vec![ids[3].clone()]]);
+    // Exactly one page when it fits.
+    let one = q.jobs_page(PageOf::Done, None, 10).await.expect("page");
+    assert_eq!((one.jobs.len(), one.next), (4, None));
+    assert!(one.jobs.iter().all(|j| j.status == JobState::Done));
+
+    // The waiting ones: one running (leased), one queued.
+    let running = next_job(q.as_ref()).await;
+    let mut waiting: Vec<JobId> = all_pages(&q, PageOf::Waiting, 1).await.concat();
+    waiting.sort();
+    waiting.dedup();
+    let mut want = vec![running.id.clone(), ids[6].clone()];
+    want.sort();
+    assert_eq!(waiting, want);
+
+    assert!(matches!(
+        q.jobs_page(PageOf::Done, Some("not a cursor"), 3).await,
+        Err(QueueError::Config(_))
+    ));
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1721,4 +1783,5 @@ conformance!(
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
     pulse_counts_latency_and_throttled_tenants,
     a_job_keeps_its_last_attempts_until_it_is_purged,
+    jobs_page_with_a_cursor_newest_first,
 );

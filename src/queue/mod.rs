@@ -270,6 +270,27 @@ pub struct QueuePulse {
     pub throttled_tenants: Vec<String>,
 }
 
+/// Which jobs a [`Queue::jobs_page`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageOf {
+    /// Done jobs, the last finished first.
+    Done,
+    /// Dead jobs, the last to die first.
+    Dead,
+    /// Jobs not finished: queued, scheduled or running (in no particular order).
+    Waiting,
+}
+
+/// One page of jobs and the cursor of the next one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPage {
+    /// The jobs of this page.
+    pub jobs: Vec<JobResult>,
+    /// Pass it to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// The queue contract. Each call is atomic with respect to every other worker, in this
 /// process or another.
 #[async_trait]
@@ -414,6 +435,19 @@ pub trait Queue: Send + Sync + 'static {
         id: &JobId,
         attempt: &crate::job::Attempt,
     ) -> Result<(), QueueError>;
+
+    /// A page of jobs of a kind, from `cursor` (`None`: the first page), without reading
+    /// the whole set. Done and dead jobs: at most `limit`, newest first, each once (a job
+    /// finished while paging shows on no later page). Waiting jobs: about `limit` (Redis
+    /// scans its hash of bodies, and returns a small one whole), in the store's order, each
+    /// waiting throughout at least once. A cursor that does not parse is
+    /// [`QueueError::Config`].
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError>;
 
     /// The job pushed for `tenant` with idempotency key `key`, if any.
     async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError>;

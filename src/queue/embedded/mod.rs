@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
-    Requeue, ShareMode, ShareReason, TenantStatus, reason,
+    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    QueuePulse, QueueStatus, Requeue, ShareMode, ShareReason, TenantStatus, reason,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -477,6 +477,61 @@ impl Queue for EmbeddedQueue {
             }
         }
         Ok(())
+    }
+
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.max(1);
+        let st = self.lock();
+        let bad = |c: &str| QueueError::Config(format!("cursor {c:?} is not one this queue gave"));
+        match of {
+            PageOf::Done | PageOf::Dead => {
+                let want = if of == PageOf::Done {
+                    JobState::Done
+                } else {
+                    JobState::Dead
+                };
+                let below = match cursor {
+                    Some(c) => c.parse::<u64>().map_err(|_| bad(c))?,
+                    None => u64::MAX,
+                };
+                let mut jobs = Vec::new();
+                let mut next = None;
+                for (seq, id) in st.finished.range(..below).rev() {
+                    if st.jobs.get(id).is_some_and(|r| r.state == want) {
+                        if jobs.len() == limit {
+                            next = Some((seq + 1).to_string());
+                            break;
+                        }
+                        jobs.extend(st.result(id));
+                    }
+                }
+                Ok(JobPage { jobs, next })
+            }
+            PageOf::Waiting => {
+                let mut ids: Vec<&JobId> = st
+                    .jobs
+                    .iter()
+                    .filter(|(id, r)| {
+                        !matches!(r.state, JobState::Done | JobState::Dead)
+                            && cursor.is_none_or(|c| id.0.as_str() > c)
+                    })
+                    .map(|(id, _)| id)
+                    .collect();
+                ids.sort_unstable();
+                let next = (ids.len() > limit).then(|| ids[limit - 1].0.clone());
+                let jobs = ids
+                    .iter()
+                    .take(limit)
+                    .filter_map(|id| st.result(id))
+                    .collect();
+                Ok(JobPage { jobs, next })
+            }
+        }
     }
 
     async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {

@@ -74,8 +74,8 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueuePulse, QueueStatus,
-    Requeue, reason, share,
+    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    QueuePulse, QueueStatus, Requeue, reason, share,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -456,6 +456,118 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(())
+    }
+
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let bad = |c: &str| QueueError::Config(format!("cursor {c:?} is not one this queue gave"));
+        let mut con = self.con.clone();
+        match of {
+            PageOf::Done | PageOf::Dead => {
+                let (set, state) = if of == PageOf::Done {
+                    ("done", JobState::Done)
+                } else {
+                    ("dead", JobState::Dead)
+                };
+                // Cursor: the score and id of the last job shown. Scores are µs of the
+                // finish; equal scores come in reverse id order, as ZREVRANGEBYSCORE
+                // orders them.
+                let after: Option<(i64, String)> = match cursor {
+                    Some(c) => {
+                        let (score, id) = c.split_once(':').ok_or_else(|| bad(c))?;
+                        Some((score.parse().map_err(|_| bad(c))?, id.to_string()))
+                    }
+                    None => None,
+                };
+                let max = after
+                    .as_ref()
+                    .map_or("+inf".to_string(), |(s, _)| s.to_string());
+                let mut picked: Vec<(String, i64)> = Vec::new();
+                let mut offset = 0;
+                // Ties with the cursor's score are skipped up to its id; a batch that holds
+                // only such ties is followed by the next.
+                'read: loop {
+                    let batch: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(self.key(set))
+                        .arg(&max)
+                        .arg("-inf")
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(limit + 1)
+                        .query_async(&mut con)
+                        .await?;
+                    let full = batch.len() == limit + 1;
+                    offset += batch.len();
+                    for (id, score) in batch {
+                        let score = score as i64;
+                        if let Some((s, last)) = &after
+                            && score == *s
+                            && id.as_str() >= last.as_str()
+                        {
+                            continue;
+                        }
+                        picked.push((id, score));
+                        if picked.len() == limit + 1 {
+                            break 'read;
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                let more = picked.len() > limit;
+                picked.truncate(limit);
+                let next = more
+                    .then(|| picked.last().map(|(id, s)| format!("{s}:{id}")))
+                    .flatten();
+                let ids: Vec<(String, JobState)> =
+                    picked.into_iter().map(|(id, _)| (id, state)).collect();
+                Ok(JobPage {
+                    jobs: self.results_of(&ids, None).await?,
+                    next,
+                })
+            }
+            PageOf::Waiting => {
+                // HSCAN over the bodies (kept for every job not done; dead ones are left
+                // out below): a real cursor, never the whole hash.
+                let mut scan = match cursor {
+                    Some(c) => c.parse::<u64>().map_err(|_| bad(c))?,
+                    None => 0,
+                };
+                let mut jobs = Vec::new();
+                loop {
+                    let (next, entries): (u64, Vec<String>) = redis::cmd("HSCAN")
+                        .arg(self.key("bodies"))
+                        .arg(scan)
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut con)
+                        .await?;
+                    // Field, value pairs: only the ids (the values hold bodies) are kept.
+                    for id in entries.into_iter().step_by(2) {
+                        if let Some(r) = self.job_record(&JobId(id)).await?
+                            && !matches!(r.status, JobState::Done | JobState::Dead)
+                        {
+                            jobs.push(r);
+                        }
+                    }
+                    scan = next;
+                    if scan == 0 || jobs.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(JobPage {
+                    jobs,
+                    next: (scan != 0).then(|| scan.to_string()),
+                })
+            }
+        }
     }
 
     async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
