@@ -17,7 +17,7 @@ use crate::job::{JobId, JobResult, JobView};
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::StatusReport;
 use crate::producer;
-use crate::queue::{Pushed, Queue, QueueError};
+use crate::queue::{JobPage, PageOf, Pushed, Queue, QueueError};
 
 pub(super) async fn not_found() -> AppError {
     AppError::NotFound
@@ -58,6 +58,43 @@ pub(super) async fn job(
     match state.queue.job_view(&JobId(id)).await? {
         Some(job) => Ok(Json(job)),
         None => Err(AppError::NotFound),
+    }
+}
+
+/// Query of `GET /v1/jobs/list`.
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    of: Option<PageOf>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most jobs on one page of `GET /v1/jobs/list`.
+const MAX_PAGE: usize = 200;
+
+/// `GET /v1/jobs/list?of=done|dead|waiting&cursor=C&limit=N`: one page of jobs and the
+/// cursor of the next (`Queue::jobs_page`), never the whole set.
+pub(super) async fn job_list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobPage>, AppError> {
+    let of = q.of.unwrap_or(PageOf::Dead);
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    if q.cursor.as_ref().is_some_and(|c| c.len() > 200) {
+        return Err(AppError::BadRequest(
+            "cursor is not one this server gave".into(),
+        ));
+    }
+    match state
+        .queue
+        .jobs_page(of, q.cursor.as_deref().filter(|c| !c.is_empty()), limit)
+        .await
+    {
+        Ok(page) => Ok(Json(page)),
+        Err(QueueError::Config(_)) => Err(AppError::BadRequest(
+            "cursor is not one this server gave".into(),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
