@@ -352,3 +352,96 @@ async fn a_second_signal_stops_a_worker_at_once_and_loses_no_job() {
     assert!(rest.status.success(), "{}", stderr(&rest));
     worker_support::assert_all_done_and_matching(&queue, &sim.stats(), 10).await;
 }
+
+/// The next job the queue hands out (waiting out a window if need be).
+async fn next_job(queue: &RedisQueue) -> lsq_webhooks::queue::LeasedJob {
+    loop {
+        match queue.dispatch().await.expect("dispatch") {
+            lsq_webhooks::queue::Dispatch::Job(j) => return j,
+            lsq_webhooks::queue::Dispatch::Wait(d) => tokio::time::sleep(d).await,
+            lsq_webhooks::queue::Dispatch::Empty => panic!("nothing queued"),
+        }
+    }
+}
+
+/// `serve --done-ttl-secs`: done records older than the TTL are deleted (newer ones stay),
+/// and the deleted jobs' keys stay taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_deletes_done_records_older_than_the_ttl() {
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let ts = worker_support::tenants(&placeholder, 1, &[25]);
+    let name = common::unique_queue("retention");
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    queue.put_tenants(&ts).await.expect("tenants");
+    let jobs = worker_support::jobs(&ts, 3);
+    queue.push(&jobs).await.expect("push");
+    for _ in 0..2 {
+        let j = next_job(&queue).await;
+        queue.complete(&j, "wh", false).await.expect("complete");
+    }
+    // The TTL is 4 s: the fresh record has nearly 4 s before it is old too.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let fresh = next_job(&queue).await;
+    queue.complete(&fresh, "wh", false).await.expect("complete");
+
+    let port = common::free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--redis", &common::redis_url(), "--queue", &name])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--done-ttl-secs", "4"])
+        .env("LSQ_API_TOKEN", "a-token-of-sixteen-chars")
+        .env("RUST_LOG", "info")
+        .env_remove("LSQ_LOG_FORMAT")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start serve");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while queue.status().await.expect("status").done > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("old done records deleted");
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops")
+        .expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("retention: deleted done records older than the TTL"),
+        "{err}"
+    );
+    assert!(err.contains("deleted=2"), "{err}");
+    assert_eq!(
+        queue.job(&fresh.id).await.expect("job").map(|r| r.status),
+        Some(lsq_webhooks::job::JobState::Done)
+    );
+    let again = queue.push(&jobs[..1]).await.expect("push");
+    assert!(
+        matches!(again[0], lsq_webhooks::queue::Pushed::Duplicate { .. }),
+        "{again:?}"
+    );
+
+    let refused = lsq(&common::redis_url(), &["worker", "--done-ttl-secs", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}

@@ -1721,6 +1721,39 @@ async fn jobs_page_with_a_cursor_newest_first(h: Harness) {
     ));
 }
 
+/// Retention: done records older than the age are deleted, oldest first and at most `max`
+/// at a time; newer ones and dead ones stay; the deleted jobs' keys stay taken.
+async fn purge_done_before_deletes_only_old_done_records(h: Harness) {
+    let q = h.queue_with("retention", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..5).await;
+    for _ in 0..3 {
+        let j = next_job(q.as_ref()).await;
+        q.complete(&j, "wh", false).await.expect("complete");
+    }
+    let d = next_job(q.as_ref()).await;
+    q.bury(&d, "refused").await.expect("bury");
+    h.sleep(h.ticks(5)).await;
+    let newer = next_job(q.as_ref()).await;
+    q.complete(&newer, "wh", false).await.expect("complete");
+
+    assert_eq!(q.purge_done_before(h.ticks(3), 2).await.expect("purge"), 2);
+    assert_eq!(
+        q.purge_done_before(h.ticks(3), 100).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        q.purge_done_before(h.ticks(3), 100).await.expect("purge"),
+        0
+    );
+    let s = q.status().await.expect("status");
+    assert_eq!((s.done, s.dead), (1, 1));
+    assert!(q.job(&ids[0]).await.expect("job").is_none());
+    assert_eq!(record(&q, &newer.id).await.status, JobState::Done);
+    // Its key stays taken: pushed again, the job is a duplicate.
+    let again = q.push(&[job("acme", 0)]).await.expect("push");
+    assert!(matches!(again[0], Pushed::Duplicate { .. }), "{again:?}");
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1784,4 +1817,5 @@ conformance!(
     pulse_counts_latency_and_throttled_tenants,
     a_job_keeps_its_last_attempts_until_it_is_purged,
     jobs_page_with_a_cursor_newest_first,
+    purge_done_before_deletes_only_old_done_records,
 );

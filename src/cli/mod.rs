@@ -175,6 +175,59 @@ pub async fn connect_with(
     }
 }
 
+/// Done records deleted per call during retention.
+const RETENTION_BATCH: usize = 1000;
+
+/// `--done-ttl-secs` of `worker` and `serve`: `None` when not given; 0 is refused.
+pub fn done_ttl(secs: Option<u64>) -> anyhow::Result<Option<std::time::Duration>> {
+    match secs {
+        Some(0) => Err(BadInput("--done-ttl-secs must be at least 1".into()).into()),
+        s => Ok(s.map(std::time::Duration::from_secs)),
+    }
+}
+
+/// Retention (`--done-ttl-secs`): deletes done records older than `ttl` at once and then
+/// every `min(ttl, 60 s)`, in batches, until `stop`. Their idempotency keys stay taken (a
+/// job pushed again is still a duplicate); their results are gone, so export them
+/// (`results --format csv`) within the TTL.
+pub fn spawn_retention(
+    queue: std::sync::Arc<dyn crate::queue::Queue>,
+    ttl: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let every = ttl.min(std::time::Duration::from_secs(60));
+    tokio::spawn(async move {
+        loop {
+            let mut deleted = 0u64;
+            loop {
+                match queue.purge_done_before(ttl, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("retention: cannot delete old done records: {e}");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    deleted,
+                    ttl_secs = ttl.as_secs(),
+                    "retention: deleted done records older than the TTL"
+                );
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    })
+}
+
 /// How long `worker` and `serve` wait between two tries while Redis does not answer.
 pub const REDIS_WAIT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -47,11 +47,16 @@ pub struct Args {
         default_value_t = ApiLimits::default().job_posts_per_client_per_sec
     )]
     pub job_posts_per_client_per_sec: u32,
+    /// Retention: delete done records this many seconds after they finished (checked every
+    /// minute; their keys stay taken). Export results within it. Off when not given.
+    #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
+    pub done_ttl_secs: Option<u64>,
 }
 
 /// Runs `serve`.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let token = ApiToken::from_env().map_err(|e| BadInput(e.to_string()))?;
+    let done_ttl = super::done_ttl(args.done_ttl_secs)?;
     if args.concurrency == 0 || args.timeout_secs == 0 || args.max_jobs_per_request == 0 {
         return Err(BadInput(
             "--concurrency, --timeout-secs and --max-jobs-per-request must be at least 1".into(),
@@ -66,6 +71,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let queue: std::sync::Arc<dyn crate::queue::Queue> = std::sync::Arc::new(queue);
+    let retention = done_ttl.map(|ttl| super::spawn_retention(queue.clone(), ttl, stop.clone()));
     let state = AppState {
         queue,
         metrics: Metrics::new(),
@@ -86,6 +92,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, queue = %global.queue, "serving the API, metrics and the status page");
     let served = serve(listener, app(state), stop.clone()).await;
     stop.cancel();
+    if let Some(task) = retention {
+        let _ = task.await;
+    }
     // The signal watcher ends as soon as the token is cancelled.
     let _ = signals.await;
     served.context("the HTTP server failed")?;

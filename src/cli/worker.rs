@@ -69,6 +69,10 @@ pub struct Args {
     /// the same mode.
     #[arg(long, env = "LSQ_SHARE", value_enum, default_value_t = ShareMode::Adaptive)]
     pub share: ShareMode,
+    /// Retention: delete done records this many seconds after they finished (checked every
+    /// minute; their keys stay taken). Export results within it. Off when not given.
+    #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
+    pub done_ttl_secs: Option<u64>,
 }
 
 impl Args {
@@ -173,6 +177,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task:
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue_config = args.queue_config(global)?;
     let worker_config = args.worker_config()?;
+    let done_ttl = super::done_ttl(args.done_ttl_secs)?;
     let defaults = ClientConfig::default();
     let client = Client::new(ClientConfig {
         timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
@@ -192,6 +197,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     };
     warn_about_redis_settings(&queue).await;
     let queue: Arc<dyn Queue> = Arc::new(queue);
+    let retention =
+        done_ttl.map(|ttl| super::spawn_retention(queue.clone(), ttl, shutdown.clone()));
     let pool = Pool::new(queue.clone(), client, worker_config);
     // The metrics server outlives the pool's shutdown (its grace period is worth watching)
     // and is stopped, and waited for, once the pool has finished.
@@ -213,6 +220,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     };
     let summary = pool.run(shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(task) = retention {
+        let _ = task.await;
+    }
     metrics_stop.cancel();
     // The signal watcher ends as soon as the token is cancelled.
     let _ = signals.await;

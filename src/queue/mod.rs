@@ -423,6 +423,11 @@ pub trait Queue: Send + Sync + 'static {
     /// purged id, and is never created twice.
     async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError>;
 
+    /// Retention: deletes the records of at most `max` jobs that finished done more than
+    /// `age` ago, oldest first, as [`Queue::purge_done`] does (their idempotency keys stay
+    /// taken). Returns how many were deleted.
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError>;
+
     /// Jobs that finished done in each of the last `seconds` whole seconds of the backend
     /// clock, oldest first, the current (partial) second last: the throughput `status`
     /// shows and the page charts.

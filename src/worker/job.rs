@@ -251,49 +251,49 @@ impl JobContext {
         };
         let took = started.elapsed();
         self.metrics.call_observed(took, outcome);
-        self.note_attempt(job, reconcile, &answer, sent_at, took)
-            .await;
-        // Recording the answer also re-stamps the call at this moment (`Queue::answered`).
-        self.record(job, answer).await
-    }
-
-    /// Adds the call to the job's history (`Queue::note_attempt`). The history is for
-    /// people: a store that cannot take it now is logged, not retried, and the job's outcome
-    /// is recorded as usual.
-    async fn note_attempt(
-        &self,
-        job: &LeasedJob,
-        reconcile: bool,
-        answer: &Answer,
-        sent_at: std::time::SystemTime,
-        took: Duration,
-    ) {
-        let (outcome, error) = match answer {
-            Answer::Created(_) => ("created", None),
-            Answer::Found(Some(_)) => ("found", None),
-            Answer::Found(None) => ("not_found", None),
-            Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
-            Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
-            Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
-        };
-        let attempt = crate::job::Attempt {
-            at_ms: sent_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            call: if reconcile { "retrieve" } else { "create" }.into(),
-            outcome: outcome.into(),
-            http_status: error.and_then(CallError::http_status),
-            exception_type: error
-                .and_then(CallError::exception_type)
-                .map(str::to_string),
-            duration_ms: took.as_millis() as u64,
-            error: error.map(|e| e.to_string()),
-        };
+        let attempt = attempt_of(reconcile, &answer, sent_at, took);
+        // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
+        // the history is written after it, so it never delays that stamp. The history is for
+        // people: a store that cannot take it now is logged, not retried.
+        let recorded = self.record(job, answer).await;
         if let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
             tracing::warn!("could not add the call to the job's history: {e}");
         }
+        recorded
     }
+}
 
+/// The history entry (`Queue::note_attempt`) of one call.
+fn attempt_of(
+    reconcile: bool,
+    answer: &Answer,
+    sent_at: std::time::SystemTime,
+    took: Duration,
+) -> crate::job::Attempt {
+    let (outcome, error) = match answer {
+        Answer::Created(_) => ("created", None),
+        Answer::Found(Some(_)) => ("found", None),
+        Answer::Found(None) => ("not_found", None),
+        Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
+        Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
+        Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
+    };
+    crate::job::Attempt {
+        at_ms: sent_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        call: if reconcile { "retrieve" } else { "create" }.into(),
+        outcome: outcome.into(),
+        http_status: error.and_then(CallError::http_status),
+        exception_type: error
+            .and_then(CallError::exception_type)
+            .map(str::to_string),
+        duration_ms: took.as_millis() as u64,
+        error: error.map(|e| e.to_string()),
+    }
+}
+
+impl JobContext {
     /// Acts on the answer.
     async fn record(&self, job: &LeasedJob, answer: Answer) -> AttemptOutcome {
         match answer {

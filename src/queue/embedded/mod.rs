@@ -189,6 +189,7 @@ impl Queue for EmbeddedQueue {
                     dispatched_at: None,
                     due: None,
                     finished_seq: None,
+                    finished_at: None,
                     pushed_at: now,
                     history: VecDeque::new(),
                 },
@@ -662,6 +663,24 @@ impl Queue for EmbeddedQueue {
             }
         }
         Ok(chosen.len() as u64)
+    }
+
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError> {
+        let now = Instant::now();
+        let old: Vec<JobId> = {
+            let st = self.lock();
+            st.finished
+                .values()
+                .filter(|id| {
+                    st.jobs.get(*id).is_some_and(|r| {
+                        r.state == JobState::Done && r.finished_at.is_some_and(|at| at + age < now)
+                    })
+                })
+                .take(max)
+                .cloned()
+                .collect()
+        };
+        self.purge_done(&old).await
     }
 
     async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {

@@ -141,6 +141,8 @@ pub(super) struct JobRecord {
     /// When it was pushed (the queue's latency is measured from it; Redis reads the time
     /// in the id, which is the wall clock's, and this backend may run on a paused clock).
     pub(super) pushed_at: Instant,
+    /// While finished: when.
+    pub(super) finished_at: Option<Instant>,
     /// The last calls made for it (`Queue::note_attempt`), oldest first.
     pub(super) history: VecDeque<crate::job::Attempt>,
 }
@@ -158,6 +160,7 @@ impl State {
         if let Some(rec) = self.jobs.get_mut(id) {
             rec.state = state;
             rec.error = error;
+            rec.finished_at = Some(Instant::now());
             if state == JobState::Done {
                 rec.body = String::new();
             }

@@ -570,6 +570,24 @@ impl Queue for RedisQueue {
         }
     }
 
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError> {
+        let mut con = self.con.clone();
+        // Redis's clock, as the done set's scores are.
+        let (secs, us): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await?;
+        let cutoff = (secs * 1_000_000 + us).saturating_sub(micros(age));
+        let ids: Vec<String> = con
+            .zrangebyscore_limit(
+                self.key("done"),
+                "-inf",
+                format!("({cutoff}"),
+                0,
+                max as isize,
+            )
+            .await?;
+        let ids: Vec<JobId> = ids.into_iter().map(JobId).collect();
+        self.purge_done(&ids).await
+    }
+
     async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
         let id: Option<String> = self
             .con
