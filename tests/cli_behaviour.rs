@@ -393,7 +393,7 @@ async fn serve_deletes_done_records_older_than_the_ttl() {
     queue.complete(&fresh, "wh", false).await.expect("complete");
 
     let port = common::free_port();
-    let mut child = tokio::process::Command::new(BIN)
+    let child = tokio::process::Command::new(BIN)
         .args(["--redis", &common::redis_url(), "--queue", &name])
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--done-ttl-secs", "4"])
