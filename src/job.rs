@@ -98,6 +98,44 @@ pub struct JobResult {
     pub reconciled: bool,
 }
 
+/// How many attempts a job's history keeps: the last ones.
+pub const HISTORY_LEN: usize = 20;
+
+/// One call made for a job, as its history keeps it (issue 15). Never holds a secret: the
+/// error is the worker's redacted reason, as `JobResult::error` is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the call was sent, ms since the epoch.
+    pub at_ms: u64,
+    /// The call: `create`, or `retrieve` (the reconcile looking for a webhook an earlier
+    /// attempt may have created).
+    pub call: String,
+    /// How it ended: `created`, `found`, `not_found`, `rate_limited`, `transient` or
+    /// `permanent`.
+    pub outcome: String,
+    /// The HTTP status of the answer, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// LeadSquared's `ExceptionType`, when the answer named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_type: Option<String>,
+    /// From sending the call to its answer, ms.
+    pub duration_ms: u64,
+    /// The error's text, for a failed call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job with its history: what `lsq-webhooks job` and `GET /v1/jobs/{id}` show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job's record.
+    #[serde(flatten)]
+    pub job: JobResult,
+    /// Its last calls, oldest first (at most [`HISTORY_LEN`]).
+    pub history: Vec<Attempt>,
+}
+
 /// The idempotency key of a job that did not name one: `sha256:` and the hex digest of the
 /// tenant, a newline, and the body in canonical JSON (object keys sorted at every depth, no
 /// whitespace: `CreateWebhook::to_json`, or `serde_json::Value`'s `to_string`, whose maps

@@ -38,17 +38,22 @@
 //! `src/leadsquared/`; leases are granted, extended, expired and handed back by the queue
 //! (`src/queue/`) and kept alive by the worker's heartbeats (`src/worker/job.rs`).
 
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod demo;
 pub mod job;
 pub mod leadsquared;
+#[cfg(feature = "server")]
 pub mod ops;
 pub mod producer;
 pub mod queue;
 pub mod retry;
 pub mod secret;
+#[cfg(feature = "server")]
 pub mod sim;
 pub mod tenant;
+#[cfg(feature = "server")]
 pub mod worker;
 
 /// The README's Rust examples, compiled by `cargo test` so that they stay true.

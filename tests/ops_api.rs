@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use lsq_webhooks::job::JobState;
 use lsq_webhooks::ops::api::OPENAPI;
+use lsq_webhooks::ops::metrics::CallOutcome;
 use lsq_webhooks::ops::{ApiLimits, JobOutcome, StatusReport};
 use lsq_webhooks::producer;
 use lsq_webhooks::queue::redis::RedisQueue;
@@ -148,6 +149,16 @@ async fn status_jobs_and_dead_letters_read_the_queue() {
 
     let results = server.queue.results(None).await.unwrap();
     let done = results.iter().find(|r| r.status == JobState::Done).unwrap();
+    let call = lsq_webhooks::job::Attempt {
+        at_ms: 1_796_125_200_000,
+        call: "create".into(),
+        outcome: "created".into(),
+        http_status: None,
+        exception_type: None,
+        duration_ms: 87,
+        error: None,
+    };
+    server.queue.note_attempt(&done.job, &call).await.unwrap();
     let r = client()
         .get(server.url(&format!("/v1/jobs/{}", done.job)))
         .send()
@@ -157,6 +168,37 @@ async fn status_jobs_and_dead_letters_read_the_queue() {
     let job: Value = r.json().await.unwrap();
     assert_eq!(job["status"], "done");
     assert_eq!(job["webhook_id"], done.webhook_id.clone().unwrap());
+    assert_eq!(
+        job["history"],
+        serde_json::json!([{"at_ms": 1_796_125_200_000u64, "call": "create", "outcome": "created", "duration_ms": 87}])
+    );
+    // The same job by its tenant and idempotency key.
+    let r = client()
+        .get(server.url("/v1/jobs/by-key"))
+        .query(&[("tenant", done.tenant.as_str()), ("key", done.key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let same: Value = r.json().await.unwrap();
+    assert_eq!(same, job);
+    for query in [
+        vec![("tenant", "acme"), ("key", "nope")],
+        vec![("tenant", "acme")],
+    ] {
+        let r = client()
+            .get(server.url("/v1/jobs/by-key"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        let want = if query.len() == 2 {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status(), want, "{query:?}");
+    }
     let r = client()
         .get(server.url("/v1/jobs/no-such-job"))
         .send()
@@ -206,10 +248,13 @@ async fn metrics_parse_as_prometheus_text_and_show_the_queue() {
     server.metrics.job_finished(JobOutcome::RateLimited);
     server
         .metrics
-        .call_observed(std::time::Duration::from_millis(120), false);
-    server
-        .metrics
-        .call_observed(std::time::Duration::from_millis(80), true);
+        .call_observed(std::time::Duration::from_millis(120), CallOutcome::Ok);
+    server.metrics.call_observed(
+        std::time::Duration::from_millis(80),
+        CallOutcome::RateLimited,
+    );
+    // The 3 waiting jobs were pushed before this sleep: the queue's latency is at least it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let r = client().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -246,11 +291,40 @@ async fn metrics_parse_as_prometheus_text_and_show_the_queue() {
         m.value("lsq_leadsquared_rate_limited_total", &[]),
         Some(1.0)
     );
-    assert_eq!(
-        m.value("lsq_leadsquared_call_duration_seconds_count", &[]),
-        Some(2.0)
-    );
-    assert_eq!(m.value("lsq_queue_done_last_minute", &[]), Some(5.0));
+    for (outcome, n) in [
+        ("ok", 1.0),
+        ("rate_limited", 1.0),
+        ("transient", 0.0),
+        ("permanent", 0.0),
+    ] {
+        assert_eq!(
+            m.value(
+                "lsq_leadsquared_call_duration_seconds_count",
+                &[("outcome", outcome)]
+            ),
+            Some(n),
+            "{outcome}"
+        );
+    }
+    // Jobs ever done on the queue (the process's own count above is 1).
+    assert_eq!(m.value("lsq_jobs_done_total", &[]), Some(5.0));
+    assert_eq!(m.types["lsq_jobs_done_total"], "counter");
+    let latency = m.value("lsq_queue_latency_seconds", &[]).unwrap();
+    assert!(latency >= 0.3, "{latency}\n{text}");
+    let acme = m
+        .value("lsq_tenant_latency_seconds", &[("tenant", "acme")])
+        .unwrap();
+    assert_eq!(acme, latency, "one tenant: its latency is the queue's");
+    // No two metric names differ by one letter (lsq_tenant_throttled / lsq_tenants_throttled).
+    let names: Vec<&String> = m.types.keys().collect();
+    for a in &names {
+        for b in &names {
+            assert!(
+                a == b || !one_letter_apart(a, b),
+                "{a} and {b} differ by one letter"
+            );
+        }
+    }
     assert_eq!(m.value("lsq_queue_status_up", &[]), Some(1.0));
     assert_eq!(
         m.types["lsq_leadsquared_call_duration_seconds"],
@@ -261,8 +335,37 @@ async fn metrics_parse_as_prometheus_text_and_show_the_queue() {
     server.stop().await;
 }
 
+/// Whether `b` is `a` with one letter added, dropped or changed.
+fn one_letter_apart(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (short, long) = if a.len() <= b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    match long.len() - short.len() {
+        0 => a.iter().zip(&b).filter(|(x, y)| x != y).count() == 1,
+        1 => (0..long.len()).any(|skip| {
+            long.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, c)| c)
+                .eq(short.iter())
+        }),
+        _ => false,
+    }
+}
+
 #[test]
 fn the_exposition_parser_refuses_what_prometheus_would() {
+    assert!(one_letter_apart(
+        "lsq_tenant_throttled",
+        "lsq_tenants_throttled"
+    ));
+    assert!(!one_letter_apart(
+        "lsq_tenant_share",
+        "lsq_tenants_share_cut"
+    ));
     let good = "# HELP a A.\n# TYPE a counter\na_total{x=\"1\"} 3\n";
     assert!(parse_exposition(good).is_ok());
     for bad in [
@@ -587,7 +690,7 @@ async fn the_openapi_document_and_the_server_agree() {
     // Both ways: every route of `app` is documented, and every documented operation is a
     // route (the loop above has already seen each answer as documented).
     assert_eq!(routes_in_code(), documented);
-    assert_eq!(documented.len(), 11);
+    assert_eq!(documented.len(), 13);
     // The document is served too.
     let r = client()
         .get(server.url("/openapi.json"))

@@ -444,9 +444,14 @@ async fn worker_serves_metrics_while_it_drains_the_queue() {
     assert_eq!(m.value("lsq_queue_jobs", &[("state", "done")]), Some(20.0));
     assert_eq!(m.value("lsq_queue_jobs", &[("state", "queued")]), Some(0.0));
     assert_eq!(
-        m.value("lsq_leadsquared_call_duration_seconds_count", &[]),
+        m.value(
+            "lsq_leadsquared_call_duration_seconds_count",
+            &[("outcome", "ok")]
+        ),
         Some(20.0)
     );
+    assert_eq!(m.value("lsq_jobs_done_total", &[]), Some(20.0), "{text}");
+    assert_eq!(m.value("lsq_queue_latency_seconds", &[]), Some(0.0));
     assert_eq!(
         m.value("lsq_leadsquared_rate_limited_total", &[]),
         Some(0.0)

@@ -364,6 +364,46 @@ impl Browser {
         }
     }
 
+    /// Types `text` into the element `css` selects (WebDriver's element value: key
+    /// events, as a person typing).
+    async fn type_text(&self, css: &str, text: &str) {
+        let element = self
+            .session_call(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let id = element
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(serde_json::Value::as_str)
+            .unwrap()
+            .to_string();
+        self.post(
+            &format!("/element/{id}/value"),
+            serde_json::json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// How many elements `css` selects now.
+    async fn count(&self, css: &str) -> u64 {
+        let n = self
+            .session_call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                serde_json::json!({
+                    "script": "return document.querySelectorAll(arguments[0]).length;",
+                    "args": [css],
+                }),
+            )
+            .await
+            .unwrap();
+        n.as_u64().unwrap()
+    }
+
     /// Answers the prompt the page has opened with `text`.
     async fn answer_prompt(&self, text: &str) {
         let deadline = Instant::now() + BROWSER_WAIT;
@@ -459,6 +499,92 @@ async fn the_retry_buttons_put_dead_jobs_back_in_chromium() {
         .await;
     assert!(queue.dead().await.unwrap().is_empty());
     assert_eq!(queue.status().await.unwrap().queued, 3);
+    drop(browser);
+    server.stop().await;
+}
+
+/// Job lookup by idempotency key and by a click on a job, with its calls; the jobs table
+/// browsed a page at a time with the cursor (issue 15), in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_looked_up_and_browsed_by_page_in_chromium() {
+    let (Some(chromium_bin), Some(driver_bin)) = (chromium(), chromedriver()) else {
+        return;
+    };
+    let queue = new_queue("page-jobs").await;
+    fill(queue.as_ref(), &[("acme", 25)], 55, 1, 0).await;
+    let done: Vec<_> = queue
+        .results(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == lsq_webhooks::job::JobState::Done)
+        .collect();
+    assert_eq!(done.len(), 55);
+    let looked = &done[7];
+    for (n, (outcome, status)) in [("transient", Some(503)), ("created", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let call = lsq_webhooks::job::Attempt {
+            at_ms: 1_796_125_200_000 + n as u64,
+            call: "create".into(),
+            outcome: outcome.into(),
+            http_status: status,
+            exception_type: None,
+            duration_ms: 40,
+            error: status.map(|_| "HTTP 503 Service Unavailable".to_string()),
+        };
+        queue.note_attempt(&looked.job, &call).await.unwrap();
+    }
+    let server = Server::start(queue.clone(), ApiLimits::default()).await;
+    let browser = Browser::start(&driver_bin, &chromium_bin).await;
+    browser.open(&server.url("/")).await;
+
+    // By idempotency key and tenant.
+    browser.type_text("#lookup-id", &looked.key).await;
+    browser.type_text("#lookup-tenant", "acme").await;
+    browser.click("#lookup").await;
+    browser.wait_for_text("#job-id", &looked.job.0).await;
+    browser.wait_for_text("#job-state", "done").await;
+    browser
+        .wait_for_text("#job-history tr:nth-child(1) td:nth-child(3)", "transient")
+        .await;
+    browser
+        .wait_for_text("#job-history tr:nth-child(1) td:nth-child(4)", "503")
+        .await;
+    browser
+        .wait_for_text("#job-history tr:nth-child(2) td:nth-child(3)", "created")
+        .await;
+    // An unknown key says so.
+    browser.type_text("#lookup-id", "-nope").await;
+    browser.click("#lookup").await;
+    browser.wait_for_text("#lookup-result", "no such job").await;
+
+    // The jobs table: dead ones first (one), then done ones, 50 a page, newest first.
+    browser.wait_for_text("#dead-count", "1 dead").await;
+    assert_eq!(browser.count("#jobs tr[data-job]").await, 1);
+    browser.click("#jobs-of option[value=\"done\"]").await;
+    browser
+        .wait_for_text("#jobs tr:nth-child(50) td:nth-child(3)", "done")
+        .await;
+    assert_eq!(browser.count("#jobs tr[data-job]").await, 50);
+    let newest = &done.last().unwrap().job.0;
+    browser
+        .wait_for_text("#jobs tr:nth-child(1) td:nth-child(1)", newest)
+        .await;
+    browser.click("#jobs-next").await;
+    browser.wait_for_text("#jobs-page", "page 2").await;
+    browser
+        .wait_for_text("#jobs tr:nth-child(1) td:nth-child(1)", &done[4].job.0)
+        .await;
+    assert_eq!(browser.count("#jobs tr[data-job]").await, 5);
+    // A click on a job opens it.
+    browser
+        .click(&format!("tr[data-job=\"{}\"] a.job", done[0].job.0))
+        .await;
+    browser.wait_for_text("#job-id", &done[0].job.0).await;
+    browser.click("#jobs-first").await;
+    browser.wait_for_text("#jobs-page", "page 1").await;
     drop(browser);
     server.stop().await;
 }

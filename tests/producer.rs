@@ -94,3 +94,62 @@ async fn one_invalid_or_unknown_job_enqueues_none() {
         .expect("enqueue");
     assert_eq!(pushed.len(), 2);
 }
+
+/// The typed entry point (issue 15): a `Producer` built in one line from a Redis URL takes
+/// a `CreateWebhook`, recognises it again as the JSON entry point does, and still
+/// validates one built by hand.
+#[tokio::test]
+async fn a_typed_webhook_from_a_producer_built_in_one_line() {
+    let (_, q) = producer().await;
+    let p = Producer::connect(&common::redis_url(), &q.config().name)
+        .await
+        .expect("connect");
+    let webhook = lsq_webhooks::leadsquared::CreateWebhook::from_value(&request("acme", 7).webhook)
+        .expect("a valid body");
+    let first = p
+        .create_webhook("acme", &webhook, Some("order-7"))
+        .await
+        .expect("enqueue");
+    let Pushed::Enqueued { job } = first else {
+        panic!("expected a new job, got {first:?}");
+    };
+    let stored = q.job(&job).await.expect("job").expect("stored");
+    assert_eq!(
+        (stored.tenant.as_str(), stored.key.as_str()),
+        ("acme", "order-7")
+    );
+    // The same typed body through the JSON entry point, with the same key: a duplicate.
+    let json = JobRequest {
+        key: Some("order-7".into()),
+        ..request("acme", 7)
+    };
+    assert_eq!(
+        p.enqueue(&json).await.expect("enqueue"),
+        Pushed::Duplicate { job: job.clone() }
+    );
+    // Without a key, the derived one matches the JSON entry point's.
+    let typed = p
+        .create_webhooks(&[("acme", &webhook, None)])
+        .await
+        .expect("enqueue");
+    let by_json = p.enqueue(&request("acme", 7)).await.expect("enqueue");
+    assert!(matches!(typed[0], Pushed::Enqueued { .. }), "{typed:?}");
+    assert!(matches!(by_json, Pushed::Duplicate { .. }), "{by_json:?}");
+
+    // Built by hand with a URL LeadSquared refuses: refused here, nothing enqueued.
+    let mut bad = webhook.clone();
+    bad.url = "not a url".into();
+    match p.create_webhook("acme", &bad, Some("order-8")).await {
+        Err(ProducerError::Invalid(problems)) => {
+            assert!(format!("{problems:?}").contains("URL"), "{problems:?}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(q.find_job("acme", "order-8").await.expect("find").is_none());
+    // A queue name that cannot be used is refused in the one line too.
+    assert!(
+        Producer::connect(&common::redis_url(), "bad{name}")
+            .await
+            .is_err()
+    );
+}

@@ -20,8 +20,8 @@ use std::time::Duration;
 use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::{
-    Dispatch, Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, Requeue,
-    ShareMode, ShareReason, TenantStatus,
+    Dispatch, Dispatched, Fence, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    Requeue, ShareMode, ShareReason, TenantStatus,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -1595,6 +1595,273 @@ async fn a_daily_quota_leadsquared_names_is_learned_and_kept(h: Harness) {
     q.learn_daily_limit("nobody", 3).await.expect("learn");
 }
 
+/// The pulse a scrape reads: counts like `status`, the jobs ever done (purges do not lower
+/// it), the latency (age of the oldest job next in line, whole queue and per tenant, oldest
+/// first, bounded) and the throttled tenants.
+async fn pulse_counts_latency_and_throttled_tenants(h: Harness) {
+    let q = h
+        .queue_with("pulse", &[("acme", 1), ("beta", 25), ("idle", 25)], |c| {
+            c.window = h.ticks(20)
+        })
+        .await;
+    let empty = q.pulse(10).await.expect("pulse");
+    assert_eq!(
+        (
+            empty.queued,
+            empty.running,
+            empty.done_total,
+            empty.throttled
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(empty.latency_ms, None);
+    assert!(empty.tenant_latency_ms.is_empty() && empty.throttled_tenants.is_empty());
+
+    push(&q, "acme", 0..3).await;
+    h.sleep(h.ticks(3)).await;
+    push(&q, "beta", 0..2).await;
+    h.sleep(h.ticks(1)).await;
+    let p = q.pulse(10).await.expect("pulse");
+    let tick = h.tick().as_millis() as u64;
+    // Redis measures from the time in the ids (the client's clock, read a moment before
+    // the push reaches Redis): half a tick of slack.
+    let names: Vec<&str> = p
+        .tenant_latency_ms
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(names, ["acme", "beta"], "{p:?}");
+    let (acme_age, beta_age) = (p.tenant_latency_ms[0].1, p.tenant_latency_ms[1].1);
+    assert!(acme_age + tick / 2 >= 4 * tick, "{p:?}");
+    assert!(beta_age + tick / 2 >= tick && beta_age < acme_age, "{p:?}");
+    assert_eq!(p.latency_ms, Some(acme_age));
+    assert_eq!((p.queued, p.scheduled, p.running), (5, 0, 0));
+    // Bounded: the oldest only.
+    let one = q.pulse(1).await.expect("pulse");
+    assert_eq!(one.tenant_latency_ms.len(), 1);
+    assert_eq!(one.tenant_latency_ms[0].0, "acme");
+
+    // acme's one call per window is spent: throttled, its next job still waiting.
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.tenant, "acme");
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.queued, p.running, p.throttled), (4, 1, 1), "{p:?}");
+    assert_eq!(p.throttled_tenants, ["acme"]);
+    assert_eq!(p.tenant_latency_ms[0].0, "acme", "{p:?}");
+    assert!(p.oldest_running_ms.is_some());
+    q.complete(&a, "wh-1", false).await.expect("complete");
+
+    // beta's two are run: it leaves the latency list; one is done, one dead.
+    let b1 = next_job(q.as_ref()).await;
+    let b2 = next_job(q.as_ref()).await;
+    assert_eq!((b1.tenant.as_str(), b2.tenant.as_str()), ("beta", "beta"));
+    q.complete(&b1, "wh-2", false).await.expect("complete");
+    q.bury(&b2, "refused").await.expect("bury");
+    let p = q.pulse(10).await.expect("pulse");
+    let names: Vec<&str> = p
+        .tenant_latency_ms
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(names, ["acme"], "{p:?}");
+    assert_eq!(
+        (p.queued, p.running, p.done, p.dead, p.done_total),
+        (2, 0, 2, 1, 2)
+    );
+    let s = q.status().await.expect("status");
+    assert_eq!(
+        (s.queued, s.scheduled, s.running, s.done, s.dead),
+        (p.queued, p.scheduled, p.running, p.done, p.dead)
+    );
+
+    // Purged done records leave the count of jobs ever done as it was.
+    assert_eq!(
+        q.purge_done(std::slice::from_ref(&a.id))
+            .await
+            .expect("purge"),
+        1
+    );
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.done, p.done_total), (1, 2));
+}
+
+fn attempt(n: u64, outcome: &str) -> lsq_webhooks::job::Attempt {
+    lsq_webhooks::job::Attempt {
+        at_ms: 1_700_000_000_000 + n,
+        call: "create".into(),
+        outcome: outcome.into(),
+        http_status: (outcome == "transient").then_some(503),
+        exception_type: None,
+        duration_ms: n,
+        error: (outcome == "transient").then(|| "HTTP 503 Service Unavailable".into()),
+    }
+}
+
+/// A job keeps its last 20 calls, oldest first, through its finish; they go with its
+/// record when it is purged, and an unknown job keeps nothing.
+async fn a_job_keeps_its_last_attempts_until_it_is_purged(h: Harness) {
+    let q = h.queue_with("history", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..2).await;
+    assert!(q.attempts(&ids[0]).await.expect("attempts").is_empty());
+    // Found by its idempotency key, scoped to its tenant.
+    let key = record(&q, &ids[1]).await.key;
+    assert_eq!(
+        q.find_job("acme", &key).await.expect("find"),
+        Some(ids[1].clone())
+    );
+    assert_eq!(q.find_job("beta", &key).await.expect("find"), None);
+    assert_eq!(q.find_job("acme", "no-such-key").await.expect("find"), None);
+    // Noted while queued (never dispatched: no record yet in Redis, only its body).
+    q.note_attempt(&ids[0], &attempt(0, "transient"))
+        .await
+        .expect("note");
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.id, ids[0]);
+    for n in 1..25 {
+        q.note_attempt(&a.id, &attempt(n, "transient"))
+            .await
+            .expect("note");
+    }
+    q.note_attempt(&a.id, &attempt(25, "created"))
+        .await
+        .expect("note");
+    q.complete(&a, "wh-1", false).await.expect("complete");
+    let kept = q.attempts(&a.id).await.expect("attempts");
+    assert_eq!(kept.len(), lsq_webhooks::job::HISTORY_LEN);
+    assert_eq!(
+        kept.first(),
+        Some(&attempt(6, "transient")),
+        "the oldest kept"
+    );
+    assert_eq!(kept.last(), Some(&attempt(25, "created")));
+    let view = q.job_view(&a.id).await.expect("view").expect("known");
+    assert_eq!((view.job.status, view.history.len()), (JobState::Done, 20));
+    assert!(q.job_view(&JobId::new()).await.expect("view").is_none());
+
+    let b = next_job(q.as_ref()).await;
+    q.note_attempt(&b.id, &attempt(1, "permanent"))
+        .await
+        .expect("note");
+    q.bury(&b, "refused").await.expect("bury");
+    assert_eq!(q.attempts(&b.id).await.expect("attempts").len(), 1);
+
+    assert_eq!(
+        q.purge_done(std::slice::from_ref(&a.id))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(q.purge_dead(None).await.expect("purge"), 1);
+    for id in [&a.id, &b.id] {
+        assert!(q.attempts(id).await.expect("attempts").is_empty());
+        // A late note for a purged job leaves nothing behind.
+        q.note_attempt(id, &attempt(99, "created"))
+            .await
+            .expect("note");
+        assert!(q.attempts(id).await.expect("attempts").is_empty());
+    }
+    let unknown = JobId::new();
+    q.note_attempt(&unknown, &attempt(1, "created"))
+        .await
+        .expect("note");
+    assert!(q.attempts(&unknown).await.expect("attempts").is_empty());
+}
+
+/// Every page until the last, for one kind.
+async fn all_pages(q: &Arc<dyn Queue>, of: PageOf, limit: usize) -> Vec<Vec<JobId>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = q
+            .jobs_page(of, cursor.as_deref(), limit)
+            .await
+            .expect("page");
+        pages.push(page.jobs.iter().map(|j| j.job.clone()).collect());
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "paging never ends");
+    }
+}
+
+/// Done and dead jobs page newest first with a cursor, each once; waiting jobs page too.
+async fn jobs_page_with_a_cursor_newest_first(h: Harness) {
+    let q = h.queue_with("pages", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..7).await;
+    let mut finished = Vec::new();
+    for n in 0..5 {
+        let j = next_job(q.as_ref()).await;
+        if n == 3 {
+            q.bury(&j, "refused").await.expect("bury");
+        } else {
+            q.complete(&j, "wh", false).await.expect("complete");
+            finished.push(j.id.clone());
+        }
+        // Distinct finishing times on every backend.
+        h.sleep(Duration::from_millis(2)).await;
+    }
+    let done = all_pages(&q, PageOf::Done, 3).await;
+    let newest_first: Vec<JobId> = finished.iter().rev().cloned().collect();
+    assert_eq!(
+        done,
+        [newest_first[..3].to_vec(), newest_first[3..].to_vec()]
+    );
+    let dead = all_pages(&q, PageOf::Dead, 3).await;
+    assert_eq!(dead, [vec![ids[3].clone()]]);
+    // Exactly one page when it fits.
+    let one = q.jobs_page(PageOf::Done, None, 10).await.expect("page");
+    assert_eq!((one.jobs.len(), one.next), (4, None));
+    assert!(one.jobs.iter().all(|j| j.status == JobState::Done));
+
+    // The waiting ones: one running (leased), one queued.
+    let running = next_job(q.as_ref()).await;
+    let mut waiting: Vec<JobId> = all_pages(&q, PageOf::Waiting, 1).await.concat();
+    waiting.sort();
+    waiting.dedup();
+    let mut want = vec![running.id.clone(), ids[6].clone()];
+    want.sort();
+    assert_eq!(waiting, want);
+
+    assert!(matches!(
+        q.jobs_page(PageOf::Done, Some("not a cursor"), 3).await,
+        Err(QueueError::Config(_))
+    ));
+}
+
+/// Retention: done records older than the age are deleted, oldest first and at most `max`
+/// at a time; newer ones and dead ones stay; the deleted jobs' keys stay taken.
+async fn purge_done_before_deletes_only_old_done_records(h: Harness) {
+    let q = h.queue_with("retention", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..5).await;
+    for _ in 0..3 {
+        let j = next_job(q.as_ref()).await;
+        q.complete(&j, "wh", false).await.expect("complete");
+    }
+    let d = next_job(q.as_ref()).await;
+    q.bury(&d, "refused").await.expect("bury");
+    h.sleep(h.ticks(5)).await;
+    let newer = next_job(q.as_ref()).await;
+    q.complete(&newer, "wh", false).await.expect("complete");
+
+    assert_eq!(q.purge_done_before(h.ticks(3), 2).await.expect("purge"), 2);
+    assert_eq!(
+        q.purge_done_before(h.ticks(3), 100).await.expect("purge"),
+        1
+    );
+    assert_eq!(
+        q.purge_done_before(h.ticks(3), 100).await.expect("purge"),
+        0
+    );
+    let s = q.status().await.expect("status");
+    assert_eq!((s.done, s.dead), (1, 1));
+    assert!(q.job(&ids[0]).await.expect("job").is_none());
+    assert_eq!(record(&q, &newer.id).await.status, JobState::Done);
+    // Its key stays taken: pushed again, the job is a duplicate.
+    let again = q.push(&[job("acme", 0)]).await.expect("push");
+    assert!(matches!(again[0], Pushed::Duplicate { .. }), "{again:?}");
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1658,4 +1925,8 @@ conformance!(
     the_share_holds_its_floor_of_one,
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
     a_daily_quota_leadsquared_names_is_learned_and_kept,
+    pulse_counts_latency_and_throttled_tenants,
+    a_job_keeps_its_last_attempts_until_it_is_purged,
+    jobs_page_with_a_cursor_newest_first,
+    purge_done_before_deletes_only_old_done_records,
 );

@@ -337,3 +337,52 @@ async fn a_new_handle_on_the_same_queue_sees_the_share() {
     }
     assert_eq!(n, 4);
 }
+
+/// The latency index (`oldest`) repairs itself: an entry made wrong by hand is shown right
+/// and fixed, one for an emptied list goes, and a queue without the index (written before
+/// it existed) gets it rebuilt from the ready set.
+#[tokio::test]
+async fn the_latency_index_is_checked_and_repaired_by_the_pulse() {
+    let name = common::unique_queue("oldest");
+    let q = connect(config(&name, 500)).await;
+    q.put_tenants(&[tenant("acme", 25), tenant("beta", 25)])
+        .await
+        .expect("tenants");
+    q.push(&[job("acme", 0), job("beta", 0)])
+        .await
+        .expect("push");
+    let right = q.pulse(10).await.expect("pulse");
+    assert_eq!(right.tenant_latency_ms.len(), 2, "{right:?}");
+    let key = format!("{{{name}}}:oldest");
+    let mut con = raw().await;
+
+    // A stale score (an hour older than the job) and an entry for a tenant with no list.
+    let acme: f64 = con.zscore(&key, "acme").await.expect("zscore");
+    let _: () = con
+        .zadd(&key, "acme", acme - 3_600_000.0)
+        .await
+        .expect("zadd");
+    let _: () = con.zadd(&key, "ghost", 1.0).await.expect("zadd");
+    let p = q.pulse(10).await.expect("pulse");
+    let names: Vec<&str> = p
+        .tenant_latency_ms
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert!(!names.contains(&"ghost"), "{p:?}");
+    assert!(
+        p.latency_ms.expect("latency") < 3_600_000,
+        "the stale hour is not reported: {p:?}"
+    );
+    let fixed: f64 = con.zscore(&key, "acme").await.expect("zscore");
+    assert_eq!(fixed, acme, "repaired in Redis too");
+    let ghost: Option<f64> = con.zscore(&key, "ghost").await.expect("zscore");
+    assert_eq!(ghost, None);
+
+    // No index at all: rebuilt from the tenants with waiting jobs.
+    let _: () = con.del(&key).await.expect("del");
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!(p.tenant_latency_ms.len(), 2, "{p:?}");
+    let rebuilt: u64 = con.zcard(&key).await.expect("zcard");
+    assert_eq!(rebuilt, 2);
+}

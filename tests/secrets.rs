@@ -541,14 +541,24 @@ fn a_redis_password_in_a_sentinel_url_appears_nowhere() {
     let mut captured = Captured::default();
     for (i, url) in urls.iter().enumerate() {
         for args in [&["status"][..], &["worker", "--exit-when-idle"][..]] {
-            let out = Command::new(BIN)
+            // A worker waits for a store that is unavailable (no sentinel answering),
+            // saying so every few seconds: what it said in its first 5 s is checked.
+            let mut child = Command::new(BIN)
                 .args(["--redis", url])
                 .args(args)
                 .env("RUST_LOG", "debug")
                 .env_remove("REDIS_URL")
                 .stdin(Stdio::null())
-                .output()
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
                 .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
             assert!(!out.status.success(), "url {i} {args:?} succeeded");
             captured.add(
                 format!("url {i} {args:?}"),
@@ -567,6 +577,63 @@ fn a_redis_password_in_a_sentinel_url_appears_nowhere() {
                 !text.contains(s.as_str()),
                 "{source} leaked a password:\n{text}"
             );
+        }
+    }
+}
+
+/// Every command path of the binary (`[]`, `["tenants"]`, `["tenants", "import"]`, ...),
+/// from clap's own description of the command line, so a new command is checked too.
+fn command_paths() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(path.clone());
+        for sub in cmd.get_subcommands() {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &<lsq_webhooks::cli::Cli as clap::CommandFactory>::command(),
+        Vec::new(),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn no_command_help_shows_a_secret_from_the_environment() {
+    let password = secret("redis-password");
+    let token = secret("api-token");
+    let paths = command_paths();
+    assert!(paths.len() > 10, "{paths:?}");
+    for path in paths {
+        for flag in ["--help", "-h"] {
+            let out = Command::new(BIN)
+                .args(&path)
+                .arg(flag)
+                .env(
+                    "REDIS_URL",
+                    format!("redis://:{password}@db.internal:6379/0"),
+                )
+                .env("LSQ_API_TOKEN", &token)
+                .env("LSQ_QUEUE", "shown-is-fine")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{path:?} {flag}: {text}");
+            assert!(!text.is_empty(), "{path:?} {flag}");
+            for s in [&password, &token] {
+                assert!(
+                    !text.contains(s.as_str()),
+                    "{path:?} {flag} shows a secret:\n{text}"
+                );
+            }
+            assert!(!text.contains("db.internal"), "{path:?} {flag}:\n{text}");
         }
     }
 }

@@ -325,3 +325,106 @@ async fn sigterm_mid_run_loses_no_job() {
     worker_support::assert_all_done_and_matching(&queue, &sim.stats(), 60).await;
     assert_eq!(worker_support::rate_limit_answers(&sim.stats()), 0);
 }
+
+/// `job ID` shows each call a worker made, through the binary: every failed call of a job
+/// the simulator always answers with a server error, then the same job found by its tenant
+/// and idempotency key, and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_shows_each_call_the_worker_made() {
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let sim_tenants = worker_support::tenants(&placeholder, 1, &[25]);
+    let mut config = worker_support::sim_config(&sim_tenants, std::time::Duration::from_secs(5));
+    config.faults.error_rate = 1.0;
+    config.faults.seed = 7;
+    let sim = worker_support::start_sim(config).await;
+    let ts = worker_support::tenants(&sim.server.base_url(), 1, &[25]);
+    let name = common::unique_queue("job-history");
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    queue.put_tenants(&ts).await.expect("tenants");
+    let jobs = worker_support::jobs(&ts, 1);
+    let pushed = queue.push(&jobs).await.expect("push");
+    let Pushed::Enqueued { job: id } = &pushed[0] else {
+        panic!("{pushed:?}")
+    };
+    let out = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || {
+            lsq(
+                &name,
+                &[
+                    "worker",
+                    "--exit-when-idle",
+                    "--max-attempts",
+                    "3",
+                    "--retry-base-ms",
+                    "1",
+                    "--reconcile-settle-ms",
+                    "1",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let text = lsq(&name, &["job", &id.0]);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = stdout(&text);
+    assert!(text.contains("state       dead"), "{text}");
+    let calls: Vec<&str> = text.lines().filter(|l| l.contains(" transient ")).collect();
+    assert_eq!(calls.len(), 3, "{text}");
+    assert!(calls[0].contains(" create "), "{text}");
+    assert!(calls.iter().all(|l| l.contains(" 500 ")), "{text}");
+    for secret in ["ak-", "sk-"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+
+    let by_key = lsq(
+        &name,
+        &[
+            "job",
+            "--tenant",
+            &jobs[0].tenant,
+            "--key",
+            &jobs[0].key,
+            "--json",
+        ],
+    );
+    assert!(
+        by_key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_key.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&by_key)).expect("JSON");
+    assert_eq!(v["job"], id.0.as_str());
+    assert_eq!(v["status"], "dead");
+    let history = v["history"].as_array().expect("history");
+    assert_eq!(history.len(), 3, "{v}");
+    for a in history {
+        assert_eq!(a["outcome"], "transient", "{a}");
+        assert_eq!(a["http_status"], 500, "{a}");
+        assert!(a["at_ms"].as_u64().is_some() && a["duration_ms"].as_u64().is_some());
+    }
+    assert_eq!(history[0]["call"], "create");
+
+    let missing = lsq(&name, &["job", "no-such-job"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no job no-such-job"));
+}

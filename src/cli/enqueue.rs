@@ -117,7 +117,7 @@ async fn first_read(
         let mut kept_bytes = 0usize;
         let totals = producer::scan_jobs(input.reader()?, &registered, sizes.part, |part| {
             for e in &part.errors {
-                eprintln!("{e}");
+                super::stderr::line(super::stderr::Level::Warn, &e.to_string());
             }
             if let Some(jobs) = &mut kept {
                 kept_bytes += part

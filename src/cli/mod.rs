@@ -6,15 +6,16 @@
 pub mod dead;
 pub mod demo;
 pub mod enqueue;
+pub mod job;
 pub mod output;
 pub mod results;
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod stderr;
 pub mod tenants;
 pub mod worker;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,7 +38,15 @@ pub struct Cli {
 pub struct Global {
     /// Redis URL [default: redis://127.0.0.1:6379]. `demo` uses Redis only when this (or
     /// REDIS_URL) is given, and an in-process queue otherwise.
-    #[arg(long = "redis", env = "REDIS_URL", value_name = "URL", global = true)]
+    // `hide_env_values`: the URL can hold Redis's password, and clap prints an env var's
+    // value in `--help` otherwise (tests/secrets.rs checks every command's help).
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
     pub redis: Option<String>,
     /// Queue name: every key of this queue is under this prefix.
     #[arg(
@@ -67,8 +76,15 @@ pub struct Global {
         global = true
     )]
     pub replica_timeout_ms: u64,
-    /// Log format: human-readable text, or one JSON object per line.
-    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log format: human-readable text, or one JSON object per line (then every line on
+    /// standard error is JSON, the run summary and a fatal error included).
+    #[arg(
+        long = "log-format",
+        env = "LSQ_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -93,6 +109,24 @@ impl Global {
     /// `demo` runs without Redis otherwise.
     pub fn redis_given(&self) -> Option<&str> {
         self.redis.as_deref().filter(|url| !url.trim().is_empty())
+    }
+
+    /// Where the Redis URL points, for messages: `host:port` (or the socket path), never
+    /// the user name or password it may hold.
+    pub fn redis_where(&self) -> String {
+        redis_where(self.redis_url())
+    }
+}
+
+/// `host:port` of a Redis URL (the path of a `unix:` / `redis+unix:` one), without its
+/// credentials; `the Redis URL given` when it does not parse.
+pub fn redis_where(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
+        Ok(u) => match u.host_str() {
+            Some(host) => format!("{host}:{}", u.port().unwrap_or(6379)),
+            None => u.path().to_string(),
+        },
+        Err(_) => "the Redis URL given".to_string(),
     }
 }
 
@@ -119,6 +153,8 @@ pub enum Command {
     Status(status::Args),
     /// One row per finished job.
     Results(results::Args),
+    /// One job: its record and its last calls (by id, or by tenant and idempotency key).
+    Job(job::Args),
     /// Dead-letter handling.
     #[command(subcommand)]
     Dead(dead::Command),
@@ -145,19 +181,185 @@ pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
 
 /// Connects to the Redis queue named by the global options. A queue name that cannot be
 /// used is bad input (exit 2).
+/// With Redis down it fails at once (within 3 s: see `queue::redis::connect`), with one
+/// line naming where Redis was looked for.
 pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redis::RedisQueue> {
+    connect_with(global, queue_config(global)).await
+}
+
+/// [`connect_queue`] with the given settings.
+pub async fn connect_with(
+    global: &Global,
+    config: crate::queue::QueueConfig,
+) -> anyhow::Result<crate::queue::redis::RedisQueue> {
     use crate::queue::{QueueError, redis::RedisQueue};
-    match RedisQueue::connect_with(
-        global.redis_url(),
-        queue_config(global),
-        global.redis_options(),
-    )
-    .await
-    {
+    match RedisQueue::connect_with(global.redis_url(), config, global.redis_options()).await {
         Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
-        Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot reach the Redis queue at {}",
+            global.redis_where()
+        ))),
     }
+}
+
+/// Done records deleted per call during retention.
+const RETENTION_BATCH: usize = 1000;
+
+/// `--done-ttl-secs` of `worker` and `serve`: `None` when not given; 0 is refused.
+pub fn done_ttl(secs: Option<u64>) -> anyhow::Result<Option<std::time::Duration>> {
+    match secs {
+        Some(0) => Err(BadInput("--done-ttl-secs must be at least 1".into()).into()),
+        s => Ok(s.map(std::time::Duration::from_secs)),
+    }
+}
+
+/// Retention (`--done-ttl-secs`): deletes done records older than `ttl` at once and then
+/// every `min(ttl, 60 s)`, in batches, until `stop`. Their idempotency keys stay taken (a
+/// job pushed again is still a duplicate); their results are gone, so export them
+/// (`results --format csv`) within the TTL.
+pub fn spawn_retention(
+    queue: std::sync::Arc<dyn crate::queue::Queue>,
+    ttl: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let every = ttl.min(std::time::Duration::from_secs(60));
+    tokio::spawn(async move {
+        loop {
+            let mut deleted = 0u64;
+            loop {
+                match queue.purge_done_before(ttl, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("retention: cannot delete old done records: {e}");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    deleted,
+                    ttl_secs = ttl.as_secs(),
+                    "retention: deleted done records older than the TTL"
+                );
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    })
+}
+
+/// How long `worker` and `serve` wait between two tries while Redis does not answer.
+pub const REDIS_WAIT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Connects for a long-running command (`worker`, `serve`): while Redis does not answer,
+/// logs a warning at once and again at every try (every [`REDIS_WAIT_RETRY`] plus the try
+/// itself), and goes on when it answers. `None` when `stop` is cancelled (SIGTERM) first.
+/// Errors other than "unavailable" (a bad queue name, a refused password) end at once.
+pub async fn connect_waiting(
+    global: &Global,
+    config: crate::queue::QueueConfig,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<crate::queue::redis::RedisQueue>> {
+    use crate::queue::{QueueError, redis::RedisQueue};
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            got = RedisQueue::connect_with(global.redis_url(), config.clone(), global.redis_options()) => got,
+        };
+        match attempt {
+            Ok(q) => {
+                if tries > 0 {
+                    tracing::info!(
+                        redis = %global.redis_where(),
+                        waited_secs = started.elapsed().as_secs(),
+                        "Redis answers: starting"
+                    );
+                }
+                return Ok(Some(q));
+            }
+            Err(e @ QueueError::Unavailable(_)) => {
+                tries += 1;
+                tracing::warn!(
+                    redis = %global.redis_where(),
+                    tries,
+                    waited_secs = started.elapsed().as_secs(),
+                    "waiting for Redis ({e}); trying again in {} s",
+                    REDIS_WAIT_RETRY.as_secs()
+                );
+            }
+            Err(QueueError::Config(reason)) => return Err(BadInput(reason).into()),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot use the Redis queue at {}",
+                    global.redis_where()
+                )));
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(REDIS_WAIT_RETRY) => {}
+        }
+    }
+}
+
+/// A command line clap refused (or `--help` / `--version`): help and version go to
+/// standard output as clap prints them (exit 0); a usage error goes to standard error as
+/// clap prints it, or, when `--log-format json` (or `LSQ_LOG_FORMAT=json`) was asked for,
+/// as one JSON line (exit 2).
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) || !json_asked(
+        std::env::args().skip(1),
+        std::env::var("LSQ_LOG_FORMAT").ok(),
+    ) {
+        e.exit();
+    }
+    stderr::set_format(LogFormat::Json);
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    stderr::line(stderr::Level::Error, &message);
+    ExitCode::from(2)
+}
+
+/// Whether a command line clap refused asked for JSON logs (`--log-format json`,
+/// `--log-format=json`, or the environment's `LSQ_LOG_FORMAT`; the last flag wins).
+fn json_asked(args: impl Iterator<Item = String>, env: Option<String>) -> bool {
+    let mut json = env.is_some_and(|v| v.trim().eq_ignore_ascii_case("json"));
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        let value = if arg == "--log-format" {
+            args.peek().cloned()
+        } else {
+            arg.strip_prefix("--log-format=").map(str::to_string)
+        };
+        if let Some(v) = value {
+            json = v.eq_ignore_ascii_case("json");
+        }
+    }
+    json
 }
 
 /// Runs a parsed command line and maps the outcome to an exit code.
@@ -169,6 +371,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Worker(a) => worker::run(&global, a).await,
         Command::Status(a) => status::run(&global, a).await,
         Command::Results(a) => results::run(&global, a).await,
+        Command::Job(a) => job::run(&global, a).await,
         Command::Dead(c) => dead::run(&global, c).await,
         Command::Serve(a) => serve::run(&global, a).await,
         Command::Simulate(a) => simulate::run(&global, a).await,
@@ -180,7 +383,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(_) if output::reader_gone() => ExitCode::from(output::READER_GONE),
         Err(e) => {
             // Nobody to tell if standard error is gone too.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // One line, whatever the cause's text holds (redis-rs's parse errors span
+            // several).
+            let message = format!("{e:#}")
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            stderr::line_with(
+                stderr::Level::Error,
+                &format!("error: {message}"),
+                &message,
+                serde_json::Map::new(),
+            );
             if e.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -208,11 +424,17 @@ impl Command {
 /// used.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
+    stderr::set_format(format);
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&spec)
             .unwrap_or_else(|e| {
-                eprintln!(
-                    "warning: RUST_LOG={spec:?} is not a valid filter ({e}); using {default_level}"
+                let message =
+                    format!("RUST_LOG={spec:?} is not a valid filter ({e}); using {default_level}");
+                stderr::line_with(
+                    stderr::Level::Warn,
+                    &format!("warning: {message}"),
+                    &message,
+                    serde_json::Map::new(),
                 );
                 tracing_subscriber::EnvFilter::new(default_level)
             }),
@@ -263,6 +485,38 @@ mod tests {
             DEFAULT_REDIS_URL,
             "other commands use the default"
         );
+    }
+
+    #[test]
+    fn json_logs_are_seen_on_a_command_line_clap_refused() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(json_asked(args(&["--log-format", "json", "nope"]), None));
+        assert!(json_asked(args(&["status", "--log-format=json"]), None));
+        assert!(json_asked(args(&["status"]), Some("json".into())));
+        assert!(!json_asked(
+            args(&["--log-format", "text"]),
+            Some("json".into())
+        ));
+        assert!(!json_asked(
+            args(&["status", "--", "--log-format=json"]),
+            None
+        ));
+        assert!(!json_asked(args(&["status"]), None));
+    }
+
+    #[test]
+    fn where_redis_is_never_shows_its_password() {
+        assert_eq!(
+            redis_where("redis://:hunter2@db.internal:6380/2"),
+            "db.internal:6380"
+        );
+        assert_eq!(redis_where("rediss://user:pw@cache"), "cache:6379");
+        assert_eq!(redis_where("not a url :pw@"), "the Redis URL given");
     }
 
     #[test]

@@ -130,7 +130,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let purged = print(&queue, &args, &mut super::output::stdout()).await?;
     if args.purge_done {
         // Standard error: standard output holds only the rows.
-        eprintln!("purged {purged} done record(s)");
+        super::stderr::line(
+            super::stderr::Level::Info,
+            &format!("purged {purged} done record(s)"),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

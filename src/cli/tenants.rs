@@ -47,7 +47,7 @@ async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(TenantsFileError::Invalid { path, errors }) => {
             for e in &errors {
-                eprintln!("{e}");
+                super::stderr::line(super::stderr::Level::Warn, &e.to_string());
             }
             return Err(BadInput(format!(
                 "{path}: {} invalid row(s); nothing imported",
@@ -81,7 +81,7 @@ async fn list(global: &Global) -> anyhow::Result<ExitCode> {
             Ok(Some(t)) => writeln!(out, "{}\t{}\t{}", t.name, t.limit, t.api_base)?,
             Ok(None) => {}
             // One damaged record is reported and the listing goes on.
-            Err(e) => eprintln!("{name}: {e}"),
+            Err(e) => super::stderr::line(super::stderr::Level::Warn, &format!("{name}: {e}")),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BadInput, Global};
 use crate::leadsquared::{Client, ClientConfig};
 use crate::queue::redis::{Durability, RedisQueue};
-use crate::queue::{Queue, QueueConfig, QueueError, ShareMode};
+use crate::queue::{Queue, QueueConfig, ShareMode};
 use crate::worker::{Pool, RetryPolicy, WorkerConfig};
 
 /// Arguments of `worker`.
@@ -28,24 +28,24 @@ pub struct Args {
     #[arg(long, env = "LSQ_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
     /// Retry backoff: the first retry waits up to this many milliseconds (full jitter).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "LSQ_RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,
     /// Retry backoff: growth per attempt.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, env = "LSQ_RETRY_FACTOR", default_value_t = 2.0)]
     pub retry_factor: f32,
     /// Retry backoff: no wait longer than this many seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "LSQ_RETRY_CAP_SECS", default_value_t = 300)]
     pub retry_cap_secs: u64,
     /// After SIGTERM/SIGINT, how long running calls may finish before their jobs are handed
     /// back to the queue, in seconds.
-    #[arg(long, env = "LSQ_SHUTDOWN_GRACE", default_value_t = 20)]
+    #[arg(long, env = "LSQ_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
     /// A job's lease: how long it stays with a worker that stops heartbeating, in ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, env = "LSQ_LEASE_MS", default_value_t = 5000)]
     pub lease_ms: u64,
     /// Extra spacing added to each tenant's 5-second window, in ms (zero is safe: calls
     /// are re-stamped when their answer arrives).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "LSQ_MARGIN_MS", default_value_t = 0)]
     pub margin_ms: u64,
     /// The rate-limit window in ms. LeadSquared's is 5 s; other values are for simulators
     /// and benchmarks only.
@@ -69,6 +69,10 @@ pub struct Args {
     /// the same mode.
     #[arg(long, env = "LSQ_SHARE", value_enum, default_value_t = ShareMode::Adaptive)]
     pub share: ShareMode,
+    /// Retention: delete done records this many seconds after they finished (checked every
+    /// minute; their keys stay taken). Export results within it. Off when not given.
+    #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
+    pub done_ttl_secs: Option<u64>,
 }
 
 impl Args {
@@ -117,20 +121,6 @@ impl Args {
     }
 }
 
-/// Connects to the Redis queue named by the global options, with `config` (the global
-/// options' defaults when `None`). A queue name that cannot be used is bad input (exit 2).
-pub async fn open_queue(
-    global: &Global,
-    config: Option<QueueConfig>,
-) -> anyhow::Result<RedisQueue> {
-    let config = config.unwrap_or_else(|| super::queue_config(global));
-    match RedisQueue::connect_with(global.redis_url(), config, global.redis_options()).await {
-        Ok(q) => Ok(q),
-        Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
-        Err(e) => Err(anyhow::Error::new(e).context("connecting to the Redis queue")),
-    }
-}
-
 /// Says at start when Redis runs with settings under which jobs can be lost.
 async fn warn_about_redis_settings(queue: &RedisQueue) {
     match queue.durability().await {
@@ -148,18 +138,38 @@ async fn warn_about_redis_settings(queue: &RedisQueue) {
     }
 }
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
+/// The exit code when a second SIGTERM/SIGINT stops the process at once: 128 + SIGINT, what
+/// a shell reports for a program Ctrl-C ended.
+pub const STOPPED_AT_ONCE: i32 = 130;
+
+/// Cancels `token` on the first SIGTERM or SIGINT (the graceful stop), and exits the
+/// process at once, with [`STOPPED_AT_ONCE`], on a second one. Nothing is lost then: a job
+/// in flight keeps its lease, which expires, and the job is handed to another worker (a
+/// webhook whose Create was sent is found by the reconcile, never created twice). The
+/// returned task ends with the first signal or when `token` is cancelled.
 pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     Ok(tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down (a second signal stops at once)"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down (a second Ctrl-C stops at once)"),
             _ = token.cancelled() => return,
         }
         token.cancel();
+        // Detached: it lives as long as the runtime, whoever waits for this task.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!(
+                "second signal: stopping at once; jobs in flight go back to the queue when \
+                 their leases expire"
+            );
+            std::process::exit(STOPPED_AT_ONCE);
+        });
     }))
 }
 
@@ -167,6 +177,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<tokio::task:
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue_config = args.queue_config(global)?;
     let worker_config = args.worker_config()?;
+    let done_ttl = super::done_ttl(args.done_ttl_secs)?;
     let defaults = ClientConfig::default();
     let client = Client::new(ClientConfig {
         timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
@@ -178,11 +189,16 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             .max(worker_config.concurrency),
         ..defaults
     })?;
-    let queue = open_queue(global, Some(queue_config)).await?;
-    warn_about_redis_settings(&queue).await;
-    let queue: Arc<dyn Queue> = Arc::new(queue);
     let shutdown = CancellationToken::new();
     let signals = cancel_on_signal(shutdown.clone())?;
+    let Some(queue) = super::connect_waiting(global, queue_config, &shutdown).await? else {
+        tracing::info!("stopped before Redis answered");
+        return Ok(ExitCode::SUCCESS);
+    };
+    warn_about_redis_settings(&queue).await;
+    let queue: Arc<dyn Queue> = Arc::new(queue);
+    let retention =
+        done_ttl.map(|ttl| super::spawn_retention(queue.clone(), ttl, shutdown.clone()));
     let pool = Pool::new(queue.clone(), client, worker_config);
     // The metrics server outlives the pool's shutdown (its grace period is worth watching)
     // and is stopped, and waited for, once the pool has finished.
@@ -204,6 +220,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     };
     let summary = pool.run(shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(task) = retention {
+        let _ = task.await;
+    }
     metrics_stop.cancel();
     // The signal watcher ends as soon as the token is cancelled.
     let _ = signals.await;
@@ -215,15 +234,24 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let summary = summary?;
-    eprintln!(
-        "dispatched {}, created {}, reconciled {}, retried {}, rate limited {}, dead {}, handed back {}",
-        summary.dispatched,
-        summary.created,
-        summary.reconciled,
-        summary.retried,
-        summary.rate_limited,
-        summary.buried,
-        summary.handed_back
-    );
+    let counts = [
+        ("dispatched", summary.dispatched),
+        ("created", summary.created),
+        ("reconciled", summary.reconciled),
+        ("retried", summary.retried),
+        ("rate limited", summary.rate_limited),
+        ("dead", summary.buried),
+        ("handed back", summary.handed_back),
+    ];
+    let text = counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fields = counts
+        .iter()
+        .map(|(name, n)| (name.replace(' ', "_"), serde_json::Value::from(*n)))
+        .collect();
+    super::stderr::line_with(super::stderr::Level::Info, &text, "worker stopped", fields);
     Ok(ExitCode::SUCCESS)
 }

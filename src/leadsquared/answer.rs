@@ -100,6 +100,36 @@ impl CallError {
         }
     }
 
+    /// The HTTP status of the answer this error came from, as [`classify`] names it in the
+    /// reason (`HTTP 503 Service Unavailable...`); `None` for a transport failure (timeout,
+    /// reset), and for LeadSquared's own errors whose reason is its exception.
+    pub fn http_status(&self) -> Option<u16> {
+        let reason = self.reason();
+        let at = reason.find("HTTP ")?;
+        let digits: String = reason[at + 5..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().filter(|code| (100..600).contains(code))
+    }
+
+    /// LeadSquared's `ExceptionType`, when the answer named one ([`classify`] puts it
+    /// first: `MXDuplicateEntryException: ...`).
+    pub fn exception_type(&self) -> Option<&str> {
+        let reason = self.reason();
+        let reason = reason
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("HTTP "))
+            .map_or(reason, |(_, rest)| rest);
+        let word = reason.split([':', ' ']).next()?;
+        (word.ends_with("Exception")
+            && word.len() > "Exception".len()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+        .then_some(word)
+    }
+
     /// The same error with every occurrence of the given secrets in its reason replaced by
     /// `***` (an answer may echo a key or a header value back).
     pub fn redacted(mut self, secrets: &[&str]) -> Self {
@@ -320,6 +350,31 @@ fn clean(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_http_status_and_exception_type_are_read_back_from_the_reason() {
+        let no_headers = HeaderMap::new();
+        let lsq = br#"{"Status":"Error","ExceptionType":"MXDuplicateEntryException","ExceptionMessage":"A webhook with this URL exists"}"#;
+        let e = classify(StatusCode::BAD_REQUEST, &no_headers, lsq).expect_err("an error");
+        assert_eq!(e.exception_type(), Some("MXDuplicateEntryException"));
+        let e = classify(StatusCode::SERVICE_UNAVAILABLE, &no_headers, b"down").expect_err("503");
+        assert_eq!((e.http_status(), e.exception_type()), (Some(503), None));
+        let e = classify(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &no_headers,
+            br#"{"ExceptionType":"SomeServerException","ExceptionMessage":"boom"}"#,
+        )
+        .expect_err("500");
+        assert_eq!(e.http_status(), Some(500));
+        assert_eq!(e.exception_type(), Some("SomeServerException"));
+        let e = classify(StatusCode::UNAUTHORIZED, &no_headers, b"").expect_err("401");
+        assert_eq!((e.http_status(), e.exception_type()), (Some(401), None));
+        let t = CallError::Transient {
+            reason: "timed out after 30 s".into(),
+            maybe_reached: true,
+        };
+        assert_eq!((t.http_status(), t.exception_type()), (None, None));
+    }
+
     use super::*;
 
     #[test]

@@ -2,15 +2,23 @@
 //! long they took) and what the queue holds (depth by state, throttled tenants).
 //!
 //! The counters and the histogram are this process's own: a worker calls
-//! [`Metrics::job_finished`] and [`Metrics::call_observed`] as it goes. The gauges describe
-//! the queue shared by every process; they are refreshed from [`Queue::status`] at scrape
-//! time ([`Metrics::refresh`]), so every process that serves `/metrics` shows the same queue
-//! and Prometheus should aggregate them with `max`, not `sum`.
+//! [`Metrics::job_finished`] and [`Metrics::call_observed`] as it goes. The gauges (and
+//! `lsq_jobs_done_total`) describe the queue shared by every process; every process that
+//! serves `/metrics` shows the same queue, and Prometheus should aggregate them with `max`,
+//! not `sum`.
+//!
+//! A scrape stays cheap with many tenants (issue 15): the counts, the latency and the
+//! throttled tenants come from [`Queue::pulse`] (bounded by [`MAX_TENANT_LABELS`], no walk
+//! over the tenants), and the per-tenant share view, which needs the full
+//! [`Queue::status`], is read at most once per [`TENANT_VIEW_EVERY`] and kept in between
+//! ([`Metrics::tenant_view_due`], [`Metrics::set_tenant_view`]).
 //!
 //! Label cardinality is bounded: outcomes and states are fixed sets, and at most
-//! [`MAX_TENANT_LABELS`] tenants get a label of their own on the throttled gauge; the rest
-//! are added up under `tenant="other"`. No label or value ever carries a secret.
+//! [`MAX_TENANT_LABELS`] tenants get a label of their own on each per-tenant family; the
+//! throttled ones beyond are added up under `tenant="other"`. No label or value ever
+//! carries a secret.
 //!
+//! [`Queue::pulse`]: crate::queue::Queue::pulse
 //! [`Queue::status`]: crate::queue::Queue::status
 
 use std::sync::Arc;
@@ -25,7 +33,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::status::{StatusReport, TenantState};
-use crate::queue::ShareReason;
+use crate::queue::{QueuePulse, ShareReason};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -34,6 +42,46 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// others are counted under `tenant="other"`. Prometheus keeps one series per label value,
 /// and a deployment may have thousands of tenants.
 pub const MAX_TENANT_LABELS: usize = 50;
+
+/// How often a scrape reads the full per-tenant status for the share families
+/// (`lsq_tenant_limit`, `lsq_tenant_share`, `lsq_tenant_calls_today`,
+/// `lsq_tenants_share_cut`, `lsq_tenants_quota_reached`): that read visits every tenant,
+/// so it is not made on every scrape.
+pub const TENANT_VIEW_EVERY: Duration = Duration::from_secs(30);
+
+/// How a call to LeadSquared ended, the `outcome` label of
+/// `lsq_leadsquared_call_duration_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// An answer that did what was asked (created, or a Retrieve page).
+    Ok,
+    /// "Rate limited" (or the daily quota).
+    RateLimited,
+    /// A failure worth another try: a server error, a timeout, a reset.
+    Transient,
+    /// A failure no retry fixes: refused keys, an invalid body.
+    Permanent,
+}
+
+impl CallOutcome {
+    /// Every outcome.
+    pub const ALL: [CallOutcome; 4] = [
+        CallOutcome::Ok,
+        CallOutcome::RateLimited,
+        CallOutcome::Transient,
+        CallOutcome::Permanent,
+    ];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::RateLimited => "rate_limited",
+            CallOutcome::Transient => "transient",
+            CallOutcome::Permanent => "permanent",
+        }
+    }
+}
 
 /// What became of one job a worker ran. Each run ends in exactly one of these.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -82,7 +130,7 @@ impl JobOutcome {
     }
 }
 
-/// Labels of `lsq_jobs_total`.
+/// Labels of `lsq_jobs_total` and `lsq_leadsquared_call_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     /// [`JobOutcome::as_str`].
@@ -105,7 +153,7 @@ struct ShareLabels {
     reason: &'static str,
 }
 
-/// Labels of `lsq_tenant_throttled`.
+/// Labels of the per-tenant families (`lsq_tenant_is_throttled`, `lsq_tenant_latency_seconds`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     /// Tenant name (validated to `[A-Za-z0-9._-]`), or `other`.
@@ -127,31 +175,37 @@ struct Inner {
     jobs: Family<OutcomeLabels, Counter>,
     /// `lsq_leadsquared_rate_limited_total`.
     rate_limited: Counter,
-    /// `lsq_leadsquared_call_duration_seconds`.
-    call_seconds: Histogram,
+    /// `lsq_leadsquared_call_duration_seconds{outcome}`.
+    call_seconds: Family<OutcomeLabels, Histogram>,
     /// `lsq_queue_jobs{state}`.
     queue_jobs: Family<StateLabels, Gauge>,
     /// `lsq_queue_oldest_running_seconds`.
     oldest_running: Gauge<f64, AtomicU64>,
-    /// `lsq_queue_done_last_minute`.
-    done_last_minute: Gauge,
+    /// `lsq_jobs_done_total`: jobs ever done on the queue, by every worker.
+    done_total: Counter,
+    /// `lsq_queue_latency_seconds`: age of the oldest job next in line.
+    latency: Gauge<f64, AtomicU64>,
+    /// `lsq_tenant_latency_seconds{tenant}`: the same per tenant, the oldest 50.
+    tenant_latency: Family<TenantLabels, Gauge<f64, AtomicU64>>,
     /// `lsq_queue_status_up`: whether the last read of the queue's status succeeded.
     status_up: Gauge,
     /// `lsq_tenants_throttled`: throttled tenants, all of them.
     throttled_total: Gauge,
-    /// `lsq_tenant_throttled{tenant}`.
+    /// `lsq_tenant_is_throttled{tenant}`.
     throttled: Family<TenantLabels, Gauge>,
     /// `lsq_tenant_limit{tenant}`: calls allowed per window (configured or learned).
     tenant_limit: Family<TenantLabels, Gauge>,
     /// `lsq_tenant_share{tenant,reason}`: our current share of that limit.
     tenant_share: Family<ShareLabels, Gauge>,
-    /// `lsq_tenants_shared`: tenants whose share is cut because another client uses the
+    /// `lsq_tenants_share_cut`: tenants whose share is cut because another client uses the
     /// account, all of them.
     shared_total: Gauge,
     /// `lsq_tenant_calls_today{tenant}`: calls dispatched today, same tenants as the share.
     calls_today: Family<TenantLabels, Gauge>,
     /// `lsq_tenants_quota_reached`: tenants parked until their daily quota resets.
     quota_total: Gauge,
+    /// When the share families were last set from a full status read.
+    tenant_view_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Held while the gauges are rewritten and encoded, so two scrapes at once never
     /// interleave a clear of the tenant family with the other's encode.
     scrape: std::sync::Mutex<()>,
@@ -193,12 +247,19 @@ impl Metrics {
         );
         // 5 ms to about 41 s: a LeadSquared call takes tens to hundreds of milliseconds,
         // and the client's timeout is tens of seconds.
-        let call_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let call_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
+        );
         registry.register(
             "lsq_leadsquared_call_duration_seconds",
-            "Time from sending a call to LeadSquared to its answer",
+            "Time from sending a call to LeadSquared to its answer, by how it ended (ok, rate_limited, transient, permanent)",
             call_seconds.clone(),
         );
+        for outcome in CallOutcome::ALL {
+            drop(call_seconds.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
         let queue_jobs = Family::<StateLabels, Gauge>::default();
         registry.register(
             "lsq_queue_jobs",
@@ -211,11 +272,23 @@ impl Metrics {
             "Age of the oldest running job's lease (0 when none runs)",
             oldest_running.clone(),
         );
-        let done_last_minute = Gauge::default();
+        let done_total = Counter::default();
         registry.register(
-            "lsq_queue_done_last_minute",
-            "Jobs finished done in the last 60 seconds, by all workers",
-            done_last_minute.clone(),
+            "lsq_jobs_done",
+            "Jobs ever finished done on the queue, by all workers (purging done records does not lower it)",
+            done_total.clone(),
+        );
+        let latency = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "lsq_queue_latency_seconds",
+            "Age of the oldest job next in line in any tenant's list, since its push (0 when none waits)",
+            latency.clone(),
+        );
+        let tenant_latency = Family::<TenantLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "lsq_tenant_latency_seconds",
+            "Age of the job next in line in the tenant's list, since its push, for the 50 tenants whose is oldest",
+            tenant_latency.clone(),
         );
         let status_up = Gauge::default();
         registry.register(
@@ -231,8 +304,8 @@ impl Metrics {
         );
         let throttled = Family::<TenantLabels, Gauge>::default();
         registry.register(
-            "lsq_tenant_throttled",
-            "1 for each throttled tenant; tenant=\"other\" counts those beyond the first 50",
+            "lsq_tenant_is_throttled",
+            "1 for each throttled tenant (at most 50); tenant=\"other\" counts the rest",
             throttled.clone(),
         );
         let tenant_limit = Family::<TenantLabels, Gauge>::default();
@@ -249,7 +322,7 @@ impl Metrics {
         );
         let shared_total = Gauge::default();
         registry.register(
-            "lsq_tenants_shared",
+            "lsq_tenants_share_cut",
             "Tenants whose share is cut because another client is using the account",
             shared_total.clone(),
         );
@@ -273,7 +346,9 @@ impl Metrics {
                 call_seconds,
                 queue_jobs,
                 oldest_running,
-                done_last_minute,
+                done_total,
+                latency,
+                tenant_latency,
                 status_up,
                 throttled_total,
                 throttled,
@@ -282,6 +357,7 @@ impl Metrics {
                 shared_total,
                 calls_today,
                 quota_total,
+                tenant_view_at: std::sync::Mutex::new(None),
                 scrape: std::sync::Mutex::new(()),
             }),
         }
@@ -297,11 +373,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one call to LeadSquared: how long until its answer, and whether the answer
-    /// was "rate limited".
-    pub fn call_observed(&self, took: Duration, rate_limited: bool) {
-        self.inner.call_seconds.observe(took.as_secs_f64());
-        if rate_limited {
+    /// Records one call to LeadSquared: how long until its answer, and how it ended.
+    pub fn call_observed(&self, took: Duration, outcome: CallOutcome) {
+        self.inner
+            .call_seconds
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .observe(took.as_secs_f64());
+        if outcome == CallOutcome::RateLimited {
             self.inner.rate_limited.inc();
         }
     }
@@ -316,10 +396,36 @@ impl Metrics {
             .get()
     }
 
-    /// Refreshes the queue gauges from a status report, or marks the status as unreadable
-    /// (`None`: the gauges keep their last values and `lsq_queue_status_up` is 0), and
-    /// returns the whole exposition in Prometheus text format.
-    pub fn scrape(&self, status: Option<&StatusReport>) -> String {
+    /// Whether the share families should be read again (never read, or last read at least
+    /// [`TENANT_VIEW_EVERY`] ago).
+    pub fn tenant_view_due(&self) -> bool {
+        let at = self
+            .inner
+            .tenant_view_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        at.is_none_or(|at| at.elapsed() >= TENANT_VIEW_EVERY)
+    }
+
+    /// Sets the share families from a full status report (see [`TENANT_VIEW_EVERY`]).
+    pub fn set_tenant_view(&self, s: &StatusReport) {
+        let _guard = self
+            .inner
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.set_tenants(s);
+        *self
+            .inner
+            .tenant_view_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Refreshes the queue gauges from a pulse, or marks the queue as unreadable (`None`:
+    /// the gauges keep their last values and `lsq_queue_status_up` is 0), and returns the
+    /// whole exposition in Prometheus text format.
+    pub fn scrape(&self, status: Option<&QueuePulse>) -> String {
         // A poisoned lock only means another scrape panicked mid-way; the gauges are
         // rewritten below anyway.
         let _guard = self
@@ -362,7 +468,7 @@ impl Metrics {
         out
     }
 
-    fn set_queue(&self, s: &StatusReport) {
+    fn set_queue(&self, s: &QueuePulse) {
         let i = &self.inner;
         for (state, n) in [
             ("queued", s.queued),
@@ -377,22 +483,28 @@ impl Metrics {
         }
         i.oldest_running
             .set(s.oldest_running_ms.unwrap_or(0) as f64 / 1000.0);
-        i.done_last_minute.set(s.throughput.done.map_or(0, clamp));
-        let mut throttled: Vec<&str> = s
-            .tenants
-            .iter()
-            .filter(|t| t.state != TenantState::Ready && t.waiting > 0)
-            .map(|t| t.tenant.as_str())
-            .collect();
-        // Sorted, so the same tenants keep their own labels from one scrape to the next.
-        throttled.sort_unstable();
-        i.throttled_total.set(clamp(throttled.len() as u64));
+        // The queue's count only grows; a queue emptied by hand (FLUSHDB) leaves the counter
+        // where it was, as a counter must.
+        let done = i.done_total.get();
+        if s.done_total > done {
+            i.done_total.inc_by(s.done_total - done);
+        }
+        i.latency.set(s.latency_ms.unwrap_or(0) as f64 / 1000.0);
+        i.tenant_latency.clear();
+        for (tenant, age_ms) in s.tenant_latency_ms.iter().take(MAX_TENANT_LABELS) {
+            i.tenant_latency
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.clone(),
+                })
+                .set(*age_ms as f64 / 1000.0);
+        }
+        i.throttled_total.set(clamp(s.throttled));
         i.throttled.clear();
-        let (named, rest) = throttled.split_at(throttled.len().min(MAX_TENANT_LABELS));
+        let named = &s.throttled_tenants[..s.throttled_tenants.len().min(MAX_TENANT_LABELS)];
         for tenant in named {
             i.throttled
                 .get_or_create(&TenantLabels {
-                    tenant: (*tenant).to_string(),
+                    tenant: tenant.clone(),
                 })
                 .set(1);
         }
@@ -401,7 +513,11 @@ impl Metrics {
             .get_or_create(&TenantLabels {
                 tenant: "other".into(),
             })
-            .set(clamp(rest.len() as u64));
+            .set(clamp(s.throttled.saturating_sub(named.len() as u64)));
+    }
+
+    fn set_tenants(&self, s: &StatusReport) {
+        let i = &self.inner;
         // Shares: the tenants whose share is cut first, then by name, at most
         // MAX_TENANT_LABELS of them; the count of cut ones covers all.
         let mut shown: Vec<&super::status::TenantReport> = s.tenants.iter().collect();
@@ -456,7 +572,7 @@ fn clamp(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::status::{TenantReport, Throughput};
+    use crate::ops::status::TenantReport;
 
     fn tenant(name: &str, state: TenantState) -> TenantReport {
         TenantReport {
@@ -479,15 +595,18 @@ mod tests {
     }
 
     #[test]
-    fn shares_are_shown_with_their_reason() {
+    fn shares_are_shown_with_their_reason_and_read_again_only_when_due() {
         let m = Metrics::new();
+        assert!(m.tenant_view_due(), "never read");
         let mut report = StatusReport::default();
         report.tenants.push(tenant("calm", TenantState::Ready));
         let mut cut = tenant("crowded", TenantState::AtLimit);
         cut.share = 7;
         cut.share_reason = ShareReason::Shared;
         report.tenants.push(cut);
-        let text = m.scrape(Some(&report));
+        m.set_tenant_view(&report);
+        assert!(!m.tenant_view_due(), "just read");
+        let text = m.scrape(Some(&QueuePulse::default()));
         assert!(
             text.contains("lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7\n"),
             "{text}"
@@ -500,7 +619,7 @@ mod tests {
             text.contains("lsq_tenant_limit{tenant=\"crowded\"} 25\n"),
             "{text}"
         );
-        assert!(text.contains("lsq_tenants_shared 1\n"), "{text}");
+        assert!(text.contains("lsq_tenants_share_cut 1\n"), "{text}");
         assert!(
             text.contains("lsq_tenant_calls_today{tenant=\"calm\"} 0\n"),
             "{text}"
@@ -509,13 +628,14 @@ mod tests {
     }
 
     #[test]
-    fn counts_outcomes_and_calls() {
+    fn counts_outcomes_and_calls_by_outcome() {
         let m = Metrics::new();
         m.job_finished(JobOutcome::Done);
         m.job_finished(JobOutcome::Done);
         m.job_finished(JobOutcome::Dead);
-        m.call_observed(Duration::from_millis(30), false);
-        m.call_observed(Duration::from_millis(40), true);
+        m.call_observed(Duration::from_millis(30), CallOutcome::Ok);
+        m.call_observed(Duration::from_millis(40), CallOutcome::RateLimited);
+        m.call_observed(Duration::from_millis(50), CallOutcome::Transient);
         let text = m.encode();
         assert!(
             text.contains("lsq_jobs_total{outcome=\"done\"} 2\n"),
@@ -533,64 +653,90 @@ mod tests {
             text.contains("lsq_leadsquared_rate_limited_total 1\n"),
             "{text}"
         );
-        assert!(
-            text.contains("lsq_leadsquared_call_duration_seconds_count 2\n"),
-            "{text}"
-        );
+        for (outcome, n) in [
+            ("ok", 1),
+            ("rate_limited", 1),
+            ("transient", 1),
+            ("permanent", 0),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "lsq_leadsquared_call_duration_seconds_count{{outcome=\"{outcome}\"}} {n}\n"
+                )),
+                "{outcome}: {text}"
+            );
+        }
         assert_eq!(m.jobs(JobOutcome::Done), 2);
     }
 
     #[test]
-    fn tenant_labels_are_bounded() {
+    fn latency_done_total_and_bounded_throttled_labels() {
         let m = Metrics::new();
-        let mut report = StatusReport {
+        let mut pulse = QueuePulse {
             queued: 7,
-            throughput: Throughput {
-                window_seconds: 60,
-                done: Some(12),
-                per_second: vec![],
-            },
-            ..StatusReport::default()
+            done_total: 12,
+            latency_ms: Some(90_500),
+            tenant_latency_ms: (0..MAX_TENANT_LABELS + 5)
+                .map(|n| (format!("t{n:03}"), 90_500 - n as u64))
+                .collect(),
+            throttled: MAX_TENANT_LABELS as u64 + 7,
+            throttled_tenants: (0..MAX_TENANT_LABELS).map(|n| format!("t{n:03}")).collect(),
+            ..QueuePulse::default()
         };
-        for n in 0..(MAX_TENANT_LABELS + 7) {
-            report
-                .tenants
-                .push(tenant(&format!("t{n:03}"), TenantState::AtLimit));
-        }
-        report.tenants.push(tenant("calm", TenantState::Ready));
-        let text = m.scrape(Some(&report));
-        let labelled = text
-            .lines()
-            .filter(|l| l.starts_with("lsq_tenant_throttled{"))
-            .count();
-        assert_eq!(labelled, MAX_TENANT_LABELS + 1, "{text}");
-        assert!(
-            text.contains("lsq_tenant_throttled{tenant=\"other\"} 7\n"),
-            "{text}"
+        let text = m.scrape(Some(&pulse));
+        let labelled = |family: &str, text: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        assert_eq!(
+            labelled("lsq_tenant_is_throttled", &text),
+            MAX_TENANT_LABELS + 1
         );
         assert!(
-            !text.contains("lsq_tenant_throttled{tenant=\"calm\""),
+            text.contains("lsq_tenant_is_throttled{tenant=\"other\"} 7\n"),
             "{text}"
         );
         assert!(text.contains("lsq_tenants_throttled 57\n"), "{text}");
+        assert_eq!(
+            labelled("lsq_tenant_latency_seconds", &text),
+            MAX_TENANT_LABELS
+        );
+        assert!(text.contains("lsq_queue_latency_seconds 90.5\n"), "{text}");
+        assert!(
+            text.contains("lsq_tenant_latency_seconds{tenant=\"t001\"} 90.499\n"),
+            "{text}"
+        );
         assert!(
             text.contains("lsq_queue_jobs{state=\"queued\"} 7\n"),
             "{text}"
         );
-        assert!(text.contains("lsq_queue_done_last_minute 12\n"), "{text}");
+        assert!(text.contains("lsq_jobs_done_total 12\n"), "{text}");
+        assert!(
+            text.contains("# TYPE lsq_jobs_done_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("lsq_queue_status_up 1\n"), "{text}");
 
-        // Fewer throttled tenants later: the stale labels go away.
-        report.tenants.truncate(2);
-        let text = m.scrape(Some(&report));
+        // Later: fewer throttled, nothing waiting; the stale labels go, the counter stays
+        // monotonic even if the queue's count went back (a flushed Redis).
+        pulse.throttled = 1;
+        pulse.throttled_tenants = vec!["t010".into()];
+        pulse.tenant_latency_ms.clear();
+        pulse.latency_ms = None;
+        pulse.done_total = 3;
+        let text = m.scrape(Some(&pulse));
         assert!(
-            !text.contains("lsq_tenant_throttled{tenant=\"t010\""),
+            !text.contains("lsq_tenant_is_throttled{tenant=\"t011\""),
             "{text}"
         );
         assert!(
-            text.contains("lsq_tenant_throttled{tenant=\"other\"} 0\n"),
+            text.contains("lsq_tenant_is_throttled{tenant=\"other\"} 0\n"),
             "{text}"
         );
+        assert_eq!(labelled("lsq_tenant_latency_seconds", &text), 0);
+        assert!(text.contains("lsq_queue_latency_seconds 0.0\n"), "{text}");
+        assert!(text.contains("lsq_jobs_done_total 12\n"), "{text}");
 
         let text = m.scrape(None);
         assert!(text.contains("lsq_queue_status_up 0\n"), "{text}");

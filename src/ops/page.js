@@ -126,27 +126,103 @@ function renderStatus(s) {
   }
 }
 
-function renderDead(d) {
-  setText("dead-count", d.total > d.jobs.length ? `showing ${d.jobs.length} of ${d.total}` : `${d.total}`);
-  $("retry-all").disabled = d.total === 0;
-  const body = $("dead");
+// The jobs table shows one page at a time, from a cursor: `jobsCursor` is the cursor of
+// the page shown (null: the first), `jobsNext` the cursor of the one after it.
+let jobsCursor = null;
+let jobsNext = null;
+let jobsPage = 1;
+
+function jobsUrl() {
+  const q = new URLSearchParams({ of: $("jobs-of").value, limit: "50" });
+  if (jobsCursor) q.set("cursor", jobsCursor);
+  return `/v1/jobs/list?${q}`;
+}
+
+function renderJobs(p, deadTotal) {
+  setText("dead-count", `${deadTotal} dead`);
+  setText("jobs-page", `page ${jobsPage}`);
+  $("retry-all").disabled = deadTotal === 0;
+  jobsNext = p.next;
+  $("jobs-next").disabled = !p.next;
+  $("jobs-first").disabled = !jobsCursor;
+  const body = $("jobs");
   body.replaceChildren();
-  if (d.jobs.length === 0) emptyRow(body, 5, "no dead letters");
-  for (const j of d.jobs) {
+  if (p.jobs.length === 0) emptyRow(body, 6, `no ${$("jobs-of").value} jobs`);
+  for (const j of p.jobs) {
     const tr = document.createElement("tr");
     tr.dataset.job = j.job;
-    cell(tr, j.job, "reason");
+    const id = cell(tr, "", "reason");
+    const link = document.createElement("a");
+    link.className = "job";
+    link.textContent = j.job;
+    link.addEventListener("click", () => lookUp(`/v1/jobs/${encodeURIComponent(j.job)}`));
+    id.appendChild(link);
     cell(tr, j.tenant);
+    cell(tr, j.status);
     cell(tr, j.attempts, "num");
-    cell(tr, j.error || "", "reason");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = "Retry";
-    button.addEventListener("click", () => retry([j.job]));
-    cell(tr, "").appendChild(button);
+    cell(tr, j.status === "done" ? (j.webhook_id || "") : (j.error || ""), "reason");
+    const actions = cell(tr, "");
+    if (j.status === "dead") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Retry";
+      button.addEventListener("click", () => retry([j.job]));
+      actions.appendChild(button);
+    }
     body.appendChild(tr);
   }
 }
+
+function renderJob(v) {
+  $("job-detail").hidden = false;
+  setText("job-id", v.job);
+  setText("job-tenant", v.tenant);
+  setText("job-key", v.key);
+  setText("job-state", v.status);
+  setText("job-attempts", v.attempts);
+  setText("job-webhook", v.webhook_id || "");
+  setText("job-error", v.error || "");
+  const body = $("job-history");
+  body.replaceChildren();
+  if (v.history.length === 0) emptyRow(body, 7, "no calls yet");
+  for (const a of v.history) {
+    const tr = document.createElement("tr");
+    cell(tr, utc(a.at_ms));
+    cell(tr, a.call);
+    cell(tr, a.outcome);
+    cell(tr, a.http_status ?? "", "num");
+    cell(tr, a.exception_type || "", "reason");
+    cell(tr, a.duration_ms, "num");
+    cell(tr, a.error || "", "reason");
+    body.appendChild(tr);
+  }
+}
+
+async function lookUp(path) {
+  try {
+    const r = await fetch(path, { cache: "no-store" });
+    if (r.status === 404) {
+      $("job-detail").hidden = true;
+      setText("lookup-result", "no such job");
+      return;
+    }
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    setText("lookup-result", "");
+    renderJob(await r.json());
+  } catch (e) {
+    setText("lookup-result", `cannot look up: ${e.message}`);
+  }
+}
+
+$("lookup-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const what = $("lookup-id").value.trim();
+  const tenant = $("lookup-tenant").value.trim();
+  if (!what) return;
+  lookUp(tenant
+    ? `/v1/jobs/by-key?${new URLSearchParams({ tenant, key: what })}`
+    : `/v1/jobs/${encodeURIComponent(what)}`);
+});
 
 async function getJson(path) {
   const r = await fetch(path, { cache: "no-store" });
@@ -156,9 +232,9 @@ async function getJson(path) {
 
 async function refresh() {
   try {
-    const [s, d] = await Promise.all([getJson("/v1/status"), getJson("/v1/dead?limit=100")]);
+    const [s, p] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl())]);
     renderStatus(s);
-    renderDead(d);
+    renderJobs(p, s.dead);
     setText("conn", "");
     $("conn").className = "meta";
   } catch (e) {
@@ -200,4 +276,20 @@ async function retry(ids) {
 }
 
 $("retry-all").addEventListener("click", () => retry(null));
+async function showPage() {
+  try {
+    const [s, p] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl())]);
+    renderJobs(p, s.dead);
+  } catch (e) {
+    setText("conn", `cannot refresh: ${e.message}`);
+  }
+}
+$("jobs-next").addEventListener("click", () => {
+  if (!jobsNext) return;
+  jobsCursor = jobsNext;
+  jobsPage += 1;
+  showPage();
+});
+$("jobs-first").addEventListener("click", () => { jobsCursor = null; jobsPage = 1; showPage(); });
+$("jobs-of").addEventListener("change", () => { jobsCursor = null; jobsPage = 1; showPage(); });
 refresh();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::JobRequest;
 use super::check::validate;
 use crate::job::{JobId, NewJob};
-use crate::leadsquared::FieldError;
+use crate::leadsquared::{CreateWebhook, FieldError};
 use crate::queue::{Pushed, Queue, QueueError, StoreMemory};
 use crate::retry::{ReconnectPolicy, unavailable_only, with_retry};
 
@@ -127,6 +127,55 @@ impl Producer {
     /// A producer for `queue`.
     pub fn new(queue: Arc<dyn Queue>) -> Self {
         Producer { queue }
+    }
+
+    /// A producer for the Redis queue `queue_name` (the workers' `--queue`, `lsq` by
+    /// default) at `redis_url`, in one line. Must be called within a tokio runtime.
+    pub async fn connect(redis_url: &str, queue_name: &str) -> Result<Self, ProducerError> {
+        let queue = crate::queue::redis::RedisQueue::connect(
+            redis_url,
+            crate::queue::QueueConfig {
+                name: queue_name.to_string(),
+                ..crate::queue::QueueConfig::default()
+            },
+        )
+        .await?;
+        Ok(Producer::new(Arc::new(queue)))
+    }
+
+    /// Validates and enqueues one typed webhook for `tenant`, with an idempotency key (or
+    /// one derived from the tenant and the body). The body is checked by the same rules as
+    /// the JSON entry point ([`Producer::enqueue`]): a `CreateWebhook` built by hand is
+    /// validated too.
+    pub async fn create_webhook(
+        &self,
+        tenant: &str,
+        webhook: &CreateWebhook,
+        key: Option<&str>,
+    ) -> Result<Pushed, ProducerError> {
+        self.enqueue(&JobRequest {
+            tenant: tenant.to_string(),
+            webhook: webhook.to_value(),
+            key: key.map(str::to_string),
+        })
+        .await
+    }
+
+    /// [`Producer::create_webhook`] for many at once (tenant, webhook, key), all or
+    /// nothing, one result per job in order.
+    pub async fn create_webhooks(
+        &self,
+        jobs: &[(&str, &CreateWebhook, Option<&str>)],
+    ) -> Result<Vec<Pushed>, ProducerError> {
+        let requests: Vec<JobRequest> = jobs
+            .iter()
+            .map(|(tenant, webhook, key)| JobRequest {
+                tenant: (*tenant).to_string(),
+                webhook: webhook.to_value(),
+                key: key.map(str::to_string),
+            })
+            .collect();
+        self.enqueue_many(&requests).await
     }
 
     /// Validates and enqueues one job: its id, and whether it was new or a duplicate.

@@ -242,6 +242,59 @@ pub struct QueueStatus {
     pub tenants: Vec<TenantStatus>,
 }
 
+/// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
+/// of tenants: counts, the jobs ever done, the queue's latency and the throttled tenants,
+/// each list bounded by the `top` asked for. [`Queue::status`] is the full per-tenant view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePulse {
+    /// Backend clock when read, ms since the epoch.
+    pub now_ms: u64,
+    /// Waiting in tenant lists.
+    pub queued: u64,
+    /// Waiting for a retry time.
+    pub scheduled: u64,
+    /// Leased to workers.
+    pub running: u64,
+    /// Finished with an Id (records not purged).
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Jobs ever finished done on this queue: purging done records does not lower it.
+    pub done_total: u64,
+    /// Age of the oldest running lease's dispatch, ms.
+    pub oldest_running_ms: Option<u64>,
+    /// The queue's latency: the age, from its push (the time in its UUIDv7 id), of the
+    /// oldest job next in line in any tenant's list, ms; `None` when nothing waits.
+    pub latency_ms: Option<u64>,
+    /// Per tenant, the age of the job next in its list, ms: the `top` oldest, oldest first.
+    pub tenant_latency_ms: Vec<(String, u64)>,
+    /// Tenants with waiting jobs that may not call now (at their limit, paused or parked).
+    pub throttled: u64,
+    /// Up to `top` of them, by name.
+    pub throttled_tenants: Vec<String>,
+}
+
+/// Which jobs a [`Queue::jobs_page`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageOf {
+    /// Done jobs, the last finished first.
+    Done,
+    /// Dead jobs, the last to die first.
+    Dead,
+    /// Jobs not finished: queued, scheduled or running (in no particular order).
+    Waiting,
+}
+
+/// One page of jobs and the cursor of the next one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPage {
+    /// The jobs of this page.
+    pub jobs: Vec<JobResult>,
+    /// Pass it to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// The queue contract. Each call is atomic with respect to every other worker, in this
 /// process or another.
 #[async_trait]
@@ -384,10 +437,55 @@ pub trait Queue: Send + Sync + 'static {
     /// purged id, and is never created twice.
     async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError>;
 
+    /// Retention: deletes the records of at most `max` jobs that finished done more than
+    /// `age` ago, oldest first, as [`Queue::purge_done`] does (their idempotency keys stay
+    /// taken). Returns how many were deleted.
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError>;
+
     /// Jobs that finished done in each of the last `seconds` whole seconds of the backend
     /// clock, oldest first, the current (partial) second last: the throughput `status`
     /// shows and the page charts.
     async fn done_per_second(&self, seconds: u32) -> Result<Vec<u64>, QueueError>;
+
+    /// Adds a call to the job's history, which keeps the last [`crate::job::HISTORY_LEN`].
+    /// A job without a record (purged) keeps nothing.
+    async fn note_attempt(
+        &self,
+        id: &JobId,
+        attempt: &crate::job::Attempt,
+    ) -> Result<(), QueueError>;
+
+    /// A page of jobs of a kind, from `cursor` (`None`: the first page), without reading
+    /// the whole set. Done and dead jobs: at most `limit`, newest first, each once (a job
+    /// finished while paging shows on no later page). Waiting jobs: about `limit` (Redis
+    /// scans its hash of bodies, and returns a small one whole), in the store's order, each
+    /// waiting throughout at least once. A cursor that does not parse is
+    /// [`QueueError::Config`].
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError>;
+
+    /// The job pushed for `tenant` with idempotency key `key`, if any.
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError>;
+
+    /// The job's record and history, or `None` for an unknown job.
+    async fn job_view(&self, id: &JobId) -> Result<Option<crate::job::JobView>, QueueError> {
+        let Some(job) = self.job(id).await? else {
+            return Ok(None);
+        };
+        let history = self.attempts(id).await?;
+        Ok(Some(crate::job::JobView { job, history }))
+    }
+
+    /// The job's history, oldest first (empty for an unknown job).
+    async fn attempts(&self, id: &JobId) -> Result<Vec<crate::job::Attempt>, QueueError>;
+
+    /// Counts, latency and throttled tenants for a metrics scrape, without reading every
+    /// tenant (see [`QueuePulse`]); lists bounded by `top`.
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError>;
 
     /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
     /// backend with a cheaper round trip (Redis `PING`) should use it.

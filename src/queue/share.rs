@@ -29,7 +29,8 @@ pub const CUT_DEN: u32 = 2;
 
 /// Whether the queue adapts each tenant's share to the account's other clients
 /// (`worker --share`, `LSQ_SHARE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ShareMode {
     /// Always `limit − reserve` per window: the behaviour before shares.

@@ -22,7 +22,7 @@ use super::backoff::{ReconnectPolicy, RetryPolicy, store_retry, with_retry};
 use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
-use crate::ops::metrics::{JobOutcome as Counted, Metrics};
+use crate::ops::metrics::{CallOutcome, JobOutcome as Counted, Metrics};
 use crate::queue::{LeasedJob, Queue, QueueError, Requeue};
 use crate::tenant::Tenant;
 
@@ -222,6 +222,7 @@ impl JobContext {
             }
         };
         self.stats.calls();
+        let sent_at = std::time::SystemTime::now();
         let started = Instant::now();
         let answer = tokio::select! {
             a = self.heartbeating(job, call) => match a {
@@ -242,12 +243,57 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
-        let rate_limited = matches!(answer, Answer::Failed(CallError::RateLimited { .. }));
-        self.metrics.call_observed(started.elapsed(), rate_limited);
-        // Recording the answer also re-stamps the call at this moment (`Queue::answered`).
-        self.record(job, answer).await
+        let outcome = match &answer {
+            Answer::Created(_) | Answer::Found(_) => CallOutcome::Ok,
+            Answer::Failed(CallError::RateLimited { .. }) => CallOutcome::RateLimited,
+            Answer::Failed(CallError::Transient { .. }) => CallOutcome::Transient,
+            Answer::Failed(CallError::Permanent { .. }) => CallOutcome::Permanent,
+        };
+        let took = started.elapsed();
+        self.metrics.call_observed(took, outcome);
+        let attempt = attempt_of(reconcile, &answer, sent_at, took);
+        // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
+        // the history is written after it, so it never delays that stamp. The history is for
+        // people: a store that cannot take it now is logged, not retried.
+        let recorded = self.record(job, answer).await;
+        if let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
+            tracing::warn!("could not add the call to the job's history: {e}");
+        }
+        recorded
     }
+}
 
+/// The history entry (`Queue::note_attempt`) of one call.
+fn attempt_of(
+    reconcile: bool,
+    answer: &Answer,
+    sent_at: std::time::SystemTime,
+    took: Duration,
+) -> crate::job::Attempt {
+    let (outcome, error) = match answer {
+        Answer::Created(_) => ("created", None),
+        Answer::Found(Some(_)) => ("found", None),
+        Answer::Found(None) => ("not_found", None),
+        Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
+        Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
+        Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
+    };
+    crate::job::Attempt {
+        at_ms: sent_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        call: if reconcile { "retrieve" } else { "create" }.into(),
+        outcome: outcome.into(),
+        http_status: error.and_then(CallError::http_status),
+        exception_type: error
+            .and_then(CallError::exception_type)
+            .map(str::to_string),
+        duration_ms: took.as_millis() as u64,
+        error: error.map(|e| e.to_string()),
+    }
+}
+
+impl JobContext {
     /// Acts on the answer.
     async fn record(&self, job: &LeasedJob, answer: Answer) -> AttemptOutcome {
         match answer {

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiLimits, AppError, AppState, JobProblem, OPENAPI};
-use crate::job::{JobId, JobResult};
+use crate::job::{JobId, JobResult, JobView};
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::StatusReport;
 use crate::producer;
-use crate::queue::{Pushed, Queue, QueueError};
+use crate::queue::{JobPage, PageOf, Pushed, Queue, QueueError};
 
 pub(super) async fn not_found() -> AppError {
     AppError::NotFound
@@ -51,11 +51,78 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<Json<StatusR
 pub(super) async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobResult>, AppError> {
+) -> Result<Json<JobView>, AppError> {
     if id.is_empty() || id.len() > 64 {
         return Err(AppError::NotFound);
     }
-    match state.queue.job(&JobId(id)).await? {
+    match state.queue.job_view(&JobId(id)).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(AppError::NotFound),
+    }
+}
+
+/// Query of `GET /v1/jobs/list`.
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    of: Option<PageOf>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most jobs on one page of `GET /v1/jobs/list`.
+const MAX_PAGE: usize = 200;
+
+/// `GET /v1/jobs/list?of=done|dead|waiting&cursor=C&limit=N`: one page of jobs and the
+/// cursor of the next (`Queue::jobs_page`), never the whole set.
+pub(super) async fn job_list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobPage>, AppError> {
+    let of = q.of.unwrap_or(PageOf::Dead);
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    if q.cursor.as_ref().is_some_and(|c| c.len() > 200) {
+        return Err(AppError::BadRequest(
+            "cursor is not one this server gave".into(),
+        ));
+    }
+    match state
+        .queue
+        .jobs_page(of, q.cursor.as_deref().filter(|c| !c.is_empty()), limit)
+        .await
+    {
+        Ok(page) => Ok(Json(page)),
+        Err(QueueError::Config(_)) => Err(AppError::BadRequest(
+            "cursor is not one this server gave".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Query of `GET /v1/jobs/by-key`.
+#[derive(Deserialize)]
+pub(super) struct ByKey {
+    tenant: Option<String>,
+    key: Option<String>,
+}
+
+/// `GET /v1/jobs/by-key?tenant=T&key=K`: the job pushed for tenant T with idempotency key
+/// K, as `GET /v1/jobs/{id}` shows it.
+pub(super) async fn job_by_key(
+    State(state): State<AppState>,
+    Query(q): Query<ByKey>,
+) -> Result<Json<JobView>, AppError> {
+    let (Some(tenant), Some(key)) = (q.tenant, q.key) else {
+        return Err(AppError::BadRequest(
+            "name the job's tenant and idempotency key: ?tenant=T&key=K".into(),
+        ));
+    };
+    if tenant.is_empty() || tenant.len() > 256 || key.is_empty() || key.len() > 1024 {
+        return Err(AppError::NotFound);
+    }
+    let Some(id) = state.queue.find_job(&tenant, &key).await? else {
+        return Err(AppError::NotFound);
+    };
+    match state.queue.job_view(&id).await? {
         Some(job) => Ok(Json(job)),
         None => Err(AppError::NotFound),
     }
@@ -289,18 +356,31 @@ pub(super) async fn worker_metrics_text(
 /// Reads the queue for the gauges (for at most `wait`: half the request timeout, so the
 /// scrape itself still answers), then encodes everything. A queue that cannot be read still
 /// gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
+///
+/// What is read: [`Queue::pulse`] on every scrape (no walk over the tenants), and the full
+/// status for the share families only when [`Metrics::tenant_view_due`] (every
+/// `metrics::TENANT_VIEW_EVERY`).
 async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Response {
-    let report = match tokio::time::timeout(wait, StatusReport::read(queue)).await {
-        Ok(Ok(r)) => Some(r),
+    let started = tokio::time::Instant::now();
+    let pulse = match tokio::time::timeout(wait, queue.pulse(metrics::MAX_TENANT_LABELS)).await {
+        Ok(Ok(p)) => Some(p),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "metrics: queue status unreadable");
+            tracing::warn!(error = %e, "metrics: queue unreadable");
             None
         }
         Err(_) => {
-            tracing::warn!("metrics: queue status timed out");
+            tracing::warn!("metrics: queue read timed out");
             None
         }
     };
-    let text = metrics.scrape(report.as_ref());
+    if pulse.is_some() && metrics.tenant_view_due() {
+        let left = wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, queue.status()).await {
+            Ok(Ok(s)) => metrics.set_tenant_view(&StatusReport::from_parts(s, Vec::new())),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics: tenant view unreadable"),
+            Err(_) => tracing::warn!("metrics: tenant view timed out"),
+        }
+    }
+    let text = metrics.scrape(pulse.as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

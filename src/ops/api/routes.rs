@@ -13,8 +13,8 @@ use tower::ServiceBuilder;
 use super::auth::require_token;
 use super::errors::overload_error;
 use super::handlers::{
-    dead, healthz, job, metrics_text, not_found, openapi, post_jobs, readyz, retry_dead, status,
-    worker_metrics_text,
+    dead, healthz, job, job_by_key, job_list, metrics_text, not_found, openapi, post_jobs, readyz,
+    retry_dead, status, worker_metrics_text,
 };
 use super::{ApiLimits, AppState};
 use crate::ops::client_limit::PerClientLimit;
@@ -35,6 +35,8 @@ pub fn app(state: AppState) -> Router {
         .route("/page.js", get(page::script))
         .route("/openapi.json", get(openapi))
         .route("/v1/status", get(status))
+        .route("/v1/jobs/by-key", get(job_by_key))
+        .route("/v1/jobs/list", get(job_list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/dead", get(dead))
         .route("/metrics", get(metrics_text))

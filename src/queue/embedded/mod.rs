@@ -30,10 +30,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    ShareMode, ShareReason, TenantStatus, reason,
+    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    QueuePulse, QueueStatus, Requeue, ShareMode, ShareReason, TenantStatus, reason,
 };
-use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
 use state::{JobRecord, State, TenantState};
 
@@ -190,6 +190,9 @@ impl Queue for EmbeddedQueue {
                     dispatched_at: None,
                     due: None,
                     finished_seq: None,
+                    finished_at: None,
+                    pushed_at: now,
+                    history: VecDeque::new(),
                 },
             );
             st.enqueue(&id, false, now, span);
@@ -491,6 +494,141 @@ impl Queue for EmbeddedQueue {
         })
     }
 
+    async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
+        if let Some(rec) = self.lock().jobs.get_mut(id) {
+            rec.history.push_back(attempt.clone());
+            while rec.history.len() > HISTORY_LEN {
+                rec.history.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.max(1);
+        let st = self.lock();
+        let bad = |c: &str| QueueError::Config(format!("cursor {c:?} is not one this queue gave"));
+        match of {
+            PageOf::Done | PageOf::Dead => {
+                let want = if of == PageOf::Done {
+                    JobState::Done
+                } else {
+                    JobState::Dead
+                };
+                let below = match cursor {
+                    Some(c) => c.parse::<u64>().map_err(|_| bad(c))?,
+                    None => u64::MAX,
+                };
+                let mut jobs = Vec::new();
+                let mut next = None;
+                for (seq, id) in st.finished.range(..below).rev() {
+                    if st.jobs.get(id).is_some_and(|r| r.state == want) {
+                        if jobs.len() == limit {
+                            next = Some((seq + 1).to_string());
+                            break;
+                        }
+                        jobs.extend(st.result(id));
+                    }
+                }
+                Ok(JobPage { jobs, next })
+            }
+            PageOf::Waiting => {
+                let mut ids: Vec<&JobId> = st
+                    .jobs
+                    .iter()
+                    .filter(|(id, r)| {
+                        !matches!(r.state, JobState::Done | JobState::Dead)
+                            && cursor.is_none_or(|c| id.0.as_str() > c)
+                    })
+                    .map(|(id, _)| id)
+                    .collect();
+                ids.sort_unstable();
+                let next = (ids.len() > limit).then(|| ids[limit - 1].0.clone());
+                let jobs = ids
+                    .iter()
+                    .take(limit)
+                    .filter_map(|id| st.result(id))
+                    .collect();
+                Ok(JobPage { jobs, next })
+            }
+        }
+    }
+
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
+        Ok(self
+            .lock()
+            .keys
+            .get(&(tenant.to_string(), key.to_string()))
+            .cloned())
+    }
+
+    async fn attempts(&self, id: &JobId) -> Result<Vec<Attempt>, QueueError> {
+        Ok(self
+            .lock()
+            .jobs
+            .get(id)
+            .map(|r| r.history.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {
+        let now = Instant::now();
+        let now_ms = self.ms(now);
+        let st = self.lock();
+        // In process, a walk over the tenants with waiting jobs costs microseconds; Redis
+        // keeps an index instead (see the Redis backend's `oldest`).
+        let mut heads: Vec<(String, u64)> = st
+            .tenants
+            .values()
+            .filter_map(|t| {
+                let at = st.jobs.get(t.waiting.front()?)?.pushed_at;
+                let age = now.saturating_duration_since(at).as_millis() as u64;
+                Some((t.tenant.name.clone(), age))
+            })
+            .collect();
+        heads.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut throttled: Vec<String> = st
+            .tenants
+            .values()
+            .filter(|t| !t.waiting.is_empty())
+            .filter(|t| t.ready_key.as_ref().is_some_and(|(at, _, _)| *at > now))
+            .map(|t| t.tenant.name.clone())
+            .collect();
+        throttled.sort_unstable();
+        let (mut done, mut dead) = (0, 0);
+        for rec in st.jobs.values() {
+            match rec.state {
+                JobState::Done => done += 1,
+                JobState::Dead => dead += 1,
+                _ => {}
+            }
+        }
+        Ok(QueuePulse {
+            now_ms,
+            queued: st.tenants.values().map(|t| t.waiting.len() as u64).sum(),
+            scheduled: st.scheduled.len() as u64,
+            running: st.leases.len() as u64,
+            done,
+            dead,
+            done_total: st.done_total,
+            oldest_running_ms: st
+                .jobs
+                .values()
+                .filter_map(|r| r.dispatched_at)
+                .min()
+                .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+            latency_ms: heads.first().map(|(_, age)| *age),
+            tenant_latency_ms: heads.into_iter().take(top).collect(),
+            throttled: throttled.len() as u64,
+            throttled_tenants: throttled.into_iter().take(top).collect(),
+        })
+    }
+
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
         Ok(self.lock().result(id))
     }
@@ -549,6 +687,24 @@ impl Queue for EmbeddedQueue {
             }
         }
         Ok(chosen.len() as u64)
+    }
+
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError> {
+        let now = Instant::now();
+        let old: Vec<JobId> = {
+            let st = self.lock();
+            st.finished
+                .values()
+                .filter(|id| {
+                    st.jobs.get(*id).is_some_and(|r| {
+                        r.state == JobState::Done && r.finished_at.is_some_and(|at| at + age < now)
+                    })
+                })
+                .take(max)
+                .cloned()
+                .collect()
+        };
+        self.purge_done(&old).await
     }
 
     async fn purge_done(&self, ids: &[JobId]) -> Result<u64, QueueError> {

@@ -42,6 +42,8 @@ pub(super) struct State {
     /// Jobs done per wall-clock second (`ms / 1000`, count), the last
     /// [`DONE_HISTORY_SECS`] seconds only, for `Queue::done_per_second`.
     pub(super) done_per_sec: VecDeque<(u64, u64)>,
+    /// Jobs ever done (purges do not lower it), for `Queue::pulse`.
+    pub(super) done_total: u64,
 }
 
 /// How the embedded queue tells days apart for daily quotas.
@@ -138,6 +140,13 @@ pub(super) struct JobRecord {
     pub(super) due: Option<Instant>,
     /// While finished: position in the finishing order.
     pub(super) finished_seq: Option<u64>,
+    /// When it was pushed (the queue's latency is measured from it; Redis reads the time
+    /// in the id, which is the wall clock's, and this backend may run on a paused clock).
+    pub(super) pushed_at: Instant,
+    /// While finished: when.
+    pub(super) finished_at: Option<Instant>,
+    /// The last calls made for it (`Queue::note_attempt`), oldest first.
+    pub(super) history: VecDeque<crate::job::Attempt>,
 }
 
 impl State {
@@ -153,6 +162,7 @@ impl State {
         if let Some(rec) = self.jobs.get_mut(id) {
             rec.state = state;
             rec.error = error;
+            rec.finished_at = Some(Instant::now());
             if state == JobState::Done {
                 rec.body = String::new();
             }
@@ -202,6 +212,7 @@ impl State {
     /// Counts a job done in wall-clock second `sec`, forgetting seconds older than
     /// [`DONE_HISTORY_SECS`].
     pub(super) fn record_done(&mut self, sec: u64) {
+        self.done_total += 1;
         match self.done_per_sec.back_mut() {
             Some((at, n)) if *at == sec => *n += 1,
             _ => self.done_per_sec.push_back((sec, 1)),

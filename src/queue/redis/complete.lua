@@ -34,4 +34,5 @@ redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[7], 'reconciled', AR
   'finished_ms', ms(now), 'error', '')
 redis.call('HDEL', P .. 'bodies', id)
 redis.call('ZADD', P .. 'done', int(now), id)
+redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
 return 1

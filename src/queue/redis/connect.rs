@@ -16,6 +16,37 @@ use crate::queue::{QueueConfig, QueueError};
 /// A command that gets no answer in this long fails (and the connection is re-established).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the first connection (and its `PING`) may take in [`RedisQueue::connect`]
+/// before it reports the store unavailable. Issue 15: a command run with Redis down must
+/// fail within 3 s, and `ConnectionManager::new_with_config` alone retries its first
+/// connection 6 times with backoff (about 8-10 s measured) before it gives up. The probe
+/// is one try: the caller decides whether to wait and try again (the worker and `serve`
+/// do, with a warning each time; the one-shot commands fail).
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// One connection and one `PING`, within [`FIRST_CONNECT_TIMEOUT`], so that a store that
+/// is down fails [`RedisQueue::connect`] at once instead of after the connection
+/// manager's own retries. The connection is dropped; the manager opens its own.
+async fn probe(client: &redis::Client) -> Result<(), QueueError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(FIRST_CONNECT_TIMEOUT))
+        .set_response_timeout(Some(FIRST_CONNECT_TIMEOUT));
+    let tried = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, async {
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut con).await
+    })
+    .await;
+    match tried {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(QueueError::Unavailable(format!(
+            "no answer within {} ms",
+            FIRST_CONNECT_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
 /// What the Redis server's own settings mean for the promise that no job is lost (see the
 /// README's "Redis settings").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +171,7 @@ impl RedisQueue {
             .set_connection_timeout(Some(RESPONSE_TIMEOUT));
         let (con, acked, source) = match target {
             Target::Server(client) => {
+                probe(&client).await?;
                 let mut con =
                     ConnectionManager::new_with_config(client.clone(), cm_config.clone()).await?;
                 for script in scripts::all() {

@@ -63,6 +63,7 @@ for i = #due, 1, -1 do
   if ok and tenant then
     redis.call('HSET', P .. 'job:' .. id, 'state', 'queued')
     redis.call('LPUSH', P .. 'q:' .. tenant, id)
+    note_head(tenant)
     redis.call('ZADD', ready, 'NX', int(now), tenant)
     moved = moved + 1
   elseif ok then
@@ -100,6 +101,7 @@ for i = #expired, 1, -1 do
     else
       redis.call('HSET', job, 'state', 'queued', 'outcome_unknown', 1, 'error', why.expired)
       redis.call('LPUSH', P .. 'q:' .. f[1], id)
+      note_head(f[1])
       redis.call('ZADD', ready, 'NX', int(now), f[1])
     end
     moved = moved + 1
@@ -160,6 +162,7 @@ while served < max_jobs and skipped < max_skipped do
     skipped = skipped + 1
   else
     local popped, id = pcall(redis.call, 'LPOP', P .. 'q:' .. tenant)
+    note_head(tenant)
     if not popped or not id then
       -- Nothing waiting (or the list key is not a list): not a ready tenant.
       redis.call('ZREM', ready, tenant)

@@ -41,6 +41,9 @@
 //! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
 //! | `done` / `dead` | zset | finished job ids, scored by finishing time |
+//! | `oldest` | zset | tenants with waiting jobs, scored by the push time (ms, from its UUIDv7 id) of the job next in their list: the queue's latency (`note_head` in prelude.lua keeps it; pulse.lua reads and repairs it) |
+//! | `hist:<id>` | list | the job's last 20 calls (JSON `Attempt`s: time, call, outcome, HTTP status, ExceptionType, duration, error; never a secret), oldest first; deleted with the record |
+//! | `stats` | hash | `done_total`: jobs ever done on the queue (purges do not lower it) |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
 //!
@@ -77,10 +80,10 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
-    Dispatched, Fence, LeasedJob, Pushed, Queue, QueueConfig, QueueError, QueueStatus, Requeue,
-    reason, share,
+    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
+    QueuePulse, QueueStatus, Requeue, reason, share,
 };
-use crate::job::{JobId, JobResult, JobState, NewJob};
+use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
 pub use connect::{Durability, RedisOptions, valid_queue_name};
 pub use link::Replication;
@@ -518,6 +521,184 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         status_of(array(reply, "status")?, &self.config.name)
+    }
+
+    async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
+        let entry = serde_json::to_string(attempt)
+            .map_err(|e| QueueError::Store(format!("cannot encode an attempt: {e}")))?;
+        let _kept: i64 = scripts::NOTE_ATTEMPT
+            .key(self.key(&format!("hist:{}", id.0)))
+            .arg(&self.prefix)
+            .arg(&id.0)
+            .arg(entry)
+            .arg(HISTORY_LEN)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn jobs_page(
+        &self,
+        of: PageOf,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let bad = |c: &str| QueueError::Config(format!("cursor {c:?} is not one this queue gave"));
+        let mut con = self.con.clone();
+        match of {
+            PageOf::Done | PageOf::Dead => {
+                let (set, state) = if of == PageOf::Done {
+                    ("done", JobState::Done)
+                } else {
+                    ("dead", JobState::Dead)
+                };
+                // Cursor: the score and id of the last job shown. Scores are µs of the
+                // finish; equal scores come in reverse id order, as ZREVRANGEBYSCORE
+                // orders them.
+                let after: Option<(i64, String)> = match cursor {
+                    Some(c) => {
+                        let (score, id) = c.split_once(':').ok_or_else(|| bad(c))?;
+                        Some((score.parse().map_err(|_| bad(c))?, id.to_string()))
+                    }
+                    None => None,
+                };
+                let max = after
+                    .as_ref()
+                    .map_or("+inf".to_string(), |(s, _)| s.to_string());
+                let mut picked: Vec<(String, i64)> = Vec::new();
+                let mut offset = 0;
+                // Ties with the cursor's score are skipped up to its id; a batch that holds
+                // only such ties is followed by the next.
+                'read: loop {
+                    let batch: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(self.key(set))
+                        .arg(&max)
+                        .arg("-inf")
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(limit + 1)
+                        .query_async(&mut con)
+                        .await?;
+                    let full = batch.len() == limit + 1;
+                    offset += batch.len();
+                    for (id, score) in batch {
+                        let score = score as i64;
+                        if let Some((s, last)) = &after
+                            && score == *s
+                            && id.as_str() >= last.as_str()
+                        {
+                            continue;
+                        }
+                        picked.push((id, score));
+                        if picked.len() == limit + 1 {
+                            break 'read;
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                let more = picked.len() > limit;
+                picked.truncate(limit);
+                let next = more
+                    .then(|| picked.last().map(|(id, s)| format!("{s}:{id}")))
+                    .flatten();
+                let ids: Vec<(String, JobState)> =
+                    picked.into_iter().map(|(id, _)| (id, state)).collect();
+                Ok(JobPage {
+                    jobs: self.results_of(&ids, None).await?,
+                    next,
+                })
+            }
+            PageOf::Waiting => {
+                // HSCAN over the bodies (kept for every job not done; dead ones are left
+                // out below): a real cursor, never the whole hash.
+                let mut scan = match cursor {
+                    Some(c) => c.parse::<u64>().map_err(|_| bad(c))?,
+                    None => 0,
+                };
+                let mut jobs = Vec::new();
+                loop {
+                    let (next, entries): (u64, Vec<String>) = redis::cmd("HSCAN")
+                        .arg(self.key("bodies"))
+                        .arg(scan)
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut con)
+                        .await?;
+                    // Field, value pairs: only the ids (the values hold bodies) are kept.
+                    for id in entries.into_iter().step_by(2) {
+                        if let Some(r) = self.job_record(&JobId(id)).await?
+                            && !matches!(r.status, JobState::Done | JobState::Dead)
+                        {
+                            jobs.push(r);
+                        }
+                    }
+                    scan = next;
+                    if scan == 0 || jobs.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(JobPage {
+                    jobs,
+                    next: (scan != 0).then(|| scan.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn purge_done_before(&self, age: Duration, max: usize) -> Result<u64, QueueError> {
+        let mut con = self.con.clone();
+        // Redis's clock, as the done set's scores are.
+        let (secs, us): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await?;
+        let cutoff = (secs * 1_000_000 + us).saturating_sub(micros(age));
+        let ids: Vec<String> = con
+            .zrangebyscore_limit(
+                self.key("done"),
+                "-inf",
+                format!("({cutoff}"),
+                0,
+                max as isize,
+            )
+            .await?;
+        let ids: Vec<JobId> = ids.into_iter().map(JobId).collect();
+        self.purge_done(&ids).await
+    }
+
+    async fn find_job(&self, tenant: &str, key: &str) -> Result<Option<JobId>, QueueError> {
+        let id: Option<String> = self
+            .con
+            .clone()
+            .hget(self.key("keys"), format!("{tenant}\n{key}"))
+            .await?;
+        Ok(id.map(JobId))
+    }
+
+    async fn attempts(&self, id: &JobId) -> Result<Vec<Attempt>, QueueError> {
+        let key = self.key(&format!("hist:{}", id.0));
+        let entries: Vec<String> = self.con.clone().lrange(&key, 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                serde_json::from_str(e).map_err(|err| QueueError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("an attempt that does not decode: {err}"),
+                })
+            })
+            .collect()
+    }
+
+    async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError> {
+        let reply: Value = scripts::PULSE
+            .key(self.key("oldest"))
+            .arg(&self.prefix)
+            .arg(top.min(10_000))
+            .arg(STATUS_RUNNING_SCAN)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        reply::pulse_of(array(reply, "pulse")?)
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {

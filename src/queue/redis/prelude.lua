@@ -26,6 +26,28 @@ local function ms(us)
   return int(math.floor(us / 1000))
 end
 
+-- When a job was pushed, ms since the epoch: the 48-bit timestamp that opens its UUIDv7
+-- id (`xxxxxxxx-xxxx-7...`); nil for anything else.
+local function enqueued_ms(id)
+  if type(id) ~= 'string' or #id ~= 36 or string.sub(id, 15, 15) ~= '7' then
+    return nil
+  end
+  return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
+end
+
+-- Keeps `oldest` (tenant -> push time, ms, of the job next in its list) right after the
+-- tenant's list changed at its head or became empty or non-empty: the queue's latency is
+-- read from it without visiting every tenant (pulse.lua, which also repairs what it reads).
+local function note_head(tenant)
+  local ok, head = pcall(redis.call, 'LINDEX', P .. 'q:' .. tenant, 0)
+  local at = ok and enqueued_ms(head)
+  if at then
+    redis.call('ZADD', P .. 'oldest', at, tenant)
+  else
+    redis.call('ZREM', P .. 'oldest', tenant)
+  end
+end
+
 -- The tenant's calls per window: the imported limit, or the lower one LeadSquared named.
 -- A missing or unreadable entry gives 1, the one value that can never exceed a real limit
 -- (and `status` shows it).

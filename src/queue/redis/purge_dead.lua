@@ -19,7 +19,7 @@ for i = 2, #ARGV do
         redis.call('HDEL', P .. 'keys', field)
       end
     end
-    redis.call('DEL', job)
+    redis.call('DEL', job, P .. 'hist:' .. id)
     redis.call('HDEL', P .. 'bodies', id)
     redis.call('HDEL', P .. 'meta', id)
     count = count + 1

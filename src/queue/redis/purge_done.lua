@@ -13,7 +13,7 @@ local count = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
   if redis.call('ZREM', KEYS[1], id) == 1 then
-    redis.call('DEL', P .. 'job:' .. id)
+    redis.call('DEL', P .. 'job:' .. id, P .. 'hist:' .. id)
     count = count + 1
   end
 end

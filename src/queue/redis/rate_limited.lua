@@ -32,6 +32,7 @@ elseif not job then
 end
 redis.call('HSET', job, 'state', 'queued', 'attempts', math.max(0, attempts - 1))
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
+note_head(tenant)
 
 local resume = now + tonumber(ARGV[7])
 if resume > paused_until(tenant) then

@@ -6,7 +6,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
-use crate::queue::{LeasedJob, QueueError, QueueStatus, ShareReason, TenantStatus};
+use crate::queue::{LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantStatus};
 use crate::tenant::Tenant;
 
 /// Fields per job in dispatch.lua's reply.
@@ -159,6 +159,46 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
             e.classify(),
             e.column()
         ),
+    })
+}
+
+/// pulse.lua's reply (see its header) as a [`QueuePulse`].
+pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
+    const HEAD: usize = 10;
+    let pairs = usize::try_from(uint(items.get(HEAD - 1))).unwrap_or(usize::MAX);
+    if items.len() < HEAD || (items.len() - HEAD) / 2 < pairs {
+        return Err(corrupt("pulse", "unexpected script reply"));
+    }
+    let now_ms = uint(items.first()) / 1000;
+    let ages: Vec<(String, u64)> = items[HEAD..HEAD + 2 * pairs]
+        .chunks(2)
+        .map(|p| {
+            (
+                p.first().and_then(text).unwrap_or_default(),
+                now_ms.saturating_sub(uint(p.get(1))),
+            )
+        })
+        .collect();
+    let mut throttled_tenants: Vec<String> =
+        items[HEAD + 2 * pairs..].iter().filter_map(text).collect();
+    throttled_tenants.sort_unstable();
+    Ok(QueuePulse {
+        now_ms,
+        queued: uint(items.get(1)),
+        scheduled: uint(items.get(2)),
+        running: uint(items.get(3)),
+        done: uint(items.get(4)),
+        dead: uint(items.get(5)),
+        done_total: uint(items.get(6)),
+        oldest_running_ms: items
+            .get(7)
+            .and_then(int)
+            .and_then(|d| u64::try_from(d).ok())
+            .map(|d| now_ms.saturating_sub(d)),
+        latency_ms: ages.first().map(|(_, age)| *age),
+        tenant_latency_ms: ages,
+        throttled: uint(items.get(8)),
+        throttled_tenants,
     })
 }
 

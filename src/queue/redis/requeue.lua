@@ -37,6 +37,7 @@ if ARGV[8] == '1' and in_flight_until > now then
 end
 redis.call('HSET', job, 'state', 'queued', 'attempts', attempts, 'outcome_unknown', ARGV[8])
 redis.call('LPUSH', P .. 'q:' .. tenant, id)
+note_head(tenant)
 redis.call('ZADD', P .. 'ready', 'NX', int(now), tenant)
 wake()
 return 1

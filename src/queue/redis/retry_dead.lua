@@ -20,6 +20,7 @@ for i = 2, #ARGV do
       redis.call('HSET', job, 'state', 'queued', 'attempts', 0)
       redis.call('HDEL', job, 'error', 'finished_ms', 'lease')
       redis.call('RPUSH', P .. 'q:' .. f[1], id)
+      note_head(f[1])
       redis.call('ZADD', P .. 'ready', 'NX', int(now), f[1])
       count = count + 1
     end

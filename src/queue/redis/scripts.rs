@@ -56,6 +56,16 @@ script!(
     "Delete done jobs' records; their keys stay taken."
 );
 script!(
+    NOTE_ATTEMPT,
+    "note_attempt.lua",
+    "Add a call to a job's history."
+);
+script!(
+    PULSE,
+    "pulse.lua",
+    "Counts, latency and throttled tenants for a scrape."
+);
+script!(
     DONE_PER_SECOND,
     "done_per_second.lua",
     "Jobs done per second, recent seconds."
@@ -63,7 +73,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 15] {
+pub(super) fn all() -> [&'static Script; 17] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -80,5 +90,7 @@ pub(super) fn all() -> [&'static Script; 15] {
         &PURGE_DEAD,
         &PURGE_DONE,
         &DONE_PER_SECOND,
+        &PULSE,
+        &NOTE_ATTEMPT,
     ]
 }
