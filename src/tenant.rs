@@ -30,8 +30,11 @@ pub const MAX_DAILY_LIMIT: u32 = 100_000_000;
 pub struct Tenant {
     /// The name jobs refer to it by (`"tenant"` in a job line).
     pub name: String,
-    /// Scheme and host of its API, e.g. `https://api-in21.leadsquared.com`; no path.
-    pub api_base: Url,
+    /// Scheme and host of its API, e.g. `https://api-in21.leadsquared.com`; no path. `None`
+    /// until it is discovered (an empty `api_base` in the tenants file): the worker, or
+    /// `tenants import --discover`, asks LeadSquared's `UserByAccessKey.Get` for it.
+    #[serde(default)]
+    pub api_base: Option<Url>,
     /// `x-LSQ-AccessKey`.
     pub access_key: Secret,
     /// `x-LSQ-SecretKey`.
@@ -99,6 +102,22 @@ pub fn parse_api_base(raw: &str) -> Result<Url, String> {
         }
         other => Err(format!("scheme {other:?} is not http or https")),
     }
+}
+
+/// The API base named by `UserByAccessKey.Get`'s `LSQCommonServiceURLs.api`: documented as
+/// a host name (`api-in21.leadsquared.com`, given `https://`), accepted as a full URL too.
+/// The result passes [`parse_api_base`] (plain http only to loopback).
+pub fn api_base_from_host(raw: &str) -> Result<Url, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("LSQCommonServiceURLs.api is empty".into());
+    }
+    let full = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("https://{}", raw.trim_end_matches('/'))
+    };
+    parse_api_base(&full)
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.
@@ -284,9 +303,14 @@ pub fn parse_with(data: &[u8], default_reserve: u32) -> Result<Vec<Tenant>, Vec<
                 format!("{name:?} is already defined on line {first}"),
             ));
         }
-        let api_base = parse_api_base(field(at_base))
-            .map_err(|reason| errors.push(row_error(line, "api_base", reason)))
-            .ok();
+        // An empty api_base is "not known yet": discovered with UserByAccessKey.Get.
+        let api_base = match field(at_base) {
+            "" => Some(None),
+            raw => parse_api_base(raw)
+                .map_err(|reason| errors.push(row_error(line, "api_base", reason)))
+                .ok()
+                .map(Some),
+        };
         let access_key = field(at_access);
         if access_key.is_empty() {
             errors.push(row_error(line, "access_key", "is empty".into()));

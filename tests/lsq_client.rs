@@ -25,7 +25,7 @@ const HEADER_VALUE: &str = "hv-secret-value-42";
 fn tenant(port: u16) -> Tenant {
     Tenant {
         name: "acme".into(),
-        api_base: url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url"),
+        api_base: Some(url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url")),
         access_key: Secret::new(ACCESS),
         secret_key: Secret::new(SECRET),
         limit: 25,

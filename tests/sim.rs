@@ -39,7 +39,7 @@ async fn start(config: SimConfig) -> Running {
 fn tenant(server: &SimServer, name: &str, access: &str, limit: u32) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: server.base_url(),
+        api_base: Some(server.base_url()),
         access_key: Secret::new(access),
         secret_key: Secret::new(format!("{access}-secret")),
         limit,
@@ -706,7 +706,7 @@ fn tenants_source(server_less: &[(&str, u32)]) -> Vec<Tenant> {
         .iter()
         .map(|(name, limit)| Tenant {
             name: name.to_string(),
-            api_base: base.clone(),
+            api_base: Some(base.clone()),
             access_key: Secret::new(format!("ak-{name}")),
             secret_key: Secret::new(format!("ak-{name}-secret")),
             limit: *limit,

@@ -54,7 +54,7 @@ async fn queue_with(prefix: &str, tenant: &str, api_base: &str) -> (String, Redi
     queue
         .put_tenants(&[Tenant {
             name: tenant.into(),
-            api_base: url::Url::parse(api_base).expect("url"),
+            api_base: Some(url::Url::parse(api_base).expect("url")),
             access_key: Secret::new(format!("ak-{tenant}")),
             secret_key: Secret::new(format!("sk-{tenant}")),
             limit: 25,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 fn tenant(name: &str, api_base: &str) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: url::Url::parse(api_base).expect("url"),
+        api_base: Some(url::Url::parse(api_base).expect("url")),
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit: 25,

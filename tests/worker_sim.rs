@@ -202,7 +202,7 @@ async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
     // A tenant whose keys LeadSquared does not know: 401, permanent.
     ts.push(Tenant {
         name: "badkeys".into(),
-        api_base: sim.server.base_url(),
+        api_base: Some(sim.server.base_url()),
         access_key: Secret::new("ak-wrong"),
         secret_key: Secret::new("sk-wrong"),
         limit: 25,

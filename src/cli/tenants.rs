@@ -78,7 +78,17 @@ async fn list(global: &Global) -> anyhow::Result<ExitCode> {
     let mut out = super::output::stdout();
     for name in queue.tenant_names().await? {
         match queue.tenant(&name).await {
-            Ok(Some(t)) => writeln!(out, "{}\t{}\t{}", t.name, t.limit, t.api_base)?,
+            Ok(Some(t)) => {
+                let host = t
+                    .api_base
+                    .as_ref()
+                    .map_or_else(|| "discovering".to_string(), ToString::to_string);
+                let held = match queue.tenant_hold(&name).await {
+                    Ok(Some(h)) => format!("\theld ({}): {}", h.kind.as_str(), h.reason),
+                    _ => String::new(),
+                };
+                writeln!(out, "{}\t{}\t{host}{held}", t.name, t.limit)?
+            }
             Ok(None) => {}
             // One damaged record is reported and the listing goes on.
             Err(e) => eprintln!("{name}: {e}"),

@@ -75,7 +75,7 @@ fn tenants_at(config: &DemoConfig, addr: SocketAddr) -> Result<Vec<Tenant>, Demo
         .iter()
         .map(|t| Tenant {
             name: t.name.clone(),
-            api_base: api_base.clone(),
+            api_base: Some(api_base.clone()),
             access_key: Secret::new(format!("demo-access-{}", t.name)),
             secret_key: Secret::new(format!("demo-secret-{}-{run}", t.name)),
             limit: t.limit,

@@ -158,6 +158,9 @@ impl JobObserver for Watch {
             // Back in the queue (to be dispatched, and noted, again) or not recorded at all.
             AttemptOutcome::NotFound
             | AttemptOutcome::HandedBack
+            | AttemptOutcome::Rediscovered
+            | AttemptOutcome::Parked
+            | AttemptOutcome::HostUnreachable
             | AttemptOutcome::LeaseLost
             | AttemptOutcome::Abandoned => {}
         });

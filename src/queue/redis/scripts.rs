@@ -56,9 +56,23 @@ script!(
     "Jobs done per second, recent seconds."
 );
 
+script!(HOLD, "hold.lua", "Hold a tenant.");
+script!(RELEASE, "release.lua", "End a tenant's hold.");
+script!(
+    HOST_FAILED,
+    "host_failed.lua",
+    "Count an unreachable host; hold its tenant after a few."
+);
+script!(SET_HOST, "set_host.lua", "Record a discovered API base.");
+script!(
+    TAKE_CALL,
+    "take_call.lua",
+    "Spend a call in a tenant's window for a call no dispatch made."
+);
+
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 14] {
+pub(super) fn all() -> [&'static Script; 19] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -74,5 +88,10 @@ pub(super) fn all() -> [&'static Script; 14] {
         &PURGE_DEAD,
         &PURGE_DONE,
         &DONE_PER_SECOND,
+        &HOLD,
+        &RELEASE,
+        &HOST_FAILED,
+        &SET_HOST,
+        &TAKE_CALL,
     ]
 }
