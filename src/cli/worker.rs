@@ -69,6 +69,12 @@ pub struct Args {
     /// the same mode.
     #[arg(long, env = "LSQ_SHARE", value_enum, default_value_t = ShareMode::Adaptive)]
     pub share: ShareMode,
+    /// Where tenants without an `api_base` (and tenants answered 401) have their host
+    /// found with `UserByAccessKey.Get`: a host name (`api-in21.leadsquared.com`) or a URL;
+    /// plain http only to loopback.
+    #[arg(long, env = "LSQ_DISCOVERY_URL", default_value = crate::leadsquared::client::DEFAULT_DISCOVERY_URL,
+          value_parser = crate::tenant::api_base_from_host, value_name = "URL")]
+    pub discovery_url: url::Url,
 }
 
 impl Args {
@@ -112,6 +118,7 @@ impl Args {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             reconcile_settle: Duration::from_millis(self.reconcile_settle_ms),
+            discovery_url: self.discovery_url.clone(),
             ..WorkerConfig::default()
         })
     }

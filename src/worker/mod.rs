@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 pub use backoff::{ReconnectPolicy, RetryPolicy};
-pub use job::AttemptOutcome;
+pub use job::{AttemptOutcome, KEYS_REFUSED};
 pub use observer::JobObserver;
 pub use stats::{PoolTotals, Stats};
 
