@@ -389,7 +389,32 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].limit, 10);
         assert_eq!(t[1].limit, DEFAULT_LIMIT);
-        assert_eq!(t[1].api_base.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            t[1].api_base.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:8080/")
+        );
+    }
+
+    #[test]
+    fn an_empty_api_base_is_discovered_later() {
+        let csv = "tenant,api_base,access_key,secret_key
+                   acme,,ak1,sk1
+";
+        let t = parse(csv.as_bytes()).expect("valid");
+        assert_eq!(t[0].api_base, None);
+    }
+
+    #[test]
+    fn a_discovered_host_name_or_url_becomes_an_api_base() {
+        let host = api_base_from_host("api-in21.leadsquared.com").expect("host");
+        assert_eq!(host.as_str(), "https://api-in21.leadsquared.com/");
+        let url = api_base_from_host("https://api-us11.leadsquared.com/").expect("url");
+        assert_eq!(url.as_str(), "https://api-us11.leadsquared.com/");
+        let local = api_base_from_host("http://127.0.0.1:8089").expect("loopback");
+        assert_eq!(local.as_str(), "http://127.0.0.1:8089/");
+        for bad in ["", "http://api.leadsquared.com", "https://x.com/path", "ftp://x"] {
+            assert!(api_base_from_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

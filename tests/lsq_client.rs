@@ -374,13 +374,19 @@ async fn server_errors_without_mx_exception_are_transient_and_may_have_reached()
 
 #[tokio::test]
 async fn client_errors_are_permanent() {
-    for status in [400, 401, 404] {
+    for status in [400, 404] {
         let e = create_against(status, &[], "").await;
         assert!(
             matches!(e, Err(CallError::Permanent { ref reason }) if reason.starts_with(&format!("HTTP {status}"))),
             "{status}: {e:?}"
         );
     }
+    // A 401 is a question about the tenant (keys, or region), for the worker to ask.
+    let e = create_against(401, &[], "").await;
+    assert!(
+        matches!(e, Err(CallError::Refused { ref reason }) if reason.starts_with("HTTP 401")),
+        "{e:?}"
+    );
     let e = create_against(
         400,
         &[],
@@ -503,16 +509,18 @@ async fn a_refused_connection_never_reached() {
         l.local_addr().expect("addr").port()
     };
     let e = client().create(&tenant(port), &body()).await;
-    assert!(
-        matches!(
-            e,
-            Err(CallError::Transient {
-                maybe_reached: false,
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(CallError::Unreachable { .. })), "{e:?}");
+    assert!(!e.as_ref().err().is_some_and(CallError::maybe_reached));
+    // Discovery on a host that does not answer: unreachable too.
+    let nowhere = url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    let e = client().discover(&tenant(port), &nowhere).await;
+    assert!(matches!(e, Err(CallError::Unreachable { .. })), "{e:?}");
+}
+
+#[test]
+fn the_default_discovery_url_parses() {
+    let url = lsq_webhooks::worker::default_discovery_url();
+    assert_eq!(url.as_str(), "https://api.leadsquared.com/");
 }
 
 #[tokio::test]
@@ -535,7 +543,7 @@ async fn huge_answers_are_not_read_and_do_not_panic() {
 #[tokio::test]
 async fn plain_http_is_refused_unless_loopback() {
     let mut t = tenant(1);
-    t.api_base = url::Url::parse("http://api-in21.leadsquared.com").expect("url");
+    t.api_base = Some(url::Url::parse("http://api-in21.leadsquared.com").expect("url"));
     let e = client().create(&t, &body()).await;
     assert!(
         matches!(e, Err(CallError::Permanent { ref reason }) if reason.starts_with("refusing plain http")),

@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::status::{StatusReport, TenantState};
+use crate::queue::HoldKind;
 use crate::queue::ShareReason;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
@@ -105,6 +106,13 @@ struct ShareLabels {
     reason: &'static str,
 }
 
+/// Labels of `lsq_tenants_held`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabels {
+    /// `keys_refused`, `host_unreachable` or `paused`.
+    kind: &'static str,
+}
+
 /// Labels of `lsq_tenant_throttled`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
@@ -139,6 +147,8 @@ struct Inner {
     status_up: Gauge,
     /// `lsq_tenants_throttled`: throttled tenants, all of them.
     throttled_total: Gauge,
+    /// `lsq_tenants_held{kind}`: tenants held, by why.
+    held: Family<HoldLabels, Gauge>,
     /// `lsq_tenant_throttled{tenant}`.
     throttled: Family<TenantLabels, Gauge>,
     /// `lsq_tenant_limit{tenant}`: calls allowed per window (configured or learned).
@@ -229,6 +239,12 @@ impl Metrics {
             "Tenants with waiting jobs that may not call now (paused by LeadSquared or at their limit)",
             throttled_total.clone(),
         );
+        let held = Family::<HoldLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenants_held",
+            "Tenants held (no call, jobs queued) by why: keys_refused (LeadSquared refused the keys), host_unreachable, paused (by an operator)",
+            held.clone(),
+        );
         let throttled = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "lsq_tenant_throttled",
@@ -276,6 +292,7 @@ impl Metrics {
                 done_last_minute,
                 status_up,
                 throttled_total,
+                held,
                 throttled,
                 tenant_limit,
                 tenant_share,
@@ -387,6 +404,22 @@ impl Metrics {
         // Sorted, so the same tenants keep their own labels from one scrape to the next.
         throttled.sort_unstable();
         i.throttled_total.set(clamp(throttled.len() as u64));
+        for kind in [
+            HoldKind::KeysRefused,
+            HoldKind::HostUnreachable,
+            HoldKind::Paused,
+        ] {
+            let n = s
+                .tenants
+                .iter()
+                .filter(|t| t.hold.as_ref().is_some_and(|h| h.kind == kind))
+                .count();
+            i.held
+                .get_or_create(&HoldLabels {
+                    kind: kind.as_str(),
+                })
+                .set(clamp(n as u64));
+        }
         i.throttled.clear();
         let (named, rest) = throttled.split_at(throttled.len().min(MAX_TENANT_LABELS));
         for tenant in named {
@@ -474,6 +507,7 @@ mod tests {
             state,
             paused_until_ms: None,
             pause_reason: None,
+            hold: None,
         }
     }
 

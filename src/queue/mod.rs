@@ -454,6 +454,11 @@ pub trait Queue: Send + Sync + 'static {
         access_key: &str,
     ) -> Result<bool, QueueError>;
 
+    /// The job's call was never sent (it waited on another job's host discovery, and was
+    /// handed back): takes it out of the tenant's call log, so it does not count against the
+    /// window. Needs no lease; call it only when no request went out for this dispatch.
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError>;
+
     /// Spends one call in the tenant's window now, for a call no dispatch made (host
     /// discovery on import, or after a 401), if its cap, pause, hold and daily quota allow
     /// one now; `call` is the call's id in the tenant's log (re-stamp it with

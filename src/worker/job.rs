@@ -314,6 +314,23 @@ impl JobContext {
         self.settle(r, || outcome)
     }
 
+    /// Hands the job back; when this dispatch sent nothing (it had no host and another job
+    /// settled the question meanwhile), its call leaves the window too.
+    async fn give_back_unsent(
+        &self,
+        job: &LeasedJob,
+        why: Discovery,
+        outcome: AttemptOutcome,
+    ) -> AttemptOutcome {
+        let outcome = self.give_back(job, outcome).await;
+        if why == Discovery::NoHost
+            && let Some(Err(e)) = self.store("unsent", || self.queue.unsent(job)).await
+        {
+            tracing::warn!("could not give back an unsent call: {e}");
+        }
+        outcome
+    }
+
     /// The tenant's host did not answer: counts it against the tenant (held after a few in
     /// a row) and hands the job back with its attempt.
     async fn unreachable(&self, job: &LeasedJob, reason: &str) -> AttemptOutcome {
@@ -354,7 +371,7 @@ impl JobContext {
             .await
         {
             Some(Ok(Some(h))) if h.until_ms.is_none() => {
-                return self.give_back(job, AttemptOutcome::Parked).await;
+                return self.give_back_unsent(job, why, AttemptOutcome::Parked).await;
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!("could not read the tenant's hold: {e}"),
@@ -377,7 +394,9 @@ impl JobContext {
             || fresh.secret_key != used.secret_key;
         if changed && fresh.api_base.is_some() {
             self.tenants.put(fresh);
-            return self.give_back(job, AttemptOutcome::Rediscovered).await;
+            return self
+                .give_back_unsent(job, why, AttemptOutcome::Rediscovered)
+                .await;
         }
         let fresh = self.tenants.put(fresh);
         if why == Discovery::Refused {

@@ -454,6 +454,24 @@ impl Queue for EmbeddedQueue {
         Ok(true)
     }
 
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(&job.tenant) else {
+            return Ok(());
+        };
+        let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) else {
+            return Ok(());
+        };
+        t.log.remove(pos);
+        st.rescore(&job.tenant, now, span, None);
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
     async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError> {
         let now = Instant::now();
         let span = self.span();

@@ -468,6 +468,18 @@ impl Queue for RedisQueue {
         Ok(reply == 1)
     }
 
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let _removed: i64 = scripts::UNSENT
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(&job.tenant)
+            .arg(&job.lease)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
     async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError> {
         let reply: i64 = scripts::TAKE_CALL
             .key(self.key("ready"))

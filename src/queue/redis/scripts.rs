@@ -70,9 +70,11 @@ script!(
     "Spend a call in a tenant's window for a call no dispatch made."
 );
 
+script!(UNSENT, "unsent.lua", "Forget a call that was never sent.");
+
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 19] {
+pub(super) fn all() -> [&'static Script; 20] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -93,5 +95,6 @@ pub(super) fn all() -> [&'static Script; 19] {
         &HOST_FAILED,
         &SET_HOST,
         &TAKE_CALL,
+        &UNSENT,
     ]
 }
