@@ -579,3 +579,53 @@ async fn retrieve_reads_a_page_leniently() {
         json!({"PageIndex": 1, "PageSize": 50})
     );
 }
+
+#[tokio::test]
+async fn discovery_reads_the_host_from_the_documented_answer_with_header_keys() {
+    let server = scripted(
+        200,
+        &[("content-type", "application/json")],
+        r#"{"Id":"u1","Name":"API","TimeZone":"Asia/Kolkata","OrgShortCode":"1234",
+            "LSQCommonServiceURLs":{"api":"api-in21.leadsquared.com","app":"app.leadsquared.com","tracking":"t"}}"#,
+    )
+    .await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let host = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect("discovered");
+    assert_eq!(host.as_str(), "https://api-in21.leadsquared.com/");
+    let seen = server.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v2/Authentication.svc/UserByAccessKey.Get");
+    assert_eq!(
+        (seen[0].access.as_deref(), seen[0].secret.as_deref()),
+        (Some(ACCESS), Some(SECRET))
+    );
+}
+
+#[tokio::test]
+async fn discovery_errors_never_carry_the_keys() {
+    // Refused, with the keys echoed back.
+    let answer = format!(
+        r#"{{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"no user for {ACCESS} / {SECRET}"}}"#
+    );
+    let server = scripted(401, &[], &answer).await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let e = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, CallError::Refused { .. }), "{e:?}");
+    assert_no_secret(&e);
+    // An unusable host named, with a key in it.
+    let answer = format!(r#"{{"LSQCommonServiceURLs":{{"api":"http://{SECRET}.example.com"}}}}"#);
+    let server = scripted(200, &[("content-type", "application/json")], &answer).await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let e = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect_err("plain http to a remote host");
+    assert!(matches!(e, CallError::Transient { .. }), "{e:?}");
+    assert_no_secret(&e);
+}

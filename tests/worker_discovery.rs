@@ -327,8 +327,14 @@ async fn unreachable_host_holds_its_tenant(backend: Backend) {
         ..worker_config(4, sim.home.base_url())
     };
     let stop = CancellationToken::new();
-    let pool = Pool::new(queue.clone(), client(Duration::from_secs(10)), config);
-    let running = tokio::spawn(pool.run(stop.clone()));
+    let running = tokio::spawn({
+        let (queue, stop) = (queue.clone(), stop.clone());
+        async move {
+            Pool::new(queue, client(Duration::from_secs(10)), config)
+                .run(stop)
+                .await
+        }
+    });
     // Until the other tenant's 40 jobs are done (a guard of 60 s against a hang).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut seen_hold = None;

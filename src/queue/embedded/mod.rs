@@ -466,7 +466,8 @@ impl Queue for EmbeddedQueue {
             return Ok(());
         };
         t.log.remove(pos);
-        st.rescore(&job.tenant, now, span, None);
+        // A new turn: the score may move earlier (a kept turn only ever moves later).
+        st.rescore(&job.tenant, now, span, Some(now));
         drop(guard);
         self.wake();
         Ok(())
