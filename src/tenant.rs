@@ -412,7 +412,12 @@ mod tests {
         assert_eq!(url.as_str(), "https://api-us11.leadsquared.com/");
         let local = api_base_from_host("http://127.0.0.1:8089").expect("loopback");
         assert_eq!(local.as_str(), "http://127.0.0.1:8089/");
-        for bad in ["", "http://api.leadsquared.com", "https://x.com/path", "ftp://x"] {
+        for bad in [
+            "",
+            "http://api.leadsquared.com",
+            "https://x.com/path",
+            "ftp://x",
+        ] {
             assert!(api_base_from_host(bad).is_err(), "{bad:?}");
         }
     }

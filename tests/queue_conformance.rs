@@ -1524,7 +1524,10 @@ async fn a_held_tenant_makes_no_call_and_others_go_on(h: Harness) {
     let held = push(&q, "acme", 0..3).await;
     push(&q, "beta", 0..3).await;
     assert!(q.hold("acme", refused()).await.expect("hold"));
-    assert!(!q.hold("nobody", refused()).await.expect("hold"), "unknown tenant");
+    assert!(
+        !q.hold("nobody", refused()).await.expect("hold"),
+        "unknown tenant"
+    );
     let served = drain_all(h, &q, 10).await;
     assert_eq!(served.len(), 3, "{served:?}");
     assert!(served.iter().all(|j| j.tenant == "beta"), "{served:?}");
@@ -1566,7 +1569,11 @@ async fn release_wakes_a_waiting_worker_and_the_jobs_run(h: Harness) {
     );
     let q2 = q.clone();
     wakes(h, &q, "release", async move {
-        let was = q2.release("acme").await.expect("release").expect("was held");
+        let was = q2
+            .release("acme")
+            .await
+            .expect("release")
+            .expect("was held");
         assert_eq!(was.reason, "maintenance");
     })
     .await;
@@ -1593,7 +1600,10 @@ async fn a_job_handed_back_to_a_held_tenant_keeps_its_attempt(h: Harness) {
     q.requeue(&b, BACK).await.expect("requeue");
     push(&q, "beta", 0..1).await;
     let served = drain_all(h, &q, 10).await;
-    assert_eq!(served.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>(), ["beta"]);
+    assert_eq!(
+        served.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>(),
+        ["beta"]
+    );
     for id in &ids {
         let r = record(&q, id).await;
         assert_eq!((r.status, r.attempts), (JobState::Queued, 0), "{r:?}");
@@ -1655,7 +1665,10 @@ async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
     };
     let mut held = Vec::new();
     for _ in 0..5 {
-        let f = q.host_failed("acme", policy, "could not connect").await.expect("failed");
+        let f = q
+            .host_failed("acme", policy, "could not connect")
+            .await
+            .expect("failed");
         held.push((f.failures, f.held_for));
     }
     assert_eq!(
@@ -1690,18 +1703,27 @@ async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
         }
     }
     assert_eq!(beta, 2);
-    assert!(!q.is_idle().await.expect("idle"), "a timed hold ends by itself");
+    assert!(
+        !q.is_idle().await.expect("idle"),
+        "a timed hold ends by itself"
+    );
     // The hold ends by itself; the job's attempt was never spent.
     let j = next_is(&q, &ids[0]).await;
     assert_eq!(j.attempt, 1);
     assert_eq!(q.tenant_hold("acme").await.expect("hold"), None, "ended");
     // A success ends the streak: the next failure is the first again.
     q.complete(&j, "wh", false).await.expect("complete");
-    let f = q.host_failed("acme", policy, "could not connect").await.expect("failed");
+    let f = q
+        .host_failed("acme", policy, "could not connect")
+        .await
+        .expect("failed");
     assert_eq!((f.failures, f.held_for), (1, None));
     // A timed hold never replaces one without an end.
     q.hold("acme", refused()).await.expect("hold");
-    let f = q.host_failed("acme", policy, "could not connect").await.expect("failed");
+    let f = q
+        .host_failed("acme", policy, "could not connect")
+        .await
+        .expect("failed");
     assert_eq!(f.held_for, None);
     assert_eq!(
         q.tenant_hold("acme").await.expect("hold").map(|h| h.kind),
@@ -1715,19 +1737,42 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
         api_base: None,
         ..tenant("acme", 25)
     };
-    q.put_tenants(std::slice::from_ref(&hostless)).await.expect("tenants");
-    assert_eq!(q.tenant("acme").await.expect("tenant").expect("acme").api_base, None);
+    q.put_tenants(std::slice::from_ref(&hostless))
+        .await
+        .expect("tenants");
+    assert_eq!(
+        q.tenant("acme")
+            .await
+            .expect("tenant")
+            .expect("acme")
+            .api_base,
+        None
+    );
     let found = url::Url::parse("https://api-in21.leadsquared.com").expect("url");
     let access = hostless.access_key.expose().to_string();
-    assert!(!q.set_tenant_host("acme", &found, "other-key").await.expect("set"));
-    assert!(!q.set_tenant_host("nobody", &found, &access).await.expect("set"));
-    assert!(q.set_tenant_host("acme", &found, &access).await.expect("set"));
+    assert!(
+        !q.set_tenant_host("acme", &found, "other-key")
+            .await
+            .expect("set")
+    );
+    assert!(
+        !q.set_tenant_host("nobody", &found, &access)
+            .await
+            .expect("set")
+    );
+    assert!(
+        q.set_tenant_host("acme", &found, &access)
+            .await
+            .expect("set")
+    );
     let stored = q.tenant("acme").await.expect("tenant").expect("acme");
     assert_eq!(stored.api_base.as_ref(), Some(&found));
     assert_eq!(stored.secret_key, hostless.secret_key, "keys intact");
     assert_eq!(stored.limit, 25);
     // Importing the row again (no host, same keys) keeps the discovered host.
-    q.put_tenants(std::slice::from_ref(&hostless)).await.expect("tenants");
+    q.put_tenants(std::slice::from_ref(&hostless))
+        .await
+        .expect("tenants");
     let again = q.tenant("acme").await.expect("tenant").expect("acme");
     assert_eq!(again.api_base.as_ref(), Some(&found));
     // New keys: another account, perhaps; the host is found again.
@@ -1736,7 +1781,14 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
         ..hostless
     };
     q.put_tenants(&[rekeyed]).await.expect("tenants");
-    assert_eq!(q.tenant("acme").await.expect("tenant").expect("acme").api_base, None);
+    assert_eq!(
+        q.tenant("acme")
+            .await
+            .expect("tenant")
+            .expect("acme")
+            .api_base,
+        None
+    );
 }
 
 async fn take_call_spends_a_call_of_the_window(h: Harness) {
@@ -1746,15 +1798,26 @@ async fn take_call_spends_a_call_of_the_window(h: Harness) {
     push(&q, "acme", 0..1).await;
     assert_eq!(q.take_call("acme", "d1").await.expect("take"), None);
     assert_eq!(q.take_call("acme", "d2").await.expect("take"), None);
-    let wait = q.take_call("acme", "d3").await.expect("take").expect("window full");
+    let wait = q
+        .take_call("acme", "d3")
+        .await
+        .expect("take")
+        .expect("window full");
     assert!(wait > Duration::ZERO && wait <= h.window(), "{wait:?}");
     // The window is full: the job waits for it too.
-    assert!(matches!(q.dispatch().await.expect("dispatch"), Dispatch::Wait(_)));
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
     let j = next_job(q.as_ref()).await;
     assert_eq!(j.tenant, "acme");
     // A tenant held until released may not call.
     q.hold("beta", refused()).await.expect("hold");
-    let wait = q.take_call("beta", "d4").await.expect("take").expect("held");
+    let wait = q
+        .take_call("beta", "d4")
+        .await
+        .expect("take")
+        .expect("held");
     assert!(wait > Duration::from_secs(86_400 * 365), "{wait:?}");
 }
 
@@ -1764,7 +1827,10 @@ async fn an_unsent_call_leaves_the_window(h: Harness) {
     let first = next_is(&q, &ids[0]).await;
     // Handed back without being sent: its call still counts until it is forgotten.
     q.requeue(&first, BACK).await.expect("requeue");
-    assert!(matches!(q.dispatch().await.expect("dispatch"), Dispatch::Wait(_)));
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
     let q2 = q.clone();
     let f2 = first.clone();
     wakes(h, &q, "unsent", async move {

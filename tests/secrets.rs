@@ -263,18 +263,32 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
     let imported = captured.run(
         "tenants import",
         lsq(&queue)
-            .args(["tenants", "import", "--discover", "--discovery-url", &sim_base])
+            .args([
+                "tenants",
+                "import",
+                "--discover",
+                "--discovery-url",
+                &sim_base,
+            ])
             .arg(&tenants_csv),
     );
     assert!(imported.contains("discovered 1 host(s)"), "{imported}");
     let listed = captured.run("tenants list", lsq(&queue).args(["tenants", "list"]));
-    assert!(listed.contains(&format!("beta\t25\t{sim_base}")), "{listed}");
+    assert!(
+        listed.contains(&format!("beta\t25\t{sim_base}")),
+        "{listed}"
+    );
     captured.run(
         "tenants pause",
-        lsq(&queue).args(["tenants", "pause", "beta", "--reason", "checking", "--by", "ops"]),
+        lsq(&queue).args([
+            "tenants", "pause", "beta", "--reason", "checking", "--by", "ops",
+        ]),
     );
     captured.run("status (beta paused)", lsq(&queue).arg("status"));
-    captured.run("tenants resume", lsq(&queue).args(["tenants", "resume", "beta"]));
+    captured.run(
+        "tenants resume",
+        lsq(&queue).args(["tenants", "resume", "beta"]),
+    );
 
     // Jobs, each with its own header secrets; one invalid line carries one too.
     let mut lines = Vec::new();
@@ -370,7 +384,10 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         lsq(&queue).args(["results", "--format", "csv"]),
     );
     captured.run("dead list", lsq(&queue).args(["dead", "list"]));
-    let listed = captured.run("tenants list (after)", lsq(&queue).args(["tenants", "list"]));
+    let listed = captured.run(
+        "tenants list (after)",
+        lsq(&queue).args(["tenants", "list"]),
+    );
     assert!(
         listed.contains("wrongkeys") && listed.contains("keys refused by LeadSquared (401)"),
         "{listed}"

@@ -42,8 +42,8 @@ impl Regions {
         let state = SimState::new(config).expect("valid simulator config");
         let stop = CancellationToken::new();
         let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
-        let home = sim::serve(bind().await.expect("bind"), state.clone(), stop.clone())
-            .expect("serve");
+        let home =
+            sim::serve(bind().await.expect("bind"), state.clone(), stop.clone()).expect("serve");
         let eu = sim::serve_region(bind().await.expect("bind"), state, "eu", stop.clone())
             .expect("serve");
         Regions {
@@ -127,7 +127,13 @@ async fn lazy_discovery_across_two_regions(backend: Backend) {
     let host = |name: &str| {
         let q = queue.clone();
         let name = name.to_string();
-        async move { q.tenant(&name).await.expect("tenant").expect("known").api_base }
+        async move {
+            q.tenant(&name)
+                .await
+                .expect("tenant")
+                .expect("known")
+                .api_base
+        }
     };
     assert_eq!(host("home").await, Some(sim.home.base_url()));
     assert_eq!(host("euro").await, Some(sim.eu.base_url()));
@@ -221,7 +227,10 @@ async fn bad_keys_park_and_a_reimport_resumes(backend: Backend, known_host: bool
         .expect("push");
     // Concurrency 2: with a known host two Creates can be in flight when the 401 comes.
     let totals = run(queue.clone(), worker_config(2, sim.home.base_url())).await;
-    assert_eq!(totals.buried, 0, "keys refused never kill a job: {totals:?}");
+    assert_eq!(
+        totals.buried, 0,
+        "keys refused never kill a job: {totals:?}"
+    );
     let stats = sim.home.stats();
     // The wrong keys are no account: the simulator counts their calls as unauthorized.
     assert!(
@@ -244,7 +253,10 @@ async fn bad_keys_park_and_a_reimport_resumes(backend: Backend, known_host: bool
         .find(|t| t.tenant == "bad")
         .expect("row");
     assert_eq!(row.waiting, 30, "every job still queued");
-    assert_eq!(row.hold.as_ref().map(|h| h.kind), Some(HoldKind::KeysRefused));
+    assert_eq!(
+        row.hold.as_ref().map(|h| h.kind),
+        Some(HoldKind::KeysRefused)
+    );
     for p in &pushed {
         let lsq_webhooks::queue::Pushed::Enqueued { job } = p else {
             panic!("{p:?}");
@@ -352,7 +364,10 @@ async fn unreachable_host_holds_its_tenant(backend: Backend) {
         if done == 40 && seen_hold.is_some() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "fine: {done} of 40 done");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fine: {done} of 40 done"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
@@ -364,7 +379,10 @@ async fn unreachable_host_holds_its_tenant(backend: Backend) {
     // The other tenant: every job done at its first attempt, nothing refused or limited.
     let stats = sim.home.stats();
     let a = &stats.accounts["fine"];
-    assert_eq!((a.webhooks.len(), a.create_calls, a.rate_limited), (40, 40, 0));
+    assert_eq!(
+        (a.webhooks.len(), a.create_calls, a.rate_limited),
+        (40, 40, 0)
+    );
     for r in queue.results(Some("fine")).await.expect("results") {
         assert_eq!(r.attempts, 1, "{r:?}");
     }
@@ -386,4 +404,90 @@ async fn redis_an_unreachable_host_holds_its_tenant_and_others_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_an_unreachable_host_holds_its_tenant_and_others_run() {
     unreachable_host_holds_its_tenant(Backend::Embedded).await;
+}
+
+/// `tenants import --discover` through the binary, against the two regions: each host found
+/// with one call, a refused tenant held at once, the output saying how many of each; a
+/// second import keeps the hosts and costs no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_discovers_hosts_across_two_regions_and_parks_refused_keys() {
+    let home_t = good("home", None);
+    let eu_t = good("euro", None);
+    let sim = Regions::start(&[home_t.clone(), eu_t.clone()], &["euro"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("tenants.csv");
+    std::fs::write(
+        &csv,
+        "tenant,api_base,access_key,secret_key\n\
+         home,,ak-home,sk-home\n\
+         euro,,ak-euro,sk-euro\n\
+         bad,,ak-bad,sk-wrong\n",
+    )
+    .expect("write");
+    let name = common::unique_queue("dimport");
+    let import = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+            .args(["tenants", "import", "--discover", "--discovery-url"])
+            .arg(sim.home.base_url().as_str())
+            .arg(&csv)
+            .env("REDIS_URL", common::redis_url())
+            .env("LSQ_QUEUE", &name)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        for key in ["sk-home", "sk-euro", "sk-wrong", "ak-home", "ak-bad"] {
+            assert!(!text.contains(key), "a key in the output: {text}");
+        }
+        text
+    };
+    let first = import();
+    assert!(
+        first.contains("discovered 2 host(s); 1 tenant(s) held: keys refused by LeadSquared (401); 0 left to the worker"),
+        "{first}"
+    );
+    let queue = lsq_webhooks::queue::redis::RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let host = |t: Option<Tenant>| t.expect("known").api_base;
+    assert_eq!(
+        host(queue.tenant("home").await.expect("tenant")),
+        Some(sim.home.base_url())
+    );
+    assert_eq!(
+        host(queue.tenant("euro").await.expect("tenant")),
+        Some(sim.eu.base_url())
+    );
+    assert_eq!(host(queue.tenant("bad").await.expect("tenant")), None);
+    assert_eq!(
+        queue
+            .tenant_hold("bad")
+            .await
+            .expect("hold")
+            .map(|h| h.kind),
+        Some(HoldKind::KeysRefused)
+    );
+    let stats = sim.home.stats();
+    assert_eq!(stats.accounts["home"].discovery_calls, 1);
+    assert_eq!(stats.accounts["euro"].discovery_calls, 1);
+    assert_eq!(stats.unauthorized, 1);
+    // Again: the discovered hosts are kept (same keys), so only the refused tenant is left
+    // without one; it is held, so no call is made for it either.
+    let second = import();
+    assert!(second.contains("0 tenant(s) held"), "{second}");
+    let stats = sim.home.stats();
+    assert_eq!(stats.accounts["home"].discovery_calls, 1);
+    assert_eq!(stats.unauthorized, 1, "a held tenant is not asked again");
+    queue.delete_all().await.expect("clean up");
 }

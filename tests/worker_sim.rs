@@ -252,8 +252,13 @@ async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
         },
     ];
     queue.push(&jobs).await.expect("push");
-    let summary =
-        drain_discovering(queue.clone(), Duration::from_secs(10), 4, sim.server.base_url()).await;
+    let summary = drain_discovering(
+        queue.clone(),
+        Duration::from_secs(10),
+        4,
+        sim.server.base_url(),
+    )
+    .await;
     assert_eq!(
         (summary.created, summary.buried, summary.retried),
         (1, 2, 0)

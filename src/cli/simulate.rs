@@ -268,8 +268,9 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for region {name}"))?;
-        let region = crate::sim::serve_region(listener, server.state().clone(), name, shutdown.clone())
-            .context("cannot start the simulator")?;
+        let region =
+            crate::sim::serve_region(listener, server.state().clone(), name, shutdown.clone())
+                .context("cannot start the simulator")?;
         writeln!(
             super::output::stdout(),
             "region {name} listening on http://{}",

@@ -97,7 +97,11 @@ async fn known(queue: &dyn Queue, names: &[String]) -> anyhow::Result<()> {
     if unknown.is_empty() {
         Ok(())
     } else {
-        Err(BadInput(format!("unknown tenant(s): {}; nothing changed", unknown.join(", "))).into())
+        Err(BadInput(format!(
+            "unknown tenant(s): {}; nothing changed",
+            unknown.join(", ")
+        ))
+        .into())
     }
 }
 
@@ -128,7 +132,12 @@ async fn resume(global: &Global, args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let mut out = super::output::stdout();
     for name in &args.names {
         match queue.release(name).await? {
-            Some(h) => writeln!(out, "resumed {name} (was {}: {})", h.kind.as_str(), h.reason)?,
+            Some(h) => writeln!(
+                out,
+                "resumed {name} (was {}: {})",
+                h.kind.as_str(),
+                h.reason
+            )?,
             None => writeln!(out, "{name} was not held")?,
         }
     }

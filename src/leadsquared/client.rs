@@ -324,8 +324,7 @@ impl Client {
                 .and_then(|u| u.get("api"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| CallError::Transient {
-                    reason: "UserByAccessKey.Get answered without LSQCommonServiceURLs.api"
-                        .into(),
+                    reason: "UserByAccessKey.Get answered without LSQCommonServiceURLs.api".into(),
                     maybe_reached: false,
                 })?;
             crate::tenant::api_base_from_host(api).map_err(|why| CallError::Transient {

@@ -284,7 +284,9 @@ impl StatusReport {
                                 seconds(u.saturating_sub(self.now_ms))
                             ))
                             .unwrap_or_default(),
-                        h.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+                        h.by.as_deref()
+                            .map(|b| format!(" by {b}"))
+                            .unwrap_or_default(),
                         h.reason
                     ),
                     None => "held".into(),

@@ -371,13 +371,18 @@ impl JobContext {
             .await
         {
             Some(Ok(Some(h))) if h.until_ms.is_none() => {
-                return self.give_back_unsent(job, why, AttemptOutcome::Parked).await;
+                return self
+                    .give_back_unsent(job, why, AttemptOutcome::Parked)
+                    .await;
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!("could not read the tenant's hold: {e}"),
             None => return self.hand_back(job, false).await,
         }
-        let fresh = match self.store("tenant", || self.queue.tenant(&job.tenant)).await {
+        let fresh = match self
+            .store("tenant", || self.queue.tenant(&job.tenant))
+            .await
+        {
             Some(Ok(Some(t))) => t,
             Some(Ok(None)) => {
                 let reason = format!("tenant {:?} is not in the registry", job.tenant);

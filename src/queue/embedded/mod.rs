@@ -628,7 +628,11 @@ impl Queue for EmbeddedQueue {
         let holds: Vec<(String, TenantHold)> = st
             .tenants
             .values()
-            .filter_map(|t| t.hold.as_ref().map(|(h, _)| (t.tenant.name.clone(), h.clone())))
+            .filter_map(|t| {
+                t.hold
+                    .as_ref()
+                    .map(|(h, _)| (t.tenant.name.clone(), h.clone()))
+            })
             .collect();
         let now_ms = self.ms(now);
         let mut status_tenants = QueueStatus {

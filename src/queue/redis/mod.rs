@@ -442,8 +442,7 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut status = status_of(array(reply, "status")?, &self.config.name)?;
-        let holds: Vec<(String, String)> =
-            self.con.clone().hgetall(self.key("holds")).await?;
+        let holds: Vec<(String, String)> = self.con.clone().hgetall(self.key("holds")).await?;
         let holds = holds
             .into_iter()
             .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));
