@@ -17,9 +17,6 @@
 //! `PUT /_sim/accounts/{account}/limit`, `.../other-client` and `.../daily-limit` change an
 //! account at runtime.
 //!
-//! - [`state`]: accounts, sliding windows, daily counts, the other clients' schedules,
-//!   counters, the seeded generators.
-//! - [`routes`]: the HTTP surface ([`app`]).
 //! Regions: [`serve_region`] serves more regions on more listeners with one state. Each
 //! account lives in one ([`SimConfig::account_regions`]); any API call on another region's
 //! host answers 401, except `GET /v2/Authentication.svc/UserByAccessKey.Get`, which answers
@@ -28,6 +25,9 @@
 //! account's region's base URL, `http://ADDR`, as plain http needs the scheme). Discovery
 //! calls count against the account's window like any call.
 //!
+//! - [`state`]: accounts, sliding windows, daily counts, the other clients' schedules,
+//!   counters, the seeded generators.
+//! - [`routes`]: the HTTP surface ([`app`]).
 //! - [`server`]: [`serve`] on a bound listener, with connection resets, the other clients'
 //!   traffic and shutdown.
 
