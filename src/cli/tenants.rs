@@ -1,7 +1,9 @@
 //! `lsq-webhooks tenants`: load or update the tenant registry in Redis from a CSV file
 //! (`tenant,api_base,access_key,secret_key[,limit][,reserve][,daily_limit]`, columns found by
 //! the header). All or nothing: one bad row and no tenant is imported (exit 2, every bad row
-//! reported as `line N: column: reason`).
+//! reported as `line N: column: reason`). An empty `api_base` is discovered with
+//! `UserByAccessKey.Get` (`import --discover` now, else by the worker); `pause` and `resume`
+//! hold and release tenants (see `Queue::hold`).
 
 use std::collections::HashSet;
 use std::io::Write;
