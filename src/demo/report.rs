@@ -105,6 +105,7 @@ impl DemoReport {
     pub fn at_limit(&self) -> bool {
         self.tenants
             .iter()
+            .filter(|t| t.parked.is_none())
             .filter_map(TenantResult::achieved_share)
             .all(|s| s >= TARGET_SHARE)
     }
@@ -229,6 +230,7 @@ impl fmt::Display for DemoReport {
         )?;
         for t in &self.tenants {
             let achieved = match (t.achieved, t.achieved_share()) {
+                _ if t.parked.is_some() => "parked (keys refused), not measured".to_string(),
                 (Some(a), Some(share)) => format!(
                     "{a:>5.1} of {:<3} {:>4.0}%  {}",
                     t.limit,

@@ -138,6 +138,10 @@ pub enum AttemptOutcome {
     /// The tenant's host did not answer: back at the front, no attempt spent (the tenant
     /// may be held after a few in a row).
     HostUnreachable,
+    /// Back at the front without any call made, its call taken out of the window again
+    /// (`Queue::unsent`): another job of its tenant discovered the host, or found it held,
+    /// meanwhile.
+    Unsent,
     /// Handed back to the queue at shutdown.
     HandedBack,
     /// The lease was lost; another worker owns the job now.
@@ -162,7 +166,8 @@ impl AttemptOutcome {
             | AttemptOutcome::HandedBack
             | AttemptOutcome::Rediscovered
             | AttemptOutcome::Parked
-            | AttemptOutcome::HostUnreachable => Counted::Requeued,
+            | AttemptOutcome::HostUnreachable
+            | AttemptOutcome::Unsent => Counted::Requeued,
             AttemptOutcome::Buried(_) => Counted::Dead,
             AttemptOutcome::LeaseLost | AttemptOutcome::Abandoned => Counted::Lost,
         }
@@ -322,8 +327,11 @@ impl JobContext {
         why: Discovery,
         outcome: AttemptOutcome,
     ) -> AttemptOutcome {
-        let outcome = self.give_back(job, outcome).await;
-        if why == Discovery::NoHost
+        if why != Discovery::NoHost {
+            return self.give_back(job, outcome).await;
+        }
+        let outcome = self.give_back(job, AttemptOutcome::Unsent).await;
+        if outcome == AttemptOutcome::Unsent
             && let Some(Err(e)) = self.store("unsent", || self.queue.unsent(job)).await
         {
             tracing::warn!("could not give back an unsent call: {e}");
