@@ -1748,6 +1748,12 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
             .api_base,
         None
     );
+    push(&q, "acme", 0..1).await;
+    assert_eq!(
+        row(&q, "acme").await.host,
+        None,
+        "status: still discovering"
+    );
     let found = url::Url::parse("https://api-in21.leadsquared.com").expect("url");
     let access = hostless.access_key.expose().to_string();
     assert!(
@@ -1767,6 +1773,7 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
     );
     let stored = q.tenant("acme").await.expect("tenant").expect("acme");
     assert_eq!(stored.api_base.as_ref(), Some(&found));
+    assert_eq!(row(&q, "acme").await.host.as_deref(), Some(found.as_str()));
     assert_eq!(stored.secret_key, hostless.secret_key, "keys intact");
     assert_eq!(stored.limit, 25);
     // Importing the row again (no host, same keys) keeps the discovered host.

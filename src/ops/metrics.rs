@@ -508,6 +508,7 @@ mod tests {
             paused_until_ms: None,
             pause_reason: None,
             hold: None,
+            host: "https://api.leadsquared.com/".into(),
         }
     }
 

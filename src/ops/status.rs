@@ -122,6 +122,9 @@ pub struct TenantReport {
     /// Its hold (kind, reason, since, until, who), while one is in force; `null` otherwise.
     #[serde(default)]
     pub hold: Option<crate::queue::TenantHold>,
+    /// Its API base, or `discovering` until it is known.
+    #[serde(default)]
+    pub host: String,
 }
 
 impl TenantReport {
@@ -158,6 +161,7 @@ impl TenantReport {
             paused_until_ms: paused,
             pause_reason: paused.and(t.pause_reason),
             hold,
+            host: t.host.unwrap_or_else(|| "discovering".into()),
         }
     }
 
@@ -300,6 +304,7 @@ impl StatusReport {
                         .map(|at| utc_time(at, false))
                         .unwrap_or_default()
                 ),
+                _ if t.host == "discovering" => "ready (discovering its host)".into(),
                 _ => "ready".into(),
             };
             let _ = writeln!(
@@ -384,6 +389,7 @@ mod tests {
                     paused_until_ms: None,
                     pause_reason: None,
                     hold: None,
+                    host: Some("https://api-in21.leadsquared.com/".into()),
                 },
                 TenantStatus {
                     tenant: "busy".into(),

@@ -311,6 +311,9 @@ pub struct TenantStatus {
     /// Its hold, while one is in force (see [`Queue::hold`]).
     #[serde(default)]
     pub hold: Option<TenantHold>,
+    /// Its API base, once known; `None` while it is being discovered.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Totals for `status`, `/v1/status` and metrics.

@@ -622,6 +622,7 @@ impl Queue for EmbeddedQueue {
                         paused_until_ms: paused.map(|p| self.ms(p)),
                         pause_reason: paused.and(t.pause_reason.clone()),
                         hold: None,
+                        host: None,
                     })
             })
             .collect();
@@ -642,6 +643,13 @@ impl Queue for EmbeddedQueue {
         };
         hold::merge(&mut status_tenants, holds);
         tenants = status_tenants.tenants;
+        for row in &mut tenants {
+            row.host = st
+                .tenants
+                .get(&row.tenant)
+                .and_then(|t| t.tenant.api_base.as_ref())
+                .map(ToString::to_string);
+        }
         let mut done = 0;
         let mut dead = 0;
         for rec in st.jobs.values() {

@@ -31,6 +31,7 @@
 //! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time; the dispatch allows its cap (`limit − reserve`, or the share under it) per window |
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why: a rate-limit answer's pause, or a hold's end (`FOREVER_US` for a hold until released) |
 //! | `holds` | hash | tenant -> its hold (JSON: kind, reason, since_ms, until_ms, failures, by; see `Queue::hold`) |
+//! | `hosts` | hash | tenant -> its API base, once known (for status: the records hold the keys) |
 //! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`; every completion clears it) |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
@@ -442,11 +443,21 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut status = status_of(array(reply, "status")?, &self.config.name)?;
-        let holds: Vec<(String, String)> = self.con.clone().hgetall(self.key("holds")).await?;
+        let (holds, hosts): (
+            Vec<(String, String)>,
+            std::collections::HashMap<String, String>,
+        ) = redis::pipe()
+            .hgetall(self.key("holds"))
+            .hgetall(self.key("hosts"))
+            .query_async(&mut self.con.clone())
+            .await?;
         let holds = holds
             .into_iter()
             .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));
         hold::merge(&mut status, holds);
+        for row in &mut status.tenants {
+            row.host = hosts.get(&row.tenant).cloned();
+        }
         Ok(status)
     }
 

@@ -35,6 +35,13 @@ for i = 2, #ARGV - 1, 5 do
     end
   end
   added = added + redis.call('HSET', KEYS[1], name, record)
+  -- The host alone, for status (which never reads the records: they hold the keys).
+  local ok_rec, rec = pcall(cjson.decode, record)
+  if ok_rec and type(rec) == 'table' and type(rec.api_base) == 'string' then
+    redis.call('HSET', P .. 'hosts', name, rec.api_base)
+  else
+    redis.call('HDEL', P .. 'hosts', name)
+  end
   redis.call('HSET', P .. 'configured', name, limit)
   redis.call('HSET', P .. 'reserve', name, ARGV[i + 3])
   if tonumber(ARGV[i + 4]) > 0 then

@@ -20,5 +20,6 @@ if not ok or type(rec) ~= 'table' or rec.access_key ~= ARGV[4] then
 end
 rec.api_base = ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
+redis.call('HSET', P .. 'hosts', ARGV[2], ARGV[3])
 wake()
 return 1
