@@ -575,6 +575,44 @@ mod tests {
     }
 
     #[test]
+    fn held_tenants_are_counted_by_why() {
+        let m = Metrics::new();
+        let held = |name: &str, kind: HoldKind| TenantReport {
+            hold: Some(crate::queue::TenantHold {
+                kind,
+                reason: "why".into(),
+                since_ms: 1,
+                until_ms: None,
+                failures: 0,
+                by: None,
+            }),
+            ..tenant(name, TenantState::Held)
+        };
+        let report = StatusReport {
+            tenants: vec![
+                held("a", HoldKind::KeysRefused),
+                held("b", HoldKind::KeysRefused),
+                held("c", HoldKind::Paused),
+                tenant("d", TenantState::Ready),
+            ],
+            ..StatusReport::default()
+        };
+        let text = m.scrape(Some(&report));
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"keys_refused\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"paused\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"host_unreachable\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tenant_labels_are_bounded() {
         let m = Metrics::new();
         let mut report = StatusReport {
