@@ -99,7 +99,7 @@ const UTILISATION_GOAL: f64 = 0.97;
 fn tenant(name: &str, limit: u32) -> Tenant {
     Tenant {
         name: name.to_string(),
-        api_base: url::Url::parse("http://127.0.0.1:9").expect("url"),
+        api_base: Some(url::Url::parse("http://127.0.0.1:9").expect("url")),
         access_key: Secret::new("ak"),
         secret_key: Secret::new("sk"),
         limit,

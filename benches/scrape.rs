@@ -44,7 +44,7 @@ async fn redis_cpu(con: &mut redis::aio::MultiplexedConnection) -> f64 {
 fn tenant(n: usize) -> Tenant {
     Tenant {
         name: format!("t{n:05}"),
-        api_base: url::Url::parse("https://api.example.invalid").expect("url"),
+        api_base: Some(url::Url::parse("https://api.example.invalid").expect("url")),
         access_key: Secret::new(format!("ak-{n}")),
         secret_key: Secret::new(format!("sk-{n}")),
         limit: 1,

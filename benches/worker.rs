@@ -134,7 +134,7 @@ fn named_tenants(base: &url::Url, prefix: &str, n: usize, limit: u32) -> Vec<Ten
     (0..n)
         .map(|i| Tenant {
             name: format!("{prefix}{i:04}"),
-            api_base: base.clone(),
+            api_base: Some(base.clone()),
             access_key: Secret::new(format!("ak-{prefix}{i:04}")),
             secret_key: Secret::new(format!("sk-{prefix}{i:04}")),
             limit,

@@ -30,8 +30,11 @@ pub const MAX_DAILY_LIMIT: u32 = 100_000_000;
 pub struct Tenant {
     /// The name jobs refer to it by (`"tenant"` in a job line).
     pub name: String,
-    /// Scheme and host of its API, e.g. `https://api-in21.leadsquared.com`; no path.
-    pub api_base: Url,
+    /// Scheme and host of its API, e.g. `https://api-in21.leadsquared.com`; no path. `None`
+    /// until it is discovered (an empty `api_base` in the tenants file): the worker, or
+    /// `tenants import --discover`, asks LeadSquared's `UserByAccessKey.Get` for it.
+    #[serde(default)]
+    pub api_base: Option<Url>,
     /// `x-LSQ-AccessKey`.
     pub access_key: Secret,
     /// `x-LSQ-SecretKey`.
@@ -99,6 +102,22 @@ pub fn parse_api_base(raw: &str) -> Result<Url, String> {
         }
         other => Err(format!("scheme {other:?} is not http or https")),
     }
+}
+
+/// The API base named by `UserByAccessKey.Get`'s `LSQCommonServiceURLs.api`: documented as
+/// a host name (`api-in21.leadsquared.com`, given `https://`), accepted as a full URL too.
+/// The result passes [`parse_api_base`] (plain http only to loopback).
+pub fn api_base_from_host(raw: &str) -> Result<Url, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("LSQCommonServiceURLs.api is empty".into());
+    }
+    let full = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("https://{}", raw.trim_end_matches('/'))
+    };
+    parse_api_base(&full)
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.
@@ -284,9 +303,14 @@ pub fn parse_with(data: &[u8], default_reserve: u32) -> Result<Vec<Tenant>, Vec<
                 format!("{name:?} is already defined on line {first}"),
             ));
         }
-        let api_base = parse_api_base(field(at_base))
-            .map_err(|reason| errors.push(row_error(line, "api_base", reason)))
-            .ok();
+        // An empty api_base is "not known yet": discovered with UserByAccessKey.Get.
+        let api_base = match field(at_base) {
+            "" => Some(None),
+            raw => parse_api_base(raw)
+                .map_err(|reason| errors.push(row_error(line, "api_base", reason)))
+                .ok()
+                .map(Some),
+        };
         let access_key = field(at_access);
         if access_key.is_empty() {
             errors.push(row_error(line, "access_key", "is empty".into()));
@@ -365,7 +389,37 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].limit, 10);
         assert_eq!(t[1].limit, DEFAULT_LIMIT);
-        assert_eq!(t[1].api_base.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            t[1].api_base.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:8080/")
+        );
+    }
+
+    #[test]
+    fn an_empty_api_base_is_discovered_later() {
+        let csv = "tenant,api_base,access_key,secret_key
+                   acme,,ak1,sk1
+";
+        let t = parse(csv.as_bytes()).expect("valid");
+        assert_eq!(t[0].api_base, None);
+    }
+
+    #[test]
+    fn a_discovered_host_name_or_url_becomes_an_api_base() {
+        let host = api_base_from_host("api-in21.leadsquared.com").expect("host");
+        assert_eq!(host.as_str(), "https://api-in21.leadsquared.com/");
+        let url = api_base_from_host("https://api-us11.leadsquared.com/").expect("url");
+        assert_eq!(url.as_str(), "https://api-us11.leadsquared.com/");
+        let local = api_base_from_host("http://127.0.0.1:8089").expect("loopback");
+        assert_eq!(local.as_str(), "http://127.0.0.1:8089/");
+        for bad in [
+            "",
+            "http://api.leadsquared.com",
+            "https://x.com/path",
+            "ftp://x",
+        ] {
+            assert!(api_base_from_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

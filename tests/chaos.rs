@@ -68,7 +68,7 @@ async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Si
     let tenants: Vec<Tenant> = (0..tenants)
         .map(|i| Tenant {
             name: format!("{run}-t{i}"),
-            api_base: base.clone(),
+            api_base: Some(base.clone()),
             access_key: Secret::new(format!("ak-{run}-{i}")),
             secret_key: Secret::new(format!("sk-{run}-{i}")),
             limit,

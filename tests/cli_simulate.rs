@@ -166,3 +166,80 @@ async fn bad_input_exits_2() {
         );
     }
 }
+
+/// `--region` serves another region on another address, `--account-region` puts an account
+/// there: Create on the first region's host answers 401, on its own 200; UserByAccessKey.Get
+/// names its own host on both. Bad region flags are bad input.
+#[tokio::test]
+async fn regions_come_from_the_flags() {
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("tenants.csv");
+    std::fs::write(
+        &csv,
+        "tenant,api_base,access_key,secret_key\neuro,,ak-e,sk-e\n",
+    )
+    .expect("csv");
+    let mut child = Command::new(BIN)
+        .args(["simulate", "--listen", "127.0.0.1:0", "--region", "eu=0"])
+        .args(["--account-region", "euro=eu", "--tenants"])
+        .arg(&csv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("a line")
+            .expect("read")
+            .expect("a line")
+    };
+    let home = next()
+        .await
+        .strip_prefix("listening on ")
+        .expect("home")
+        .to_string();
+    let eu = next()
+        .await
+        .strip_prefix("region eu listening on ")
+        .expect("eu")
+        .to_string();
+    let http = reqwest::Client::new();
+    let create = |base: &str| {
+        http.post(format!("{base}/v2/Webhook.svc/Create"))
+            .header("x-LSQ-AccessKey", "ak-e")
+            .header("x-LSQ-SecretKey", "sk-e")
+            .json(&create_body("region"))
+            .send()
+    };
+    assert_eq!(create(&home).await.expect("answer").status(), 401);
+    assert_eq!(create(&eu).await.expect("answer").status(), 200);
+    for base in [&home, &eu] {
+        let who: Value = http
+            .get(format!("{base}/v2/Authentication.svc/UserByAccessKey.Get"))
+            .header("x-LSQ-AccessKey", "ak-e")
+            .header("x-LSQ-SecretKey", "sk-e")
+            .send()
+            .await
+            .expect("answer")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(who["LSQCommonServiceURLs"]["api"], json!(eu), "{who}");
+    }
+    drop(child);
+    for bad in [
+        &["--region", "default=0"][..],
+        &["--region", "eu"][..],
+        &["--account-region", "euro=mars"][..],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["simulate", "--listen", "127.0.0.1:0", "--any-account"])
+            .args(bad)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+}

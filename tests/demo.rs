@@ -8,23 +8,31 @@ mod common;
 
 use std::time::Duration;
 
-use lsq_webhooks::demo::{self, Backend, DemoConfig, DemoReport, DemoTenant, View};
+use lsq_webhooks::demo::{self, Backend, DemoConfig, DemoReport, DemoTenant, TenantSetup, View};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use lsq_webhooks::sim::Faults;
 use lsq_webhooks::worker::RetryPolicy;
 use tokio_util::sync::CancellationToken;
 
-/// Three tenants for three windows of one second, with 5% of calls failing each way.
+/// Four tenants for three windows of one second, with 5% of calls failing each way: one
+/// registered without a host, one in the simulator's other region, one whose keys are
+/// refused.
 fn small(busy: Duration) -> DemoConfig {
     DemoConfig {
-        tenants: [("alpha", 10), ("beta", 5), ("gamma", 2)]
-            .into_iter()
-            .map(|(name, limit)| DemoTenant {
-                name: name.into(),
-                limit,
-            })
-            .collect(),
+        tenants: [
+            ("alpha", 10, TenantSetup::Known),
+            ("beta", 5, TenantSetup::NoHost),
+            ("gamma", 2, TenantSetup::OtherRegion),
+            ("delta", 2, TenantSetup::BadKeys),
+        ]
+        .into_iter()
+        .map(|(name, limit, setup)| DemoTenant {
+            name: name.into(),
+            limit,
+            setup,
+        })
+        .collect(),
         busy,
         // The latency stays far below the window: the queue re-stamps a call when its
         // answer arrives, which covers jitter only while answers come back within a window.
@@ -65,8 +73,17 @@ fn assert_all_done(report: &DemoReport, config: &DemoConfig) {
     eprintln!("{report}");
     assert!(report.passed(), "{report}");
     assert_eq!(report.jobs, config.total_jobs());
-    assert_eq!(report.jobs, 30 + 15 + 6);
-    assert_eq!((report.done, report.dead, report.unfinished), (51, 0, 0));
+    assert_eq!(report.jobs, 30 + 15 + 6 + 6);
+    assert_eq!(
+        (report.done, report.dead, report.parked, report.unfinished),
+        (51, 0, 6, 0)
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("delta parked: keys refused by LeadSquared (401)"),
+        "{report}"
+    );
     assert_eq!(report.rate_limited, 0, "{report}");
     assert!(report.ids_match, "{report}");
     assert_eq!(report.ids_recorded, 51);
@@ -82,9 +99,16 @@ fn assert_all_done(report: &DemoReport, config: &DemoConfig) {
     // Every "created, then 500" is found by Retrieve, once, rather than created again.
     assert_eq!(report.reconciled, report.faults.1, "{report}");
     for t in &report.tenants {
-        assert_eq!(t.done, t.jobs, "{t:?}");
         assert!(t.max_calls_in_window <= t.limit, "{t:?}");
+        if t.name == "delta" {
+            // Parked, not dead: every job still queued.
+            assert_eq!((t.done, t.dead), (0, 0), "{t:?}");
+            assert!(t.parked.is_some(), "{t:?}");
+            continue;
+        }
+        assert_eq!(t.done, t.jobs, "{t:?}");
         assert!(t.calls >= t.jobs, "{t:?}");
+        assert_eq!(t.parked, None, "{t:?}");
     }
 }
 
@@ -164,12 +188,18 @@ async fn a_stop_mid_run_ends_the_demo_with_nothing_running_and_no_job_lost() {
     assert!(!report.passed());
     assert_eq!(report.rate_limited, 0);
     assert!(report.done >= 10 && report.unfinished > 0, "{report}");
-    assert_eq!(report.done + report.dead + report.unfinished, report.jobs);
+    assert_eq!(
+        report.done + report.dead + report.parked + report.unfinished,
+        report.jobs
+    );
     // Kept: every unfinished job is back in the queue, none still held.
     let status = watcher.status().await.expect("status");
     assert_eq!(status.running, 0, "{status:?}");
     assert_eq!(status.done, report.done);
-    assert_eq!(status.queued + status.scheduled, report.unfinished);
+    assert_eq!(
+        status.queued + status.scheduled,
+        report.unfinished + report.parked
+    );
     drop(watcher);
     // Clean up the kept queue.
     let keys = keys_of(&queue).await;

@@ -185,7 +185,7 @@ struct Sim {
 fn tenant(name: &str, base: &url::Url) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: base.clone(),
+        api_base: Some(base.clone()),
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit: 50,

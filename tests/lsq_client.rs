@@ -25,7 +25,7 @@ const HEADER_VALUE: &str = "hv-secret-value-42";
 fn tenant(port: u16) -> Tenant {
     Tenant {
         name: "acme".into(),
-        api_base: url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url"),
+        api_base: Some(url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url")),
         access_key: Secret::new(ACCESS),
         secret_key: Secret::new(SECRET),
         limit: 25,
@@ -375,13 +375,19 @@ async fn server_errors_without_mx_exception_are_transient_and_may_have_reached()
 
 #[tokio::test]
 async fn client_errors_are_permanent() {
-    for status in [400, 401, 404] {
+    for status in [400, 404] {
         let e = create_against(status, &[], "").await;
         assert!(
             matches!(e, Err(CallError::Permanent { ref reason }) if reason.starts_with(&format!("HTTP {status}"))),
             "{status}: {e:?}"
         );
     }
+    // A 401 is a question about the tenant (keys, or region), for the worker to ask.
+    let e = create_against(401, &[], "").await;
+    assert!(
+        matches!(e, Err(CallError::Refused { ref reason }) if reason.starts_with("HTTP 401")),
+        "{e:?}"
+    );
     let e = create_against(
         400,
         &[],
@@ -504,16 +510,18 @@ async fn a_refused_connection_never_reached() {
         l.local_addr().expect("addr").port()
     };
     let e = client().create(&tenant(port), &body()).await;
-    assert!(
-        matches!(
-            e,
-            Err(CallError::Transient {
-                maybe_reached: false,
-                ..
-            })
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(CallError::Unreachable { .. })), "{e:?}");
+    assert!(!e.as_ref().err().is_some_and(CallError::maybe_reached));
+    // Discovery on a host that does not answer: unreachable too.
+    let nowhere = url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    let e = client().discover(&tenant(port), &nowhere).await;
+    assert!(matches!(e, Err(CallError::Unreachable { .. })), "{e:?}");
+}
+
+#[test]
+fn the_default_discovery_url_parses() {
+    let url = lsq_webhooks::worker::default_discovery_url();
+    assert_eq!(url.as_str(), "https://api.leadsquared.com/");
 }
 
 #[tokio::test]
@@ -536,7 +544,7 @@ async fn huge_answers_are_not_read_and_do_not_panic() {
 #[tokio::test]
 async fn plain_http_is_refused_unless_loopback() {
     let mut t = tenant(1);
-    t.api_base = url::Url::parse("http://api-in21.leadsquared.com").expect("url");
+    t.api_base = Some(url::Url::parse("http://api-in21.leadsquared.com").expect("url"));
     let e = client().create(&t, &body()).await;
     assert!(
         matches!(e, Err(CallError::Permanent { ref reason }) if reason.starts_with("refusing plain http")),
@@ -571,4 +579,54 @@ async fn retrieve_reads_a_page_leniently() {
         seen[0].body["Paging"],
         json!({"PageIndex": 1, "PageSize": 50})
     );
+}
+
+#[tokio::test]
+async fn discovery_reads_the_host_from_the_documented_answer_with_header_keys() {
+    let server = scripted(
+        200,
+        &[("content-type", "application/json")],
+        r#"{"Id":"u1","Name":"API","TimeZone":"Asia/Kolkata","OrgShortCode":"1234",
+            "LSQCommonServiceURLs":{"api":"api-in21.leadsquared.com","app":"app.leadsquared.com","tracking":"t"}}"#,
+    )
+    .await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let host = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect("discovered");
+    assert_eq!(host.as_str(), "https://api-in21.leadsquared.com/");
+    let seen = server.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v2/Authentication.svc/UserByAccessKey.Get");
+    assert_eq!(
+        (seen[0].access.as_deref(), seen[0].secret.as_deref()),
+        (Some(ACCESS), Some(SECRET))
+    );
+}
+
+#[tokio::test]
+async fn discovery_errors_never_carry_the_keys() {
+    // Refused, with the keys echoed back.
+    let answer = format!(
+        r#"{{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"no user for {ACCESS} / {SECRET}"}}"#
+    );
+    let server = scripted(401, &[], &answer).await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let e = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, CallError::Refused { .. }), "{e:?}");
+    assert_no_secret(&e);
+    // An unusable host named, with a key in it.
+    let answer = format!(r#"{{"LSQCommonServiceURLs":{{"api":"http://{SECRET}.example.com"}}}}"#);
+    let server = scripted(200, &[("content-type", "application/json")], &answer).await;
+    let at = url::Url::parse(&format!("http://127.0.0.1:{}", server.port)).expect("url");
+    let e = client()
+        .discover(&tenant(server.port), &at)
+        .await
+        .expect_err("plain http to a remote host");
+    assert!(matches!(e, CallError::Transient { .. }), "{e:?}");
+    assert_no_secret(&e);
 }

@@ -373,7 +373,7 @@ async fn worker_serves_metrics_while_it_drains_the_queue() {
     let tenants: Vec<_> = ["acme", "beta"]
         .iter()
         .map(|n| lsq_webhooks::tenant::Tenant {
-            api_base: api_base.clone(),
+            api_base: Some(api_base.clone()),
             ..ops_support::tenant(n, 25)
         })
         .collect();

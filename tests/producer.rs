@@ -40,7 +40,7 @@ async fn producer() -> (Producer, Arc<RedisQueue>) {
     );
     q.put_tenants(&[Tenant {
         name: "acme".into(),
-        api_base: url::Url::parse("https://api-in21.leadsquared.com").expect("url"),
+        api_base: Some(url::Url::parse("https://api-in21.leadsquared.com").expect("url")),
         access_key: Secret::new("ak"),
         secret_key: Secret::new("sk"),
         limit: 25,

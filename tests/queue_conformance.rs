@@ -20,8 +20,8 @@ use std::time::Duration;
 use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::{
-    Dispatch, Dispatched, Fence, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
-    Requeue, ShareMode, ShareReason, TenantStatus,
+    Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
+    QueueError, Requeue, ShareMode, ShareReason, TenantStatus, UnreachablePolicy,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -1862,6 +1862,369 @@ async fn purge_done_before_deletes_only_old_done_records(h: Harness) {
     assert!(matches!(again[0], Pushed::Duplicate { .. }), "{again:?}");
 }
 
+// ---------------------------------------------------------------------------------------
+// Tenant holds, discovered hosts, calls no dispatch made
+
+fn refused() -> NewHold {
+    NewHold {
+        kind: HoldKind::KeysRefused,
+        reason: "keys refused by LeadSquared (401)".into(),
+        length: None,
+        by: None,
+    }
+}
+
+/// Dispatches (following waits, at most `ticks` ticks) until nothing more comes; returns
+/// what came, each completed.
+async fn drain_all(h: Harness, q: &Arc<dyn Queue>, ticks: u32) -> Vec<LeasedJob> {
+    let mut out = Vec::new();
+    let until = tokio::time::Instant::now() + h.ticks(ticks);
+    while tokio::time::Instant::now() < until {
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Job(j) => {
+                q.complete(&j, "wh", false).await.expect("complete");
+                out.push(j);
+            }
+            Dispatch::Wait(d) => h.sleep(d.min(h.tick()).max(Duration::from_millis(1))).await,
+            Dispatch::Empty => break,
+        }
+    }
+    out
+}
+
+async fn a_held_tenant_makes_no_call_and_others_go_on(h: Harness) {
+    let q = h
+        .queue_with("held", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let held = push(&q, "acme", 0..3).await;
+    push(&q, "beta", 0..3).await;
+    assert!(q.hold("acme", refused()).await.expect("hold"));
+    assert!(
+        !q.hold("nobody", refused()).await.expect("hold"),
+        "unknown tenant"
+    );
+    let served = drain_all(h, &q, 10).await;
+    assert_eq!(served.len(), 3, "{served:?}");
+    assert!(served.iter().all(|j| j.tenant == "beta"), "{served:?}");
+    // Held until released: nothing for a worker to do, and the dispatch says so.
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    assert!(q.is_idle().await.expect("idle"));
+    for id in &held {
+        let r = record(&q, id).await;
+        assert_eq!((r.status, r.attempts), (JobState::Queued, 0), "{r:?}");
+    }
+    let r = row(&q, "acme").await;
+    assert_eq!(r.waiting, 3);
+    let hold = r.hold.expect("status shows the hold");
+    assert_eq!(hold.kind, HoldKind::KeysRefused);
+    assert_eq!(hold.reason, "keys refused by LeadSquared (401)");
+    assert_eq!(hold.until_ms, None);
+    assert_eq!(r.paused_until_ms, None, "no fake end time");
+    assert_eq!(
+        q.tenant_hold("acme").await.expect("hold").map(|h| h.kind),
+        Some(HoldKind::KeysRefused)
+    );
+    assert_eq!(q.tenant_hold("beta").await.expect("hold"), None);
+}
+
+async fn release_wakes_a_waiting_worker_and_the_jobs_run(h: Harness) {
+    let q = h.queue_with("release", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..2).await;
+    let by = NewHold {
+        kind: HoldKind::Paused,
+        reason: "maintenance".into(),
+        length: None,
+        by: Some("ops".into()),
+    };
+    q.hold("acme", by).await.expect("hold");
+    let shown = q.tenant_hold("acme").await.expect("hold").expect("held");
+    assert_eq!(
+        (shown.kind, shown.by.as_deref()),
+        (HoldKind::Paused, Some("ops"))
+    );
+    let q2 = q.clone();
+    wakes(h, &q, "release", async move {
+        let was = q2
+            .release("acme")
+            .await
+            .expect("release")
+            .expect("was held");
+        assert_eq!(was.reason, "maintenance");
+    })
+    .await;
+    assert_eq!(q.release("acme").await.expect("release"), None);
+    let ran = drain(&q, 2).await;
+    assert_eq!(
+        ran.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        ids,
+        "in push order"
+    );
+    assert!(ran.iter().all(|j| j.attempt == 1), "{ran:?}");
+}
+
+async fn a_job_handed_back_to_a_held_tenant_keeps_its_attempt(h: Harness) {
+    let q = h
+        .queue_with("handback", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let ids = push(&q, "acme", 0..2).await;
+    let a = next_is(&q, &ids[0]).await;
+    let b = next_is(&q, &ids[1]).await;
+    // Two jobs in flight when the hold lands: both come back, no attempt spent.
+    q.hold("acme", refused()).await.expect("hold");
+    q.requeue(&a, BACK).await.expect("requeue");
+    q.requeue(&b, BACK).await.expect("requeue");
+    push(&q, "beta", 0..1).await;
+    let served = drain_all(h, &q, 10).await;
+    assert_eq!(
+        served.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>(),
+        ["beta"]
+    );
+    for id in &ids {
+        let r = record(&q, id).await;
+        assert_eq!((r.status, r.attempts), (JobState::Queued, 0), "{r:?}");
+    }
+    assert_eq!(row(&q, "acme").await.waiting, 2);
+}
+
+async fn new_keys_end_a_keys_refused_hold(h: Harness) {
+    let q = h
+        .queue_with("newkeys", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    push(&q, "acme", 0..1).await;
+    q.hold("acme", refused()).await.expect("hold");
+    q.hold(
+        "beta",
+        NewHold {
+            kind: HoldKind::Paused,
+            reason: "by hand".into(),
+            length: None,
+            by: None,
+        },
+    )
+    .await
+    .expect("hold");
+    // The same keys again: still refused.
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    assert!(q.tenant_hold("acme").await.expect("hold").is_some());
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    // New keys: the hold ends and a waiting worker wakes. An operator's pause stays.
+    let fixed = |name: &str| Tenant {
+        secret_key: lsq_webhooks::secret::Secret::new("sk-new"),
+        ..tenant(name, 25)
+    };
+    let q2 = q.clone();
+    wakes(h, &q, "an import with new keys", async move {
+        q2.put_tenants(&[fixed("acme"), fixed("beta")])
+            .await
+            .expect("tenants");
+    })
+    .await;
+    assert_eq!(q.tenant_hold("acme").await.expect("hold"), None);
+    assert_eq!(
+        q.tenant_hold("beta").await.expect("hold").map(|h| h.kind),
+        Some(HoldKind::Paused)
+    );
+    let j = next_job(q.as_ref()).await;
+    assert_eq!((j.tenant.as_str(), j.attempt), ("acme", 1));
+}
+
+async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
+    let q = h
+        .queue_with("unreachable", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let policy = UnreachablePolicy {
+        after: 2,
+        base: h.ticks(2),
+        max: h.ticks(8),
+        jitter: 1.0,
+    };
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let f = q
+            .host_failed("acme", policy, "could not connect")
+            .await
+            .expect("failed");
+        held.push((f.failures, f.held_for));
+    }
+    assert_eq!(
+        held,
+        [
+            (1, None),
+            (2, Some(h.ticks(2))),
+            (3, Some(h.ticks(4))),
+            (4, Some(h.ticks(8))),
+            (5, Some(h.ticks(8))),
+        ]
+    );
+    let hold = q.tenant_hold("acme").await.expect("hold").expect("held");
+    assert_eq!((hold.kind, hold.failures), (HoldKind::HostUnreachable, 5));
+    assert!(hold.until_ms.is_some());
+    let ids = push(&q, "acme", 0..1).await;
+    push(&q, "beta", 0..2).await;
+    // Held: the other tenant is served, acme's job waits (a wait, not "empty").
+    let mut beta = 0;
+    loop {
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Job(j) => {
+                assert_eq!(j.tenant, "beta", "acme is held");
+                q.complete(&j, "wh", false).await.expect("complete");
+                beta += 1;
+            }
+            Dispatch::Wait(d) => {
+                assert!(d > Duration::ZERO);
+                break;
+            }
+            Dispatch::Empty => panic!("acme's job is waiting for the hold's end"),
+        }
+    }
+    assert_eq!(beta, 2);
+    assert!(
+        !q.is_idle().await.expect("idle"),
+        "a timed hold ends by itself"
+    );
+    // The hold ends by itself; the job's attempt was never spent.
+    let j = next_is(&q, &ids[0]).await;
+    assert_eq!(j.attempt, 1);
+    assert_eq!(q.tenant_hold("acme").await.expect("hold"), None, "ended");
+    // A success ends the streak: the next failure is the first again.
+    q.complete(&j, "wh", false).await.expect("complete");
+    let f = q
+        .host_failed("acme", policy, "could not connect")
+        .await
+        .expect("failed");
+    assert_eq!((f.failures, f.held_for), (1, None));
+    // A timed hold never replaces one without an end.
+    q.hold("acme", refused()).await.expect("hold");
+    let f = q
+        .host_failed("acme", policy, "could not connect")
+        .await
+        .expect("failed");
+    assert_eq!(f.held_for, None);
+    assert_eq!(
+        q.tenant_hold("acme").await.expect("hold").map(|h| h.kind),
+        Some(HoldKind::KeysRefused)
+    );
+}
+
+async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
+    let q = h.queue_with("host", &[], |_| {}).await;
+    let hostless = Tenant {
+        api_base: None,
+        ..tenant("acme", 25)
+    };
+    q.put_tenants(std::slice::from_ref(&hostless))
+        .await
+        .expect("tenants");
+    assert_eq!(
+        q.tenant("acme")
+            .await
+            .expect("tenant")
+            .expect("acme")
+            .api_base,
+        None
+    );
+    push(&q, "acme", 0..1).await;
+    assert_eq!(
+        row(&q, "acme").await.host,
+        None,
+        "status: still discovering"
+    );
+    let found = url::Url::parse("https://api-in21.leadsquared.com").expect("url");
+    let access = hostless.access_key.expose().to_string();
+    assert!(
+        !q.set_tenant_host("acme", &found, "other-key")
+            .await
+            .expect("set")
+    );
+    assert!(
+        !q.set_tenant_host("nobody", &found, &access)
+            .await
+            .expect("set")
+    );
+    assert!(
+        q.set_tenant_host("acme", &found, &access)
+            .await
+            .expect("set")
+    );
+    let stored = q.tenant("acme").await.expect("tenant").expect("acme");
+    assert_eq!(stored.api_base.as_ref(), Some(&found));
+    assert_eq!(row(&q, "acme").await.host.as_deref(), Some(found.as_str()));
+    assert_eq!(stored.secret_key, hostless.secret_key, "keys intact");
+    assert_eq!(stored.limit, 25);
+    // Importing the row again (no host, same keys) keeps the discovered host.
+    q.put_tenants(std::slice::from_ref(&hostless))
+        .await
+        .expect("tenants");
+    let again = q.tenant("acme").await.expect("tenant").expect("acme");
+    assert_eq!(again.api_base.as_ref(), Some(&found));
+    // New keys: another account, perhaps; the host is found again.
+    let rekeyed = Tenant {
+        access_key: lsq_webhooks::secret::Secret::new("ak-new"),
+        ..hostless
+    };
+    q.put_tenants(&[rekeyed]).await.expect("tenants");
+    assert_eq!(
+        q.tenant("acme")
+            .await
+            .expect("tenant")
+            .expect("acme")
+            .api_base,
+        None
+    );
+}
+
+async fn take_call_spends_a_call_of_the_window(h: Harness) {
+    let q = h
+        .queue_with("take", &[("acme", 2), ("beta", 2)], |_| {})
+        .await;
+    push(&q, "acme", 0..1).await;
+    assert_eq!(q.take_call("acme", "d1").await.expect("take"), None);
+    assert_eq!(q.take_call("acme", "d2").await.expect("take"), None);
+    let wait = q
+        .take_call("acme", "d3")
+        .await
+        .expect("take")
+        .expect("window full");
+    assert!(wait > Duration::ZERO && wait <= h.window(), "{wait:?}");
+    // The window is full: the job waits for it too.
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
+    let j = next_job(q.as_ref()).await;
+    assert_eq!(j.tenant, "acme");
+    // A tenant held until released may not call.
+    q.hold("beta", refused()).await.expect("hold");
+    let wait = q
+        .take_call("beta", "d4")
+        .await
+        .expect("take")
+        .expect("held");
+    assert!(wait > Duration::from_secs(86_400 * 365), "{wait:?}");
+}
+
+async fn an_unsent_call_leaves_the_window(h: Harness) {
+    let q = h.queue_with("unsent", &[("acme", 1)], |_| {}).await;
+    let ids = push(&q, "acme", 0..2).await;
+    let first = next_is(&q, &ids[0]).await;
+    // Handed back without being sent: its call still counts until it is forgotten.
+    q.requeue(&first, BACK).await.expect("requeue");
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Wait(_)
+    ));
+    let q2 = q.clone();
+    let f2 = first.clone();
+    wakes(h, &q, "unsent", async move {
+        q2.unsent(&f2).await.expect("unsent");
+    })
+    .await;
+    let again = only_job(q.dispatch().await.expect("dispatch"));
+    assert_eq!((again.id.clone(), again.attempt), (ids[0].clone(), 1));
+    // Forgetting a call that is not logged changes nothing.
+    q.unsent(&first).await.expect("unsent");
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1929,4 +2292,12 @@ conformance!(
     a_job_keeps_its_last_attempts_until_it_is_purged,
     jobs_page_with_a_cursor_newest_first,
     purge_done_before_deletes_only_old_done_records,
+    a_held_tenant_makes_no_call_and_others_go_on,
+    release_wakes_a_waiting_worker_and_the_jobs_run,
+    a_job_handed_back_to_a_held_tenant_keeps_its_attempt,
+    new_keys_end_a_keys_refused_hold,
+    unreachable_host_holds_grow_cap_and_end,
+    a_discovered_host_is_recorded_and_kept_by_an_import,
+    take_call_spends_a_call_of_the_window,
+    an_unsent_call_leaves_the_window,
 );

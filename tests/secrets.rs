@@ -187,7 +187,9 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
     let http = reqwest::Client::new();
 
     // Tenants: acme (the simulator allows it fewer calls than the queue thinks: rate-limit
-    // answers), beta, and wrongkeys (keys the simulator does not know: 401, dead).
+    // answers), beta (no api_base: discovered by `tenants import --discover`), and
+    // wrongkeys (keys the simulator does not know: 401, UserByAccessKey.Get refuses them
+    // too, and the tenant is held).
     let mut keys = BTreeMap::new();
     for t in ["acme", "beta", "wrongkeys"] {
         let (ak, sk) = (secret("ACCESSKEY"), secret("SECRETKEY"));
@@ -247,7 +249,7 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         format!(
             "tenant,api_base,access_key,secret_key,limit\n\
              acme,{sim_base},{},{},5\n\
-             beta,{sim_base},{},{},25\n\
+             beta,,{},{},25\n\
              wrongkeys,{sim_base},{},{},25\n",
             keys["acme"].0,
             keys["acme"].1,
@@ -258,11 +260,35 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         ),
     )
     .unwrap();
-    captured.run(
+    let imported = captured.run(
         "tenants import",
-        lsq(&queue).args(["tenants", "import"]).arg(&tenants_csv),
+        lsq(&queue)
+            .args([
+                "tenants",
+                "import",
+                "--discover",
+                "--discovery-url",
+                &sim_base,
+            ])
+            .arg(&tenants_csv),
     );
-    captured.run("tenants list", lsq(&queue).args(["tenants", "list"]));
+    assert!(imported.contains("discovered 1 host(s)"), "{imported}");
+    let listed = captured.run("tenants list", lsq(&queue).args(["tenants", "list"]));
+    assert!(
+        listed.contains(&format!("beta\t25\t{sim_base}")),
+        "{listed}"
+    );
+    captured.run(
+        "tenants pause",
+        lsq(&queue).args([
+            "tenants", "pause", "beta", "--reason", "checking", "--by", "ops",
+        ]),
+    );
+    captured.run("status (beta paused)", lsq(&queue).arg("status"));
+    captured.run(
+        "tenants resume",
+        lsq(&queue).args(["tenants", "resume", "beta"]),
+    );
 
     // Jobs, each with its own header secrets; one invalid line carries one too.
     let mut lines = Vec::new();
@@ -302,6 +328,8 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
                 // The simulator answers in 5 ms: a short settle keeps the run quick.
                 "--reconcile-settle-ms",
                 "300",
+                "--discovery-url",
+                &sim_base,
                 "--metrics-listen",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
@@ -314,7 +342,15 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
     for round in 0..600 {
         let out = captured.run("status --json", lsq(&queue).args(["status", "--json"]));
         let s: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if s["queued"] == 0 && s["scheduled"] == 0 && s["running"] == 0 {
+        // wrongkeys' 9 jobs wait, held; everything else is done.
+        let held: u64 = s["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "held")
+            .map(|t| t["waiting"].as_u64().unwrap())
+            .sum();
+        if held == 9 && s["queued"] == 9 && s["scheduled"] == 0 && s["running"] == 0 {
             idle = true;
             break;
         }
@@ -347,8 +383,15 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         "results csv",
         lsq(&queue).args(["results", "--format", "csv"]),
     );
-    let dead = captured.run("dead list", lsq(&queue).args(["dead", "list"]));
-    assert!(dead.contains("wrongkeys"), "{dead}");
+    captured.run("dead list", lsq(&queue).args(["dead", "list"]));
+    let listed = captured.run(
+        "tenants list (after)",
+        lsq(&queue).args(["tenants", "list"]),
+    );
+    assert!(
+        listed.contains("wrongkeys") && listed.contains("keys refused by LeadSquared (401)"),
+        "{listed}"
+    );
 
     // serve: every route, good and bad writes, the page.
     let port = common::free_port();

@@ -39,7 +39,7 @@ async fn start(config: SimConfig) -> Running {
 fn tenant(server: &SimServer, name: &str, access: &str, limit: u32) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: server.base_url(),
+        api_base: Some(server.base_url()),
         access_key: Secret::new(access),
         secret_key: Secret::new(format!("{access}-secret")),
         limit,
@@ -182,14 +182,14 @@ async fn limits_come_from_the_tenants_file_and_unknown_keys_get_401() {
     let stranger = tenant(&sim.server, "x", "ak-unknown", 25);
     let e = client.create(&stranger, &webhook("x")).await;
     assert!(
-        matches!(e, Err(CallError::Permanent { ref reason }) if reason.starts_with("MXUnAuthorizedAccessException")),
+        matches!(e, Err(CallError::Refused { ref reason }) if reason.starts_with("MXUnAuthorizedAccessException")),
         "{e:?}"
     );
     let mut wrong_secret = tenant(&sim.server, "beta", "ak-beta", 25);
     wrong_secret.secret_key = Secret::new("nope");
     assert!(matches!(
         client.create(&wrong_secret, &webhook("x")).await,
-        Err(CallError::Permanent { .. })
+        Err(CallError::Refused { .. })
     ));
     let stats = sim.server.stats();
     assert_eq!(stats.unauthorized, 2);
@@ -706,7 +706,7 @@ fn tenants_source(server_less: &[(&str, u32)]) -> Vec<Tenant> {
         .iter()
         .map(|(name, limit)| Tenant {
             name: name.to_string(),
-            api_base: base.clone(),
+            api_base: Some(base.clone()),
             access_key: Secret::new(format!("ak-{name}")),
             secret_key: Secret::new(format!("ak-{name}-secret")),
             limit: *limit,
@@ -1053,4 +1053,86 @@ async fn bad_other_client_and_quota_settings_are_refused() {
             "other_client_calls_for names \"nobody\", which is not a tenant",
         ]
     );
+}
+
+/// Two regions of one simulator: an account answers only on its own region's host, except
+/// `UserByAccessKey.Get`, which answers on every host with the account's host, in
+/// LeadSquared's shape, and counts against the account's window.
+#[tokio::test]
+async fn each_account_lives_in_one_region_and_discovery_answers_everywhere() {
+    let csv = "tenant,api_base,access_key,secret_key,limit\n\
+               home,,ak-home,sk-home,25\n\
+               euro,,ak-euro,sk-euro,2\n";
+    let tenants = lsq_webhooks::tenant::parse(csv.as_bytes()).expect("tenants");
+    let mut config = SimConfig {
+        accounts: AccountSource::Tenants(tenants),
+        ..SimConfig::default()
+    };
+    config.account_regions.insert("euro".into(), "eu".into());
+    let state = lsq_webhooks::sim::SimState::new(config).expect("config");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let home = lsq_webhooks::sim::serve(bind().await.expect("bind"), state.clone(), stop.clone())
+        .expect("serve");
+    let eu =
+        lsq_webhooks::sim::serve_region(bind().await.expect("bind"), state, "eu", stop.clone())
+            .expect("serve");
+    let client = client();
+    let euro_at_home = tenant(&home, "euro", "ak-euro", 2);
+    let mut euro_at_home = euro_at_home;
+    euro_at_home.secret_key = Secret::new("sk-euro");
+    // Another region's host: 401 for Create, not counted against the account.
+    let e = client.create(&euro_at_home, &webhook("w")).await;
+    assert!(matches!(e, Err(CallError::Refused { .. })), "{e:?}");
+    // Discovery on either host names the account's own.
+    for at in [home.base_url(), eu.base_url()] {
+        let found = client
+            .discover(&euro_at_home, &at)
+            .await
+            .expect("discovered");
+        assert_eq!(found, eu.base_url());
+    }
+    // Its own host takes the call; the two discoveries filled its window of 2.
+    let mut euro = euro_at_home.clone();
+    euro.api_base = Some(eu.base_url());
+    let e = client.create(&euro, &webhook("w")).await;
+    assert!(matches!(e, Err(CallError::RateLimited { .. })), "{e:?}");
+    let stats = home.stats();
+    let a = &stats.accounts["euro"];
+    assert_eq!(
+        (a.wrong_region, a.discovery_calls, a.create_calls),
+        (1, 2, 1)
+    );
+    assert_eq!(a.webhooks.len(), 0);
+    // The documented shape, read raw.
+    let raw: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}v2/Authentication.svc/UserByAccessKey.Get",
+            home.base_url()
+        ))
+        .header("x-LSQ-AccessKey", "ak-home")
+        .header("x-LSQ-SecretKey", "sk-home")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    for field in ["Id", "Name", "TimeZone", "OrgShortCode"] {
+        assert!(raw[field].is_string(), "{field}: {raw}");
+    }
+    let urls = &raw["LSQCommonServiceURLs"];
+    assert_eq!(urls["api"], home.base_url().as_str().trim_end_matches('/'));
+    assert!(
+        urls["app"].is_string() && urls["tracking"].is_string(),
+        "{raw}"
+    );
+    // Wrong keys: 401 everywhere, discovery included.
+    let mut stranger = euro_at_home.clone();
+    stranger.secret_key = Secret::new("nope");
+    for at in [home.base_url(), eu.base_url()] {
+        let e = client.discover(&stranger, &at).await;
+        assert!(matches!(e, Err(CallError::Refused { .. })), "{e:?}");
+    }
 }

@@ -54,7 +54,7 @@ async fn queue_with(prefix: &str, tenant: &str, api_base: &str) -> (String, Redi
     queue
         .put_tenants(&[Tenant {
             name: tenant.into(),
-            api_base: url::Url::parse(api_base).expect("url"),
+            api_base: Some(url::Url::parse(api_base).expect("url")),
             access_key: Secret::new(format!("ak-{tenant}")),
             secret_key: Secret::new(format!("sk-{tenant}")),
             limit: 25,
@@ -68,8 +68,9 @@ async fn queue_with(prefix: &str, tenant: &str, api_base: &str) -> (String, Redi
 
 #[tokio::test]
 async fn results_and_dead_letters_through_the_binary() {
-    // Nothing listens on this port: every Create fails with "connection refused".
-    let down = format!("http://127.0.0.1:{}", common::free_port());
+    // Every call answers 503: a transient failure about the call, which spends an attempt.
+    // (A host that refuses connections holds its tenant instead: tests/worker_discovery.rs.)
+    let down = common::always_503();
     let (name, queue) = queue_with("cli-dead", "down", &down).await;
     let mut jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
@@ -99,6 +100,8 @@ async fn results_and_dead_letters_through_the_binary() {
                     "5",
                     "--retry-cap-secs",
                     "1",
+                    "--reconcile-settle-ms",
+                    "10",
                 ],
             )
         }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 fn tenant(name: &str, api_base: &str) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: url::Url::parse(api_base).expect("url"),
+        api_base: Some(url::Url::parse(api_base).expect("url")),
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit: 25,
@@ -52,10 +52,6 @@ fn job(tenant: &str, n: usize, webhook: serde_json::Value) -> NewJob {
 }
 
 /// A loopback address where nothing listens.
-fn closed_port() -> String {
-    format!("http://127.0.0.1:{}", common::free_port())
-}
-
 /// A server that accepts connections and never answers; it lives as long as the test
 /// process (its thread only holds sockets).
 fn black_hole() -> String {
@@ -94,7 +90,7 @@ async fn undecodable_bodies_are_buried_and_failing_calls_die_after_their_attempt
         ..QueueConfig::default()
     }));
     queue
-        .put_tenants(&[tenant("down", &closed_port())])
+        .put_tenants(&[tenant("down", &common::always_503())])
         .await
         .expect("tenants");
     let mut jobs = vec![
@@ -110,6 +106,8 @@ async fn undecodable_bodies_are_buried_and_failing_calls_die_after_their_attempt
             concurrency: 4,
             exit_when_idle: true,
             retry: fast_retries(),
+            // A 503 may have been processed: the next attempt reconciles after the settle.
+            reconcile_settle: Duration::from_millis(10),
             ..WorkerConfig::default()
         },
     );

@@ -84,6 +84,81 @@ pub struct Args {
     /// The quota's day in milliseconds (the UTC day by default; shorter for tests).
     #[arg(long, default_value_t = 86_400_000)]
     pub day_ms: u64,
+    /// Serve one more region on another address (`NAME=ADDR`, or `NAME=PORT` for
+    /// 127.0.0.1): any call of an account of another region answers 401 there, except
+    /// UserByAccessKey.Get. `--listen` serves the region `default`. Repeatable.
+    #[arg(long, value_name = "NAME=ADDR")]
+    pub region: Vec<String>,
+    /// The region an account lives in (`ACCOUNT=NAME`; others live in `default`).
+    /// Repeatable.
+    #[arg(long, value_name = "ACCOUNT=NAME")]
+    pub account_region: Vec<String>,
+}
+
+/// `--region` values: name → address.
+fn regions(values: &[String]) -> Result<BTreeMap<String, SocketAddr>, BadInput> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        let parsed = v.split_once('=').and_then(|(name, at)| {
+            let at = at.trim();
+            let addr = match at.parse::<u16>() {
+                Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+                Err(_) => at.parse().ok()?,
+            };
+            Some((name.trim().to_string(), addr))
+        });
+        match parsed {
+            Some((name, _)) if name.is_empty() || name == crate::sim::DEFAULT_REGION => {
+                return Err(BadInput(format!(
+                    "--region: {v:?}: a region needs a name other than \"default\" (--listen serves that one)"
+                )));
+            }
+            Some((name, addr)) => {
+                if out.insert(name.clone(), addr).is_some() {
+                    return Err(BadInput(format!("--region: {name:?} is given twice")));
+                }
+            }
+            None => {
+                return Err(BadInput(format!(
+                    "--region: expected NAME=ADDR or NAME=PORT, got {v:?}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--account-region` values: account → region, each region one that is served.
+fn account_regions(
+    values: &[String],
+    served: &BTreeMap<String, SocketAddr>,
+) -> Result<BTreeMap<String, String>, BadInput> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        let Some((account, region)) = v
+            .split_once('=')
+            .map(|(a, r)| (a.trim(), r.trim()))
+            .filter(|(a, r)| !a.is_empty() && !r.is_empty())
+        else {
+            return Err(BadInput(format!(
+                "--account-region: expected ACCOUNT=NAME, got {v:?}"
+            )));
+        };
+        if region != crate::sim::DEFAULT_REGION && !served.contains_key(region) {
+            return Err(BadInput(format!(
+                "--account-region: {account:?} lives in {region:?}, which no --region serves"
+            )));
+        }
+        if out
+            .insert(account.to_string(), region.to_string())
+            .is_some()
+        {
+            return Err(BadInput(format!(
+                "--account-region: {account:?} is given twice"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// `ACCOUNT=N` values of a repeatable flag, by account.
@@ -163,6 +238,7 @@ impl Args {
             daily_limit: self.daily_limit,
             daily_limit_for: per_account("--daily-limit-for", &self.daily_limit_for)?,
             day: Duration::from_millis(self.day_ms),
+            account_regions: account_regions(&self.account_region, &regions(&self.region)?)?,
         })
     }
 }
@@ -170,6 +246,7 @@ impl Args {
 /// Runs `simulate`.
 pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
+    let extra = regions(&args.region)?;
     let state = SimState::new(config).map_err(|e| BadInput(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -186,11 +263,29 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         server.local_addr()
     )?;
     tracing::info!(addr = %server.local_addr(), "LeadSquared simulator listening");
+    let mut others = Vec::new();
+    for (name, addr) in &extra {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for region {name}"))?;
+        let region =
+            crate::sim::serve_region(listener, server.state().clone(), name, shutdown.clone())
+                .context("cannot start the simulator")?;
+        writeln!(
+            super::output::stdout(),
+            "region {name} listening on http://{}",
+            region.local_addr()
+        )?;
+        others.push(region);
+    }
     shutdown.cancelled().await;
     // The watcher has ended: it cancelled the token, or saw it cancelled.
     let _ = signals.await;
     tracing::info!("shutting down");
     shutdown.cancel();
     server.join().await;
+    for region in others {
+        region.join().await;
+    }
     Ok(ExitCode::SUCCESS)
 }

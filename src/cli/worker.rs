@@ -73,6 +73,12 @@ pub struct Args {
     /// minute; their keys stay taken). Export results within it. Off when not given.
     #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
     pub done_ttl_secs: Option<u64>,
+    /// Where tenants without an `api_base` (and tenants answered 401) have their host
+    /// found with `UserByAccessKey.Get`: a host name (`api-in21.leadsquared.com`) or a URL;
+    /// plain http only to loopback.
+    #[arg(long, env = "LSQ_DISCOVERY_URL", default_value = crate::leadsquared::client::DEFAULT_DISCOVERY_URL,
+          value_parser = crate::tenant::api_base_from_host, value_name = "URL")]
+    pub discovery_url: url::Url,
 }
 
 impl Args {
@@ -116,6 +122,7 @@ impl Args {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             reconcile_settle: Duration::from_millis(self.reconcile_settle_ms),
+            discovery_url: self.discovery_url.clone(),
             ..WorkerConfig::default()
         })
     }

@@ -15,6 +15,34 @@ pub struct DemoTenant {
     pub name: String,
     /// Calls allowed per window.
     pub limit: u32,
+    /// How it is registered.
+    pub setup: TenantSetup,
+}
+
+impl DemoTenant {
+    /// A tenant registered with its host and its right keys.
+    pub fn known(name: &str, limit: u32) -> DemoTenant {
+        DemoTenant {
+            name: name.to_string(),
+            limit,
+            setup: TenantSetup::Known,
+        }
+    }
+}
+
+/// How a demo tenant is registered (issue 14: tenants as they really are).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TenantSetup {
+    /// With its host and its right keys.
+    #[default]
+    Known,
+    /// With no `api_base`: the worker discovers its host with `UserByAccessKey.Get`.
+    NoHost,
+    /// Living in the simulator's second region, registered with the first region's host:
+    /// its first call answers 401, and its host is rediscovered.
+    OtherRegion,
+    /// With a secret key LeadSquared refuses: the tenant is parked, its jobs stay queued.
+    BadKeys,
 }
 
 /// What a demo run does.
@@ -46,31 +74,35 @@ pub struct DemoConfig {
 }
 
 /// The standard tenants: limits from LeadSquared's 25 down to plans with far fewer.
-const STANDARD_TENANTS: [(&str, u32); 10] = [
-    ("acme", 25),
-    ("globex", 25),
-    ("initech", 25),
-    ("umbrella", 20),
-    ("hooli", 20),
-    ("stark", 15),
-    ("wayne", 10),
-    ("wonka", 5),
-    ("tyrell", 3),
-    ("cyberdyne", 2),
+/// `hooli` has no host (discovered), `stark` lives in another region (rediscovered after a
+/// 401), `oscorp`'s keys are refused (parked).
+const STANDARD_TENANTS: [(&str, u32, TenantSetup); 11] = [
+    ("acme", 25, TenantSetup::Known),
+    ("globex", 25, TenantSetup::Known),
+    ("initech", 25, TenantSetup::Known),
+    ("umbrella", 20, TenantSetup::Known),
+    ("hooli", 20, TenantSetup::NoHost),
+    ("stark", 15, TenantSetup::OtherRegion),
+    ("wayne", 10, TenantSetup::Known),
+    ("wonka", 5, TenantSetup::Known),
+    ("oscorp", 5, TenantSetup::BadKeys),
+    ("tyrell", 3, TenantSetup::Known),
+    ("cyberdyne", 2, TenantSetup::Known),
 ];
 
 impl DemoConfig {
-    /// The demo `lsq-webhooks demo` runs: ten tenants with limits from 25 down to 2 calls
-    /// per 5 s, each busy for `busy` (about 1,200 jobs for 40 s), 1% of calls answered 500,
+    /// The demo `lsq-webhooks demo` runs: eleven tenants with limits from 25 down to 2 calls
+    /// per 5 s (one without a host, one in another region, one whose keys are refused), each busy for `busy` (about 1,200 jobs for 40 s), 1% of calls answered 500,
     /// 1% of Creates answered 500 after creating the webhook, 0.5% of connections reset,
     /// 20-80 ms of latency; faults drawn from `seed`.
     pub fn standard(busy: Duration, seed: u64) -> DemoConfig {
         DemoConfig {
             tenants: STANDARD_TENANTS
                 .iter()
-                .map(|(name, limit)| DemoTenant {
+                .map(|(name, limit, setup)| DemoTenant {
                     name: (*name).to_string(),
                     limit: *limit,
+                    setup: *setup,
                 })
                 .collect(),
             busy,
@@ -100,6 +132,15 @@ impl DemoConfig {
     /// Jobs enqueued in all.
     pub fn total_jobs(&self) -> u64 {
         self.tenants.iter().map(|t| self.jobs_for(t.limit)).sum()
+    }
+
+    /// Jobs of the tenants whose keys are refused: parked, never done.
+    pub fn parked_jobs(&self) -> u64 {
+        self.tenants
+            .iter()
+            .filter(|t| t.setup == TenantSetup::BadKeys)
+            .map(|t| self.jobs_for(t.limit))
+            .sum()
     }
 
     pub(super) fn check(&self) -> Result<(), DemoError> {
@@ -196,7 +237,8 @@ mod tests {
         assert!(c.check().is_ok());
         assert_eq!(c.jobs_for(25), 200);
         assert_eq!(c.jobs_for(2), 16);
-        assert_eq!(c.total_jobs(), 150 * 8);
+        assert_eq!(c.total_jobs(), 155 * 8);
+        assert_eq!(c.parked_jobs(), 5 * 8);
     }
 
     #[test]

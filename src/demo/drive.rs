@@ -91,6 +91,8 @@ impl DemoRun<'_> {
                 shutdown_grace: config.shutdown_grace,
                 reconcile_settle: config.reconcile_settle,
                 name: "demo".into(),
+                // Hosts are discovered at the simulator, which answers for every region.
+                discovery_url: self.sim.base_url(),
                 ..WorkerConfig::default()
             },
         )

@@ -32,7 +32,7 @@ pub mod watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Backend, DemoConfig, DemoTenant};
+pub use config::{Backend, DemoConfig, DemoTenant, TenantSetup};
 pub use display::View;
 pub use report::{DemoReport, TenantResult, achieved_per_window};
 
@@ -81,7 +81,7 @@ pub async fn run(
         backend,
         tenants: &tenants,
         queue,
-        sim: &sim,
+        sim: &sim.home,
         started,
     };
     let result = demo.drive(view, shutdown).await;
@@ -92,6 +92,9 @@ pub async fn run(
         tracing::warn!("could not delete the demo's queue {}: {e}", q.prefix());
     }
     sim_stop.cancel();
-    sim.join().await;
+    sim.home.join().await;
+    if let Some(other) = sim.other {
+        other.join().await;
+    }
     result
 }

@@ -32,6 +32,8 @@ pub struct TenantResult {
     /// Calls per window it achieved while it had jobs waiting (see [`achieved_per_window`]);
     /// `None` when it made too few calls to measure.
     pub achieved: Option<f64>,
+    /// Why it is parked (held until released: its keys were refused), if it is.
+    pub parked: Option<String>,
 }
 
 impl TenantResult {
@@ -58,7 +60,9 @@ pub struct DemoReport {
     pub done: u64,
     /// Jobs dead.
     pub dead: u64,
-    /// Jobs neither done nor dead (only after an interruption).
+    /// Jobs of parked tenants (keys refused): queued, neither done nor dead.
+    pub parked: u64,
+    /// Jobs neither done, dead nor parked (only after an interruption).
     pub unfinished: u64,
     /// Webhook Ids recorded with done jobs.
     pub ids_recorded: u64,
@@ -90,7 +94,7 @@ impl DemoReport {
     /// rate-limit answer, and not interrupted.
     pub fn passed(&self) -> bool {
         !self.interrupted
-            && self.done == self.jobs
+            && self.done + self.parked == self.jobs
             && self.dead == 0
             && self.ids_match
             && self.duplicates == 0
@@ -101,6 +105,7 @@ impl DemoReport {
     pub fn at_limit(&self) -> bool {
         self.tenants
             .iter()
+            .filter(|t| t.parked.is_none())
             .filter_map(TenantResult::achieved_share)
             .all(|s| s >= TARGET_SHARE)
     }
@@ -151,13 +156,24 @@ impl fmt::Display for DemoReport {
         writeln!(f, "demo {head} {} ({})", secs(self.elapsed), self.backend)?;
         writeln!(
             f,
-            "  {:<6}  jobs: {} done, {} dead, {} unfinished, of {}",
-            mark(self.done == self.jobs && self.dead == 0),
+            "  {:<6}  jobs: {} done, {} dead, {} parked, {} unfinished, of {}",
+            mark(self.done + self.parked == self.jobs && self.dead == 0),
             self.done,
             self.dead,
+            self.parked,
             self.unfinished,
             self.jobs
         )?;
+        for t in self.tenants.iter().filter(|t| t.parked.is_some()) {
+            writeln!(
+                f,
+                "          {} parked: {}; its {} jobs stay queued, none dead (import new keys or `tenants resume {}`)",
+                t.name,
+                t.parked.as_deref().unwrap_or_default(),
+                t.jobs - t.done - t.dead,
+                t.name
+            )?;
+        }
         writeln!(
             f,
             "  {:<6}  webhook Ids: {} recorded, {} as the {} the simulator created; {} duplicates",
@@ -214,6 +230,7 @@ impl fmt::Display for DemoReport {
         )?;
         for t in &self.tenants {
             let achieved = match (t.achieved, t.achieved_share()) {
+                _ if t.parked.is_some() => "parked (keys refused), not measured".to_string(),
                 (Some(a), Some(share)) => format!(
                     "{a:>5.1} of {:<3} {:>4.0}%  {}",
                     t.limit,

@@ -53,6 +53,18 @@ impl DemoRun<'_> {
         interrupted: bool,
     ) -> Result<DemoReport, DemoError> {
         let results = self.queue.results(None).await?;
+        // Tenants held until released (keys refused): their jobs are parked, not lost.
+        let parked_why: BTreeMap<String, String> = self
+            .queue
+            .status()
+            .await?
+            .tenants
+            .into_iter()
+            .filter_map(|t| {
+                let hold = t.hold.filter(|h| h.until_ms.is_none())?;
+                Some((t.tenant, hold.reason))
+            })
+            .collect();
         let stats = self.sim.stats();
         let logs = watch.call_logs();
         let mut finished = finished_per_tenant(&results);
@@ -66,8 +78,15 @@ impl DemoRun<'_> {
             sim.add(&account);
             let log = logs.get(&t.name).cloned().unwrap_or_default();
             let retries = watch.progress(&t.name).retries;
-            tenants.push(self.tenant_report(t, &account, &jobs, &log, retries));
+            let mut row = self.tenant_report(t, &account, &jobs, &log, retries);
+            row.parked = parked_why.get(&t.name).cloned();
+            tenants.push(row);
         }
+        let parked: u64 = tenants
+            .iter()
+            .filter(|t| t.parked.is_some())
+            .map(|t| t.jobs.saturating_sub(t.done + t.dead))
+            .sum();
         let count = |state: JobState| results.iter().filter(|r| r.status == state).count() as u64;
         let (done, dead) = (count(JobState::Done), count(JobState::Dead));
         let jobs = self.config.total_jobs();
@@ -82,7 +101,8 @@ impl DemoRun<'_> {
             jobs,
             done,
             dead,
-            unfinished: jobs.saturating_sub(done + dead),
+            parked,
+            unfinished: jobs.saturating_sub(done + dead + parked),
             ids_recorded: results
                 .iter()
                 .filter(|r| r.status == JobState::Done && r.webhook_id.is_some())
@@ -130,6 +150,7 @@ impl DemoRun<'_> {
             retries,
             busy,
             achieved,
+            parked: None,
         }
     }
 }

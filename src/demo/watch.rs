@@ -40,6 +40,9 @@ struct TenantLog {
     rate_limited: u64,
     /// Jobs waiting for a retry now.
     scheduled: HashSet<JobId>,
+    /// Each running job's dispatch time, to take back the call of a job handed back
+    /// without one (`AttemptOutcome::Unsent`).
+    running: HashMap<JobId, Duration>,
 }
 
 /// One tenant as the live display shows it.
@@ -139,6 +142,7 @@ impl JobObserver for Watch {
                     log.last_first_attempt = Some(log.calls.len() - 1);
                 }
                 log.scheduled.remove(&job.id);
+                log.running.insert(job.id.clone(), at);
             });
         }
     }
@@ -146,7 +150,24 @@ impl JobObserver for Watch {
     fn finished(&self, job: &LeasedJob, outcome: &AttemptOutcome) {
         // Out of attempts, the queue buries a job it was asked to retry (`Queue::retry_later`).
         let buried_by_retry = job.attempt >= self.max_attempts;
-        self.note(&job.tenant, |log| match outcome {
+        self.note(&job.tenant, |log| {
+            let dispatched_at = log.running.remove(&job.id);
+            log.finished(job, outcome, buried_by_retry, dispatched_at);
+        });
+    }
+}
+
+impl TenantLog {
+    /// Counts how a job's attempt ended.
+    fn finished(
+        &mut self,
+        job: &LeasedJob,
+        outcome: &AttemptOutcome,
+        buried_by_retry: bool,
+        dispatched_at: Option<Duration>,
+    ) {
+        let log = self;
+        match outcome {
             AttemptOutcome::Done { .. } => log.done += 1,
             AttemptOutcome::Retried if buried_by_retry => log.dead += 1,
             AttemptOutcome::Retried => {
@@ -158,9 +179,24 @@ impl JobObserver for Watch {
             // Back in the queue (to be dispatched, and noted, again) or not recorded at all.
             AttemptOutcome::NotFound
             | AttemptOutcome::HandedBack
+            | AttemptOutcome::Rediscovered
+            | AttemptOutcome::Parked
+            | AttemptOutcome::HostUnreachable
             | AttemptOutcome::LeaseLost
             | AttemptOutcome::Abandoned => {}
-        });
+            // No call was made: its dispatch is not a call of the tenant's.
+            AttemptOutcome::Unsent => {
+                if let Some(i) =
+                    dispatched_at.and_then(|at| log.calls.iter().rposition(|c| *c == at))
+                {
+                    log.calls.remove(i);
+                    log.last_first_attempt = match log.last_first_attempt {
+                        Some(l) if l >= i => l.checked_sub(1),
+                        other => other,
+                    };
+                }
+            }
+        }
     }
 }
 

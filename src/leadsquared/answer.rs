@@ -7,7 +7,8 @@
 //! - rate limited: 429, or any status whose body says `MXAPIRateLimitExceededException`
 //!   (LeadSquared has answered 200 with `Status: Error`, and 403, for it), or whose message
 //!   says "API calls exceeded the limit of N in W second(s)";
-//! - permanent: 400, 401, 404 and other 4xx, a 500 carrying an `MX...Exception` (LeadSquared
+//! - refused: 401 (bad keys, or another region's host: the worker asks which);
+//! - permanent: 400, 404 and other 4xx, a 500 carrying an `MX...Exception` (LeadSquared
 //!   answers input errors that way; retrying repeats them), a 2xx with `Status: Error`, and a
 //!   redirect (never followed: it would carry the keys elsewhere);
 //! - transient: a 500 without an `MX` exception, 502/503/504 and every other 5xx, 408, and a
@@ -70,6 +71,22 @@ pub enum CallError {
         /// request was sent. Before creating again, look for the webhook with Retrieve.
         maybe_reached: bool,
     },
+    /// HTTP 401: LeadSquared refused the keys, or the host is another region's (which
+    /// answers 401 to every call but `UserByAccessKey.Get`). A question about the tenant,
+    /// not the job: the worker asks `UserByAccessKey.Get` which it is.
+    #[error("{reason}")]
+    Refused {
+        /// What LeadSquared said, or the status line.
+        reason: String,
+    },
+    /// The host did not answer: connection refused, a DNS or TLS failure, a connect
+    /// timeout. The request never reached LeadSquared; a question about the tenant's host,
+    /// not the job.
+    #[error("unreachable: {reason}")]
+    Unreachable {
+        /// What failed.
+        reason: String,
+    },
     /// Will fail again the same way: give up. For LeadSquared's errors the reason is
     /// `ExceptionType: ExceptionMessage`.
     #[error("{reason}")]
@@ -96,6 +113,8 @@ impl CallError {
         match self {
             CallError::RateLimited { reason, .. }
             | CallError::Transient { reason, .. }
+            | CallError::Refused { reason }
+            | CallError::Unreachable { reason }
             | CallError::Permanent { reason } => reason,
         }
     }
@@ -136,6 +155,8 @@ impl CallError {
         let reason = match &mut self {
             CallError::RateLimited { reason, .. }
             | CallError::Transient { reason, .. }
+            | CallError::Refused { reason }
+            | CallError::Unreachable { reason }
             | CallError::Permanent { reason } => reason,
         };
         *reason = redact(reason, secrets);
@@ -271,12 +292,16 @@ pub fn classify_at(
             reason: with_reason(&status_line),
             maybe_reached: false,
         }),
-        400..=499 => Err(CallError::Permanent {
-            reason: lsq_reason.unwrap_or_else(|| match code {
-                401 => format!(
+        401 => Err(CallError::Refused {
+            reason: lsq_reason.unwrap_or_else(|| {
+                format!(
                     "{status_line}: LeadSquared refused the access/secret key (or the \
                      tenant's api_base is another region's host)"
-                ),
+                )
+            }),
+        }),
+        400..=499 => Err(CallError::Permanent {
+            reason: lsq_reason.unwrap_or_else(|| match code {
                 404 => format!("{status_line}: no such API at this api_base"),
                 _ => status_line.clone(),
             }),

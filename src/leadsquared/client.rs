@@ -26,6 +26,12 @@ pub const CREATE_PATH: &str = "/v2/Webhook.svc/Create";
 /// Path of Retrieve under a tenant's API base.
 pub const RETRIEVE_PATH: &str = "/v2/Webhook.svc/Retrieve";
 
+/// Path of `UserByAccessKey.Get` (host discovery) under any region's host.
+pub const DISCOVERY_PATH: &str = "/v2/Authentication.svc/UserByAccessKey.Get";
+/// Where hosts are discovered unless `--discovery-url` / `LSQ_DISCOVERY_URL` says otherwise:
+/// `UserByAccessKey.Get` answers on every region's host.
+pub const DEFAULT_DISCOVERY_URL: &str = "https://api.leadsquared.com";
+
 /// The most pages [`Client::retrieve_all`] reads before it stops (a bound on calls spent).
 pub const MAX_RETRIEVE_PAGES: u32 = 100;
 
@@ -256,16 +262,29 @@ impl Client {
         path: &str,
         body: &Value,
     ) -> Result<Value, CallError> {
-        let url = endpoint(&tenant.api_base, path)?;
+        let Some(base) = &tenant.api_base else {
+            return Err(CallError::Permanent {
+                reason: "the tenant's API host is not known yet (it is being discovered)".into(),
+            });
+        };
+        let url = endpoint(base, path)?;
+        self.send(tenant, self.http.post(url).json(body), path)
+            .await
+    }
+
+    /// Sends an authenticated request and classifies the answer.
+    async fn send(
+        &self,
+        tenant: &Tenant,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<Value, CallError> {
         let access = key_header(tenant.access_key.expose(), "access_key")?;
         let secret = key_header(tenant.secret_key.expose(), "secret_key")?;
         let started = std::time::Instant::now();
-        let response = self
-            .http
-            .post(url)
+        let response = request
             .header("x-LSQ-AccessKey", access)
             .header("x-LSQ-SecretKey", secret)
-            .json(body)
             .send()
             .await
             .map_err(|e| transport_error(&e, "sending the request"))?;
@@ -289,6 +308,33 @@ impl Client {
             BodyRead::Broken(e) => unreadable(status, &headers, format!("answer cut short ({e})")),
         }
     }
+
+    /// Calls `UserByAccessKey.Get` on `discovery` (any region's host) with the tenant's
+    /// keys: the API base its `LSQCommonServiceURLs.api` names (a host name, or a full
+    /// URL). A 401 is [`CallError::Refused`]: the keys are refused everywhere.
+    pub async fn discover(&self, tenant: &Tenant, discovery: &Url) -> Result<Url, CallError> {
+        let secrets = [tenant.access_key.expose(), tenant.secret_key.expose()];
+        let result = async {
+            let url = endpoint(discovery, DISCOVERY_PATH)?;
+            let answer = self
+                .send(tenant, self.http.get(url), DISCOVERY_PATH)
+                .await?;
+            let api = answer
+                .get("LSQCommonServiceURLs")
+                .and_then(|u| u.get("api"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| CallError::Transient {
+                    reason: "UserByAccessKey.Get answered without LSQCommonServiceURLs.api".into(),
+                    maybe_reached: false,
+                })?;
+            crate::tenant::api_base_from_host(api).map_err(|why| CallError::Transient {
+                reason: format!("UserByAccessKey.Get named an unusable API host: {why}"),
+                maybe_reached: false,
+            })
+        }
+        .await;
+        result.map_err(|e| e.redacted(&secrets))
+    }
 }
 
 /// An answer whose body could not be read whole: its status still decides, but a 2xx (or
@@ -299,7 +345,12 @@ fn unreadable(status: StatusCode, headers: &HeaderMap, why: String) -> Result<Va
             reason: format!("{reason}; {why}"),
             maybe_reached: true,
         }),
-        Err(e @ (CallError::RateLimited { .. } | CallError::Permanent { .. })) => Err(e),
+        Err(
+            e @ (CallError::RateLimited { .. }
+            | CallError::Permanent { .. }
+            | CallError::Refused { .. }
+            | CallError::Unreachable { .. }),
+        ) => Err(e),
         Ok(_) => Err(CallError::Transient {
             reason: format!("HTTP {} but {why}", status.as_u16()),
             maybe_reached: true,
@@ -344,11 +395,20 @@ fn key_header(value: &str, name: &str) -> Result<HeaderValue, CallError> {
 /// A failure to send or to get an answer. A failure to connect never reached LeadSquared;
 /// anything later (timeout, reset) may have.
 fn transport_error(e: &reqwest::Error, doing: &str) -> CallError {
-    let maybe_reached = !e.is_connect();
+    if e.is_connect() {
+        // Refused, DNS, TLS, connect timeout: nothing reached LeadSquared.
+        let what = if e.is_timeout() {
+            "timed out connecting"
+        } else {
+            "could not connect"
+        };
+        return CallError::Unreachable {
+            reason: format!("{doing} {what}: {}", error_chain(e)),
+        };
+    }
+    let maybe_reached = true;
     let what = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
-        "could not connect"
     } else {
         "failed"
     };

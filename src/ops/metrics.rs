@@ -33,7 +33,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::status::{StatusReport, TenantState};
-use crate::queue::{QueuePulse, ShareReason};
+use crate::queue::{HoldKind, QueuePulse, ShareReason};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -153,6 +153,13 @@ struct ShareLabels {
     reason: &'static str,
 }
 
+/// Labels of `lsq_tenants_held`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabels {
+    /// `keys_refused`, `host_unreachable` or `paused`.
+    kind: &'static str,
+}
+
 /// Labels of the per-tenant families (`lsq_tenant_is_throttled`, `lsq_tenant_latency_seconds`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
@@ -191,6 +198,8 @@ struct Inner {
     status_up: Gauge,
     /// `lsq_tenants_throttled`: throttled tenants, all of them.
     throttled_total: Gauge,
+    /// `lsq_tenants_held{kind}`: tenants held, by why.
+    held: Family<HoldLabels, Gauge>,
     /// `lsq_tenant_is_throttled{tenant}`.
     throttled: Family<TenantLabels, Gauge>,
     /// `lsq_tenant_limit{tenant}`: calls allowed per window (configured or learned).
@@ -302,6 +311,12 @@ impl Metrics {
             "Tenants with waiting jobs that may not call now (paused by LeadSquared or at their limit)",
             throttled_total.clone(),
         );
+        let held = Family::<HoldLabels, Gauge>::default();
+        registry.register(
+            "lsq_tenants_held",
+            "Tenants held (no call, jobs queued) by why: keys_refused (LeadSquared refused the keys), host_unreachable, paused (by an operator)",
+            held.clone(),
+        );
         let throttled = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "lsq_tenant_is_throttled",
@@ -351,6 +366,7 @@ impl Metrics {
                 tenant_latency,
                 status_up,
                 throttled_total,
+                held,
                 throttled,
                 tenant_limit,
                 tenant_share,
@@ -531,6 +547,22 @@ impl Metrics {
                 .filter(|t| t.state == TenantState::QuotaReached)
                 .count() as u64,
         ));
+        for kind in [
+            HoldKind::KeysRefused,
+            HoldKind::HostUnreachable,
+            HoldKind::Paused,
+        ] {
+            let n = s
+                .tenants
+                .iter()
+                .filter(|t| t.hold.as_ref().is_some_and(|h| h.kind == kind))
+                .count();
+            i.held
+                .get_or_create(&HoldLabels {
+                    kind: kind.as_str(),
+                })
+                .set(clamp(n as u64));
+        }
         i.tenant_limit.clear();
         i.tenant_share.clear();
         i.calls_today.clear();
@@ -591,6 +623,8 @@ mod tests {
             state,
             paused_until_ms: None,
             pause_reason: None,
+            hold: None,
+            host: "https://api.leadsquared.com/".into(),
         }
     }
 
@@ -667,6 +701,45 @@ mod tests {
             );
         }
         assert_eq!(m.jobs(JobOutcome::Done), 2);
+    }
+
+    #[test]
+    fn held_tenants_are_counted_by_why() {
+        let m = Metrics::new();
+        let held = |name: &str, kind: HoldKind| TenantReport {
+            hold: Some(crate::queue::TenantHold {
+                kind,
+                reason: "why".into(),
+                since_ms: 1,
+                until_ms: None,
+                failures: 0,
+                by: None,
+            }),
+            ..tenant(name, TenantState::Held)
+        };
+        let report = StatusReport {
+            tenants: vec![
+                held("a", HoldKind::KeysRefused),
+                held("b", HoldKind::KeysRefused),
+                held("c", HoldKind::Paused),
+                tenant("d", TenantState::Ready),
+            ],
+            ..StatusReport::default()
+        };
+        m.set_tenant_view(&report);
+        let text = m.scrape(Some(&QueuePulse::default()));
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"keys_refused\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"paused\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lsq_tenants_held{kind=\"host_unreachable\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -92,10 +92,11 @@ function renderStatus(s) {
     cell(tr, t.tenant);
     cell(tr, t.waiting, "num");
     cell(tr, `${t.calls_in_window}/${t.limit}`, "num");
-    const until = t.state === "quota_reached" ? t.quota_until_ms : t.paused_until_ms;
-    cell(tr, t.state === "quota_reached" ? "daily quota reached" : t.state === "paused" ? "paused" : "at its share", `state-${t.state}`);
-    cell(tr, until == null ? "next window" : `${utc(until)} (in ${Math.max(0, (until - s.now_ms) / 1000).toFixed(1)} s)`);
-    cell(tr, t.state === "quota_reached" ? `daily quota reached (${t.calls_today} of ${t.daily_limit}), resumes at ${utc(until)}` : t.pause_reason || (t.state === "at_limit" ? "share spent in this window" : ""), "reason");
+    const held = t.state === "held" && t.hold;
+    const until = held ? t.hold.until_ms : t.state === "quota_reached" ? t.quota_until_ms : t.paused_until_ms;
+    cell(tr, held ? `held (${t.hold.kind})` : t.state === "quota_reached" ? "daily quota reached" : t.state === "paused" ? "paused" : "at its share", `state-${t.state}`);
+    cell(tr, held && until == null ? "until resumed" : until == null ? "next window" : `${utc(until)} (in ${Math.max(0, (until - s.now_ms) / 1000).toFixed(1)} s)`);
+    cell(tr, held ? t.hold.reason + (t.hold.by ? ` (by ${t.hold.by})` : "") : t.state === "quota_reached" ? `daily quota reached (${t.calls_today} of ${t.daily_limit}), resumes at ${utc(until)}` : t.pause_reason || (t.state === "at_limit" ? "share spent in this window" : ""), "reason");
     body.appendChild(tr);
   }
 

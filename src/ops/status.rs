@@ -67,6 +67,9 @@ pub enum TenantState {
     Paused,
     /// Its daily quota is spent: parked, jobs queued, until `quota_until_ms`.
     QuotaReached,
+    /// Held (keys refused, host unreachable, paused by an operator): jobs queued, no call
+    /// until the hold ends or is released; `hold` says why.
+    Held,
 }
 
 impl TenantState {
@@ -77,6 +80,7 @@ impl TenantState {
             TenantState::AtLimit => "at_limit",
             TenantState::Paused => "paused",
             TenantState::QuotaReached => "quota_reached",
+            TenantState::Held => "held",
         }
     }
 }
@@ -119,13 +123,24 @@ pub struct TenantReport {
     pub paused_until_ms: Option<u64>,
     /// Why it is paused (LeadSquared's message); `null` unless paused.
     pub pause_reason: Option<String>,
+    /// Its hold (kind, reason, since, until, who), while one is in force; `null` otherwise.
+    #[serde(default)]
+    pub hold: Option<crate::queue::TenantHold>,
+    /// Its API base, or `discovering` until it is known.
+    #[serde(default)]
+    pub host: String,
 }
 
 impl TenantReport {
     fn from_status(t: TenantStatus, now_ms: u64) -> Self {
         let paused = t.paused_until_ms.filter(|&until| until > now_ms);
         let quota = t.quota_until_ms.filter(|&until| until > now_ms);
-        let state = if quota.is_some() {
+        let hold = t
+            .hold
+            .filter(|h| h.until_ms.is_none_or(|until| until > now_ms));
+        let state = if hold.is_some() {
+            TenantState::Held
+        } else if quota.is_some() {
             TenantState::QuotaReached
         } else if paused.is_some() {
             TenantState::Paused
@@ -150,6 +165,8 @@ impl TenantReport {
             state,
             paused_until_ms: paused,
             pause_reason: paused.and(t.pause_reason),
+            hold,
+            host: t.host.unwrap_or_else(|| "discovering".into()),
         }
     }
 
@@ -176,7 +193,7 @@ impl StatusReport {
             .map(|t| TenantReport::from_status(t, now_ms))
             .collect();
         let rank = |t: &TenantReport| match t.state {
-            TenantState::QuotaReached | TenantState::Paused => 0,
+            TenantState::Held | TenantState::QuotaReached | TenantState::Paused => 0,
             TenantState::AtLimit => 1,
             TenantState::Ready => 2,
         };
@@ -265,6 +282,24 @@ impl StatusReport {
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default()
                 ),
+                (TenantState::Held, _) => match &t.hold {
+                    Some(h) => format!(
+                        "held ({}){}{}: {}",
+                        h.kind.as_str(),
+                        h.until_ms
+                            .map(|u| format!(
+                                " until {} ({} more)",
+                                utc_time(u, true),
+                                seconds(u.saturating_sub(self.now_ms))
+                            ))
+                            .unwrap_or_default(),
+                        h.by.as_deref()
+                            .map(|b| format!(" by {b}"))
+                            .unwrap_or_default(),
+                        h.reason
+                    ),
+                    None => "held".into(),
+                },
                 (TenantState::AtLimit, _) => "at its share".into(),
                 (TenantState::QuotaReached, _) => format!(
                     "daily quota reached ({} of {}{}), resumes at {}",
@@ -279,6 +314,7 @@ impl StatusReport {
                         .map(|at| utc_time(at, false))
                         .unwrap_or_default()
                 ),
+                _ if t.host == "discovering" => "ready (discovering its host)".into(),
                 _ => "ready".into(),
             };
             let _ = writeln!(
@@ -363,6 +399,8 @@ mod tests {
                     quota_until_ms: None,
                     paused_until_ms: None,
                     pause_reason: None,
+                    hold: None,
+                    host: Some("https://api-in21.leadsquared.com/".into()),
                 },
                 TenantStatus {
                     tenant: "busy".into(),

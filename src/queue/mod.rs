@@ -23,6 +23,7 @@
 
 pub mod embedded;
 mod error;
+pub mod hold;
 pub mod reason;
 pub mod redis;
 pub mod share;
@@ -133,7 +134,8 @@ pub enum Dispatch {
     /// Jobs are waiting, but no tenant may call yet and no retry is due; the earliest is
     /// in this long.
     Wait(Duration),
-    /// Nothing is queued or scheduled (jobs may still be running).
+    /// Nothing is queued or scheduled (jobs may still be running), but for jobs of tenants
+    /// held until released.
     Empty,
 }
 
@@ -173,6 +175,99 @@ pub enum Pushed {
         /// The existing job's id.
         job: JobId,
     },
+}
+
+/// Why a tenant is held: no call is made for it until the hold ends or is released (see
+/// [`Queue::hold`]). Its jobs stay queued and no attempt is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// LeadSquared refused the tenant's keys (401 on `UserByAccessKey.Get`): until new keys
+    /// are imported or `tenants resume`.
+    KeysRefused,
+    /// The tenant's host did not answer several times in a row: for a growing, jittered
+    /// time, or until `tenants resume`.
+    HostUnreachable,
+    /// An operator paused it (`tenants pause`): until `tenants resume`.
+    Paused,
+}
+
+impl HoldKind {
+    /// The name stored and shown (`keys_refused`, `host_unreachable`, `paused`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldKind::KeysRefused => "keys_refused",
+            HoldKind::HostUnreachable => "host_unreachable",
+            HoldKind::Paused => "paused",
+        }
+    }
+}
+
+/// A hold to put on a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHold {
+    /// Why.
+    pub kind: HoldKind,
+    /// The reason shown (never a key).
+    pub reason: String,
+    /// How long; `None`: until released. A timed hold never replaces one without an end.
+    pub length: Option<Duration>,
+    /// Who asked (an operator's name for `tenants pause`).
+    pub by: Option<String>,
+}
+
+/// A tenant's hold as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantHold {
+    /// Why.
+    pub kind: HoldKind,
+    /// The reason shown.
+    pub reason: String,
+    /// When it began, ms since the epoch (store clock).
+    pub since_ms: u64,
+    /// When it ends, ms since the epoch; `None`: until released.
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+    /// For `host_unreachable`: the failures in a row it stands for.
+    #[serde(default)]
+    pub failures: u32,
+    /// Who asked, when someone did.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// How [`Queue::host_failed`] turns a streak of unreachable-host failures into holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnreachablePolicy {
+    /// Failures in a row before the first hold (at least 1).
+    pub after: u32,
+    /// The first hold; each further failure in a row doubles it.
+    pub base: Duration,
+    /// The longest hold.
+    pub max: Duration,
+    /// The hold is multiplied by this (0.5 to 1.0): callers pass a random one, so that the
+    /// tenants of one dead host do not all come back at once.
+    pub jitter: f64,
+}
+
+impl Default for UnreachablePolicy {
+    fn default() -> Self {
+        UnreachablePolicy {
+            after: 3,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            jitter: 1.0,
+        }
+    }
+}
+
+/// What [`Queue::host_failed`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFailed {
+    /// The tenant's unreachable-host failures in a row, this one included.
+    pub failures: u32,
+    /// The hold it started, if it started one.
+    pub held_for: Option<Duration>,
 }
 
 /// Per-tenant view for `status`.
@@ -217,6 +312,12 @@ pub struct TenantStatus {
     pub paused_until_ms: Option<u64>,
     /// Why it is paused.
     pub pause_reason: Option<String>,
+    /// Its hold, while one is in force (see [`Queue::hold`]).
+    #[serde(default)]
+    pub hold: Option<TenantHold>,
+    /// Its API base, once known; `None` while it is being discovered.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Totals for `status`, `/v1/status` and metrics.
@@ -413,6 +514,53 @@ pub trait Queue: Send + Sync + 'static {
     /// Dead-letters the job with a reason.
     async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError>;
 
+    /// Records the API base discovered for a tenant with `UserByAccessKey.Get`, unless its
+    /// access key is no longer `access_key` (an import changed it meanwhile). `Ok(false)`:
+    /// not recorded (unknown tenant, or changed keys).
+    async fn set_tenant_host(
+        &self,
+        tenant: &str,
+        api_base: &url::Url,
+        access_key: &str,
+    ) -> Result<bool, QueueError>;
+
+    /// The job's call was never sent (it waited on another job's host discovery, and was
+    /// handed back): takes it out of the tenant's call log, so it does not count against the
+    /// window. Needs no lease; call it only when no request went out for this dispatch.
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError>;
+
+    /// Spends one call in the tenant's window now, for a call no dispatch made (host
+    /// discovery on import, or after a 401), if its cap, pause, hold and daily quota allow
+    /// one now; `call` is the call's id in the tenant's log (re-stamp it with
+    /// [`Queue::answered`] once answered). `Ok(None)`: spent; `Ok(Some(wait))`: not spent,
+    /// ask again after `wait`.
+    async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError>;
+
+    /// Holds a tenant: no job of it is dispatched until the hold ends or [`Queue::release`]
+    /// ends it. Its jobs stay queued, no attempt is spent, other tenants are not slowed (a
+    /// held tenant waits in the ready set scored at the hold's end). A timed hold does not
+    /// replace one without an end. `Ok(false)`: unknown tenant.
+    async fn hold(&self, tenant: &str, hold: NewHold) -> Result<bool, QueueError>;
+
+    /// Ends a tenant's hold (and a rate-limit pause, and its unreachable streak); its jobs
+    /// are dispatched again and workers wake. The hold that was released, if any.
+    async fn release(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError>;
+
+    /// A tenant's hold in force, if any (an ended timed hold is none).
+    async fn tenant_hold(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError>;
+
+    /// The tenant's host did not answer (refused, DNS, TLS, connect timeout): counts the
+    /// failure in the tenant's streak (every [`Queue::complete`] ends it) and, from
+    /// `policy.after` in a row, holds the tenant `host_unreachable` for `policy.base`
+    /// doubling per further failure, at most `policy.max`, times `policy.jitter`. The job is
+    /// NOT touched: hand it back with [`Queue::requeue`] without spending its attempt.
+    async fn host_failed(
+        &self,
+        tenant: &str,
+        policy: UnreachablePolicy,
+        reason: &str,
+    ) -> Result<HostFailed, QueueError>;
+
     /// Counts, and the per-tenant view.
     async fn status(&self) -> Result<QueueStatus, QueueError>;
 
@@ -493,7 +641,8 @@ pub trait Queue: Send + Sync + 'static {
         self.status().await.map(|_| ())
     }
 
-    /// Nothing queued, scheduled or running.
+    /// Nothing queued, scheduled or running, but for the jobs of tenants held until
+    /// released (they wait for an operator or new keys, not for a worker).
     async fn is_idle(&self) -> Result<bool, QueueError> {
         let s = self.status().await?;
         Ok(s.queued == 0 && s.scheduled == 0 && s.running == 0)

@@ -17,6 +17,14 @@
 //! `PUT /_sim/accounts/{account}/limit`, `.../other-client` and `.../daily-limit` change an
 //! account at runtime.
 //!
+//! Regions: [`serve_region`] serves more regions on more listeners with one state. Each
+//! account lives in one ([`SimConfig::account_regions`]); any API call on another region's
+//! host answers 401, except `GET /v2/Authentication.svc/UserByAccessKey.Get`, which answers
+//! on every host with the account's user record in LeadSquared's shape (`Id`, `Name`,
+//! `TimeZone`, `OrgShortCode`, `LSQCommonServiceURLs {api, app, tracking}`; the `api` is the
+//! account's region's base URL, `http://ADDR`, as plain http needs the scheme). Discovery
+//! calls count against the account's window like any call.
+//!
 //! - [`state`]: accounts, sliding windows, daily counts, the other clients' schedules,
 //!   counters, the seeded generators.
 //! - [`routes`]: the HTTP surface ([`app`]).
@@ -31,7 +39,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use routes::app;
-pub use server::{ConnectionControl, SimServer, serve};
+pub use server::{ConnectionControl, Region, SimServer, serve, serve_region};
 pub use state::{
     AccountStats, CreatedWebhook, FaultCounts, MAX_OTHER_CLIENT_CALLS, OtherClientStats,
     SimConfigError, SimState, SimStats, account_label,
@@ -117,7 +125,15 @@ pub struct SimConfig {
     /// The quota's day: day k is `[k * day, (k + 1) * day)` of Unix time, so the default
     /// (24 h) is the UTC day. Shorter only for tests.
     pub day: Duration,
+    /// Which region each account lives in (account name → region name); an account not
+    /// named lives in [`DEFAULT_REGION`]. Every call but `UserByAccessKey.Get` on another
+    /// region's host answers 401 (see [`serve_region`]).
+    pub account_regions: BTreeMap<String, String>,
 }
+
+/// The region an account lives in when [`SimConfig::account_regions`] does not name one,
+/// and the region [`serve`] serves.
+pub const DEFAULT_REGION: &str = "default";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -135,6 +151,7 @@ impl Default for SimConfig {
             daily_limit: None,
             daily_limit_for: BTreeMap::new(),
             day: Duration::from_secs(24 * 3600),
+            account_regions: BTreeMap::new(),
         }
     }
 }

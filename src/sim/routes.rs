@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::RateLimitStyle;
-use super::server::ConnectionControl;
-use super::state::{Admission, Api, Fault, FaultDraw, SimState};
+use super::server::{ConnectionControl, Region};
+use super::state::{Admission, Api, Fault, FaultDraw, SimState, account_label};
 use crate::leadsquared::{CreateWebhook, Rejection, WebhookEvent};
 
 /// The simulator's router. Tests may drive it without a socket; the connection-reset fault
@@ -34,6 +34,10 @@ pub fn app(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/v2/Webhook.svc/Create", post(create))
         .route("/v2/Webhook.svc/Retrieve", post(retrieve))
+        .route(
+            "/v2/Authentication.svc/UserByAccessKey.Get",
+            get(user_by_access_key),
+        )
         .route("/_sim/stats", get(stats))
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/accounts/{account}/limit", put(set_limit))
@@ -156,6 +160,7 @@ async fn admit(
     uri: &Uri,
     api: Api,
     conn: Option<&ConnectionControl>,
+    region: Option<&Region>,
 ) -> Result<(String, FaultDraw), Refusal> {
     let (access, secret) = keys(headers, uri);
     let Some(account) = state.authenticate(&access, &secret) else {
@@ -165,6 +170,16 @@ async fn admit(
             "Invalid access key or secret key",
         ));
     };
+    // Another region's host knows the keys by UserByAccessKey.Get only.
+    let here = region.map_or(super::DEFAULT_REGION, |r| r.0.as_str());
+    if api != Api::Discovery && state.region_of(&account) != here {
+        state.wrong_region(&account);
+        return Err(lsq_error(
+            StatusCode::UNAUTHORIZED,
+            "MXUnAuthorizedAccessException",
+            "Invalid access key or secret key",
+        ));
+    }
     let (admission, draw) = state.arrive(&account, api);
     match admission {
         Admission::Admitted => {}
@@ -272,13 +287,22 @@ fn parse_json(body: &Bytes) -> Result<Value, Refusal> {
 async fn create(
     State(state): State<Arc<SimState>>,
     conn: Option<Extension<ConnectionControl>>,
+    region: Option<Extension<Region>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // Its own task, so that a client that leaves does not cancel the work (see the module
     // header). The task ends on its own: every path through `create_work` returns.
-    let work = tokio::spawn(create_work(state, conn.map(|c| c.0), uri, headers, body));
+    let region = region.map(|r| r.0);
+    let work = tokio::spawn(create_work(
+        state,
+        conn.map(|c| c.0),
+        region,
+        uri,
+        headers,
+        body,
+    ));
     match work.await {
         Ok(Ok(response)) => response,
         Ok(Err(refusal)) => refuse(refusal).await,
@@ -292,11 +316,20 @@ async fn create(
 async fn create_work(
     state: Arc<SimState>,
     conn: Option<ConnectionControl>,
+    region: Option<Region>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let (account, draw) = admit(&state, &headers, &uri, Api::Create, conn.as_ref()).await?;
+    let (account, draw) = admit(
+        &state,
+        &headers,
+        &uri,
+        Api::Create,
+        conn.as_ref(),
+        region.as_ref(),
+    )
+    .await?;
     let webhook = match validate_create(&state, &headers, &body) {
         Ok(w) => w,
         Err(refusal) => {
@@ -368,12 +401,21 @@ fn validate_create(
 async fn retrieve(
     State(state): State<Arc<SimState>>,
     conn: Option<Extension<ConnectionControl>>,
+    region: Option<Extension<Region>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (account, _draw) = match admit(&state, &headers, &uri, Api::Retrieve, conn.as_deref()).await
-    {
+    let admitted = admit(
+        &state,
+        &headers,
+        &uri,
+        Api::Retrieve,
+        conn.as_deref(),
+        region.as_deref(),
+    )
+    .await;
+    let (account, _draw) = match admitted {
         Ok(ok) => ok,
         Err(refusal) => return refuse(refusal).await,
     };
@@ -413,6 +455,58 @@ async fn retrieve(
         })
         .collect();
     Json(json!({"RecordCount": found.len(), "Response": page})).into_response()
+}
+
+/// `UserByAccessKey.Get`: on every region's host, the account's user record with its own
+/// region's host in `LSQCommonServiceURLs.api`.
+async fn user_by_access_key(
+    State(state): State<Arc<SimState>>,
+    conn: Option<Extension<ConnectionControl>>,
+    region: Option<Extension<Region>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = admit(
+        &state,
+        &headers,
+        &uri,
+        Api::Discovery,
+        conn.as_deref(),
+        region.as_deref(),
+    )
+    .await;
+    let (account, _draw) = match admitted {
+        Ok(ok) => ok,
+        Err(refusal) => return refuse(refusal).await,
+    };
+    let Some(base) = state.region_base_of(&account) else {
+        return lsq_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MXUnknownException",
+            format!(
+                "the simulator does not serve region {:?}",
+                state.region_of(&account)
+            ),
+        )
+        .into_response();
+    };
+    let label = account_label(&account);
+    let short: String = label.chars().take(8).collect();
+    Json(json!({
+        "Id": uuid::Uuid::new_v4().to_string(),
+        "Name": format!("API user of {account}"),
+        "Role": "Administrator",
+        "TimeZone": "Asia/Kolkata",
+        "OrgDisplayName": account,
+        "OrgId": short.clone(),
+        "OrgShortCode": short,
+        "LSQCommonServiceURLs": {
+            "api": base,
+            "app": format!("{base}/app"),
+            "tracking": format!("{base}/tracking"),
+        },
+    }))
+    .into_response()
 }
 
 /// An event name in LeadSquared's style (`Lead_Post_Create` is the documented one for 3; the

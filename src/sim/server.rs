@@ -80,25 +80,55 @@ impl SimServer {
     }
 }
 
-/// Serves the simulator on a bound listener until `shutdown` is cancelled.
+/// The region a request arrived in (inserted into every request's extensions by [`serve`]
+/// and [`serve_region`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region(pub String);
+
+/// Serves the simulator on a bound listener until `shutdown` is cancelled, as the region
+/// [`super::DEFAULT_REGION`], with the accounts' other clients.
 pub fn serve(
     listener: TcpListener,
     state: Arc<SimState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SimServer> {
     let addr = listener.local_addr()?;
+    state.set_region_base(super::DEFAULT_REGION, &format!("http://{addr}"));
     let router = app(state.clone());
     let traffic = state.clone();
+    let region = Region(super::DEFAULT_REGION.to_string());
     let task = tokio::spawn(async move {
         tokio::join!(
-            accept_loop(listener, router, shutdown.clone()),
+            accept_loop(listener, router, region, shutdown.clone()),
             traffic.run_other_clients(shutdown),
         );
     });
     Ok(SimServer { addr, state, task })
 }
 
-async fn accept_loop(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+/// Serves one more region of the same simulator (same accounts, windows and webhooks) on
+/// another listener until `shutdown` is cancelled. Its accounts' other clients are played
+/// by the [`serve`] of the same state, if any.
+pub fn serve_region(
+    listener: TcpListener,
+    state: Arc<SimState>,
+    region: &str,
+    shutdown: CancellationToken,
+) -> std::io::Result<SimServer> {
+    let addr = listener.local_addr()?;
+    state.set_region_base(region, &format!("http://{addr}"));
+    let router = app(state.clone());
+    let region = Region(region.to_string());
+    let task = tokio::spawn(accept_loop(listener, router, region, shutdown));
+    Ok(SimServer { addr, state, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    region: Region,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -114,7 +144,12 @@ async fn accept_loop(listener: TcpListener, router: axum::Router, shutdown: Canc
                 continue;
             }
         };
-        connections.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+        connections.spawn(serve_connection(
+            stream,
+            router.clone(),
+            region.clone(),
+            shutdown.clone(),
+        ));
     }
     drop(listener);
     connections.close();
@@ -126,7 +161,12 @@ async fn accept_loop(listener: TcpListener, router: axum::Router, shutdown: Canc
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: axum::Router, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: axum::Router,
+    region: Region,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     // A second descriptor of the same socket, to set its linger when a reset is asked while
     // hyper owns the stream.
@@ -143,6 +183,7 @@ async fn serve_connection(stream: TcpStream, router: axum::Router, shutdown: Can
     let reset = control.reset.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(control.clone());
+        req.extensions_mut().insert(region.clone());
         router.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()

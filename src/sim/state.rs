@@ -151,6 +151,12 @@ pub struct AccountStats {
     pub create_calls: u64,
     /// Retrieve calls among them.
     pub retrieve_calls: u64,
+    /// `UserByAccessKey.Get` calls among them.
+    #[serde(default)]
+    pub discovery_calls: u64,
+    /// Calls with the account's keys on another region's host, answered 401 (not charged).
+    #[serde(default)]
+    pub wrong_region: u64,
     /// Our calls admitted by the window and the daily quota.
     pub admitted: u64,
     /// Our calls answered with the rate-limit error because the window was full.
@@ -248,6 +254,8 @@ pub enum Api {
     Create,
     /// `Webhook.svc/Retrieve`.
     Retrieve,
+    /// `Authentication.svc/UserByAccessKey.Get`.
+    Discovery,
 }
 
 /// Who made a call: us (over HTTP) or the account's other client (played by the simulator).
@@ -495,6 +503,8 @@ struct Inner {
     by_keys: HashMap<(String, String), String>,
     rng: StdRng,
     unauthorized: u64,
+    /// Region name → the base URL its listener serves (`http://ADDR`).
+    regions: BTreeMap<String, String>,
 }
 
 /// The simulator's shared state: hand it to [`super::app`] and keep a clone to read stats.
@@ -602,6 +612,7 @@ impl SimState {
                 by_keys,
                 rng,
                 unauthorized: 0,
+                regions: BTreeMap::new(),
             }),
             other_client_changed: Notify::new(),
         };
@@ -697,6 +708,7 @@ impl SimState {
         match api {
             Api::Create => acc.stats.create_calls += 1,
             Api::Retrieve => acc.stats.retrieve_calls += 1,
+            Api::Discovery => acc.stats.discovery_calls += 1,
         }
         let admission = acc.judge(now, Caller::Ours, &self.rules);
         if admission != Admission::Admitted {
@@ -880,6 +892,36 @@ impl SimState {
                 _ = self.other_client_changed.notified() => {}
                 _ = due => {}
             }
+        }
+    }
+
+    /// Records the base URL a region is served on.
+    pub fn set_region_base(&self, region: &str, base: &str) {
+        self.lock()
+            .regions
+            .insert(region.to_string(), base.to_string());
+    }
+
+    /// The region an account lives in.
+    pub fn region_of(&self, account: &str) -> &str {
+        self.config
+            .account_regions
+            .get(account)
+            .map_or(super::DEFAULT_REGION, String::as_str)
+    }
+
+    /// The base URL of the account's region, if that region is served.
+    pub fn region_base_of(&self, account: &str) -> Option<String> {
+        let region = self.region_of(account).to_string();
+        self.lock().regions.get(&region).cloned()
+    }
+
+    /// Counts a call with the account's keys on another region's host (answered 401).
+    pub fn wrong_region(&self, account: &str) {
+        let mut inner = self.lock();
+        inner.unauthorized += 1;
+        if let Some(acc) = inner.accounts.get_mut(account) {
+            acc.stats.wrong_region += 1;
         }
     }
 

@@ -23,8 +23,11 @@ use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
 use crate::ops::metrics::{CallOutcome, JobOutcome as Counted, Metrics};
-use crate::queue::{LeasedJob, Queue, QueueError, Requeue};
+use crate::queue::{HoldKind, LeasedJob, NewHold, Queue, QueueError, Requeue, UnreachablePolicy};
 use crate::tenant::Tenant;
+
+/// The reason a tenant whose keys LeadSquared refuses is held with.
+pub const KEYS_REFUSED: &str = "keys refused by LeadSquared (401)";
 
 /// Everything a job needs, shared by all jobs of a pool.
 pub(crate) struct JobContext {
@@ -46,6 +49,35 @@ pub(crate) struct JobContext {
     pub observer: Option<Arc<dyn JobObserver>>,
     /// Told when a job finishes, so the fetch loop looks again (see `backend`).
     pub finished: Arc<Notify>,
+    /// Where hosts are discovered (`--discovery-url`).
+    pub discovery: url::Url,
+    /// How unreachable-host failures turn into tenant holds (the jitter is drawn per call).
+    pub unreachable: UnreachablePolicy,
+    /// One discovery at a time per tenant in this process: jobs that met the same 401 (or
+    /// the same unknown host) wait for it instead of each asking LeadSquared.
+    pub discovering: Discovering,
+}
+
+/// Per-tenant locks for discovery (see [`JobContext::discovering`]).
+#[derive(Default)]
+pub(crate) struct Discovering {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Discovering {
+    fn lock_for(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(tenant.to_string()).or_default().clone()
+    }
+}
+
+/// Why a job asks `UserByAccessKey.Get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Discovery {
+    /// The tenant's host is not known: the dispatch's call is used for the discovery.
+    NoHost,
+    /// Create or Retrieve answered 401: one more call, spent in the window first.
+    Refused,
 }
 
 /// Tenants read from the registry, kept briefly: every job needs its tenant, and the
@@ -72,7 +104,7 @@ impl TenantCache {
             .map(|(_, t)| t.clone())
     }
 
-    fn put(&self, tenant: Tenant) -> Arc<Tenant> {
+    pub(crate) fn put(&self, tenant: Tenant) -> Arc<Tenant> {
         let tenant = Arc::new(tenant);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.insert(tenant.name.clone(), (Instant::now(), tenant.clone()));
@@ -99,6 +131,17 @@ pub enum AttemptOutcome {
     RateLimited,
     /// Dead-lettered with this reason.
     Buried(String),
+    /// The tenant's host was discovered (or changed): back at the front, no attempt spent.
+    Rediscovered,
+    /// The tenant is held (keys refused, paused): back at the front, no attempt spent.
+    Parked,
+    /// The tenant's host did not answer: back at the front, no attempt spent (the tenant
+    /// may be held after a few in a row).
+    HostUnreachable,
+    /// Back at the front without any call made, its call taken out of the window again
+    /// (`Queue::unsent`): another job of its tenant discovered the host, or found it held,
+    /// meanwhile.
+    Unsent,
     /// Handed back to the queue at shutdown.
     HandedBack,
     /// The lease was lost; another worker owns the job now.
@@ -119,7 +162,12 @@ impl AttemptOutcome {
             } => Counted::Reconciled,
             AttemptOutcome::Retried => Counted::Retried,
             AttemptOutcome::RateLimited => Counted::RateLimited,
-            AttemptOutcome::NotFound | AttemptOutcome::HandedBack => Counted::Requeued,
+            AttemptOutcome::NotFound
+            | AttemptOutcome::HandedBack
+            | AttemptOutcome::Rediscovered
+            | AttemptOutcome::Parked
+            | AttemptOutcome::HostUnreachable
+            | AttemptOutcome::Unsent => Counted::Requeued,
             AttemptOutcome::Buried(_) => Counted::Dead,
             AttemptOutcome::LeaseLost | AttemptOutcome::Abandoned => Counted::Lost,
         }
@@ -168,6 +216,9 @@ impl JobContext {
             }
             None => return self.hand_back(job, false).await,
         };
+        if tenant.api_base.is_none() {
+            return self.discover(job, &tenant, Discovery::NoHost).await;
+        }
         let body = match decode(&job.body) {
             Ok(b) => b,
             Err(reason) => return self.bury(job, reason).await,
@@ -243,23 +294,234 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
-        let outcome = match &answer {
-            Answer::Created(_) | Answer::Found(_) => CallOutcome::Ok,
-            Answer::Failed(CallError::RateLimited { .. }) => CallOutcome::RateLimited,
-            Answer::Failed(CallError::Transient { .. }) => CallOutcome::Transient,
-            Answer::Failed(CallError::Permanent { .. }) => CallOutcome::Permanent,
-        };
+        let outcome = call_outcome(match &answer {
+            Answer::Failed(e) => Some(e),
+            Answer::Created(_) | Answer::Found(_) => None,
+        });
         let took = started.elapsed();
         self.metrics.call_observed(took, outcome);
         let attempt = attempt_of(reconcile, &answer, sent_at, took);
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
         // the history is written after it, so it never delays that stamp. The history is for
         // people: a store that cannot take it now is logged, not retried.
-        let recorded = self.record(job, answer).await;
+        let recorded = match answer {
+            Answer::Failed(CallError::Refused { .. }) => {
+                // A question about the tenant: wrong region, or keys refused?
+                let _ = self.store("answered", || self.queue.answered(job)).await;
+                self.discover(job, &tenant, Discovery::Refused).await
+            }
+            Answer::Failed(CallError::Unreachable { reason }) => {
+                self.unreachable(job, &reason).await
+            }
+            answer => self.record(job, answer).await,
+        };
         if let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
             tracing::warn!("could not add the call to the job's history: {e}");
         }
         recorded
+    }
+
+    /// Hands the job back without spending its attempt (the call stays in the window).
+    async fn give_back(&self, job: &LeasedJob, outcome: AttemptOutcome) -> AttemptOutcome {
+        let how = Requeue {
+            spend_attempt: false,
+            outcome_unknown: job.outcome_unknown,
+        };
+        let r = self.store("requeue", || self.queue.requeue(job, how)).await;
+        self.settle(r, || outcome)
+    }
+
+    /// Hands the job back; when this dispatch sent nothing (it had no host and another job
+    /// settled the question meanwhile), its call leaves the window too.
+    async fn give_back_unsent(
+        &self,
+        job: &LeasedJob,
+        why: Discovery,
+        outcome: AttemptOutcome,
+    ) -> AttemptOutcome {
+        if why != Discovery::NoHost {
+            return self.give_back(job, outcome).await;
+        }
+        let outcome = self.give_back(job, AttemptOutcome::Unsent).await;
+        if outcome == AttemptOutcome::Unsent
+            && let Some(Err(e)) = self.store("unsent", || self.queue.unsent(job)).await
+        {
+            tracing::warn!("could not give back an unsent call: {e}");
+        }
+        outcome
+    }
+
+    /// The tenant's host did not answer: counts it against the tenant (held after a few in
+    /// a row) and hands the job back with its attempt.
+    async fn unreachable(&self, job: &LeasedJob, reason: &str) -> AttemptOutcome {
+        let policy = UnreachablePolicy {
+            jitter: rand::random_range(0.5..=1.0),
+            ..self.unreachable
+        };
+        let why = format!("host unreachable: {reason}");
+        match self
+            .store("host_failed", || {
+                self.queue.host_failed(&job.tenant, policy, &why)
+            })
+            .await
+        {
+            Some(Ok(f)) => match f.held_for {
+                Some(d) => tracing::warn!(
+                    failures = f.failures,
+                    hold_ms = d.as_millis() as u64,
+                    "tenant held: {why}"
+                ),
+                None => tracing::info!(failures = f.failures, "{why}"),
+            },
+            Some(Err(e)) => tracing::warn!("could not count the unreachable host: {e}"),
+            None => {}
+        }
+        self.give_back(job, AttemptOutcome::HostUnreachable).await
+    }
+
+    /// Asks `UserByAccessKey.Get` where the tenant lives (once per tenant at a time in this
+    /// process), and acts on the answer: a host is recorded and the job handed back; keys
+    /// refused hold the tenant (its jobs stay queued) and the job is handed back.
+    async fn discover(&self, job: &LeasedJob, used: &Tenant, why: Discovery) -> AttemptOutcome {
+        let lock = self.discovering.lock_for(&job.tenant);
+        let _guard = lock.lock().await;
+        // Another job may have settled it meanwhile: a hold, a new host, new keys.
+        match self
+            .store("tenant_hold", || self.queue.tenant_hold(&job.tenant))
+            .await
+        {
+            Some(Ok(Some(h))) if h.until_ms.is_none() => {
+                return self
+                    .give_back_unsent(job, why, AttemptOutcome::Parked)
+                    .await;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!("could not read the tenant's hold: {e}"),
+            None => return self.hand_back(job, false).await,
+        }
+        let fresh = match self
+            .store("tenant", || self.queue.tenant(&job.tenant))
+            .await
+        {
+            Some(Ok(Some(t))) => t,
+            Some(Ok(None)) => {
+                let reason = format!("tenant {:?} is not in the registry", job.tenant);
+                return self.bury(job, reason).await;
+            }
+            Some(Err(e)) => {
+                let reason = format!("cannot read tenant {:?}: {e}", job.tenant);
+                return self.bury(job, reason).await;
+            }
+            None => return self.hand_back(job, false).await,
+        };
+        let changed = fresh.api_base != used.api_base
+            || fresh.access_key != used.access_key
+            || fresh.secret_key != used.secret_key;
+        if changed && fresh.api_base.is_some() {
+            self.tenants.put(fresh);
+            return self
+                .give_back_unsent(job, why, AttemptOutcome::Rediscovered)
+                .await;
+        }
+        let fresh = self.tenants.put(fresh);
+        if why == Discovery::Refused {
+            // One more call than the dispatch spent: it waits for room in the window.
+            let call = format!("{}.discover", job.lease);
+            loop {
+                let wait = self
+                    .store("take_call", || self.queue.take_call(&job.tenant, &call))
+                    .await;
+                match wait {
+                    Some(Ok(None)) => break,
+                    Some(Ok(Some(d))) if d <= self.queue.config().lease => {
+                        let slept = self.heartbeating(job, tokio::time::sleep(d)).await;
+                        if slept.is_none() {
+                            self.stats.lease_lost();
+                            return AttemptOutcome::LeaseLost;
+                        }
+                    }
+                    // Held, or a long pause: the job waits in its list instead.
+                    Some(Ok(Some(_))) => return self.give_back(job, AttemptOutcome::Parked).await,
+                    Some(Err(e)) => {
+                        tracing::warn!("could not spend a call for discovery: {e}");
+                        return self.give_back(job, AttemptOutcome::HandedBack).await;
+                    }
+                    None => return self.hand_back(job, false).await,
+                }
+            }
+        }
+        self.stats.calls();
+        let started = Instant::now();
+        let found = self
+            .heartbeating(job, self.client.discover(&fresh, &self.discovery))
+            .await;
+        let Some(found) = found else {
+            self.stats.lease_lost();
+            return AttemptOutcome::LeaseLost;
+        };
+        self.metrics
+            .call_observed(started.elapsed(), call_outcome(found.as_ref().err()));
+        match found {
+            Ok(base) if why == Discovery::Refused && Some(&base) == used.api_base.as_ref() => {
+                // The keys are good on this very host: the 401 was about the call.
+                self.bury(
+                    job,
+                    format!(
+                        "{}: LeadSquared refused the call although UserByAccessKey.Get \
+                         accepts the keys and names this host",
+                        "HTTP 401"
+                    ),
+                )
+                .await
+            }
+            Ok(base) => {
+                tracing::info!(host = %base, "discovered the tenant's API host");
+                let access = fresh.access_key.expose();
+                let _ = self
+                    .store("set_tenant_host", || {
+                        self.queue.set_tenant_host(&job.tenant, &base, access)
+                    })
+                    .await;
+                let mut updated = (*fresh).clone();
+                updated.api_base = Some(base);
+                self.tenants.put(updated);
+                self.give_back(job, AttemptOutcome::Rediscovered).await
+            }
+            Err(CallError::Refused { .. }) => {
+                tracing::warn!("tenant held: {KEYS_REFUSED}");
+                let hold = NewHold {
+                    kind: HoldKind::KeysRefused,
+                    reason: KEYS_REFUSED.into(),
+                    length: None,
+                    by: None,
+                };
+                let _ = self
+                    .store("hold", || self.queue.hold(&job.tenant, hold.clone()))
+                    .await;
+                self.give_back(job, AttemptOutcome::Parked).await
+            }
+            Err(CallError::Unreachable { reason }) => self.unreachable(job, &reason).await,
+            Err(e) => {
+                let e = match e {
+                    CallError::Permanent { reason } => CallError::Transient {
+                        reason: format!("host discovery failed: {reason}"),
+                        maybe_reached: false,
+                    },
+                    other => other,
+                };
+                self.record(job, Answer::Failed(e)).await
+            }
+        }
+    }
+}
+
+/// How a call ended, for the call histogram: answered, or failed with `error`.
+fn call_outcome(error: Option<&CallError>) -> CallOutcome {
+    match error {
+        None => CallOutcome::Ok,
+        Some(CallError::RateLimited { .. }) => CallOutcome::RateLimited,
+        Some(CallError::Transient { .. } | CallError::Unreachable { .. }) => CallOutcome::Transient,
+        Some(CallError::Permanent { .. } | CallError::Refused { .. }) => CallOutcome::Permanent,
     }
 }
 
@@ -277,6 +539,8 @@ fn attempt_of(
         Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
         Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
         Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
+        Answer::Failed(e @ CallError::Refused { .. }) => ("refused", Some(e)),
+        Answer::Failed(e @ CallError::Unreachable { .. }) => ("unreachable", Some(e)),
     };
     crate::job::Attempt {
         at_ms: sent_at
@@ -397,7 +661,12 @@ impl JobContext {
                     AttemptOutcome::Retried
                 })
             }
-            Answer::Failed(CallError::Permanent { reason }) => self.bury(job, reason).await,
+            Answer::Failed(CallError::Permanent { reason } | CallError::Refused { reason }) => {
+                self.bury(job, reason).await
+            }
+            Answer::Failed(CallError::Unreachable { reason }) => {
+                self.unreachable(job, &reason).await
+            }
         }
     }
 

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 pub use backoff::{ReconnectPolicy, RetryPolicy};
-pub use job::AttemptOutcome;
+pub use job::{AttemptOutcome, KEYS_REFUSED};
 pub use observer::JobObserver;
 pub use stats::{PoolTotals, Stats};
 
@@ -91,6 +91,12 @@ pub struct WorkerConfig {
     pub fence_slack: Duration,
     /// Name of this worker in logs.
     pub name: String,
+    /// Where tenants' hosts are discovered with `UserByAccessKey.Get` (`--discovery-url`,
+    /// `LSQ_DISCOVERY_URL`). Default `https://api.leadsquared.com`.
+    pub discovery_url: url::Url,
+    /// How unreachable-host failures hold a tenant. Default: after 3 in a row, 5 s
+    /// doubling to 5 min, jittered.
+    pub unreachable: crate::queue::UnreachablePolicy,
 }
 
 impl Default for WorkerConfig {
@@ -107,8 +113,16 @@ impl Default for WorkerConfig {
             reconcile_settle: Duration::from_secs(10),
             fence_slack: Duration::from_secs(1),
             name: format!("lsq-worker-{}", std::process::id()),
+            discovery_url: default_discovery_url(),
+            unreachable: crate::queue::UnreachablePolicy::default(),
         }
     }
+}
+
+/// [`crate::leadsquared::client::DEFAULT_DISCOVERY_URL`] as a URL.
+pub fn default_discovery_url() -> url::Url {
+    #[allow(clippy::unwrap_used)] // A constant that parses: tests/lsq_client.rs checks it.
+    url::Url::parse(crate::leadsquared::client::DEFAULT_DISCOVERY_URL).unwrap()
 }
 
 /// Why a pool stopped other than by being told to.
@@ -233,6 +247,9 @@ impl Pool {
             metrics: self.metrics.clone(),
             observer: self.observer.clone(),
             finished,
+            discovery: self.config.discovery_url.clone(),
+            unreachable: self.config.unreachable,
+            discovering: Default::default(),
         });
         // Each job runs as its own task (so jobs use every core), owned by this tracker;
         // the runtime's permit is held until the task ends.

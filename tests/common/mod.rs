@@ -55,6 +55,48 @@ pub fn unique_queue(test: &str) -> String {
 }
 
 /// A free TCP port on the loopback interface.
+/// A server that answers every request 503 at once (a transient failure about the call, so
+/// each one spends an attempt; a host that refuses connections is about the tenant, and holds
+/// it instead: tests/worker_discovery.rs). It lives as long as the test process.
+pub fn always_503() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                // Read the head and the declared body, then answer; one request a connection.
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if seen.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -75,7 +75,7 @@ impl Drop for Server {
 pub fn tenant(name: &str, limit: u32) -> Tenant {
     Tenant {
         name: name.into(),
-        api_base: url::Url::parse("http://127.0.0.1:9").unwrap(),
+        api_base: Some(url::Url::parse("http://127.0.0.1:9").unwrap()),
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-{name}")),
         limit,

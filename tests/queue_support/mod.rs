@@ -36,7 +36,7 @@ pub async fn connect(config: QueueConfig) -> RedisQueue {
 pub fn tenant(name: &str, limit: u32) -> Tenant {
     Tenant {
         name: name.to_string(),
-        api_base: url::Url::parse("http://127.0.0.1:9").expect("url"),
+        api_base: Some(url::Url::parse("http://127.0.0.1:9").expect("url")),
         access_key: Secret::new(format!("ak-{name}")),
         secret_key: Secret::new(format!("sk-secret-{name}")),
         limit,

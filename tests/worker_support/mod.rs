@@ -62,7 +62,7 @@ pub fn tenants(api_base: &url::Url, n: usize, limits: &[u32]) -> Vec<Tenant> {
     (0..n)
         .map(|i| Tenant {
             name: format!("t{i:02}"),
-            api_base: api_base.clone(),
+            api_base: Some(api_base.clone()),
             access_key: Secret::new(format!("ak-{i:02}")),
             secret_key: Secret::new(format!("sk-{i:02}")),
             limit: limits[i % limits.len()],

@@ -30,8 +30,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
-    QueuePulse, QueueStatus, Requeue, ShareMode, ShareReason, TenantStatus, reason,
+    Dispatched, Fence, HoldKind, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue,
+    QueueConfig, QueueError, QueuePulse, QueueStatus, Requeue, ShareMode, ShareReason, TenantHold,
+    TenantStatus, UnreachablePolicy, hold, reason,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -90,6 +91,36 @@ impl EmbeddedQueue {
     /// Wakes every current waiter and leaves a permit for the next one, so a waiter that
     /// checked just before the work arrived still returns promptly (a spurious return is
     /// allowed, a missed one costs a whole `max`).
+    /// Puts a hold on a registered tenant (the lock held): a timed hold does not replace
+    /// one without an end.
+    fn hold_locked(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        new: &NewHold,
+        failures: u32,
+        now: Instant,
+        span: Duration,
+    ) {
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return;
+        };
+        if new.length.is_some() && t.held_indefinitely() {
+            return;
+        }
+        let until = new.length.map(|d| now + d);
+        let record = TenantHold {
+            kind: new.kind,
+            reason: new.reason.clone(),
+            since_ms: self.ms(now),
+            until_ms: until.map(|u| self.ms(u)),
+            failures,
+            by: new.by.clone(),
+        };
+        t.hold = Some((record, until));
+        st.rescore(tenant, now, span, None);
+    }
+
     fn wake(&self) {
         self.work.notify_waiters();
         self.work.notify_one();
@@ -111,24 +142,32 @@ impl Queue for EmbeddedQueue {
             match st.tenants.get_mut(&t.name) {
                 // The learned limit is kept: it is what LeadSquared said the account allows,
                 // whatever is imported later (`TenantState::limit` takes the lower).
-                Some(existing) => existing.tenant = t.clone(),
+                Some(existing) => {
+                    let old = &existing.tenant;
+                    let same_keys =
+                        old.access_key == t.access_key && old.secret_key == t.secret_key;
+                    let mut t = t.clone();
+                    // A record without an API base keeps the one discovered for these keys.
+                    if same_keys && t.api_base.is_none() {
+                        t.api_base = old.api_base.clone();
+                    }
+                    // New keys end a keys_refused hold.
+                    if !same_keys
+                        && existing
+                            .hold
+                            .as_ref()
+                            .is_some_and(|(h, _)| h.kind == HoldKind::KeysRefused)
+                    {
+                        existing.hold = None;
+                        existing.paused_until = None;
+                        existing.pause_reason = None;
+                        existing.streak = 0;
+                    }
+                    existing.tenant = t;
+                }
                 None => {
-                    st.tenants.insert(
-                        t.name.clone(),
-                        TenantState {
-                            tenant: t.clone(),
-                            learned_limit: None,
-                            learned_daily: None,
-                            waiting: VecDeque::new(),
-                            log: VecDeque::new(),
-                            paused_until: None,
-                            pause_reason: None,
-                            ready_key: None,
-                            share: None,
-                            share_cut_at: None,
-                            today: (0, 0),
-                        },
-                    );
+                    st.tenants
+                        .insert(t.name.clone(), TenantState::new(t.clone()));
                 }
             }
             st.rescore(&t.name, now, span, None);
@@ -289,6 +328,9 @@ impl Queue for EmbeddedQueue {
         }
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);
+        if let Some(t) = st.tenants.get_mut(&job.tenant) {
+            t.streak = 0;
+        }
         Ok(())
     }
 
@@ -419,6 +461,150 @@ impl Queue for EmbeddedQueue {
         Ok(self.lock().done_series(now_sec, seconds))
     }
 
+    async fn set_tenant_host(
+        &self,
+        tenant: &str,
+        api_base: &url::Url,
+        access_key: &str,
+    ) -> Result<bool, QueueError> {
+        let mut st = self.lock();
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(false);
+        };
+        if t.tenant.access_key.expose() != access_key {
+            return Ok(false);
+        }
+        t.tenant.api_base = Some(api_base.clone());
+        drop(st);
+        self.wake();
+        Ok(true)
+    }
+
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(&job.tenant) else {
+            return Ok(());
+        };
+        let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) else {
+            return Ok(());
+        };
+        t.log.remove(pos);
+        // A new turn: the score may move earlier (a kept turn only ever moves later).
+        st.rescore(&job.tenant, now, span, Some(now));
+        drop(guard);
+        self.wake();
+        Ok(())
+    }
+
+    async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let now_ms = self.ms(now);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.prune(tenant, now, span);
+        let (adaptive, days) = (st.adaptive, st.days);
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(Some(span));
+        };
+        if t.held_indefinitely() {
+            return Ok(Some(Duration::from_millis(
+                hold::FOREVER_MS.saturating_sub(now_ms),
+            )));
+        }
+        let at = State::allowed_at(t, now, span, adaptive, &days);
+        if at > now {
+            return Ok(Some(at - now));
+        }
+        t.log.push_back((now, call.to_string()));
+        t.count_today(now, &days);
+        st.rescore(tenant, now, span, None);
+        Ok(None)
+    }
+
+    async fn hold(&self, tenant: &str, new: NewHold) -> Result<bool, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if !st.tenants.contains_key(tenant) {
+            return Ok(false);
+        }
+        self.hold_locked(st, tenant, &new, 0, now, span);
+        Ok(true)
+    }
+
+    async fn release(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(None);
+        };
+        let Some((released, _)) = t.hold.take() else {
+            return Ok(None);
+        };
+        t.paused_until = None;
+        t.pause_reason = None;
+        t.streak = 0;
+        st.rescore(tenant, now, span, Some(now));
+        drop(guard);
+        self.wake();
+        Ok(Some(released))
+    }
+
+    async fn tenant_hold(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError> {
+        let now = Instant::now();
+        let st = self.lock();
+        Ok(st.tenants.get(tenant).and_then(|t| match &t.hold {
+            Some((h, until)) if until.is_none_or(|u| u > now) => Some(h.clone()),
+            _ => None,
+        }))
+    }
+
+    async fn host_failed(
+        &self,
+        tenant: &str,
+        policy: UnreachablePolicy,
+        reason: &str,
+    ) -> Result<HostFailed, QueueError> {
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(HostFailed {
+                failures: 0,
+                held_for: None,
+            });
+        };
+        t.streak = t.streak.saturating_add(1);
+        let failures = t.streak;
+        let after = policy.after.max(1);
+        if failures < after || t.held_indefinitely() {
+            return Ok(HostFailed {
+                failures,
+                held_for: None,
+            });
+        }
+        let length = hold::backoff(policy, failures);
+        let new = NewHold {
+            kind: HoldKind::HostUnreachable,
+            reason: reason.to_string(),
+            length: Some(length),
+            by: None,
+        };
+        self.hold_locked(st, tenant, &new, failures, now, span);
+        Ok(HostFailed {
+            failures,
+            held_for: Some(length),
+        })
+    }
+
     async fn status(&self) -> Result<QueueStatus, QueueError> {
         let now = Instant::now();
         let span = self.span();
@@ -462,10 +648,35 @@ impl Queue for EmbeddedQueue {
                         calls_in_window: calls,
                         paused_until_ms: paused.map(|p| self.ms(p)),
                         pause_reason: paused.and(t.pause_reason.clone()),
+                        hold: None,
+                        host: None,
                     })
             })
             .collect();
-        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let holds: Vec<(String, TenantHold)> = st
+            .tenants
+            .values()
+            .filter_map(|t| {
+                t.hold
+                    .as_ref()
+                    .map(|(h, _)| (t.tenant.name.clone(), h.clone()))
+            })
+            .collect();
+        let now_ms = self.ms(now);
+        let mut status_tenants = QueueStatus {
+            now_ms,
+            tenants: std::mem::take(&mut tenants),
+            ..QueueStatus::default()
+        };
+        hold::merge(&mut status_tenants, holds);
+        tenants = status_tenants.tenants;
+        for row in &mut tenants {
+            row.host = st
+                .tenants
+                .get(&row.tenant)
+                .and_then(|t| t.tenant.api_base.as_ref())
+                .map(ToString::to_string);
+        }
         let mut done = 0;
         let mut dead = 0;
         for rec in st.jobs.values() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
+use crate::queue::TenantHold;
 use crate::tenant::Tenant;
 
 /// Key of a tenant in the ready set: when it may call next, then the order in which it got
@@ -107,6 +108,41 @@ pub(super) struct TenantState {
     pub(super) share_cut_at: Option<Instant>,
     /// Calls dispatched in a day: the day, and how many.
     pub(super) today: (u64, u64),
+    /// Its hold, and when it ends (`None`: until released). See `Queue::hold`.
+    pub(super) hold: Option<(TenantHold, Option<Instant>)>,
+    /// Unreachable-host failures in a row (`Queue::host_failed`; a completion ends it).
+    pub(super) streak: u32,
+}
+
+impl TenantState {
+    /// A tenant just registered.
+    pub(super) fn new(tenant: Tenant) -> Self {
+        TenantState {
+            tenant,
+            learned_limit: None,
+            learned_daily: None,
+            waiting: VecDeque::new(),
+            log: VecDeque::new(),
+            paused_until: None,
+            pause_reason: None,
+            ready_key: None,
+            share: None,
+            share_cut_at: None,
+            today: (0, 0),
+            hold: None,
+            streak: 0,
+        }
+    }
+
+    /// Whether it is held until released.
+    pub(super) fn held_indefinitely(&self) -> bool {
+        matches!(self.hold, Some((_, None)))
+    }
+
+    /// The end of its timed hold, if one is set.
+    pub(super) fn hold_end(&self) -> Option<Instant> {
+        self.hold.as_ref().and_then(|(_, until)| *until)
+    }
 }
 
 /// One job, from its push until it is purged.
@@ -274,7 +310,7 @@ mod tests {
     fn tenant(name: &str, limit: u32) -> Tenant {
         Tenant {
             name: name.into(),
-            api_base: url::Url::parse("http://127.0.0.1:1").unwrap(),
+            api_base: Some(url::Url::parse("http://127.0.0.1:1").unwrap()),
             access_key: Secret::new("ak"),
             secret_key: Secret::new("sk"),
             limit,

@@ -103,6 +103,7 @@ impl State {
             Some(p) if p > by_log => p,
             _ => by_log,
         };
+        let by_pause = t.hold_end().map_or(by_pause, |h| h.max(by_pause));
         // Parked until the day resets once today's quota is spent: its jobs stay queued.
         t.quota_until(now, days)
             .map_or(by_pause, |q| q.max(by_pause))
@@ -126,7 +127,8 @@ impl State {
         if let Some(k) = &old {
             self.ready.remove(k);
         }
-        if t.waiting.is_empty() {
+        // A tenant held until released is out of the ready set: dispatch never sees it.
+        if t.waiting.is_empty() || t.held_indefinitely() {
             return;
         }
         let allowed = Self::allowed_at(t, now, span, self.adaptive, &self.days);

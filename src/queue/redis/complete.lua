@@ -33,6 +33,8 @@ end
 redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[7], 'reconciled', ARGV[8],
   'finished_ms', ms(now), 'error', '')
 redis.call('HDEL', P .. 'bodies', id)
+-- The tenant's host answered: its unreachable-host streak (host_failed.lua) starts over.
+redis.call('HDEL', P .. 'streak', ARGV[4])
 redis.call('ZADD', P .. 'done', int(now), id)
 redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
 return 1

@@ -293,7 +293,9 @@ if budget_spent then
 end
 
 local next_at = nil
-local r = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+-- A tenant held until released (scored FOREVER_US) is nothing to wait for.
+local r = redis.call('ZRANGEBYSCORE', ready, '-inf', '(' .. int(FOREVER_US), 'WITHSCORES',
+  'LIMIT', 0, 1)
 if #r > 0 then
   next_at = tonumber(r[2])
 end

@@ -34,7 +34,10 @@
 //! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
 //! | `ready` | zset | tenants with waiting jobs, scored by when their next call is allowed |
 //! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time; the dispatch allows its cap (`limit − reserve`, or the share under it) per window |
-//! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why |
+//! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why: a rate-limit answer's pause, or a hold's end (`FOREVER_US` for a hold until released) |
+//! | `holds` | hash | tenant -> its hold (JSON: kind, reason, since_ms, until_ms, failures, by; see `Queue::hold`) |
+//! | `hosts` | hash | tenant -> its API base, once known (for status: the records hold the keys) |
+//! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`; every completion clears it) |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
 //! | `bodies` | hash | job id -> `tenant \n length of key \n key` then the Create body (JSON; may hold secrets), until the job is done; tenant and key are copied into `job:<id>` at its first dispatch |
@@ -80,8 +83,9 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
-    Dispatched, Fence, JobPage, LeasedJob, PageOf, Pushed, Queue, QueueConfig, QueueError,
-    QueuePulse, QueueStatus, Requeue, reason, share,
+    Dispatched, Fence, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
+    QueueError, QueuePulse, QueueStatus, Requeue, TenantHold, UnreachablePolicy, hold, reason,
+    share,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -310,6 +314,7 @@ impl Queue for RedisQueue {
                     .arg(t.reserve)
                     .arg(t.daily_limit.unwrap_or(0));
             }
+            invocation.arg(self.window_us());
             let _added: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
         }
         Ok(())
@@ -520,7 +525,130 @@ impl Queue for RedisQueue {
             .arg(micros(self.config.day))
             .invoke_async(&mut self.con.clone())
             .await?;
-        status_of(array(reply, "status")?, &self.config.name)
+        let mut status = status_of(array(reply, "status")?, &self.config.name)?;
+        let (holds, hosts): (
+            Vec<(String, String)>,
+            std::collections::HashMap<String, String>,
+        ) = redis::pipe()
+            .hgetall(self.key("holds"))
+            .hgetall(self.key("hosts"))
+            .query_async(&mut self.con.clone())
+            .await?;
+        let holds = holds
+            .into_iter()
+            .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));
+        hold::merge(&mut status, holds);
+        for row in &mut status.tenants {
+            row.host = hosts.get(&row.tenant).cloned();
+        }
+        Ok(status)
+    }
+
+    async fn set_tenant_host(
+        &self,
+        tenant: &str,
+        api_base: &url::Url,
+        access_key: &str,
+    ) -> Result<bool, QueueError> {
+        let reply: i64 = scripts::SET_HOST
+            .key(self.key("tenants"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(api_base.as_str())
+            .arg(access_key)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(reply == 1)
+    }
+
+    async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError> {
+        let _removed: i64 = scripts::UNSENT
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(&job.tenant)
+            .arg(&job.lease)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError> {
+        let reply: i64 = scripts::TAKE_CALL
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(call)
+            .arg(self.window_us())
+            .arg(self.config.share.as_str())
+            .arg(micros(self.config.day))
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(u64::try_from(reply).ok().map(Duration::from_micros))
+    }
+
+    async fn hold(&self, tenant: &str, hold: NewHold) -> Result<bool, QueueError> {
+        let reply: i64 = scripts::HOLD
+            .key(self.key("tenants"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(hold.kind.as_str())
+            .arg(&hold.reason)
+            .arg(hold.length.map_or(0, |d| micros(d).max(1)))
+            .arg(hold.by.as_deref().unwrap_or(""))
+            .arg(0)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(reply != 0)
+    }
+
+    async fn release(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError> {
+        let reply: Option<String> = scripts::RELEASE
+            .key(self.key("holds"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(reply.and_then(|raw| serde_json::from_str(&raw).ok()))
+    }
+
+    async fn tenant_hold(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError> {
+        let mut con = self.con.clone();
+        let (raw, time): (Option<String>, (u64, u64)) = redis::pipe()
+            .hget(self.key("holds"), tenant)
+            .cmd("TIME")
+            .query_async(&mut con)
+            .await?;
+        let now_ms = time.0 * 1000 + time.1 / 1000;
+        Ok(raw
+            .and_then(|raw| serde_json::from_str::<TenantHold>(&raw).ok())
+            .filter(|h| h.until_ms.is_none_or(|u| u > now_ms)))
+    }
+
+    async fn host_failed(
+        &self,
+        tenant: &str,
+        policy: UnreachablePolicy,
+        reason: &str,
+    ) -> Result<HostFailed, QueueError> {
+        let (failures, held_us): (u32, u64) = scripts::HOST_FAILED
+            .key(self.key("streak"))
+            .arg(&self.prefix)
+            .arg(tenant)
+            .arg(policy.after.max(1))
+            .arg(micros(policy.base).max(1))
+            .arg(micros(policy.max).max(1))
+            .arg(policy.jitter.clamp(0.5, 1.0))
+            .arg(reason)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(HostFailed {
+            failures,
+            held_for: (held_us > 0).then(|| Duration::from_micros(held_us)),
+        })
     }
 
     async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
@@ -780,8 +908,10 @@ impl Queue for RedisQueue {
 
     async fn is_idle(&self) -> Result<bool, QueueError> {
         // `ready` holds exactly the tenants with waiting jobs: no need to walk the tenants.
+        // Those held until released (scored `FOREVER_US`) wait for an operator, not a worker.
+        let forever = format!("({}", hold::FOREVER_MS * 1000);
         let (ready, scheduled, running): (u64, u64, u64) = redis::pipe()
-            .zcard(self.key("ready"))
+            .zcount(self.key("ready"), "-inf", forever)
             .zcard(self.key("sched"))
             .zcard(self.key("running"))
             .query_async(&mut self.con.clone())

@@ -287,3 +287,64 @@ local function split_record(v)
   return string.sub(v, 1, t_end - 1), string.sub(v, l_end + 1, l_end + len),
     string.sub(v, l_end + len + 1)
 end
+
+-- Tenant holds (see `Queue::hold`): `holds` keeps tenant -> JSON record (kind, reason,
+-- since_ms, until_ms, failures, by); the hold's end is written to `paused`, which every
+-- dispatch reads already, so a held tenant costs a dispatch nothing more. An indefinite
+-- hold ends at FOREVER_US (exact in a double; year 2255).
+local FOREVER_US = 9000000000000000
+
+-- The tenant's hold record, decoded; nil when none (or unreadable).
+local function hold_of(tenant)
+  local raw = redis.call('HGET', P .. 'holds', tenant)
+  if not raw then
+    return nil
+  end
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and type(rec) == 'table' then
+    return rec
+  end
+  return nil
+end
+
+-- Holds `tenant` for `length_us` (0: until released). A timed hold never replaces an
+-- indefinite one (returns 2 then); otherwise returns 1.
+local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, window_us)
+  local old = hold_of(tenant)
+  if old and old.until_ms == nil and length_us > 0 then
+    return 2
+  end
+  local rec = {kind = kind, reason = reason, since_ms = math.floor(now / 1000),
+    failures = failures or 0}
+  local untl = FOREVER_US
+  if length_us > 0 then
+    untl = now + length_us
+    rec.until_ms = math.floor(untl / 1000)
+  end
+  if by and by ~= '' then
+    rec.by = by
+  end
+  redis.call('HSET', P .. 'holds', tenant, cjson.encode(rec))
+  if untl > paused_until(tenant) then
+    redis.call('HSET', P .. 'paused', tenant, int(untl))
+  end
+  redis.call('HSET', P .. 'pause_reason', tenant, reason)
+  rescore(tenant, now, window_us)
+  return 1
+end
+
+-- Ends the tenant's hold, its pause and its unreachable streak; puts it back in `ready`
+-- when jobs wait and wakes workers. Returns the record released (JSON) or false.
+local function release_tenant(tenant, now, window_us)
+  local raw = redis.call('HGET', P .. 'holds', tenant)
+  if not raw then
+    return false
+  end
+  redis.call('HDEL', P .. 'holds', tenant)
+  redis.call('HDEL', P .. 'paused', tenant)
+  redis.call('HDEL', P .. 'pause_reason', tenant)
+  redis.call('HDEL', P .. 'streak', tenant)
+  rescore(tenant, now, window_us)
+  wake()
+  return raw
+end

@@ -4,16 +4,45 @@
 --
 -- KEYS[1]: {q}:tenants
 -- ARGV[1]: key prefix `{q}:`
+-- ARGV[#ARGV]: window + margin, µs (the last argument)
 -- ARGV[2..]: five per tenant: name, tenant record (JSON, holds the keys), limit, reserve,
 --   daily limit (0: none). The limit is also kept as imported in `configured`, the reserve
 --   in `reserve` (read by every dispatch), the daily limit in `daily_limit`.
 --
+-- A record without an API base keeps the one discovered for the same keys. New keys end a
+-- `keys_refused` hold (and drop a discovered host: it belonged to the old keys' account).
+--
 -- Returns the number of tenants that were new.
 
 local added = 0
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV - 1, 5 do
   local name, record, limit = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local old_raw = redis.call('HGET', KEYS[1], name)
+  if old_raw then
+    local ok_old, old = pcall(cjson.decode, old_raw)
+    local ok_new, new = pcall(cjson.decode, record)
+    if ok_old and ok_new and type(old) == 'table' and type(new) == 'table' then
+      local same_keys = old.access_key == new.access_key and old.secret_key == new.secret_key
+      if same_keys and type(new.api_base) ~= 'string' and type(old.api_base) == 'string' then
+        new.api_base = old.api_base
+        record = cjson.encode(new)
+      end
+      if not same_keys then
+        local hold = hold_of(name)
+        if hold and hold.kind == 'keys_refused' then
+          release_tenant(name, now_us(), tonumber(ARGV[#ARGV]))
+        end
+      end
+    end
+  end
   added = added + redis.call('HSET', KEYS[1], name, record)
+  -- The host alone, for status (which never reads the records: they hold the keys).
+  local ok_rec, rec = pcall(cjson.decode, record)
+  if ok_rec and type(rec) == 'table' and type(rec.api_base) == 'string' then
+    redis.call('HSET', P .. 'hosts', name, rec.api_base)
+  else
+    redis.call('HDEL', P .. 'hosts', name)
+  end
   redis.call('HSET', P .. 'configured', name, limit)
   redis.call('HSET', P .. 'reserve', name, ARGV[i + 3])
   -- A daily quota LeadSquared named (learn_daily_limit.lua) is kept when it is lower.

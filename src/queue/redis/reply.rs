@@ -240,6 +240,8 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
                     .filter(|p| *p >= 0)
                     .and_then(|p| u64::try_from(p).ok()),
                 pause_reason: row.get(5).and_then(text).filter(|r| !r.is_empty()),
+                hold: None,
+                host: None,
             }
         })
         .collect();

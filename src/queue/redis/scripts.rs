@@ -71,9 +71,25 @@ script!(
     "Jobs done per second, recent seconds."
 );
 
+script!(HOLD, "hold.lua", "Hold a tenant.");
+script!(RELEASE, "release.lua", "End a tenant's hold.");
+script!(
+    HOST_FAILED,
+    "host_failed.lua",
+    "Count an unreachable host; hold its tenant after a few."
+);
+script!(SET_HOST, "set_host.lua", "Record a discovered API base.");
+script!(
+    TAKE_CALL,
+    "take_call.lua",
+    "Spend a call in a tenant's window for a call no dispatch made."
+);
+
+script!(UNSENT, "unsent.lua", "Forget a call that was never sent.");
+
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 17] {
+pub(super) fn all() -> [&'static Script; 23] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -92,5 +108,11 @@ pub(super) fn all() -> [&'static Script; 17] {
         &DONE_PER_SECOND,
         &PULSE,
         &NOTE_ATTEMPT,
+        &HOLD,
+        &RELEASE,
+        &HOST_FAILED,
+        &SET_HOST,
+        &TAKE_CALL,
+        &UNSENT,
     ]
 }
