@@ -259,6 +259,21 @@ impl RedisQueue {
         }
     }
 
+    /// Runs a script that acts on a job's call in its tenant's log (`answered.lua`,
+    /// `unsent.lua`): KEYS[1] the ready set; ARGV prefix, tenant, the call's id (the lease
+    /// token), window + margin.
+    async fn on_call(&self, script: &redis::Script, job: &LeasedJob) -> Result<(), QueueError> {
+        let _: i64 = script
+            .key(self.key("ready"))
+            .arg(&self.prefix)
+            .arg(&job.tenant)
+            .arg(&job.lease)
+            .arg(self.window_us())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
     /// A finishing script's invocation with the arguments they all start with: prefix, job
     /// id, lease token (the call's id in the call log), tenant, window + margin, and the
     /// reason a record with no tenant is buried with.
@@ -435,15 +450,7 @@ impl Queue for RedisQueue {
     }
 
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
-        let _: i64 = scripts::ANSWERED
-            .key(self.key("ready"))
-            .arg(&self.prefix)
-            .arg(&job.tenant)
-            .arg(&job.lease)
-            .arg(self.window_us())
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(())
+        self.on_call(&scripts::ANSWERED, job).await
     }
 
     async fn complete(
@@ -562,15 +569,7 @@ impl Queue for RedisQueue {
     }
 
     async fn unsent(&self, job: &LeasedJob) -> Result<(), QueueError> {
-        let _removed: i64 = scripts::UNSENT
-            .key(self.key("ready"))
-            .arg(&self.prefix)
-            .arg(&job.tenant)
-            .arg(&job.lease)
-            .arg(self.window_us())
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(())
+        self.on_call(&scripts::UNSENT, job).await
     }
 
     async fn take_call(&self, tenant: &str, call: &str) -> Result<Option<Duration>, QueueError> {
