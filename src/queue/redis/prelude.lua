@@ -348,3 +348,18 @@ local function release_tenant(tenant, now, window_us)
   wake()
   return raw
 end
+
+-- The earliest dispatch time (ms) among the first `n` leases in `running` (the ones that
+-- expire first), or -1 when none: `status` and `pulse` show its age.
+local function oldest_dispatched_ms(n)
+  local oldest = -1
+  local running = redis.call('ZRANGE', P .. 'running', 0, n - 1)
+  for _, id in ipairs(running) do
+    local ok, d = pcall(redis.call, 'HGET', P .. 'job:' .. id, 'dispatched_ms')
+    d = ok and tonumber(d)
+    if d and (oldest < 0 or d < oldest) then
+      oldest = d
+    end
+  end
+  return oldest
+end

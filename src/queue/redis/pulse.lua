@@ -52,15 +52,7 @@ while #listed < top and checked < 4 * top + 16 do
   end
 end
 
-local oldest = -1
-local running = redis.call('ZRANGE', P .. 'running', 0, tonumber(ARGV[3]) - 1)
-for _, id in ipairs(running) do
-  local ok, d = pcall(redis.call, 'HGET', P .. 'job:' .. id, 'dispatched_ms')
-  d = ok and tonumber(d)
-  if d and (oldest < 0 or d < oldest) then
-    oldest = d
-  end
-end
+local oldest = oldest_dispatched_ms(tonumber(ARGV[3]))
 
 -- Bodies are kept for queued, scheduled, running and dead jobs (dropped when done).
 local sched = redis.call('ZCARD', P .. 'sched')

@@ -69,15 +69,7 @@ for _, name in ipairs(names) do
   end
 end
 
-local oldest = -1
-local running = redis.call('ZRANGE', P .. 'running', 0, tonumber(ARGV[3]) - 1)
-for _, id in ipairs(running) do
-  local ok, d = pcall(redis.call, 'HGET', P .. 'job:' .. id, 'dispatched_ms')
-  d = ok and tonumber(d)
-  if d and (oldest < 0 or d < oldest) then
-    oldest = d
-  end
-end
+local oldest = oldest_dispatched_ms(tonumber(ARGV[3]))
 
 local out = {now, queued, redis.call('ZCARD', P .. 'sched'), redis.call('ZCARD', P .. 'running'),
   redis.call('ZCARD', P .. 'done'), redis.call('ZCARD', P .. 'dead'), oldest}
