@@ -270,16 +270,7 @@ async fn a_second_signal_stops_a_worker_at_once_and_loses_no_job() {
     let sim = worker_support::start_sim(config).await;
     let ts = worker_support::tenants(&sim.server.base_url(), 2, &[25]);
     let name = common::unique_queue("second-sigint");
-    let queue = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: name.clone(),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("queue");
-    queue.put_tenants(&ts).await.expect("tenants");
+    let queue = worker_support::redis_queue_named(&name, &ts).await;
     queue
         .push(&worker_support::jobs(&ts, 5))
         .await
@@ -371,16 +362,7 @@ async fn serve_deletes_done_records_older_than_the_ttl() {
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
     let ts = worker_support::tenants(&placeholder, 1, &[25]);
     let name = common::unique_queue("retention");
-    let queue = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: name.clone(),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("queue");
-    queue.put_tenants(&ts).await.expect("tenants");
+    let queue = worker_support::redis_queue_named(&name, &ts).await;
     let jobs = worker_support::jobs(&ts, 3);
     queue.push(&jobs).await.expect("push");
     for _ in 0..2 {

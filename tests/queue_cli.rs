@@ -53,8 +53,9 @@ const TENANTS: &str = "tenant,api_base,access_key,secret_key,limit\n\
                        acme,http://127.0.0.1:9,ak-acme,sk-SECRET-acme,10\n\
                        beta,https://api-in21.leadsquared.com,ak-beta,sk-SECRET-beta,\n";
 
-async fn queued(queue: &str) -> u64 {
-    let q = RedisQueue::connect(
+/// The test's queue, as the binary under test sees it.
+async fn open(queue: &str) -> RedisQueue {
+    RedisQueue::connect(
         &common::redis_url(),
         QueueConfig {
             name: queue.to_string(),
@@ -62,8 +63,11 @@ async fn queued(queue: &str) -> u64 {
         },
     )
     .await
-    .expect("connect");
-    q.status().await.expect("status").queued
+    .expect("connect")
+}
+
+async fn queued(queue: &str) -> u64 {
+    open(queue).await.status().await.expect("status").queued
 }
 
 fn import_tenants(queue: &str, dir: &tempfile::TempDir) {
@@ -302,16 +306,12 @@ fn a_missing_file_is_bad_input() {
 }
 
 async fn stored_tenant(queue: &str, name: &str) -> lsq_webhooks::tenant::Tenant {
-    let q = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: queue.to_string(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    q.tenant(name).await.expect("tenant").expect("imported")
+    open(queue)
+        .await
+        .tenant(name)
+        .await
+        .expect("tenant")
+        .expect("imported")
 }
 
 /// Issue 13: `reserve` and `daily_limit` are optional columns, found by the header in any

@@ -260,16 +260,7 @@ async fn sigterm_mid_run_loses_no_job() {
     let sim = worker_support::start_sim(config).await;
     let ts = worker_support::tenants(&sim.server.base_url(), 4, &[25]);
     let name = common::unique_queue("cli-term");
-    let queue = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: name.clone(),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("queue");
-    queue.put_tenants(&ts).await.expect("tenants");
+    let queue = worker_support::redis_queue_named(&name, &ts).await;
     queue
         .push(&worker_support::jobs(&ts, 15))
         .await
@@ -342,16 +333,7 @@ async fn job_shows_each_call_the_worker_made() {
     let sim = worker_support::start_sim(config).await;
     let ts = worker_support::tenants(&sim.server.base_url(), 1, &[25]);
     let name = common::unique_queue("job-history");
-    let queue = RedisQueue::connect(
-        &common::redis_url(),
-        QueueConfig {
-            name: name.clone(),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("queue");
-    queue.put_tenants(&ts).await.expect("tenants");
+    let queue = worker_support::redis_queue_named(&name, &ts).await;
     let jobs = worker_support::jobs(&ts, 1);
     let pushed = queue.push(&jobs).await.expect("push");
     let Pushed::Enqueued { job: id } = &pushed[0] else {

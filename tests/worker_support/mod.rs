@@ -125,6 +125,22 @@ pub async fn queue(backend: Backend, test: &str, config: QueueConfig) -> Arc<dyn
     }
 }
 
+/// A Redis queue named `name` (the name a binary under test is given too), with these
+/// tenants put.
+pub async fn redis_queue_named(name: &str, tenants: &[Tenant]) -> RedisQueue {
+    let queue = RedisQueue::connect(
+        &common::redis_url(),
+        QueueConfig {
+            name: name.to_string(),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("queue");
+    queue.put_tenants(tenants).await.expect("tenants");
+    queue
+}
+
 /// A client with a call timeout.
 pub fn client(timeout: Duration) -> Client {
     Client::new(ClientConfig {
