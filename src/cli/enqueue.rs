@@ -293,7 +293,13 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(super::connect_queue(global).await?);
     let registered: Arc<HashSet<String>> =
         Arc::new(queue.tenant_names().await?.into_iter().collect());
-    let input = Arc::new(Input::open(&args.file)?);
+    // Spooling standard input is blocking file work: off the async runtime, as the reads are.
+    let file = args.file.clone();
+    let input = Arc::new(
+        tokio::task::spawn_blocking(move || Input::open(&file))
+            .await
+            .context("reading the job file")??,
+    );
     let sizes = Sizes {
         part: args.part_bytes,
         keep: args.keep_bytes,
