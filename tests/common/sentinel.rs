@@ -136,7 +136,7 @@ impl SentinelSet {
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile sentinel-{i}.log\n\
                      sentinel monitor {master} 127.0.0.1 {p} 2\n\
                      sentinel down-after-milliseconds {master} {DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {master} {FAILOVER_TIMEOUT_MS}\n\
@@ -224,7 +224,7 @@ impl SentinelSet {
         self.data[i] = Some(p);
         self.wait_until(
             "the restarted node is in sync",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || cli(port, &["info", "replication"]).contains("master_link_status:up"),
         );
     }
@@ -236,21 +236,54 @@ impl SentinelSet {
             .expect("a data node's port")
     }
 
+    /// Polls `cond` every 50 ms. On a timeout it fails with what each data node says of
+    /// its replication and the end of each node's log, so a failure in CI can be read.
     fn wait_until(&self, what: &str, max: Duration, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + max;
         while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            if Instant::now() >= deadline {
+                panic!("timed out waiting until {what}\n{}", self.diagnosis());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `INFO replication` of both data nodes and the last lines of every log.
+    fn diagnosis(&self) -> String {
+        let mut out = String::new();
+        for (port, name) in self.nodes.iter().zip(["a", "b"]) {
+            out.push_str(&format!(
+                "--- node {name} (port {port}) INFO replication:\n{}\n",
+                cli(*port, &["info", "replication"])
+            ));
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            out.push_str(&format!("--- {}:\n{}\n", log.display(), tail.join("\n")));
+        }
+        out
     }
 }
 
 /// A data node's arguments: loopback, no snapshots, AOF on (the README's settings), its
-/// files named after it, and `replicaof` when it is a replica.
+/// files and log named after it, and `replicaof` when it is a replica.
+///
+/// `repl-diskless-sync-delay 0`: by default a primary waits 5 s for more replicas before it
+/// streams a full sync. Writes are acknowledged only once a replica has them (WAIT), so
+/// with the default the workers' resume after a failover includes those 5 s of the
+/// restarted node's resync (docs/decisions.md, issue 16).
 fn node_args(port: u16, replica_of: Option<u16>, name: &str) -> String {
     let mut args = format!(
         "--port {port} --bind 127.0.0.1 --save '' --appendonly yes \
-         --appendfilename {name}.aof --appenddirname aof-{name} --dbfilename {name}.rdb"
+         --appendfilename {name}.aof --appenddirname aof-{name} --dbfilename {name}.rdb \
+         --logfile {name}.log --repl-diskless-sync-delay 0"
     );
     if let Some(p) = replica_of {
         args.push_str(&format!(" --replicaof 127.0.0.1 {p}"));
