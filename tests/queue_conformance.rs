@@ -2028,6 +2028,33 @@ async fn new_keys_end_a_keys_refused_hold(h: Harness) {
     assert_eq!((j.tenant.as_str(), j.attempt), ("acme", 1));
 }
 
+async fn an_answer_from_the_host_starts_its_failure_streak_over(h: Harness) {
+    let q = h.queue_with("answered-host", &[("acme", 25)], |_| {}).await;
+    let policy = UnreachablePolicy {
+        after: 3,
+        base: h.ticks(2),
+        max: h.ticks(8),
+        jitter: 1.0,
+    };
+    let mut failures = Vec::new();
+    for answered in [false, false, true, false, false] {
+        if answered {
+            q.host_answered("acme").await.expect("answered");
+            continue;
+        }
+        let f = q
+            .host_failed("acme", policy, "timed out")
+            .await
+            .expect("failed");
+        failures.push((f.failures, f.held_for));
+    }
+    // Two in a row, an answer, two again: never the third in a row that holds the tenant.
+    assert_eq!(failures, [(1, None), (2, None), (1, None), (2, None)]);
+    assert!(q.tenant_hold("acme").await.expect("hold").is_none());
+    // An unknown tenant is nothing to answer for.
+    q.host_answered("nobody").await.expect("unknown tenant");
+}
+
 async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
     let q = h
         .queue_with("unreachable", &[("acme", 25), ("beta", 25)], |_| {})
@@ -2297,6 +2324,7 @@ conformance!(
     a_job_handed_back_to_a_held_tenant_keeps_its_attempt,
     new_keys_end_a_keys_refused_hold,
     unreachable_host_holds_grow_cap_and_end,
+    an_answer_from_the_host_starts_its_failure_streak_over,
     a_discovered_host_is_recorded_and_kept_by_an_import,
     take_call_spends_a_call_of_the_window,
     an_unsent_call_leaves_the_window,

@@ -66,6 +66,24 @@ fn black_hole() -> String {
     format!("http://{addr}")
 }
 
+/// A host that takes every request and, after `after`, hangs up without an answer (the
+/// unread request makes it a reset): a transient failure that may have reached it, and
+/// spends the job's attempt. A silent host would be a timeout, which holds its tenant rather
+/// than spend attempts (issue 14).
+fn hangs_up_after(after: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                drop(conn);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 fn client(timeout: Duration) -> Client {
     Client::new(ClientConfig {
         timeout,
@@ -151,7 +169,10 @@ async fn never_holds_more_jobs_than_its_concurrency() {
         ..QueueConfig::default()
     }));
     queue
-        .put_tenants(&[tenant("a", &black_hole()), tenant("b", &black_hole())])
+        .put_tenants(&[
+            tenant("a", &hangs_up_after(Duration::from_millis(150))),
+            tenant("b", &hangs_up_after(Duration::from_millis(150))),
+        ])
         .await
         .expect("tenants");
     let jobs: Vec<NewJob> = (0..24)
@@ -160,7 +181,7 @@ async fn never_holds_more_jobs_than_its_concurrency() {
     queue.push(&jobs).await.expect("push");
     let pool = Pool::new(
         queue.clone(),
-        client(Duration::from_millis(200)),
+        client(Duration::from_secs(5)),
         WorkerConfig {
             concurrency: 3,
             exit_when_idle: true,

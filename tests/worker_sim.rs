@@ -475,7 +475,9 @@ async fn a_redis_restart_mid_run_loses_no_job() {
         .expect("connect"),
     );
     queue.put_tenants(&ts).await.expect("tenants");
-    queue.push(&jobs(&ts, 50)).await.expect("push");
+    // 4 tenants × 25 calls a window: 400 jobs are 4 windows of work at the least, so the
+    // restart lands mid-run however slow the machine is.
+    queue.push(&jobs(&ts, 100)).await.expect("push");
     let pool = std::sync::Arc::new(Pool::new(
         queue.clone(),
         client(Duration::from_secs(10)),
@@ -516,5 +518,5 @@ async fn a_redis_restart_mid_run_loses_no_job() {
         "the restart was noticed: {summary:?}"
     );
     assert_eq!(rate_limit_answers(&sim_stats), 0);
-    assert_all_done_and_matching(queue.as_ref(), &sim_stats, 200).await;
+    assert_all_done_and_matching(queue.as_ref(), &sim_stats, 400).await;
 }

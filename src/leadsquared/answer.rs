@@ -87,6 +87,16 @@ pub enum CallError {
         /// What failed.
         reason: String,
     },
+    /// The request was sent and no answer came within the call's timeout. It may have been
+    /// processed, as [`CallError::Transient`] with `maybe_reached`, so the next attempt
+    /// reconciles; and a host that keeps timing out is not answering, as
+    /// [`CallError::Unreachable`], so it counts against the tenant's host, and a timeout in a
+    /// run of the tenant's host failures spends no attempt of the job.
+    #[error("timed out: {reason}")]
+    TimedOut {
+        /// What timed out.
+        reason: String,
+    },
     /// Will fail again the same way: give up. For LeadSquared's errors the reason is
     /// `ExceptionType: ExceptionMessage`.
     #[error("{reason}")]
@@ -104,7 +114,7 @@ impl CallError {
             CallError::Transient {
                 maybe_reached: true,
                 ..
-            }
+            } | CallError::TimedOut { .. }
         )
     }
 
@@ -115,6 +125,7 @@ impl CallError {
             | CallError::Transient { reason, .. }
             | CallError::Refused { reason }
             | CallError::Unreachable { reason }
+            | CallError::TimedOut { reason }
             | CallError::Permanent { reason } => reason,
         }
     }
@@ -157,6 +168,7 @@ impl CallError {
             | CallError::Transient { reason, .. }
             | CallError::Refused { reason }
             | CallError::Unreachable { reason }
+            | CallError::TimedOut { reason }
             | CallError::Permanent { reason } => reason,
         };
         *reason = redact(reason, secrets);

@@ -349,7 +349,8 @@ fn unreadable(status: StatusCode, headers: &HeaderMap, why: String) -> Result<Va
             e @ (CallError::RateLimited { .. }
             | CallError::Permanent { .. }
             | CallError::Refused { .. }
-            | CallError::Unreachable { .. }),
+            | CallError::Unreachable { .. }
+            | CallError::TimedOut { .. }),
         ) => Err(e),
         Ok(_) => Err(CallError::Transient {
             reason: format!("HTTP {} but {why}", status.as_u16()),
@@ -406,15 +407,14 @@ fn transport_error(e: &reqwest::Error, doing: &str) -> CallError {
             reason: format!("{doing} {what}: {}", error_chain(e)),
         };
     }
-    let maybe_reached = true;
-    let what = if e.is_timeout() {
-        "timed out"
-    } else {
-        "failed"
-    };
+    if e.is_timeout() {
+        return CallError::TimedOut {
+            reason: format!("{doing}: {}", error_chain(e)),
+        };
+    }
     CallError::Transient {
-        reason: format!("{doing} {what}: {}", error_chain(e)),
-        maybe_reached,
+        reason: format!("{doing} failed: {}", error_chain(e)),
+        maybe_reached: true,
     }
 }
 

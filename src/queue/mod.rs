@@ -549,8 +549,9 @@ pub trait Queue: Send + Sync + 'static {
     /// A tenant's hold in force, if any (an ended timed hold is none).
     async fn tenant_hold(&self, tenant: &str) -> Result<Option<TenantHold>, QueueError>;
 
-    /// The tenant's host did not answer (refused, DNS, TLS, connect timeout): counts the
-    /// failure in the tenant's streak (every [`Queue::complete`] ends it) and, from
+    /// The tenant's host did not answer (refused, DNS, TLS, a timeout): counts the failure
+    /// in the tenant's streak (every [`Queue::complete`] and [`Queue::host_answered`] ends
+    /// it) and, from
     /// `policy.after` in a row, holds the tenant `host_unreachable` for `policy.base`
     /// doubling per further failure, at most `policy.max`, times `policy.jitter`. The job is
     /// NOT touched: hand it back with [`Queue::requeue`] without spending its attempt.
@@ -560,6 +561,11 @@ pub trait Queue: Send + Sync + 'static {
         policy: UnreachablePolicy,
         reason: &str,
     ) -> Result<HostFailed, QueueError>;
+
+    /// The tenant's host answered a call (any HTTP answer, even an error): its streak of
+    /// [`Queue::host_failed`] starts over, as a completion starts it over. A hold already in
+    /// force stays until its end.
+    async fn host_answered(&self, tenant: &str) -> Result<(), QueueError>;
 
     /// Counts, and the per-tenant view.
     async fn status(&self) -> Result<QueueStatus, QueueError>;

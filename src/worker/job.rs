@@ -8,7 +8,7 @@
 //! whose result cannot be written then is not lost: its lease runs out and another dispatch
 //! takes it back as "outcome unknown", to be reconciled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +56,29 @@ pub(crate) struct JobContext {
     /// One discovery at a time per tenant in this process: jobs that met the same 401 (or
     /// the same unknown host) wait for it instead of each asking LeadSquared.
     pub discovering: Discovering,
+    /// Tenants whose host failure this process counted since it last heard their host answer.
+    pub failing: FailingHosts,
+}
+
+/// The tenants this process counted a host failure for (`Queue::host_failed`), so that the
+/// next answer from such a host starts its streak over (`Queue::host_answered`) at the cost
+/// of one store call per failure episode, not one per call.
+#[derive(Default)]
+pub(crate) struct FailingHosts(Mutex<HashSet<String>>);
+
+impl FailingHosts {
+    fn failed(&self, tenant: &str) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.contains(tenant) {
+            set.insert(tenant.to_string());
+        }
+    }
+
+    /// Whether the tenant was marked failing (and is not any more).
+    fn answered(&self, tenant: &str) -> bool {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(tenant)
+    }
 }
 
 /// Per-tenant locks for discovery (see [`JobContext::discovering`]).
@@ -301,6 +324,14 @@ impl JobContext {
         let took = started.elapsed();
         self.metrics.call_observed(took, outcome);
         let attempt = attempt_of(reconcile, &answer, sent_at, took);
+        if host_answered(&answer)
+            && self.failing.answered(&job.tenant)
+            && let Some(Err(e)) = self
+                .store("host_answered", || self.queue.host_answered(&job.tenant))
+                .await
+        {
+            tracing::warn!("could not record that the host answered: {e}");
+        }
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
         // the history is written after it, so it never delays that stamp. The history is for
         // people: a store that cannot take it now is logged, not retried.
@@ -354,29 +385,65 @@ impl JobContext {
     /// The tenant's host did not answer: counts it against the tenant (held after a few in
     /// a row) and hands the job back with its attempt.
     async fn unreachable(&self, job: &LeasedJob, reason: &str) -> AttemptOutcome {
+        self.host_failed(job, &format!("host unreachable: {reason}"))
+            .await;
+        self.give_back(job, AttemptOutcome::HostUnreachable).await
+    }
+
+    /// The call went out and no answer came within its timeout. The job's outcome is unknown
+    /// either way: its next attempt reconciles, once a Create it sent can no longer land.
+    /// The timeout counts against the tenant's host as a failure to answer. The first of a
+    /// run spends the job's attempt, as any transient failure does (one slow answer from a
+    /// host that otherwise answers is about the call, and a job that always times out must
+    /// not retry forever); the ones after it, while the host keeps failing, do not (that is
+    /// about the host, and the hold after a few in a row stops the calls).
+    async fn timed_out(&self, job: &LeasedJob, reason: String) -> AttemptOutcome {
+        let failures = self
+            .host_failed(job, &format!("host timed out: {reason}"))
+            .await;
+        if failures.is_some_and(|n| n >= 2) {
+            let how = Requeue {
+                spend_attempt: false,
+                outcome_unknown: true,
+            };
+            let r = self.store("requeue", || self.queue.requeue(job, how)).await;
+            return self.settle(r, || AttemptOutcome::HostUnreachable);
+        }
+        self.retry_transient(job, format!("timed out: {reason}"), true)
+            .await
+    }
+
+    /// Counts a failure of the tenant's host to answer (`Queue::host_failed`: the tenant is
+    /// held after a few in a row) and logs it; the failures in a row, when the store took it.
+    async fn host_failed(&self, job: &LeasedJob, why: &str) -> Option<u32> {
+        self.failing.failed(&job.tenant);
         let policy = UnreachablePolicy {
             jitter: rand::random_range(0.5..=1.0),
             ..self.unreachable
         };
-        let why = format!("host unreachable: {reason}");
         match self
             .store("host_failed", || {
-                self.queue.host_failed(&job.tenant, policy, &why)
+                self.queue.host_failed(&job.tenant, policy, why)
             })
             .await
         {
-            Some(Ok(f)) => match f.held_for {
-                Some(d) => tracing::warn!(
-                    failures = f.failures,
-                    hold_ms = d.as_millis() as u64,
-                    "tenant held: {why}"
-                ),
-                None => tracing::info!(failures = f.failures, "{why}"),
-            },
-            Some(Err(e)) => tracing::warn!("could not count the unreachable host: {e}"),
-            None => {}
+            Some(Ok(f)) => {
+                match f.held_for {
+                    Some(d) => tracing::warn!(
+                        failures = f.failures,
+                        hold_ms = d.as_millis() as u64,
+                        "tenant held: {why}"
+                    ),
+                    None => tracing::info!(failures = f.failures, "{why}"),
+                }
+                Some(f.failures)
+            }
+            Some(Err(e)) => {
+                tracing::warn!("could not count the host's failure: {e}");
+                None
+            }
+            None => None,
         }
-        self.give_back(job, AttemptOutcome::HostUnreachable).await
     }
 
     /// Asks `UserByAccessKey.Get` where the tenant lives (once per tenant at a time in this
@@ -515,12 +582,27 @@ impl JobContext {
     }
 }
 
+/// Whether the tenant's host gave an HTTP answer (whatever it said): anything but a
+/// connection that failed, a timeout, or a reset before any answer.
+fn host_answered(answer: &Answer) -> bool {
+    match answer {
+        Answer::Created(_) | Answer::Found(_) => true,
+        Answer::Failed(CallError::Unreachable { .. } | CallError::TimedOut { .. }) => false,
+        Answer::Failed(e @ CallError::Transient { .. }) => e.http_status().is_some(),
+        Answer::Failed(_) => true,
+    }
+}
+
 /// How a call ended, for the call histogram: answered, or failed with `error`.
 fn call_outcome(error: Option<&CallError>) -> CallOutcome {
     match error {
         None => CallOutcome::Ok,
         Some(CallError::RateLimited { .. }) => CallOutcome::RateLimited,
-        Some(CallError::Transient { .. } | CallError::Unreachable { .. }) => CallOutcome::Transient,
+        Some(
+            CallError::Transient { .. }
+            | CallError::Unreachable { .. }
+            | CallError::TimedOut { .. },
+        ) => CallOutcome::Transient,
         Some(CallError::Permanent { .. } | CallError::Refused { .. }) => CallOutcome::Permanent,
     }
 }
@@ -541,6 +623,7 @@ fn attempt_of(
         Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
         Answer::Failed(e @ CallError::Refused { .. }) => ("refused", Some(e)),
         Answer::Failed(e @ CallError::Unreachable { .. }) => ("unreachable", Some(e)),
+        Answer::Failed(e @ CallError::TimedOut { .. }) => ("timed_out", Some(e)),
     };
     crate::job::Attempt {
         at_ms: sent_at
@@ -637,30 +720,8 @@ impl JobContext {
             Answer::Failed(CallError::Transient {
                 reason,
                 maybe_reached,
-            }) => {
-                // A failed reconcile keeps the job's outcome unknown.
-                let unknown = maybe_reached || job.outcome_unknown;
-                let mut delay = self.retry.delay(job.attempt);
-                if maybe_reached && !job.outcome_unknown {
-                    // A Create that may still be processed: the next attempt reconciles, and
-                    // must not look before the call can no longer land.
-                    delay = delay.max(self.reconcile_settle);
-                }
-                tracing::info!(
-                    retry_in_ms = delay.as_millis() as u64,
-                    maybe_reached,
-                    "transient failure: {reason}"
-                );
-                let r = self
-                    .store("retry_later", || {
-                        self.queue.retry_later(job, delay, &reason, unknown)
-                    })
-                    .await;
-                self.settle(r, || {
-                    self.stats.retried();
-                    AttemptOutcome::Retried
-                })
-            }
+            }) => self.retry_transient(job, reason, maybe_reached).await,
+            Answer::Failed(CallError::TimedOut { reason }) => self.timed_out(job, reason).await,
             Answer::Failed(CallError::Permanent { reason } | CallError::Refused { reason }) => {
                 self.bury(job, reason).await
             }
@@ -668,6 +729,37 @@ impl JobContext {
                 self.unreachable(job, &reason).await
             }
         }
+    }
+
+    /// A transient failure: retry after the backoff, the attempt spent.
+    async fn retry_transient(
+        &self,
+        job: &LeasedJob,
+        reason: String,
+        maybe_reached: bool,
+    ) -> AttemptOutcome {
+        // A failed reconcile keeps the job's outcome unknown.
+        let unknown = maybe_reached || job.outcome_unknown;
+        let mut delay = self.retry.delay(job.attempt);
+        if maybe_reached && !job.outcome_unknown {
+            // A Create that may still be processed: the next attempt reconciles, and
+            // must not look before the call can no longer land.
+            delay = delay.max(self.reconcile_settle);
+        }
+        tracing::info!(
+            retry_in_ms = delay.as_millis() as u64,
+            maybe_reached,
+            "transient failure: {reason}"
+        );
+        let r = self
+            .store("retry_later", || {
+                self.queue.retry_later(job, delay, &reason, unknown)
+            })
+            .await;
+        self.settle(r, || {
+            self.stats.retried();
+            AttemptOutcome::Retried
+        })
     }
 
     /// Runs the call while extending the job's lease every third of its length; `None` (the

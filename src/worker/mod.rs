@@ -250,6 +250,7 @@ impl Pool {
             discovery: self.config.discovery_url.clone(),
             unreachable: self.config.unreachable,
             discovering: Default::default(),
+            failing: Default::default(),
         });
         // Each job runs as its own task (so jobs use every core), owned by this tracker;
         // the runtime's permit is held until the task ends.

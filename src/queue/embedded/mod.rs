@@ -566,6 +566,13 @@ impl Queue for EmbeddedQueue {
         }))
     }
 
+    async fn host_answered(&self, tenant: &str) -> Result<(), QueueError> {
+        if let Some(t) = self.lock().tenants.get_mut(tenant) {
+            t.streak = 0;
+        }
+        Ok(())
+    }
+
     async fn host_failed(
         &self,
         tenant: &str,

@@ -650,6 +650,15 @@ impl Queue for RedisQueue {
         })
     }
 
+    async fn host_answered(&self, tenant: &str) -> Result<(), QueueError> {
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.key("streak"))
+            .arg(tenant)
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
     async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
         let entry = serde_json::to_string(attempt)
             .map_err(|e| QueueError::Store(format!("cannot encode an attempt: {e}")))?;
