@@ -5,12 +5,14 @@
 //!    a steady-state interval / what the limit allows in it), and the rate-limit answers;
 //! 2. aggregate jobs per second with many tenants whose limits do not bind;
 //! 3. enqueue-to-call latency for an idle tenant: from just before the push until the
-//!    simulator's router sees the Create request (p50, p99).
+//!    simulator's router sees the Create request (p50, p99);
+//! 4. the healthy tenants' throughput alone and beside tenants whose hosts refuse every
+//!    connection or never answer, and the ratio (issue 14: others unaffected).
 //!
 //! `cargo bench --bench worker` runs the full sizes (LeadSquared's 5-second window, a 60 s
 //! utilisation interval, 2,000 tenants). Without `--bench` (e.g. `cargo test --benches`) it
 //! runs a quick version with small sizes and a 1-second window, as a smoke test. Naming
-//! parts (`-- latency throughput utilisation`) runs only those.
+//! parts (`-- latency throughput utilisation deadhosts`) runs only those.
 //! Needs Redis (`REDIS_URL`, or a `redis-server` the harness can start).
 
 #[path = "../tests/common/mod.rs"]
@@ -149,6 +151,11 @@ struct Workers(Vec<tokio::process::Child>);
 
 impl Workers {
     fn spawn(queue: &str, sizes: &Sizes) -> Workers {
+        Workers::spawn_with(queue, sizes, &[])
+    }
+
+    /// As [`Workers::spawn`], with more `worker` arguments.
+    fn spawn_with(queue: &str, sizes: &Sizes, extra: &[&str]) -> Workers {
         let window_ms = sizes.window.as_millis().to_string();
         let concurrency = sizes.concurrency.to_string();
         Workers(
@@ -158,6 +165,7 @@ impl Workers {
                         .args(["--redis", &common::redis_url(), "--queue", queue])
                         .args(["worker", "--concurrency", &concurrency])
                         .args(["--window-ms", &window_ms, "--shutdown-grace-secs", "5"])
+                        .args(extra)
                         .env("RUST_LOG", "error")
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
@@ -307,6 +315,100 @@ async fn throughput(sizes: &Sizes) {
     sim.stop.cancel();
 }
 
+/// How a dead host fails, for figure 4.
+#[derive(Clone, Copy)]
+enum Dead {
+    /// Nothing listens: every connection is refused at once.
+    Closed,
+    /// Accepts and never answers: every call waits out the call timeout.
+    Silent,
+}
+
+/// A loopback address that fails as `dead` says, for as long as this process runs.
+fn dead_host(dead: Dead) -> url::Url {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    match dead {
+        Dead::Closed => drop(l),
+        Dead::Silent => {
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for c in l.incoming().flatten() {
+                    held.push(c);
+                }
+            });
+        }
+    }
+    url::Url::parse(&format!("http://{addr}")).expect("url")
+}
+
+/// Figure 4: the healthy tenants' throughput alone, then beside tenants whose hosts are dead
+/// (refused, or silent until the call timeout), side by side in one run.
+async fn dead_hosts(sizes: &Sizes) {
+    const TIMEOUT_SECS: &str = "5";
+    // The worker's default concurrency: slots are what a silent host could take from others.
+    let sizes = &Sizes {
+        concurrency: 64,
+        ..*sizes
+    };
+    let healthy = (sizes.tput_tenants / 10).max(10);
+    let dead_each = 10;
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let known = named_tenants(&placeholder, "h", healthy, 25);
+    let sim = start_recording_sim(worker_support::sim_config(&known, sizes.window)).await;
+    let mut rates = Vec::new();
+    // Alone, beside dead hosts, alone again: the ratio is to the mean of the two alone runs,
+    // so a warm-up or a noisy moment on one side does not pass for an effect.
+    for with_dead in [false, true, false] {
+        let ts = named_tenants(&sim.base, "h", healthy, 25);
+        let name = common::unique_queue("bench-dead");
+        let queue = redis_queue(&name, sizes.window).await;
+        let mut all = ts.clone();
+        if with_dead {
+            for (dead, prefix) in [(Dead::Closed, "closed"), (Dead::Silent, "silent")] {
+                all.extend(named_tenants(&dead_host(dead), prefix, dead_each, 25));
+            }
+        }
+        queue.put_tenants(&all).await.expect("tenants");
+        let dead_jobs: Vec<NewJob> = worker_support::jobs(&all[ts.len()..], 25);
+        push_all(&queue, &dead_jobs).await;
+        let jobs = worker_support::jobs(&ts, sizes.tput_jobs_per_tenant * 4);
+        let total = jobs.len() as u64;
+        push_all(&queue, &jobs).await;
+        let start = Instant::now();
+        let workers = Workers::spawn_with(&name, sizes, &["--call-timeout-secs", TIMEOUT_SECS]);
+        while queue.status().await.expect("status").done < total {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = start.elapsed();
+        workers.stop().await;
+        let status = queue.status().await.expect("status");
+        let held = status.tenants.iter().filter(|t| t.hold.is_some()).count();
+        let rate = total as f64 / elapsed.as_secs_f64();
+        println!(
+            "dead hosts: {healthy} healthy tenants, {total} jobs{}: {rate:.0} jobs/s in {:.2} s; \
+             tenants held at the end {held} (concurrency {} x {} processes)",
+            if with_dead {
+                format!(
+                    ", beside {dead_each} refused and {dead_each} silent hosts (call timeout \
+                     {TIMEOUT_SECS} s) with 25 jobs each"
+                )
+            } else {
+                String::new()
+            },
+            elapsed.as_secs_f64(),
+            sizes.concurrency,
+            sizes.processes,
+        );
+        rates.push(rate);
+    }
+    println!(
+        "dead hosts: healthy throughput beside dead hosts / alone = {:.2} (goal 1.0)",
+        rates[1] / ((rates[0] + rates[2]) / 2.0)
+    );
+    sim.stop.cancel();
+}
+
 /// Figure 3: enqueue-to-call latency for an idle tenant.
 async fn latency(sizes: &Sizes) {
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
@@ -382,7 +484,7 @@ fn main() {
         .expect("runtime");
     // `cargo bench --bench worker -- throughput` runs only the parts named.
     let named: Vec<String> = std::env::args()
-        .filter(|a| ["latency", "throughput", "utilisation"].contains(&a.as_str()))
+        .filter(|a| ["latency", "throughput", "utilisation", "deadhosts"].contains(&a.as_str()))
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
@@ -394,6 +496,9 @@ fn main() {
         }
         if run("utilisation") {
             utilisation(&sizes).await;
+        }
+        if run("deadhosts") {
+            dead_hosts(&sizes).await;
         }
     });
 }
