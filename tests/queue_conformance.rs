@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
+use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{
     Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
     QueueError, Requeue, ShareMode, ShareReason, TenantStatus, UnreachablePolicy,
@@ -33,6 +34,8 @@ enum Harness {
     Embedded,
     /// `RedisQueue` on the test binary's Redis, in real time.
     Redis,
+    /// `RedisQueue` on a 3-master Redis Cluster of the test binary's own, in real time.
+    Cluster,
 }
 
 impl Harness {
@@ -40,7 +43,7 @@ impl Harness {
     fn tick(self) -> Duration {
         match self {
             Harness::Embedded => Duration::from_secs(1),
-            Harness::Redis => Duration::from_millis(100),
+            Harness::Redis | Harness::Cluster => Duration::from_millis(100),
         }
     }
 
@@ -77,6 +80,11 @@ impl Harness {
         match self {
             Harness::Embedded => Arc::new(EmbeddedQueue::new(config)),
             Harness::Redis => Arc::new(queue_support::connect(config).await),
+            Harness::Cluster => Arc::new(
+                RedisQueue::connect(&common::cluster::cluster_url(), config)
+                    .await
+                    .expect("connect to the test cluster"),
+            ),
         }
     }
 
@@ -105,7 +113,7 @@ impl Harness {
     /// message published before is given time to come in; the embedded queue's stored permit
     /// is taken after the dispatch.
     async fn quiet(self, q: &Arc<dyn Queue>, what: &str) {
-        if let Harness::Redis = self {
+        if let Harness::Redis | Harness::Cluster = self {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // A dispatch that finds nothing is what a worker does before it waits.
@@ -2261,6 +2269,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::$case(super::Harness::Redis).await;
+                }
+            )*
+        }
+        /// The cases against a real Redis Cluster (one queue, one hash tag: one node).
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Harness::Cluster).await;
                 }
             )*
         }

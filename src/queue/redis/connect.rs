@@ -47,6 +47,24 @@ async fn probe(client: &redis::Client) -> Result<(), QueueError> {
     }
 }
 
+/// [`probe`] of each node in turn until one answers: a cluster is up for this purpose when
+/// any node named answers (the cluster client learns the rest from it).
+async fn probe_any(nodes: &[redis::Client]) -> Result<(), QueueError> {
+    let mut last = None;
+    for node in nodes {
+        match probe(node).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = Some(format!("{}: {e}", node.get_connection_info().addr()));
+            }
+        }
+    }
+    Err(QueueError::Unavailable(format!(
+        "no cluster node answered ({})",
+        last.unwrap_or_default()
+    )))
+}
+
 /// What the Redis server's own settings mean for the promise that no job is lost (see the
 /// README's "Redis settings").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +207,37 @@ impl RedisQueue {
                     Link::Server(con),
                     Link::Server(acked),
                     Source::Server(Box::new(client)),
+                )
+            }
+            Target::Cluster(target) => {
+                if replication.is_some() {
+                    return Err(QueueError::Config(
+                        "--min-replicas is not supported with redis+cluster:// yet: a \
+                         cluster's WAIT would need to follow each shard's primary"
+                            .into(),
+                    ));
+                }
+                let nodes: Vec<redis::Client> = target
+                    .nodes
+                    .iter()
+                    .map(|n| redis::Client::open(n.clone()))
+                    .collect::<Result<_, _>>()?;
+                probe_any(&nodes).await?;
+                let mut builder = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
+                    .connection_timeout(RESPONSE_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT);
+                if target.tls {
+                    builder = builder.tls(redis::TlsMode::Secure);
+                }
+                let mut con = builder.build()?.get_async_connection().await?;
+                for script in scripts::all() {
+                    script.load_async(&mut con).await?;
+                }
+                let link = Link::Cluster(con);
+                (
+                    link.clone(),
+                    link,
+                    Source::Cluster(nodes.into(), Default::default()),
                 )
             }
             Target::Sentinel(target) => {

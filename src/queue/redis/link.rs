@@ -56,6 +56,9 @@ pub(super) enum Link {
     Server(ConnectionManager),
     /// The primary the sentinels name, on this lane.
     Sentinel(Arc<Follow>, Lane),
+    /// A Redis Cluster: redis-rs's cluster connection routes each command (a script by its
+    /// first key: every key of a queue shares its hash tag) and follows `MOVED`.
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 /// The primary of a Sentinel deployment, and the connections to it.
@@ -244,6 +247,7 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::Server(con) => con.req_packed_command(cmd),
+            Link::Cluster(con) => con.req_packed_command(cmd),
             Link::Sentinel(follow, lane) => {
                 let (follow, lane) = (follow.clone(), *lane);
                 Box::pin(async move {
@@ -268,6 +272,7 @@ impl ConnectionLike for Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Link::Server(con) => con.req_packed_commands(cmd, offset, count),
+            Link::Cluster(con) => con.req_packed_commands(cmd, offset, count),
             Link::Sentinel(follow, lane) => {
                 let (follow, lane) = (follow.clone(), *lane);
                 Box::pin(async move {
@@ -287,6 +292,7 @@ impl ConnectionLike for Link {
     fn get_db(&self) -> i64 {
         match self {
             Link::Server(con) => con.get_db(),
+            Link::Cluster(con) => con.get_db(),
             Link::Sentinel(follow, lane) => follow.lane(*lane).0.get_db(),
         }
     }
@@ -418,14 +424,22 @@ pub(super) enum Source {
     Server(Box<redis::Client>),
     /// The primary the sentinels name now.
     Sentinel(Arc<Follow>),
+    /// A cluster's nodes, and which one the next subscription tries. A `PUBLISH` on any
+    /// node reaches the subscribers of every node (the cluster bus carries it), so the wake
+    /// subscription may sit on any node, and moves to the next one when its node fails.
+    Cluster(Arc<[redis::Client]>, Arc<std::sync::atomic::AtomicUsize>),
 }
 
 impl Source {
-    /// A client for the primary as of now.
+    /// A client for the primary as of now (for a cluster: the next node in turn).
     pub(super) async fn client(&self) -> redis::Client {
         match self {
             Source::Server(c) => c.as_ref().clone(),
             Source::Sentinel(f) => f.client().await,
+            Source::Cluster(nodes, next) => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                nodes[i % nodes.len()].clone()
+            }
         }
     }
 }

@@ -8,6 +8,11 @@
 //!   number, default 0), `sentinel_username=` and `sentinel_password=` (when the sentinels
 //!   themselves require AUTH). A port left out is 26379, Sentinel's own.
 //!
+//! - `redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]`, and `rediss+cluster://` for TLS:
+//!   a Redis Cluster, found from any of the nodes named (redis-rs's cluster client learns the
+//!   slots and follows `MOVED`). A port left out is 6379. No path or options: a cluster has
+//!   only database 0.
+//!
 //! A URL that does not read is a [`BadUrl`] that says what is wrong and where, and never
 //! holds the password.
 
@@ -24,6 +29,33 @@ pub enum Target {
     Server(redis::Client),
     /// A primary found through sentinels.
     Sentinel(SentinelTarget),
+    /// A Redis Cluster.
+    Cluster(ClusterTarget),
+}
+
+/// A Redis Cluster: the nodes to start from, each with the AUTH and TLS of every node.
+#[derive(Clone)]
+pub struct ClusterTarget {
+    /// The nodes the URL names, in its order.
+    pub nodes: Vec<ConnectionInfo>,
+    /// TLS to every node.
+    pub tls: bool,
+}
+
+impl ClusterTarget {
+    /// The nodes as `host:port, host:port` (no credentials), for messages.
+    pub fn node_list(&self) -> String {
+        addr_list(&self.nodes)
+    }
+}
+
+/// Addresses as `host:port, host:port` (no credentials).
+fn addr_list(infos: &[ConnectionInfo]) -> String {
+    infos
+        .iter()
+        .map(|s| s.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A Sentinel deployment: whom to ask, which master, how to reach the servers.
@@ -40,11 +72,7 @@ pub struct SentinelTarget {
 impl SentinelTarget {
     /// The sentinels as `host:port, host:port` (no credentials), for messages.
     pub fn sentinel_list(&self) -> String {
-        self.sentinels
-            .iter()
-            .map(|s| s.addr().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        addr_list(&self.sentinels)
     }
 }
 
@@ -54,6 +82,7 @@ impl std::fmt::Debug for Target {
         match self {
             Target::Server(c) => write!(f, "Server({})", c.get_connection_info().addr()),
             Target::Sentinel(s) => write!(f, "Sentinel({} at {})", s.master, s.sentinel_list()),
+            Target::Cluster(c) => write!(f, "Cluster({})", c.node_list()),
         }
     }
 }
@@ -77,6 +106,8 @@ impl Target {
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "redis+sentinel" => false,
             "rediss+sentinel" => true,
+            "redis+cluster" => return parse_cluster(rest, false).map(Target::Cluster),
+            "rediss+cluster" => return parse_cluster(rest, true).map(Target::Cluster),
             "redis" | "rediss" | "redis+unix" | "unix" => {
                 // redis-rs's messages name no part of the URL.
                 return redis::Client::open(url)
@@ -85,8 +116,8 @@ impl Target {
             }
             other => {
                 return Err(bad(format!(
-                    "unknown scheme {other:?}: use redis://, rediss://, redis+sentinel:// or \
-                     rediss+sentinel://"
+                    "unknown scheme {other:?}: use redis://, rediss://, redis+sentinel://, \
+                     rediss+sentinel://, redis+cluster:// or rediss+cluster://"
                 )));
             }
         };
@@ -120,23 +151,7 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, BadUrl> {
             "master name {master:?}: no '/' or spaces (options go after '?')"
         )));
     }
-    let mut node = RedisConnectionInfo::default();
-    if let Some(info) = userinfo {
-        let (user, pass) = match info.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (info, None),
-        };
-        let user = decode(user).ok_or_else(|| bad("user name: bad %-escape"))?;
-        if !user.is_empty() {
-            node = node.set_username(user);
-        }
-        if let Some(pass) = pass {
-            let pass = decode(pass).ok_or_else(|| bad("password: bad %-escape"))?;
-            if !pass.is_empty() {
-                node = node.set_password(pass);
-            }
-        }
-    }
+    let mut node = credentials(userinfo)?;
     let mut sentinel_auth = RedisConnectionInfo::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -161,21 +176,8 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, BadUrl> {
     }
     let mut sentinels = Vec::new();
     for (i, host) in hosts.split(',').enumerate() {
-        let (host, port) = host_port(host.trim())
-            .map_err(|reason| bad(format!("sentinel {} ({host:?}): {reason}", i + 1)))?;
-        let addr = if tls {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host, port)
-        };
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| bad(format!("sentinel {}: {e}", i + 1)))?
+        let info = node_info(host, SENTINEL_PORT, tls)
+            .map_err(|reason| bad(format!("sentinel {} ({host:?}): {reason}", i + 1)))?
             .set_redis_settings(sentinel_auth.clone());
         sentinels.push(info);
     }
@@ -190,8 +192,68 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, BadUrl> {
     })
 }
 
+/// The user and password before the `@` (percent-decoded; empty ones left out).
+fn credentials(userinfo: Option<&str>) -> Result<RedisConnectionInfo, BadUrl> {
+    let mut node = RedisConnectionInfo::default();
+    if let Some(info) = userinfo {
+        let (user, pass) = match info.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (info, None),
+        };
+        let user = decode(user).ok_or_else(|| bad("user name: bad %-escape"))?;
+        if !user.is_empty() {
+            node = node.set_username(user);
+        }
+        if let Some(pass) = pass {
+            let pass = decode(pass).ok_or_else(|| bad("password: bad %-escape"))?;
+            if !pass.is_empty() {
+                node = node.set_password(pass);
+            }
+        }
+    }
+    Ok(node)
+}
+
+/// One `HOST:PORT` of a list, over TLS or not.
+fn node_info(host: &str, default_port: u16, tls: bool) -> Result<ConnectionInfo, String> {
+    let (host, port) = host_port(host.trim(), default_port)?;
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
+    addr.into_connection_info().map_err(|e| e.to_string())
+}
+
+/// The part of a Cluster URL after `://`: `[user:pass@]HOST:PORT[,HOST:PORT...]`.
+fn parse_cluster(rest: &str, tls: bool) -> Result<ClusterTarget, BadUrl> {
+    let (userinfo, hosts) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+    if hosts.contains(['/', '?']) {
+        return Err(bad("Cluster URL takes no path or options: expected \
+             redis+cluster://HOST:PORT[,HOST:PORT...] (a cluster has only database 0)"));
+    }
+    let auth = credentials(userinfo)?;
+    let mut nodes = Vec::new();
+    for (i, host) in hosts.split(',').enumerate() {
+        let info = node_info(host, 6379, tls)
+            .map_err(|reason| bad(format!("cluster node {} ({host:?}): {reason}", i + 1)))?
+            .set_redis_settings(auth.clone());
+        nodes.push(info);
+    }
+    Ok(ClusterTarget { nodes, tls })
+}
+
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn host_port(s: &str) -> Result<(String, u16), String> {
+fn host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
     if s.is_empty() {
         return Err("empty address (expected HOST:PORT)".into());
     }
@@ -216,7 +278,7 @@ fn host_port(s: &str) -> Result<(String, u16), String> {
         return Err("expected HOST:PORT".into());
     }
     let port = match port {
-        None => SENTINEL_PORT,
+        None => default_port,
         Some(p) => p
             .parse::<u16>()
             .ok()

@@ -1,0 +1,111 @@
+//! A Redis Cluster for tests (issue 17): three masters, each a real `redis-server
+//! --cluster-enabled yes` on a loopback port, joined with `redis-cli --cluster create` and
+//! no replicas. Each node runs under [`super::PrivateRedis`]'s watchdog, so the cluster ends
+//! when the test process does.
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::PrivateRedis;
+
+/// A cluster of masters on loopback ports.
+pub struct PrivateCluster {
+    /// The nodes, in the order they were created.
+    pub nodes: Vec<PrivateRedis>,
+}
+
+impl PrivateCluster {
+    /// Starts `n` (at least 3, as `redis-cli --cluster create` asks) masters, assigns the
+    /// slots across them, and waits until every node says `cluster_state:ok`.
+    pub fn start(n: usize) -> Result<PrivateCluster, String> {
+        let nodes = (0..n)
+            .map(|_| {
+                PrivateRedis::start(&[
+                    "--cluster-enabled yes",
+                    "--cluster-config-file nodes.conf",
+                    "--cluster-node-timeout 5000",
+                ])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .map_err(|e| format!("cannot run redis-cli --cluster create: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let cluster = PrivateCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster
+            .nodes
+            .iter()
+            .all(|n| cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the cluster did not reach cluster_state:ok in 30 s: {}",
+                    cli(cluster.nodes[0].port, &["cluster", "info"])
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://127.0.0.1:A,127.0.0.1:B,...`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// How many keys each node holds (`DBSIZE`), in node order.
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| cli(n.port, &["dbsize"]).parse().unwrap_or(0))
+            .collect()
+    }
+}
+
+/// The URL of a 3-master cluster this test binary shares (started at the first call, ended
+/// when the binary exits). Each test keeps to its own queue name, as on the one Redis.
+pub fn cluster_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let cluster = PrivateCluster::start(3).unwrap_or_else(|e| {
+            panic!("tests need redis-server and redis-cli with cluster support: {e}")
+        });
+        let url = cluster.url();
+        // Lives as long as the test binary: each node's watchdog ends it when we exit.
+        std::mem::forget(cluster);
+        url
+    })
+    .clone()
+}
+
+/// Runs `redis-cli -p PORT ARGS...` and returns its trimmed output.
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
