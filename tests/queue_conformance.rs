@@ -2366,11 +2366,15 @@ async fn the_tenants_view_counts_jobs_as_they_move(h: Harness) {
 
     // Dead jobs retried count as unfinished again; purged ones are gone.
     assert_eq!(
-        q.retry_dead(Some(&[c0.id.clone()])).await.expect("retry"),
+        q.retry_dead(Some(std::slice::from_ref(&c0.id)))
+            .await
+            .expect("retry"),
         1
     );
     assert_eq!(
-        q.purge_dead(Some(&[a1.id.clone()])).await.expect("purge"),
+        q.purge_dead(Some(std::slice::from_ref(&a1.id)))
+            .await
+            .expect("purge"),
         1
     );
     let page = tenants_page(&q, TenantSort::Name, None).await;

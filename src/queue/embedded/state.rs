@@ -213,13 +213,13 @@ impl State {
         let seq = self.next_seq();
         if let Some(rec) = self.jobs.get_mut(id) {
             let was_finished = matches!(rec.state, JobState::Done | JobState::Dead);
-            if let Some(c) = self.tenants.get_mut(&rec.tenant).map(|t| &mut t.counts) {
-                if !was_finished {
-                    c.unfinished = c.unfinished.saturating_sub(1);
-                    match state {
-                        JobState::Done => c.done += 1,
-                        _ => c.dead += 1,
-                    }
+            if !was_finished
+                && let Some(c) = self.tenants.get_mut(&rec.tenant).map(|t| &mut t.counts)
+            {
+                c.unfinished = c.unfinished.saturating_sub(1);
+                match state {
+                    JobState::Done => c.done += 1,
+                    _ => c.dead += 1,
                 }
             }
             rec.state = state;
