@@ -12,7 +12,8 @@
 //! [`QueueError`] says what failed and, by its variant, what to do: retry, wait for
 //! memory, or stop.
 //! tests/queue_conformance.rs runs every case of the contract on both; [`reason`] builds
-//! every reason text either records.
+//! every reason text either records; [`tenants`] the rows and state rules of the tenants view
+//! both keep from per-tenant counters.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
