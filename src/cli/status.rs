@@ -154,12 +154,15 @@ fn tenants_table(page: &TenantPage, query: &TenantQuery) -> String {
         for t in &page.tenants {
             let why = match (&t.hold, t.next_call_ms) {
                 (Some(h), _) => format!(
-                    "{}{} since {}: {}",
+                    "{}{} since {}{}: {}",
                     h.kind.as_str(),
                     h.by.as_deref()
                         .map(|b| format!(" by {b}"))
                         .unwrap_or_default(),
                     utc_time(h.since_ms, false),
+                    h.until_ms
+                        .map(|u| format!(" until {}", utc_time(u, true)))
+                        .unwrap_or_default(),
                     h.reason
                 ),
                 (None, Some(at)) => format!("next call at {}", utc_time(at, true)),

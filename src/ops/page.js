@@ -172,7 +172,7 @@ function renderTenants(p) {
     cell(tr, `${t.calls_in_window}/${t.share}`, "num");
     const h = t.hold;
     cell(tr, h
-      ? `${h.reason} (${h.by ? `by ${h.by}, ` : ""}since ${utc(h.since_ms)})`
+      ? `${h.reason} (${h.by ? `by ${h.by}, ` : ""}since ${utc(h.since_ms)}${h.until_ms != null ? `, until ${utc(h.until_ms)}` : ""})`
       : t.next_call_ms != null ? `next call at ${utc(t.next_call_ms)}`
       : t.state === "stuck" ? "dead jobs: see the jobs below" : "", "reason");
     const actions = cell(tr, "");
