@@ -2394,6 +2394,49 @@ async fn the_tenants_view_counts_jobs_as_they_move(h: Harness) {
     assert_eq!((b.in_flight, b.done), (0, 1));
 }
 
+/// Every way a job dies (buried, out of attempts on a retry, its lease expired with none
+/// left) counts it dead once, and a second burial of a lost lease changes nothing.
+async fn every_way_a_job_dies_counts_it_dead_once(h: Harness) {
+    let q = h
+        .queue_with("tenants-dead", &[("acme", 25)], |c| {
+            c.lease = h.ticks(2);
+            c.max_attempts = 1;
+        })
+        .await;
+    let ids = push(&q, "acme", 0..3).await;
+    let first = next_is(&q, &ids[0]).await;
+    q.retry_later(&first, h.ticks(1), "HTTP 503", false)
+        .await
+        .expect("retry later");
+    let second = next_is(&q, &ids[1]).await;
+    q.bury(&second, "permanent").await.expect("bury");
+    // Its lease is gone: a second burial is refused and counts nothing.
+    assert!(q.bury(&second, "permanent").await.is_err());
+    next_is(&q, &ids[2]).await;
+    h.sleep(h.ticks(3)).await;
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    assert_eq!(q.dead().await.expect("dead").len(), 3);
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let acme = &page.tenants[0];
+    assert_eq!(
+        (
+            acme.state,
+            acme.waiting,
+            acme.in_flight,
+            acme.done,
+            acme.dead
+        ),
+        (TenantState::Stuck, 0, 0, 0, 3)
+    );
+    assert_eq!(q.retry_dead(None).await.expect("retry"), 3);
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let acme = &page.tenants[0];
+    assert_eq!(
+        (acme.state, acme.waiting, acme.dead),
+        (TenantState::Waiting, 3, 0)
+    );
+}
+
 async fn a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued(h: Harness) {
     let q = h.queue_with("queue-pause", &[("acme", 25)], |_| {}).await;
     let ids = push(&q, "acme", 0..3).await;
@@ -2518,5 +2561,6 @@ conformance!(
     take_call_spends_a_call_of_the_window,
     an_unsent_call_leaves_the_window,
     the_tenants_view_counts_jobs_as_they_move,
+    every_way_a_job_dies_counts_it_dead_once,
     a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued,
 );
