@@ -1018,8 +1018,10 @@ async fn tenants_view_and_pause_routes_over_http() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = post("/v1/tenants/nobody/pause", Some(TOKEN), reason).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = post("/v1/tenants/acme/pause", Some(TOKEN), r#"{"why":"x"}"#).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for bad in [r#"{"why":"x"}"#, r#"{"reason":"two\nlines"}"#, "not json"] {
+        let (status, _) = post("/v1/tenants/acme/pause", Some(TOKEN), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     assert_eq!(server.queue.tenant_hold("acme").await.unwrap(), None);
     let (status, body) = post("/v1/tenants/acme/pause", Some(TOKEN), reason).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -92,6 +92,15 @@ impl PauseRequest {
                     "{field}: at most {MAX_PAUSE_TEXT} bytes"
                 )));
             }
+            // One line: status prints it in a table row.
+            if text
+                .as_ref()
+                .is_some_and(|t| t.chars().any(char::is_control))
+            {
+                return Err(AppError::BadRequest(format!(
+                    "{field}: no control characters (one line of text)"
+                )));
+            }
         }
         Ok(request)
     }
