@@ -698,6 +698,18 @@ async fn the_tenants_table_and_the_pause_buttons_in_chromium() {
     assert_eq!(queue.queue_pause().await.unwrap(), None);
     browser.wait_for_text("#queue-state", "running").await;
 
+    // A rare state past the first 1,000 tenants a filtered page examines: the page reads on.
+    let many: Vec<_> = (0..1200)
+        .map(|n| ops_support::tenant(&format!("t{n:04}"), 25))
+        .collect();
+    queue.put_tenants(&many).await.unwrap();
+    fill(queue.as_ref(), &[("zeta", 25)], 0, 1, 0).await;
+    browser
+        .click("#tenants-filter option[value=\"stuck\"]")
+        .await;
+    browser.wait_for_text(&col("zeta", 2), "stuck").await;
+    assert_eq!(browser.count("#tenants tr[data-tenant-row]").await, 2);
+
     let dom = browser
         .session_call(
             reqwest::Method::POST,

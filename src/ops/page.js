@@ -144,11 +144,28 @@ let tenantsCursor = null;
 let tenantsNext = null;
 let tenantsPage = 1;
 
-function tenantsUrl() {
-  const q = new URLSearchParams({ sort: $("tenants-sort").value, limit: "50" });
+function tenantsUrl(cursor, limit) {
+  const q = new URLSearchParams({ sort: $("tenants-sort").value, limit: String(limit) });
   if ($("tenants-filter").value) q.set("filter", $("tenants-filter").value);
-  if (tenantsCursor) q.set("cursor", tenantsCursor);
+  if (cursor) q.set("cursor", cursor);
   return `/v1/tenants?${q}`;
+}
+
+// Rows of the tenants table.
+const TENANTS_ROWS = 50;
+// A filtered page examines at most 1,000 tenants, so a rare state can give a short page
+// with a `next`: up to this many pages are read in all to fill it, each asking for the rows
+// still missing (so the last one's `next` is where the table goes on).
+const TENANTS_FOLLOW = 4;
+
+async function fetchTenants() {
+  const page = await getJson(tenantsUrl(tenantsCursor, TENANTS_ROWS));
+  for (let n = 1; n < TENANTS_FOLLOW && page.next && page.tenants.length < TENANTS_ROWS; n++) {
+    const more = await getJson(tenantsUrl(page.next, TENANTS_ROWS - page.tenants.length));
+    page.tenants = page.tenants.concat(more.tenants);
+    page.next = more.next;
+  }
+  return page;
 }
 
 function renderTenants(p) {
@@ -239,7 +256,7 @@ $("queue-toggle").addEventListener("click", () => queuePaused
 
 async function showTenants() {
   try {
-    const [s, t] = await Promise.all([getJson("/v1/status"), getJson(tenantsUrl())]);
+    const [s, t] = await Promise.all([getJson("/v1/status"), fetchTenants()]);
     renderStatus(s);
     renderTenants(t);
   } catch (e) {
@@ -363,7 +380,7 @@ async function getJson(path) {
 
 async function refresh() {
   try {
-    const [s, p, t] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl()), getJson(tenantsUrl())]);
+    const [s, p, t] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl()), fetchTenants()]);
     renderStatus(s);
     renderJobs(p, s.dead);
     renderTenants(t);
