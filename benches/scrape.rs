@@ -13,8 +13,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/redis_cpu.rs"]
+mod redis_cpu;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lsq_webhooks::job::NewJob;
 use lsq_webhooks::ops::{Metrics, StatusReport};
@@ -22,24 +24,7 @@ use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
 use lsq_webhooks::secret::Secret;
 use lsq_webhooks::tenant::Tenant;
-
-/// Redis's own CPU seconds so far (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`).
-async fn redis_cpu(con: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(con)
-        .await
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|l| {
-            let (k, v) = l.trim().split_once(':')?;
-            ["used_cpu_user", "used_cpu_sys"]
-                .contains(&k)
-                .then(|| v.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
+use redis_cpu::measure;
 
 fn tenant(n: usize) -> Tenant {
     Tenant {
@@ -51,26 +36,6 @@ fn tenant(n: usize) -> Tenant {
         reserve: 0,
         daily_limit: None,
     }
-}
-
-/// Runs `scrape` `times` times; returns (Redis CPU ms, wall ms) per scrape.
-async fn measure<F, Fut>(
-    con: &mut redis::aio::MultiplexedConnection,
-    times: u32,
-    mut scrape: F,
-) -> (f64, f64)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let cpu = redis_cpu(con).await;
-    let started = Instant::now();
-    for _ in 0..times {
-        scrape().await;
-    }
-    let wall = started.elapsed().as_secs_f64() * 1000.0 / f64::from(times);
-    let cpu = (redis_cpu(con).await - cpu) * 1000.0 / f64::from(times);
-    (cpu, wall)
 }
 
 fn main() {

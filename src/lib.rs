@@ -12,7 +12,8 @@
 //!   every rule it must pass (`webhook/`), the classification of every answer (created, rate
 //!   limited, transient, permanent: `answer.rs`), and the HTTP client (`client.rs`).
 //! - [`queue`] (`src/queue/`): the `Queue` trait (the contract; tests/queue_conformance.rs
-//!   runs it on both backends), the reason texts it records (`reason.rs`), and its backends:
+//!   runs it on both backends), the reason texts it records (`reason.rs`), the tenants
+//!   view's rows and state rules (`tenants.rs`), and its backends:
 //!   `redis/` (per-tenant lists, a sorted set of tenants scored by their next allowed call;
 //!   the limiter and leases in `dispatch.lua`) and `embedded/` (in-process: `window.rs` the
 //!   limiter, `lease.rs` the leases, `state.rs` the store).

@@ -52,6 +52,10 @@ fn one_shot_commands(dir: &std::path::Path) -> Vec<Vec<String>> {
         vec!["tenants", "list"],
         vec!["tenants", "import", tenants.to_str().expect("utf-8")],
         vec!["dead", "list"],
+        vec!["status", "--tenants"],
+        vec!["pause"],
+        vec!["resume"],
+        vec!["tenants", "pause", "acme"],
     ]
     .into_iter()
     .map(|a| a.into_iter().map(String::from).collect())

@@ -95,7 +95,7 @@ async fn tenants_list_ends_quietly_when_the_reader_goes() {
 async fn status_ends_quietly_when_the_reader_goes() {
     let (name, q) = queue("pipe-status").await;
     many_tenants(&q, 4000, 1).await;
-    ends_quietly_when_the_reader_goes(&name, &["status", "--tenants", "4000"]);
+    ends_quietly_when_the_reader_goes(&name, &["status", "--top", "4000"]);
     ends_quietly_when_the_reader_goes(&name, &["status", "--json"]);
 }
 

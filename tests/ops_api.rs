@@ -624,7 +624,7 @@ async fn the_openapi_document_and_the_server_agree() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             documented.insert((path.clone(), method.to_uppercase()));
-            let url = server.url(&path.replace("{id}", &job.0));
+            let url = server.url(&path.replace("{id}", &job.0).replace("{name}", "acme"));
             let mut req = client().request(method.to_uppercase().parse().unwrap(), &url);
             if op.get("security").is_some() {
                 req = req.bearer_auth(TOKEN);
@@ -690,7 +690,7 @@ async fn the_openapi_document_and_the_server_agree() {
     // Both ways: every route of `app` is documented, and every documented operation is a
     // route (the loop above has already seen each answer as documented).
     assert_eq!(routes_in_code(), documented);
-    assert_eq!(documented.len(), 13);
+    assert_eq!(documented.len(), 18);
     // The document is served too.
     let r = client()
         .get(server.url("/openapi.json"))
@@ -934,5 +934,135 @@ async fn post_jobs_accepts_and_refuses_the_lines_enqueue_does() {
     }
     assert_eq!((accepted, refused), (2, 8));
     assert_eq!(server.queue.status().await.unwrap().queued, 2);
+    server.stop().await;
+}
+
+/// Issue 15: `GET /v1/tenants` pages the tenants view (bad sorts, filters and cursors are
+/// 400), and the pause routes need the token, hold and release a tenant or the whole queue,
+/// and show in status and metrics. No key in any answer.
+#[tokio::test]
+async fn tenants_view_and_pause_routes_over_http() {
+    let server = Server::start(queue().await, ApiLimits::default()).await;
+    fill(
+        server.queue.as_ref(),
+        &[("acme", 25), ("beta", 25)],
+        1,
+        1,
+        1,
+    )
+    .await;
+    let get = |path: &str| {
+        let url = server.url(path);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        let mut req = client().post(server.url(path)).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let no_secret = |body: &str| {
+        for secret in ["ak-acme", "sk-acme", "ak-beta", "sk-beta"] {
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+    };
+    let paused_metric = || async {
+        let (_, text) = get("/metrics").await;
+        let m = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        m.value("lsq_queue_paused", &[])
+    };
+
+    let (status, body) = get("/v1/tenants?sort=dead&limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    no_secret(&body);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["tenants"][0]["tenant"], "acme");
+    assert_eq!(page["tenants"][0]["state"], "waiting");
+    assert_eq!(
+        (&page["tenants"][0]["done"], &page["tenants"][0]["dead"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    let (_, body) = get(&format!(
+        "/v1/tenants?sort=dead&cursor={}",
+        page["next"].as_str().unwrap()
+    ))
+    .await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["tenants"][0]["tenant"], "beta");
+    assert_eq!(page["next"], Value::Null);
+    for bad in ["sort=size", "filter=sleepy", "cursor=abc"] {
+        let (status, body) = get(&format!("/v1/tenants?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    // A tenant: the token is needed, an unknown one is 404, a bad body 400.
+    let reason = r#"{"reason":"the customer asked","by":"ana"}"#;
+    let (status, _) = post("/v1/tenants/acme/pause", None, reason).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post(
+        "/v1/tenants/acme/resume",
+        Some("wrong-token-0123456789"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post("/v1/tenants/nobody/pause", Some(TOKEN), reason).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [r#"{"why":"x"}"#, r#"{"reason":"two\nlines"}"#, "not json"] {
+        let (status, _) = post("/v1/tenants/acme/pause", Some(TOKEN), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(server.queue.tenant_hold("acme").await.unwrap(), None);
+    let (status, body) = post("/v1/tenants/acme/pause", Some(TOKEN), reason).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    no_secret(&body);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["hold"]["kind"], "paused");
+    assert_eq!(answer["hold"]["by"], "ana");
+    let (_, body) = get("/v1/tenants?filter=held").await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(page["tenants"][0]["hold"]["reason"], "the customer asked");
+    let (status, body) = post("/v1/tenants/acme/resume", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["ended"]["by"], "ana");
+    assert_eq!(server.queue.tenant_hold("acme").await.unwrap(), None);
+
+    // The queue.
+    assert_eq!(paused_metric().await, Some(0.0));
+    let (status, _) = post("/v1/pause", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = post("/v1/pause", Some(TOKEN), r#"{"reason":"deploy"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&answer["paused"]["reason"], &answer["paused"]["by"]),
+        (&Value::from("deploy"), &Value::from("api"))
+    );
+    let (_, body) = get("/v1/status").await;
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["paused"]["reason"], "deploy");
+    assert_eq!(paused_metric().await, Some(1.0));
+    let (status, _) = post("/v1/resume", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = post("/v1/resume", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["ended"]["reason"], "deploy");
+    let (_, body) = get("/v1/status").await;
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["paused"], Value::Null);
+    assert_eq!(paused_metric().await, Some(0.0));
     server.stop().await;
 }

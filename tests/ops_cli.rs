@@ -462,3 +462,151 @@ async fn worker_serves_metrics_while_it_drains_the_queue() {
     signal(child.id(), "-TERM");
     assert!(child.wait().unwrap().success());
 }
+
+/// No tenant key in a command's output.
+fn no_secret(out: &str) {
+    for secret in ["ak-acme", "sk-acme", "ak-beta", "sk-beta"] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+}
+
+/// Issue 15: `status --tenants` through the binary: a page as JSON with its cursor, the
+/// table with a held tenant's who and why, a filter, and bad input refused with exit 2.
+#[tokio::test]
+async fn status_tenants_pages_sorts_and_filters() {
+    let (queue, _q) = filled("status-tenants").await;
+    let out = lsq(&queue)
+        .args([
+            "tenants",
+            "pause",
+            "beta",
+            "--reason",
+            "the customer asked",
+            "--by",
+            "ana",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let page = |args: &[&str]| {
+        let out = lsq(&queue)
+            .args(["status", "--tenants", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        no_secret(&text);
+        serde_json::from_str::<lsq_webhooks::queue::TenantPage>(&text).unwrap()
+    };
+    let first = page(&["--sort", "waiting", "--limit", "1"]);
+    assert_eq!(first.total, 2);
+    assert_eq!(first.tenants.len(), 1);
+    // Both have 5 waiting: ties by name.
+    let acme = &first.tenants[0];
+    assert_eq!(
+        (acme.tenant.as_str(), acme.waiting, acme.done, acme.dead),
+        ("acme", 5, 3, 1)
+    );
+    let next = first.next.clone().expect("a second page");
+    let second = page(&["--sort", "waiting", "--limit", "1", "--cursor", &next]);
+    assert_eq!(second.tenants[0].tenant, "beta");
+    assert_eq!(second.next, None);
+    let held = page(&["--filter", "held"]);
+    assert_eq!(held.tenants.len(), 1);
+    assert_eq!(
+        held.tenants[0].hold.as_ref().map(|h| h.by.as_deref()),
+        Some(Some("ana"))
+    );
+
+    let out = lsq(&queue).args(["status", "--tenants"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    no_secret(&table);
+    assert!(
+        table.starts_with("tenants 2 registered; 2 shown, by name\n"),
+        "{table}"
+    );
+    let beta = table.lines().find(|l| l.starts_with("beta ")).unwrap();
+    assert!(beta.contains(" held "), "{beta}");
+    assert!(beta.contains("paused by ana since "), "{beta}");
+    assert!(beta.ends_with(": the customer asked"), "{beta}");
+    let acme = table.lines().find(|l| l.starts_with("acme ")).unwrap();
+    assert!(acme.contains(" waiting "), "{acme}");
+
+    for bad in [
+        &["status", "--tenants", "--cursor", "nope"][..],
+        &["status", "--tenants", "--filter", "sleepy"],
+        &["status", "--tenants", "--sort", "size"],
+        &["status", "--sort", "dead"],
+        &["status", "--tenants", "--watch"],
+    ] {
+        let out = lsq(&queue).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
+}
+
+/// Issue 15: `pause` and `resume` of the whole queue through the binary: no dispatch while
+/// paused, `status` says who, when and why, and who defaults to `$USER@host`.
+#[tokio::test]
+async fn pause_and_resume_the_queue() {
+    let (queue, q) = filled("queue-pause").await;
+    let out = lsq(&queue)
+        .args(["pause", "--reason", "deploy", "--by", "ana@ops1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.starts_with(&format!("queue {queue}: PAUSED since ")),
+        "{said}"
+    );
+    assert!(said.contains(" by ana@ops1: deploy"), "{said}");
+    assert!(!matches!(q.dispatch().await.unwrap(), Dispatch::Job(_)));
+    assert_eq!(q.status().await.unwrap().queued, 10);
+
+    let out = lsq(&queue).arg("status").output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    no_secret(&table);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("PAUSED since "))
+        .unwrap();
+    assert!(line.contains(" by ana@ops1: deploy"), "{table}");
+    let out = lsq(&queue).args(["status", "--json"]).output().unwrap();
+    let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report.paused.map(|p| p.reason), Some("deploy".into()));
+
+    // Who, when not given.
+    let out = lsq(&queue)
+        .arg("pause")
+        .env("USER", "tester")
+        .env("HOSTNAME", "box")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pause = q.queue_pause().await.unwrap().unwrap();
+    assert_eq!(
+        (pause.reason.as_str(), pause.by.as_deref()),
+        ("paused by an operator", Some("tester@box"))
+    );
+
+    let out = lsq(&queue).arg("resume").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.starts_with(&format!("resumed queue {queue} (paused since ")),
+        "{said}"
+    );
+    assert!(
+        said.ends_with(" by tester@box: paused by an operator)\n"),
+        "{said}"
+    );
+    assert!(matches!(q.dispatch().await.unwrap(), Dispatch::Job(_)));
+    let out = lsq(&queue).arg("resume").output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("queue {queue} was not paused\n")
+    );
+}

@@ -588,3 +588,140 @@ async fn jobs_are_looked_up_and_browsed_by_page_in_chromium() {
     drop(browser);
     server.stop().await;
 }
+
+/// The tenants table (issue 15), in Chromium: every tenant's counts and state, filtered and
+/// sorted through `GET /v1/tenants`; its Pause and Resume buttons hold and release a tenant,
+/// and the queue's button pauses and resumes the whole queue, each showing who, when and
+/// why. No tenant key reaches the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenants_table_and_the_pause_buttons_in_chromium() {
+    let (Some(chromium_bin), Some(driver_bin)) = (chromium(), chromedriver()) else {
+        return;
+    };
+    let queue = new_queue("page-tenants").await;
+    fill(queue.as_ref(), &[("acme", 25)], 2, 0, 1).await;
+    fill(queue.as_ref(), &[("beta", 25)], 0, 1, 0).await;
+    let server = Server::start(queue.clone(), ApiLimits::default()).await;
+    let browser = Browser::start(&driver_bin, &chromium_bin).await;
+    browser.open(&server.url("/")).await;
+    let col = |tenant: &str, n: u32| format!("tr[data-tenant-row=\"{tenant}\"] td:nth-child({n})");
+
+    browser
+        .wait_for_text("#tenants-count", "2 registered")
+        .await;
+    browser.wait_for_text(&col("acme", 2), "waiting").await;
+    browser.wait_for_text(&col("acme", 3), "1").await;
+    browser.wait_for_text(&col("acme", 5), "2").await;
+    browser.wait_for_text(&col("beta", 2), "stuck").await;
+    browser.wait_for_text(&col("beta", 6), "1").await;
+    // Sorted by name, then by dead jobs (most first), then only the stuck ones.
+    browser
+        .wait_for_text("#tenants tr:nth-child(1) td:nth-child(1)", "acme")
+        .await;
+    browser.click("#tenants-sort option[value=\"dead\"]").await;
+    browser
+        .wait_for_text("#tenants tr:nth-child(1) td:nth-child(1)", "beta")
+        .await;
+    browser.click("#tenants-sort option[value=\"name\"]").await;
+    browser
+        .click("#tenants-filter option[value=\"stuck\"]")
+        .await;
+    browser
+        .wait_for_text("#tenants tr:nth-child(1) td:nth-child(1)", "beta")
+        .await;
+    assert_eq!(browser.count("#tenants tr[data-tenant-row]").await, 1);
+    browser.click("#tenants-filter option[value=\"\"]").await;
+    browser
+        .wait_for_text("#tenants tr:nth-child(1) td:nth-child(1)", "acme")
+        .await;
+
+    // Pause acme with a reason: the page asks for the token, the tenant is held.
+    browser
+        .type_text("#pause-reason", "the customer asked")
+        .await;
+    browser
+        .click("tr[data-tenant-row=\"acme\"] button.tenant-toggle")
+        .await;
+    browser.answer_prompt(ops_support::TOKEN).await;
+    browser.wait_for_text("#steer-result", "acme paused").await;
+    let hold = queue.tenant_hold("acme").await.unwrap().expect("acme held");
+    assert_eq!(
+        (hold.kind, hold.reason.as_str(), hold.by.as_deref()),
+        (
+            lsq_webhooks::queue::HoldKind::Paused,
+            "the customer asked",
+            Some("api")
+        )
+    );
+    browser
+        .wait_for_text(&col("acme", 2), "held (paused)")
+        .await;
+    let why = format!(
+        "the customer asked (by api, since {})",
+        lsq_webhooks::ops::status::utc_time(hold.since_ms, false)
+    );
+    browser.wait_for_text(&col("acme", 8), &why).await;
+    browser
+        .wait_for_text(
+            "tr[data-tenant-row=\"acme\"] button.tenant-toggle",
+            "Resume",
+        )
+        .await;
+    // Resume: the kept token, no prompt.
+    browser
+        .click("tr[data-tenant-row=\"acme\"] button.tenant-toggle")
+        .await;
+    browser.wait_for_text("#steer-result", "acme resumed").await;
+    assert_eq!(queue.tenant_hold("acme").await.unwrap(), None);
+    browser.wait_for_text(&col("acme", 2), "waiting").await;
+
+    // The whole queue.
+    browser.wait_for_text("#queue-state", "running").await;
+    browser.click("#queue-toggle").await;
+    browser.wait_for_text("#steer-result", "queue paused").await;
+    let pause = queue.queue_pause().await.unwrap().expect("queue paused");
+    assert_eq!(
+        (pause.reason.as_str(), pause.by.as_deref()),
+        ("the customer asked", Some("api"))
+    );
+    assert!(!matches!(queue.dispatch().await.unwrap(), Dispatch::Job(_)));
+    let state = format!(
+        "PAUSED since {} by api: the customer asked (no job is dispatched)",
+        lsq_webhooks::ops::status::utc_time(pause.since_ms, false)
+    );
+    browser.wait_for_text("#queue-state", &state).await;
+    browser.wait_for_text("#queue-toggle", "Resume queue").await;
+    browser.click("#queue-toggle").await;
+    browser
+        .wait_for_text("#steer-result", "queue resumed")
+        .await;
+    assert_eq!(queue.queue_pause().await.unwrap(), None);
+    browser.wait_for_text("#queue-state", "running").await;
+
+    // A rare state past the first 1,000 tenants a filtered page examines: the page reads on.
+    let many: Vec<_> = (0..1200)
+        .map(|n| ops_support::tenant(&format!("t{n:04}"), 25))
+        .collect();
+    queue.put_tenants(&many).await.unwrap();
+    fill(queue.as_ref(), &[("zeta", 25)], 0, 1, 0).await;
+    browser
+        .click("#tenants-filter option[value=\"stuck\"]")
+        .await;
+    browser.wait_for_text(&col("zeta", 2), "stuck").await;
+    assert_eq!(browser.count("#tenants tr[data-tenant-row]").await, 2);
+
+    let dom = browser
+        .session_call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            serde_json::json!({"script": "return document.documentElement.outerHTML;", "args": []}),
+        )
+        .await
+        .unwrap();
+    let dom = dom.as_str().unwrap();
+    for secret in ["ak-acme", "sk-acme", "ak-beta", "sk-beta"] {
+        assert!(!dom.contains(secret), "{secret} in the page");
+    }
+    drop(browser);
+    server.stop().await;
+}

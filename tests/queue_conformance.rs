@@ -22,7 +22,8 @@ use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{
     Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
-    QueueError, Requeue, ShareMode, ShareReason, TenantStatus, UnreachablePolicy,
+    QueueError, Requeue, ShareMode, ShareReason, TenantPage, TenantQuery, TenantRow, TenantSort,
+    TenantState, TenantStatus, UnreachablePolicy,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -2260,6 +2261,265 @@ async fn an_unsent_call_leaves_the_window(h: Harness) {
     q.unsent(&first).await.expect("unsent");
 }
 
+// ---------------------------------------------------------------------------------------
+// The tenants view and the queue's pause (issue 15)
+
+/// The names of a page's rows, in order.
+fn names(page: &TenantPage) -> Vec<&str> {
+    page.tenants.iter().map(|r| r.tenant.as_str()).collect()
+}
+
+async fn tenants_page(
+    q: &Arc<dyn Queue>,
+    sort: TenantSort,
+    filter: Option<TenantState>,
+) -> TenantPage {
+    q.tenants_page(&TenantQuery {
+        sort,
+        filter,
+        cursor: None,
+        limit: 50,
+    })
+    .await
+    .expect("tenants page")
+}
+
+async fn the_tenants_view_counts_jobs_as_they_move(h: Harness) {
+    let q = h
+        .queue_with(
+            "tenants-view",
+            &[("a", 25), ("b", 1), ("c", 25), ("d", 25), ("e", 25)],
+            |_| {},
+        )
+        .await;
+    let a = push(&q, "a", 0..3).await;
+    push(&q, "b", 0..2).await;
+    let c = push(&q, "c", 0..1).await;
+    push(&q, "e", 0..1).await;
+    let held = NewHold {
+        kind: HoldKind::Paused,
+        reason: "the customer asked".into(),
+        length: None,
+        by: Some("ana".into()),
+    };
+    assert!(q.hold("e", held).await.expect("hold"));
+    // Tenants take turns: a, b, c, then a again (b is at its limit of 1).
+    let a0 = next_is(&q, &a[0]).await;
+    q.complete(&a0, "wh", false).await.expect("complete");
+    let b0 = next_job(q.as_ref()).await;
+    assert_eq!(b0.tenant, "b");
+    let c0 = next_is(&q, &c[0]).await;
+    q.bury(&c0, "permanent").await.expect("bury");
+    let a1 = next_is(&q, &a[1]).await;
+    q.bury(&a1, "permanent").await.expect("bury");
+
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    assert_eq!(page.total, 5);
+    assert_eq!(page.next, None);
+    assert_eq!(names(&page), ["a", "b", "c", "d", "e"]);
+    let row = |name: &str| {
+        page.tenants
+            .iter()
+            .find(|r| r.tenant == name)
+            .expect("row")
+            .clone()
+    };
+    let counts = |r: &TenantRow| (r.state, r.waiting, r.in_flight, r.done, r.dead);
+    assert_eq!(counts(&row("a")), (TenantState::Waiting, 1, 0, 1, 1));
+    assert_eq!(counts(&row("b")), (TenantState::Throttled, 1, 1, 0, 0));
+    assert_eq!(counts(&row("c")), (TenantState::Stuck, 0, 0, 0, 1));
+    assert_eq!(counts(&row("d")), (TenantState::Done, 0, 0, 0, 0));
+    assert_eq!(counts(&row("e")), (TenantState::Held, 1, 0, 0, 0));
+    assert_eq!(
+        (row("a").calls_in_window, row("a").share, row("a").limit),
+        (2, 25, 25)
+    );
+    assert_eq!((row("b").calls_in_window, row("b").share), (1, 1));
+    assert!(row("b").next_call_ms.is_some_and(|at| at > 0));
+    assert_eq!(row("a").next_call_ms, None);
+    let hold = row("e").hold.expect("e's hold");
+    assert_eq!(
+        (hold.kind, hold.reason.as_str(), hold.by.as_deref()),
+        (HoldKind::Paused, "the customer asked", Some("ana"))
+    );
+    assert!(row("a").hold.is_none());
+
+    // Counts sort most first, ties by name.
+    let by = |sort| {
+        let q = q.clone();
+        async move { tenants_page(&q, sort, None).await }
+    };
+    assert_eq!(
+        names(&by(TenantSort::Dead).await),
+        ["a", "c", "b", "d", "e"]
+    );
+    assert_eq!(
+        names(&by(TenantSort::Waiting).await),
+        ["b", "a", "e", "c", "d"]
+    );
+    assert_eq!(
+        names(&by(TenantSort::Done).await),
+        ["a", "b", "c", "d", "e"]
+    );
+    for (state, want) in [
+        (TenantState::Waiting, "a"),
+        (TenantState::Throttled, "b"),
+        (TenantState::Stuck, "c"),
+        (TenantState::Done, "d"),
+        (TenantState::Held, "e"),
+    ] {
+        let page = tenants_page(&q, TenantSort::Name, Some(state)).await;
+        assert_eq!(names(&page), [want], "filter {state:?}");
+    }
+
+    // Pages of two by name, each cursor from the page before.
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let page = q
+            .tenants_page(&TenantQuery {
+                sort: TenantSort::Name,
+                filter: None,
+                cursor: cursor.clone(),
+                limit: 2,
+            })
+            .await
+            .expect("page");
+        seen.extend(page.tenants.iter().map(|r| r.tenant.clone()));
+        cursor = page.next;
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    assert_eq!(cursor, None);
+    let bad = q
+        .tenants_page(&TenantQuery {
+            cursor: Some("not a cursor".into()),
+            limit: 2,
+            ..TenantQuery::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(QueueError::Config(_))), "{bad:?}");
+
+    // Dead jobs retried count as unfinished again; purged ones are gone.
+    assert_eq!(
+        q.retry_dead(Some(std::slice::from_ref(&c0.id)))
+            .await
+            .expect("retry"),
+        1
+    );
+    assert_eq!(
+        q.purge_dead(Some(std::slice::from_ref(&a1.id)))
+            .await
+            .expect("purge"),
+        1
+    );
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let row = |name: &str| {
+        page.tenants
+            .iter()
+            .find(|r| r.tenant == name)
+            .expect("row")
+            .clone()
+    };
+    assert_eq!(counts(&row("c")), (TenantState::Waiting, 1, 0, 0, 0));
+    assert_eq!((row("a").done, row("a").dead), (1, 0));
+    // The job in flight finishes: done, and nothing of b is in flight any more.
+    q.complete(&b0, "wh", false).await.expect("complete");
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let b = page.tenants.iter().find(|r| r.tenant == "b").expect("b");
+    assert_eq!((b.in_flight, b.done), (0, 1));
+}
+
+/// Every way a job dies (buried, out of attempts on a retry, its lease expired with none
+/// left) counts it dead once, and a second burial of a lost lease changes nothing.
+async fn every_way_a_job_dies_counts_it_dead_once(h: Harness) {
+    let q = h
+        .queue_with("tenants-dead", &[("acme", 25)], |c| {
+            c.lease = h.ticks(2);
+            c.max_attempts = 1;
+        })
+        .await;
+    let ids = push(&q, "acme", 0..3).await;
+    let first = next_is(&q, &ids[0]).await;
+    q.retry_later(&first, h.ticks(1), "HTTP 503", false)
+        .await
+        .expect("retry later");
+    let second = next_is(&q, &ids[1]).await;
+    q.bury(&second, "permanent").await.expect("bury");
+    // Its lease is gone: a second burial is refused and counts nothing.
+    assert!(q.bury(&second, "permanent").await.is_err());
+    next_is(&q, &ids[2]).await;
+    h.sleep(h.ticks(3)).await;
+    assert_eq!(q.dispatch().await.expect("dispatch"), Dispatch::Empty);
+    assert_eq!(q.dead().await.expect("dead").len(), 3);
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let acme = &page.tenants[0];
+    assert_eq!(
+        (
+            acme.state,
+            acme.waiting,
+            acme.in_flight,
+            acme.done,
+            acme.dead
+        ),
+        (TenantState::Stuck, 0, 0, 0, 3)
+    );
+    assert_eq!(q.retry_dead(None).await.expect("retry"), 3);
+    let page = tenants_page(&q, TenantSort::Name, None).await;
+    let acme = &page.tenants[0];
+    assert_eq!(
+        (acme.state, acme.waiting, acme.dead),
+        (TenantState::Waiting, 3, 0)
+    );
+}
+
+async fn a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued(h: Harness) {
+    let q = h.queue_with("queue-pause", &[("acme", 25)], |_| {}).await;
+    let ids = push(&q, "acme", 0..3).await;
+    let running = next_is(&q, &ids[0]).await;
+    assert_eq!(q.queue_pause().await.expect("pause"), None);
+    q.pause_queue("first", None).await.expect("pause");
+    let pause = q
+        .pause_queue("deploy", Some("ana@ops1"))
+        .await
+        .expect("pause");
+    assert_eq!(
+        (pause.reason.as_str(), pause.by.as_deref()),
+        ("deploy", Some("ana@ops1"))
+    );
+    assert!(pause.since_ms > 0);
+    assert_eq!(q.queue_pause().await.expect("pause"), Some(pause.clone()));
+    let status = q.status().await.expect("status");
+    assert_eq!(status.paused, Some(pause.clone()));
+    assert_eq!((status.queued, status.running), (2, 1));
+    assert!(q.pulse(5).await.expect("pulse").paused);
+
+    // Nothing is handed out, one at a time or many.
+    assert!(!matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Job(_)
+    ));
+    assert!(!matches!(
+        q.dispatch_many(5, None).await.expect("dispatch"),
+        Dispatched::Jobs(_)
+    ));
+    // The job in flight finishes; with nothing running, a paused queue is idle.
+    assert!(!q.is_idle().await.expect("idle"));
+    q.complete(&running, "wh", false).await.expect("complete");
+    assert!(q.is_idle().await.expect("idle"));
+
+    let q2 = q.clone();
+    wakes(h, &q, "resume", async move {
+        let ended = q2.resume_queue().await.expect("resume");
+        assert_eq!(ended.map(|p| p.reason), Some("deploy".into()));
+    })
+    .await;
+    assert_eq!(q.resume_queue().await.expect("resume"), None);
+    assert_eq!(q.status().await.expect("status").paused, None);
+    assert!(!q.pulse(5).await.expect("pulse").paused);
+    let next = next_is(&q, &ids[1]).await;
+    assert_eq!(next.attempt, 1);
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -2345,4 +2605,7 @@ conformance!(
     a_discovered_host_is_recorded_and_kept_by_an_import,
     take_call_spends_a_call_of_the_window,
     an_unsent_call_leaves_the_window,
+    the_tenants_view_counts_jobs_as_they_move,
+    every_way_a_job_dies_counts_it_dead_once,
+    a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued,
 );

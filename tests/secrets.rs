@@ -286,6 +286,20 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
     );
     captured.run("status (beta paused)", lsq(&queue).arg("status"));
     captured.run(
+        "status --tenants (beta paused)",
+        lsq(&queue).args(["status", "--tenants"]),
+    );
+    captured.run(
+        "status --tenants --json",
+        lsq(&queue).args(["status", "--tenants", "--json"]),
+    );
+    captured.run(
+        "pause",
+        lsq(&queue).args(["pause", "--reason", "checking", "--by", "ops"]),
+    );
+    captured.run("status (queue paused)", lsq(&queue).arg("status"));
+    captured.run("resume", lsq(&queue).arg("resume"));
+    captured.run(
         "tenants resume",
         lsq(&queue).args(["tenants", "resume", "beta"]),
     );
@@ -418,6 +432,8 @@ async fn no_secret_appears_anywhere_in_a_full_run_at_debug_level() {
         "/openapi.json".into(),
         "/v1/status".into(),
         "/v1/dead".into(),
+        "/v1/tenants".into(),
+        "/v1/tenants?filter=held".into(),
         format!("/v1/jobs/{first_job}"),
         "/metrics".into(),
         "/healthz".into(),

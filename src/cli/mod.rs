@@ -8,6 +8,7 @@ pub mod demo;
 pub mod enqueue;
 pub mod job;
 pub mod output;
+pub mod pause;
 pub mod results;
 pub mod serve;
 pub mod simulate;
@@ -158,6 +159,11 @@ pub enum Command {
     /// Dead-letter handling.
     #[command(subcommand)]
     Dead(dead::Command),
+    /// Pause the whole queue: no job is dispatched until `resume`; jobs in flight finish,
+    /// the others stay queued.
+    Pause(pause::PauseArgs),
+    /// Resume the queue after `pause`.
+    Resume,
     /// HTTP API for producers and ops, metrics and the status page.
     Serve(serve::Args),
     /// Run a LeadSquared API simulator.
@@ -373,6 +379,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Results(a) => results::run(&global, a).await,
         Command::Job(a) => job::run(&global, a).await,
         Command::Dead(c) => dead::run(&global, c).await,
+        Command::Pause(a) => pause::pause(&global, a).await,
+        Command::Resume => pause::resume(&global).await,
         Command::Serve(a) => serve::run(&global, a).await,
         Command::Simulate(a) => simulate::run(&global, a).await,
         Command::Demo(a) => demo::run(&global, a).await,

@@ -44,7 +44,7 @@ pub struct PauseArgs {
     /// Why (shown by status, the page and `tenants list`).
     #[arg(long, value_name = "TEXT", default_value = "paused by an operator")]
     pub reason: String,
-    /// Who pauses them (shown with the reason); default `$USER`.
+    /// Who pauses them (shown with the reason); default `$USER@host`.
     #[arg(long, value_name = "WHO")]
     pub by: Option<String>,
 }
@@ -110,10 +110,7 @@ async fn known(queue: &dyn Queue, names: &[String]) -> anyhow::Result<()> {
 async fn pause(global: &Global, args: PauseArgs) -> anyhow::Result<ExitCode> {
     let queue = super::connect_queue(global).await?;
     known(&queue, &args.names).await?;
-    let by = args
-        .by
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|b| !b.trim().is_empty());
+    let by = super::pause::operator(args.by);
     let mut out = super::output::stdout();
     for name in &args.names {
         let hold = NewHold {

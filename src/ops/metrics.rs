@@ -196,6 +196,8 @@ struct Inner {
     tenant_latency: Family<TenantLabels, Gauge<f64, AtomicU64>>,
     /// `lsq_queue_status_up`: whether the last read of the queue's status succeeded.
     status_up: Gauge,
+    /// `lsq_queue_paused`: 1 while the whole queue is paused (`lsq-webhooks pause`).
+    paused: Gauge,
     /// `lsq_tenants_throttled`: throttled tenants, all of them.
     throttled_total: Gauge,
     /// `lsq_tenants_held{kind}`: tenants held, by why.
@@ -305,6 +307,12 @@ impl Metrics {
             "1 if the queue's status could be read at the last scrape, else 0",
             status_up.clone(),
         );
+        let paused = Gauge::default();
+        registry.register(
+            "lsq_queue_paused",
+            "1 while the whole queue is paused (lsq-webhooks pause, POST /v1/pause): no job is dispatched",
+            paused.clone(),
+        );
         let throttled_total = Gauge::default();
         registry.register(
             "lsq_tenants_throttled",
@@ -365,6 +373,7 @@ impl Metrics {
                 latency,
                 tenant_latency,
                 status_up,
+                paused,
                 throttled_total,
                 held,
                 throttled,
@@ -499,6 +508,7 @@ impl Metrics {
         }
         i.oldest_running
             .set(s.oldest_running_ms.unwrap_or(0) as f64 / 1000.0);
+        i.paused.set(i64::from(s.paused));
         // The queue's count only grows; a queue emptied by hand (FLUSHDB) leaves the counter
         // where it was, as a counter must.
         let done = i.done_total.get();

@@ -1,7 +1,8 @@
-// The status page's script: polls /v1/status and /v1/dead every 2 s and fills the page.
-// Text goes in with textContent only: tenant names and dead-letter reasons are data, not
-// markup. The API token for the retry button is asked for when needed and kept in this
-// tab's sessionStorage only.
+// The status page's script: polls /v1/status, a page of /v1/jobs/list and a page of
+// /v1/tenants every 2 s and fills the page. Text goes in with textContent only: tenant
+// names and reasons are data, not markup. The API token for the buttons that change
+// something (retry, pause, resume) is asked for when needed and kept in this tab's
+// sessionStorage only.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -70,6 +71,14 @@ function drawChart(perSecond) {
 
 function renderStatus(s) {
   setText("queue-name", s.queue);
+  queuePaused = s.paused != null;
+  const p = s.paused;
+  setText("queue-state", p
+    ? `PAUSED since ${utc(p.since_ms)}${p.by ? ` by ${p.by}` : ""}: ${p.reason} (no job is dispatched)`
+    : "running");
+  $("queue-state").className = p ? "paused" : "";
+  $("queue-bar").className = "card" + (p ? " paused" : "");
+  setText("queue-toggle", p ? "Resume queue" : "Pause queue");
   setText("updated", `updated ${utc(s.now_ms)}`);
   setText("queued", s.queued);
   setText("scheduled", s.scheduled);
@@ -125,6 +134,144 @@ function renderStatus(s) {
     cell(tr, t.daily_limit == null ? `${t.calls_today ?? 0}` : `${t.calls_today ?? 0} / ${t.daily_limit}`, "num");
     sharesBody.appendChild(tr);
   }
+}
+
+// Whether the queue is paused, as last read: what its button does.
+let queuePaused = false;
+
+// The tenants table shows one page at a time, as the jobs table does.
+let tenantsCursor = null;
+let tenantsNext = null;
+let tenantsPage = 1;
+
+function tenantsUrl(cursor, limit) {
+  const q = new URLSearchParams({ sort: $("tenants-sort").value, limit: String(limit) });
+  if ($("tenants-filter").value) q.set("filter", $("tenants-filter").value);
+  if (cursor) q.set("cursor", cursor);
+  return `/v1/tenants?${q}`;
+}
+
+// Rows of the tenants table.
+const TENANTS_ROWS = 50;
+// A filtered page examines at most 1,000 tenants, so a rare state can give a short page
+// with a `next`: up to this many pages are read in all to fill it, each asking for the rows
+// still missing (so the last one's `next` is where the table goes on).
+const TENANTS_FOLLOW = 4;
+
+async function fetchTenants() {
+  const page = await getJson(tenantsUrl(tenantsCursor, TENANTS_ROWS));
+  for (let n = 1; n < TENANTS_FOLLOW && page.next && page.tenants.length < TENANTS_ROWS; n++) {
+    const more = await getJson(tenantsUrl(page.next, TENANTS_ROWS - page.tenants.length));
+    page.tenants = page.tenants.concat(more.tenants);
+    page.next = more.next;
+  }
+  return page;
+}
+
+function renderTenants(p) {
+  setText("tenants-count", `${p.total} registered`);
+  setText("tenants-page", `page ${tenantsPage}`);
+  tenantsNext = p.next;
+  $("tenants-next").disabled = !p.next;
+  $("tenants-first").disabled = !tenantsCursor;
+  const body = $("tenants");
+  body.replaceChildren();
+  if (p.tenants.length === 0) emptyRow(body, 9, p.next ? "none on this stretch: next page" : "no tenant");
+  for (const t of p.tenants) {
+    const tr = document.createElement("tr");
+    tr.dataset.tenantRow = t.tenant;
+    cell(tr, t.tenant);
+    cell(tr, t.hold ? `held (${t.hold.kind})` : t.state, `state-${t.state}`);
+    cell(tr, t.waiting, "num");
+    cell(tr, t.in_flight, "num");
+    cell(tr, t.done, "num");
+    cell(tr, t.dead, "num");
+    cell(tr, `${t.calls_in_window}/${t.share}`, "num");
+    const h = t.hold;
+    cell(tr, h
+      ? `${h.reason} (${h.by ? `by ${h.by}, ` : ""}since ${utc(h.since_ms)}${h.until_ms != null ? `, until ${utc(h.until_ms)}` : ""})`
+      : t.next_call_ms != null ? `next call at ${utc(t.next_call_ms)}`
+      : t.state === "stuck" ? "dead jobs: see the jobs below" : "", "reason");
+    const actions = cell(tr, "");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "tenant-toggle";
+    const paused = h && h.kind === "paused";
+    button.textContent = h ? "Resume" : "Pause";
+    button.addEventListener("click", () => steer(
+      `/v1/tenants/${encodeURIComponent(t.tenant)}/${h ? "resume" : "pause"}`,
+      h ? null : pauseBody(),
+      h ? `${t.tenant} resumed${paused ? "" : ` (was ${h.kind})`}` : `${t.tenant} paused`));
+    actions.appendChild(button);
+    body.appendChild(tr);
+  }
+}
+
+// The body of a pause: the reason typed, if any.
+function pauseBody() {
+  const reason = $("pause-reason").value.trim();
+  return reason ? { reason } : {};
+}
+
+// A POST that needs the API token: asks for it when this tab has none, forgets it when it
+// is refused. Shows what happened in `resultId`; the answer's JSON, or null when it failed.
+async function authorizedPost(path, body, resultId) {
+  let token = sessionStorage.getItem("lsq-token");
+  if (!token) {
+    token = window.prompt("API token (LSQ_API_TOKEN):");
+    if (!token) return null;
+  }
+  try {
+    const r = await fetch(path, {
+      method: "POST",
+      headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body || {}),
+    });
+    if (r.status === 401) {
+      sessionStorage.removeItem("lsq-token");
+      setText(resultId, "wrong token");
+      return null;
+    }
+    if (!r.ok) { setText(resultId, `failed: HTTP ${r.status}`); return null; }
+    sessionStorage.setItem("lsq-token", token);
+    return await r.json();
+  } catch (e) {
+    setText(resultId, `failed: ${e.message}`);
+    return null;
+  }
+}
+
+// Pauses or resumes (a tenant, or the queue), then redraws at once.
+async function steer(path, body, done) {
+  const answer = await authorizedPost(path, body, "steer-result");
+  if (answer) {
+    setText("steer-result", done);
+    showTenants();
+  }
+}
+
+$("queue-toggle").addEventListener("click", () => queuePaused
+  ? steer("/v1/resume", null, "queue resumed")
+  : steer("/v1/pause", pauseBody(), "queue paused"));
+
+async function showTenants() {
+  try {
+    const [s, t] = await Promise.all([getJson("/v1/status"), fetchTenants()]);
+    renderStatus(s);
+    renderTenants(t);
+  } catch (e) {
+    setText("conn", `cannot refresh: ${e.message}`);
+  }
+}
+$("tenants-next").addEventListener("click", () => {
+  if (!tenantsNext) return;
+  tenantsCursor = tenantsNext;
+  tenantsPage += 1;
+  showTenants();
+});
+$("tenants-first").addEventListener("click", () => { tenantsCursor = null; tenantsPage = 1; showTenants(); });
+for (const id of ["tenants-sort", "tenants-filter"]) {
+  $(id).addEventListener("change", () => { tenantsCursor = null; tenantsPage = 1; showTenants(); });
 }
 
 // The jobs table shows one page at a time, from a cursor: `jobsCursor` is the cursor of
@@ -233,9 +380,10 @@ async function getJson(path) {
 
 async function refresh() {
   try {
-    const [s, p] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl())]);
+    const [s, p, t] = await Promise.all([getJson("/v1/status"), getJson(jobsUrl()), fetchTenants()]);
     renderStatus(s);
     renderJobs(p, s.dead);
+    renderTenants(t);
     setText("conn", "");
     $("conn").className = "meta";
   } catch (e) {
@@ -248,29 +396,10 @@ async function refresh() {
 
 // Puts dead jobs back in the queue: these ids, or all of them when `ids` is null.
 async function retry(ids) {
-  let token = sessionStorage.getItem("lsq-token");
-  if (!token) {
-    token = window.prompt("API token (LSQ_API_TOKEN) to retry dead jobs:");
-    if (!token) return;
-  }
   $("retry-all").disabled = true;
   try {
-    const r = await fetch("/v1/dead/retry", {
-      method: "POST",
-      headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
-      body: JSON.stringify(ids ? { jobs: ids } : {}),
-    });
-    if (r.status === 401) {
-      sessionStorage.removeItem("lsq-token");
-      setText("retry-result", "wrong token");
-      return;
-    }
-    if (!r.ok) { setText("retry-result", `failed: HTTP ${r.status}`); return; }
-    sessionStorage.setItem("lsq-token", token);
-    const body = await r.json();
-    setText("retry-result", `${body.retried} job(s) put back in the queue`);
-  } catch (e) {
-    setText("retry-result", `failed: ${e.message}`);
+    const body = await authorizedPost("/v1/dead/retry", ids ? { jobs: ids } : {}, "retry-result");
+    if (body) setText("retry-result", `${body.retried} job(s) put back in the queue`);
   } finally {
     $("retry-all").disabled = false;
   }

@@ -40,6 +40,10 @@ pub struct StatusReport {
     /// Tenants with waiting jobs, calls in the current window or a pause: throttled ones
     /// first (paused, then at their limit), then by waiting jobs, most first.
     pub tenants: Vec<TenantReport>,
+    /// The whole queue's pause (`lsq-webhooks pause`): why, who, since when; `null` when
+    /// the queue runs.
+    #[serde(default)]
+    pub paused: Option<crate::queue::QueuePause>,
 }
 
 /// Jobs finished done over the last [`Throughput::window_seconds`].
@@ -220,6 +224,7 @@ impl StatusReport {
                 per_second,
             },
             tenants,
+            paused: status.paused,
         }
     }
 
@@ -248,6 +253,9 @@ impl StatusReport {
             self.queued, self.scheduled, running, self.done, self.dead
         );
         let _ = writeln!(out, "throughput {throughput}");
+        if let Some(p) = &self.paused {
+            let _ = writeln!(out, "{}", paused_line(p));
+        }
         let throttled = self.tenants.iter().filter(|t| t.throttled()).count();
         let _ = writeln!(
             out,
@@ -339,6 +347,19 @@ impl StatusReport {
     }
 }
 
+/// `PAUSED since 2026-11-27 07:40:12Z by ana@ops1: deploy`: the queue's pause, as the table
+/// and `lsq-webhooks pause` print it.
+pub fn paused_line(p: &crate::queue::QueuePause) -> String {
+    format!(
+        "PAUSED since {}{}: {} (no job is dispatched; `lsq-webhooks resume`)",
+        utc_time(p.since_ms, false),
+        p.by.as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default(),
+        p.reason
+    )
+}
+
 /// `1.234s` for a duration in ms.
 fn seconds(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
@@ -426,6 +447,7 @@ mod tests {
                     ..TenantStatus::default()
                 },
             ],
+            paused: None,
         }
     }
 

@@ -12,7 +12,8 @@
 //! [`QueueError`] says what failed and, by its variant, what to do: retry, wait for
 //! memory, or stop.
 //! tests/queue_conformance.rs runs every case of the contract on both; [`reason`] builds
-//! every reason text either records.
+//! every reason text either records; [`tenants`] the rows and state rules of the tenants view
+//! both keep from per-tenant counters.
 //!
 //! Attempt accounting: a dispatch counts an attempt; an answer that must not cost one (a
 //! rate limit, a hand-back before the call was sent) gives it back.
@@ -27,6 +28,7 @@ pub mod hold;
 pub mod reason;
 pub mod redis;
 pub mod share;
+pub mod tenants;
 
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use crate::job::{JobId, JobResult, NewJob};
 use crate::tenant::Tenant;
 pub use error::{QueueError, StoreMemory};
 pub use share::{ShareMode, ShareReason};
+pub use tenants::{TenantPage, TenantQuery, TenantRow, TenantSort, TenantState};
 
 /// Settings every backend honours.
 #[derive(Clone, Debug)]
@@ -320,6 +323,19 @@ pub struct TenantStatus {
     pub host: Option<String>,
 }
 
+/// The whole queue's pause (`lsq-webhooks pause`, [`Queue::pause_queue`]): while it lasts no
+/// job is dispatched; jobs already leased finish, the others stay queued.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePause {
+    /// Why (never a key).
+    pub reason: String,
+    /// Who paused it, when someone was named.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// When, ms since the epoch (store clock).
+    pub since_ms: u64,
+}
+
 /// Totals for `status`, `/v1/status` and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStatus {
@@ -341,6 +357,9 @@ pub struct QueueStatus {
     pub oldest_running_ms: Option<u64>,
     /// Per tenant, every tenant with waiting jobs or calls in the window or a pause.
     pub tenants: Vec<TenantStatus>,
+    /// The whole queue's pause, while one is in force.
+    #[serde(default)]
+    pub paused: Option<QueuePause>,
 }
 
 /// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
@@ -373,6 +392,9 @@ pub struct QueuePulse {
     pub throttled: u64,
     /// Up to `top` of them, by name.
     pub throttled_tenants: Vec<String>,
+    /// Whether the whole queue is paused ([`Queue::pause_queue`]).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Which jobs a [`Queue::jobs_page`] lists.
@@ -641,6 +663,24 @@ pub trait Queue: Send + Sync + 'static {
     /// tenant (see [`QueuePulse`]); lists bounded by `top`.
     async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError>;
 
+    /// One page of the tenants view (see [`tenants`]): each tenant's jobs waiting, in
+    /// flight, done and dead, its calls against its share, and its state, from counters the
+    /// queue keeps, in the order and with the filter asked for, examining at most
+    /// [`tenants::PAGE_BUDGET`] tenants. A cursor that does not parse is
+    /// [`QueueError::Config`].
+    async fn tenants_page(&self, query: &TenantQuery) -> Result<TenantPage, QueueError>;
+
+    /// Pauses the whole queue: no job is dispatched until [`Queue::resume_queue`]; leased
+    /// jobs finish, the others stay queued and spend no attempt. Pausing a paused queue
+    /// replaces its reason and who. Returns the pause recorded.
+    async fn pause_queue(&self, reason: &str, by: Option<&str>) -> Result<QueuePause, QueueError>;
+
+    /// Ends the queue's pause and wakes the workers; the pause that ended, if any.
+    async fn resume_queue(&self) -> Result<Option<QueuePause>, QueueError>;
+
+    /// The queue's pause, while one is in force.
+    async fn queue_pause(&self) -> Result<Option<QueuePause>, QueueError>;
+
     /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
     /// backend with a cheaper round trip (Redis `PING`) should use it.
     async fn ping(&self) -> Result<(), QueueError> {
@@ -648,9 +688,10 @@ pub trait Queue: Send + Sync + 'static {
     }
 
     /// Nothing queued, scheduled or running, but for the jobs of tenants held until
-    /// released (they wait for an operator or new keys, not for a worker).
+    /// released (they wait for an operator or new keys, not for a worker); while the whole
+    /// queue is paused, nothing running.
     async fn is_idle(&self) -> Result<bool, QueueError> {
         let s = self.status().await?;
-        Ok(s.queued == 0 && s.scheduled == 0 && s.running == 0)
+        Ok(s.running == 0 && (s.paused.is_some() || (s.queued == 0 && s.scheduled == 0)))
     }
 }

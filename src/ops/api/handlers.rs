@@ -328,7 +328,10 @@ pub(super) async fn retry_dead(
 }
 
 /// The body, or 413 when it was over the limit.
-fn read_body(body: Result<Bytes, BytesRejection>, limits: &ApiLimits) -> Result<Bytes, AppError> {
+pub(super) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limits: &ApiLimits,
+) -> Result<Bytes, AppError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::TooLarge(limits.max_body_bytes)

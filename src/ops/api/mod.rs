@@ -6,7 +6,7 @@
 //! error is an [`AppError`]: what went wrong inside is logged, and the client gets a status
 //! and a short fixed message (never a Redis error, never a secret).
 //!
-//! Writes (`POST /v1/jobs`, `POST /v1/dead/retry`) need `Authorization: Bearer <token>`
+//! Writes (`POST /v1/jobs`, `POST /v1/dead/retry`, the pause and resume routes) need `Authorization: Bearer <token>`
 //! with the token from `LSQ_API_TOKEN`, compared in constant time. Reads are open: they
 //! show nothing secret. Overload is refused early: a concurrency limit with load shedding
 //! (503 with `Retry-After` once the limit is reached) and a timeout on every request.
@@ -16,7 +16,8 @@
 //! - `errors.rs`: [`AppError`], the one error every handler answers with, and its response;
 //! - `routes.rs`: [`app`] and [`metrics_app`], which routes exist and the layers around them,
 //!   and [`serve`];
-//! - `handlers.rs`: one function per route.
+//! - `handlers.rs`: one function per route;
+//! - `steer.rs`: the tenants view and the pause routes (a tenant, the whole queue).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ mod auth;
 mod errors;
 mod handlers;
 mod routes;
+mod steer;
 
 pub use auth::{ApiToken, TOKEN_ENV, TokenError};
 pub use errors::{AppError, JobProblem};

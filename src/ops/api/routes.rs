@@ -16,7 +16,7 @@ use super::handlers::{
     dead, healthz, job, job_by_key, job_list, metrics_text, not_found, openapi, post_jobs, readyz,
     retry_dead, status, worker_metrics_text,
 };
-use super::{ApiLimits, AppState};
+use super::{ApiLimits, AppState, steer};
 use crate::ops::client_limit::PerClientLimit;
 use crate::ops::metrics::Metrics;
 use crate::ops::page;
@@ -29,6 +29,10 @@ pub fn app(state: AppState) -> Router {
     let writes = Router::new()
         .route("/v1/jobs", post(post_jobs).route_layer(per_client))
         .route("/v1/dead/retry", post(retry_dead))
+        .route("/v1/tenants/{name}/pause", post(steer::pause_tenant))
+        .route("/v1/tenants/{name}/resume", post(steer::resume_tenant))
+        .route("/v1/pause", post(steer::pause_queue))
+        .route("/v1/resume", post(steer::resume_queue))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page::html))
@@ -39,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/list", get(job_list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/dead", get(dead))
+        .route("/v1/tenants", get(steer::tenants))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

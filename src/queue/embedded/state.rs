@@ -45,6 +45,8 @@ pub(super) struct State {
     pub(super) done_per_sec: VecDeque<(u64, u64)>,
     /// Jobs ever done (purges do not lower it), for `Queue::pulse`.
     pub(super) done_total: u64,
+    /// The whole queue's pause (`Queue::pause_queue`): no dispatch while it is set.
+    pub(super) paused: Option<crate::queue::QueuePause>,
 }
 
 /// How the embedded queue tells days apart for daily quotas.
@@ -112,6 +114,19 @@ pub(super) struct TenantState {
     pub(super) hold: Option<(TenantHold, Option<Instant>)>,
     /// Unreachable-host failures in a row (`Queue::host_failed`; a completion ends it).
     pub(super) streak: u32,
+    /// Its counters for the tenants view, kept as its jobs move.
+    pub(super) counts: TenantCounts,
+}
+
+/// A tenant's jobs by where they are, kept as they move (see `crate::queue::tenants`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TenantCounts {
+    /// Pushed (or retried from the dead letters) and not finished.
+    pub(super) unfinished: u64,
+    /// Ever done.
+    pub(super) done: u64,
+    /// Dead now.
+    pub(super) dead: u64,
 }
 
 impl TenantState {
@@ -131,6 +146,7 @@ impl TenantState {
             today: (0, 0),
             hold: None,
             streak: 0,
+            counts: TenantCounts::default(),
         }
     }
 
@@ -196,6 +212,16 @@ impl State {
     pub(super) fn finish(&mut self, id: &JobId, state: JobState, error: Option<String>) {
         let seq = self.next_seq();
         if let Some(rec) = self.jobs.get_mut(id) {
+            let was_finished = matches!(rec.state, JobState::Done | JobState::Dead);
+            if !was_finished
+                && let Some(c) = self.tenants.get_mut(&rec.tenant).map(|t| &mut t.counts)
+            {
+                c.unfinished = c.unfinished.saturating_sub(1);
+                match state {
+                    JobState::Done => c.done += 1,
+                    _ => c.dead += 1,
+                }
+            }
             rec.state = state;
             rec.error = error;
             rec.finished_at = Some(Instant::now());

@@ -37,4 +37,6 @@ redis.call('HDEL', P .. 'bodies', id)
 redis.call('HDEL', P .. 'streak', ARGV[4])
 redis.call('ZADD', P .. 'done', int(now), id)
 redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
+count_tenant(ARGV[4], 'unfinished', -1)
+count_tenant(ARGV[4], 'done', 1)
 return 1

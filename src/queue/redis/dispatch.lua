@@ -111,6 +111,12 @@ if moved > 0 then
   wake()
 end
 
+-- The whole queue paused (`Queue::pause_queue`): retries come due and expired leases are
+-- taken back as above, but nothing is handed out; resuming wakes the workers.
+if redis.call('EXISTS', P .. 'paused_queue') == 1 then
+  return {'empty'}
+end
+
 -- The tenant's call log around its cap: the scores of its (limit-1)-th and limit-th most
 -- recent calls (nil where it has fewer), `limit` being the cap (`tenant_cap`). The limit-th
 -- says when the next call is allowed; once a call is added, the (limit-1)-th becomes the

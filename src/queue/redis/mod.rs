@@ -47,6 +47,9 @@
 //! | `oldest` | zset | tenants with waiting jobs, scored by the push time (ms, from its UUIDv7 id) of the job next in their list: the queue's latency (`note_head` in prelude.lua keeps it; pulse.lua reads and repairs it) |
 //! | `hist:<id>` | list | the job's last 20 calls (JSON `Attempt`s: time, call, outcome, HTTP status, ExceptionType, duration, error; never a secret), oldest first; deleted with the record |
 //! | `stats` | hash | `done_total`: jobs ever done on the queue (purges do not lower it) |
+//! | `tc:names` | zset | every registered tenant at 0: the tenants view by name |
+//! | `tc:unfinished` / `tc:done` / `tc:dead` | zset | tenant -> MINUS its jobs not finished / ever done / dead, kept as jobs move (`count_tenant` in prelude.lua), so the tenants view pages any order without reading jobs (tenants.lua) |
+//! | `paused_queue` | string | while the whole queue is paused: JSON reason, by, since_ms (`Queue::pause_queue`); dispatch hands nothing out |
 //! | `corrupt:<id>` | any | a job record that was not a hash, set aside by dispatch |
 //! | `wake` | channel | published when work may have become available |
 //!
@@ -84,8 +87,8 @@ use tokio_util::sync::DropGuard;
 
 use super::{
     Dispatched, Fence, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
-    QueueError, QueuePulse, QueueStatus, Requeue, TenantHold, UnreachablePolicy, hold, reason,
-    share,
+    QueueError, QueuePause, QueuePulse, QueueStatus, Requeue, TenantHold, TenantPage, TenantQuery,
+    TenantSort, UnreachablePolicy, hold, reason, share, tenants,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -533,14 +536,17 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut status = status_of(array(reply, "status")?, &self.config.name)?;
-        let (holds, hosts): (
+        let (holds, hosts, paused): (
             Vec<(String, String)>,
             std::collections::HashMap<String, String>,
+            Option<String>,
         ) = redis::pipe()
             .hgetall(self.key("holds"))
             .hgetall(self.key("hosts"))
+            .get(self.key("paused_queue"))
             .query_async(&mut self.con.clone())
             .await?;
+        status.paused = paused.and_then(|raw| serde_json::from_str(&raw).ok());
         let holds = holds
             .into_iter()
             .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));
@@ -834,7 +840,59 @@ impl Queue for RedisQueue {
             .arg(STATUS_RUNNING_SCAN)
             .invoke_async(&mut self.con.clone())
             .await?;
-        reply::pulse_of(array(reply, "pulse")?)
+        let mut pulse = reply::pulse_of(array(reply, "pulse")?)?;
+        pulse.paused = self.con.clone().exists(self.key("paused_queue")).await?;
+        Ok(pulse)
+    }
+
+    async fn tenants_page(&self, query: &TenantQuery) -> Result<TenantPage, QueueError> {
+        let order = match query.sort {
+            TenantSort::Name => "names",
+            TenantSort::Waiting => "unfinished",
+            TenantSort::Done => "done",
+            TenantSort::Dead => "dead",
+        };
+        let reply: Value = scripts::TENANTS
+            .key(self.key("tenants"))
+            .arg(&self.prefix)
+            .arg(order)
+            .arg(query.filter.map_or("", |f| f.as_str()))
+            .arg(query.offset()?)
+            .arg(query.rows())
+            .arg(tenants::PAGE_BUDGET)
+            .arg(micros(self.config.window))
+            .arg(self.window_us())
+            .arg(self.config.share.as_str())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        reply::tenant_page_of(array(reply, "tenants")?)
+    }
+
+    async fn pause_queue(&self, reason: &str, by: Option<&str>) -> Result<QueuePause, QueueError> {
+        let raw: String = scripts::PAUSE_QUEUE
+            .key(self.key("paused_queue"))
+            .arg(&self.prefix)
+            .arg("pause")
+            .arg(reason)
+            .arg(by.unwrap_or(""))
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        serde_json::from_str(&raw).map_err(|_| corrupt("paused_queue", "not a pause record"))
+    }
+
+    async fn resume_queue(&self) -> Result<Option<QueuePause>, QueueError> {
+        let raw: Option<String> = scripts::PAUSE_QUEUE
+            .key(self.key("paused_queue"))
+            .arg(&self.prefix)
+            .arg("resume")
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+    }
+
+    async fn queue_pause(&self) -> Result<Option<QueuePause>, QueueError> {
+        let raw: Option<String> = self.con.clone().get(self.key("paused_queue")).await?;
+        Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {
@@ -918,12 +976,13 @@ impl Queue for RedisQueue {
         // `ready` holds exactly the tenants with waiting jobs: no need to walk the tenants.
         // Those held until released (scored `FOREVER_US`) wait for an operator, not a worker.
         let forever = format!("({}", hold::FOREVER_MS * 1000);
-        let (ready, scheduled, running): (u64, u64, u64) = redis::pipe()
+        let (ready, scheduled, running, paused): (u64, u64, u64, bool) = redis::pipe()
             .zcount(self.key("ready"), "-inf", forever)
             .zcard(self.key("sched"))
             .zcard(self.key("running"))
+            .exists(self.key("paused_queue"))
             .query_async(&mut self.con.clone())
             .await?;
-        Ok(ready == 0 && scheduled == 0 && running == 0)
+        Ok(running == 0 && (paused || (ready == 0 && scheduled == 0)))
     }
 }

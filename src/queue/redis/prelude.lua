@@ -179,10 +179,27 @@ local function wake()
   redis.call('PUBLISH', P .. 'wake', '1')
 end
 
+-- The tenants view's counters (issue 15; read by tenants.lua): `tc:unfinished` (jobs pushed
+-- or retried from the dead letters and not finished), `tc:done` (jobs ever done) and
+-- `tc:dead` (dead jobs), each a sorted set of tenants scored with MINUS the count, so that
+-- ZRANGE lists the most first with ties by name; `tc:names` holds every tenant at 0 (the
+-- order by name). Adds `by` to `tenant`'s count of `what`; never below 0.
+local function count_tenant(tenant, what, by)
+  local key = P .. 'tc:' .. what
+  if tonumber(redis.call('ZINCRBY', key, -by, tenant)) > 0 then
+    redis.call('ZADD', key, 0, tenant)
+  end
+end
+
 -- Dead-letters a job, writing a minimal record when its own is missing, so ops see it in
 -- `dead list` with the reason.
 local function bury(id, tenant, reason, now)
   local job = P .. 'job:' .. id
+  local ok_was, was = pcall(redis.call, 'HMGET', job, 'state', 'tenant')
+  if ok_was and was[1] ~= 'dead' and was[1] ~= 'done' and (tenant or was[2]) then
+    count_tenant(tenant or was[2], 'unfinished', -1)
+    count_tenant(tenant or was[2], 'dead', 1)
+  end
   redis.call('HSET', job, 'state', 'dead', 'error', reason, 'finished_ms', ms(now))
   if tenant and redis.call('HEXISTS', job, 'tenant') == 0 then
     redis.call('HSET', job, 'tenant', tenant)

@@ -13,6 +13,9 @@ for i = 2, #ARGV do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local job = P .. 'job:' .. id
     local ok, f = pcall(redis.call, 'HMGET', job, 'tenant', 'key')
+    if ok and f[1] then
+      count_tenant(f[1], 'dead', -1)
+    end
     if ok and f[1] and f[2] then
       local field = f[1] .. '\n' .. f[2]
       if redis.call('HGET', P .. 'keys', field) == id then

@@ -119,6 +119,7 @@ for j = 0, m - 1 do
   end
   at = at + tonumber(ARGV[RUNS + 2 * j + 1])
   if count > 0 then
+    count_tenant(tenant, 'unfinished', count)
     note_head(tenant)
     scores[#scores + 1] = now
     scores[#scores + 1] = tenant

@@ -43,6 +43,10 @@ for i = 2, #ARGV - 1, 5 do
   else
     redis.call('HDEL', P .. 'hosts', name)
   end
+  -- Every tenant has a row in the tenants view, in each of its orders.
+  for _, what in ipairs({'names', 'unfinished', 'done', 'dead'}) do
+    redis.call('ZADD', P .. 'tc:' .. what, 'NX', 0, name)
+  end
   redis.call('HSET', P .. 'configured', name, limit)
   redis.call('HSET', P .. 'reserve', name, ARGV[i + 3])
   -- A daily quota LeadSquared named (learn_daily_limit.lua) is kept when it is lower.

@@ -6,7 +6,10 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
-use crate::queue::{LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantStatus};
+use crate::queue::{
+    LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantPage, TenantRow,
+    TenantState, TenantStatus,
+};
 use crate::tenant::Tenant;
 
 /// Fields per job in dispatch.lua's reply.
@@ -199,6 +202,7 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
         tenant_latency_ms: ages,
         throttled: uint(items.get(8)),
         throttled_tenants,
+        paused: false,
     })
 }
 
@@ -258,5 +262,52 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
             .and_then(|d| u64::try_from(d).ok())
             .map(|d| now_ms.saturating_sub(d)),
         tenants,
+        paused: None,
+    })
+}
+
+/// Entries per row in tenants.lua's reply.
+const TENANT_ROW: usize = 11;
+
+/// tenants.lua's reply (see its header) as a [`TenantPage`].
+pub(super) fn tenant_page_of(items: Vec<Value>) -> Result<TenantPage, QueueError> {
+    if items.len() < 2 || !(items.len() - 2).is_multiple_of(TENANT_ROW) {
+        return Err(corrupt("tenants", "unexpected script reply"));
+    }
+    let tenants = items[2..]
+        .chunks(TENANT_ROW)
+        .map(|row| {
+            let small = |i: usize| u32::try_from(uint(row.get(i))).unwrap_or(u32::MAX);
+            let state = row.get(1).and_then(text).unwrap_or_default();
+            Ok(TenantRow {
+                tenant: row.first().and_then(text).unwrap_or_default(),
+                state: TenantState::parse(&state)
+                    .map_err(|_| corrupt("tenants", "unknown tenant state"))?,
+                waiting: uint(row.get(2)),
+                in_flight: uint(row.get(3)),
+                done: uint(row.get(4)),
+                dead: uint(row.get(5)),
+                calls_in_window: small(6),
+                share: small(7),
+                limit: small(8),
+                next_call_ms: row
+                    .get(9)
+                    .and_then(int)
+                    .and_then(|ms| u64::try_from(ms).ok()),
+                hold: row
+                    .get(10)
+                    .and_then(text)
+                    .and_then(|raw| serde_json::from_str(&raw).ok()),
+            })
+        })
+        .collect::<Result<Vec<_>, QueueError>>()?;
+    Ok(TenantPage {
+        total: uint(items.first()),
+        tenants,
+        next: items
+            .get(1)
+            .and_then(int)
+            .filter(|n| *n >= 0)
+            .map(|n| n.to_string()),
     })
 }

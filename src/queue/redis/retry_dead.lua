@@ -20,6 +20,8 @@ for i = 2, #ARGV do
       redis.call('HSET', job, 'state', 'queued', 'attempts', 0)
       redis.call('HDEL', job, 'error', 'finished_ms', 'lease')
       redis.call('RPUSH', P .. 'q:' .. f[1], id)
+      count_tenant(f[1], 'dead', -1)
+      count_tenant(f[1], 'unfinished', 1)
       note_head(f[1])
       redis.call('ZADD', P .. 'ready', 'NX', int(now), f[1])
       count = count + 1

@@ -87,9 +87,16 @@ script!(
 
 script!(UNSENT, "unsent.lua", "Forget a call that was never sent.");
 
+script!(TENANTS, "tenants.lua", "One page of the tenants view.");
+script!(
+    PAUSE_QUEUE,
+    "pause_queue.lua",
+    "Pause or resume the whole queue."
+);
+
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 23] {
+pub(super) fn all() -> [&'static Script; 25] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -114,5 +121,7 @@ pub(super) fn all() -> [&'static Script; 23] {
         &SET_HOST,
         &TAKE_CALL,
         &UNSENT,
+        &TENANTS,
+        &PAUSE_QUEUE,
     ]
 }
