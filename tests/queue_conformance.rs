@@ -2064,6 +2064,8 @@ async fn an_answer_from_the_host_starts_its_failure_streak_over(h: Harness) {
     q.host_answered("nobody").await.expect("unknown tenant");
 }
 
+/// Holds grow per hold, not per failure: the calls in flight when a host dies fail together,
+/// and count as one.
 async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
     let q = h
         .queue_with("unreachable", &[("acme", 25), ("beta", 25)], |_| {})
@@ -2075,7 +2077,18 @@ async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
         jitter: 1.0,
     };
     let mut held = Vec::new();
-    for _ in 0..5 {
+    // Four in a row: held from the second; the two after it come while it is in force (calls
+    // sent before it) and change nothing but the count.
+    for _ in 0..4 {
+        let f = q
+            .host_failed("acme", policy, "could not connect")
+            .await
+            .expect("failed");
+        held.push((f.failures, f.held_for));
+    }
+    // Then one failure after each hold has ended: each hold twice the last, up to the cap.
+    for wait in [2, 4, 8] {
+        h.sleep(h.ticks(wait) + h.tick() / 2).await;
         let f = q
             .host_failed("acme", policy, "could not connect")
             .await
@@ -2087,13 +2100,18 @@ async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
         [
             (1, None),
             (2, Some(h.ticks(2))),
-            (3, Some(h.ticks(4))),
-            (4, Some(h.ticks(8))),
-            (5, Some(h.ticks(8))),
+            (3, None),
+            (4, None),
+            (5, Some(h.ticks(4))),
+            (6, Some(h.ticks(8))),
+            (7, Some(h.ticks(8))),
         ]
     );
     let hold = q.tenant_hold("acme").await.expect("hold").expect("held");
-    assert_eq!((hold.kind, hold.failures), (HoldKind::HostUnreachable, 5));
+    assert_eq!(
+        (hold.kind, hold.failures, hold.holds),
+        (HoldKind::HostUnreachable, 7, 4)
+    );
     assert!(hold.until_ms.is_some());
     let ids = push(&q, "acme", 0..1).await;
     push(&q, "beta", 0..2).await;

@@ -507,6 +507,10 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     })
     .await
     .expect("join");
+    // The restart came mid-run: work was left once Redis was back. (Whether a command of the
+    // pool met the dead server depends on timing: the connection manager reconnects quietly
+    // when the pool was waiting for a window meanwhile.)
+    let created_when_back = stats.summary().created;
     let summary = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .expect("the pool finishes after the restart")
@@ -514,8 +518,8 @@ async fn a_redis_restart_mid_run_loses_no_job() {
         .expect("the pool runs");
     let sim_stats = sim.stats();
     assert!(
-        summary.store_errors > 0,
-        "the restart was noticed: {summary:?}"
+        created_when_back < 400,
+        "the restart came after the run: {summary:?}"
     );
     assert_eq!(rate_limit_answers(&sim_stats), 0);
     assert_all_done_and_matching(queue.as_ref(), &sim_stats, 400).await;

@@ -723,6 +723,7 @@ mod tests {
                 since_ms: 1,
                 until_ms: None,
                 failures: 0,
+                holds: 0,
                 by: None,
             }),
             ..tenant(name, TenantState::Held)

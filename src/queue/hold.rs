@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use super::{QueueStatus, TenantHold, TenantStatus, UnreachablePolicy};
 
-/// The hold after `failures` unreachable-host failures in a row (at least `policy.after`):
-/// `base` doubled per failure past `after`, at most `max`, times the jitter. The Redis
-/// backend computes the same in host_failed.lua.
-pub fn backoff(policy: UnreachablePolicy, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(policy.after.max(1)).min(40);
+/// The length of the `holds`-th hold of one run of unreachable-host failures: `base`
+/// doubled per hold after the first, at most `max`, times the jitter. The Redis backend
+/// computes the same in host_failed.lua.
+pub fn backoff(policy: UnreachablePolicy, holds: u32) -> Duration {
+    let doublings = holds.saturating_sub(1).min(40);
     let base = policy.base.as_micros().max(1) as f64;
     let max = policy.max.as_micros().max(1) as f64;
     let us = (base * 2f64.powi(doublings as i32)).min(max) * policy.jitter.clamp(0.5, 1.0);

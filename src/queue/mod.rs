@@ -234,6 +234,10 @@ pub struct TenantHold {
     /// For `host_unreachable`: the failures in a row it stands for.
     #[serde(default)]
     pub failures: u32,
+    /// For `host_unreachable`: which hold of this run of failures it is (the n-th lasts
+    /// `base` × 2^(n−1)); 0 for other kinds.
+    #[serde(default)]
+    pub holds: u32,
     /// Who asked, when someone did.
     #[serde(default)]
     pub by: Option<String>,
@@ -244,7 +248,7 @@ pub struct TenantHold {
 pub struct UnreachablePolicy {
     /// Failures in a row before the first hold (at least 1).
     pub after: u32,
-    /// The first hold; each further failure in a row doubles it.
+    /// The first hold; each further hold of the same run of failures doubles it.
     pub base: Duration,
     /// The longest hold.
     pub max: Duration,
@@ -573,10 +577,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The tenant's host did not answer (refused, DNS, TLS, a timeout): counts the failure
     /// in the tenant's streak (every [`Queue::complete`] and [`Queue::host_answered`] ends
-    /// it) and, from
-    /// `policy.after` in a row, holds the tenant `host_unreachable` for `policy.base`
-    /// doubling per further failure, at most `policy.max`, times `policy.jitter`. The job is
-    /// NOT touched: hand it back with [`Queue::requeue`] without spending its attempt.
+    /// it) and, from `policy.after` in a row, holds the tenant `host_unreachable`: for
+    /// `policy.base` the first time, doubling with each further hold of the same streak, at
+    /// most `policy.max`, times `policy.jitter`. A failure while such a hold is in force
+    /// changes nothing but the count: it is a call sent before the hold, and a pool's calls
+    /// in flight all fail together, which is one event, not many. The job is NOT touched:
+    /// hand it back with [`Queue::requeue`] without spending its attempt.
     async fn host_failed(
         &self,
         tenant: &str,

@@ -99,7 +99,7 @@ impl EmbeddedQueue {
         st: &mut State,
         tenant: &str,
         new: &NewHold,
-        failures: u32,
+        (failures, holds): (u32, u32),
         now: Instant,
         span: Duration,
     ) {
@@ -116,6 +116,7 @@ impl EmbeddedQueue {
             since_ms: self.ms(now),
             until_ms: until.map(|u| self.ms(u)),
             failures,
+            holds,
             by: new.by.clone(),
         };
         t.hold = Some((record, until));
@@ -541,7 +542,7 @@ impl Queue for EmbeddedQueue {
         if !st.tenants.contains_key(tenant) {
             return Ok(false);
         }
-        self.hold_locked(st, tenant, &new, 0, now, span);
+        self.hold_locked(st, tenant, &new, (0, 0), now, span);
         Ok(true)
     }
 
@@ -600,20 +601,30 @@ impl Queue for EmbeddedQueue {
         t.streak = t.streak.saturating_add(1);
         let failures = t.streak;
         let after = policy.after.max(1);
-        if failures < after || t.held_indefinitely() {
+        let unreachable = t
+            .hold
+            .as_ref()
+            .filter(|(h, _)| h.kind == HoldKind::HostUnreachable);
+        let in_force = unreachable.is_some_and(|(_, until)| until.is_some_and(|u| u > now));
+        if failures < after || t.held_indefinitely() || in_force {
             return Ok(HostFailed {
                 failures,
                 held_for: None,
             });
         }
-        let length = hold::backoff(policy, failures);
+        // The same run when the streak has not started over since the last hold.
+        let holds = match unreachable {
+            Some((h, _)) if h.failures < failures => h.holds.saturating_add(1),
+            _ => 1,
+        };
+        let length = hold::backoff(policy, holds);
         let new = NewHold {
             kind: HoldKind::HostUnreachable,
             reason: reason.to_string(),
             length: Some(length),
             by: None,
         };
-        self.hold_locked(st, tenant, &new, failures, now, span);
+        self.hold_locked(st, tenant, &new, (failures, holds), now, span);
         Ok(HostFailed {
             failures,
             held_for: Some(length),

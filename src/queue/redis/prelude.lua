@@ -326,13 +326,13 @@ end
 
 -- Holds `tenant` for `length_us` (0: until released). A timed hold never replaces an
 -- indefinite one (returns 2 then); otherwise returns 1.
-local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, window_us)
+local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, window_us, holds)
   local old = hold_of(tenant)
   if old and old.until_ms == nil and length_us > 0 then
     return 2
   end
   local rec = {kind = kind, reason = reason, since_ms = math.floor(now / 1000),
-    failures = failures or 0}
+    failures = failures or 0, holds = holds or 0}
   local untl = FOREVER_US
   if length_us > 0 then
     untl = now + length_us
