@@ -153,7 +153,7 @@ fn named_tenants(base: &url::Url, prefix: &str, n: usize, limit: u32) -> Vec<Ten
 struct Workers(Vec<tokio::process::Child>);
 
 impl Workers {
-    fn spawn(queue: &str, sizes: &Sizes) -> Workers {
+    fn spawn(queue: &str, sizes: &Sizes, extra: &[&str]) -> Workers {
         let window_ms = sizes.window.as_millis().to_string();
         let concurrency = sizes.concurrency.to_string();
         Workers(
@@ -163,6 +163,7 @@ impl Workers {
                         .args(["--redis", &common::redis_url(), "--queue", queue])
                         .args(["worker", "--concurrency", &concurrency])
                         .args(["--window-ms", &window_ms, "--shutdown-grace-secs", "5"])
+                        .args(extra)
                         .env("RUST_LOG", "error")
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
@@ -233,7 +234,7 @@ async fn utilisation(sizes: &Sizes) {
     let windows = (sizes.interval.as_secs_f64() / sizes.window.as_secs_f64()).ceil() as usize + 4;
     let per_tenant = sizes.util_limit as usize * windows;
     push_all(&queue, &worker_support::jobs(&ts, per_tenant)).await;
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, &[]);
     while calls_by_account(&sim.state).values().sum::<u64>() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -283,13 +284,15 @@ struct Drain {
     rate_limited: u64,
 }
 
-/// Pushes `tenants x jobs_per_tenant` jobs, starts the worker processes, and waits until the
+/// Pushes `tenants x jobs_per_tenant` jobs, starts the worker processes (with
+/// `worker_args`), and waits until the
 /// queue is idle. `first` runs just before the workers start and `last` as soon as the queue
 /// is idle, before they stop (an idle worker keeps polling); what they read comes back with
 /// the drain.
 async fn drain<A, B>(
     sizes: &Sizes,
     prefix: &str,
+    worker_args: &[&str],
     first: impl std::future::Future<Output = A>,
     last: impl std::future::Future<Output = B>,
 ) -> (Drain, A, B) {
@@ -304,7 +307,7 @@ async fn drain<A, B>(
     push_all(&queue, &jobs).await;
     let before = first.await;
     let start = Instant::now();
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, worker_args);
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if queue.is_idle().await.expect("is_idle") {
@@ -330,7 +333,7 @@ async fn drain<A, B>(
 
 /// Figure 2: aggregate jobs per second with many tenants.
 async fn throughput(sizes: &Sizes) {
-    let (d, (), ()) = drain(sizes, "p", async {}, async {}).await;
+    let (d, (), ()) = drain(sizes, "p", &[], async {}, async {}).await;
     println!(
         "throughput: {} processes x concurrency {}, {} tenants, {} jobs: {:.0} jobs/s \
          (goal >= 5000) in {:.2} s; done {}, dead {}, rate-limit answers {}",
@@ -356,7 +359,7 @@ async fn latency(sizes: &Sizes) {
     let name = common::unique_queue("bench-lat");
     let queue = redis_queue(&name, sizes.window).await;
     queue.put_tenants(&ts).await.expect("tenants");
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, &[]);
     // Let the workers start and go idle on the empty queue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sim.recording.store(true, Ordering::Relaxed);
@@ -411,40 +414,53 @@ async fn latency(sizes: &Sizes) {
 /// dispatch, fence, completion, history), from Redis's counters: CPU (`INFO cpu`, user +
 /// system), calls and µs per command (`INFO commandstats`); then [`steps`].
 async fn redis_work(sizes: &Sizes) {
-    let (d, before, after) = drain(sizes, "w", redis_counters(), redis_counters()).await;
-    let jobs = d.jobs as f64;
-    let cpu = (after.cpu - before.cpu) * 1e6 / jobs;
-    let mut rows: Vec<(String, f64, f64)> = after
-        .commands
-        .iter()
-        .map(|(name, &(calls, usec))| {
-            let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
-            (
-                name.clone(),
-                (calls - c0) as f64 / jobs,
-                (usec - u0) as f64 / jobs,
-            )
-        })
-        .filter(|(_, calls, _)| *calls > 0.0)
-        .collect();
-    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
-    println!(
-        "redis work: {} jobs over {} tenants, {} processes, done {}, dead {}, {:.0} jobs/s: \
-         Redis CPU {cpu:.1} µs per job (goal <= 40; user {:.1}, system {:.1})",
-        d.jobs,
-        sizes.tput_tenants,
-        sizes.processes,
-        d.done,
-        d.dead,
-        jobs / d.elapsed.as_secs_f64(),
-        (after.user - before.user) * 1e6 / jobs,
-        (after.cpu - after.user - before.cpu + before.user) * 1e6 / jobs,
-    );
-    // Redis counts the commands a script calls as well as the EVALSHA that runs it (whose
-    // time includes theirs): a row per command, not a sum.
-    println!("  per command (EVALSHA's time includes the commands its scripts call):");
-    for (name, calls, usec) in &rows {
-        println!("  {name:<18} {calls:>6.3} calls/job {usec:>7.2} µs/job");
+    let mut per_job = Vec::new();
+    for (label, args) in [
+        ("completions one per call", &["--complete-batch", "1"][..]),
+        ("completions batched (as shipped)", &[][..]),
+    ] {
+        let (d, before, after) = drain(sizes, "w", args, redis_counters(), redis_counters()).await;
+        let jobs = d.jobs as f64;
+        let cpu = (after.cpu - before.cpu) * 1e6 / jobs;
+        per_job.push(cpu);
+        let mut rows: Vec<(String, f64, f64)> = after
+            .commands
+            .iter()
+            .map(|(name, &(calls, usec))| {
+                let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
+                (
+                    name.clone(),
+                    (calls - c0) as f64 / jobs,
+                    (usec - u0) as f64 / jobs,
+                )
+            })
+            .filter(|(_, calls, _)| *calls > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        println!(
+            "redis work, {label}: {} jobs over {} tenants, {} processes, done {}, dead {}, \
+             {:.0} jobs/s: Redis CPU {cpu:.1} µs per job (goal <= 40; user {:.1}, system {:.1})",
+            d.jobs,
+            sizes.tput_tenants,
+            sizes.processes,
+            d.done,
+            d.dead,
+            jobs / d.elapsed.as_secs_f64(),
+            (after.user - before.user) * 1e6 / jobs,
+            (after.cpu - after.user - before.cpu + before.user) * 1e6 / jobs,
+        );
+        // Redis counts the commands a script calls as well as the EVALSHA that runs it
+        // (whose time includes theirs): a row per command, not a sum.
+        println!("  per command (EVALSHA's time includes the commands its scripts call):");
+        for (name, calls, usec) in &rows {
+            println!("  {name:<18} {calls:>6.3} calls/job {usec:>7.2} µs/job");
+        }
+    }
+    if let [one, batched] = per_job[..] {
+        println!(
+            "redis work: batched / one per call = {:.2} (same run, side by side)",
+            batched / one.max(1e-9)
+        );
     }
     steps(sizes).await;
 }
@@ -455,7 +471,7 @@ async fn redis_work(sizes: &Sizes) {
 /// including its round trip.
 async fn steps(sizes: &Sizes) {
     use lsq_webhooks::job::Attempt;
-    use lsq_webhooks::queue::{Dispatched, Fence, LeasedJob};
+    use lsq_webhooks::queue::{Completion, Dispatched, Fence, LeasedJob};
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
     let ts = named_tenants(&placeholder, "c", sizes.tput_tenants, 25);
     let name = common::unique_queue("bench-steps");
@@ -495,14 +511,6 @@ async fn steps(sizes: &Sizes) {
         "sending (the fence, when the dispatch's is past)",
         t2.cpu - t1.cpu,
     ));
-    for chunk in leased.chunks(64) {
-        let calls = chunk.iter().map(|j| queue.complete(j, "wh-1", false));
-        for r in futures::future::join_all(calls).await {
-            r.expect("complete");
-        }
-    }
-    let t3 = redis_counters().await;
-    rows.push(("complete", t3.cpu - t2.cpu));
     let attempt = Attempt {
         at_ms: 1_700_000_000_000,
         call: "create".into(),
@@ -512,14 +520,46 @@ async fn steps(sizes: &Sizes) {
         duration_ms: 12,
         error: None,
     };
-    for chunk in leased.chunks(64) {
+    // Half the jobs finish as before (a completion, then the history entry, each its own
+    // call), half in batches of 64 with the history entry inside: side by side.
+    let (each, batched) = leased.split_at(leased.len() / 2);
+    let half = each.len().max(1) as f64 / n;
+    for chunk in each.chunks(64) {
+        let calls = chunk.iter().map(|j| queue.complete(j, "wh-1", false));
+        for r in futures::future::join_all(calls).await {
+            r.expect("complete");
+        }
+    }
+    let t3 = redis_counters().await;
+    rows.push(("complete, one per call", (t3.cpu - t2.cpu) / half));
+    for chunk in each.chunks(64) {
         let calls = chunk.iter().map(|j| queue.note_attempt(&j.id, &attempt));
         for r in futures::future::join_all(calls).await {
             r.expect("note_attempt");
         }
     }
     let t4 = redis_counters().await;
-    rows.push(("note_attempt", t4.cpu - t3.cpu));
+    rows.push(("note_attempt, one per call", (t4.cpu - t3.cpu) / half));
+    for chunk in batched.chunks(64) {
+        let done: Vec<Completion<'_>> = chunk
+            .iter()
+            .map(|j| Completion {
+                job: j,
+                webhook_id: "wh-1",
+                reconciled: false,
+                attempt: Some(&attempt),
+                answered_ago: Duration::from_millis(1),
+            })
+            .collect();
+        queue.complete_many(&done).await.expect("complete_many");
+    }
+    let t5 = redis_counters().await;
+    let batched_cpu = (t5.cpu - t4.cpu) / (batched.len().max(1) as f64 / n);
+    rows.push(("complete_many, 64 per call, with history", batched_cpu));
+    println!(
+        "  complete_many / (complete + note_attempt) = {:.2} (same run)",
+        batched_cpu / (t4.cpu - t2.cpu).max(1e-9) * half
+    );
     println!(
         "  per call, one kind at a time ({} jobs, 64 in flight): Redis CPU per job",
         leased.len()
