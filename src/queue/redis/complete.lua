@@ -63,8 +63,9 @@ for i = 4, #ARGV - 6, 7 do
   local entry = ARGV[i + 6]
   if known and entry ~= '' then
     local hist = P .. 'hist:' .. id
-    redis.call('RPUSH', hist, entry)
-    redis.call('LTRIM', hist, -keep, -1)
+    if redis.call('RPUSH', hist, entry) > keep then
+      redis.call('LTRIM', hist, -keep, -1)
+    end
   end
   out[#out + 1] = recorded
 end
