@@ -8,7 +8,8 @@
 //!    simulator's router sees the Create request (p50, p99);
 //! 4. `redis`: Redis's own work per job in the throughput drain (2,000 tenants x 10 jobs):
 //!    CPU per job (goal <= 40 µs), commands per job and µs per command; then Redis CPU per
-//!    job of each kind of call (dispatch, fence, completion, history) made one kind at a time.
+//!    job of each kind of call (dispatch, fence, completion, history) made one kind at a time
+//!    (`steps`, also on its own: `-- steps`).
 //!
 //! `cargo bench --bench worker` runs the full sizes (LeadSquared's 5-second window, a 60 s
 //! utilisation interval, 2,000 tenants). Without `--bench` (e.g. `cargo test --benches`) it
@@ -462,7 +463,6 @@ async fn redis_work(sizes: &Sizes) {
             batched / one.max(1e-9)
         );
     }
-    steps(sizes).await;
 }
 
 /// Redis CPU per job of each call a job makes, one kind of call at a time over the same
@@ -634,7 +634,9 @@ fn main() {
         .expect("runtime");
     // `cargo bench --bench worker -- throughput` runs only the parts named.
     let named: Vec<String> = std::env::args()
-        .filter(|a| ["latency", "throughput", "utilisation", "redis"].contains(&a.as_str()))
+        .filter(|a| {
+            ["latency", "throughput", "utilisation", "redis", "steps"].contains(&a.as_str())
+        })
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
@@ -649,6 +651,9 @@ fn main() {
         }
         if run("redis") {
             redis_work(&sizes).await;
+        }
+        if run("redis") || run("steps") {
+            steps(&sizes).await;
         }
     });
 }
