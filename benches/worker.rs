@@ -484,7 +484,7 @@ async fn steps(sizes: &Sizes) {
         slack: Duration::from_secs(1),
         in_flight: Duration::from_secs(30),
     };
-    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
     let t0 = redis_counters().await;
     let mut leased: Vec<LeasedJob> = Vec::with_capacity(jobs.len());
     while leased.len() < jobs.len() {
@@ -499,7 +499,7 @@ async fn steps(sizes: &Sizes) {
         }
     }
     let t1 = redis_counters().await;
-    rows.push(("dispatch (32 per call)", t1.cpu - t0.cpu));
+    rows.push(("dispatch (32 per call)", t1.per_job_since(&t0, n)));
     for chunk in leased.chunks(64) {
         let calls = chunk.iter().map(|j| queue.sending(j, fence.in_flight));
         for r in futures::future::join_all(calls).await {
@@ -509,7 +509,7 @@ async fn steps(sizes: &Sizes) {
     let t2 = redis_counters().await;
     rows.push((
         "sending (the fence, when the dispatch's is past)",
-        t2.cpu - t1.cpu,
+        t2.per_job_since(&t1, n),
     ));
     let attempt = Attempt {
         at_ms: 1_700_000_000_000,
@@ -523,7 +523,7 @@ async fn steps(sizes: &Sizes) {
     // Half the jobs finish as before (a completion, then the history entry, each its own
     // call), half in batches of 64 with the history entry inside: side by side.
     let (each, batched) = leased.split_at(leased.len() / 2);
-    let half = each.len().max(1) as f64 / n;
+    let half = each.len().max(1) as f64;
     for chunk in each.chunks(64) {
         let calls = chunk.iter().map(|j| queue.complete(j, "wh-1", false));
         for r in futures::future::join_all(calls).await {
@@ -531,7 +531,7 @@ async fn steps(sizes: &Sizes) {
         }
     }
     let t3 = redis_counters().await;
-    rows.push(("complete, one per call", (t3.cpu - t2.cpu) / half));
+    rows.push(("complete, one per call", t3.per_job_since(&t2, half)));
     for chunk in each.chunks(64) {
         let calls = chunk.iter().map(|j| queue.note_attempt(&j.id, &attempt));
         for r in futures::future::join_all(calls).await {
@@ -539,7 +539,7 @@ async fn steps(sizes: &Sizes) {
         }
     }
     let t4 = redis_counters().await;
-    rows.push(("note_attempt, one per call", (t4.cpu - t3.cpu) / half));
+    rows.push(("note_attempt, one per call", t4.per_job_since(&t3, half)));
     for chunk in batched.chunks(64) {
         let done: Vec<Completion<'_>> = chunk
             .iter()
@@ -554,18 +554,19 @@ async fn steps(sizes: &Sizes) {
         queue.complete_many(&done).await.expect("complete_many");
     }
     let t5 = redis_counters().await;
-    let batched_cpu = (t5.cpu - t4.cpu) / (batched.len().max(1) as f64 / n);
-    rows.push(("complete_many, 64 per call, with history", batched_cpu));
+    let batched_cost = t5.per_job_since(&t4, batched.len().max(1) as f64);
+    rows.push(("complete_many, 64 per call, with history", batched_cost));
     println!(
         "  complete_many / (complete + note_attempt) = {:.2} (same run)",
-        batched_cpu / (t4.cpu - t2.cpu).max(1e-9) * half
+        batched_cost.0 / t4.per_job_since(&t2, half).0.max(1e-9)
     );
     println!(
-        "  per call, one kind at a time ({} jobs, 64 in flight): Redis CPU per job",
+        "  per call, one kind at a time ({} jobs, 64 in flight): Redis CPU per job, and of it \
+         inside the scripts (EVALSHA's µs; the rest is reading, parsing and replying)",
         leased.len()
     );
-    for (what, cpu) in rows {
-        println!("  {what:<50} {:>7.1} µs", cpu * 1e6 / n);
+    for (what, (cpu, scripts)) in rows {
+        println!("  {what:<50} {cpu:>7.1} µs  (in scripts {scripts:>5.1} µs)");
     }
     let _ = queue.delete_all().await;
 }
@@ -576,6 +577,17 @@ struct RedisCounters {
     cpu: f64,
     user: f64,
     commands: BTreeMap<String, (u64, u64)>,
+}
+
+impl RedisCounters {
+    /// CPU and script time (EVALSHA's µs), µs per job, from `before` to these counters.
+    fn per_job_since(&self, before: &RedisCounters, jobs: f64) -> (f64, f64) {
+        let usec = |c: &RedisCounters| c.commands.get("evalsha").map_or(0, |e| e.1);
+        (
+            (self.cpu - before.cpu) * 1e6 / jobs,
+            usec(self).saturating_sub(usec(before)) as f64 / jobs,
+        )
+    }
 }
 
 async fn redis_counters() -> RedisCounters {

@@ -3,7 +3,8 @@
 //! [`WorkerConfig::complete_batch`](super::WorkerConfig::complete_batch) of them with one
 //! [`Queue::complete_many`] call. A batch goes out as soon as the previous one is written:
 //! what came in meanwhile goes together, so a busy process sends few, large batches and an
-//! idle one sends each completion at once, with no timer to wait for.
+//! idle one sends each completion at once, with no timer to wait for. With a batch of 1
+//! there is no writer: each job records its own success, concurrently.
 //!
 //! A job is acknowledged as done only once its batch is written: until then it holds its
 //! lease and its worker waits. If the process dies between the answer and the write, the
@@ -34,15 +35,20 @@ struct Pending {
 /// is dropped.
 #[derive(Clone)]
 pub(crate) struct Completions {
-    tx: mpsc::UnboundedSender<Pending>,
+    queue: Arc<dyn Queue>,
+    /// `None` with a batch of 1: each job writes its own, as many at once as jobs finish.
+    tx: Option<mpsc::UnboundedSender<Pending>>,
 }
 
 impl Completions {
     /// Starts the writer task on `queue`, at most `batch` completions per store call.
     pub fn start(queue: Arc<dyn Queue>, batch: usize) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(queue, rx, batch.max(1)));
-        Completions { tx }
+        let tx = (batch > 1).then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(write(queue.clone(), rx, batch));
+            tx
+        });
+        Completions { queue, tx }
     }
 
     /// Records a success with its call's history entry, once its batch is written:
@@ -56,6 +62,19 @@ impl Completions {
         attempt: &Attempt,
         answered: Instant,
     ) -> Result<(), QueueError> {
+        let Some(tx) = &self.tx else {
+            let one = Completion {
+                job,
+                webhook_id,
+                reconciled,
+                attempt: Some(attempt),
+                answered_ago: answered.elapsed(),
+            };
+            return match self.queue.complete_many(&[one]).await?[..] {
+                [true] => Ok(()),
+                _ => Err(QueueError::LeaseLost(job.id.clone())),
+            };
+        };
         let (reply, recorded) = oneshot::channel();
         let pending = Pending {
             job: job.clone(),
@@ -66,7 +85,7 @@ impl Completions {
             reply,
         };
         let stopped = || QueueError::Unavailable("the completion writer stopped".into());
-        self.tx.send(pending).map_err(|_| stopped())?;
+        tx.send(pending).map_err(|_| stopped())?;
         match recorded.await.map_err(|_| stopped())? {
             Ok(true) => Ok(()),
             Ok(false) => Err(QueueError::LeaseLost(job.id.clone())),
