@@ -60,10 +60,12 @@ for i = 4, #ARGV - 6, 7 do
       recorded = 1
     end
   end
+  -- The history is for people: a damaged one (not a list) never fails a completion.
   local entry = ARGV[i + 6]
   if known and entry ~= '' then
     local hist = P .. 'hist:' .. id
-    if redis.call('RPUSH', hist, entry) > keep then
+    local ok, len = pcall(redis.call, 'RPUSH', hist, entry)
+    if ok and len > keep then
       redis.call('LTRIM', hist, -keep, -1)
     end
   end
