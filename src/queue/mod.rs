@@ -19,7 +19,8 @@
 //!
 //! Call accounting: the finishing methods re-stamp the job's call in its tenant's log at the
 //! moment they run (see [`Queue::answered`]), so a worker needs one store call per job
-//! after its LeadSquared call, not two.
+//! after its LeadSquared call, not two; successes, the common case, share one call per batch
+//! ([`Queue::complete_many`]).
 
 pub mod embedded;
 mod error;
