@@ -1,18 +1,24 @@
 //! Worker benchmark: the real binary as 4 worker processes on one Redis queue, against the
-//! project's simulator in this process. Prints three figures:
+//! project's simulator in this process. Prints four figures:
 //!
 //! 1. utilisation of each tenant's limit while it has work (calls the simulator admitted in
 //!    a steady-state interval / what the limit allows in it), and the rate-limit answers;
 //! 2. aggregate jobs per second with many tenants whose limits do not bind;
 //! 3. enqueue-to-call latency for an idle tenant: from just before the push until the
 //!    simulator's router sees the Create request (p50, p99);
-//! 4. the healthy tenants' throughput alone and beside tenants whose hosts refuse every
+//! 4. `redis`: Redis's own work per job in the throughput drain (2,000 tenants x 10 jobs):
+//!    CPU per job (goal <= 40 µs), commands per job and µs per command; then Redis CPU per
+//!    job of each kind of call (dispatch, fence, completion, history) made one kind at a time
+//!    (`steps`, also on its own: `-- steps`);
+//! 5. the healthy tenants' throughput alone and beside tenants whose hosts refuse every
 //!    connection or never answer, and the ratio (issue 14: others unaffected).
 //!
 //! `cargo bench --bench worker` runs the full sizes (LeadSquared's 5-second window, a 60 s
 //! utilisation interval, 2,000 tenants). Without `--bench` (e.g. `cargo test --benches`) it
 //! runs a quick version with small sizes and a 1-second window, as a smoke test. Naming
-//! parts (`-- latency throughput utilisation deadhosts`) runs only those.
+//! parts (`-- latency throughput utilisation redis deadhosts`) runs only those. Redis's
+//! figures do not depend on this binary's build: `cargo bench --profile dev --bench worker
+//! -- redis` gives them without a release build.
 //! Needs Redis (`REDIS_URL`, or a `redis-server` the harness can start).
 
 #[path = "../tests/common/mod.rs"]
@@ -150,12 +156,7 @@ fn named_tenants(base: &url::Url, prefix: &str, n: usize, limit: u32) -> Vec<Ten
 struct Workers(Vec<tokio::process::Child>);
 
 impl Workers {
-    fn spawn(queue: &str, sizes: &Sizes) -> Workers {
-        Workers::spawn_with(queue, sizes, &[])
-    }
-
-    /// As [`Workers::spawn`], with more `worker` arguments.
-    fn spawn_with(queue: &str, sizes: &Sizes, extra: &[&str]) -> Workers {
+    fn spawn(queue: &str, sizes: &Sizes, extra: &[&str]) -> Workers {
         let window_ms = sizes.window.as_millis().to_string();
         let concurrency = sizes.concurrency.to_string();
         Workers(
@@ -236,7 +237,7 @@ async fn utilisation(sizes: &Sizes) {
     let windows = (sizes.interval.as_secs_f64() / sizes.window.as_secs_f64()).ceil() as usize + 4;
     let per_tenant = sizes.util_limit as usize * windows;
     push_all(&queue, &worker_support::jobs(&ts, per_tenant)).await;
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, &[]);
     while calls_by_account(&sim.state).values().sum::<u64>() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -276,20 +277,40 @@ async fn utilisation(sizes: &Sizes) {
     sim.stop.cancel();
 }
 
-/// Figure 2: aggregate jobs per second with many tenants.
-async fn throughput(sizes: &Sizes) {
+/// One drain of the throughput figure: many tenants whose limits do not bind, every job
+/// pushed before the workers start.
+struct Drain {
+    jobs: usize,
+    elapsed: Duration,
+    done: u64,
+    dead: u64,
+    rate_limited: u64,
+}
+
+/// Pushes `tenants x jobs_per_tenant` jobs, starts the worker processes (with
+/// `worker_args`), and waits until the
+/// queue is idle. `first` runs just before the workers start and `last` as soon as the queue
+/// is idle, before they stop (an idle worker keeps polling); what they read comes back with
+/// the drain.
+async fn drain<A, B>(
+    sizes: &Sizes,
+    prefix: &str,
+    worker_args: &[&str],
+    first: impl std::future::Future<Output = A>,
+    last: impl std::future::Future<Output = B>,
+) -> (Drain, A, B) {
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-    let known = named_tenants(&placeholder, "p", sizes.tput_tenants, 25);
+    let known = named_tenants(&placeholder, prefix, sizes.tput_tenants, 25);
     let sim = start_recording_sim(worker_support::sim_config(&known, sizes.window)).await;
-    let ts = named_tenants(&sim.base, "p", sizes.tput_tenants, 25);
-    let name = common::unique_queue("bench-tput");
+    let ts = named_tenants(&sim.base, prefix, sizes.tput_tenants, 25);
+    let name = common::unique_queue(&format!("bench-{prefix}"));
     let queue = redis_queue(&name, sizes.window).await;
     queue.put_tenants(&ts).await.expect("tenants");
     let jobs = worker_support::jobs(&ts, sizes.tput_jobs_per_tenant);
-    let total = jobs.len();
     push_all(&queue, &jobs).await;
+    let before = first.await;
     let start = Instant::now();
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, worker_args);
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if queue.is_idle().await.expect("is_idle") {
@@ -297,22 +318,38 @@ async fn throughput(sizes: &Sizes) {
         }
     }
     let elapsed = start.elapsed();
+    let after = last.await;
     workers.stop().await;
     let status = queue.status().await.expect("status");
     let stats = sim.state.stats();
+    sim.stop.cancel();
+    let _ = queue.delete_all().await;
+    let drained = Drain {
+        jobs: jobs.len(),
+        elapsed,
+        done: status.done,
+        dead: status.dead,
+        rate_limited: worker_support::rate_limit_answers(&stats),
+    };
+    (drained, before, after)
+}
+
+/// Figure 2: aggregate jobs per second with many tenants.
+async fn throughput(sizes: &Sizes) {
+    let (d, (), ()) = drain(sizes, "p", &[], async {}, async {}).await;
     println!(
-        "throughput: {} processes x concurrency {}, {} tenants, {total} jobs: {:.0} jobs/s \
+        "throughput: {} processes x concurrency {}, {} tenants, {} jobs: {:.0} jobs/s \
          (goal >= 5000) in {:.2} s; done {}, dead {}, rate-limit answers {}",
         sizes.processes,
         sizes.concurrency,
         sizes.tput_tenants,
-        total as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
-        status.done,
-        status.dead,
-        worker_support::rate_limit_answers(&stats)
+        d.jobs,
+        d.jobs as f64 / d.elapsed.as_secs_f64(),
+        d.elapsed.as_secs_f64(),
+        d.done,
+        d.dead,
+        d.rate_limited
     );
-    sim.stop.cancel();
 }
 
 /// How a dead host fails, for figure 4.
@@ -376,7 +413,7 @@ async fn dead_hosts(sizes: &Sizes) {
         let total = jobs.len() as u64;
         push_all(&queue, &jobs).await;
         let start = Instant::now();
-        let workers = Workers::spawn_with(&name, sizes, &["--call-timeout-secs", TIMEOUT_SECS]);
+        let workers = Workers::spawn(&name, sizes, &["--call-timeout-secs", TIMEOUT_SECS]);
         while queue.status().await.expect("status").done < total {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -419,7 +456,7 @@ async fn latency(sizes: &Sizes) {
     let name = common::unique_queue("bench-lat");
     let queue = redis_queue(&name, sizes.window).await;
     queue.put_tenants(&ts).await.expect("tenants");
-    let workers = Workers::spawn(&name, sizes);
+    let workers = Workers::spawn(&name, sizes, &[]);
     // Let the workers start and go idle on the empty queue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sim.recording.store(true, Ordering::Relaxed);
@@ -470,6 +507,227 @@ async fn latency(sizes: &Sizes) {
     sim.stop.cancel();
 }
 
+/// Figure 4: Redis's own work per job in the throughput drain (every call a real job makes:
+/// dispatch, fence, completion, history), from Redis's counters: CPU (`INFO cpu`, user +
+/// system), calls and µs per command (`INFO commandstats`); then [`steps`].
+async fn redis_work(sizes: &Sizes) {
+    let mut per_job = Vec::new();
+    for (label, args) in [
+        ("completions one per call", &["--complete-batch", "1"][..]),
+        ("completions batched (as shipped)", &[][..]),
+    ] {
+        let (d, before, after) = drain(sizes, "w", args, redis_counters(), redis_counters()).await;
+        let jobs = d.jobs as f64;
+        let cpu = (after.cpu - before.cpu) * 1e6 / jobs;
+        per_job.push(cpu);
+        let mut rows: Vec<(String, f64, f64)> = after
+            .commands
+            .iter()
+            .map(|(name, &(calls, usec))| {
+                let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
+                (
+                    name.clone(),
+                    (calls - c0) as f64 / jobs,
+                    (usec - u0) as f64 / jobs,
+                )
+            })
+            .filter(|(_, calls, _)| *calls > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        println!(
+            "redis work, {label}: {} jobs over {} tenants, {} processes, done {}, dead {}, \
+             {:.0} jobs/s: Redis CPU {cpu:.1} µs per job (goal <= 40; user {:.1}, system {:.1})",
+            d.jobs,
+            sizes.tput_tenants,
+            sizes.processes,
+            d.done,
+            d.dead,
+            jobs / d.elapsed.as_secs_f64(),
+            (after.user - before.user) * 1e6 / jobs,
+            (after.cpu - after.user - before.cpu + before.user) * 1e6 / jobs,
+        );
+        // Redis counts the commands a script calls as well as the EVALSHA that runs it
+        // (whose time includes theirs): a row per command, not a sum.
+        println!("  per command (EVALSHA's time includes the commands its scripts call):");
+        for (name, calls, usec) in &rows {
+            println!("  {name:<18} {calls:>6.3} calls/job {usec:>7.2} µs/job");
+        }
+    }
+    if let [one, batched] = per_job[..] {
+        println!(
+            "redis work: batched / one per call = {:.2} (same run, side by side)",
+            batched / one.max(1e-9)
+        );
+    }
+}
+
+/// Redis CPU per job of each call a job makes, one kind of call at a time over the same
+/// jobs as the drain (2,000 tenants x 10 jobs), driven from this process (no simulator, no
+/// worker) with 64 calls in flight as a worker keeps them: what each script costs,
+/// including its round trip.
+async fn steps(sizes: &Sizes) {
+    use lsq_webhooks::job::Attempt;
+    use lsq_webhooks::queue::{Completion, Dispatched, Fence, LeasedJob};
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let ts = named_tenants(&placeholder, "c", sizes.tput_tenants, 25);
+    let name = common::unique_queue("bench-steps");
+    let queue = redis_queue(&name, sizes.window).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    let jobs = worker_support::jobs(&ts, sizes.tput_jobs_per_tenant);
+    push_all(&queue, &jobs).await;
+    let n = jobs.len() as f64;
+    let fence = Fence {
+        slack: Duration::from_secs(1),
+        in_flight: Duration::from_secs(30),
+    };
+    let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
+    let t0 = redis_counters().await;
+    let mut leased: Vec<LeasedJob> = Vec::with_capacity(jobs.len());
+    while leased.len() < jobs.len() {
+        match queue
+            .dispatch_many(32, Some(fence))
+            .await
+            .expect("dispatch")
+        {
+            Dispatched::Jobs(js) => leased.extend(js),
+            Dispatched::Wait(d) => tokio::time::sleep(d).await,
+            Dispatched::Empty => break,
+        }
+    }
+    let t1 = redis_counters().await;
+    rows.push(("dispatch (32 per call)", t1.per_job_since(&t0, n)));
+    for chunk in leased.chunks(64) {
+        let calls = chunk.iter().map(|j| queue.sending(j, fence.in_flight));
+        for r in futures::future::join_all(calls).await {
+            r.expect("sending");
+        }
+    }
+    let t2 = redis_counters().await;
+    rows.push((
+        "sending (the fence, when the dispatch's is past)",
+        t2.per_job_since(&t1, n),
+    ));
+    let attempt = Attempt {
+        at_ms: 1_700_000_000_000,
+        call: "create".into(),
+        outcome: "created".into(),
+        http_status: None,
+        exception_type: None,
+        duration_ms: 12,
+        error: None,
+    };
+    // Half the jobs finish as before (a completion, then the history entry, each its own
+    // call), half in batches of 64 with the history entry inside: side by side.
+    let (each, batched) = leased.split_at(leased.len() / 2);
+    let half = each.len().max(1) as f64;
+    for chunk in each.chunks(64) {
+        let calls = chunk.iter().map(|j| queue.complete(j, "wh-1", false));
+        for r in futures::future::join_all(calls).await {
+            r.expect("complete");
+        }
+    }
+    let t3 = redis_counters().await;
+    rows.push(("complete, one per call", t3.per_job_since(&t2, half)));
+    for chunk in each.chunks(64) {
+        let calls = chunk.iter().map(|j| queue.note_attempt(&j.id, &attempt));
+        for r in futures::future::join_all(calls).await {
+            r.expect("note_attempt");
+        }
+    }
+    let t4 = redis_counters().await;
+    rows.push(("note_attempt, one per call", t4.per_job_since(&t3, half)));
+    for chunk in batched.chunks(64) {
+        let done: Vec<Completion<'_>> = chunk
+            .iter()
+            .map(|j| Completion {
+                job: j,
+                webhook_id: "wh-1",
+                reconciled: false,
+                attempt: Some(&attempt),
+                answered_ago: Duration::from_millis(1),
+            })
+            .collect();
+        queue.complete_many(&done).await.expect("complete_many");
+    }
+    let t5 = redis_counters().await;
+    let batched_cost = t5.per_job_since(&t4, batched.len().max(1) as f64);
+    rows.push(("complete_many, 64 per call, with history", batched_cost));
+    println!(
+        "  complete_many / (complete + note_attempt) = {:.2} (same run)",
+        batched_cost.0 / t4.per_job_since(&t2, half).0.max(1e-9)
+    );
+    println!(
+        "  per call, one kind at a time ({} jobs, 64 in flight): Redis CPU per job, and of it \
+         inside the scripts (EVALSHA's µs; the rest is reading, parsing and replying)",
+        leased.len()
+    );
+    for (what, (cpu, scripts)) in rows {
+        println!("  {what:<50} {cpu:>7.1} µs  (in scripts {scripts:>5.1} µs)");
+    }
+    let _ = queue.delete_all().await;
+}
+
+/// Redis's counters at one moment: CPU seconds used (user + system, `INFO cpu`) and, per
+/// command, calls and µs spent (`INFO commandstats`).
+struct RedisCounters {
+    cpu: f64,
+    user: f64,
+    commands: BTreeMap<String, (u64, u64)>,
+}
+
+impl RedisCounters {
+    /// CPU and script time (EVALSHA's µs), µs per job, from `before` to these counters.
+    fn per_job_since(&self, before: &RedisCounters, jobs: f64) -> (f64, f64) {
+        let usec = |c: &RedisCounters| c.commands.get("evalsha").map_or(0, |e| e.1);
+        (
+            (self.cpu - before.cpu) * 1e6 / jobs,
+            usec(self).saturating_sub(usec(before)) as f64 / jobs,
+        )
+    }
+}
+
+async fn redis_counters() -> RedisCounters {
+    let mut con = redis::Client::open(common::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("INFO");
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let user = field("used_cpu_user:");
+    let cpu = field("used_cpu_sys:") + user;
+    // `cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,...`
+    let commands = info
+        .lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let stat = |key: &str| -> Option<u64> {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((name.to_string(), (stat("calls")?, stat("usec")?)))
+        })
+        .collect();
+    RedisCounters {
+        cpu,
+        user,
+        commands,
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let sizes = if full { FULL } else { QUICK };
@@ -484,7 +742,17 @@ fn main() {
         .expect("runtime");
     // `cargo bench --bench worker -- throughput` runs only the parts named.
     let named: Vec<String> = std::env::args()
-        .filter(|a| ["latency", "throughput", "utilisation", "deadhosts"].contains(&a.as_str()))
+        .filter(|a| {
+            [
+                "latency",
+                "throughput",
+                "utilisation",
+                "redis",
+                "steps",
+                "deadhosts",
+            ]
+            .contains(&a.as_str())
+        })
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
@@ -496,6 +764,12 @@ fn main() {
         }
         if run("utilisation") {
             utilisation(&sizes).await;
+        }
+        if run("redis") {
+            redis_work(&sizes).await;
+        }
+        if run("redis") || run("steps") {
+            steps(&sizes).await;
         }
         if run("deadhosts") {
             dead_hosts(&sizes).await;

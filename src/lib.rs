@@ -23,8 +23,8 @@
 //!   (bounded, jittered backoff; the caller says which errors are worth a retry), for worker
 //!   and producer.
 //! - [`worker`] (`src/worker/`): the worker pool: permits, heartbeats that keep each lease,
-//!   retries with backoff, graceful shutdown, and the hook that tells an observer each job's
-//!   outcome.
+//!   retries with backoff, successes recorded in batches per process (`completions.rs`),
+//!   graceful shutdown, and the hook that tells an observer each job's outcome.
 //! - [`ops`] (`src/ops/`): what ops see: status, Prometheus metrics, the HTTP API (`api/`:
 //!   auth, errors, routes, handlers) and the status page.
 //! - [`sim`] (`src/sim/`): a LeadSquared simulator with a strict sliding-window limit, a

@@ -21,9 +21,9 @@ use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{
-    Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
-    QueueError, Requeue, ShareMode, ShareReason, TenantPage, TenantQuery, TenantRow, TenantSort,
-    TenantState, TenantStatus, UnreachablePolicy,
+    Completion, Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue,
+    QueueConfig, QueueError, Requeue, ShareMode, ShareReason, TenantPage, TenantQuery, TenantRow,
+    TenantSort, TenantState, TenantStatus, UnreachablePolicy,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -618,6 +618,112 @@ async fn a_completion_repeated_with_its_id_is_recognised(h: Harness) {
         (JobState::Done, Some("wh-1"), 1)
     );
     assert_eq!(q.status().await.expect("status").done, 1);
+}
+
+/// A batch of completions records each as `complete` would, with its history entry: a
+/// repeat with its Id is recognised, a lost lease records nothing (its call still goes in
+/// the history), and the counters and sets move once for all.
+async fn complete_many_records_each_job_as_complete_does(h: Harness) {
+    let q = h
+        .queue_with("complete-many", &[("acme", 25), ("beta", 25)], |_| {})
+        .await;
+    let mut pushed = push(&q, "acme", 0..2).await;
+    pushed.extend(push(&q, "beta", 0..2).await);
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(next_job(q.as_ref()).await);
+    }
+    jobs.sort_by(|a, b| a.id.cmp(&b.id));
+    q.complete(&jobs[0], "wh-0", false).await.expect("complete");
+    let mut stale = jobs[3].clone();
+    stale.lease = "not-the-lease".into();
+    let (a1, a2, a3) = (
+        attempt(1, "created"),
+        attempt(2, "found"),
+        attempt(3, "created"),
+    );
+    let batch = [
+        completion(&jobs[0], "wh-0", false, None),
+        completion(&jobs[1], "wh-1", false, Some(&a1)),
+        completion(&jobs[2], "wh-2", true, Some(&a2)),
+        completion(&stale, "wh-3", false, Some(&a3)),
+    ];
+    assert_eq!(
+        q.complete_many(&batch).await.expect("complete_many"),
+        [true, true, true, false]
+    );
+    assert!(q.complete_many(&[]).await.expect("empty batch").is_empty());
+    for (j, id, reconciled) in [(&jobs[1], "wh-1", false), (&jobs[2], "wh-2", true)] {
+        let r = record(&q, &j.id).await;
+        assert_eq!(
+            (r.status, r.webhook_id.as_deref(), r.reconciled),
+            (JobState::Done, Some(id), reconciled)
+        );
+    }
+    assert_eq!(q.attempts(&jobs[1].id).await.expect("attempts"), [a1]);
+    assert_eq!(q.attempts(&jobs[2].id).await.expect("attempts"), [a2]);
+    assert_eq!(record(&q, &jobs[3].id).await.status, JobState::Running);
+    assert_eq!(q.attempts(&jobs[3].id).await.expect("attempts"), [a3]);
+    let status = q.status().await.expect("status");
+    assert_eq!((status.done, status.running), (3, 1));
+    q.complete(&jobs[3], "wh-3", false).await.expect("complete");
+    assert_eq!(q.status().await.expect("status").done, 4);
+}
+
+/// A batched completion re-stamps each call at the moment its answer arrived: the store's
+/// now less `answered_ago`, and never earlier than the call was stamped before.
+async fn complete_many_restamps_each_call_when_its_answer_arrived(h: Harness) {
+    // (how long before the batch the answer arrived, the wait after it, in ticks)
+    for (ago, wait) in [(2, 3), (50, 1)] {
+        let q = h
+            .queue_with("complete-many-stamp", &[("acme", 1)], |_| {})
+            .await;
+        push(&q, "acme", 0..2).await;
+        let j = next_job(q.as_ref()).await;
+        h.sleep(h.ticks(4)).await;
+        let now_ms = q.status().await.expect("status").now_ms;
+        let a = attempt(1, "created");
+        let c = Completion {
+            answered_ago: h.ticks(ago),
+            ..completion(&j, "wh", false, Some(&a))
+        };
+        assert_eq!(q.complete_many(&[c]).await.expect("complete_many"), [true]);
+        // Answered 2 ticks ago (2 after the dispatch): the window runs from then, 3 ticks
+        // on. An answer older than the dispatch leaves the dispatch's stamp: 1 tick on.
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Wait(d) if h.exact() => assert_eq!(d, h.ticks(wait), "ago {ago}"),
+            Dispatch::Wait(_) => {}
+            other => panic!("ago {ago}: expected a wait, got {other:?}"),
+        }
+        let from = now_ms
+            .saturating_sub(h.ticks(ago).as_millis() as u64)
+            .max(j.dispatched_at_ms);
+        let next = next_job(q.as_ref()).await;
+        assert!(
+            next.dispatched_at_ms >= from + h.window().as_millis() as u64,
+            "ago {ago}: the next call came within a window of the answer"
+        );
+        if !h.exact() {
+            // Real time: the stamp is no later than now either, so the wait was shorter
+            // than a whole window from now.
+            assert!(next.dispatched_at_ms < now_ms + h.window().as_millis() as u64);
+        }
+    }
+}
+
+fn completion<'a>(
+    job: &'a LeasedJob,
+    webhook_id: &'a str,
+    reconciled: bool,
+    attempt: Option<&'a lsq_webhooks::job::Attempt>,
+) -> Completion<'a> {
+    Completion {
+        job,
+        webhook_id,
+        reconciled,
+        attempt,
+        answered_ago: Duration::ZERO,
+    }
 }
 
 async fn an_expired_lease_is_taken_back_and_the_old_holder_refused(h: Harness) {
@@ -2584,6 +2690,8 @@ conformance!(
     dispatch_many_stamps_the_nth_job_n_microseconds_later,
     an_expired_lease_is_taken_back_and_the_old_holder_refused,
     a_completion_repeated_with_its_id_is_recognised,
+    complete_many_records_each_job_as_complete_does,
+    complete_many_restamps_each_call_when_its_answer_arrived,
     an_expired_lease_with_no_attempts_left_buries_the_job,
     a_lease_lost_mid_create_waits_until_the_call_can_no_longer_land,
     a_fenced_dispatch_waits_for_the_create_like_the_explicit_fence,

@@ -9,7 +9,7 @@ mod queue_support;
 use std::time::Duration;
 
 use lsq_webhooks::job::{JobId, JobState};
-use lsq_webhooks::queue::{Dispatch, Pushed, Queue, QueueError};
+use lsq_webhooks::queue::{Completion, Dispatch, Pushed, Queue, QueueError};
 use queue_support::{config, connect, job, next_job, raw, tenant};
 use redis::AsyncCommands;
 
@@ -385,4 +385,54 @@ async fn the_latency_index_is_checked_and_repaired_by_the_pulse() {
     assert_eq!(p.tenant_latency_ms.len(), 2, "{p:?}");
     let rebuilt: u64 = con.zcard(&key).await.expect("zcard");
     assert_eq!(rebuilt, 2);
+}
+
+/// Redis only: a job's history damaged by another program (not a list) never fails its
+/// completion, nor the other completions of its batch.
+#[tokio::test]
+async fn a_damaged_history_does_not_fail_a_batch_of_completions() {
+    let q = connect(config(&common::unique_queue("hist-damaged"), 500)).await;
+    q.put_tenants(&[tenant("acme", 25)]).await.expect("tenants");
+    q.push(&[job("acme", 0), job("acme", 1)])
+        .await
+        .expect("push");
+    let (a, b) = (next_job(&q).await, next_job(&q).await);
+    let mut con = raw().await;
+    let _: () = con
+        .set(format!("{}hist:{}", q.prefix(), a.id.0), "garbage")
+        .await
+        .expect("set");
+    let attempt = lsq_webhooks::job::Attempt {
+        at_ms: 1,
+        call: "create".into(),
+        outcome: "created".into(),
+        http_status: None,
+        exception_type: None,
+        duration_ms: 3,
+        error: None,
+    };
+    let done: Vec<Completion<'_>> = [&a, &b]
+        .into_iter()
+        .map(|job| Completion {
+            job,
+            webhook_id: "wh",
+            reconciled: false,
+            attempt: Some(&attempt),
+            answered_ago: Duration::ZERO,
+        })
+        .collect();
+    assert_eq!(
+        q.complete_many(&done).await.expect("complete_many"),
+        [true, true]
+    );
+    for id in [&a.id, &b.id] {
+        let r = q.job(id).await.expect("job").expect("known");
+        assert_eq!(
+            (r.status, r.webhook_id.as_deref()),
+            (JobState::Done, Some("wh"))
+        );
+    }
+    assert_eq!(q.attempts(&b.id).await.expect("attempts"), [attempt]);
+    let status = q.status().await.expect("status");
+    assert_eq!((status.done, status.running), (2, 0));
 }

@@ -51,6 +51,9 @@ pub struct Args {
     /// and benchmarks only.
     #[arg(long, hide = true, default_value_t = 5000)]
     pub window_ms: u64,
+    /// The most successes one store call records (1: each on its own); for benchmarks.
+    #[arg(long, hide = true, default_value_t = 64)]
+    pub complete_batch: usize,
     /// Timeout of one call to LeadSquared, in seconds.
     #[arg(long, env = "LSQ_CALL_TIMEOUT_SECS", default_value_t = 30)]
     pub call_timeout_secs: u64,
@@ -122,6 +125,7 @@ impl Args {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             reconcile_settle: Duration::from_millis(self.reconcile_settle_ms),
+            complete_batch: self.complete_batch.max(1),
             discovery_url: self.discovery_url.clone(),
             ..WorkerConfig::default()
         })

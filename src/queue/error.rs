@@ -46,8 +46,9 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// What went wrong in the queue's store. Job-level trouble (a body that does not decode) is
-/// not a `QueueError`: it is recorded against the job.
-#[derive(Debug, thiserror::Error)]
+/// not a `QueueError`: it is recorded against the job. `Clone`, so that one answer of the
+/// store can be told to every job of a batch (see `worker::completions`).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
     /// The store cannot be reached or cannot serve for now: the connection was refused or
     /// reset, a command timed out, a failover or restart is in progress (`LOADING`,

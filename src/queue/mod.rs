@@ -20,7 +20,8 @@
 //!
 //! Call accounting: the finishing methods re-stamp the job's call in its tenant's log at the
 //! moment they run (see [`Queue::answered`]), so a worker needs one store call per job
-//! after its LeadSquared call, not two.
+//! after its LeadSquared call, not two; successes, the common case, share one call per batch
+//! ([`Queue::complete_many`]).
 
 pub mod embedded;
 mod error;
@@ -127,6 +128,23 @@ pub struct Fence {
     /// How long a Create may go on landing after it was sent: the client's total timeout
     /// plus the reconcile settle time (as for [`Queue::sending`]).
     pub in_flight: Duration,
+}
+
+/// One success of a batch for [`Queue::complete_many`].
+#[derive(Clone, Copy, Debug)]
+pub struct Completion<'a> {
+    /// The job, as dispatched.
+    pub job: &'a LeasedJob,
+    /// The webhook's Id.
+    pub webhook_id: &'a str,
+    /// Found with Retrieve instead of created.
+    pub reconciled: bool,
+    /// The call's history entry, added in the same step.
+    pub attempt: Option<&'a crate::job::Attempt>,
+    /// How long before the batch went out the call's answer arrived (the worker's clock):
+    /// the call is re-stamped that much before the store's now, which is still no earlier
+    /// than the answer.
+    pub answered_ago: Duration,
 }
 
 /// What [`Queue::dispatch`] found.
@@ -501,6 +519,18 @@ pub trait Queue: Send + Sync + 'static {
         webhook_id: &str,
         reconciled: bool,
     ) -> Result<(), QueueError>;
+
+    /// Records many successes in one step, each as [`Queue::complete`] does, with its call's
+    /// history entry ([`Queue::note_attempt`]) when given: a worker process sends its
+    /// completions in batches (`worker::completions`), so the store does the fixed part of
+    /// the work once per batch rather than twice per job. Each call is re-stamped at the
+    /// store's now less its [`Completion::answered_ago`], never earlier than before. One
+    /// answer per completion, in order: `true` when recorded (or recorded before with the
+    /// same Id: a repeated batch is recognised), `false` when the lease was lost (nothing
+    /// recorded). The history entry is kept either way while the job has a record, as
+    /// [`Queue::note_attempt`] keeps it. On an error, repeating the whole batch is safe (a
+    /// repeat may add a history entry twice).
+    async fn complete_many(&self, done: &[Completion<'_>]) -> Result<Vec<bool>, QueueError>;
 
     /// Schedules a retry after `delay` (the attempt stays spent), or buries the job if it
     /// has no attempts left.

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::backoff::{ReconnectPolicy, RetryPolicy, store_retry, with_retry};
+use super::completions::Completions;
 use super::observer::JobObserver;
 use super::stats::Stats;
 use crate::leadsquared::{CallError, Client, CreateWebhook};
@@ -32,6 +33,8 @@ pub const KEYS_REFUSED: &str = "keys refused by LeadSquared (401)";
 /// Everything a job needs, shared by all jobs of a pool.
 pub(crate) struct JobContext {
     pub queue: Arc<dyn Queue>,
+    /// Where successes are recorded, in batches per process.
+    pub completions: Completions,
     pub client: Client,
     pub retry: RetryPolicy,
     pub reconnect: ReconnectPolicy,
@@ -321,7 +324,8 @@ impl JobContext {
             Answer::Failed(e) => Some(e),
             Answer::Created(_) | Answer::Found(_) => None,
         });
-        let took = started.elapsed();
+        let answered = Instant::now();
+        let took = answered - started;
         self.metrics.call_observed(took, outcome);
         let attempt = attempt_of(reconcile, &answer, sent_at, took);
         if host_answered(&answer)
@@ -332,6 +336,8 @@ impl JobContext {
         {
             tracing::warn!("could not record that the host answered: {e}");
         }
+        // A success carries its history entry into its batch (`completions`).
+        let batched = matches!(answer, Answer::Created(_) | Answer::Found(Some(_)));
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
         // the history is written after it, so it never delays that stamp. The history is for
         // people: a store that cannot take it now is logged, not retried.
@@ -344,9 +350,9 @@ impl JobContext {
             Answer::Failed(CallError::Unreachable { reason }) => {
                 self.unreachable(job, &reason).await
             }
-            answer => self.record(job, answer).await,
+            answer => self.record(job, answer, &attempt, answered).await,
         };
-        if let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
+        if !batched && let Err(e) = self.queue.note_attempt(&job.id, &attempt).await {
             tracing::warn!("could not add the call to the job's history: {e}");
         }
         recorded
@@ -576,7 +582,7 @@ impl JobContext {
                     },
                     other => other,
                 };
-                self.record(job, Answer::Failed(e)).await
+                self.failed(job, e).await
             }
         }
     }
@@ -641,13 +647,29 @@ fn attempt_of(
 }
 
 impl JobContext {
-    /// Acts on the answer.
-    async fn record(&self, job: &LeasedJob, answer: Answer) -> AttemptOutcome {
+    /// Acts on the answer; a success goes into its process's next batch of completions
+    /// with its call's history entry, `attempt`, and the moment its answer arrived.
+    async fn record(
+        &self,
+        job: &LeasedJob,
+        answer: Answer,
+        attempt: &crate::job::Attempt,
+        answered: Instant,
+    ) -> AttemptOutcome {
+        let complete = |id: &str, reconciled: bool| {
+            let id = id.to_string();
+            move || {
+                let id = id.clone();
+                async move {
+                    self.completions
+                        .complete(job, &id, reconciled, attempt, answered)
+                        .await
+                }
+            }
+        };
         match answer {
             Answer::Created(id) => {
-                let r = self
-                    .store("complete", || self.queue.complete(job, &id, false))
-                    .await;
+                let r = self.store("complete", complete(&id, false)).await;
                 self.settle(r, || {
                     self.stats.created();
                     AttemptOutcome::Done {
@@ -657,9 +679,7 @@ impl JobContext {
                 })
             }
             Answer::Found(Some(id)) => {
-                let r = self
-                    .store("complete", || self.queue.complete(job, &id, true))
-                    .await;
+                let r = self.store("complete", complete(&id, true)).await;
                 self.settle(r, || {
                     self.stats.reconciled();
                     AttemptOutcome::Done {
@@ -679,12 +699,19 @@ impl JobContext {
                     AttemptOutcome::NotFound
                 })
             }
-            Answer::Failed(CallError::RateLimited {
+            Answer::Failed(e) => self.failed(job, e).await,
+        }
+    }
+
+    /// Acts on a failed call.
+    async fn failed(&self, job: &LeasedJob, error: CallError) -> AttemptOutcome {
+        match error {
+            CallError::RateLimited {
                 retry_after,
                 limit,
                 quota,
                 ..
-            }) => {
+            } => {
                 let pause = retry_after.unwrap_or(self.queue.config().window);
                 tracing::warn!(
                     pause_ms = pause.as_millis() as u64,
@@ -717,17 +744,15 @@ impl JobContext {
                     AttemptOutcome::RateLimited
                 })
             }
-            Answer::Failed(CallError::Transient {
+            CallError::Transient {
                 reason,
                 maybe_reached,
-            }) => self.retry_transient(job, reason, maybe_reached).await,
-            Answer::Failed(CallError::TimedOut { reason }) => self.timed_out(job, reason).await,
-            Answer::Failed(CallError::Permanent { reason } | CallError::Refused { reason }) => {
+            } => self.retry_transient(job, reason, maybe_reached).await,
+            CallError::TimedOut { reason } => self.timed_out(job, reason).await,
+            CallError::Permanent { reason } | CallError::Refused { reason } => {
                 self.bury(job, reason).await
             }
-            Answer::Failed(CallError::Unreachable { reason }) => {
-                self.unreachable(job, &reason).await
-            }
+            CallError::Unreachable { reason } => self.unreachable(job, &reason).await,
         }
     }
 

@@ -8,6 +8,7 @@
 //!   can run; between jobs it sleeps on [`Queue::wait_for_work`], bounded by the queue's
 //!   own "next call allowed in" answer.
 //! - [`job`]: one job: tenant, decode, reconcile or Create, heartbeats, the answer acted on.
+//! - `completions`: successes recorded in batches per process ([`Queue::complete_many`]).
 //! - [`backoff`]: retry backoff for jobs (exponential, full jitter), and which store errors
 //!   the worker waits out ([`crate::retry`]).
 //! - [`stats`]: counters of a run.
@@ -22,6 +23,7 @@
 
 pub mod backend;
 pub mod backoff;
+mod completions;
 pub mod job;
 pub mod observer;
 pub mod stats;
@@ -44,6 +46,7 @@ use crate::leadsquared::Client;
 use crate::ops::Metrics;
 use crate::queue::{Fence, LeasedJob, Queue, QueueError};
 use backend::{Fetcher, QueueBackend};
+use completions::Completions;
 use job::{JobContext, TenantCache};
 
 /// The dispatch's fence lets a Create go out without the `sending` round trip for at most
@@ -89,6 +92,10 @@ pub struct WorkerConfig {
     /// more than 5% of a window before it was sent. It adds to how long a job whose worker
     /// died waits before it is reconciled.
     pub fence_slack: Duration,
+    /// The most successes recorded with one store call (`worker::completions`): a batch
+    /// goes out as soon as the one before it is written, with whatever came in meanwhile.
+    /// 1 records each on its own. Default 64.
+    pub complete_batch: usize,
     /// Name of this worker in logs.
     pub name: String,
     /// Where tenants' hosts are discovered with `UserByAccessKey.Get` (`--discovery-url`,
@@ -112,6 +119,7 @@ impl Default for WorkerConfig {
             retrieve_page_size: 100,
             reconcile_settle: Duration::from_secs(10),
             fence_slack: Duration::from_secs(1),
+            complete_batch: 64,
             name: format!("lsq-worker-{}", std::process::id()),
             discovery_url: default_discovery_url(),
             unreachable: crate::queue::UnreachablePolicy::default(),
@@ -236,6 +244,7 @@ impl Pool {
         };
         let jobs = Arc::new(JobContext {
             queue: self.queue.clone(),
+            completions: Completions::start(self.queue.clone(), self.config.complete_batch),
             client: self.client.clone(),
             retry: self.config.retry,
             reconnect: self.config.reconnect,

@@ -81,6 +81,12 @@ impl State {
         span: Duration,
     ) -> Result<Option<Instant>, QueueError> {
         self.restamp(job, now, span);
+        self.take_lease(job)
+    }
+
+    /// Checks that `job` still holds its lease; on success releases it and returns until
+    /// when a Create it sent may still land.
+    pub(super) fn take_lease(&mut self, job: &LeasedJob) -> Result<Option<Instant>, QueueError> {
         let rec = self
             .jobs
             .get_mut(&job.id)

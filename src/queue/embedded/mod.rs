@@ -30,10 +30,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Dispatched, Fence, HoldKind, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue,
-    QueueConfig, QueueError, QueuePause, QueuePulse, QueueStatus, Requeue, ShareMode, ShareReason,
-    TenantHold, TenantPage, TenantQuery, TenantRow, TenantSort, TenantState, TenantStatus,
-    UnreachablePolicy, hold, reason, tenants,
+    Completion, Dispatched, Fence, HoldKind, HostFailed, JobPage, LeasedJob, NewHold, PageOf,
+    Pushed, Queue, QueueConfig, QueueError, QueuePause, QueuePulse, QueueStatus, Requeue,
+    ShareMode, ShareReason, TenantHold, TenantPage, TenantQuery, TenantRow, TenantSort,
+    TenantState, TenantStatus, UnreachablePolicy, hold, reason, tenants,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -80,6 +80,36 @@ impl EmbeddedQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a success once the job's call is re-stamped: the Id, atomically with the
+    /// completion; a completion repeated (its first answer lost) finds the job done with
+    /// this Id.
+    fn record_success(
+        &self,
+        st: &mut State,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+        now: Instant,
+    ) -> Result<(), QueueError> {
+        if let Err(lost) = st.take_lease(job) {
+            let done = st.jobs.get(&job.id).is_some_and(|rec| {
+                rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(webhook_id)
+            });
+            return if done { Ok(()) } else { Err(lost) };
+        }
+        if let Some(rec) = st.jobs.get_mut(&job.id) {
+            rec.webhook_id = Some(webhook_id.to_string());
+            rec.reconciled = reconciled;
+            rec.outcome_unknown = false;
+        }
+        st.finish(&job.id, JobState::Done, None);
+        st.record_done(self.ms(now) / 1000);
+        if let Some(t) = st.tenants.get_mut(&job.tenant) {
+            t.streak = 0;
+        }
+        Ok(())
+    }
+
     /// Window plus margin: how long a call counts against its tenant.
     fn span(&self) -> Duration {
         self.config.window + self.config.margin
@@ -89,9 +119,6 @@ impl EmbeddedQueue {
         self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// Wakes every current waiter and leaves a permit for the next one, so a waiter that
-    /// checked just before the work arrived still returns promptly (a spurious return is
-    /// allowed, a missed one costs a whole `max`).
     /// Puts a hold on a registered tenant (the lock held): a timed hold does not replace
     /// one without an end.
     fn hold_locked(
@@ -123,6 +150,9 @@ impl EmbeddedQueue {
         st.rescore(tenant, now, span, None);
     }
 
+    /// Wakes every current waiter and leaves a permit for the next one, so a waiter that
+    /// checked just before the work arrived still returns promptly (a spurious return is
+    /// allowed, a missed one costs a whole `max`).
     fn wake(&self) {
         self.work.notify_waiters();
         self.work.notify_one();
@@ -323,24 +353,30 @@ impl Queue for EmbeddedQueue {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        if let Err(lost) = st.end_lease(job, now, self.span()) {
-            // A completion repeated (its first answer lost): already done with this Id.
-            let done = st.jobs.get(&job.id).is_some_and(|rec| {
-                rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(webhook_id)
-            });
-            return if done { Ok(()) } else { Err(lost) };
+        st.restamp(job, now, self.span());
+        self.record_success(st, job, webhook_id, reconciled, now)
+    }
+
+    async fn complete_many(&self, done: &[Completion<'_>]) -> Result<Vec<bool>, QueueError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut recorded = Vec::with_capacity(done.len());
+        for c in done {
+            let answered = now.checked_sub(c.answered_ago).unwrap_or(now);
+            st.restamp_at(c.job, answered, now, self.span());
+            recorded.push(
+                match self.record_success(st, c.job, c.webhook_id, c.reconciled, now) {
+                    Ok(()) => true,
+                    Err(QueueError::LeaseLost(_)) => false,
+                    Err(e) => return Err(e),
+                },
+            );
+            if let Some(attempt) = c.attempt {
+                keep_attempt(st, &c.job.id, attempt);
+            }
         }
-        if let Some(rec) = st.jobs.get_mut(&job.id) {
-            rec.webhook_id = Some(webhook_id.to_string());
-            rec.reconciled = reconciled;
-            rec.outcome_unknown = false;
-        }
-        st.finish(&job.id, JobState::Done, None);
-        st.record_done(self.ms(now) / 1000);
-        if let Some(t) = st.tenants.get_mut(&job.tenant) {
-            t.streak = 0;
-        }
-        Ok(())
+        Ok(recorded)
     }
 
     async fn retry_later(
@@ -733,12 +769,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
-        if let Some(rec) = self.lock().jobs.get_mut(id) {
-            rec.history.push_back(attempt.clone());
-            while rec.history.len() > HISTORY_LEN {
-                rec.history.pop_front();
-            }
-        }
+        keep_attempt(&mut self.lock(), id, attempt);
         Ok(())
     }
 
@@ -1062,5 +1093,16 @@ impl Queue for EmbeddedQueue {
         let st = self.lock();
         Ok(st.leases.is_empty()
             && (st.paused.is_some() || (st.ready.is_empty() && st.scheduled.is_empty())))
+    }
+}
+
+/// Adds a call to a job's history, keeping the last [`HISTORY_LEN`]; nothing for a job
+/// that is no longer known.
+fn keep_attempt(st: &mut State, id: &JobId, attempt: &Attempt) {
+    if let Some(rec) = st.jobs.get_mut(id) {
+        rec.history.push_back(attempt.clone());
+        while rec.history.len() > HISTORY_LEN {
+            rec.history.pop_front();
+        }
     }
 }

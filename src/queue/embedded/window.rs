@@ -173,13 +173,34 @@ impl State {
     /// The call was made whether or not the lease is still held: every finishing method
     /// does this first, either way.
     pub(super) fn restamp(&mut self, job: &LeasedJob, now: Instant, span: Duration) {
+        self.restamp_at(job, now, now, span);
+    }
+
+    /// Re-stamps the job's call at `at` (no later than `now`), when its answer arrived as
+    /// far as the worker's clock tells ([`Queue::complete_many`](crate::queue::Queue::complete_many)):
+    /// never earlier than its stamp so far, and in time order in the log.
+    pub(super) fn restamp_at(
+        &mut self,
+        job: &LeasedJob,
+        at: Instant,
+        now: Instant,
+        span: Duration,
+    ) {
         let Some(t) = self.tenants.get_mut(&job.tenant) else {
             return;
         };
-        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease) {
-            t.log.remove(pos);
+        let mut at = at;
+        if let Some(pos) = t.log.iter().position(|(_, l)| *l == job.lease)
+            && let Some((old, _)) = t.log.remove(pos)
+        {
+            at = at.max(old);
         }
-        t.log.push_back((now, job.lease.clone()));
+        let pos = t
+            .log
+            .iter()
+            .rposition(|(e, _)| *e <= at)
+            .map_or(0, |p| p + 1);
+        t.log.insert(pos, (at, job.lease.clone()));
         self.rescore(&job.tenant, now, span, None);
     }
 }

@@ -1,42 +1,84 @@
--- complete.lua: records success, the webhook Id atomically with completion; re-stamps the
--- job's call first (see `restamp` in prelude.lua). The body is dropped (it may hold custom
--- header secrets and is never needed again); the record stays for `results`.
+-- complete.lua: records successes, each webhook Id atomically with its job's completion,
+-- and each call's history entry (as note_attempt.lua adds it); a batch of them in one call
+-- (`Queue::complete_many`: a worker process sends its completions together), or one
+-- (`Queue::complete`). Each call is re-stamped first (see `restamp` in prelude.lua), at the
+-- moment its answer arrived: now less how long ago the worker got it. The body is dropped
+-- (it may hold custom header secrets and is never needed again); the record stays for
+-- `results`. Work that does not depend on the job (the running, done and bodies keys, the
+-- counter, the streaks) is one command per batch.
 --
 -- KEYS[1]: {q}:running
 -- ARGV[1]: key prefix `{q}:`
--- ARGV[2]: job id
--- ARGV[3]: lease token (the call's id in the tenant's call log)
--- ARGV[4]: tenant
--- ARGV[5]: window + margin, µs
--- ARGV[6]: the reason a record with no tenant is buried with
--- ARGV[7]: webhook Id
--- ARGV[8]: reconciled (1 when found with Retrieve instead of created)
+-- ARGV[2]: window + margin, µs
+-- ARGV[3]: N, the most history entries kept per job
+-- ARGV[4..]: 7 per job: job id; lease token (the call's id in the tenant's call log);
+--          tenant; webhook Id; reconciled (1 when found with Retrieve instead of created);
+--          how long before this call the answer arrived, µs; history entry (JSON, '' for
+--          none)
 --
--- Returns 1, or 0 when the lease was lost (nothing recorded). A completion repeated after
--- its first answer was lost, or not acknowledged by the replicas, finds the job done with
--- this Id: 1 again.
+-- Returns per job, in order, 1, or 0 when the lease was lost (nothing recorded). A
+-- completion repeated after its first answer was lost, or not acknowledged by the replicas,
+-- finds the job done with this Id: 1 again.
 
-local id = ARGV[2]
-local now, job = finish_lease(false)
-if not job then
+local window_us = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
+local now = now_us()
+local finished = ms(now)
+local out = {}
+local done = {}
+local scores = {}
+local streaks = {}
+local seen = {}
+for i = 4, #ARGV - 6, 7 do
+  local id, token, tenant, webhook_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us)
   local record = P .. 'job:' .. id
-  local ok, f = pcall(redis.call, 'HMGET', record, 'state', 'webhook_id')
-  if ok and f[1] == 'done' and f[2] == ARGV[7] then
-    -- Written again, so that the WAIT after this call covers the completion: a WAIT
-    -- counts only the writes of its own connection, and the first may have been another.
-    redis.call('HSET', record, 'webhook_id', ARGV[7])
-    return 1
+  local job = leased(id, token)
+  local known = job ~= nil
+  local recorded = 0
+  if job then
+    redis.call('HDEL', job, 'lease', 'call_until_ms')
+    -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
+    redis.call('HSET', job, 'state', 'done', 'webhook_id', webhook_id, 'reconciled',
+      ARGV[i + 4], 'finished_ms', finished, 'error', '')
+    done[#done + 1] = id
+    scores[#scores + 1] = int(now)
+    scores[#scores + 1] = id
+    -- The tenants view's counters (tenants.lua).
+    count_tenant(tenant, 'unfinished', -1)
+    count_tenant(tenant, 'done', 1)
+    -- The tenant's host answered: its unreachable-host streak (host_failed.lua) starts over.
+    if not seen[tenant] then
+      seen[tenant] = true
+      streaks[#streaks + 1] = tenant
+    end
+    recorded = 1
+  else
+    local ok, f = pcall(redis.call, 'HMGET', record, 'state', 'webhook_id')
+    known = ok and f[1] ~= false and f[1] ~= nil
+    if ok and f[1] == 'done' and f[2] == webhook_id then
+      -- Written again, so that the WAIT after this call covers the completion: a WAIT
+      -- counts only the writes of its own connection, and the first may have been another.
+      redis.call('HSET', record, 'webhook_id', webhook_id)
+      recorded = 1
+    end
   end
-  return 0
+  -- The history is for people: a damaged one (not a list) never fails a completion.
+  local entry = ARGV[i + 6]
+  if known and entry ~= '' then
+    local hist = P .. 'hist:' .. id
+    local ok, len = pcall(redis.call, 'RPUSH', hist, entry)
+    if ok and len > keep then
+      redis.call('LTRIM', hist, -keep, -1)
+    end
+  end
+  out[#out + 1] = recorded
 end
--- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
-redis.call('HSET', job, 'state', 'done', 'webhook_id', ARGV[7], 'reconciled', ARGV[8],
-  'finished_ms', ms(now), 'error', '')
-redis.call('HDEL', P .. 'bodies', id)
--- The tenant's host answered: its unreachable-host streak (host_failed.lua) starts over.
-redis.call('HDEL', P .. 'streak', ARGV[4])
-redis.call('ZADD', P .. 'done', int(now), id)
-redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
-count_tenant(ARGV[4], 'unfinished', -1)
-count_tenant(ARGV[4], 'done', 1)
-return 1
+if #done > 0 then
+  redis.call('ZREM', KEYS[1], unpack(done))
+  redis.call('HDEL', P .. 'bodies', unpack(done))
+  redis.call('HDEL', P .. 'streak', unpack(streaks))
+  redis.call('ZADD', P .. 'done', unpack(scores))
+  redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
+end
+return out

@@ -153,7 +153,7 @@ while served < max_jobs and skipped < max_skipped do
   -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
   -- allows `cap` of them per window.
   local limit = tenant_limit(tenant)
-  local cap = tenant_cap(tenant, t, window_us, adaptive)
+  local cap = tenant_cap(tenant, t, window_us, adaptive, limit)
   -- A tenant whose daily quota is spent is parked until the day resets: like a pause, its
   -- jobs stay queued and no attempt is spent.
   local quota = daily_quota(tenant)
@@ -168,7 +168,7 @@ while served < max_jobs and skipped < max_skipped do
     skipped = skipped + 1
   else
     local popped, id = pcall(redis.call, 'LPOP', P .. 'q:' .. tenant)
-    note_head(tenant)
+    local more = note_head(tenant)
     if not popped or not id then
       -- Nothing waiting (or the list key is not a list): not a ready tenant.
       redis.call('ZREM', ready, tenant)
@@ -248,7 +248,7 @@ while served < max_jobs and skipped < max_skipped do
         running[#running + 1] = int(t + lease_us)
         running[#running + 1] = id
         -- Re-score: the call just added makes the (limit-1)-th newest the limit-th.
-        if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then
+        if not more then
           redis.call('ZREM', ready, tenant)
         else
           local next_at = pause

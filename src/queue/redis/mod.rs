@@ -86,9 +86,9 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
-    Dispatched, Fence, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue, QueueConfig,
-    QueueError, QueuePause, QueuePulse, QueueStatus, Requeue, TenantHold, TenantPage, TenantQuery,
-    TenantSort, UnreachablePolicy, hold, reason, share, tenants,
+    Completion, Dispatched, Fence, HostFailed, JobPage, LeasedJob, NewHold, PageOf, Pushed, Queue,
+    QueueConfig, QueueError, QueuePause, QueuePulse, QueueStatus, Requeue, TenantHold, TenantPage,
+    TenantQuery, TenantSort, UnreachablePolicy, hold, reason, share, tenants,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -141,6 +141,12 @@ impl std::fmt::Debug for RedisQueue {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// A call's entry in its job's history, as the scripts store it.
+fn history_entry(attempt: &Attempt) -> Result<String, QueueError> {
+    serde_json::to_string(attempt)
+        .map_err(|e| QueueError::Store(format!("cannot encode an attempt: {e}")))
 }
 
 /// A duration in whole microseconds, as the scripts take them.
@@ -462,16 +468,55 @@ impl Queue for RedisQueue {
         webhook_id: &str,
         reconciled: bool,
     ) -> Result<(), QueueError> {
-        let mut invocation = self.finishing(&scripts::COMPLETE, job);
-        invocation.arg(webhook_id).arg(u8::from(reconciled));
-        // Acknowledged: the worker moves on only once the replicas hold the Id. A retry
-        // after a shortfall finds the job done with this Id and confirms again.
-        let mut con = self.acked();
-        let reply: i64 = invocation.invoke_async(&mut con).await?;
-        if reply == 0 {
-            return Err(QueueError::LeaseLost(job.id.clone()));
+        let one = Completion {
+            job,
+            webhook_id,
+            reconciled,
+            attempt: None,
+            answered_ago: Duration::ZERO,
+        };
+        match self.complete_many(&[one]).await?[..] {
+            [true] => Ok(()),
+            _ => Err(QueueError::LeaseLost(job.id.clone())),
         }
-        self.confirm(&con, "completion")
+    }
+
+    async fn complete_many(&self, done: &[Completion<'_>]) -> Result<Vec<bool>, QueueError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = scripts::COMPLETE.key(self.key("running"));
+        invocation
+            .arg(&self.prefix)
+            .arg(self.window_us())
+            .arg(HISTORY_LEN);
+        for c in done {
+            invocation
+                .arg(&c.job.id.0)
+                .arg(&c.job.lease)
+                .arg(&c.job.tenant)
+                .arg(c.webhook_id)
+                .arg(u8::from(c.reconciled))
+                .arg(micros(c.answered_ago))
+                .arg(
+                    c.attempt
+                        .map(history_entry)
+                        .transpose()?
+                        .unwrap_or_default(),
+                );
+        }
+        // Acknowledged: the worker moves on only once the replicas hold the Ids. A retry
+        // after a shortfall finds the jobs done with these Ids and confirms again.
+        let mut con = self.acked();
+        let reply: Vec<i64> = invocation.invoke_async(&mut con).await?;
+        if reply.len() != done.len() {
+            return Err(corrupt("complete", "unexpected script reply"));
+        }
+        let recorded: Vec<bool> = reply.iter().map(|r| *r == 1).collect();
+        if recorded.contains(&true) {
+            self.confirm(&con, "completion")?;
+        }
+        Ok(recorded)
     }
 
     async fn retry_later(
@@ -666,13 +711,11 @@ impl Queue for RedisQueue {
     }
 
     async fn note_attempt(&self, id: &JobId, attempt: &Attempt) -> Result<(), QueueError> {
-        let entry = serde_json::to_string(attempt)
-            .map_err(|e| QueueError::Store(format!("cannot encode an attempt: {e}")))?;
         let _kept: i64 = scripts::NOTE_ATTEMPT
             .key(self.key(&format!("hist:{}", id.0)))
             .arg(&self.prefix)
             .arg(&id.0)
-            .arg(entry)
+            .arg(history_entry(attempt)?)
             .arg(HISTORY_LEN)
             .invoke_async(&mut self.con.clone())
             .await?;

@@ -38,6 +38,8 @@ end
 -- Keeps `oldest` (tenant -> push time, ms, of the job next in its list) right after the
 -- tenant's list changed at its head or became empty or non-empty: the queue's latency is
 -- read from it without visiting every tenant (pulse.lua, which also repairs what it reads).
+-- Returns whether the list has a head (a job still waits), so that a caller that just
+-- popped need not ask again.
 local function note_head(tenant)
   local ok, head = pcall(redis.call, 'LINDEX', P .. 'q:' .. tenant, 0)
   local at = ok and enqueued_ms(head)
@@ -46,6 +48,7 @@ local function note_head(tenant)
   else
     redis.call('ZREM', P .. 'oldest', tenant)
   end
+  return ok and head ~= false
 end
 
 -- The tenant's calls per window: the imported limit, or the lower one LeadSquared named.
@@ -64,10 +67,11 @@ end
 -- answer plus one call per whole window since (`share:<tenant>`, written by
 -- rate_limited.lua; see `queue::share`). Scripts that do not know the mode (every one but
 -- dispatch, rate_limited and status) use the cap without the share: a score they set can
--- only be too early, and dispatch re-checks it with the share.
-local function tenant_cap(tenant, now, window_us, adaptive)
+-- only be too early, and dispatch re-checks it with the share. `limit`: the tenant's limit
+-- when the caller has read it already (nil: read here).
+local function tenant_cap(tenant, now, window_us, adaptive, limit)
   local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
-  local cap = math.max(1, tenant_limit(tenant) - math.max(0, math.floor(reserve)))
+  local cap = math.max(1, (limit or tenant_limit(tenant)) - math.max(0, math.floor(reserve)))
   if not adaptive then
     return cap
   end
@@ -119,17 +123,15 @@ end
 -- Counts one call dispatched at `now` against the tenant's day; returns today's calls.
 local function count_today(tenant, now, day_us)
   local key = P .. 'day:' .. tenant
-  local day = math.floor(now / day_us)
-  local calls = 1
-  if calls_today(tenant, now, day_us) == 0 then
-    redis.call('DEL', key)
-    redis.call('HSET', key, 'day', int(day), 'calls', 1)
-  else
-    calls = redis.call('HINCRBY', key, 'calls', 1)
+  if calls_today(tenant, now, day_us) > 0 then
+    return redis.call('HINCRBY', key, 'calls', 1)
   end
-  -- Forgotten a day after the day it counts.
+  local day = math.floor(now / day_us)
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'day', int(day), 'calls', 1)
+  -- Forgotten a day after the day it counts: a moment fixed when the day's count starts.
   redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
-  return calls
+  return 1
 end
 
 -- When the call log next allows a call: the limit-th most recent call plus the window (and

@@ -22,7 +22,11 @@ script!(
     "dispatch.lua",
     "The limiter: promote, take back, pick a tenant, lease."
 );
-script!(COMPLETE, "complete.lua", "Record success.");
+script!(
+    COMPLETE,
+    "complete.lua",
+    "Record successes, a batch at a time, with their history."
+);
 script!(RETRY_LATER, "retry_later.lua", "Schedule a retry, or bury.");
 script!(
     RATE_LIMITED,
