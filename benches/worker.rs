@@ -325,6 +325,8 @@ async fn latency(sizes: &Sizes) {
     for (i, t) in ts.iter().enumerate() {
         while sim.arrivals.try_recv().is_ok() {}
         let job = NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: t.name.clone(),
             body: worker_support::body(&t.name, i).to_string(),
             key: format!("lat-{i}"),

@@ -98,6 +98,8 @@ async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Si
 fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
     (from..from + n)
         .map(|i| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: tenants[i % tenants.len()].name.clone(),
             body: serde_json::json!({
                 "Description": format!("chaos {run} job {i:05}"),

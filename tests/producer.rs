@@ -12,6 +12,7 @@ use lsq_webhooks::tenant::Tenant;
 
 fn request(tenant: &str, n: usize) -> JobRequest {
     JobRequest {
+        delete: false,
         tenant: tenant.into(),
         webhook: serde_json::json!({
             "Description": format!("hook {n}"),
@@ -64,7 +65,11 @@ async fn enqueues_one_and_recognises_it_again() {
         Pushed::Duplicate { job: job.clone() }
     );
     let stored = q.job(&job).await.expect("job").expect("stored");
-    assert!(stored.key.starts_with("sha256:"));
+    assert!(
+        stored
+            .key
+            .starts_with(lsq_webhooks::job::DERIVED_KEY_PREFIX)
+    );
 }
 
 #[tokio::test]
@@ -120,6 +125,7 @@ async fn a_typed_webhook_from_a_producer_built_in_one_line() {
     );
     // The same typed body through the JSON entry point, with the same key: a duplicate.
     let json = JobRequest {
+        delete: false,
         key: Some("order-7".into()),
         ..request("acme", 7)
     };

@@ -74,12 +74,16 @@ async fn results_and_dead_letters_through_the_binary() {
     let (name, queue) = queue_with("cli-dead", "down", &down).await;
     let mut jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "down".into(),
             body: body(n).to_string(),
             key: format!("k{n}"),
         })
         .collect();
     jobs.push(NewJob {
+        delete: false,
+        legacy_key: None,
         tenant: "down".into(),
         body: serde_json::json!({"Description": 7}).to_string(),
         key: "broken".into(),
@@ -194,6 +198,8 @@ async fn results_purge_done_through_the_binary() {
     let (name, queue) = queue_with("cli-purge-done", "acme", "http://127.0.0.1:9").await;
     let jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "acme".into(),
             body: body(n).to_string(),
             key: format!("k{n}"),

@@ -26,6 +26,7 @@ fn webhook(tenant: &str, n: u64) -> serde_json::Value {
 /// it (its idempotency key derived from tenant and body).
 fn job(tenant: &str, n: u64) -> Result<NewJob, DemoError> {
     let request = JobRequest {
+        delete: false,
         tenant: tenant.to_string(),
         webhook: webhook(tenant, n),
         key: None,

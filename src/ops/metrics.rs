@@ -180,6 +180,8 @@ struct Inner {
     registry: Registry,
     /// `lsq_jobs_total{outcome}`.
     jobs: Family<OutcomeLabels, Counter>,
+    /// `lsq_webhook_changes_total{outcome}`: what done jobs did (issue 18).
+    changes: Family<OutcomeLabels, Counter>,
     /// `lsq_leadsquared_rate_limited_total`.
     rate_limited: Counter,
     /// `lsq_leadsquared_call_duration_seconds{outcome}`.
@@ -245,6 +247,17 @@ impl Metrics {
         // Every outcome appears from the first scrape, so `rate()` has a baseline.
         for outcome in JobOutcome::ALL {
             drop(jobs.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
+        let changes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "lsq_webhook_changes",
+            "Jobs done by this process by what they did to their webhook: created, updated, unchanged, deleted, not_found",
+            changes.clone(),
+        );
+        for outcome in crate::job::Outcome::ALL {
+            drop(changes.get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             }));
         }
@@ -357,6 +370,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 jobs,
+                changes,
                 rate_limited,
                 call_seconds,
                 queue_jobs,
@@ -383,6 +397,16 @@ impl Metrics {
     pub fn job_finished(&self, outcome: JobOutcome) {
         self.inner
             .jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a done job by what it did to its webhook.
+    pub fn webhook_changed(&self, outcome: crate::job::Outcome) {
+        self.inner
+            .changes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })

@@ -38,11 +38,16 @@ pub const MAX_KEY_LEN: usize = 512;
 pub struct JobRequest {
     /// Tenant name; must be registered.
     pub tenant: String,
-    /// The Create body as LeadSquared takes it.
+    /// The Create body as LeadSquared takes it (absent, `null`, for a delete).
+    #[serde(default)]
     pub webhook: Value,
-    /// Idempotency key; derived from tenant and body when absent.
+    /// Idempotency key: names the logical webhook within its tenant; derived from tenant,
+    /// `WebhookEvent` and `Description` when absent (see [`crate::job::derived_key`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Removes the webhook `key` names; such a line has a `key` and no `webhook`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }
 
 /// Jobs and registries the tests of the submodules share.

@@ -154,6 +154,7 @@ impl Producer {
         key: Option<&str>,
     ) -> Result<Pushed, ProducerError> {
         self.enqueue(&JobRequest {
+            delete: false,
             tenant: tenant.to_string(),
             webhook: webhook.to_value(),
             key: key.map(str::to_string),
@@ -170,6 +171,7 @@ impl Producer {
         let requests: Vec<JobRequest> = jobs
             .iter()
             .map(|(tenant, webhook, key)| JobRequest {
+                delete: false,
                 tenant: (*tenant).to_string(),
                 webhook: webhook.to_value(),
                 key: key.map(str::to_string),

@@ -26,6 +26,7 @@ mod error;
 pub mod hold;
 pub mod reason;
 pub mod redis;
+pub mod revision;
 pub mod share;
 
 use std::time::Duration;
@@ -165,12 +166,14 @@ pub struct Requeue {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Pushed {
-    /// Newly enqueued under this id.
+    /// Newly enqueued under this id (a create, or an update or delete of the webhook its
+    /// key names: see [`revision`]).
     Enqueued {
         /// The new job's id.
         job: JobId,
     },
-    /// A job with the same idempotency key exists already.
+    /// A job with the same idempotency key exists already, and this one changes nothing
+    /// (see [`revision`]).
     Duplicate {
         /// The existing job's id.
         job: JobId,
@@ -468,12 +471,26 @@ pub trait Queue: Send + Sync + 'static {
     /// lease was lost mid-call).
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError>;
 
-    /// Records success: the webhook Id, atomically with completion.
+    /// Records success: the webhook Id, atomically with completion, as a create.
     async fn complete(
         &self,
         job: &LeasedJob,
         webhook_id: &str,
         reconciled: bool,
+    ) -> Result<(), QueueError> {
+        self.complete_as(job, webhook_id, reconciled, crate::job::Outcome::Created)
+            .await
+    }
+
+    /// Records success with what the job did (issue 18), the webhook Id and the digest of
+    /// the body it now has ([`revision::done_digest`] of the job's body), atomically with
+    /// completion; a job pushed later under the same key is compared with that digest.
+    async fn complete_as(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+        outcome: crate::job::Outcome,
     ) -> Result<(), QueueError>;
 
     /// Schedules a retry after `delay` (the attempt stays spent), or buries the job if it

@@ -204,12 +204,45 @@ impl Queue for EmbeddedQueue {
         let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
             let scoped = (j.tenant.clone(), j.key.clone());
-            if let Some(existing) = st.keys.get(&scoped) {
-                out.push(Pushed::Duplicate {
-                    job: existing.clone(),
-                });
+            let legacy = j.legacy_key.as_ref().map(|k| (j.tenant.clone(), k.clone()));
+            let existing = st.keys.get(&scoped).cloned();
+            // Keyed by version 1 (the same tenant and body): that job is this one, and its
+            // key version 2 names it too (as push.lua does).
+            if existing.is_none()
+                && let Some(old) = legacy.and_then(|k| st.keys.get(&k).cloned())
+            {
+                st.keys.insert(scoped, old.clone());
+                if let Some(rec) = st.jobs.get_mut(&old)
+                    && rec.state == JobState::Done
+                    && rec.digest.is_none()
+                {
+                    rec.digest = Some(j.digest());
+                }
+                out.push(Pushed::Duplicate { job: old });
                 continue;
             }
+            let record = existing.as_ref().and_then(|id| st.jobs.get(id)).map(|r| {
+                crate::queue::revision::KeyRecord {
+                    state: r.state,
+                    outcome: r.outcome,
+                    digest: r.digest.as_deref(),
+                    webhook_id: r.webhook_id.as_deref(),
+                }
+            });
+            let verdict = match (&existing, record) {
+                // A purged record keeps its key taken, as in Redis.
+                (Some(_), None) => crate::queue::revision::PushAs::Duplicate,
+                (_, record) => crate::queue::revision::push_as(record, j),
+            };
+            let operation = match (verdict, existing) {
+                (crate::queue::revision::PushAs::New(op), _) => op,
+                (crate::queue::revision::PushAs::Duplicate, Some(existing)) => {
+                    out.push(Pushed::Duplicate { job: existing });
+                    continue;
+                }
+                // Not returned for a new key.
+                (crate::queue::revision::PushAs::Duplicate, None) => crate::job::Operation::Create,
+            };
             let id = JobId::new();
             st.keys.insert(scoped, id.clone());
             st.jobs.insert(
@@ -217,13 +250,15 @@ impl Queue for EmbeddedQueue {
                 JobRecord {
                     tenant: j.tenant.clone(),
                     key: j.key.clone(),
-                    body: j.body.clone(),
+                    body: operation.wrap(&j.body),
                     attempts: 0,
                     outcome_unknown: false,
                     state: JobState::Queued,
                     webhook_id: None,
                     error: None,
                     reconciled: false,
+                    outcome: None,
+                    digest: None,
                     lease: None,
                     call_until: None,
                     dispatched_at: None,
@@ -305,11 +340,12 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn complete(
+    async fn complete_as(
         &self,
         job: &LeasedJob,
         webhook_id: &str,
         reconciled: bool,
+        outcome: crate::job::Outcome,
     ) -> Result<(), QueueError> {
         let now = Instant::now();
         let mut guard = self.lock();
@@ -325,6 +361,8 @@ impl Queue for EmbeddedQueue {
             rec.webhook_id = Some(webhook_id.to_string());
             rec.reconciled = reconciled;
             rec.outcome_unknown = false;
+            rec.outcome = Some(outcome);
+            rec.digest = Some(crate::queue::revision::done_digest(&job.body));
         }
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);

@@ -165,6 +165,10 @@ pub(super) struct JobRecord {
     pub(super) error: Option<String>,
     /// Once done: found with Retrieve rather than created.
     pub(super) reconciled: bool,
+    /// Once done: what it did.
+    pub(super) outcome: Option<crate::job::Outcome>,
+    /// Once done: the digest of the body the webhook has (see `queue::revision`).
+    pub(super) digest: Option<String>,
     /// While running: the lease token and when it expires.
     pub(super) lease: Option<(String, Instant)>,
     /// While running: until when a Create the holder sent may still land (see
@@ -242,6 +246,7 @@ impl State {
             attempts: rec.attempts,
             error: rec.error.clone(),
             reconciled: rec.reconciled,
+            outcome: rec.outcome,
         })
     }
 
@@ -321,6 +326,8 @@ mod tests {
 
     fn job(tenant: &str, n: usize) -> NewJob {
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: tenant.into(),
             body: serde_json::json!({ "Description": format!("hook {n}") }).to_string(),
             key: format!("{tenant}-{n}"),

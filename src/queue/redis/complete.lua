@@ -11,6 +11,9 @@
 -- ARGV[6]: the reason a record with no tenant is buried with
 -- ARGV[7]: webhook Id
 -- ARGV[8]: reconciled (1 when found with Retrieve instead of created)
+-- ARGV[9]: what the job did (`job::Outcome`: created, updated, unchanged, deleted, not_found)
+-- ARGV[10]: the digest of the body the webhook now has (`job::body_digest`; '' after a
+--          delete), which push.lua compares a job pushed again under the key with
 --
 -- Returns 1, or 0 when the lease was lost (nothing recorded). A completion repeated after
 -- its first answer was lost, or not acknowledged by the replicas, finds the job done with
@@ -37,4 +40,7 @@ redis.call('HDEL', P .. 'bodies', id)
 redis.call('HDEL', P .. 'streak', ARGV[4])
 redis.call('ZADD', P .. 'done', int(now), id)
 redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
+-- Issue 18: what it did, for push.lua's revisions and the per-outcome counts.
+redis.call('HSET', job, 'outcome', ARGV[9], 'digest', ARGV[10])
+redis.call('HINCRBY', P .. 'stats', 'outcome:' .. ARGV[9], 1)
 return 1

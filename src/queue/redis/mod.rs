@@ -453,14 +453,19 @@ impl Queue for RedisQueue {
         self.on_call(&scripts::ANSWERED, job).await
     }
 
-    async fn complete(
+    async fn complete_as(
         &self,
         job: &LeasedJob,
         webhook_id: &str,
         reconciled: bool,
+        outcome: crate::job::Outcome,
     ) -> Result<(), QueueError> {
         let mut invocation = self.finishing(&scripts::COMPLETE, job);
-        invocation.arg(webhook_id).arg(u8::from(reconciled));
+        invocation
+            .arg(webhook_id)
+            .arg(u8::from(reconciled))
+            .arg(outcome.as_str())
+            .arg(crate::queue::revision::done_digest(&job.body));
         // Acknowledged: the worker moves on only once the replicas hold the Id. A retry
         // after a shortfall finds the job done with this Id and confirms again.
         let mut con = self.acked();

@@ -46,6 +46,7 @@ impl RedisQueue {
             attempts: 0,
             error: None,
             reconciled: false,
+            outcome: None,
         }))
     }
 
@@ -81,6 +82,7 @@ impl RedisQueue {
                     attempts: 0,
                     error: Some("job record missing or unreadable".into()),
                     reconciled: false,
+                    outcome: None,
                 });
                 if tenant.is_none_or(|t| t == result.tenant) {
                     out.push(result);

@@ -66,7 +66,7 @@ pub(super) fn dispatched_result(
 }
 
 /// Fields read for a [`JobResult`], in this order.
-pub(super) const JOB_FIELDS: [&str; 7] = [
+pub(super) const JOB_FIELDS: [&str; 8] = [
     "tenant",
     "key",
     "state",
@@ -74,6 +74,7 @@ pub(super) const JOB_FIELDS: [&str; 7] = [
     "attempts",
     "error",
     "reconciled",
+    "outcome",
 ];
 
 /// A job record as a result; `None` when the record does not exist. `state` overrides the
@@ -97,6 +98,7 @@ pub(super) fn job_result(
         attempts: get(4).and_then(|a| a.parse().ok()).unwrap_or(0),
         error: get(5).filter(|s| !s.is_empty()),
         reconciled: get(6).as_deref() == Some("1"),
+        outcome: get(7).as_deref().and_then(crate::job::Outcome::parse),
     })
 }
 
