@@ -417,4 +417,64 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["tenant", "key"]);
     }
+
+    /// Issue 18: a delete line names a key and has no webhook; each mistake is named by its
+    /// field.
+    #[test]
+    fn delete_lines_have_a_key_and_no_webhook() {
+        let line = |v: Value| {
+            parse_line(&v.to_string())
+                .and_then(|r| validate(&r))
+                .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let job = line(serde_json::json!({"tenant": "acme", "key": "crm", "delete": true}))
+            .expect("a delete");
+        assert!(job.delete && job.body.is_empty() && job.legacy_key.is_none());
+        assert_eq!(job.key, "crm");
+        let e = line(serde_json::json!({"tenant": "acme", "delete": true})).expect_err("no key");
+        assert!(e.iter().any(|e| e.starts_with("key: is missing")), "{e:?}");
+        let e = line(
+            serde_json::json!({"tenant": "acme", "key": "k", "delete": true, "webhook": body()}),
+        )
+        .expect_err("a body");
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("webhook: a delete has no webhook body")),
+            "{e:?}"
+        );
+        let e = line(serde_json::json!({"tenant": "acme", "key": "k", "delete": "yes"}))
+            .expect_err("not a bool");
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("delete: must be true or false")),
+            "{e:?}"
+        );
+        // "delete": false is an ordinary job, which needs its webhook.
+        let e = line(serde_json::json!({"tenant": "acme", "delete": false})).expect_err("no body");
+        assert!(
+            e.iter().any(|e| e.starts_with("webhook: is missing")),
+            "{e:?}"
+        );
+    }
+
+    /// Issue 18: the derived key names the webhook (tenant, event, description); the key
+    /// version 1 derived rides along for old queues.
+    #[test]
+    fn a_changed_url_keeps_the_derived_key() {
+        let mut moved = body();
+        moved["URL"] = "https://moved.example/in".into();
+        let a = validate(
+            &parse_line(&serde_json::json!({"tenant": "acme", "webhook": body()}).to_string())
+                .expect("parse"),
+        )
+        .expect("valid");
+        let b = validate(
+            &parse_line(&serde_json::json!({"tenant": "acme", "webhook": moved}).to_string())
+                .expect("parse"),
+        )
+        .expect("valid");
+        assert_eq!(a.key, b.key);
+        assert_ne!(a.legacy_key, b.legacy_key);
+        assert_ne!(a.digest(), b.digest());
+    }
 }
