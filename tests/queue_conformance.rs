@@ -2389,6 +2389,18 @@ async fn a_delete_line_deletes_what_its_key_names_and_a_body_after_it_creates_ag
             Some(Outcome::NotFound)
         ]
     );
+    let counted = q.status().await.expect("status").outcomes;
+    let count = |o: Outcome| counted.get(o.as_str()).copied();
+    assert_eq!(
+        (
+            count(Outcome::Created),
+            count(Outcome::Updated),
+            count(Outcome::Deleted),
+            count(Outcome::NotFound)
+        ),
+        (Some(2), Some(0), Some(1), Some(1)),
+        "{counted:?}"
+    );
 }
 
 async fn a_job_done_under_the_version_1_key_is_not_created_again(h: Harness) {

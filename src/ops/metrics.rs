@@ -838,4 +838,21 @@ mod tests {
         let text = m.scrape(None);
         assert!(text.contains("lsq_queue_status_up 0\n"), "{text}");
     }
+
+    /// Issue 18: done jobs counted by what they did, every outcome present from the start.
+    #[test]
+    fn webhook_changes_are_counted_by_outcome() {
+        let m = Metrics::new();
+        m.webhook_changed(crate::job::Outcome::Updated);
+        m.webhook_changed(crate::job::Outcome::Updated);
+        m.webhook_changed(crate::job::Outcome::NotFound);
+        let text = m.scrape(None);
+        for line in [
+            "lsq_webhook_changes_total{outcome=\"updated\"} 2\n",
+            "lsq_webhook_changes_total{outcome=\"not_found\"} 1\n",
+            "lsq_webhook_changes_total{outcome=\"created\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+    }
 }

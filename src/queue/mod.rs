@@ -344,6 +344,11 @@ pub struct QueueStatus {
     pub oldest_running_ms: Option<u64>,
     /// Per tenant, every tenant with waiting jobs or calls in the window or a pause.
     pub tenants: Vec<TenantStatus>,
+    /// Jobs ever done on this queue by what they did (issue 18), every outcome named
+    /// (`created`, `updated`, ...; [`crate::job::Outcome`]); purging records does not
+    /// lower them. Jobs done before outcomes were counted are in none.
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number

@@ -364,6 +364,7 @@ impl Queue for EmbeddedQueue {
             rec.outcome = Some(outcome);
             rec.digest = Some(crate::queue::revision::done_digest(&job.body));
         }
+        *st.outcomes.entry(outcome).or_default() += 1;
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
@@ -740,6 +741,13 @@ impl Queue for EmbeddedQueue {
             dead,
             oldest_running_ms: oldest,
             tenants,
+            outcomes: crate::job::Outcome::ALL
+                .iter()
+                .map(|o| {
+                    let n = st.outcomes.get(o).copied().unwrap_or(0);
+                    (o.as_str().to_string(), n)
+                })
+                .collect(),
         })
     }
 

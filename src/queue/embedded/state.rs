@@ -45,6 +45,8 @@ pub(super) struct State {
     pub(super) done_per_sec: VecDeque<(u64, u64)>,
     /// Jobs ever done (purges do not lower it), for `Queue::pulse`.
     pub(super) done_total: u64,
+    /// Jobs ever done, by what they did (`QueueStatus::outcomes`).
+    pub(super) outcomes: std::collections::BTreeMap<crate::job::Outcome, u64>,
 }
 
 /// How the embedded queue tells days apart for daily quotas.

@@ -538,14 +538,28 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut status = status_of(array(reply, "status")?, &self.config.name)?;
-        let (holds, hosts): (
+        let outcome_fields: Vec<String> = crate::job::Outcome::ALL
+            .iter()
+            .map(|o| format!("outcome:{}", o.as_str()))
+            .collect();
+        let (holds, hosts, outcomes): (
             Vec<(String, String)>,
             std::collections::HashMap<String, String>,
+            Vec<Option<u64>>,
         ) = redis::pipe()
             .hgetall(self.key("holds"))
             .hgetall(self.key("hosts"))
+            .cmd("HMGET")
+            .arg(self.key("stats"))
+            .arg(&outcome_fields)
             .query_async(&mut self.con.clone())
             .await?;
+        // Counted by complete.lua.
+        status.outcomes = crate::job::Outcome::ALL
+            .iter()
+            .zip(outcomes)
+            .map(|(o, n)| (o.as_str().to_string(), n.unwrap_or(0)))
+            .collect();
         let holds = holds
             .into_iter()
             .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));

@@ -260,5 +260,7 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
             .and_then(|d| u64::try_from(d).ok())
             .map(|d| now_ms.saturating_sub(d)),
         tenants,
+        // Read beside the script (`RedisQueue::status`).
+        outcomes: Default::default(),
     })
 }
