@@ -82,7 +82,7 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
         stats.accounts[t]
             .webhooks
             .iter()
-            .find(|w| w.description == format!("{t} hook {n}"))
+            .find(|w| w.description == description(t, n))
             .map(|w| WebhookId(w.id.clone()))
             .expect("created")
     };
@@ -93,7 +93,7 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
             let gone = !sim.stats().accounts[&t.name]
                 .webhooks
                 .iter()
-                .any(|w| w.description == format!("{} hook {n}", t.name));
+                .any(|w| w.description == description(&t.name, n));
             if gone {
                 break;
             }
@@ -111,7 +111,7 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
                 let made = sim.stats().accounts[&t.name]
                     .webhooks
                     .iter()
-                    .filter(|w| w.description == format!("{} hook {n}", t.name))
+                    .filter(|w| w.description == description(&t.name, n))
                     .count();
                 if made > 0 {
                     assert_eq!(made, 1);

@@ -10,10 +10,16 @@ use lsq_webhooks::job::{NewJob, body_digest};
 use lsq_webhooks::producer::{JobRequest, validate};
 use lsq_webhooks::sim::SimStats;
 
+/// The description of `tenant`'s hook `n`: fixed width, so no description contains another
+/// (Retrieve's `SearchText` matches by substring).
+pub fn description(tenant: &str, n: usize) -> String {
+    format!("{tenant} hook {n:04}")
+}
+
 /// A webhook body for `tenant`'s hook `n`, posting to `url`, with a header value `secret`.
 pub fn hook(tenant: &str, n: usize, url: &str, secret: &str) -> serde_json::Value {
     serde_json::json!({
-        "Description": format!("{tenant} hook {n}"),
+        "Description": description(tenant, n),
         "URL": url,
         "Method": "POST",
         "ContentType": "application/json",
