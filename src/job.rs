@@ -119,6 +119,13 @@ pub struct JobResult {
     /// created its webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Once done: [`body_digest`] of the body the webhook has, for `sync`'s plan. Not shown
+    /// anywhere (digests of header values are not for output).
+    #[serde(skip)]
+    pub digest: Option<String>,
+    /// Once done: [`field_digests`] of that body, for `sync`'s plan; not shown either.
+    #[serde(skip)]
+    pub fields: Option<String>,
 }
 
 /// What a job does at LeadSquared. A push decides it (a key already done with another body
@@ -255,6 +262,63 @@ pub fn body_digest(canonical_body: &str) -> String {
     )
 }
 
+/// A short digest of each field of a canonical body, for naming what an update changes
+/// without keeping the old body (its header values are secrets): `Field=hex8` per
+/// top-level field and `header:Key=hex8` per custom header, sorted, space-separated. A
+/// digest, never a value, so it can be kept with the done record.
+pub fn field_digests(canonical_body: &str) -> String {
+    let short = |v: &serde_json::Value| hex::encode(&Sha256::digest(v.to_string().as_bytes())[..4]);
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(canonical_body) else {
+        return String::new();
+    };
+    let mut out: Vec<String> = Vec::with_capacity(fields.len() + 2);
+    for (name, value) in &fields {
+        match (name.as_str(), value) {
+            ("CustomHeaders", serde_json::Value::Array(headers)) => {
+                for h in headers {
+                    let key = h.get("Key").and_then(serde_json::Value::as_str);
+                    let value = h.get("Value").cloned().unwrap_or_default();
+                    // Keys with a space or `=` cannot be told apart in this form; they are
+                    // rare, and naming them "a header" is enough.
+                    let key = key.unwrap_or_default().replace([' ', '='], "_");
+                    out.push(format!("header:{key}={}", short(&value)));
+                }
+            }
+            _ => out.push(format!("{name}={}", short(value))),
+        }
+    }
+    out.sort();
+    out.join(" ")
+}
+
+/// The fields whose digests differ between two [`field_digests`], named for a plan: `URL`,
+/// `header x-api-key value`, `header x-new added`, ... (never a value).
+pub fn changed_fields(old: &str, new: &str) -> Vec<String> {
+    let parse = |s: &str| -> std::collections::BTreeMap<String, String> {
+        s.split(' ')
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (old, new) = (parse(old), parse(new));
+    let name = |k: &str, what: &str| match k.strip_prefix("header:") {
+        Some(h) => format!("header {h} {what}"),
+        None => k.to_string(),
+    };
+    let mut out = Vec::new();
+    for (k, v) in &new {
+        match old.get(k) {
+            Some(o) if o == v => {}
+            Some(_) => out.push(name(k, "value")),
+            None => out.push(name(k, "added")),
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(name(k, "removed"));
+    }
+    out
+}
+
 /// The prefix of keys derived by [`derived_key`] (version 2 of the derivation).
 pub const DERIVED_KEY_PREFIX: &str = "webhook:";
 
@@ -327,5 +391,25 @@ mod tests {
         );
         assert_eq!(body_digest(body), body_digest(body));
         assert_ne!(body_digest(body), body_digest(&up));
+    }
+
+    #[test]
+    fn changed_fields_name_fields_and_headers_never_values() {
+        let a = r#"{"CustomHeaders":[{"Key":"x-api-key","Value":"old-secret"}],"URL":"https://a"}"#;
+        let b = r#"{"CustomHeaders":[{"Key":"x-api-key","Value":"new-secret"},{"Key":"x-t","Value":"1"}],"URL":"https://b"}"#;
+        let (fa, fb) = (field_digests(a), field_digests(b));
+        assert!(
+            !fa.contains("old-secret") && !fb.contains("new-secret"),
+            "{fa} {fb}"
+        );
+        assert_eq!(
+            changed_fields(&fa, &fb),
+            vec!["URL", "header x-api-key value", "header x-t added"]
+        );
+        assert_eq!(
+            changed_fields(&fb, &fa),
+            vec!["URL", "header x-api-key value", "header x-t removed"]
+        );
+        assert!(changed_fields(&fa, &fa).is_empty());
     }
 }

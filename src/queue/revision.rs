@@ -3,7 +3,7 @@
 //! the same in its "Revisions" block. `docs/decisions.md` ("Issue 18") has the rules and
 //! why.
 
-use crate::job::{JobState, NewJob, Operation, Outcome, body_digest};
+use crate::job::{JobState, NewJob, Operation, Outcome, body_digest, field_digests};
 
 /// What the job already pushed under a key left behind.
 #[derive(Clone, Copy, Debug)]
@@ -58,5 +58,14 @@ pub fn done_digest(stored_body: &str) -> String {
     match Operation::split(stored_body) {
         (Operation::Delete(_), _) => String::new(),
         (_, body) => body_digest(body),
+    }
+}
+
+/// The field digests a done job records ([`field_digests`] of its Create body; empty after
+/// a delete), which `sync` names an update's changed fields from.
+pub fn done_fields(stored_body: &str) -> String {
+    match Operation::split(stored_body) {
+        (Operation::Delete(_), _) => String::new(),
+        (_, body) => field_digests(body),
     }
 }

@@ -259,6 +259,7 @@ impl Queue for EmbeddedQueue {
                     reconciled: false,
                     outcome: None,
                     digest: None,
+                    fields: None,
                     lease: None,
                     call_until: None,
                     dispatched_at: None,
@@ -363,6 +364,7 @@ impl Queue for EmbeddedQueue {
             rec.outcome_unknown = false;
             rec.outcome = Some(outcome);
             rec.digest = Some(crate::queue::revision::done_digest(&job.body));
+            rec.fields = Some(crate::queue::revision::done_fields(&job.body));
         }
         *st.outcomes.entry(outcome).or_default() += 1;
         st.finish(&job.id, JobState::Done, None);

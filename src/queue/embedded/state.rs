@@ -171,6 +171,8 @@ pub(super) struct JobRecord {
     pub(super) outcome: Option<crate::job::Outcome>,
     /// Once done: the digest of the body the webhook has (see `queue::revision`).
     pub(super) digest: Option<String>,
+    /// Once done: `job::field_digests` of that body.
+    pub(super) fields: Option<String>,
     /// While running: the lease token and when it expires.
     pub(super) lease: Option<(String, Instant)>,
     /// While running: until when a Create the holder sent may still land (see
@@ -249,6 +251,8 @@ impl State {
             error: rec.error.clone(),
             reconciled: rec.reconciled,
             outcome: rec.outcome,
+            digest: rec.digest.clone(),
+            fields: rec.fields.clone(),
         })
     }
 

@@ -14,6 +14,7 @@
 -- ARGV[9]: what the job did (`job::Outcome`: created, updated, unchanged, deleted, not_found)
 -- ARGV[10]: the digest of the body the webhook now has (`job::body_digest`; '' after a
 --          delete), which push.lua compares a job pushed again under the key with
+-- ARGV[11]: the body's field digests (`job::field_digests`), for `sync`'s plan
 --
 -- Returns 1, or 0 when the lease was lost (nothing recorded). A completion repeated after
 -- its first answer was lost, or not acknowledged by the replicas, finds the job done with
@@ -41,6 +42,6 @@ redis.call('HDEL', P .. 'streak', ARGV[4])
 redis.call('ZADD', P .. 'done', int(now), id)
 redis.call('HINCRBY', P .. 'stats', 'done_total', 1)
 -- Issue 18: what it did, for push.lua's revisions and the per-outcome counts.
-redis.call('HSET', job, 'outcome', ARGV[9], 'digest', ARGV[10])
+redis.call('HSET', job, 'outcome', ARGV[9], 'digest', ARGV[10], 'fields', ARGV[11])
 redis.call('HINCRBY', P .. 'stats', 'outcome:' .. ARGV[9], 1)
 return 1

@@ -465,7 +465,8 @@ impl Queue for RedisQueue {
             .arg(webhook_id)
             .arg(u8::from(reconciled))
             .arg(outcome.as_str())
-            .arg(crate::queue::revision::done_digest(&job.body));
+            .arg(crate::queue::revision::done_digest(&job.body))
+            .arg(crate::queue::revision::done_fields(&job.body));
         // Acknowledged: the worker moves on only once the replicas hold the Id. A retry
         // after a shortfall finds the job done with this Id and confirms again.
         let mut con = self.acked();

@@ -47,6 +47,8 @@ impl RedisQueue {
             error: None,
             reconciled: false,
             outcome: None,
+            digest: None,
+            fields: None,
         }))
     }
 
@@ -83,6 +85,8 @@ impl RedisQueue {
                     error: Some("job record missing or unreadable".into()),
                     reconciled: false,
                     outcome: None,
+                    digest: None,
+                    fields: None,
                 });
                 if tenant.is_none_or(|t| t == result.tenant) {
                     out.push(result);

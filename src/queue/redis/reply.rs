@@ -66,7 +66,7 @@ pub(super) fn dispatched_result(
 }
 
 /// Fields read for a [`JobResult`], in this order.
-pub(super) const JOB_FIELDS: [&str; 8] = [
+pub(super) const JOB_FIELDS: [&str; 10] = [
     "tenant",
     "key",
     "state",
@@ -75,6 +75,8 @@ pub(super) const JOB_FIELDS: [&str; 8] = [
     "error",
     "reconciled",
     "outcome",
+    "fields",
+    "digest",
 ];
 
 /// A job record as a result; `None` when the record does not exist. `state` overrides the
@@ -99,6 +101,8 @@ pub(super) fn job_result(
         error: get(5).filter(|s| !s.is_empty()),
         reconciled: get(6).as_deref() == Some("1"),
         outcome: get(7).as_deref().and_then(crate::job::Outcome::parse),
+        fields: get(8).filter(|s| !s.is_empty()),
+        digest: get(9).filter(|s| !s.is_empty()),
     })
 }
 
