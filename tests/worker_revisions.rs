@@ -15,35 +15,10 @@ use lsq_webhooks::job::{JobState, Outcome};
 use lsq_webhooks::leadsquared::WebhookId;
 use lsq_webhooks::queue::{Pushed, QueueConfig};
 use lsq_webhooks::sim::Faults;
-use lsq_webhooks::worker::{Pool, RetryPolicy, WorkerConfig};
 use revision_support::*;
-use tokio_util::sync::CancellationToken;
 use worker_support::*;
 
 const WINDOW: Duration = Duration::from_secs(1);
-
-async fn drain(queue: std::sync::Arc<dyn lsq_webhooks::queue::Queue>) {
-    let pool = Pool::new(
-        queue,
-        client(Duration::from_secs(2)),
-        WorkerConfig {
-            concurrency: 8,
-            exit_when_idle: true,
-            retry: RetryPolicy {
-                base: Duration::from_millis(10),
-                factor: 2.0,
-                cap: Duration::from_millis(200),
-            },
-            reconcile_settle: Duration::from_millis(300),
-            discovery_url: url::Url::parse("http://127.0.0.1:1").expect("url"),
-            ..WorkerConfig::default()
-        },
-    );
-    tokio::time::timeout(Duration::from_secs(120), pool.run(CancellationToken::new()))
-        .await
-        .expect("the pool finishes and exits when idle")
-        .expect("the pool runs");
-}
 
 async fn converges(backend: Backend, faults: Faults, test: &str) {
     let lossy = faults.created_then_error_rate > 0.0;

@@ -162,6 +162,18 @@ impl Producer {
         .await
     }
 
+    /// Enqueues the delete of the webhook `key` names in `tenant` (issue 18): done once
+    /// LeadSquared has no such webhook any more; a duplicate when it is deleted already.
+    pub async fn delete_webhook(&self, tenant: &str, key: &str) -> Result<Pushed, ProducerError> {
+        self.enqueue(&JobRequest {
+            tenant: tenant.to_string(),
+            webhook: serde_json::Value::Null,
+            key: Some(key.to_string()),
+            delete: true,
+        })
+        .await
+    }
+
     /// [`Producer::create_webhook`] for many at once (tenant, webhook, key), all or
     /// nothing, one result per job in order.
     pub async fn create_webhooks(

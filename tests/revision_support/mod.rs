@@ -105,3 +105,35 @@ pub fn assert_sim_holds(sim: &SimStats, desired: &Desired) {
         assert_eq!(account.map_or(0, |a| a.duplicates), 0, "tenant {tenant}");
     }
 }
+
+/// Runs a worker pool on `queue` until it is idle (quick retries; hosts are never
+/// discovered: every tenant has its `api_base`).
+pub async fn drain(queue: std::sync::Arc<dyn lsq_webhooks::queue::Queue>) {
+    use lsq_webhooks::worker::{Pool, RetryPolicy, WorkerConfig};
+    let client = lsq_webhooks::leadsquared::Client::new(lsq_webhooks::leadsquared::ClientConfig {
+        timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    })
+    .expect("client");
+    let pool = Pool::new(
+        queue,
+        client,
+        WorkerConfig {
+            concurrency: 8,
+            exit_when_idle: true,
+            retry: RetryPolicy {
+                base: std::time::Duration::from_millis(10),
+                factor: 2.0,
+                cap: std::time::Duration::from_millis(200),
+            },
+            reconcile_settle: std::time::Duration::from_millis(300),
+            discovery_url: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            ..WorkerConfig::default()
+        },
+    );
+    let run = pool.run(tokio_util::sync::CancellationToken::new());
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the pool finishes and exits when idle")
+        .expect("the pool runs");
+}
