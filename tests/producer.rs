@@ -179,7 +179,10 @@ async fn delete_webhook_enqueues_a_delete_once() {
         other => panic!("expected the job, got {other:?}"),
     };
     assert_eq!(leased.id, job);
-    assert_eq!(Operation::split(&leased.body).0, Operation::Delete(String::new()));
+    assert_eq!(
+        Operation::split(&leased.body).0,
+        Operation::Delete(String::new())
+    );
     let e = p.delete_webhook("nobody", "k").await;
     assert!(matches!(e, Err(ProducerError::UnknownTenant(_))), "{e:?}");
     let e = p.delete_webhook("acme", "").await;
