@@ -136,7 +136,8 @@ async fn results_and_dead_letters_through_the_binary() {
             "status",
             "webhook_id",
             "attempts",
-            "error"
+            "error",
+            "outcome"
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
@@ -144,6 +145,8 @@ async fn results_and_dead_letters_through_the_binary() {
     for row in &rows {
         assert_eq!(&row[3], "dead");
         assert_eq!(&row[4], "");
+        // What a job did is a done job's; a dead one did nothing.
+        assert_eq!(&row[7], "");
         if &row[2] == "broken" {
             assert!(row[6].contains("does not decode"), "{:?}", &row[6]);
         } else {
