@@ -1,7 +1,8 @@
 //! Issue 18: `lsq-webhooks sync FILE [--prune] [--dry-run]` of the real binary against a
 //! real Redis and the simulator: the plan per tenant (naming changed fields, never a header
 //! value), nothing changed by a dry run, the plan applied by the worker, webhooks made by
-//! hand never deleted nor duplicated, and an invalid file planning nothing.
+//! hand never deleted nor duplicated, and an invalid file planning nothing; and the worker's
+//! `--delete-call`.
 
 mod common;
 mod revision_support;
@@ -201,4 +202,53 @@ async fn an_invalid_line_plans_nothing_and_says_where() {
     assert!(text(&o.stdout).is_empty(), "{}", text(&o.stdout));
     let status = queue.status().await.expect("status");
     assert_eq!(status.queued, 0);
+}
+
+/// The worker's `--delete-call`: the configured POST form is answered 405 by the simulator
+/// (as integrators report of LeadSquared), so the delete dies with that reason and the
+/// webhook stays; the default GET form deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_delete_call_is_configurable() {
+    let nowhere = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let sim = start_sim(sim_config(
+        &tenants(&nowhere, 1, &[25]),
+        Duration::from_secs(5),
+    ))
+    .await;
+    let ts = tenants(&sim.server.base_url(), 1, &[25]);
+    let name = common::unique_queue("delete-call");
+    let queue = redis_queue_named(&name, &ts).await;
+    let worker = |extra: &[&str]| {
+        let mut args = vec![
+            "worker",
+            "--exit-when-idle",
+            "--discovery-url",
+            "http://127.0.0.1:1",
+        ];
+        args.extend_from_slice(extra);
+        let o = lsq(&name, &args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    let made = create("t00", hook("t00", 0, &url("t00", 0, 1), "hv-secret-one"));
+    queue.push(std::slice::from_ref(&made)).await.expect("push");
+    worker(&[]);
+    queue.push(&[delete(&made)]).await.expect("push");
+    worker(&["--delete-call", "POST /v2/Webhook.svc/Delete"]);
+    let dead = queue.dead().await.expect("dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0].error.clone().unwrap_or_default();
+    assert!(
+        reason.contains("405") || reason.contains("MethodNotAllowed"),
+        "{reason}"
+    );
+    assert_eq!(sim.stats().accounts["t00"].webhooks.len(), 1);
+    // Retried with the default call, the delete is done.
+    assert_eq!(queue.retry_dead(None).await.expect("retry"), 1);
+    worker(&[]);
+    assert!(sim.stats().accounts["t00"].webhooks.is_empty());
+    let bad = lsq(
+        &name,
+        &["worker", "--exit-when-idle", "--delete-call", "PATCH /x"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
