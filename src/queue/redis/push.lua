@@ -112,28 +112,46 @@ local taken = {}
 for j = 0, n - 1, SLICE do
   local last = math.min(j + SLICE, n) - 1
   local got = redis.call('HMGET', P .. 'keys', unpack(ARGV, FIELDS + j, FIELDS + last))
+  -- The version 1 keys of the jobs whose key is new, looked up in one call per slice.
+  local legacy_fields, legacy_at, legacy_got = {}, {}, {}
+  for k = 1, #got do
+    if not got[k] then
+      local rev = ARGV[REVS + j + k - 1]
+      local space = string.find(rev, ' ', 1, true)
+      if space then
+        local tenant = string.match(ARGV[FIELDS + j + k - 1], '^([^\n]*)\n')
+        if tenant then
+          legacy_fields[#legacy_fields + 1] = tenant .. '\n' .. string.sub(rev, space + 1)
+          legacy_at[#legacy_at + 1] = k
+        end
+      end
+    end
+  end
+  if #legacy_fields > 0 then
+    local found = redis.call('HMGET', P .. 'keys', unpack(legacy_fields))
+    for x = 1, #legacy_at do
+      legacy_got[legacy_at[x]] = found[x]
+    end
+  end
   for k = 1, #got do
     local i = j + k
     local id = ARGV[IDS + i - 1]
-    local digest, legacy = string.match(ARGV[REVS + i - 1], '^(%S+) ?(%S*)$')
+    local rev = ARGV[REVS + i - 1]
     local existing, verdict, webhook_id = got[k], 'create', nil
     if existing then
-      verdict, webhook_id = push_as(existing, digest)
-    elseif legacy and legacy ~= '' then
+      verdict, webhook_id = push_as(existing, string.match(rev, '^(%S+)'))
+    elseif legacy_got[k] then
       -- Keyed by version 1: the same tenant and body. That job is this one; its key
       -- version 2 now names it too, and a done record learns the body's digest.
-      local field = ARGV[FIELDS + i - 1]
-      local tenant = string.match(field, '^([^\n]*)\n')
-      existing = tenant and redis.call('HGET', P .. 'keys', tenant .. '\n' .. legacy)
-      if existing then
-        verdict = 'duplicate'
-        redis.call('HSET', P .. 'keys', field, existing)
-        local record = P .. 'job:' .. existing
-        if redis.call('HGET', record, 'state') == 'done' then
-          redis.call('HSETNX', record, 'digest', digest)
-        end
+      existing = legacy_got[k]
+      verdict = 'duplicate'
+      redis.call('HSET', P .. 'keys', ARGV[FIELDS + i - 1], existing)
+      local record = P .. 'job:' .. existing
+      if redis.call('HGET', record, 'state') == 'done' then
+        redis.call('HSETNX', record, 'digest', string.match(rev, '^(%S+)'))
       end
-    elseif digest == '-' then
+    elseif string.byte(rev, 1) == 45 then
+      -- `-`: a delete of a key never pushed: a delete of nothing.
       verdict, webhook_id = 'delete', ''
     end
     if verdict == 'duplicate' then
