@@ -1,9 +1,11 @@
 //! Jobs as producers write them and as the queue keeps them.
 //!
 //! A job file is JSON Lines, one job a line:
-//! `{"tenant":"acme","webhook":{...Create body...},"key":"optional idempotency key"}`.
-//! A job's idempotency key is the given `key`, or derived from the tenant and the canonical
-//! form of the body, so the same webhook enqueued twice is recognised as a duplicate.
+//! `{"tenant":"acme","webhook":{...Create body...},"key":"optional idempotency key"}`, or
+//! `{"tenant":"acme","key":"...","delete":true}`. A job's key names the logical webhook: the
+//! given `key`, or derived from the tenant, event and description ([`derived_key`]), so the
+//! same webhook enqueued twice is a duplicate and a changed body an update ([`Operation`];
+//! issue 18).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -3,9 +3,9 @@
 //! Every job is validated before anything is written: its JSON shape
 //! (`{"tenant","webhook","key"?}`, nothing else), its tenant (registered), and its webhook
 //! (LeadSquared's Create rules, [`CreateWebhook::from_value`]). A valid job is stored with
-//! its body normalised (as it will be sent) and an idempotency key: the one given, or one
-//! derived from the tenant and the normalised body, so the same webhook enqueued twice is
-//! recognised.
+//! its body normalised (as it will be sent) and a key naming the webhook: the one given, or
+//! one derived from the tenant, event and description, so the same webhook enqueued twice
+//! is recognised, and a changed body is an update of it (issue 18).
 //!
 //! Two ways in: [`read_jobs`] for a JSON Lines file (every line checked, each problem
 //! reported as `line N: field: reason`), and [`Producer`] for Rust services.

@@ -144,7 +144,7 @@ impl Producer {
     }
 
     /// Validates and enqueues one typed webhook for `tenant`, with an idempotency key (or
-    /// one derived from the tenant and the body). The body is checked by the same rules as
+    /// one derived from the tenant, event and description). The body is checked by the same rules as
     /// the JSON entry point ([`Producer::enqueue`]): a `CreateWebhook` built by hand is
     /// validated too.
     pub async fn create_webhook(

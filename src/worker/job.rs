@@ -398,7 +398,8 @@ impl JobContext {
     }
 
     /// A Delete of the webhook `id` ("not found" is done; a job with no Id has nothing to
-    /// delete and makes no call).
+    /// delete and makes no call). Boxed, as `update` is, so that `revise`
+    /// runs either under one heartbeat.
     fn delete<'a>(
         &'a self,
         tenant: &'a Tenant,
