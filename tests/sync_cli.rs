@@ -161,6 +161,16 @@ async fn sync_plans_applies_and_never_touches_what_it_did_not_make() {
         .chain(std::iter::once(create("t00", manual)))
         .collect();
     assert_sim_holds(&sim.stats(), &desired(&desired_jobs));
+    // `job` says what each did.
+    for (n, did) in [(0, "updated"), (3, "deleted"), (5, "created")] {
+        let key = create("t00", hook("t00", n, &url("t00", n, 1), "x")).key;
+        let shown = lsq(&name, &["job", "--tenant", "t00", "--key", &key]);
+        let out = text(&shown.stdout);
+        assert!(
+            out.contains(&format!("did         {did}\n")),
+            "hook {n}: {out}"
+        );
+    }
     // In sync now: the same file plans nothing.
     let again = lsq(&name, &["sync", &file, "--prune", "--dry-run"]);
     assert!(
