@@ -49,8 +49,8 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
     drain(queue.clone()).await;
     assert_sim_holds(&sim.stats(), &desired(&first));
 
-    // The hand of an operator in one account: hook 3 of t00 deleted and made again by
-    // hand under a new Id; hook 2 of t01 deleted.
+    // The hand of an operator: hook 3 of t00 deleted and made again by hand under a new
+    // Id; hook 2 of t01 and hook 3 of t02 deleted.
     let c = client(Duration::from_secs(2));
     let stats = sim.stats();
     let id_of = |t: &str, n: usize| {
@@ -97,6 +97,7 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
     };
     by_hand(&ts[0], 3, true).await;
     by_hand(&ts[1], 2, false).await;
+    by_hand(&ts[2], 3, false).await;
 
     // The second file: per tenant, hook 0 moves, hook 1 is the same, hook 2 is deleted,
     // hook 3 rotates its header value, hook 4 is new; and a delete of a key never pushed.
@@ -133,13 +134,19 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
             .entry(r.outcome.unwrap_or(Outcome::Created))
             .or_default() += 1;
     }
-    // 12 first creates and 3 new hooks; 3 moves and 3 rotations (t00's of the hook made
-    // again by hand, found by Retrieve); t00's and t02's hook 2 deleted; t01's, deleted by
-    // hand, and the never-pushed key not found. A delete whose answer was lost finds the
+    // 12 first creates and 3 new hooks, and t02's hook 3, deleted by hand before its
+    // rotation, created again by the update; 3 moves and 2 rotations (t00's of the hook
+    // made again by hand, found by Retrieve); t00's and t02's hook 2 deleted; t01's, deleted
+    // by hand, and the never-pushed key not found. A delete whose answer was lost finds the
     // webhook gone when it is repeated: with faults, some deletes end as not found.
     let count = |o: Outcome| outcomes.get(&o).copied().unwrap_or(0);
-    assert_eq!(count(Outcome::Created), 15, "{outcomes:?}");
-    assert_eq!(count(Outcome::Updated), 6, "{outcomes:?}");
+    // With lost answers an update that created its webhook again may be repeated, and
+    // then finds it and updates it: the split between the two may move, not their sum.
+    assert_eq!(
+        count(Outcome::Created) + count(Outcome::Updated),
+        21,
+        "{outcomes:?}"
+    );
     assert_eq!(
         count(Outcome::Deleted) + count(Outcome::NotFound),
         4,
@@ -154,6 +161,7 @@ async fn converges(backend: Backend, faults: Faults, test: &str) {
             .sum();
         assert!(lost > 0, "no fault was injected: the case tests nothing");
     } else {
+        assert_eq!(count(Outcome::Created), 16, "{outcomes:?}");
         assert_eq!(count(Outcome::Deleted), 2, "{outcomes:?}");
     }
 }

@@ -512,6 +512,20 @@ impl JobContext {
         if let Err(e) = self.extra_call(job, n).await {
             return Answer::Failed(e);
         }
+        // The fence, as before any Create: if this worker dies during the call, the next
+        // holder's Retrieve waits until the Create can no longer land (see `run_inner`).
+        let in_flight = self.client.config().timeout + self.reconcile_settle;
+        let fenced = match self.queue.sending(job, in_flight).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the lease was lost before the Create was sent".to_string()),
+            Err(e) => Err(format!("could not fence the Create: {e}")),
+        };
+        if let Err(reason) = fenced {
+            return Answer::Failed(CallError::Transient {
+                reason,
+                maybe_reached: false,
+            });
+        }
         match self.client.create(tenant, body).await {
             Ok(id) => Answer::Changed(id.0, Outcome::Created),
             Err(e) => Answer::Failed(e),
