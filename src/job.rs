@@ -225,11 +225,11 @@ pub const HISTORY_LEN: usize = 20;
 pub struct Attempt {
     /// When the call was sent, ms since the epoch.
     pub at_ms: u64,
-    /// The call: `create`, or `retrieve` (the reconcile looking for a webhook an earlier
-    /// attempt may have created).
+    /// The call: `create`, `retrieve` (the reconcile looking for a webhook an earlier
+    /// attempt may have created), `update` or `delete` (issue 18).
     pub call: String,
-    /// How it ended: `created`, `found`, `not_found`, `rate_limited`, `transient` or
-    /// `permanent`.
+    /// How it ended: `created`, `found`, `not_found`, `updated`, `deleted`,
+    /// `rate_limited`, `transient` or `permanent`.
     pub outcome: String,
     /// The HTTP status of the answer, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
