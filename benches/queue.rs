@@ -30,7 +30,7 @@ use std::io::{BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lsq_webhooks::job::{NewJob, derived_key};
+use lsq_webhooks::job::{NewJob, legacy_key};
 use lsq_webhooks::producer::{Producer, check_line, check_tenant, parse_line, read_jobs, validate};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
@@ -125,7 +125,9 @@ fn webhook(n: usize) -> serde_json::Value {
 fn job(tenant: &str, n: usize) -> NewJob {
     let body = webhook(n).to_string();
     NewJob {
-        key: derived_key(tenant, &body),
+        delete: false,
+        legacy_key: None,
+        key: legacy_key(tenant, &body),
         tenant: tenant.to_string(),
         body,
     }

@@ -67,6 +67,8 @@ fn main() {
             .iter()
             .flat_map(|t| {
                 (0..2).map(move |i| NewJob {
+                    delete: false,
+                    legacy_key: None,
                     tenant: t.name.clone(),
                     key: format!("{}-{i}", t.name),
                     body: r#"{"Description":"d","URL":"https://example.com/h"}"#.into(),

@@ -68,6 +68,8 @@ fn main() {
                     tenant: t.name.clone(),
                     key: format!("{}-{i}", t.name),
                     body: r#"{"Description":"d","URL":"https://example.com/h"}"#.into(),
+                    delete: false,
+                    legacy_key: None,
                 })
             })
             .collect();

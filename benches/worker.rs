@@ -464,6 +464,8 @@ async fn latency(sizes: &Sizes) {
     for (i, t) in ts.iter().enumerate() {
         while sim.arrivals.try_recv().is_ok() {}
         let job = NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: t.name.clone(),
             body: worker_support::body(&t.name, i).to_string(),
             key: format!("lat-{i}"),
@@ -643,6 +645,7 @@ async fn steps(sizes: &Sizes) {
                 job: j,
                 webhook_id: "wh-1",
                 reconciled: false,
+                outcome: lsq_webhooks::job::Outcome::Created,
                 attempt: Some(&attempt),
                 answered_ago: Duration::from_millis(1),
             })

@@ -30,6 +30,8 @@
 //! - [`sim`] (`src/sim/`): a LeadSquared simulator with a strict sliding-window limit, a
 //!   daily quota, another client per account and injectable faults, for tests, demos and
 //!   benchmarks.
+//! - [`sync`] (`src/sync.rs`): `sync`'s plan: a job file as the desired state of its
+//!   tenants, from the queue's records and a paged Retrieve per tenant (issue 18).
 //! - [`demo`] (`src/demo/`): `lsq-webhooks demo`: the simulator, a queue, jobs and the pool
 //!   in one process, with live progress and a summary checked against the simulator.
 //! - [`cli`] (`src/cli/`): the command line: argument types and one small file per command.
@@ -53,6 +55,8 @@ pub mod retry;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod sim;
+#[cfg(feature = "server")]
+pub mod sync;
 pub mod tenant;
 #[cfg(feature = "server")]
 pub mod worker;

@@ -16,6 +16,7 @@
 //! and on a small machine running them side by side would only make every lease tighter.
 
 mod common;
+mod revision_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -98,6 +99,8 @@ async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Si
 fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
     (from..from + n)
         .map(|i| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: tenants[i % tenants.len()].name.clone(),
             body: serde_json::json!({
                 "Description": format!("chaos {run} job {i:05}"),
@@ -892,5 +895,161 @@ async fn hand_back_after_sigkill_with_default_lease() {
          heartbeat every 1.67 s, idle poll 1 s; Create in flight, call timeout 3 s + settle \
          1 s): {}",
         describe(&samples)
+    ));
+}
+
+/// Runs workers until the queue holds nothing unfinished and `total` jobs are finished,
+/// SIGKILLing one of them (replaced at once) every 0.7 s while there is work left, at most
+/// `max_kills` times; returns the kills.
+async fn run_killing(
+    fleet: &mut Fleet,
+    queue: &RedisQueue,
+    total: usize,
+    max_kills: usize,
+) -> usize {
+    let mut workers = vec![fleet.spawn(), fleet.spawn()];
+    let mut kills = 0;
+    let finished = async {
+        let mut victim = fleet.spawn();
+        while kills < max_kills {
+            victim.started().await;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let s = queue.status().await.expect("status");
+            if settled(&s, total) || s.queued + s.scheduled < 5 {
+                break;
+            }
+            victim.child.start_kill().expect("SIGKILL the worker");
+            let _ = victim.child.wait().await;
+            kills += 1;
+            victim = fleet.spawn();
+        }
+        wait_for("every job to finish", || async {
+            queue.status().await.is_ok_and(|s| settled(&s, total))
+        })
+        .await;
+        victim
+    };
+    let victim = tokio::time::timeout(RUN_DEADLINE, finished)
+        .await
+        .unwrap_or_else(|_| panic!("run stuck:\n{}", log_tails(fleet.dir.path())));
+    workers.push(victim);
+    let ok = wait_all(&mut workers).await;
+    assert_eq!(ok, workers.len(), "{}", log_tails(fleet.dir.path()));
+    kills
+}
+
+/// Issue 18: creates, then updates (moved URLs, rotated header values), deletes and more
+/// creates, through SIGKILLed workers and LeadSquared's faults (500s, "done, then 500",
+/// resets, latency): every tenant's webhooks in the simulator end equal to the desired
+/// state of the lines pushed, with no duplicate and nothing lost or dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_updates_and_deletes_through_sigkill_and_faults() {
+    use revision_support::{assert_sim_holds, create, delete, desired, hook};
+    let _turn = SERIAL.lock().await;
+    let run = format!("rev{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let redis = common::redis_url();
+    let name = common::unique_queue("chaos-revisions");
+    let (sim, tenants) = start_sim(
+        &run,
+        6,
+        25,
+        Faults {
+            seed: 18,
+            error_rate: 0.05,
+            created_then_error_rate: 0.1,
+            reset_rate: 0.03,
+            // Calls take 100-300 ms, so a killed worker is usually mid-call.
+            latency: Duration::from_millis(100),
+            latency_jitter: Duration::from_millis(200),
+        },
+    )
+    .await;
+    let queue = connect(&redis, &name).await;
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let mut fleet = Fleet::new(
+        &redis,
+        &name,
+        &[
+            "--concurrency",
+            "4",
+            "--lease-ms",
+            "2000",
+            "--call-timeout-secs",
+            "2",
+            "--reconcile-settle-ms",
+            "500",
+            "--max-attempts",
+            "20",
+            "--retry-base-ms",
+            "50",
+            "--retry-cap-secs",
+            "1",
+        ],
+    );
+    let url = |t: &str, n: usize, v: u32| format!("https://hooks.example/{t}/{n}/v{v}");
+    let first: Vec<NewJob> = tenants
+        .iter()
+        .flat_map(|t| (0..15).map(move |n| (t.name.clone(), n)))
+        .map(|(t, n)| create(&t, hook(&t, n, &url(&t, n, 1), "s1")))
+        .collect();
+    let enqueued = |pushed: &[lsq_webhooks::queue::Pushed]| {
+        pushed
+            .iter()
+            .filter(|p| matches!(p, lsq_webhooks::queue::Pushed::Enqueued { .. }))
+            .count()
+    };
+    let mut total = enqueued(&queue.push(&first).await.expect("push"));
+    let mut kills = run_killing(&mut fleet, &queue, total, 3).await;
+
+    // The second file, per tenant: hooks 0-4 move, 5-7 rotate their header value, 8-10 are
+    // deleted, 11-14 are the same, 15-19 are new.
+    let second: Vec<NewJob> = tenants
+        .iter()
+        .flat_map(|t| (0..20).map(move |n| (t.name.clone(), n)))
+        .map(|(t, n)| match n {
+            0..=4 => create(&t, hook(&t, n, &url(&t, n, 2), "s1")),
+            5..=7 => create(&t, hook(&t, n, &url(&t, n, 1), "s2")),
+            8..=10 => delete(&create(&t, hook(&t, n, &url(&t, n, 1), "s1"))),
+            _ => create(&t, hook(&t, n, &url(&t, n, 1), "s1")),
+        })
+        .collect();
+    let pushed = enqueued(&queue.push(&second).await.expect("push"));
+    assert_eq!(pushed, 6 * 16, "hooks 11-14 of each tenant are unchanged");
+    total += pushed;
+    kills += run_killing(&mut fleet, &queue, total, 3).await;
+
+    let stats = sim.server.stats();
+    let status = queue.status().await.expect("status");
+    assert_eq!(
+        (status.done as usize, status.dead),
+        (total, 0),
+        "{status:?}"
+    );
+    let all: Vec<NewJob> = first.iter().chain(&second).cloned().collect();
+    assert_sim_holds(&stats, &desired(&all));
+    let faults: (u64, u64, u64) = stats.accounts.values().fold((0, 0, 0), |f, a| {
+        (
+            f.0 + a.faults.errors,
+            f.1 + a.faults.created_then_error,
+            f.2 + a.faults.resets,
+        )
+    });
+    assert!(kills > 0, "the run ended before any kill");
+    assert!(faults.1 > 0, "no change was done and then answered 500");
+    let calls = |f: fn(&lsq_webhooks::sim::AccountStats) -> u64| -> u64 {
+        stats.accounts.values().map(f).sum()
+    };
+    report(&format!(
+        "chaos revisions: jobs {total} kills {kills} outcomes {:?} | simulator: creates {} \
+         updates {} deletes {} retrieves {} duplicates 0 | injected 500s {} done-then-500s {} \
+         resets {}",
+        status.outcomes,
+        calls(|a| a.create_calls),
+        calls(|a| a.update_calls),
+        calls(|a| a.delete_calls),
+        calls(|a| a.retrieve_calls),
+        faults.0,
+        faults.1,
+        faults.2,
     ));
 }

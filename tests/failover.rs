@@ -226,6 +226,8 @@ async fn start_sim(run: &str, n: usize) -> (Sim, Vec<Tenant>) {
 fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
     (from..from + n)
         .map(|i| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: tenants[i % tenants.len()].name.clone(),
             body: serde_json::json!({
                 "Description": format!("failover {run} job {i:05}"),

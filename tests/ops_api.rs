@@ -690,7 +690,7 @@ async fn the_openapi_document_and_the_server_agree() {
     // Both ways: every route of `app` is documented, and every documented operation is a
     // route (the loop above has already seen each answer as documented).
     assert_eq!(routes_in_code(), documented);
-    assert_eq!(documented.len(), 18);
+    assert_eq!(documented.len(), 19);
     // The document is served too.
     let r = client()
         .get(server.url("/openapi.json"))

@@ -118,6 +118,8 @@ async fn status_shows_each_tenants_share_and_why() {
     let jobs: Vec<_> = (0..2)
         .flat_map(|n| {
             ["kept", "crowded"].map(|t| lsq_webhooks::job::NewJob {
+                delete: false,
+                legacy_key: None,
                 tenant: t.into(),
                 body: ops_support::webhook(n).to_string(),
                 key: format!("{t}-{n}"),
@@ -399,6 +401,8 @@ async fn worker_serves_metrics_while_it_drains_the_queue() {
     q.put_tenants(&tenants).await.unwrap();
     let jobs: Vec<_> = (0..20)
         .map(|i| lsq_webhooks::job::NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: if i % 2 == 0 { "acme" } else { "beta" }.into(),
             body: ops_support::webhook(i).to_string(),
             key: format!("k{i}"),

@@ -12,6 +12,7 @@ use lsq_webhooks::tenant::Tenant;
 
 fn request(tenant: &str, n: usize) -> JobRequest {
     JobRequest {
+        delete: false,
         tenant: tenant.into(),
         webhook: serde_json::json!({
             "Description": format!("hook {n}"),
@@ -64,7 +65,11 @@ async fn enqueues_one_and_recognises_it_again() {
         Pushed::Duplicate { job: job.clone() }
     );
     let stored = q.job(&job).await.expect("job").expect("stored");
-    assert!(stored.key.starts_with("sha256:"));
+    assert!(
+        stored
+            .key
+            .starts_with(lsq_webhooks::job::DERIVED_KEY_PREFIX)
+    );
 }
 
 #[tokio::test]
@@ -120,6 +125,7 @@ async fn a_typed_webhook_from_a_producer_built_in_one_line() {
     );
     // The same typed body through the JSON entry point, with the same key: a duplicate.
     let json = JobRequest {
+        delete: false,
         key: Some("order-7".into()),
         ..request("acme", 7)
     };
@@ -152,4 +158,33 @@ async fn a_typed_webhook_from_a_producer_built_in_one_line() {
             .await
             .is_err()
     );
+}
+
+/// Issue 18: a delete through the handle is a job of its own, taken once; for a registered
+/// tenant and a key that is not empty.
+#[tokio::test]
+async fn delete_webhook_enqueues_a_delete_once() {
+    use lsq_webhooks::job::Operation;
+    let (p, q) = producer().await;
+    let first = p.delete_webhook("acme", "gone").await.expect("enqueue");
+    let Pushed::Enqueued { job } = first else {
+        panic!("expected a new job, got {first:?}");
+    };
+    assert_eq!(
+        p.delete_webhook("acme", "gone").await.expect("enqueue"),
+        Pushed::Duplicate { job: job.clone() }
+    );
+    let leased = match q.dispatch().await.expect("dispatch") {
+        lsq_webhooks::queue::Dispatch::Job(j) => j,
+        other => panic!("expected the job, got {other:?}"),
+    };
+    assert_eq!(leased.id, job);
+    assert_eq!(
+        Operation::split(&leased.body).0,
+        Operation::Delete(String::new())
+    );
+    let e = p.delete_webhook("nobody", "k").await;
+    assert!(matches!(e, Err(ProducerError::UnknownTenant(_))), "{e:?}");
+    let e = p.delete_webhook("acme", "").await;
+    assert!(matches!(e, Err(ProducerError::Invalid(_))), "{e:?}");
 }

@@ -721,6 +721,7 @@ fn completion<'a>(
         job,
         webhook_id,
         reconciled,
+        outcome: lsq_webhooks::job::Outcome::Created,
         attempt,
         answered_ago: Duration::ZERO,
     }
@@ -2644,6 +2645,233 @@ async fn a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued(h: Harness) 
     assert_eq!(next.attempt, 1);
 }
 
+// Revisions of a webhook (issue 18): update, delete, versioned keys
+
+/// A job checked as `enqueue` checks it (key derived from tenant, event and description
+/// unless given), with the webhook's URL.
+fn revision(tenant: &str, key: Option<&str>, url: &str) -> lsq_webhooks::job::NewJob {
+    let request = lsq_webhooks::producer::JobRequest {
+        tenant: tenant.into(),
+        webhook: serde_json::json!({
+            "Description": "CRM sync: lead created",
+            "URL": url,
+            "Method": "POST",
+            "ContentType": "application/json",
+            "WebhookEvent": "3",
+            "IsSpecificLandingPage": false,
+            "NotifyOnFailure": false,
+            "WebhookProperties": null,
+        }),
+        key: key.map(str::to_string),
+        delete: false,
+    };
+    lsq_webhooks::producer::validate(&request).expect("valid job")
+}
+
+/// A delete line's job.
+fn deletion(tenant: &str, key: &str) -> lsq_webhooks::job::NewJob {
+    let request = lsq_webhooks::producer::JobRequest {
+        tenant: tenant.into(),
+        webhook: serde_json::Value::Null,
+        key: Some(key.into()),
+        delete: true,
+    };
+    lsq_webhooks::producer::validate(&request).expect("valid delete")
+}
+
+async fn push_one(q: &Arc<dyn Queue>, job: lsq_webhooks::job::NewJob) -> Pushed {
+    let mut out = q.push(&[job]).await.expect("push");
+    out.pop().expect("one answer")
+}
+
+/// Dispatches the next job and completes it as `outcome` with `webhook_id`.
+async fn finish_as(
+    q: &Arc<dyn Queue>,
+    webhook_id: &str,
+    outcome: lsq_webhooks::job::Outcome,
+) -> LeasedJob {
+    let j = next_job(q.as_ref()).await;
+    q.complete_as(&j, webhook_id, false, outcome)
+        .await
+        .expect("complete");
+    j
+}
+
+async fn a_changed_body_under_a_done_key_is_an_update_and_the_same_body_a_duplicate(h: Harness) {
+    use lsq_webhooks::job::{Operation, Outcome};
+    let q = h.queue_with("revise", &[("acme", 25)], |_| {}).await;
+    let first = revision("acme", None, "https://old.example/in");
+    let created = ids(&[push_one(&q, first.clone()).await]);
+    // Not done yet: a changed body is a duplicate of the unfinished job.
+    let moved = revision("acme", None, "https://new.example/in");
+    assert_eq!(
+        moved.key, first.key,
+        "the derived key names the webhook, not its body"
+    );
+    assert_eq!(
+        push_one(&q, moved.clone()).await,
+        Pushed::Duplicate {
+            job: created[0].clone()
+        }
+    );
+    let j = finish_as(&q, "wh-1", Outcome::Created).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Create, first.body.as_str())
+    );
+    let done = record(&q, &created[0]).await;
+    assert_eq!(done.outcome, Some(Outcome::Created));
+    // The record keeps what `sync` compares: the body's digest and its fields' digests.
+    assert_eq!(
+        done.digest,
+        Some(lsq_webhooks::job::body_digest(&first.body))
+    );
+    assert_eq!(
+        done.fields,
+        Some(lsq_webhooks::job::field_digests(&first.body))
+    );
+    // The same body again: a duplicate.
+    assert_eq!(
+        push_one(&q, first.clone()).await,
+        Pushed::Duplicate {
+            job: created[0].clone()
+        }
+    );
+    // Another body: an update of the webhook the done record holds.
+    let update = ids(&[push_one(&q, moved.clone()).await]);
+    assert_ne!(update[0], created[0]);
+    assert_eq!(
+        q.find_job("acme", &moved.key).await.expect("find"),
+        Some(update[0].clone())
+    );
+    let j = finish_as(&q, "wh-1", Outcome::Updated).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Update("wh-1".into()), moved.body.as_str())
+    );
+    let r = record(&q, &update[0]).await;
+    assert_eq!(
+        (r.status, r.webhook_id.as_deref(), r.outcome),
+        (JobState::Done, Some("wh-1"), Some(Outcome::Updated))
+    );
+    // The update's body is the one recorded now.
+    assert_eq!(
+        push_one(&q, moved).await,
+        Pushed::Duplicate {
+            job: update[0].clone()
+        }
+    );
+    assert!(matches!(push_one(&q, first).await, Pushed::Enqueued { .. }));
+}
+
+async fn a_delete_line_deletes_what_its_key_names_and_a_body_after_it_creates_again(h: Harness) {
+    use lsq_webhooks::job::{Operation, Outcome};
+    let q = h.queue_with("delete", &[("acme", 25)], |_| {}).await;
+    let hook = revision("acme", Some("crm"), "https://a.example/in");
+    push_one(&q, hook.clone()).await;
+    finish_as(&q, "wh-7", Outcome::Created).await;
+    let gone = ids(&[push_one(&q, deletion("acme", "crm")).await]);
+    let j = finish_as(&q, "wh-7", Outcome::Deleted).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Delete("wh-7".into()), "")
+    );
+    assert_eq!(record(&q, &gone[0]).await.outcome, Some(Outcome::Deleted));
+    // Deleted already: a duplicate.
+    assert_eq!(
+        push_one(&q, deletion("acme", "crm")).await,
+        Pushed::Duplicate {
+            job: gone[0].clone()
+        }
+    );
+    // A body after the delete creates the webhook again.
+    push_one(&q, hook.clone()).await;
+    let j = finish_as(&q, "wh-8", Outcome::Created).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Create, hook.body.as_str())
+    );
+    // A delete of a key never pushed is a delete of nothing (no Id): the worker finds it
+    // not found without a call.
+    push_one(&q, deletion("acme", "never")).await;
+    let j = finish_as(&q, "", Outcome::NotFound).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Delete(String::new()), "")
+    );
+    // Not found counts as gone, like deleted.
+    assert!(matches!(
+        push_one(&q, deletion("acme", "never")).await,
+        Pushed::Duplicate { .. }
+    ));
+    let results = q.results(Some("acme")).await.expect("results");
+    let outcomes: Vec<_> = results.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Some(Outcome::Created),
+            Some(Outcome::Deleted),
+            Some(Outcome::Created),
+            Some(Outcome::NotFound)
+        ]
+    );
+    let counted = q.status().await.expect("status").outcomes;
+    let count = |o: Outcome| counted.get(o.as_str()).copied();
+    assert_eq!(
+        (
+            count(Outcome::Created),
+            count(Outcome::Updated),
+            count(Outcome::Deleted),
+            count(Outcome::NotFound)
+        ),
+        (Some(2), Some(0), Some(1), Some(1)),
+        "{counted:?}"
+    );
+}
+
+async fn a_job_done_under_the_version_1_key_is_not_created_again(h: Harness) {
+    use lsq_webhooks::job::{Operation, Outcome, legacy_key};
+    let q = h.queue_with("legacy", &[("acme", 25)], |_| {}).await;
+    // A queue from before issue 18: the job keyed by tenant and body, done by `complete`.
+    let new_code = revision("acme", None, "https://old.example/in");
+    let old_key = legacy_key("acme", &new_code.body);
+    assert_eq!(new_code.legacy_key.as_deref(), Some(old_key.as_str()));
+    let old = lsq_webhooks::job::NewJob {
+        key: old_key,
+        legacy_key: None,
+        ..new_code.clone()
+    };
+    let done = ids(&[push_one(&q, old).await]);
+    let j = next_job(q.as_ref()).await;
+    q.complete(&j, "wh-old", false).await.expect("complete");
+    // The same job pushed by this version: a duplicate of the done one, no second create.
+    assert_eq!(
+        push_one(&q, new_code.clone()).await,
+        Pushed::Duplicate {
+            job: done[0].clone()
+        }
+    );
+    assert_eq!(
+        q.find_job("acme", &new_code.key).await.expect("find"),
+        Some(done[0].clone())
+    );
+    // And the webhook's new URL is an update of the webhook the old job created.
+    let moved = revision("acme", None, "https://new.example/in");
+    assert!(matches!(
+        push_one(&q, moved.clone()).await,
+        Pushed::Enqueued { .. }
+    ));
+    let j = finish_as(&q, "wh-old", Outcome::Updated).await;
+    assert_eq!(
+        Operation::split(&j.body),
+        (Operation::Update("wh-old".into()), moved.body.as_str())
+    );
+    assert!(matches!(
+        q.dispatch().await.expect("dispatch"),
+        Dispatch::Empty
+    ));
+}
+
 /// One `#[tokio::test]` per case per backend.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -2734,4 +2962,7 @@ conformance!(
     the_tenants_view_counts_jobs_as_they_move,
     every_way_a_job_dies_counts_it_dead_once,
     a_paused_queue_dispatches_nothing_and_its_jobs_stay_queued,
+    a_changed_body_under_a_done_key_is_an_update_and_the_same_body_a_duplicate,
+    a_delete_line_deletes_what_its_key_names_and_a_body_after_it_creates_again,
+    a_job_done_under_the_version_1_key_is_not_created_again,
 );

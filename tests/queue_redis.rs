@@ -417,6 +417,7 @@ async fn a_damaged_history_does_not_fail_a_batch_of_completions() {
             job,
             webhook_id: "wh",
             reconciled: false,
+            outcome: lsq_webhooks::job::Outcome::Created,
             attempt: Some(&attempt),
             answered_ago: Duration::ZERO,
         })

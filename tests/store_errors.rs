@@ -158,6 +158,7 @@ async fn a_killed_redis_is_waited_for_and_the_operation_then_succeeds() {
         tokio::spawn(async move {
             producer
                 .enqueue(&JobRequest {
+                    delete: false,
                     tenant: "t00".into(),
                     webhook: body,
                     key: Some("during-the-restart".into()),
@@ -451,6 +452,7 @@ async fn a_producer_gives_up_after_its_retry_time_and_says_so() {
     let producer = Producer::new(queue);
     let got = producer
         .enqueue(&JobRequest {
+            delete: false,
             tenant: "t00".into(),
             webhook: body("t00", 1),
             key: None,

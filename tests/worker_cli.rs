@@ -74,12 +74,16 @@ async fn results_and_dead_letters_through_the_binary() {
     let (name, queue) = queue_with("cli-dead", "down", &down).await;
     let mut jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "down".into(),
             body: body(n).to_string(),
             key: format!("k{n}"),
         })
         .collect();
     jobs.push(NewJob {
+        delete: false,
+        legacy_key: None,
         tenant: "down".into(),
         body: serde_json::json!({"Description": 7}).to_string(),
         key: "broken".into(),
@@ -132,7 +136,8 @@ async fn results_and_dead_letters_through_the_binary() {
             "status",
             "webhook_id",
             "attempts",
-            "error"
+            "error",
+            "outcome"
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
@@ -140,6 +145,8 @@ async fn results_and_dead_letters_through_the_binary() {
     for row in &rows {
         assert_eq!(&row[3], "dead");
         assert_eq!(&row[4], "");
+        // What a job did is a done job's; a dead one did nothing.
+        assert_eq!(&row[7], "");
         if &row[2] == "broken" {
             assert!(row[6].contains("does not decode"), "{:?}", &row[6]);
         } else {
@@ -194,6 +201,8 @@ async fn results_purge_done_through_the_binary() {
     let (name, queue) = queue_with("cli-purge-done", "acme", "http://127.0.0.1:9").await;
     let jobs: Vec<NewJob> = (0..3)
         .map(|n| NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "acme".into(),
             body: body(n).to_string(),
             key: format!("k{n}"),

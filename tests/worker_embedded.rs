@@ -45,6 +45,8 @@ fn body(n: usize) -> serde_json::Value {
 
 fn job(tenant: &str, n: usize, webhook: serde_json::Value) -> NewJob {
     NewJob {
+        delete: false,
+        legacy_key: None,
         tenant: tenant.into(),
         body: webhook.to_string(),
         key: format!("{tenant}-{n}"),

@@ -231,21 +231,29 @@ async fn permanent_errors_and_invalid_bodies_are_dead_with_the_reason() {
     no_url.as_object_mut().map(|o| o.remove("URL"));
     let jobs = vec![
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "t00".into(),
             body: body("t00", 0).to_string(),
             key: "good".into(),
         },
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "t00".into(),
             body: bad_event.to_string(),
             key: "bad-event".into(),
         },
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "t00".into(),
             body: no_url.to_string(),
             key: "no-url".into(),
         },
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: "badkeys".into(),
             body: body("badkeys", 0).to_string(),
             key: "bad-keys".into(),

@@ -59,6 +59,9 @@ pub fn write_text(view: &JobView, out: &mut dyn Write) -> std::io::Result<()> {
         };
         writeln!(out, "webhook     {id}{how}")?;
     }
+    if let Some(outcome) = j.outcome {
+        writeln!(out, "did         {}", outcome.as_str())?;
+    }
     if let Some(e) = &j.error {
         writeln!(out, "error       {e}")?;
     }

@@ -14,6 +14,7 @@ pub mod serve;
 pub mod simulate;
 pub mod status;
 pub mod stderr;
+pub mod sync;
 pub mod tenants;
 pub mod worker;
 
@@ -148,6 +149,9 @@ pub enum Command {
     Tenants(tenants::Command),
     /// Validate a JSON Lines job file (or `-` for stdin) and enqueue its jobs.
     Enqueue(enqueue::Args),
+    /// Make the named tenants' webhooks what a job file says: plan (create, update, delete
+    /// with --prune, unchanged), then enqueue it unless --dry-run.
+    Sync(sync::Args),
     /// Drain the queue: call LeadSquared for each job, within each tenant's limit.
     Worker(worker::Args),
     /// Show what is queued, scheduled, running, done and dead, per tenant.
@@ -374,6 +378,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Tenants(c) => tenants::run(&global, c).await,
         Command::Enqueue(a) => enqueue::run(&global, a).await,
+        Command::Sync(a) => sync::run(&global, a).await,
         Command::Worker(a) => worker::run(&global, a).await,
         Command::Status(a) => status::run(&global, a).await,
         Command::Results(a) => results::run(&global, a).await,

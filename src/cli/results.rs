@@ -39,8 +39,9 @@ pub enum Format {
     Csv,
 }
 
-/// The columns of a results row, in order.
-pub const COLUMNS: [&str; 7] = [
+/// The columns of a results row, in order; `outcome` (issue 18) is what a done job did:
+/// created, updated, unchanged, deleted or not_found (empty for a dead one).
+pub const COLUMNS: [&str; 8] = [
     "job",
     "tenant",
     "key",
@@ -48,6 +49,7 @@ pub const COLUMNS: [&str; 7] = [
     "webhook_id",
     "attempts",
     "error",
+    "outcome",
 ];
 
 /// One row: exactly [`COLUMNS`].
@@ -60,6 +62,7 @@ struct Row<'a> {
     webhook_id: Option<&'a str>,
     attempts: u32,
     error: Option<&'a str>,
+    outcome: Option<&'static str>,
 }
 
 impl<'a> From<&'a JobResult> for Row<'a> {
@@ -72,6 +75,9 @@ impl<'a> From<&'a JobResult> for Row<'a> {
             webhook_id: r.webhook_id.as_deref(),
             attempts: r.attempts,
             error: r.error.as_deref(),
+            // A job done before outcomes were recorded created its webhook.
+            outcome: (r.status == crate::job::JobState::Done)
+                .then(|| r.outcome.unwrap_or(crate::job::Outcome::Created).as_str()),
         }
     }
 }
@@ -98,6 +104,7 @@ pub fn write_rows(rows: &[JobResult], format: Format, out: &mut dyn Write) -> an
                     row.webhook_id.unwrap_or(""),
                     &row.attempts.to_string(),
                     row.error.unwrap_or(""),
+                    row.outcome.unwrap_or(""),
                 ])?;
             }
             w.flush()?;

@@ -15,9 +15,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{BadInput, Global};
-use crate::job::JobId;
 use crate::leadsquared::{CallError, Client, ClientConfig};
-use crate::queue::{HoldKind, LeasedJob, NewHold, Queue};
+use crate::queue::{HoldKind, NewHold, Queue};
 use crate::tenant::{self, Tenant, TenantsFileError};
 
 /// Subcommands of `tenants`.
@@ -201,18 +200,9 @@ async fn discover_one(
     }
     let found = client.discover(tenant, discovery).await;
     // The call is re-stamped at its answer, as every call is.
-    let stamp = LeasedJob {
-        id: JobId(call.clone()),
-        tenant: tenant.name.clone(),
-        key: String::new(),
-        body: String::new(),
-        attempt: 0,
-        outcome_unknown: false,
-        lease: call,
-        dispatched_at_ms: 0,
-        fenced_until: None,
-    };
-    let _ = queue.answered(&stamp).await;
+    let _ = queue
+        .answered(&crate::sync::call_stamp(&tenant.name, &call))
+        .await;
     match found {
         Ok(base) => {
             let access = tenant.access_key.expose();

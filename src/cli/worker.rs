@@ -82,6 +82,11 @@ pub struct Args {
     #[arg(long, env = "LSQ_DISCOVERY_URL", default_value = crate::leadsquared::client::DEFAULT_DISCOVERY_URL,
           value_parser = crate::tenant::api_base_from_host, value_name = "URL")]
     pub discovery_url: url::Url,
+    /// How LeadSquared's Delete is called, `METHOD /path` (it is undocumented; the Id goes
+    /// in a `webhookId` query parameter): integrators report `GET /v2/Webhook.svc/Delete`.
+    #[arg(long, env = "LSQ_DELETE_CALL", value_name = "METHOD /PATH",
+          default_value = crate::leadsquared::client::DEFAULT_DELETE_CALL)]
+    pub delete_call: crate::leadsquared::DeleteCall,
 }
 
 impl Args {
@@ -198,6 +203,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         pool_max_idle_per_host: defaults
             .pool_max_idle_per_host
             .max(worker_config.concurrency),
+        delete_call: args.delete_call.clone(),
         ..defaults
     })?;
     let shutdown = CancellationToken::new();

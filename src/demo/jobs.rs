@@ -23,9 +23,10 @@ fn webhook(tenant: &str, n: u64) -> serde_json::Value {
 }
 
 /// A tenant's job number `n`, checked and normalised the way `enqueue` and the HTTP API do
-/// it (its idempotency key derived from tenant and body).
+/// it (its key derived from tenant, event and description).
 fn job(tenant: &str, n: u64) -> Result<NewJob, DemoError> {
     let request = JobRequest {
+        delete: false,
         tenant: tenant.to_string(),
         webhook: webhook(tenant, n),
         key: None,

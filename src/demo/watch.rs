@@ -254,6 +254,7 @@ mod tests {
             &AttemptOutcome::Done {
                 webhook_id: "w".into(),
                 reconciled: false,
+                outcome: crate::job::Outcome::Created,
             },
         );
         let a = watch.progress("a");

@@ -23,6 +23,28 @@ use serde_json::Value;
 /// The exception type LeadSquared names a rate limit with.
 pub const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
 
+/// The exception type taken to mean "no webhook with that Id" on Update and Delete.
+/// LeadSquared documents none; the simulator answers this one with a 404 (an assumption,
+/// see `docs/decisions.md`, issue 18). [`is_not_found`] also accepts any `...NotFound...`
+/// exception type but the unknown-API one.
+pub const NOT_FOUND_EXCEPTION: &str = "MXWebhookNotFoundException";
+
+/// The exception LeadSquared answers an unknown API path with: not "no such webhook".
+const API_NOT_FOUND_EXCEPTION: &str = "MXAPINotFoundException";
+
+/// Whether an Update's or Delete's error says the webhook does not exist: a permanent
+/// error naming an exception type that contains `NotFound` (but not the unknown-API one,
+/// which means the call itself is wrong and must stay an error).
+pub fn is_not_found(e: &CallError) -> bool {
+    let CallError::Permanent { reason } = e else {
+        return false;
+    };
+    let exception = reason.split(':').next().unwrap_or_default().trim();
+    exception.starts_with("MX")
+        && exception.contains("NotFound")
+        && !exception.eq_ignore_ascii_case(API_NOT_FOUND_EXCEPTION)
+}
+
 /// LeadSquared's rate-limit window.
 pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(5);
 

@@ -1,4 +1,8 @@
-//! The HTTP client for a tenant's LeadSquared API: Create and Retrieve.
+//! The HTTP client for a tenant's LeadSquared API: Create, Retrieve, Update and Delete.
+//!
+//! LeadSquared's Delete is undocumented: its method and path are [`ClientConfig::delete_call`]
+//! (`--delete-call` / `LSQ_DELETE_CALL`), `GET /v2/Webhook.svc/Delete` unless told
+//! otherwise, the Id in a `webhookId` query parameter (see `docs/decisions.md`, issue 18).
 //!
 //! One [`Client`] serves every tenant: it pools connections per host, authenticates each
 //! call with the tenant's keys in the `x-LSQ-AccessKey` / `x-LSQ-SecretKey` headers (which
@@ -25,6 +29,11 @@ use crate::tenant::{Tenant, is_loopback};
 pub const CREATE_PATH: &str = "/v2/Webhook.svc/Create";
 /// Path of Retrieve under a tenant's API base.
 pub const RETRIEVE_PATH: &str = "/v2/Webhook.svc/Retrieve";
+
+/// Path of Update under a tenant's API base.
+pub const UPDATE_PATH: &str = "/v2/Webhook.svc/Update";
+/// The Delete call public integrators report (undocumented by LeadSquared).
+pub const DEFAULT_DELETE_CALL: &str = "GET /v2/Webhook.svc/Delete";
 
 /// Path of `UserByAccessKey.Get` (host discovery) under any region's host.
 pub const DISCOVERY_PATH: &str = "/v2/Authentication.svc/UserByAccessKey.Get";
@@ -54,6 +63,65 @@ pub struct ClientConfig {
     pub pool_idle_timeout: Duration,
     /// `User-Agent` sent with every call.
     pub user_agent: String,
+    /// How Delete is called: method and path (see [`DeleteCall`]).
+    pub delete_call: DeleteCall,
+}
+
+/// The method and path of LeadSquared's Delete call, which LeadSquared does not document:
+/// `METHOD /path`, e.g. `GET /v2/Webhook.svc/Delete` (the default). The webhook's Id goes in
+/// a `webhookId` query parameter; a POST also carries `{"WebhookId": ..}` as its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteCall {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: reqwest::Method,
+    /// Path under the tenant's API base, starting with `/`.
+    pub path: String,
+}
+
+impl Default for DeleteCall {
+    fn default() -> Self {
+        DeleteCall {
+            method: reqwest::Method::GET,
+            path: "/v2/Webhook.svc/Delete".into(),
+        }
+    }
+}
+
+impl std::str::FromStr for DeleteCall {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (method, path) = s
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("{s:?}: expected METHOD /path, e.g. {DEFAULT_DELETE_CALL:?}"))?;
+        let method = match method.to_ascii_uppercase().as_str() {
+            "GET" => reqwest::Method::GET,
+            "POST" => reqwest::Method::POST,
+            "DELETE" => reqwest::Method::DELETE,
+            other => return Err(format!("{other:?}: the method must be GET, POST or DELETE")),
+        };
+        let path = path.trim();
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "{path:?}: the path must start with / and have no query"
+            ));
+        }
+        Ok(DeleteCall {
+            method,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// What an Update or a Delete did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// LeadSquared did it.
+    Done,
+    /// LeadSquared has no webhook with that Id
+    /// ([`super::answer::NOT_FOUND_EXCEPTION`]).
+    NotFound,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +133,7 @@ impl Default for ClientConfig {
             pool_max_idle_per_host: 64,
             pool_idle_timeout: Duration::from_secs(60),
             user_agent: concat!("lsq-webhooks/", env!("CARGO_PKG_VERSION")).to_string(),
+            delete_call: DeleteCall::default(),
         }
     }
 }
@@ -176,6 +245,50 @@ impl Client {
         }
     }
 
+    /// Calls Update once: `body` (Create's) plus `WebhookId` replaces the webhook `id`.
+    /// Update is idempotent, so a lost answer is safe to repeat.
+    pub async fn update(
+        &self,
+        tenant: &Tenant,
+        id: &WebhookId,
+        body: &CreateWebhook,
+    ) -> Result<Applied, CallError> {
+        let header_values: Vec<&str> = body
+            .custom_headers
+            .iter()
+            .map(|h| h.value.expose())
+            .collect();
+        let mut request = body.to_value();
+        if let Some(o) = request.as_object_mut() {
+            o.insert("WebhookId".into(), Value::String(id.0.clone()));
+        }
+        let answer = self
+            .call(tenant, UPDATE_PATH, &request, &header_values)
+            .await;
+        applied(answer)
+    }
+
+    /// Calls Delete once, as [`ClientConfig::delete_call`] says. "No such webhook" is
+    /// [`Applied::NotFound`], which a caller takes as done.
+    pub async fn delete(&self, tenant: &Tenant, id: &WebhookId) -> Result<Applied, CallError> {
+        let secrets = [tenant.access_key.expose(), tenant.secret_key.expose()];
+        let result = async {
+            let Some(base) = &tenant.api_base else {
+                return Err(no_host());
+            };
+            let call = &self.config.delete_call;
+            let mut url = endpoint(base, &call.path)?;
+            url.query_pairs_mut().append_pair("webhookId", &id.0);
+            let mut request = self.http.request(call.method.clone(), url);
+            if call.method == reqwest::Method::POST {
+                request = request.json(&json!({ "WebhookId": id.0 }));
+            }
+            self.send(tenant, request, &call.path).await
+        }
+        .await;
+        applied(result.map_err(|e| e.redacted(&secrets)))
+    }
+
     /// Calls Retrieve once: the tenant's webhooks whose name or description matches
     /// `search_text`, page `page_index` (1-based) of `page_size`.
     pub async fn retrieve(
@@ -263,9 +376,7 @@ impl Client {
         body: &Value,
     ) -> Result<Value, CallError> {
         let Some(base) = &tenant.api_base else {
-            return Err(CallError::Permanent {
-                reason: "the tenant's API host is not known yet (it is being discovered)".into(),
-            });
+            return Err(no_host());
         };
         let url = endpoint(base, path)?;
         self.send(tenant, self.http.post(url).json(body), path)
@@ -334,6 +445,23 @@ impl Client {
         }
         .await;
         result.map_err(|e| e.redacted(&secrets))
+    }
+}
+
+/// A call for a tenant whose host is still being discovered.
+fn no_host() -> CallError {
+    CallError::Permanent {
+        reason: "the tenant's API host is not known yet (it is being discovered)".into(),
+    }
+}
+
+/// An Update's or a Delete's answer: any success is done; LeadSquared's "no such webhook"
+/// is [`Applied::NotFound`].
+fn applied(answer: Result<Value, CallError>) -> Result<Applied, CallError> {
+    match answer {
+        Ok(_) => Ok(Applied::Done),
+        Err(e) if super::answer::is_not_found(&e) => Ok(Applied::NotFound),
+        Err(e) => Err(e),
     }
 }
 

@@ -11,7 +11,10 @@ pub mod client;
 pub mod webhook;
 
 pub use answer::{CallError, Quota, classify};
-pub use client::{Client, ClientBuildError, ClientConfig, RetrievePage, WebhookId, WebhookSummary};
+pub use client::{
+    Applied, Client, ClientBuildError, ClientConfig, DeleteCall, RetrievePage, WebhookId,
+    WebhookSummary,
+};
 pub use webhook::{
     ContentType, CreateWebhook, CustomHeader, EventFamily, FieldError, Method, Problem, Rejection,
     WebhookEvent,

@@ -180,6 +180,8 @@ struct Inner {
     registry: Registry,
     /// `lsq_jobs_total{outcome}`.
     jobs: Family<OutcomeLabels, Counter>,
+    /// `lsq_webhook_changes_total{outcome}`: what done jobs did (issue 18).
+    changes: Family<OutcomeLabels, Counter>,
     /// `lsq_leadsquared_rate_limited_total`.
     rate_limited: Counter,
     /// `lsq_leadsquared_call_duration_seconds{outcome}`.
@@ -247,6 +249,17 @@ impl Metrics {
         // Every outcome appears from the first scrape, so `rate()` has a baseline.
         for outcome in JobOutcome::ALL {
             drop(jobs.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
+        let changes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "lsq_webhook_changes",
+            "Jobs done by this process by what they did to their webhook: created, updated, unchanged, deleted, not_found",
+            changes.clone(),
+        );
+        for outcome in crate::job::Outcome::ALL {
+            drop(changes.get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             }));
         }
@@ -365,6 +378,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 jobs,
+                changes,
                 rate_limited,
                 call_seconds,
                 queue_jobs,
@@ -392,6 +406,16 @@ impl Metrics {
     pub fn job_finished(&self, outcome: JobOutcome) {
         self.inner
             .jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a done job by what it did to its webhook.
+    pub fn webhook_changed(&self, outcome: crate::job::Outcome) {
+        self.inner
+            .changes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
@@ -824,5 +848,22 @@ mod tests {
 
         let text = m.scrape(None);
         assert!(text.contains("lsq_queue_status_up 0\n"), "{text}");
+    }
+
+    /// Issue 18: done jobs counted by what they did, every outcome present from the start.
+    #[test]
+    fn webhook_changes_are_counted_by_outcome() {
+        let m = Metrics::new();
+        m.webhook_changed(crate::job::Outcome::Updated);
+        m.webhook_changed(crate::job::Outcome::Updated);
+        m.webhook_changed(crate::job::Outcome::NotFound);
+        let text = m.scrape(None);
+        for line in [
+            "lsq_webhook_changes_total{outcome=\"updated\"} 2\n",
+            "lsq_webhook_changes_total{outcome=\"not_found\"} 1\n",
+            "lsq_webhook_changes_total{outcome=\"created\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
     }
 }

@@ -85,6 +85,10 @@ function renderStatus(s) {
   setText("running", s.running);
   setText("oldest", s.oldest_running_ms == null ? "" : `oldest lease ${(s.oldest_running_ms / 1000).toFixed(1)} s`);
   setText("done", s.done);
+  // Issue 18: what the done jobs did, where the queue counts it.
+  const by = s.outcomes || {};
+  const named = Object.keys(by).filter(k => by[k] > 0).map(k => `${by[k]} ${k.replace("_", " ")}`);
+  setText("done-outcomes", named.length ? named.join(", ") : "webhooks created");
   setText("dead-total", s.dead);
   $("dead-total").className = "value" + (s.dead > 0 ? " nonzero" : "");
   setText("throughput", s.throughput.done == null ? "n/a" : s.throughput.done);

@@ -35,6 +35,10 @@ pub struct StatusReport {
     pub dead: u64,
     /// Age of the oldest running job's lease, ms; `null` when nothing runs.
     pub oldest_running_ms: Option<u64>,
+    /// Jobs ever done by what they did: created, updated, unchanged, deleted, not_found
+    /// (issue 18; added in version 1 without a bump: readers that do not know it ignore it).
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, u64>,
     /// Jobs finished done recently.
     pub throughput: Throughput,
     /// Tenants with waiting jobs, calls in the current window or a pause: throttled ones
@@ -218,6 +222,7 @@ impl StatusReport {
             done: status.done,
             dead: status.dead,
             oldest_running_ms: status.oldest_running_ms.filter(|_| status.running > 0),
+            outcomes: status.outcomes,
             throughput: Throughput {
                 window_seconds: THROUGHPUT_SECONDS,
                 done,
@@ -252,6 +257,16 @@ impl StatusReport {
             "queued {}   scheduled {}   running {}   done {}   dead {}",
             self.queued, self.scheduled, running, self.done, self.dead
         );
+        if self.outcomes.values().any(|n| *n > 0) {
+            let by: Vec<String> = crate::job::Outcome::ALL
+                .iter()
+                .map(|o| {
+                    let n = self.outcomes.get(o.as_str()).copied().unwrap_or(0);
+                    format!("{} {n}", o.as_str())
+                })
+                .collect();
+            let _ = writeln!(out, "done by outcome: {}", by.join(", "));
+        }
         let _ = writeln!(out, "throughput {throughput}");
         if let Some(p) = &self.paused {
             let _ = writeln!(out, "{}", paused_line(p));
@@ -404,6 +419,7 @@ mod tests {
             done: 40,
             dead: 3,
             oldest_running_ms: Some(1_250),
+            outcomes: Default::default(),
             tenants: vec![
                 TenantStatus {
                     tenant: "calm".into(),
@@ -562,5 +578,28 @@ mod tests {
         assert_eq!(utc_time(0, false), "1970-01-01 00:00:00Z");
         assert_eq!(utc_time(951_782_400_000, false), "2000-02-29 00:00:00Z");
         assert_eq!(utc_time(4_102_444_799_999, true), "23:59:59.999Z");
+    }
+
+    /// Issue 18: the counts by outcome show in the JSON and, once any job is done, in the
+    /// table.
+    #[test]
+    fn done_jobs_are_counted_by_outcome() {
+        let mut st = status();
+        st.outcomes = [("created", 30), ("updated", 7), ("deleted", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let r = StatusReport::from_parts(st, vec![]);
+        let text = r.table(10);
+        assert!(
+            text.contains(
+                "done by outcome: created 30, updated 7, unchanged 0, deleted 3, not_found 0\n"
+            ),
+            "{text}"
+        );
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["outcomes"]["updated"], 7);
+        let quiet = StatusReport::from_parts(status(), vec![]).table(10);
+        assert!(!quiet.contains("by outcome"), "{quiet}");
     }
 }

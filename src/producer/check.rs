@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{JobRequest, MAX_KEY_LEN};
-use crate::job::{NewJob, derived_key};
+use crate::job::{NewJob, derived_key, legacy_key};
 use crate::leadsquared::webhook::RawWebhook;
 use crate::leadsquared::{CreateWebhook, FieldError};
 use crate::tenant::valid_name;
@@ -41,6 +41,26 @@ fn key_problem(key: &str) -> Option<FieldError> {
     }
 }
 
+/// A job made from a checked body: its key the given one, or derived (with the key version
+/// 1 would have derived beside it, see [`crate::job::legacy_key`]).
+fn create_job(tenant: &str, key: Option<String>, webhook: &CreateWebhook) -> NewJob {
+    let body = webhook.to_json();
+    let (key, legacy) = match key {
+        Some(key) => (key, None),
+        None => (
+            derived_key(tenant, webhook.event.code(), &webhook.description),
+            Some(legacy_key(tenant, &body)),
+        ),
+    };
+    NewJob {
+        tenant: tenant.to_string(),
+        body,
+        key,
+        delete: false,
+        legacy_key: legacy,
+    }
+}
+
 /// Checks one job (without the registry: see [`check_tenant`]) and makes it ready to push.
 pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -53,8 +73,37 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
     if let Some(problem) = request.key.as_deref().and_then(key_problem) {
         errors.push(problem);
     }
+    if request.delete {
+        if !request.webhook.is_null() {
+            errors.push(field_error(
+                "webhook",
+                "a delete has no webhook body (give only tenant, key and \"delete\": true)",
+            ));
+        }
+        return match &request.key {
+            Some(key) if errors.is_empty() => Ok(NewJob {
+                tenant: request.tenant.clone(),
+                body: String::new(),
+                key: key.clone(),
+                delete: true,
+                legacy_key: None,
+            }),
+            Some(_) => Err(errors),
+            None => {
+                errors.push(field_error(
+                    "key",
+                    "is missing: a delete names the key of the webhook it removes",
+                ));
+                Err(errors)
+            }
+        };
+    }
+    if request.webhook.is_null() {
+        errors.push(field_error("webhook", "is missing"));
+        return Err(errors);
+    }
     let body = match CreateWebhook::from_value(&request.webhook) {
-        Ok(w) => Some(w.to_json()),
+        Ok(w) => Some(w),
         Err(problems) => {
             errors.extend(problems.into_iter().map(|p| FieldError {
                 field: if p.field == "webhook" {
@@ -68,14 +117,9 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
         }
     };
     match body {
-        Some(body) if errors.is_empty() => Ok(NewJob {
-            key: request
-                .key
-                .clone()
-                .unwrap_or_else(|| derived_key(&request.tenant, &body)),
-            tenant: request.tenant.clone(),
-            body,
-        }),
+        Some(webhook) if errors.is_empty() => {
+            Ok(create_job(&request.tenant, request.key.clone(), &webhook))
+        }
         _ => Err(errors),
     }
 }
@@ -91,7 +135,7 @@ pub fn check_tenant(tenant: &str, registered: &HashSet<String>) -> Option<FieldE
 }
 
 /// Decodes one line of a job file: a JSON object with `tenant`, `webhook` and optionally
-/// `key`, and nothing else.
+/// `key`; or, for a delete, `tenant`, `key` and `"delete": true`; and nothing else.
 pub fn parse_line(text: &str) -> Result<JobRequest, Vec<FieldError>> {
     parse_line_bytes(text.as_bytes())
 }
@@ -108,13 +152,21 @@ fn parse_line_bytes(text: &[u8]) -> Result<JobRequest, Vec<FieldError>> {
     };
     let mut errors = Vec::new();
     for name in obj.keys() {
-        if !matches!(name.as_str(), "tenant" | "webhook" | "key") {
+        if !matches!(name.as_str(), "tenant" | "webhook" | "key" | "delete") {
             errors.push(field_error(
                 "job",
-                format!("unknown field {name:?} (a job has tenant, webhook and key)"),
+                format!("unknown field {name:?} (a job has tenant, webhook, key and delete)"),
             ));
         }
     }
+    let delete = match obj.remove("delete") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            errors.push(field_error("delete", "must be true or false"));
+            false
+        }
+    };
     let tenant = match obj.remove("tenant") {
         Some(Value::String(t)) => Some(t),
         Some(_) => {
@@ -126,7 +178,11 @@ fn parse_line_bytes(text: &[u8]) -> Result<JobRequest, Vec<FieldError>> {
             None
         }
     };
-    let webhook = obj.remove("webhook");
+    let webhook = match obj.remove("webhook") {
+        // A delete's absent webhook; `validate` says what a delete with one is.
+        None if delete => Some(Value::Null),
+        w => w,
+    };
     if webhook.is_none() {
         errors.push(field_error("webhook", "is missing"));
     }
@@ -143,6 +199,7 @@ fn parse_line_bytes(text: &[u8]) -> Result<JobRequest, Vec<FieldError>> {
             tenant,
             webhook,
             key,
+            delete,
         }),
         _ => Err(errors),
     }
@@ -175,15 +232,12 @@ fn fast_job(line: &[u8], registered: &HashSet<String>) -> Option<NewJob> {
     if raw.key.as_deref().and_then(key_problem).is_some() {
         return None;
     }
-    let body = CreateWebhook::from_raw(raw.webhook)?.to_json();
-    Some(NewJob {
-        key: match raw.key {
-            Some(key) => key.into_owned(),
-            None => derived_key(&raw.tenant, &body),
-        },
-        tenant: raw.tenant.into_owned(),
-        body,
-    })
+    let webhook = CreateWebhook::from_raw(raw.webhook)?;
+    Some(create_job(
+        &raw.tenant,
+        raw.key.map(Cow::into_owned),
+        &webhook,
+    ))
 }
 
 /// The slow road through one line, which names every problem.
@@ -354,6 +408,7 @@ mod tests {
     #[test]
     fn refuses_bad_keys_and_tenant_names() {
         let request = JobRequest {
+            delete: false,
             tenant: "bad name".into(),
             webhook: body(),
             key: Some(String::new()),
@@ -361,5 +416,65 @@ mod tests {
         let errors = validate(&request).expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["tenant", "key"]);
+    }
+
+    /// Issue 18: a delete line names a key and has no webhook; each mistake is named by its
+    /// field.
+    #[test]
+    fn delete_lines_have_a_key_and_no_webhook() {
+        let line = |v: Value| {
+            parse_line(&v.to_string())
+                .and_then(|r| validate(&r))
+                .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let job = line(serde_json::json!({"tenant": "acme", "key": "crm", "delete": true}))
+            .expect("a delete");
+        assert!(job.delete && job.body.is_empty() && job.legacy_key.is_none());
+        assert_eq!(job.key, "crm");
+        let e = line(serde_json::json!({"tenant": "acme", "delete": true})).expect_err("no key");
+        assert!(e.iter().any(|e| e.starts_with("key: is missing")), "{e:?}");
+        let e = line(
+            serde_json::json!({"tenant": "acme", "key": "k", "delete": true, "webhook": body()}),
+        )
+        .expect_err("a body");
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("webhook: a delete has no webhook body")),
+            "{e:?}"
+        );
+        let e = line(serde_json::json!({"tenant": "acme", "key": "k", "delete": "yes"}))
+            .expect_err("not a bool");
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("delete: must be true or false")),
+            "{e:?}"
+        );
+        // "delete": false is an ordinary job, which needs its webhook.
+        let e = line(serde_json::json!({"tenant": "acme", "delete": false})).expect_err("no body");
+        assert!(
+            e.iter().any(|e| e.starts_with("webhook: is missing")),
+            "{e:?}"
+        );
+    }
+
+    /// Issue 18: the derived key names the webhook (tenant, event, description); the key
+    /// version 1 derived rides along for old queues.
+    #[test]
+    fn a_changed_url_keeps_the_derived_key() {
+        let mut moved = body();
+        moved["URL"] = "https://moved.example/in".into();
+        let a = validate(
+            &parse_line(&serde_json::json!({"tenant": "acme", "webhook": body()}).to_string())
+                .expect("parse"),
+        )
+        .expect("valid");
+        let b = validate(
+            &parse_line(&serde_json::json!({"tenant": "acme", "webhook": moved}).to_string())
+                .expect("parse"),
+        )
+        .expect("valid");
+        assert_eq!(a.key, b.key);
+        assert_ne!(a.legacy_key, b.legacy_key);
+        assert_ne!(a.digest(), b.digest());
     }
 }

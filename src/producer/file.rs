@@ -235,7 +235,7 @@ mod tests {
         let file = read_jobs(text.as_bytes(), &registered()).expect("read");
         assert_eq!(file.jobs.len(), 2);
         assert_eq!(file.jobs[1].key, "k1");
-        assert!(file.jobs[0].key.starts_with("sha256:"));
+        assert!(file.jobs[0].key.starts_with(crate::job::DERIVED_KEY_PREFIX));
         assert_eq!(file.invalid_lines, 5);
         let errors: Vec<String> = file.errors.iter().map(|e| e.to_string()).collect();
         assert!(

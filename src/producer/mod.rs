@@ -3,9 +3,9 @@
 //! Every job is validated before anything is written: its JSON shape
 //! (`{"tenant","webhook","key"?}`, nothing else), its tenant (registered), and its webhook
 //! (LeadSquared's Create rules, [`CreateWebhook::from_value`]). A valid job is stored with
-//! its body normalised (as it will be sent) and an idempotency key: the one given, or one
-//! derived from the tenant and the normalised body, so the same webhook enqueued twice is
-//! recognised.
+//! its body normalised (as it will be sent) and a key naming the webhook: the one given, or
+//! one derived from the tenant, event and description, so the same webhook enqueued twice
+//! is recognised, and a changed body is an update of it (issue 18).
 //!
 //! Two ways in: [`read_jobs`] for a JSON Lines file (every line checked, each problem
 //! reported as `line N: field: reason`), and [`Producer`] for Rust services.
@@ -38,11 +38,16 @@ pub const MAX_KEY_LEN: usize = 512;
 pub struct JobRequest {
     /// Tenant name; must be registered.
     pub tenant: String,
-    /// The Create body as LeadSquared takes it.
+    /// The Create body as LeadSquared takes it (absent, `null`, for a delete).
+    #[serde(default)]
     pub webhook: Value,
-    /// Idempotency key; derived from tenant and body when absent.
+    /// Idempotency key: names the logical webhook within its tenant; derived from tenant,
+    /// `WebhookEvent` and `Description` when absent (see [`crate::job::derived_key`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Removes the webhook `key` names; such a line has a `key` and no `webhook`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }
 
 /// Jobs and registries the tests of the submodules share.

@@ -144,7 +144,7 @@ impl Producer {
     }
 
     /// Validates and enqueues one typed webhook for `tenant`, with an idempotency key (or
-    /// one derived from the tenant and the body). The body is checked by the same rules as
+    /// one derived from the tenant, event and description). The body is checked by the same rules as
     /// the JSON entry point ([`Producer::enqueue`]): a `CreateWebhook` built by hand is
     /// validated too.
     pub async fn create_webhook(
@@ -154,9 +154,22 @@ impl Producer {
         key: Option<&str>,
     ) -> Result<Pushed, ProducerError> {
         self.enqueue(&JobRequest {
+            delete: false,
             tenant: tenant.to_string(),
             webhook: webhook.to_value(),
             key: key.map(str::to_string),
+        })
+        .await
+    }
+
+    /// Enqueues the delete of the webhook `key` names in `tenant` (issue 18): done once
+    /// LeadSquared has no such webhook any more; a duplicate when it is deleted already.
+    pub async fn delete_webhook(&self, tenant: &str, key: &str) -> Result<Pushed, ProducerError> {
+        self.enqueue(&JobRequest {
+            tenant: tenant.to_string(),
+            webhook: serde_json::Value::Null,
+            key: Some(key.to_string()),
+            delete: true,
         })
         .await
     }
@@ -170,6 +183,7 @@ impl Producer {
         let requests: Vec<JobRequest> = jobs
             .iter()
             .map(|(tenant, webhook, key)| JobRequest {
+                delete: false,
                 tenant: (*tenant).to_string(),
                 webhook: webhook.to_value(),
                 key: key.map(str::to_string),

@@ -28,6 +28,7 @@ mod error;
 pub mod hold;
 pub mod reason;
 pub mod redis;
+pub mod revision;
 pub mod share;
 pub mod tenants;
 
@@ -139,6 +140,8 @@ pub struct Completion<'a> {
     pub webhook_id: &'a str,
     /// Found with Retrieve instead of created.
     pub reconciled: bool,
+    /// What the job did (issue 18): created, updated, deleted, ...
+    pub outcome: crate::job::Outcome,
     /// The call's history entry, added in the same step.
     pub attempt: Option<&'a crate::job::Attempt>,
     /// How long before the batch went out the call's answer arrived (the worker's clock):
@@ -186,12 +189,14 @@ pub struct Requeue {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Pushed {
-    /// Newly enqueued under this id.
+    /// Newly enqueued under this id (a create, or an update or delete of the webhook its
+    /// key names: see [`revision`]).
     Enqueued {
         /// The new job's id.
         job: JobId,
     },
-    /// A job with the same idempotency key exists already.
+    /// A job with the same idempotency key exists already, and this one changes nothing
+    /// (see [`revision`]).
     Duplicate {
         /// The existing job's id.
         job: JobId,
@@ -382,6 +387,11 @@ pub struct QueueStatus {
     /// The whole queue's pause, while one is in force.
     #[serde(default)]
     pub paused: Option<QueuePause>,
+    /// Jobs ever done on this queue by what they did (issue 18), every outcome named
+    /// (`created`, `updated`, ...; [`crate::job::Outcome`]); purging records does not
+    /// lower them. Jobs done before outcomes were counted are in none.
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
@@ -512,15 +522,42 @@ pub trait Queue: Send + Sync + 'static {
     /// lease was lost mid-call).
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError>;
 
-    /// Records success: the webhook Id, atomically with completion.
+    /// Records success: the webhook Id, atomically with completion, as a create.
     async fn complete(
         &self,
         job: &LeasedJob,
         webhook_id: &str,
         reconciled: bool,
-    ) -> Result<(), QueueError>;
+    ) -> Result<(), QueueError> {
+        self.complete_as(job, webhook_id, reconciled, crate::job::Outcome::Created)
+            .await
+    }
 
-    /// Records many successes in one step, each as [`Queue::complete`] does, with its call's
+    /// Records success with what the job did (issue 18), the webhook Id and the digest of
+    /// the body it now has ([`revision::done_digest`] of the job's body), atomically with
+    /// completion; a job pushed later under the same key is compared with that digest.
+    async fn complete_as(
+        &self,
+        job: &LeasedJob,
+        webhook_id: &str,
+        reconciled: bool,
+        outcome: crate::job::Outcome,
+    ) -> Result<(), QueueError> {
+        let one = Completion {
+            job,
+            webhook_id,
+            reconciled,
+            outcome,
+            attempt: None,
+            answered_ago: Duration::ZERO,
+        };
+        match self.complete_many(&[one]).await?[..] {
+            [true] => Ok(()),
+            _ => Err(QueueError::LeaseLost(job.id.clone())),
+        }
+    }
+
+    /// Records many successes in one step, each as [`Queue::complete_as`] does, with its call's
     /// history entry ([`Queue::note_attempt`]) when given: a worker process sends its
     /// completions in batches (`worker::completions`), so the store does the fixed part of
     /// the work once per batch rather than twice per job. Each call is re-stamped at the

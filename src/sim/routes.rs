@@ -1,5 +1,11 @@
-//! The simulator's HTTP surface: LeadSquared's Create and Retrieve, answered the way
-//! LeadSquared answers, and the admin routes under `/_sim/`.
+//! The simulator's HTTP surface: LeadSquared's Create, Retrieve, Update and Delete,
+//! answered the way LeadSquared answers, and the admin routes under `/_sim/`.
+//!
+//! Update (`POST /v2/Webhook.svc/Update`, Create's body plus `WebhookId`) validates like
+//! Create. Delete is undocumented: it is served as integrators report it,
+//! `GET /v2/Webhook.svc/Delete?webhookId=..`, and a POST there answers 405. An Id the
+//! account does not have answers [`crate::leadsquared::answer::NOT_FOUND_EXCEPTION`] with
+//! 404 on both (the simulator's assumption: see `docs/decisions.md`, issue 18).
 //!
 //! Order of work for an API call, as a gateway in front of LeadSquared would do it:
 //! authenticate (401, charged to no account) → count the call against the account's
@@ -34,6 +40,11 @@ pub fn app(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/v2/Webhook.svc/Create", post(create))
         .route("/v2/Webhook.svc/Retrieve", post(retrieve))
+        .route("/v2/Webhook.svc/Update", post(update))
+        .route(
+            "/v2/Webhook.svc/Delete",
+            get(delete).post(delete_not_allowed),
+        )
         .route(
             "/v2/Authentication.svc/UserByAccessKey.Get",
             get(user_by_access_key),
@@ -303,14 +314,7 @@ async fn create(
         headers,
         body,
     ));
-    match work.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(refusal)) => refuse(refusal).await,
-        Err(e) => {
-            tracing::error!(error = %e, "simulator Create task failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    finish_work(work, "Create").await
 }
 
 async fn create_work(
@@ -398,6 +402,175 @@ fn validate_create(
     Ok(webhook)
 }
 
+async fn update(
+    State(state): State<Arc<SimState>>,
+    conn: Option<Extension<ConnectionControl>>,
+    region: Option<Extension<Region>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Its own task, as for Create: a client that leaves does not cancel the work.
+    let region = region.map(|r| r.0);
+    let work = tokio::spawn(update_work(
+        state,
+        conn.map(|c| c.0),
+        region,
+        uri,
+        headers,
+        body,
+    ));
+    finish_work(work, "Update").await
+}
+
+/// The answer of a handler whose work runs in its own task.
+async fn finish_work(
+    work: tokio::task::JoinHandle<Result<Response, Refusal>>,
+    what: &str,
+) -> Response {
+    match work.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(refusal)) => refuse(refusal).await,
+        Err(e) => {
+            tracing::error!(error = %e, "simulator {what} task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn update_work(
+    state: Arc<SimState>,
+    conn: Option<ConnectionControl>,
+    region: Option<Region>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (account, draw) = admit(
+        &state,
+        &headers,
+        &uri,
+        Api::Update,
+        conn.as_ref(),
+        region.as_ref(),
+    )
+    .await?;
+    let (id, webhook) = match validate_update(&state, &headers, &body) {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            state.invalid(&account);
+            return Err(refusal);
+        }
+    };
+    if !state.update(&account, &id, &webhook) {
+        return Err(no_such_webhook(&id));
+    }
+    tracing::debug!(%account, %id, "webhook updated");
+    if draw.created_then_error {
+        state.fault_applied(&account, Fault::CreatedThenError);
+        return Err(Refusal::ServerFailure);
+    }
+    Ok(Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response())
+}
+
+/// Reads an Update body: Create's, validated as Create validates it, plus `WebhookId`.
+fn validate_update(
+    state: &SimState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, CreateWebhook), Refusal> {
+    require_json(headers)?;
+    let mut value = parse_json(body)?;
+    let id = value
+        .as_object_mut()
+        .and_then(|o| o.remove("WebhookId"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .filter(|id| !id.is_empty());
+    let Some(id) = id else {
+        return Err(lsq_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MXMandatoryAttributeMissingException",
+            "WebhookId is mandatory",
+        ));
+    };
+    let rest = Bytes::from(value.to_string());
+    Ok((id, validate_create(state, headers, &rest)?))
+}
+
+/// The answer for a webhook Id the account does not have.
+fn no_such_webhook(id: &str) -> Refusal {
+    lsq_error(
+        StatusCode::NOT_FOUND,
+        crate::leadsquared::answer::NOT_FOUND_EXCEPTION,
+        format!("Webhook with Id {id} does not exist"),
+    )
+}
+
+/// `GET /v2/Webhook.svc/Delete?webhookId=..` (see the module header).
+async fn delete(
+    State(state): State<Arc<SimState>>,
+    conn: Option<Extension<ConnectionControl>>,
+    region: Option<Extension<Region>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let region = region.map(|r| r.0);
+    let work = tokio::spawn(delete_work(state, conn.map(|c| c.0), region, uri, headers));
+    finish_work(work, "Delete").await
+}
+
+async fn delete_work(
+    state: Arc<SimState>,
+    conn: Option<ConnectionControl>,
+    region: Option<Region>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (account, draw) = admit(
+        &state,
+        &headers,
+        &uri,
+        Api::Delete,
+        conn.as_ref(),
+        region.as_ref(),
+    )
+    .await?;
+    let id = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k.eq_ignore_ascii_case("webhookId"))
+        .map(|(_, v)| v.into_owned())
+        .filter(|id| !id.is_empty());
+    let Some(id) = id else {
+        state.invalid(&account);
+        return Err(lsq_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MXMandatoryAttributeMissingException",
+            "webhookId is mandatory",
+        ));
+    };
+    if !state.delete(&account, &id) {
+        return Err(no_such_webhook(&id));
+    }
+    tracing::debug!(%account, %id, "webhook deleted");
+    if draw.created_then_error {
+        state.fault_applied(&account, Fault::CreatedThenError);
+        return Err(Refusal::ServerFailure);
+    }
+    Ok(Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response())
+}
+
+/// A POST to Delete: integrators report 405 (not counted against any account).
+async fn delete_not_allowed() -> Response {
+    lsq_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MXMethodNotAllowedException",
+        "Method not allowed. Use GET.",
+    )
+    .into_response()
+}
+
 async fn retrieve(
     State(state): State<Arc<SimState>>,
     conn: Option<Extension<ConnectionControl>>,
@@ -435,9 +608,13 @@ async fn retrieve(
         .pointer("/Parameter/SearchText")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let by_id = request
+        .pointer("/Parameter/WebhookId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty());
     let page_index = number(request.pointer("/Paging/PageIndex"), 1).max(1);
     let page_size = number(request.pointer("/Paging/PageSize"), 100).clamp(1, 1000);
-    let found = state.search(&account, search);
+    let found = state.search(&account, search, by_id);
     let start = ((page_index - 1) * page_size) as usize;
     let page: Vec<Value> = found
         .iter()

@@ -97,6 +97,28 @@ pub struct CreatedWebhook {
     pub url: String,
     /// `WebhookEvent` code.
     pub event: u32,
+    /// The digest of the whole body as last written by Create or Update
+    /// ([`crate::job::body_digest`] of its canonical JSON): tests compare it with the
+    /// desired state without the stats showing a header value.
+    #[serde(default)]
+    pub body_digest: String,
+}
+
+impl CreatedWebhook {
+    fn of(id: String, body: &CreateWebhook) -> Self {
+        CreatedWebhook {
+            id,
+            description: body.description.clone(),
+            url: body.url.clone(),
+            event: body.event.code(),
+            body_digest: crate::job::body_digest(&body.to_json()),
+        }
+    }
+
+    /// What makes two webhooks duplicates: the same description, URL and event.
+    fn identity(&self) -> (String, String, u32) {
+        (self.description.clone(), self.url.clone(), self.event)
+    }
 }
 
 /// Faults injected, by kind.
@@ -104,7 +126,7 @@ pub struct CreatedWebhook {
 pub struct FaultCounts {
     /// Answered 500 without doing anything.
     pub errors: u64,
-    /// Created the webhook, then answered 500.
+    /// Did the work (Create, Update or Delete), then answered 500.
     pub created_then_error: u64,
     /// Connection reset without an answer.
     pub resets: u64,
@@ -151,6 +173,12 @@ pub struct AccountStats {
     pub create_calls: u64,
     /// Retrieve calls among them.
     pub retrieve_calls: u64,
+    /// Update calls among them.
+    #[serde(default)]
+    pub update_calls: u64,
+    /// Delete calls among them.
+    #[serde(default)]
+    pub delete_calls: u64,
     /// `UserByAccessKey.Get` calls among them.
     #[serde(default)]
     pub discovery_calls: u64,
@@ -183,9 +211,11 @@ pub struct AccountStats {
     pub invalid: u64,
     /// Faults injected.
     pub faults: FaultCounts,
-    /// Webhooks with the same description, URL and event as an earlier one.
+    /// Creates of a webhook with the same description, URL and event as one the account
+    /// still had.
     pub duplicates: u64,
-    /// Every webhook created, in order.
+    /// The account's webhooks, in the order they were created: as Update left them, and
+    /// without the deleted ones.
     pub webhooks: Vec<CreatedWebhook>,
 }
 
@@ -254,6 +284,10 @@ pub enum Api {
     Create,
     /// `Webhook.svc/Retrieve`.
     Retrieve,
+    /// `Webhook.svc/Update`.
+    Update,
+    /// `Webhook.svc/Delete`.
+    Delete,
     /// `Authentication.svc/UserByAccessKey.Get`.
     Discovery,
 }
@@ -330,7 +364,7 @@ struct Account {
     daily_limit: Option<u32>,
     /// The day `calls_today` counts.
     day: u128,
-    /// `(description, url, event)` of every webhook, to count duplicates.
+    /// `(description, url, event)` of every webhook the account has, to count duplicates.
     seen: HashMap<(String, String, u32), u64>,
     stats: AccountStats,
 }
@@ -373,6 +407,13 @@ impl Account {
                 },
                 ..AccountStats::default()
             },
+        }
+    }
+
+    /// Takes a webhook that was replaced or deleted out of the duplicate count.
+    fn forget(&mut self, old: &CreatedWebhook) {
+        if let Some(n) = self.seen.get_mut(&old.identity()) {
+            *n = n.saturating_sub(1);
         }
     }
 
@@ -708,6 +749,8 @@ impl SimState {
         match api {
             Api::Create => acc.stats.create_calls += 1,
             Api::Retrieve => acc.stats.retrieve_calls += 1,
+            Api::Update => acc.stats.update_calls += 1,
+            Api::Delete => acc.stats.delete_calls += 1,
             Api::Discovery => acc.stats.discovery_calls += 1,
         }
         let admission = acc.judge(now, Caller::Ours, &self.rules);
@@ -725,7 +768,8 @@ impl SimState {
             latency: f.latency + f.latency_jitter.mul_f64(jitter),
             reset: reset < f.reset_rate,
             error: error < f.error_rate,
-            created_then_error: api == Api::Create
+            // "Did the work, then 500": for every call that changes a webhook.
+            created_then_error: matches!(api, Api::Create | Api::Update | Api::Delete)
                 && created_then_error < f.created_then_error_rate,
         };
         (Admission::Admitted, draw)
@@ -761,28 +805,50 @@ impl SimState {
         let Some(acc) = inner.accounts.get_mut(account) else {
             return id;
         };
-        let key = (
-            body.description.clone(),
-            body.url.clone(),
-            body.event.code(),
-        );
-        let n = acc.seen.entry(key).or_insert(0);
+        let webhook = CreatedWebhook::of(id.clone(), body);
+        let n = acc.seen.entry(webhook.identity()).or_insert(0);
         if *n > 0 {
             acc.stats.duplicates += 1;
         }
         *n += 1;
-        acc.stats.webhooks.push(CreatedWebhook {
-            id: id.clone(),
-            description: body.description.clone(),
-            url: body.url.clone(),
-            event: body.event.code(),
-        });
+        acc.stats.webhooks.push(webhook);
         id
     }
 
+    /// Replaces the webhook `id` of an account with `body` (Update); `false` if the account
+    /// has no webhook with that Id.
+    pub fn update(&self, account: &str, id: &str, body: &CreateWebhook) -> bool {
+        let mut inner = self.lock();
+        let Some(acc) = inner.accounts.get_mut(account) else {
+            return false;
+        };
+        let Some(at) = acc.stats.webhooks.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        let new = CreatedWebhook::of(id.to_string(), body);
+        let old = std::mem::replace(&mut acc.stats.webhooks[at], new.clone());
+        acc.forget(&old);
+        *acc.seen.entry(new.identity()).or_insert(0) += 1;
+        true
+    }
+
+    /// Deletes the webhook `id` of an account; `false` if it has none with that Id.
+    pub fn delete(&self, account: &str, id: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(acc) = inner.accounts.get_mut(account) else {
+            return false;
+        };
+        let Some(at) = acc.stats.webhooks.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        let old = acc.stats.webhooks.remove(at);
+        acc.forget(&old);
+        true
+    }
+
     /// An account's webhooks whose description contains `search` (case-insensitive; empty
-    /// matches all), oldest first.
-    pub fn search(&self, account: &str, search: &str) -> Vec<CreatedWebhook> {
+    /// matches all) and, when given, whose Id is `id`, oldest first.
+    pub fn search(&self, account: &str, search: &str, id: Option<&str>) -> Vec<CreatedWebhook> {
         let needle = search.to_lowercase();
         self.lock()
             .accounts
@@ -791,6 +857,7 @@ impl SimState {
                 acc.stats
                     .webhooks
                     .iter()
+                    .filter(|w| id.is_none_or(|id| w.id == id))
                     .filter(|w| needle.is_empty() || w.description.to_lowercase().contains(&needle))
                     .cloned()
                     .collect()

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::job::Attempt;
+use crate::job::{Attempt, Outcome};
 use crate::queue::{Completion, LeasedJob, Queue, QueueError};
 
 /// One success waiting for its batch.
@@ -24,6 +24,7 @@ struct Pending {
     job: LeasedJob,
     webhook_id: String,
     reconciled: bool,
+    outcome: Outcome,
     attempt: Attempt,
     /// When the call's answer arrived (the job's call is re-stamped then).
     answered: Instant,
@@ -59,6 +60,7 @@ impl Completions {
         job: &LeasedJob,
         webhook_id: &str,
         reconciled: bool,
+        outcome: Outcome,
         attempt: &Attempt,
         answered: Instant,
     ) -> Result<(), QueueError> {
@@ -67,6 +69,7 @@ impl Completions {
                 job,
                 webhook_id,
                 reconciled,
+                outcome,
                 attempt: Some(attempt),
                 answered_ago: answered.elapsed(),
             };
@@ -80,6 +83,7 @@ impl Completions {
             job: job.clone(),
             webhook_id: webhook_id.to_string(),
             reconciled,
+            outcome,
             attempt: attempt.clone(),
             answered,
             reply,
@@ -106,6 +110,7 @@ async fn write(queue: Arc<dyn Queue>, mut rx: mpsc::UnboundedReceiver<Pending>, 
                 job: &p.job,
                 webhook_id: &p.webhook_id,
                 reconciled: p.reconciled,
+                outcome: p.outcome,
                 attempt: Some(&p.attempt),
                 answered_ago: sent.saturating_duration_since(p.answered),
             })

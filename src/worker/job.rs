@@ -1,6 +1,13 @@
 //! One job, from its dispatch to its record in the queue: resolve the tenant, decode the
-//! body, reconcile if an earlier attempt may have created the webhook, call Create while
-//! heartbeating the lease, and act on the classified answer.
+//! body, reconcile if an earlier attempt may have created the webhook, call Create (or, for
+//! a revision of a webhook, Update or Delete: `job::Operation`) while heartbeating the
+//! lease, and act on the classified answer.
+//!
+//! Update and Delete are idempotent, so an attempt whose answer was lost just calls again.
+//! An Update whose Id LeadSquared no longer knows looks for the webhook by its description
+//! and event (Retrieve) and updates that one, or creates it if there is none; each of those
+//! further calls is spent in the tenant's window first (`Queue::take_call`). "Not found" on
+//! a Delete is done.
 //!
 //! A job's trouble (a body that does not decode, an unknown tenant, LeadSquared's refusal)
 //! is recorded against the job and the worker goes on. Only the store being unavailable or
@@ -22,7 +29,8 @@ use super::backoff::{ReconnectPolicy, RetryPolicy, store_retry, with_retry};
 use super::completions::Completions;
 use super::observer::JobObserver;
 use super::stats::Stats;
-use crate::leadsquared::{CallError, Client, CreateWebhook};
+use crate::job::{Operation, Outcome};
+use crate::leadsquared::{Applied, CallError, Client, CreateWebhook, WebhookId};
 use crate::ops::metrics::{CallOutcome, JobOutcome as Counted, Metrics};
 use crate::queue::{HoldKind, LeasedJob, NewHold, Queue, QueueError, Requeue, UnreachablePolicy};
 use crate::tenant::Tenant;
@@ -148,6 +156,8 @@ pub enum AttemptOutcome {
         webhook_id: String,
         /// Found by Retrieve rather than created.
         reconciled: bool,
+        /// What the job did.
+        outcome: Outcome,
     },
     /// Retrieve found nothing: back at the front of its list, to be created.
     NotFound,
@@ -200,10 +210,14 @@ impl AttemptOutcome {
     }
 }
 
-/// The answer of the one call a dispatch makes.
+/// The answer of the one call a dispatch makes (or, for an Update whose Id is gone, of the
+/// last of its calls).
 enum Answer {
     Created(String),
     Found(Option<String>),
+    /// An Update or Delete did this to the webhook with this Id (a Delete that found
+    /// nothing: [`Outcome::NotFound`]).
+    Changed(String, Outcome),
     Failed(CallError),
 }
 
@@ -221,6 +235,9 @@ impl JobContext {
         let outcome = self.clone().run_inner(&job).instrument(span.clone()).await;
         span.in_scope(|| tracing::debug!(?outcome, "job finished"));
         self.metrics.job_finished(outcome.counted());
+        if let AttemptOutcome::Done { outcome: done, .. } = &outcome {
+            self.metrics.webhook_changed(*done);
+        }
         if let Some(observer) = &self.observer {
             observer.finished(&job, &outcome);
         }
@@ -245,9 +262,16 @@ impl JobContext {
         if tenant.api_base.is_none() {
             return self.discover(job, &tenant, Discovery::NoHost).await;
         }
-        let body = match decode(&job.body) {
-            Ok(b) => b,
-            Err(reason) => return self.bury(job, reason).await,
+        let (operation, stored) = Operation::split(&job.body);
+        let body = match (&operation, decode(stored)) {
+            // A delete needs no body (it has none).
+            (Operation::Delete(_), _) => None,
+            (_, Ok(b)) => Some(b),
+            (_, Err(reason)) => return self.bury(job, reason).await,
+        };
+        let body = match (operation, body) {
+            (Operation::Create, Some(body)) => body,
+            (operation, body) => return self.revise(job, &tenant, operation, body).await,
         };
         let reconcile = job.outcome_unknown;
         // The fence: only a worker that still holds the lease sends Create, and the queue
@@ -320,14 +344,29 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
+        let call_name = if reconcile { "retrieve" } else { "create" };
+        self.recorded(job, &tenant, call_name, answer, sent_at, started)
+            .await
+    }
+
+    /// Records an answer and adds the call to the job's history.
+    async fn recorded(
+        &self,
+        job: &LeasedJob,
+        tenant: &Tenant,
+        call_name: &str,
+        answer: Answer,
+        sent_at: std::time::SystemTime,
+        started: Instant,
+    ) -> AttemptOutcome {
         let outcome = call_outcome(match &answer {
             Answer::Failed(e) => Some(e),
-            Answer::Created(_) | Answer::Found(_) => None,
+            Answer::Created(_) | Answer::Found(_) | Answer::Changed(..) => None,
         });
         let answered = Instant::now();
         let took = answered - started;
         self.metrics.call_observed(took, outcome);
-        let attempt = attempt_of(reconcile, &answer, sent_at, took);
+        let attempt = attempt_of(call_name, &answer, sent_at, took);
         if host_answered(&answer)
             && self.failing.answered(&job.tenant)
             && let Some(Err(e)) = self
@@ -337,7 +376,10 @@ impl JobContext {
             tracing::warn!("could not record that the host answered: {e}");
         }
         // A success carries its history entry into its batch (`completions`).
-        let batched = matches!(answer, Answer::Created(_) | Answer::Found(Some(_)));
+        let batched = matches!(
+            answer,
+            Answer::Created(_) | Answer::Found(Some(_)) | Answer::Changed(..)
+        );
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
         // the history is written after it, so it never delays that stamp. The history is for
         // people: a store that cannot take it now is logged, not retried.
@@ -345,7 +387,7 @@ impl JobContext {
             Answer::Failed(CallError::Refused { .. }) => {
                 // A question about the tenant: wrong region, or keys refused?
                 let _ = self.store("answered", || self.queue.answered(job)).await;
-                self.discover(job, &tenant, Discovery::Refused).await
+                self.discover(job, tenant, Discovery::Refused).await
             }
             Answer::Failed(CallError::Unreachable { reason }) => {
                 self.unreachable(job, &reason).await
@@ -356,6 +398,206 @@ impl JobContext {
             tracing::warn!("could not add the call to the job's history: {e}");
         }
         recorded
+    }
+
+    /// A revision of a webhook: Update (`body` is the new one) or Delete, heartbeating the
+    /// lease; an attempt whose answer was lost calls again (both are idempotent).
+    async fn revise(
+        &self,
+        job: &LeasedJob,
+        tenant: &Tenant,
+        operation: Operation,
+        body: Option<CreateWebhook>,
+    ) -> AttemptOutcome {
+        let (call_name, call) = match (&operation, &body) {
+            (Operation::Update(id), Some(body)) => ("update", self.update(job, tenant, id, body)),
+            (Operation::Delete(id), _) => ("delete", self.delete(tenant, id)),
+            // Create and a bodiless update are not revisions (`run_inner` decodes first).
+            _ => {
+                return self
+                    .bury(job, "job body does not decode: no webhook body".into())
+                    .await;
+            }
+        };
+        self.stats.calls();
+        let sent_at = std::time::SystemTime::now();
+        let started = Instant::now();
+        let answer = tokio::select! {
+            a = self.heartbeating(job, call) => match a {
+                Some(a) => a,
+                None => {
+                    let _ = self.store("answered", || self.queue.answered(job)).await;
+                    self.stats.lease_lost();
+                    return AttemptOutcome::LeaseLost;
+                }
+            },
+            _ = self.hard_stop.cancelled() => return self.hand_back(job, true).await,
+        };
+        self.recorded(job, tenant, call_name, answer, sent_at, started)
+            .await
+    }
+
+    /// A Delete of the webhook `id` ("not found" is done; a job with no Id has nothing to
+    /// delete and makes no call). Boxed, as `update` is, so that `revise`
+    /// runs either under one heartbeat.
+    fn delete<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+        Box::pin(async move {
+            if id.is_empty() {
+                return Answer::Changed(String::new(), Outcome::NotFound);
+            }
+            match self.client.delete(tenant, &WebhookId(id.to_string())).await {
+                Ok(Applied::Done) => Answer::Changed(id.to_string(), Outcome::Deleted),
+                Ok(Applied::NotFound) => Answer::Changed(id.to_string(), Outcome::NotFound),
+                Err(e) => Answer::Failed(e),
+            }
+        })
+    }
+
+    /// An Update of the webhook `id` to `body`; if LeadSquared has no such webhook (or the
+    /// record held none), the one Retrieve finds with the body's description and event is
+    /// updated, or, if there is none, the webhook is created. Each call after the first is
+    /// spent in the tenant's window first.
+    fn update<'a>(
+        &'a self,
+        job: &'a LeasedJob,
+        tenant: &'a Tenant,
+        id: &'a str,
+        body: &'a CreateWebhook,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+        Box::pin(async move {
+            let mut calls = 0;
+            let mut target = (!id.is_empty()).then(|| id.to_string());
+            if target.is_none() {
+                calls += 1;
+                target = match self.find(job, tenant, body, calls).await {
+                    Ok(found) => found,
+                    Err(e) => return Answer::Failed(e),
+                };
+            }
+            let Some(mut target) = target else {
+                return self.create_instead(job, tenant, body, calls + 1).await;
+            };
+            loop {
+                match self
+                    .client
+                    .update(tenant, &WebhookId(target.clone()), body)
+                    .await
+                {
+                    Ok(Applied::Done) => return Answer::Changed(target, Outcome::Updated),
+                    Ok(Applied::NotFound) if calls == 0 => {
+                        tracing::info!(
+                            "the recorded webhook is gone; looking for it by its description"
+                        );
+                        calls += 1;
+                        match self.find(job, tenant, body, calls).await {
+                            Ok(Some(found)) => {
+                                calls += 1;
+                                if let Err(e) = self.extra_call(job, calls).await {
+                                    return Answer::Failed(e);
+                                }
+                                target = found;
+                            }
+                            Ok(None) => {
+                                return self.create_instead(job, tenant, body, calls + 1).await;
+                            }
+                            Err(e) => return Answer::Failed(e),
+                        }
+                    }
+                    Ok(Applied::NotFound) => {
+                        return Answer::Failed(CallError::Transient {
+                            reason: "the webhook Retrieve found was gone by its Update".into(),
+                            maybe_reached: false,
+                        });
+                    }
+                    Err(e) => return Answer::Failed(e),
+                }
+            }
+        })
+    }
+
+    /// The Id of the webhook with the body's description and event (its URL may be the
+    /// one being changed), found with Retrieve; the call is spent in the window first.
+    async fn find(
+        &self,
+        job: &LeasedJob,
+        tenant: &Tenant,
+        body: &CreateWebhook,
+        n: u32,
+    ) -> Result<Option<String>, CallError> {
+        self.extra_call(job, n).await?;
+        let page = self
+            .client
+            .retrieve(tenant, &body.description, 1, self.retrieve_page_size)
+            .await?;
+        Ok(page
+            .webhooks
+            .into_iter()
+            .find(|w| w.description == body.description && w.event == Some(body.event.code()))
+            .map(|w| w.webhook_id.0))
+    }
+
+    /// An update of a webhook that no longer exists: created instead (the desired state is
+    /// that it exists with this body).
+    async fn create_instead(
+        &self,
+        job: &LeasedJob,
+        tenant: &Tenant,
+        body: &CreateWebhook,
+        n: u32,
+    ) -> Answer {
+        if let Err(e) = self.extra_call(job, n).await {
+            return Answer::Failed(e);
+        }
+        // The fence, as before any Create: if this worker dies during the call, the next
+        // holder's Retrieve waits until the Create can no longer land (see `run_inner`).
+        let in_flight = self.client.config().timeout + self.reconcile_settle;
+        let fenced = match self.queue.sending(job, in_flight).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the lease was lost before the Create was sent".to_string()),
+            Err(e) => Err(format!("could not fence the Create: {e}")),
+        };
+        if let Err(reason) = fenced {
+            return Answer::Failed(CallError::Transient {
+                reason,
+                maybe_reached: false,
+            });
+        }
+        match self.client.create(tenant, body).await {
+            Ok(id) => Answer::Changed(id.0, Outcome::Created),
+            Err(e) => Answer::Failed(e),
+        }
+    }
+
+    /// Spends one more call of the job's tenant in its window (the `n`-th beyond the
+    /// dispatch's), waiting for room up to a lease; longer, and the attempt fails
+    /// transiently (nothing was sent).
+    async fn extra_call(&self, job: &LeasedJob, n: u32) -> Result<(), CallError> {
+        let call = format!("{}.extra{n}", job.lease);
+        loop {
+            match self.queue.take_call(&job.tenant, &call).await {
+                Ok(None) => {
+                    self.stats.calls();
+                    return Ok(());
+                }
+                Ok(Some(d)) if d <= self.queue.config().lease => tokio::time::sleep(d).await,
+                Ok(Some(_)) => {
+                    return Err(CallError::Transient {
+                        reason: "no room in the tenant's window for the update's next call".into(),
+                        maybe_reached: false,
+                    });
+                }
+                Err(e) => {
+                    return Err(CallError::Transient {
+                        reason: format!("could not spend a call for the update: {e}"),
+                        maybe_reached: false,
+                    });
+                }
+            }
+        }
     }
 
     /// Hands the job back without spending its attempt (the call stays in the window).
@@ -592,7 +834,7 @@ impl JobContext {
 /// connection that failed, a timeout, or a reset before any answer.
 fn host_answered(answer: &Answer) -> bool {
     match answer {
-        Answer::Created(_) | Answer::Found(_) => true,
+        Answer::Created(_) | Answer::Found(_) | Answer::Changed(..) => true,
         Answer::Failed(CallError::Unreachable { .. } | CallError::TimedOut { .. }) => false,
         Answer::Failed(e @ CallError::Transient { .. }) => e.http_status().is_some(),
         Answer::Failed(_) => true,
@@ -615,7 +857,7 @@ fn call_outcome(error: Option<&CallError>) -> CallOutcome {
 
 /// The history entry (`Queue::note_attempt`) of one call.
 fn attempt_of(
-    reconcile: bool,
+    call: &str,
     answer: &Answer,
     sent_at: std::time::SystemTime,
     took: Duration,
@@ -624,6 +866,7 @@ fn attempt_of(
         Answer::Created(_) => ("created", None),
         Answer::Found(Some(_)) => ("found", None),
         Answer::Found(None) => ("not_found", None),
+        Answer::Changed(_, outcome) => (outcome.as_str(), None),
         Answer::Failed(e @ CallError::RateLimited { .. }) => ("rate_limited", Some(e)),
         Answer::Failed(e @ CallError::Transient { .. }) => ("transient", Some(e)),
         Answer::Failed(e @ CallError::Permanent { .. }) => ("permanent", Some(e)),
@@ -635,7 +878,7 @@ fn attempt_of(
         at_ms: sent_at
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        call: if reconcile { "retrieve" } else { "create" }.into(),
+        call: call.into(),
         outcome: outcome.into(),
         http_status: error.and_then(CallError::http_status),
         exception_type: error
@@ -656,35 +899,49 @@ impl JobContext {
         attempt: &crate::job::Attempt,
         answered: Instant,
     ) -> AttemptOutcome {
-        let complete = |id: &str, reconciled: bool| {
+        let complete = |id: &str, reconciled: bool, outcome: Outcome| {
             let id = id.to_string();
             move || {
                 let id = id.clone();
                 async move {
                     self.completions
-                        .complete(job, &id, reconciled, attempt, answered)
+                        .complete(job, &id, reconciled, outcome, attempt, answered)
                         .await
                 }
             }
         };
         match answer {
             Answer::Created(id) => {
-                let r = self.store("complete", complete(&id, false)).await;
+                let r = self
+                    .store("complete", complete(&id, false, Outcome::Created))
+                    .await;
                 self.settle(r, || {
                     self.stats.created();
                     AttemptOutcome::Done {
                         webhook_id: id.clone(),
                         reconciled: false,
+                        outcome: Outcome::Created,
                     }
                 })
             }
+            Answer::Changed(id, outcome) => {
+                let r = self.store("complete", complete(&id, false, outcome)).await;
+                self.settle(r, || AttemptOutcome::Done {
+                    webhook_id: id.clone(),
+                    reconciled: false,
+                    outcome,
+                })
+            }
             Answer::Found(Some(id)) => {
-                let r = self.store("complete", complete(&id, true)).await;
+                let r = self
+                    .store("complete", complete(&id, true, Outcome::Created))
+                    .await;
                 self.settle(r, || {
                     self.stats.reconciled();
                     AttemptOutcome::Done {
                         webhook_id: id.clone(),
                         reconciled: true,
+                        outcome: Outcome::Created,
                     }
                 })
             }

@@ -115,6 +115,8 @@ pub async fn fill(
     for (name, _) in tenants {
         let jobs: Vec<NewJob> = (0..done + dead + waiting)
             .map(|i| NewJob {
+                delete: false,
+                legacy_key: None,
                 tenant: (*name).into(),
                 body: webhook(i).to_string(),
                 key: format!("{name}-{i}"),

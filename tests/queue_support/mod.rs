@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lsq_webhooks::job::{NewJob, derived_key};
+use lsq_webhooks::job::{NewJob, legacy_key};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Dispatch, LeasedJob, Queue, QueueConfig};
 use lsq_webhooks::secret::Secret;
@@ -59,8 +59,10 @@ pub fn job(tenant: &str, n: usize) -> NewJob {
     })
     .to_string();
     NewJob {
+        delete: false,
+        legacy_key: None,
         tenant: tenant.to_string(),
-        key: derived_key(tenant, &body),
+        key: legacy_key(tenant, &body),
         body,
     }
 }

@@ -101,6 +101,8 @@ pub fn jobs(tenants: &[Tenant], per_tenant: usize) -> Vec<NewJob> {
     (0..per_tenant)
         .flat_map(|n| {
             tenants.iter().map(move |t| NewJob {
+                delete: false,
+                legacy_key: None,
                 tenant: t.name.clone(),
                 body: body(&t.name, n).to_string(),
                 key: format!("{}-{n}", t.name),

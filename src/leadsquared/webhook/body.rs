@@ -14,7 +14,8 @@ pub const MAX_CUSTOM_HEADERS: usize = 10;
 ///
 /// The fields are declared in the byte order of their JSON names, so serialising it gives
 /// canonical JSON (keys sorted at every depth, as a `serde_json::Value` would print): the
-/// text a job stores and its derived idempotency key hashes (`job::derived_key`).
+/// text a job stores, and what its digest (`job::body_digest`) and the key version 1
+/// derived (`job::legacy_key`) hash.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CreateWebhook {
     /// Top-level copy of the activity event code. Public client code reports that Create

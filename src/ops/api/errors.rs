@@ -61,6 +61,10 @@ pub enum AppError {
          a failover could lose them, retrying is safe"
     )]
     NotAcknowledged(String),
+    /// A call to LeadSquared the request needed failed (`POST /v1/sync`'s Retrieve): 502
+    /// with its reason, which never holds a key (`leadsquared::client` redacts them).
+    #[error("{0}")]
+    Upstream(String),
     /// Anything else: 500. The cause is logged.
     #[error("internal error")]
     Internal(String),
@@ -100,6 +104,7 @@ impl IntoResponse for AppError {
             | AppError::Timeout
             | AppError::Unavailable(_)
             | AppError::NotAcknowledged(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &self {

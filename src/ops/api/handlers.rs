@@ -211,15 +211,15 @@ fn split_jobs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(Position, String)
     }
 }
 
-/// `POST /v1/jobs`: the validation ([`producer::check_line`]) and idempotency of `enqueue`,
-/// all or nothing.
-pub(super) async fn post_jobs(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+/// The jobs of a request body, each checked as `enqueue` checks a line of a job file
+/// ([`producer::check_line`]), all or nothing: for `POST /v1/jobs` and `POST /v1/sync`.
+async fn checked_jobs(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<EnqueueAnswer>), AppError> {
+) -> Result<Vec<crate::job::NewJob>, AppError> {
     let body = read_body(body, &state.limits)?;
-    let items = split_jobs(&headers, &body)?;
+    let items = split_jobs(headers, &body)?;
     if items.is_empty() {
         return Err(AppError::BadRequest("the body holds no job".into()));
     }
@@ -244,6 +244,18 @@ pub(super) async fn post_jobs(
     if !errors.is_empty() {
         return Err(AppError::Invalid(errors));
     }
+    Ok(jobs)
+}
+
+/// `POST /v1/jobs`: the validation ([`producer::check_line`]) and idempotency of `enqueue`,
+/// all or nothing. A job under a key already done with another body is an update, a
+/// `"delete": true` line a delete (issue 18).
+pub(super) async fn post_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EnqueueAnswer>), AppError> {
+    let jobs = checked_jobs(&state, &headers, body).await?;
     let pushed = match state.queue.push(&jobs).await {
         Ok(p) => p,
         // A tenant removed between the check and the push.
@@ -266,6 +278,88 @@ pub(super) async fn post_jobs(
             enqueued,
             duplicate,
             jobs: pushed,
+        }),
+    ))
+}
+
+/// Query of `POST /v1/sync`.
+#[derive(Deserialize)]
+pub(super) struct SyncQuery {
+    /// Return the plan and change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Also delete this product's webhooks of the named tenants that the body does not name.
+    #[serde(default)]
+    prune: bool,
+}
+
+/// Answer of `POST /v1/sync`.
+#[derive(Serialize)]
+pub(super) struct SyncAnswer {
+    /// Whether nothing was changed.
+    dry_run: bool,
+    /// The plan per tenant.
+    tenants: Vec<crate::sync::TenantPlan>,
+    /// Jobs enqueued to carry it out (0 on a dry run).
+    enqueued: u64,
+    /// Of the plan's jobs, those a push found done meanwhile (0 on a dry run).
+    duplicate: u64,
+}
+
+/// The client `POST /v1/sync` spends its Retrieve calls with: one per process, built on the
+/// first sync (a server that never syncs needs none).
+fn sync_client() -> Result<&'static crate::leadsquared::Client, AppError> {
+    static CLIENT: std::sync::OnceLock<crate::leadsquared::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let client = crate::leadsquared::Client::new(crate::leadsquared::ClientConfig::default())
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+/// `POST /v1/sync?dry_run=&prune=`: the body's jobs (the forms of `POST /v1/jobs`) are the
+/// desired state of the tenants they name; answers the plan (see [`crate::sync`]) and,
+/// unless `dry_run`, enqueues it.
+pub(super) async fn post_sync(
+    State(state): State<AppState>,
+    Query(q): Query<SyncQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<SyncAnswer>), AppError> {
+    let jobs = checked_jobs(&state, &headers, body).await?;
+    let plan = match crate::sync::plan(state.queue.as_ref(), sync_client()?, jobs, q.prune).await {
+        Ok(plan) => plan,
+        Err(crate::sync::SyncError::Queue(e)) => return Err(e.into()),
+        Err(e @ crate::sync::SyncError::UnknownTenant(_)) => {
+            return Err(AppError::BadRequest(e.to_string()));
+        }
+        Err(e @ crate::sync::SyncError::Retrieve { .. }) => {
+            return Err(AppError::Upstream(e.to_string()));
+        }
+    };
+    let (mut enqueued, mut duplicate) = (0, 0);
+    if !q.dry_run && !plan.jobs.is_empty() {
+        let pushed = state.queue.push(&plan.jobs).await?;
+        enqueued = pushed
+            .iter()
+            .filter(|p| matches!(p, Pushed::Enqueued { .. }))
+            .count() as u64;
+        duplicate = pushed.len() as u64 - enqueued;
+        tracing::info!(enqueued, duplicate, "sync enqueued over HTTP");
+    }
+    let status = if q.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(SyncAnswer {
+            dry_run: q.dry_run,
+            tenants: plan.tenants,
+            enqueued,
+            duplicate,
         }),
     ))
 }

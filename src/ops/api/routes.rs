@@ -13,8 +13,8 @@ use tower::ServiceBuilder;
 use super::auth::require_token;
 use super::errors::overload_error;
 use super::handlers::{
-    dead, healthz, job, job_by_key, job_list, metrics_text, not_found, openapi, post_jobs, readyz,
-    retry_dead, status, worker_metrics_text,
+    dead, healthz, job, job_by_key, job_list, metrics_text, not_found, openapi, post_jobs,
+    post_sync, readyz, retry_dead, status, worker_metrics_text,
 };
 use super::{ApiLimits, AppState, steer};
 use crate::ops::client_limit::PerClientLimit;
@@ -27,7 +27,8 @@ pub fn app(state: AppState) -> Router {
     let limits = state.limits.clone();
     let per_client = PerClientLimit::per_second(limits.job_posts_per_client_per_sec);
     let writes = Router::new()
-        .route("/v1/jobs", post(post_jobs).route_layer(per_client))
+        .route("/v1/jobs", post(post_jobs).route_layer(per_client.clone()))
+        .route("/v1/sync", post(post_sync).route_layer(per_client))
         .route("/v1/dead/retry", post(retry_dead))
         .route("/v1/tenants/{name}/pause", post(steer::pause_tenant))
         .route("/v1/tenants/{name}/resume", post(steer::resume_tenant))

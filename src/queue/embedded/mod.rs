@@ -86,22 +86,25 @@ impl EmbeddedQueue {
     fn record_success(
         &self,
         st: &mut State,
-        job: &LeasedJob,
-        webhook_id: &str,
-        reconciled: bool,
+        c: &Completion<'_>,
         now: Instant,
     ) -> Result<(), QueueError> {
+        let job = c.job;
         if let Err(lost) = st.take_lease(job) {
             let done = st.jobs.get(&job.id).is_some_and(|rec| {
-                rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(webhook_id)
+                rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(c.webhook_id)
             });
             return if done { Ok(()) } else { Err(lost) };
         }
         if let Some(rec) = st.jobs.get_mut(&job.id) {
-            rec.webhook_id = Some(webhook_id.to_string());
-            rec.reconciled = reconciled;
+            rec.webhook_id = Some(c.webhook_id.to_string());
+            rec.reconciled = c.reconciled;
             rec.outcome_unknown = false;
+            rec.outcome = Some(c.outcome);
+            rec.digest = Some(crate::queue::revision::done_digest(&job.body));
+            rec.fields = Some(crate::queue::revision::done_fields(&job.body));
         }
+        *st.outcomes.entry(c.outcome).or_default() += 1;
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
@@ -236,12 +239,45 @@ impl Queue for EmbeddedQueue {
         let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
             let scoped = (j.tenant.clone(), j.key.clone());
-            if let Some(existing) = st.keys.get(&scoped) {
-                out.push(Pushed::Duplicate {
-                    job: existing.clone(),
-                });
+            let legacy = j.legacy_key.as_ref().map(|k| (j.tenant.clone(), k.clone()));
+            let existing = st.keys.get(&scoped).cloned();
+            // Keyed by version 1 (the same tenant and body): that job is this one, and its
+            // key version 2 names it too (as push.lua does).
+            if existing.is_none()
+                && let Some(old) = legacy.and_then(|k| st.keys.get(&k).cloned())
+            {
+                st.keys.insert(scoped, old.clone());
+                if let Some(rec) = st.jobs.get_mut(&old)
+                    && rec.state == JobState::Done
+                    && rec.digest.is_none()
+                {
+                    rec.digest = Some(j.digest());
+                }
+                out.push(Pushed::Duplicate { job: old });
                 continue;
             }
+            let record = existing.as_ref().and_then(|id| st.jobs.get(id)).map(|r| {
+                crate::queue::revision::KeyRecord {
+                    state: r.state,
+                    outcome: r.outcome,
+                    digest: r.digest.as_deref(),
+                    webhook_id: r.webhook_id.as_deref(),
+                }
+            });
+            let verdict = match (&existing, record) {
+                // A purged record keeps its key taken, as in Redis.
+                (Some(_), None) => crate::queue::revision::PushAs::Duplicate,
+                (_, record) => crate::queue::revision::push_as(record, j),
+            };
+            let operation = match (verdict, existing) {
+                (crate::queue::revision::PushAs::New(op), _) => op,
+                (crate::queue::revision::PushAs::Duplicate, Some(existing)) => {
+                    out.push(Pushed::Duplicate { job: existing });
+                    continue;
+                }
+                // Not returned for a new key.
+                (crate::queue::revision::PushAs::Duplicate, None) => crate::job::Operation::Create,
+            };
             let id = JobId::new();
             st.keys.insert(scoped, id.clone());
             st.jobs.insert(
@@ -249,13 +285,16 @@ impl Queue for EmbeddedQueue {
                 JobRecord {
                     tenant: j.tenant.clone(),
                     key: j.key.clone(),
-                    body: j.body.clone(),
+                    body: operation.wrap(&j.body),
                     attempts: 0,
                     outcome_unknown: false,
                     state: JobState::Queued,
                     webhook_id: None,
                     error: None,
                     reconciled: false,
+                    outcome: None,
+                    digest: None,
+                    fields: None,
                     lease: None,
                     call_until: None,
                     dispatched_at: None,
@@ -344,19 +383,6 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn complete(
-        &self,
-        job: &LeasedJob,
-        webhook_id: &str,
-        reconciled: bool,
-    ) -> Result<(), QueueError> {
-        let now = Instant::now();
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        st.restamp(job, now, self.span());
-        self.record_success(st, job, webhook_id, reconciled, now)
-    }
-
     async fn complete_many(&self, done: &[Completion<'_>]) -> Result<Vec<bool>, QueueError> {
         let now = Instant::now();
         let mut guard = self.lock();
@@ -365,13 +391,11 @@ impl Queue for EmbeddedQueue {
         for c in done {
             let answered = now.checked_sub(c.answered_ago).unwrap_or(now);
             st.restamp_at(c.job, answered, now, self.span());
-            recorded.push(
-                match self.record_success(st, c.job, c.webhook_id, c.reconciled, now) {
-                    Ok(()) => true,
-                    Err(QueueError::LeaseLost(_)) => false,
-                    Err(e) => return Err(e),
-                },
-            );
+            recorded.push(match self.record_success(st, c, now) {
+                Ok(()) => true,
+                Err(QueueError::LeaseLost(_)) => false,
+                Err(e) => return Err(e),
+            });
             if let Some(attempt) = c.attempt {
                 keep_attempt(st, &c.job.id, attempt);
             }
@@ -765,6 +789,13 @@ impl Queue for EmbeddedQueue {
             oldest_running_ms: oldest,
             tenants,
             paused: st.paused.clone(),
+            outcomes: crate::job::Outcome::ALL
+                .iter()
+                .map(|o| {
+                    let n = st.outcomes.get(o).copied().unwrap_or(0);
+                    (o.as_str().to_string(), n)
+                })
+                .collect(),
         })
     }
 

@@ -47,6 +47,8 @@ pub(super) struct State {
     pub(super) done_total: u64,
     /// The whole queue's pause (`Queue::pause_queue`): no dispatch while it is set.
     pub(super) paused: Option<crate::queue::QueuePause>,
+    /// Jobs ever done, by what they did (`QueueStatus::outcomes`).
+    pub(super) outcomes: std::collections::BTreeMap<crate::job::Outcome, u64>,
 }
 
 /// How the embedded queue tells days apart for daily quotas.
@@ -181,6 +183,12 @@ pub(super) struct JobRecord {
     pub(super) error: Option<String>,
     /// Once done: found with Retrieve rather than created.
     pub(super) reconciled: bool,
+    /// Once done: what it did.
+    pub(super) outcome: Option<crate::job::Outcome>,
+    /// Once done: the digest of the body the webhook has (see `queue::revision`).
+    pub(super) digest: Option<String>,
+    /// Once done: `job::field_digests` of that body.
+    pub(super) fields: Option<String>,
     /// While running: the lease token and when it expires.
     pub(super) lease: Option<(String, Instant)>,
     /// While running: until when a Create the holder sent may still land (see
@@ -268,6 +276,9 @@ impl State {
             attempts: rec.attempts,
             error: rec.error.clone(),
             reconciled: rec.reconciled,
+            outcome: rec.outcome,
+            digest: rec.digest.clone(),
+            fields: rec.fields.clone(),
         })
     }
 
@@ -347,6 +358,8 @@ mod tests {
 
     fn job(tenant: &str, n: usize) -> NewJob {
         NewJob {
+            delete: false,
+            legacy_key: None,
             tenant: tenant.into(),
             body: serde_json::json!({ "Description": format!("hook {n}") }).to_string(),
             key: format!("{tenant}-{n}"),

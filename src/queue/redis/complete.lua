@@ -11,10 +11,13 @@
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: window + margin, µs
 -- ARGV[3]: N, the most history entries kept per job
--- ARGV[4..]: 7 per job: job id; lease token (the call's id in the tenant's call log);
+-- ARGV[4..]: 10 per job: job id; lease token (the call's id in the tenant's call log);
 --          tenant; webhook Id; reconciled (1 when found with Retrieve instead of created);
 --          how long before this call the answer arrived, µs; history entry (JSON, '' for
---          none)
+--          none); what the job did (`job::Outcome`: created, updated, unchanged, deleted,
+--          not_found); the digest of the body the webhook now has ('' after a delete),
+--          which push.lua compares a job pushed again under the key with; the body's field
+--          digests, for `sync`'s plan
 --
 -- Returns per job, in order, 1, or 0 when the lease was lost (nothing recorded). A
 -- completion repeated after its first answer was lost, or not acknowledged by the replicas,
@@ -29,7 +32,8 @@ local done = {}
 local scores = {}
 local streaks = {}
 local seen = {}
-for i = 4, #ARGV - 6, 7 do
+local outcomes = {}
+for i = 4, #ARGV - 9, 10 do
   local id, token, tenant, webhook_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us)
   local record = P .. 'job:' .. id
@@ -39,8 +43,12 @@ for i = 4, #ARGV - 6, 7 do
   if job then
     redis.call('HDEL', job, 'lease', 'call_until_ms')
     -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
+    -- What it did and the body's digests (issue 18) are for push.lua's revisions and sync.
+    local outcome = ARGV[i + 7]
     redis.call('HSET', job, 'state', 'done', 'webhook_id', webhook_id, 'reconciled',
-      ARGV[i + 4], 'finished_ms', finished, 'error', '')
+      ARGV[i + 4], 'finished_ms', finished, 'error', '', 'outcome', outcome,
+      'digest', ARGV[i + 8], 'fields', ARGV[i + 9])
+    outcomes[outcome] = (outcomes[outcome] or 0) + 1
     done[#done + 1] = id
     scores[#scores + 1] = int(now)
     scores[#scores + 1] = id
@@ -80,5 +88,9 @@ if #done > 0 then
   redis.call('HDEL', P .. 'streak', unpack(streaks))
   redis.call('ZADD', P .. 'done', unpack(scores))
   redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
+  -- Issue 18: the per-outcome counts.
+  for outcome, n in pairs(outcomes) do
+    redis.call('HINCRBY', P .. 'stats', 'outcome:' .. outcome, n)
+  end
 end
 return out

@@ -462,25 +462,6 @@ impl Queue for RedisQueue {
         self.on_call(&scripts::ANSWERED, job).await
     }
 
-    async fn complete(
-        &self,
-        job: &LeasedJob,
-        webhook_id: &str,
-        reconciled: bool,
-    ) -> Result<(), QueueError> {
-        let one = Completion {
-            job,
-            webhook_id,
-            reconciled,
-            attempt: None,
-            answered_ago: Duration::ZERO,
-        };
-        match self.complete_many(&[one]).await?[..] {
-            [true] => Ok(()),
-            _ => Err(QueueError::LeaseLost(job.id.clone())),
-        }
-    }
-
     async fn complete_many(&self, done: &[Completion<'_>]) -> Result<Vec<bool>, QueueError> {
         if done.is_empty() {
             return Ok(Vec::new());
@@ -503,7 +484,10 @@ impl Queue for RedisQueue {
                         .map(history_entry)
                         .transpose()?
                         .unwrap_or_default(),
-                );
+                )
+                .arg(c.outcome.as_str())
+                .arg(crate::queue::revision::done_digest(&c.job.body))
+                .arg(crate::queue::revision::done_fields(&c.job.body));
         }
         // Acknowledged: the worker moves on only once the replicas hold the Ids. A retry
         // after a shortfall finds the jobs done with these Ids and confirms again.
@@ -581,17 +565,31 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut status = status_of(array(reply, "status")?, &self.config.name)?;
-        let (holds, hosts, paused): (
+        let outcome_fields: Vec<String> = crate::job::Outcome::ALL
+            .iter()
+            .map(|o| format!("outcome:{}", o.as_str()))
+            .collect();
+        let (holds, hosts, paused, outcomes): (
             Vec<(String, String)>,
             std::collections::HashMap<String, String>,
             Option<String>,
+            Vec<Option<u64>>,
         ) = redis::pipe()
             .hgetall(self.key("holds"))
             .hgetall(self.key("hosts"))
             .get(self.key("paused_queue"))
+            .cmd("HMGET")
+            .arg(self.key("stats"))
+            .arg(&outcome_fields)
             .query_async(&mut self.con.clone())
             .await?;
         status.paused = paused.and_then(|raw| serde_json::from_str(&raw).ok());
+        // Counted by complete.lua.
+        status.outcomes = crate::job::Outcome::ALL
+            .iter()
+            .zip(outcomes)
+            .map(|(o, n)| (o.as_str().to_string(), n.unwrap_or(0)))
+            .collect();
         let holds = holds
             .into_iter()
             .filter_map(|(name, raw)| serde_json::from_str(&raw).ok().map(|h| (name, h)));

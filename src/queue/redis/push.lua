@@ -19,6 +19,9 @@
 -- then m pairs:  tenant, number of its jobs
 -- then n fields: `tenant\nidempotency key` per job (tenant names cannot hold a newline)
 -- then n ids:    the new job id per job (each already has its `bodies` entry)
+-- then n revisions: per job `digest` (`job::body_digest` of its body, or `-` for a delete),
+--          then, for a job whose key was derived, a space and the key version 1 derived
+--          (`job::legacy_key`; see "Revisions" below and `queue::revision`)
 --
 -- Returns {'unknown', tenant}, {'layout'} when the arguments do not add up, or else a flat
 -- list of pairs, one per job whose key was taken: its 1-based position in the batch and the
@@ -30,6 +33,7 @@ local m = tonumber(ARGV[3]) or -1
 local RUNS = 4
 local FIELDS = RUNS + 2 * m
 local IDS = FIELDS + n
+local REVS = IDS + n
 -- Calls with many arguments go in slices: unpack() is bounded by Lua's C stack.
 local SLICE = 4000
 
@@ -39,7 +43,7 @@ local function drop_entries(from, to)
   end
 end
 
-if n < 1 or m < 1 or #ARGV ~= IDS + n - 1 then
+if n < 1 or m < 1 or #ARGV ~= REVS + n - 1 then
   if n >= 1 and #ARGV >= IDS + n - 1 then
     drop_entries(IDS, IDS + n - 1)
   end
@@ -63,8 +67,44 @@ for j = 0, m - 1 do
   end
 end
 
--- Which keys are taken already. (A batch never names a key twice: the client answers a
+-- Which keys are taken already, and what that makes of each job. (A batch never names a key twice: the client answers a
 -- repeat within one push itself, as a duplicate of its first job.)
+-- Revisions (issue 18): a key whose job is done decides what a job pushed again under it
+-- does, as `queue::revision::push_as` does for the embedded backend: the same body (its
+-- digest) is a duplicate; another body an update of the webhook the record holds; a delete
+-- line deletes it; after a delete, a body creates it again. A job still unfinished under the
+-- key (queued, running, scheduled, dead) keeps it: duplicate. An update or delete is marked
+-- in front of the new job's body (`job::Operation`).
+local function push_as(existing, digest)
+  local ok, f = pcall(redis.call, 'HMGET', P .. 'job:' .. existing, 'state', 'outcome',
+    'digest', 'webhook_id')
+  if not ok or f[1] ~= 'done' then
+    return 'duplicate'
+  end
+  local gone = f[2] == 'deleted' or f[2] == 'not_found'
+  if digest == '-' then
+    if gone then
+      return 'duplicate'
+    end
+    return 'delete', f[4] or ''
+  end
+  if gone then
+    return 'create'
+  end
+  if f[3] == digest then
+    return 'duplicate'
+  end
+  return 'update', f[4] or ''
+end
+
+local function mark(id, op, webhook_id)
+  local tenant, key, body = split_record(redis.call('HGET', P .. 'bodies', id))
+  if tenant and key and body then
+    redis.call('HSET', P .. 'bodies', id, tenant .. '\n' .. #key .. '\n' .. key .. op .. ' ' ..
+      webhook_id .. '\n' .. body)
+  end
+end
+
 local out, n_out = {}, 0
 local index, n_index = {}, 0
 local dropped, n_dropped = {}, 0
@@ -72,17 +112,59 @@ local taken = {}
 for j = 0, n - 1, SLICE do
   local last = math.min(j + SLICE, n) - 1
   local got = redis.call('HMGET', P .. 'keys', unpack(ARGV, FIELDS + j, FIELDS + last))
+  -- The version 1 keys of the jobs whose key is new, looked up in one call per slice.
+  local legacy_fields, legacy_at, legacy_got = {}, {}, {}
+  for k = 1, #got do
+    if not got[k] then
+      local rev = ARGV[REVS + j + k - 1]
+      local space = string.find(rev, ' ', 1, true)
+      if space then
+        local tenant = string.match(ARGV[FIELDS + j + k - 1], '^([^\n]*)\n')
+        if tenant then
+          legacy_fields[#legacy_fields + 1] = tenant .. '\n' .. string.sub(rev, space + 1)
+          legacy_at[#legacy_at + 1] = k
+        end
+      end
+    end
+  end
+  if #legacy_fields > 0 then
+    local found = redis.call('HMGET', P .. 'keys', unpack(legacy_fields))
+    for x = 1, #legacy_at do
+      legacy_got[legacy_at[x]] = found[x]
+    end
+  end
   for k = 1, #got do
     local i = j + k
     local id = ARGV[IDS + i - 1]
-    if got[k] then
+    local rev = ARGV[REVS + i - 1]
+    local existing, verdict, webhook_id = got[k], 'create', nil
+    if existing then
+      verdict, webhook_id = push_as(existing, string.match(rev, '^(%S+)'))
+    elseif legacy_got[k] then
+      -- Keyed by version 1: the same tenant and body. That job is this one; its key
+      -- version 2 now names it too, and a done record learns the body's digest.
+      existing = legacy_got[k]
+      verdict = 'duplicate'
+      redis.call('HSET', P .. 'keys', ARGV[FIELDS + i - 1], existing)
+      local record = P .. 'job:' .. existing
+      if redis.call('HGET', record, 'state') == 'done' then
+        redis.call('HSETNX', record, 'digest', string.match(rev, '^(%S+)'))
+      end
+    elseif string.byte(rev, 1) == 45 then
+      -- `-`: a delete of a key never pushed: a delete of nothing.
+      verdict, webhook_id = 'delete', ''
+    end
+    if verdict == 'duplicate' then
       out[n_out + 1] = i
-      out[n_out + 2] = got[k]
+      out[n_out + 2] = existing
       n_out = n_out + 2
       n_dropped = n_dropped + 1
       dropped[n_dropped] = id
       taken[i] = true
     else
+      if verdict ~= 'create' then
+        mark(id, verdict, webhook_id)
+      end
       index[n_index + 1] = ARGV[FIELDS + i - 1]
       index[n_index + 2] = id
       n_index = n_index + 2

@@ -125,7 +125,11 @@ impl RedisQueue {
         for job in jobs {
             script.arg(Field(job));
         }
-        script.arg(&ids).ignore();
+        script.arg(&ids);
+        for job in jobs {
+            script.arg(Revision(job));
+        }
+        script.ignore();
         pipe.cmd("EXEC");
         let mut con = self.acked();
         let (exec,): (Value,) = pipe.query_async(&mut con).await?;
@@ -207,6 +211,24 @@ impl redis::ToRedisArgs for Field<'_> {
         use std::io::Write;
         let mut w = out.writer_for_next_arg();
         let _ = write!(w, "{}\n{}", self.0.tenant, self.0.key);
+    }
+}
+
+/// A job's revision argument of push.lua: its digest, and the key version 1 derived when
+/// its key was derived (see push.lua's header).
+struct Revision<'a>(&'a NewJob);
+
+impl redis::ToRedisArgs for Revision<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        let _ = w.write_all(self.0.digest().as_bytes());
+        if let Some(legacy) = &self.0.legacy_key {
+            let _ = write!(w, " {legacy}");
+        }
     }
 }
 

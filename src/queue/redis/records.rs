@@ -46,6 +46,9 @@ impl RedisQueue {
             attempts: 0,
             error: None,
             reconciled: false,
+            outcome: None,
+            digest: None,
+            fields: None,
         }))
     }
 
@@ -81,6 +84,9 @@ impl RedisQueue {
                     attempts: 0,
                     error: Some("job record missing or unreadable".into()),
                     reconciled: false,
+                    outcome: None,
+                    digest: None,
+                    fields: None,
                 });
                 if tenant.is_none_or(|t| t == result.tenant) {
                     out.push(result);

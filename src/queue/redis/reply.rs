@@ -69,7 +69,7 @@ pub(super) fn dispatched_result(
 }
 
 /// Fields read for a [`JobResult`], in this order.
-pub(super) const JOB_FIELDS: [&str; 7] = [
+pub(super) const JOB_FIELDS: [&str; 10] = [
     "tenant",
     "key",
     "state",
@@ -77,6 +77,9 @@ pub(super) const JOB_FIELDS: [&str; 7] = [
     "attempts",
     "error",
     "reconciled",
+    "outcome",
+    "fields",
+    "digest",
 ];
 
 /// A job record as a result; `None` when the record does not exist. `state` overrides the
@@ -100,6 +103,9 @@ pub(super) fn job_result(
         attempts: get(4).and_then(|a| a.parse().ok()).unwrap_or(0),
         error: get(5).filter(|s| !s.is_empty()),
         reconciled: get(6).as_deref() == Some("1"),
+        outcome: get(7).as_deref().and_then(crate::job::Outcome::parse),
+        fields: get(8).filter(|s| !s.is_empty()),
+        digest: get(9).filter(|s| !s.is_empty()),
     })
 }
 
@@ -263,6 +269,8 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
             .map(|d| now_ms.saturating_sub(d)),
         tenants,
         paused: None,
+        // Read beside the script (`RedisQueue::status`).
+        outcomes: Default::default(),
     })
 }
 
