@@ -18,30 +18,12 @@ mod redis_cpu;
 
 use std::time::Duration;
 
-use lsq_webhooks::job::NewJob;
 use lsq_webhooks::ops::{Metrics, StatusReport};
-use lsq_webhooks::queue::redis::RedisQueue;
-use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
-use lsq_webhooks::secret::Secret;
-use lsq_webhooks::tenant::Tenant;
+use lsq_webhooks::queue::{Dispatch, Queue};
 use redis_cpu::measure;
 
-fn tenant(n: usize) -> Tenant {
-    Tenant {
-        name: format!("t{n:05}"),
-        api_base: Some(url::Url::parse("https://api.example.invalid").expect("url")),
-        access_key: Secret::new(format!("ak-{n}")),
-        secret_key: Secret::new(format!("sk-{n}")),
-        limit: 1,
-        reserve: 0,
-        daily_limit: None,
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
-    let (tenants, times) = if full { (10_000, 30) } else { (500, 5) };
+    let (tenants, times) = redis_cpu::sizes();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,32 +32,9 @@ fn main() {
     runtime.block_on(async {
         let url = common::redis_url();
         println!("scrape benchmark: {tenants} tenants, {times} scrapes each, Redis at {url}");
-        let queue = RedisQueue::connect(
-            &url,
-            QueueConfig {
-                name: common::unique_queue("bench-scrape"),
-                ..QueueConfig::default()
-            },
-        )
-        .await
-        .expect("queue");
-        let ts: Vec<Tenant> = (0..tenants).map(tenant).collect();
-        queue.put_tenants(&ts).await.expect("tenants");
+        let (queue, _) = redis_cpu::queue_with_two_jobs_each("bench-scrape", tenants).await;
         // Two waiting jobs per tenant; a tenth of the tenants have made their one call of
         // the window, so they are throttled with a job still waiting.
-        let jobs: Vec<NewJob> = ts
-            .iter()
-            .flat_map(|t| {
-                (0..2).map(move |i| NewJob {
-                    delete: false,
-                    legacy_key: None,
-                    tenant: t.name.clone(),
-                    key: format!("{}-{i}", t.name),
-                    body: r#"{"Description":"d","URL":"https://example.com/h"}"#.into(),
-                })
-            })
-            .collect();
-        queue.push(&jobs).await.expect("push");
         for _ in 0..tenants / 10 {
             match queue.dispatch().await.expect("dispatch") {
                 Dispatch::Job(j) => queue.complete(&j, "wh", false).await.expect("complete"),

@@ -14,31 +14,13 @@ mod common;
 #[path = "support/redis_cpu.rs"]
 mod redis_cpu;
 
-use lsq_webhooks::job::NewJob;
-use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{
-    Dispatch, HoldKind, NewHold, Queue, QueueConfig, TenantQuery, TenantSort, TenantState,
+    Dispatch, HoldKind, NewHold, Queue, TenantQuery, TenantSort, TenantState,
 };
-use lsq_webhooks::secret::Secret;
-use lsq_webhooks::tenant::Tenant;
 use redis_cpu::measure;
 
-fn tenant(n: usize) -> Tenant {
-    Tenant {
-        name: format!("t{n:05}"),
-        api_base: Some(url::Url::parse("https://api.example.invalid").expect("url")),
-        access_key: Secret::new(format!("ak-{n}")),
-        secret_key: Secret::new(format!("sk-{n}")),
-        limit: 1,
-        reserve: 0,
-        daily_limit: None,
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--quick");
-    let (tenants, times) = if full { (10_000, 30) } else { (500, 5) };
+    let (tenants, times) = redis_cpu::sizes();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -47,33 +29,10 @@ fn main() {
     runtime.block_on(async {
         let url = common::redis_url();
         println!("tenants view benchmark: {tenants} tenants, {times} pages each, Redis at {url}");
-        let queue = RedisQueue::connect(
-            &url,
-            QueueConfig {
-                name: common::unique_queue("bench-tenants"),
-                ..QueueConfig::default()
-            },
-        )
-        .await
-        .expect("queue");
-        let ts: Vec<Tenant> = (0..tenants).map(tenant).collect();
-        queue.put_tenants(&ts).await.expect("tenants");
+        let (queue, ts) = redis_cpu::queue_with_two_jobs_each("bench-tenants", tenants).await;
         // Two jobs per tenant. A tenth of the tenants have one done (and are throttled:
         // one call per window, a job still waiting), a twentieth one dead, every 200th is
         // held.
-        let jobs: Vec<NewJob> = ts
-            .iter()
-            .flat_map(|t| {
-                (0..2).map(move |i| NewJob {
-                    tenant: t.name.clone(),
-                    key: format!("{}-{i}", t.name),
-                    body: r#"{"Description":"d","URL":"https://example.com/h"}"#.into(),
-                    delete: false,
-                    legacy_key: None,
-                })
-            })
-            .collect();
-        queue.push(&jobs).await.expect("push");
         for n in 0..tenants / 10 {
             match queue.dispatch().await.expect("dispatch") {
                 Dispatch::Job(j) if n % 2 == 0 => {

@@ -21,11 +21,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -163,6 +163,64 @@ fn keys(headers: &HeaderMap, uri: &Uri) -> (String, String) {
     (access, secret)
 }
 
+/// What an API handler reads of its request, taken whole, so that the work can move into a
+/// task of its own (see the module header) and every handler admits the call the same way.
+struct Call {
+    state: Arc<SimState>,
+    conn: Option<ConnectionControl>,
+    region: Option<Region>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<SimState>> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<SimState>) -> Result<Self, Response> {
+        let conn = req.extensions().get::<ConnectionControl>().cloned();
+        let region = req.extensions().get::<Region>().cloned();
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            state: state.clone(),
+            conn,
+            region,
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Call {
+    /// [`admit`] for this call.
+    async fn admit(&self, api: Api) -> Result<(String, FaultDraw), Refusal> {
+        admit(
+            &self.state,
+            &self.headers,
+            &self.uri,
+            api,
+            self.conn.as_ref(),
+            self.region.as_ref(),
+        )
+        .await
+    }
+
+    /// Runs `work` in its own task, so that a client that leaves does not cancel it (every
+    /// path through a work function returns), and answers as it says.
+    async fn spawn<F, Fut>(self, what: &'static str, work: F) -> Response
+    where
+        F: FnOnce(Call) -> Fut,
+        Fut: Future<Output = Result<Response, Refusal>> + Send + 'static,
+    {
+        finish_work(tokio::spawn(work(self)), what).await
+    }
+}
+
 /// Authenticates, counts, applies latency and the faults that replace the work. `Ok` is the
 /// account and the remaining draw.
 async fn admit(
@@ -295,45 +353,18 @@ fn parse_json(body: &Bytes) -> Result<Value, Refusal> {
     })
 }
 
-async fn create(
-    State(state): State<Arc<SimState>>,
-    conn: Option<Extension<ConnectionControl>>,
-    region: Option<Extension<Region>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    // Its own task, so that a client that leaves does not cancel the work (see the module
-    // header). The task ends on its own: every path through `create_work` returns.
-    let region = region.map(|r| r.0);
-    let work = tokio::spawn(create_work(
-        state,
-        conn.map(|c| c.0),
-        region,
-        uri,
-        headers,
-        body,
-    ));
-    finish_work(work, "Create").await
+async fn create(call: Call) -> Response {
+    call.spawn("Create", create_work).await
 }
 
-async fn create_work(
-    state: Arc<SimState>,
-    conn: Option<ConnectionControl>,
-    region: Option<Region>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Refusal> {
-    let (account, draw) = admit(
-        &state,
-        &headers,
-        &uri,
-        Api::Create,
-        conn.as_ref(),
-        region.as_ref(),
-    )
-    .await?;
+async fn create_work(call: Call) -> Result<Response, Refusal> {
+    let (account, draw) = call.admit(Api::Create).await?;
+    let Call {
+        state,
+        headers,
+        body,
+        ..
+    } = call;
     let webhook = match validate_create(&state, &headers, &body) {
         Ok(w) => w,
         Err(refusal) => {
@@ -402,25 +433,8 @@ fn validate_create(
     Ok(webhook)
 }
 
-async fn update(
-    State(state): State<Arc<SimState>>,
-    conn: Option<Extension<ConnectionControl>>,
-    region: Option<Extension<Region>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    // Its own task, as for Create: a client that leaves does not cancel the work.
-    let region = region.map(|r| r.0);
-    let work = tokio::spawn(update_work(
-        state,
-        conn.map(|c| c.0),
-        region,
-        uri,
-        headers,
-        body,
-    ));
-    finish_work(work, "Update").await
+async fn update(call: Call) -> Response {
+    call.spawn("Update", update_work).await
 }
 
 /// The answer of a handler whose work runs in its own task.
@@ -438,23 +452,14 @@ async fn finish_work(
     }
 }
 
-async fn update_work(
-    state: Arc<SimState>,
-    conn: Option<ConnectionControl>,
-    region: Option<Region>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Refusal> {
-    let (account, draw) = admit(
-        &state,
-        &headers,
-        &uri,
-        Api::Update,
-        conn.as_ref(),
-        region.as_ref(),
-    )
-    .await?;
+async fn update_work(call: Call) -> Result<Response, Refusal> {
+    let (account, draw) = call.admit(Api::Update).await?;
+    let Call {
+        state,
+        headers,
+        body,
+        ..
+    } = call;
     let (id, webhook) = match validate_update(&state, &headers, &body) {
         Ok(ok) => ok,
         Err(refusal) => {
@@ -507,34 +512,13 @@ fn no_such_webhook(id: &str) -> Refusal {
 }
 
 /// `GET /v2/Webhook.svc/Delete?webhookId=..` (see the module header).
-async fn delete(
-    State(state): State<Arc<SimState>>,
-    conn: Option<Extension<ConnectionControl>>,
-    region: Option<Extension<Region>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let region = region.map(|r| r.0);
-    let work = tokio::spawn(delete_work(state, conn.map(|c| c.0), region, uri, headers));
-    finish_work(work, "Delete").await
+async fn delete(call: Call) -> Response {
+    call.spawn("Delete", delete_work).await
 }
 
-async fn delete_work(
-    state: Arc<SimState>,
-    conn: Option<ConnectionControl>,
-    region: Option<Region>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, Refusal> {
-    let (account, draw) = admit(
-        &state,
-        &headers,
-        &uri,
-        Api::Delete,
-        conn.as_ref(),
-        region.as_ref(),
-    )
-    .await?;
+async fn delete_work(call: Call) -> Result<Response, Refusal> {
+    let (account, draw) = call.admit(Api::Delete).await?;
+    let Call { state, uri, .. } = call;
     let id = uri
         .query()
         .into_iter()
@@ -571,27 +555,17 @@ async fn delete_not_allowed() -> Response {
     .into_response()
 }
 
-async fn retrieve(
-    State(state): State<Arc<SimState>>,
-    conn: Option<Extension<ConnectionControl>>,
-    region: Option<Extension<Region>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let admitted = admit(
-        &state,
-        &headers,
-        &uri,
-        Api::Retrieve,
-        conn.as_deref(),
-        region.as_deref(),
-    )
-    .await;
-    let (account, _draw) = match admitted {
+async fn retrieve(call: Call) -> Response {
+    let (account, _draw) = match call.admit(Api::Retrieve).await {
         Ok(ok) => ok,
         Err(refusal) => return refuse(refusal).await,
     };
+    let Call {
+        state,
+        headers,
+        body,
+        ..
+    } = call;
     let request = match require_json(&headers).and_then(|()| parse_json(&body)) {
         Ok(v) => v,
         Err(refusal) => {
@@ -636,26 +610,12 @@ async fn retrieve(
 
 /// `UserByAccessKey.Get`: on every region's host, the account's user record with its own
 /// region's host in `LSQCommonServiceURLs.api`.
-async fn user_by_access_key(
-    State(state): State<Arc<SimState>>,
-    conn: Option<Extension<ConnectionControl>>,
-    region: Option<Extension<Region>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let admitted = admit(
-        &state,
-        &headers,
-        &uri,
-        Api::Discovery,
-        conn.as_deref(),
-        region.as_deref(),
-    )
-    .await;
-    let (account, _draw) = match admitted {
+async fn user_by_access_key(call: Call) -> Response {
+    let (account, _draw) = match call.admit(Api::Discovery).await {
         Ok(ok) => ok,
         Err(refusal) => return refuse(refusal).await,
     };
+    let state = call.state;
     let Some(base) = state.region_base_of(&account) else {
         return lsq_error(
             StatusCode::INTERNAL_SERVER_ERROR,

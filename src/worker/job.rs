@@ -322,6 +322,19 @@ impl JobContext {
                 }
             }
         };
+        let call_name = if reconcile { "retrieve" } else { "create" };
+        self.call_and_record(job, &tenant, call_name, call).await
+    }
+
+    /// Makes the call under the job's heartbeat and records its answer. A lease lost
+    /// mid-call drops it; a hard stop hands the job back.
+    async fn call_and_record(
+        &self,
+        job: &LeasedJob,
+        tenant: &Tenant,
+        call_name: &str,
+        call: impl Future<Output = Answer>,
+    ) -> AttemptOutcome {
         self.stats.calls();
         let sent_at = std::time::SystemTime::now();
         let started = Instant::now();
@@ -344,8 +357,7 @@ impl JobContext {
                 return self.hand_back(job, true).await;
             }
         };
-        let call_name = if reconcile { "retrieve" } else { "create" };
-        self.recorded(job, &tenant, call_name, answer, sent_at, started)
+        self.recorded(job, tenant, call_name, answer, sent_at, started)
             .await
     }
 
@@ -419,22 +431,7 @@ impl JobContext {
                     .await;
             }
         };
-        self.stats.calls();
-        let sent_at = std::time::SystemTime::now();
-        let started = Instant::now();
-        let answer = tokio::select! {
-            a = self.heartbeating(job, call) => match a {
-                Some(a) => a,
-                None => {
-                    let _ = self.store("answered", || self.queue.answered(job)).await;
-                    self.stats.lease_lost();
-                    return AttemptOutcome::LeaseLost;
-                }
-            },
-            _ = self.hard_stop.cancelled() => return self.hand_back(job, true).await,
-        };
-        self.recorded(job, tenant, call_name, answer, sent_at, started)
-            .await
+        self.call_and_record(job, tenant, call_name, call).await
     }
 
     /// A Delete of the webhook `id` ("not found" is done; a job with no Id has nothing to

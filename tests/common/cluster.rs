@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::PrivateRedis;
+use super::sentinel::cli;
 
 /// A cluster of masters on loopback ports.
 pub struct PrivateCluster {
@@ -97,15 +98,4 @@ pub fn cluster_url() -> String {
         url
     })
     .clone()
-}
-
-/// Runs `redis-cli -p PORT ARGS...` and returns its trimmed output.
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
