@@ -12,11 +12,13 @@
 //!   every rule it must pass (`webhook/`), the classification of every answer (created, rate
 //!   limited, transient, permanent: `answer.rs`), and the HTTP client (`client.rs`).
 //! - [`queue`] (`src/queue/`): the `Queue` trait (the contract; tests/queue_conformance.rs
-//!   runs it on both backends), the reason texts it records (`reason.rs`), the tenants
-//!   view's rows and state rules (`tenants.rs`), and its backends:
-//!   `redis/` (per-tenant lists, a sorted set of tenants scored by their next allowed call;
-//!   the limiter and leases in `dispatch.lua`) and `embedded/` (in-process: `window.rs` the
-//!   limiter, `lease.rs` the leases, `state.rs` the store).
+//!   runs it on both backends, and on a Redis Cluster), the reason texts it records
+//!   (`reason.rs`), the tenants view's rows and state rules (`tenants.rs`), when a pushed
+//!   job revises a done one (`revision.rs`), and its backends: `redis/` (per-tenant lists, a
+//!   sorted set of tenants scored by their next allowed call; the limiter and leases in
+//!   `dispatch.lua`; one server, Sentinel or a Cluster in `target.rs` and `link.rs`) and
+//!   `embedded/` (in-process: `window.rs` the limiter, `lease.rs` the leases, `state.rs` the
+//!   store).
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
 //! - [`retry`] (`src/retry.rs`): retrying a store operation while the store cannot serve
