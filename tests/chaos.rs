@@ -17,6 +17,7 @@
 
 mod common;
 mod revision_support;
+mod worker_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -29,12 +30,11 @@ use lsq_webhooks::job::{JobState, NewJob};
 use lsq_webhooks::producer::Producer;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig, QueueStatus};
-use lsq_webhooks::secret::Secret;
-use lsq_webhooks::sim::{self, AccountSource, Faults, SimConfig, SimServer, SimState, SimStats};
+use lsq_webhooks::sim::{Faults, SimStats};
 use lsq_webhooks::tenant::Tenant;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use worker_support::Sim;
 
 /// One chaos run at a time (see the module header).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -50,48 +50,9 @@ fn report(line: &str) {
     let _ = out.flush();
 }
 
-/// The simulator, served in this process on a loopback port.
-struct Sim {
-    server: SimServer,
-    _stop: DropGuard,
-}
-
 /// Tenants `{run}-t0..`, each its own simulator account with `limit` calls per 5 s.
 async fn start_sim(run: &str, tenants: usize, limit: u32, faults: Faults) -> (Sim, Vec<Tenant>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the simulator");
-    let base = url::Url::parse(&format!(
-        "http://{}",
-        listener.local_addr().expect("simulator address")
-    ))
-    .expect("simulator URL");
-    let tenants: Vec<Tenant> = (0..tenants)
-        .map(|i| Tenant {
-            name: format!("{run}-t{i}"),
-            api_base: Some(base.clone()),
-            access_key: Secret::new(format!("ak-{run}-{i}")),
-            secret_key: Secret::new(format!("sk-{run}-{i}")),
-            limit,
-            reserve: 0,
-            daily_limit: None,
-        })
-        .collect();
-    let state = SimState::new(SimConfig {
-        accounts: AccountSource::Tenants(tenants.clone()),
-        faults,
-        ..SimConfig::default()
-    })
-    .expect("simulator config");
-    let stop = CancellationToken::new();
-    let server = sim::serve(listener, state, stop.clone()).expect("serve the simulator");
-    (
-        Sim {
-            server,
-            _stop: stop.drop_guard(),
-        },
-        tenants,
-    )
+    worker_support::sim_with_tenants(run, tenants, limit, faults).await
 }
 
 /// `n` jobs spread over the tenants. Descriptions have a fixed width, so no description

@@ -13,6 +13,7 @@
 //! Runs take turns (a lock): each starts eight processes.
 
 mod common;
+mod worker_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -25,12 +26,11 @@ use common::sentinel::SentinelSet;
 use lsq_webhooks::job::{JobState, NewJob};
 use lsq_webhooks::queue::redis::{RedisOptions, RedisQueue};
 use lsq_webhooks::queue::{Pushed, Queue, QueueConfig, QueueError};
-use lsq_webhooks::secret::Secret;
-use lsq_webhooks::sim::{self, AccountSource, SimConfig, SimServer, SimState};
+use lsq_webhooks::sim::Faults;
 use lsq_webhooks::tenant::Tenant;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use worker_support::Sim;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -151,10 +151,11 @@ async fn a_push_no_replica_confirmed_is_not_acknowledged() {
     )
     .await
     .expect("connect");
-    let tenants = vec![tenant(
-        "acme",
+    let tenants = worker_support::tenants(
         &url::Url::parse("http://127.0.0.1:9").expect("url"),
-    )];
+        1,
+        &[50],
+    );
     queue.put_tenants(&tenants).await.expect("tenants");
     let err = queue
         .push(&jobs("unacked", &tenants, 1, 0))
@@ -176,50 +177,9 @@ async fn a_push_no_replica_confirmed_is_not_acknowledged() {
     assert!(err.to_string().contains("retrying is safe"), "{err}");
 }
 
-/// The simulator in this process.
-struct Sim {
-    server: SimServer,
-    _stop: DropGuard,
-}
-
-fn tenant(name: &str, base: &url::Url) -> Tenant {
-    Tenant {
-        name: name.into(),
-        api_base: Some(base.clone()),
-        access_key: Secret::new(format!("ak-{name}")),
-        secret_key: Secret::new(format!("sk-{name}")),
-        limit: 50,
-        reserve: 0,
-        daily_limit: None,
-    }
-}
-
+/// Tenants `{run}-t0..`, each its own simulator account with 50 calls per window.
 async fn start_sim(run: &str, n: usize) -> (Sim, Vec<Tenant>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the simulator");
-    let base = url::Url::parse(&format!(
-        "http://{}",
-        listener.local_addr().expect("simulator address")
-    ))
-    .expect("simulator URL");
-    let tenants: Vec<Tenant> = (0..n)
-        .map(|i| tenant(&format!("{run}-t{i}"), &base))
-        .collect();
-    let state = SimState::new(SimConfig {
-        accounts: AccountSource::Tenants(tenants.clone()),
-        ..SimConfig::default()
-    })
-    .expect("simulator config");
-    let stop = CancellationToken::new();
-    let server = sim::serve(listener, state, stop.clone()).expect("serve the simulator");
-    (
-        Sim {
-            server,
-            _stop: stop.drop_guard(),
-        },
-        tenants,
-    )
+    worker_support::sim_with_tenants(run, n, 50, Faults::default()).await
 }
 
 /// `n` jobs from number `from`, round-robin over the tenants; fixed-width descriptions.

@@ -56,6 +56,52 @@ pub async fn start_sim(config: SimConfig) -> Sim {
     }
 }
 
+/// A simulator on a free loopback port whose accounts are the tenants `{run}-t0`,
+/// `{run}-t1`, ... (`limit` calls per window each, keys `ak-{run}-{i}` / `sk-{run}-{i}`),
+/// with `faults`; and those tenants, served by it (the listener is bound first, so that the
+/// tenants carry its address).
+pub async fn sim_with_tenants(
+    run: &str,
+    n: usize,
+    limit: u32,
+    faults: sim::Faults,
+) -> (Sim, Vec<Tenant>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulator");
+    let base = url::Url::parse(&format!(
+        "http://{}",
+        listener.local_addr().expect("simulator address")
+    ))
+    .expect("simulator URL");
+    let tenants: Vec<Tenant> = (0..n)
+        .map(|i| Tenant {
+            name: format!("{run}-t{i}"),
+            api_base: Some(base.clone()),
+            access_key: Secret::new(format!("ak-{run}-{i}")),
+            secret_key: Secret::new(format!("sk-{run}-{i}")),
+            limit,
+            reserve: 0,
+            daily_limit: None,
+        })
+        .collect();
+    let state = SimState::new(SimConfig {
+        accounts: AccountSource::Tenants(tenants.clone()),
+        faults,
+        ..SimConfig::default()
+    })
+    .expect("simulator config");
+    let stop = CancellationToken::new();
+    let server = sim::serve(listener, state, stop.clone()).expect("serve the simulator");
+    (
+        Sim {
+            server,
+            _stop: stop.drop_guard(),
+        },
+        tenants,
+    )
+}
+
 /// Tenants `t00`, `t01`, ... with `limits[i % limits.len()]` calls per window, all served at
 /// `api_base`.
 pub fn tenants(api_base: &url::Url, n: usize, limits: &[u32]) -> Vec<Tenant> {
