@@ -120,9 +120,22 @@ impl Global {
     }
 }
 
-/// `host:port` of a Redis URL (the path of a `unix:` / `redis+unix:` one), without its
-/// credentials; `the Redis URL given` when it does not parse.
+/// `host:port` of a Redis URL (the path of a `unix:` / `redis+unix:` one), the sentinels
+/// and master of a Sentinel URL, the nodes of a Cluster URL, without credentials; `the
+/// Redis URL given` when it does not parse.
 pub fn redis_where(url: &str) -> String {
+    use crate::queue::redis::Target;
+    match Target::parse(url) {
+        Ok(Target::Sentinel(s)) => {
+            return format!(
+                "master {:?} of the sentinels {}",
+                s.master,
+                s.sentinel_list()
+            );
+        }
+        Ok(Target::Cluster(c)) => return format!("the cluster of {}", c.node_list()),
+        _ => {}
+    }
     match url::Url::parse(url.trim()) {
         Ok(u) => match u.host_str() {
             Some(host) => format!("{host}:{}", u.port().unwrap_or(6379)),
@@ -530,6 +543,14 @@ mod tests {
         );
         assert_eq!(redis_where("rediss://user:pw@cache"), "cache:6379");
         assert_eq!(redis_where("not a url :pw@"), "the Redis URL given");
+        assert_eq!(
+            redis_where("redis+sentinel://u:hunter2@10.0.0.1:26379,10.0.0.2/main"),
+            "master \"main\" of the sentinels 10.0.0.1:26379, 10.0.0.2:26379"
+        );
+        assert_eq!(
+            redis_where("redis+cluster://:hunter2@10.0.0.1:7000,10.0.0.2"),
+            "the cluster of 10.0.0.1:7000, 10.0.0.2:6379"
+        );
     }
 
     #[test]

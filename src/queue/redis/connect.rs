@@ -50,18 +50,22 @@ async fn probe(client: &redis::Client) -> Result<(), QueueError> {
 /// [`probe`] of each node in turn until one answers: a cluster is up for this purpose when
 /// any node named answers (the cluster client learns the rest from it).
 async fn probe_any(nodes: &[redis::Client]) -> Result<(), QueueError> {
-    let mut last = None;
+    let mut failed = Vec::new();
     for node in nodes {
         match probe(node).await {
             Ok(()) => return Ok(()),
-            Err(e) => {
-                last = Some(format!("{}: {e}", node.get_connection_info().addr()));
-            }
+            // The reason alone: the error this returns says "unavailable" once.
+            Err(QueueError::Unavailable(why)) => failed.push((node, why)),
+            Err(e) => failed.push((node, e.to_string())),
         }
     }
+    let failed: Vec<String> = failed
+        .iter()
+        .map(|(node, why)| format!("{}: {why}", node.get_connection_info().addr()))
+        .collect();
     Err(QueueError::Unavailable(format!(
         "no cluster node answered ({})",
-        last.unwrap_or_default()
+        failed.join("; ")
     )))
 }
 
