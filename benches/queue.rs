@@ -144,6 +144,7 @@ async fn connect(name: &str, window: Duration) -> RedisQueue {
             max_attempts: 8,
             day: std::time::Duration::from_secs(86_400),
             share: Default::default(),
+            slow_start: false,
         },
     )
     .await

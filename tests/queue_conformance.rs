@@ -73,6 +73,7 @@ impl Harness {
             max_attempts: 3,
             day: std::time::Duration::from_secs(86_400),
             share: Default::default(),
+            slow_start: false,
         }
     }
 
@@ -479,6 +480,14 @@ async fn sending_restamps_the_call_so_a_late_create_counts_from_when_it_goes_out
     h.sleep(h.ticks(2)).await;
     let sent_ms = q.status().await.expect("status").now_ms;
     assert!(q.sending(&j, h.ticks(1)).await.expect("sending"));
+    // Its answer, a tick later, is reported as of before the send: only the send's stamp
+    // can make the next call wait (and the call is no longer in flight).
+    h.sleep(h.tick()).await;
+    let answered_early = Completion {
+        answered_ago: h.ticks(3),
+        ..completion(&j, "wh", false, None)
+    };
+    q.complete_many(&[answered_early]).await.expect("complete");
     let next = next_job(q.as_ref()).await;
     assert!(
         next.dispatched_at_ms >= sent_ms + h.window().as_millis() as u64,
@@ -494,6 +503,11 @@ async fn sending_restamps_the_call_so_a_late_create_counts_from_when_it_goes_out
     let j = next_job(q.as_ref()).await;
     h.sleep(h.ticks(2)).await;
     assert!(q.heartbeat(&j).await.expect("heartbeat"));
+    let answered_early = Completion {
+        answered_ago: h.ticks(2),
+        ..completion(&j, "wh", false, None)
+    };
+    q.complete_many(&[answered_early]).await.expect("complete");
     let next = next_job(q.as_ref()).await;
     if h.exact() {
         assert_eq!(
@@ -564,6 +578,10 @@ async fn dispatch_many_stamps_the_nth_job_n_microseconds_later(h: Harness) {
     push(&q, "a", 0..6).await;
     let first = batch(q.dispatch_many(3, None).await.expect("dispatch"));
     assert_eq!(first.len(), 3);
+    // Their answers come at once (no later than their stamps): out of flight, stamps kept.
+    for j in &first {
+        q.answered(j).await.expect("answered");
+    }
     if h.exact() {
         // One window on: the first call left it; the second stays in it 1 µs longer, the
         // third 2 µs, so single dispatches go out 1 µs apart.
@@ -2171,6 +2189,129 @@ async fn an_answer_from_the_host_starts_its_failure_streak_over(h: Harness) {
     q.host_answered("nobody").await.expect("unknown tenant");
 }
 
+// ---------------------------------------------------------------------------------------
+// Calls in flight (issue 14)
+
+/// Whether a dispatch handed out nothing.
+fn nothing(d: &Dispatched) -> bool {
+    !matches!(d, Dispatched::Jobs(_))
+}
+
+/// A tenant never has more calls in flight (leased jobs) than its cap, whatever its window
+/// allows, so a host that never answers holds at most that many worker slots. Other tenants
+/// are not held back; the first lease to end gives the turn back at once and wakes a
+/// waiting worker; an expired lease frees its slot too.
+async fn a_tenant_has_at_most_its_cap_of_calls_in_flight(h: Harness) {
+    let q = h
+        .queue_with("in-flight", &[("acme", 2), ("beta", 5)], |_| {})
+        .await;
+    push(&q, "acme", 0..6).await;
+    let first = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(first.len(), 2, "the window's cap: {first:?}");
+    // A window later the window allows two more calls; the two still in flight do not.
+    h.sleep(h.ticks(6)).await;
+    let d = q.dispatch_many(10, None).await.expect("dispatch");
+    assert!(nothing(&d), "a third call in flight: {d:?}");
+    push(&q, "beta", 0..1).await;
+    let b = only_job(q.dispatch().await.expect("dispatch"));
+    assert_eq!(b.tenant, "beta", "another tenant is not held back");
+    // One call ends: one more may go, at once, and a waiting worker is told.
+    wakes(h, &q, "a lease ending for a tenant at its cap", async {
+        q.answered(&first[0]).await.expect("answered");
+        q.complete(&first[0], "wh-0", false)
+            .await
+            .expect("complete");
+    })
+    .await;
+    let again = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(again.len(), 1, "one slot came free: {again:?}");
+    assert_eq!(again[0].tenant, "acme");
+    // Leases that expire free their slots: the jobs come back (outcome unknown), two at a
+    // time again.
+    h.sleep(h.ticks(51)).await;
+    let back = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    let acme: Vec<_> = back.iter().filter(|j| j.tenant == "acme").collect();
+    assert_eq!(acme.len(), 2, "after the leases expired: {back:?}");
+}
+
+/// Every path that ends a lease ends a call in flight: complete, retry_later, requeue, bury.
+async fn every_finishing_path_ends_a_call_in_flight(h: Harness) {
+    let q = h
+        .queue_with("in-flight-paths", &[("acme", 2)], |_| {})
+        .await;
+    push(&q, "acme", 0..8).await;
+    let mut flying = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(flying.len(), 2);
+    for path in ["complete", "retry_later", "requeue", "bury"] {
+        // Past the window: only the calls in flight stop a dispatch.
+        h.sleep(h.ticks(6)).await;
+        let d = q.dispatch_many(10, None).await.expect("dispatch");
+        assert!(nothing(&d), "before {path}: a third call in flight: {d:?}");
+        let j = flying.remove(0);
+        match path {
+            "complete" => q.complete(&j, "wh", false).await.expect(path),
+            "retry_later" => q
+                .retry_later(&j, h.ticks(1000), "503", false)
+                .await
+                .expect(path),
+            "requeue" => q.requeue(&j, BACK).await.expect(path),
+            _ => q.bury(&j, "400").await.expect(path),
+        }
+        let next = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+        assert_eq!(next.len(), 1, "after {path}: one slot came free: {next:?}");
+        flying.extend(next);
+    }
+}
+
+/// With `slow_start`, a tenant whose host has not answered yet has one call in flight until
+/// it answers; a host failure since its last answer puts it back to one (a probe); new keys
+/// start it over.
+async fn slow_start_gives_an_unanswered_host_one_call_in_flight(h: Harness) {
+    let q = h
+        .queue_with("slow-start", &[("acme", 5)], |c| c.slow_start = true)
+        .await;
+    push(&q, "acme", 0..12).await;
+    let first = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(
+        first.len(),
+        1,
+        "one call before the host answers: {first:?}"
+    );
+    let d = q.dispatch_many(10, None).await.expect("dispatch");
+    assert!(nothing(&d), "a second call before the host answered: {d:?}");
+    // It answers: the whole cap (5), less the answered call in the window.
+    q.complete(&first[0], "wh", false).await.expect("complete");
+    let more = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(more.len(), 4, "after the host answered: {more:?}");
+    // Its host fails: one call in flight at most, and four are.
+    let policy = UnreachablePolicy {
+        after: 10,
+        base: h.ticks(2),
+        max: h.ticks(8),
+        jitter: 1.0,
+    };
+    q.host_failed("acme", policy, "timed out")
+        .await
+        .expect("failed");
+    h.sleep(h.ticks(6)).await;
+    for j in &more[..3] {
+        q.requeue(j, BACK).await.expect("requeue");
+    }
+    let d = q.dispatch_many(10, None).await.expect("dispatch");
+    assert!(nothing(&d), "a probe's second call in flight: {d:?}");
+    // It answers again: the cap, less the three requeued calls in the window.
+    q.host_answered("acme").await.expect("answered");
+    let after = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(after.len(), 2, "after the host answered again: {after:?}");
+    // New keys have not been answered: one call in flight, and three are.
+    let mut renewed = tenant("acme", 5);
+    renewed.access_key = lsq_webhooks::secret::Secret::new("new-access-key");
+    q.put_tenants(&[renewed]).await.expect("new keys");
+    h.sleep(h.ticks(6)).await;
+    let d = q.dispatch_many(10, None).await.expect("dispatch");
+    assert!(nothing(&d), "new keys with calls in flight: {d:?}");
+}
+
 /// Holds grow per hold, not per failure: the calls in flight when a host dies fail together,
 /// and count as one.
 async fn unreachable_host_holds_grow_cap_and_end(h: Harness) {
@@ -2956,6 +3097,9 @@ conformance!(
     new_keys_end_a_keys_refused_hold,
     unreachable_host_holds_grow_cap_and_end,
     an_answer_from_the_host_starts_its_failure_streak_over,
+    a_tenant_has_at_most_its_cap_of_calls_in_flight,
+    every_finishing_path_ends_a_call_in_flight,
+    slow_start_gives_an_unanswered_host_one_call_in_flight,
     a_discovered_host_is_recorded_and_kept_by_an_import,
     take_call_spends_a_call_of_the_window,
     an_unsent_call_leaves_the_window,

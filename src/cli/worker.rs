@@ -72,6 +72,13 @@ pub struct Args {
     /// the same mode.
     #[arg(long, env = "LSQ_SHARE", value_enum, default_value_t = ShareMode::Adaptive)]
     pub share: ShareMode,
+    /// Give a tenant whose host has not answered yet (new keys, a new or unknown host) one
+    /// call in flight until its host answers, instead of its whole window's calls, so that
+    /// a host that never answers holds one worker slot, not dozens, until its calls time
+    /// out. `false` turns it off.
+    #[arg(long, env = "LSQ_SLOW_START", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub slow_start: bool,
     /// Retention: delete done records this many seconds after they finished (checked every
     /// minute; their keys stay taken). Export results within it. Off when not given.
     #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
@@ -109,6 +116,7 @@ impl Args {
             max_attempts: self.max_attempts,
             day: std::time::Duration::from_secs(86_400),
             share: self.share,
+            slow_start: self.slow_start,
         })
     }
 

@@ -66,6 +66,12 @@ pub struct QueueConfig {
     /// Whether each tenant's share adapts to the account's other clients ([`share`]), or
     /// is always `limit − reserve`.
     pub share: ShareMode,
+    /// Whether a tenant whose host has not answered yet (since it was imported with new keys
+    /// or a new host, discovered, or released) may have only one call in flight until its
+    /// host answers, instead of its cap. A host that never answers then takes one worker
+    /// slot until its calls time out, not a window's worth. Off by default here; the
+    /// `worker` command turns it on (see docs/decisions.md, "Calls in flight").
+    pub slow_start: bool,
 }
 
 impl Default for QueueConfig {
@@ -78,6 +84,7 @@ impl Default for QueueConfig {
             max_attempts: 8,
             day: Duration::from_secs(86_400),
             share: ShareMode::Adaptive,
+            slow_start: false,
         }
     }
 }

@@ -73,22 +73,38 @@ pub(crate) struct JobContext {
 
 /// The tenants this process counted a host failure for (`Queue::host_failed`), so that the
 /// next answer from such a host starts its streak over (`Queue::host_answered`) at the cost
-/// of one store call per failure episode, not one per call.
+/// of one store call per failure episode, not one per call; and the tenants whose host this
+/// process has heard answer, so that a first answer that is not a success (which
+/// `Queue::complete_many` records itself) still tells the queue once that the host answers:
+/// until then a slow-started tenant has one call in flight (`QueueConfig::slow_start`).
 #[derive(Default)]
-pub(crate) struct FailingHosts(Mutex<HashSet<String>>);
+pub(crate) struct FailingHosts(Mutex<Hosts>);
+
+#[derive(Default)]
+struct Hosts {
+    failing: HashSet<String>,
+    heard: HashSet<String>,
+}
 
 impl FailingHosts {
     fn failed(&self, tenant: &str) {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.contains(tenant) {
-            set.insert(tenant.to_string());
+        if !set.failing.contains(tenant) {
+            set.failing.insert(tenant.to_string());
         }
     }
 
-    /// Whether the tenant was marked failing (and is not any more).
-    fn answered(&self, tenant: &str) -> bool {
+    /// Whether the queue should be told that the tenant's host answered: it was marked
+    /// failing (and is not any more), or, for an answer that is not a success, this process
+    /// had not heard it answer before.
+    fn answered(&self, tenant: &str, success: bool) -> bool {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(tenant)
+        let was_failing = set.failing.remove(tenant);
+        let first = !success && !set.heard.contains(tenant);
+        if first {
+            set.heard.insert(tenant.to_string());
+        }
+        was_failing || first
     }
 }
 
@@ -379,19 +395,19 @@ impl JobContext {
         let took = answered - started;
         self.metrics.call_observed(took, outcome);
         let attempt = attempt_of(call_name, &answer, sent_at, took);
+        // A success carries its history entry into its batch (`completions`).
+        let batched = matches!(
+            answer,
+            Answer::Created(_) | Answer::Found(Some(_)) | Answer::Changed(..)
+        );
         if host_answered(&answer)
-            && self.failing.answered(&job.tenant)
+            && self.failing.answered(&job.tenant, batched)
             && let Some(Err(e)) = self
                 .store("host_answered", || self.queue.host_answered(&job.tenant))
                 .await
         {
             tracing::warn!("could not record that the host answered: {e}");
         }
-        // A success carries its history entry into its batch (`completions`).
-        let batched = matches!(
-            answer,
-            Answer::Created(_) | Answer::Found(Some(_)) | Answer::Changed(..)
-        );
         // Recording the answer also re-stamps the call at this moment (`Queue::answered`);
         // the history is written after it, so it never delays that stamp. The history is for
         // people: a store that cannot take it now is logged, not retried.

@@ -22,6 +22,7 @@ pub fn config(name: &str, window_ms: u64) -> QueueConfig {
         max_attempts: 8,
         day: std::time::Duration::from_secs(86_400),
         share: Default::default(),
+        slow_start: false,
     }
 }
 

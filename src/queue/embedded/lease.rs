@@ -42,8 +42,15 @@ impl State {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            job.lease = None;
+            let call = job.lease.take().map(|(token, _)| token);
             job.dispatched_at = None;
+            let tenant = job.tenant.clone();
+            if let Some(call) = call {
+                self.landed(&tenant, &call, now, span);
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
             // The worker may have sent the call before it vanished.
             job.outcome_unknown = true;
             let in_flight_until = job.call_until.take().filter(|u| *u > now);
@@ -81,12 +88,17 @@ impl State {
         span: Duration,
     ) -> Result<Option<Instant>, QueueError> {
         self.restamp(job, now, span);
-        self.take_lease(job)
+        self.take_lease(job, now, span)
     }
 
     /// Checks that `job` still holds its lease; on success releases it and returns until
     /// when a Create it sent may still land.
-    pub(super) fn take_lease(&mut self, job: &LeasedJob) -> Result<Option<Instant>, QueueError> {
+    pub(super) fn take_lease(
+        &mut self,
+        job: &LeasedJob,
+        now: Instant,
+        span: Duration,
+    ) -> Result<Option<Instant>, QueueError> {
         let rec = self
             .jobs
             .get_mut(&job.id)
@@ -96,7 +108,10 @@ impl State {
                 self.leases.remove(&(*expiry, job.id.clone()));
                 rec.lease = None;
                 rec.dispatched_at = None;
-                Ok(rec.call_until.take())
+                let until = rec.call_until.take();
+                let tenant = rec.tenant.clone();
+                self.landed(&tenant, &job.lease, now, span);
+                Ok(until)
             }
             _ => Err(QueueError::LeaseLost(job.id.clone())),
         }
@@ -128,6 +143,13 @@ impl EmbeddedQueue {
                 }
                 st.leases.remove(&(old, job.id.clone()));
                 st.leases.insert((new, job.id.clone()));
+                if let Some(expiry) = st
+                    .tenants
+                    .get_mut(&job.tenant)
+                    .and_then(|t| t.flying.get_mut(&job.lease))
+                {
+                    *expiry = new;
+                }
                 // The fence re-stamps the call at now: a Create that goes out late counts in
                 // its tenant's window from when it goes out.
                 if in_flight.is_some() {
@@ -167,6 +189,7 @@ impl EmbeddedQueue {
             });
         };
         t.log.push_back((now, token.clone()));
+        t.flying.insert(token.clone(), now + self.config.lease);
         t.count_today(now, &st.days);
         if t.paused_until.is_some_and(|p| p <= now) {
             t.paused_until = None;

@@ -59,6 +59,7 @@ impl EmbeddedQueue {
             .map_or(0, |d| d.as_millis() as u64);
         let state = State {
             adaptive: config.share == ShareMode::Adaptive,
+            slow_start: config.slow_start,
             days: state::Days {
                 length_ms: (config.day.as_millis() as u64).max(1),
                 anchor: (Instant::now(), epoch_ms),
@@ -90,7 +91,7 @@ impl EmbeddedQueue {
         now: Instant,
     ) -> Result<(), QueueError> {
         let job = c.job;
-        if let Err(lost) = st.take_lease(job) {
+        if let Err(lost) = st.take_lease(job, now, self.span()) {
             let done = st.jobs.get(&job.id).is_some_and(|rec| {
                 rec.state == JobState::Done && rec.webhook_id.as_deref() == Some(c.webhook_id)
             });
@@ -108,7 +109,7 @@ impl EmbeddedQueue {
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
-            t.streak = 0;
+            t.streak = Some(0);
         }
         Ok(())
     }
@@ -196,7 +197,10 @@ impl Queue for EmbeddedQueue {
                         existing.hold = None;
                         existing.paused_until = None;
                         existing.pause_reason = None;
-                        existing.streak = 0;
+                    }
+                    // New keys or a new host have not answered yet (`flight_cap`).
+                    if !same_keys || t.api_base != existing.tenant.api_base {
+                        existing.streak = None;
                     }
                     existing.tenant = t;
                 }
@@ -346,6 +350,11 @@ impl Queue for EmbeddedQueue {
             if at > at_n {
                 break;
             }
+            // At its cap of calls in flight: keyed at its first lease's expiry, or sooner
+            // when one of its calls lands.
+            if st.flight_full(&tenant, at_n, span).is_some() {
+                continue;
+            }
             jobs.push(self.lease_next(st, tenant, (at_n, now), span, fence)?);
         }
         if !jobs.is_empty() {
@@ -379,7 +388,14 @@ impl Queue for EmbeddedQueue {
     async fn answered(&self, job: &LeasedJob) -> Result<(), QueueError> {
         let now = Instant::now();
         let span = self.span();
-        self.lock().restamp(job, now, span);
+        let mut guard = self.lock();
+        guard.restamp(job, now, span);
+        guard.landed(&job.tenant, &job.lease, now, span);
+        let uncapped = std::mem::take(&mut guard.uncapped);
+        drop(guard);
+        if uncapped {
+            self.wake();
+        }
         Ok(())
     }
 
@@ -399,6 +415,11 @@ impl Queue for EmbeddedQueue {
             if let Some(attempt) = c.attempt {
                 keep_attempt(st, &c.job.id, attempt);
             }
+        }
+        let uncapped = std::mem::take(&mut st.uncapped);
+        drop(guard);
+        if uncapped {
+            self.wake();
         }
         Ok(recorded)
     }
@@ -506,6 +527,11 @@ impl Queue for EmbeddedQueue {
         let st = &mut *guard;
         st.end_lease(job, now, self.span())?;
         st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
+        let uncapped = std::mem::take(&mut st.uncapped);
+        drop(guard);
+        if uncapped {
+            self.wake();
+        }
         Ok(())
     }
 
@@ -542,6 +568,10 @@ impl Queue for EmbeddedQueue {
         };
         if t.tenant.access_key.expose() != access_key {
             return Ok(false);
+        }
+        if t.tenant.api_base.as_ref() != Some(api_base) {
+            // A new host has not answered yet (`flight_cap`).
+            t.streak = None;
         }
         t.tenant.api_base = Some(api_base.clone());
         drop(st);
@@ -619,7 +649,7 @@ impl Queue for EmbeddedQueue {
         };
         t.paused_until = None;
         t.pause_reason = None;
-        t.streak = 0;
+        t.streak = None;
         st.rescore(tenant, now, span, Some(now));
         drop(guard);
         self.wake();
@@ -636,8 +666,19 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn host_answered(&self, tenant: &str) -> Result<(), QueueError> {
-        if let Some(t) = self.lock().tenants.get_mut(tenant) {
-            t.streak = 0;
+        let now = Instant::now();
+        let span = self.span();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return Ok(());
+        };
+        t.streak = Some(0);
+        // Out of a probe or a slow start: a tenant at its old cap may call again.
+        if st.capped.remove(tenant) {
+            st.uncap(tenant, now, span);
+            drop(guard);
+            self.wake();
         }
         Ok(())
     }
@@ -658,8 +699,8 @@ impl Queue for EmbeddedQueue {
                 held_for: None,
             });
         };
-        t.streak = t.streak.saturating_add(1);
-        let failures = t.streak;
+        let failures = t.streak.unwrap_or(0).saturating_add(1);
+        t.streak = Some(failures);
         let after = policy.after.max(1);
         let unreachable = t
             .hold

@@ -37,6 +37,14 @@ pub(super) struct State {
     pub(super) seq: u64,
     /// Whether shares adapt ([`crate::queue::ShareMode::Adaptive`]).
     pub(super) adaptive: bool,
+    /// [`crate::queue::QueueConfig::slow_start`].
+    pub(super) slow_start: bool,
+    /// Tenants a dispatch found at their cap of calls in flight, put back in the ready set
+    /// at their first lease's expiry (see [`State::landed`]).
+    pub(super) capped: std::collections::HashSet<String>,
+    /// Set when a lease's end put a tenant at its cap of calls in flight back in the ready
+    /// set: the caller wakes waiting workers (see [`State::landed`]).
+    pub(super) uncapped: bool,
     /// Days for daily quotas: their length, and the instant and wall-clock ms it is
     /// measured from (days start at the Unix epoch).
     pub(super) days: Days,
@@ -114,8 +122,13 @@ pub(super) struct TenantState {
     pub(super) today: (u64, u64),
     /// Its hold, and when it ends (`None`: until released). See `Queue::hold`.
     pub(super) hold: Option<(TenantHold, Option<Instant>)>,
-    /// Unreachable-host failures in a row (`Queue::host_failed`; a completion ends it).
-    pub(super) streak: u32,
+    /// Unreachable-host failures in a row (`Queue::host_failed`); `Some(0)` once its host
+    /// answered (a completion or `Queue::host_answered`), `None` while it has not (new keys
+    /// or a new host, or a release): as the Redis backend's `streak` field.
+    pub(super) streak: Option<u32>,
+    /// Its calls dispatched and not yet answered: lease token → lease expiry. Calls in
+    /// flight, which dispatch caps (see [`TenantState::flight_cap`]).
+    pub(super) flying: HashMap<String, Instant>,
     /// Its counters for the tenants view, kept as its jobs move.
     pub(super) counts: TenantCounts,
 }
@@ -147,7 +160,8 @@ impl TenantState {
             share_cut_at: None,
             today: (0, 0),
             hold: None,
-            streak: 0,
+            streak: None,
+            flying: Default::default(),
             counts: TenantCounts::default(),
         }
     }

@@ -68,7 +68,83 @@ impl TenantState {
     }
 }
 
+impl TenantState {
+    /// How many calls it may have in flight: its cap, or 1 (a probe) while its host has
+    /// failed since it last answered, and with `slow_start` until its host has answered at
+    /// all (as `flight_cap` in the Redis backend's dispatch.lua).
+    pub(super) fn flight_cap(
+        &self,
+        now: Instant,
+        span: Duration,
+        adaptive: bool,
+        slow_start: bool,
+    ) -> u32 {
+        match self.streak {
+            Some(0) => self.cap(now, span, adaptive),
+            None if !slow_start => self.cap(now, span, adaptive),
+            _ => 1,
+        }
+    }
+}
+
 impl State {
+    /// `tenant`'s call `call` (its lease token) was answered, or its lease ended: one call
+    /// fewer in flight. A tenant that was at its cap goes back in the ready set, and
+    /// [`State::uncapped`] tells the caller to wake waiting workers.
+    pub(super) fn landed(&mut self, tenant: &str, call: &str, now: Instant, span: Duration) {
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        t.flying.remove(call);
+        if self.capped.remove(tenant) {
+            self.uncap(tenant, now, span);
+        }
+    }
+
+    /// Puts a tenant that was at its cap of calls in flight back in the ready set as of now
+    /// (it was keyed at its first lease's expiry), and tells the caller to wake waiting
+    /// workers ([`State::uncapped`]).
+    pub(super) fn uncap(&mut self, tenant: &str, now: Instant, span: Duration) {
+        if let Some(key) = self
+            .tenants
+            .get_mut(tenant)
+            .and_then(|t| t.ready_key.take())
+        {
+            self.ready.remove(&key);
+        }
+        self.rescore(tenant, now, span, None);
+        self.uncapped = true;
+    }
+
+    /// When `tenant`, whose turn it is at `now`, is at its cap of calls in flight: the
+    /// moment its first lease expires (it is then keyed there in the ready set, and marked
+    /// capped). `None` when it may make another call.
+    pub(super) fn flight_full(
+        &mut self,
+        tenant: &str,
+        now: Instant,
+        span: Duration,
+    ) -> Option<Instant> {
+        let (adaptive, slow_start) = (self.adaptive, self.slow_start);
+        let t = self.tenants.get_mut(tenant)?;
+        t.flying.retain(|_, expiry| *expiry > now);
+        if t.flying.len() < t.flight_cap(now, span, adaptive, slow_start) as usize {
+            return None;
+        }
+        let first = t.flying.values().min().copied().unwrap_or(now).max(now);
+        if let Some(key) = t.ready_key.take() {
+            self.ready.remove(&key);
+        }
+        let seq = self.next_seq();
+        let key = (first, seq, tenant.to_string());
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            t.ready_key = Some(key.clone());
+        }
+        self.ready.insert(key);
+        self.capped.insert(tenant.to_string());
+        Some(first)
+    }
+
     /// Drops log entries that can no longer count against any window starting at or after
     /// `now`.
     pub(super) fn prune(&mut self, tenant: &str, now: Instant, span: Duration) {

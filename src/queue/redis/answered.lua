@@ -1,6 +1,7 @@
 -- answered.lua: re-stamps a call at the moment its answer arrived (see `restamp` in
 -- prelude.lua), for a call that ends without a finishing script: the lease was lost
--- mid-call. Every finishing script re-stamps the job's call itself.
+-- mid-call. Every finishing script re-stamps the job's call itself. The call is no longer
+-- in flight (`landed`).
 --
 -- KEYS[1]: {q}:ready
 -- ARGV[1]: key prefix `{q}:`
@@ -10,5 +11,7 @@
 --
 -- Returns 1.
 
-restamp(ARGV[2], ARGV[3], now_us(), tonumber(ARGV[4]))
+local now = now_us()
+restamp(ARGV[2], ARGV[3], now, tonumber(ARGV[4]))
+landed(ARGV[2], ARGV[3], now)
 return 1

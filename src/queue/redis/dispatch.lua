@@ -19,6 +19,8 @@
 --          dispatch time + this, as `heartbeat.lua`'s fence does (see `Queue::dispatch_many`)
 -- ARGV[19]: the share mode, `adaptive` or `fixed` (see `tenant_cap` in prelude.lua)
 -- ARGV[20]: the length of a day for daily quotas, µs (see `quota_end` in prelude.lua)
+-- ARGV[21]: `slow_start` or '' (see `QueueConfig::slow_start`): a tenant whose host has not
+--          answered yet may have one call in flight, not its cap
 -- ARGV[10..18]: the reasons recorded (built in Rust, `queue::reason`): lease expired with no
 --          attempt left; lease expired mid-call; lease expired, handed back; record missing
 --          when a retry came due; record missing when a lease expired; damaged `bodies`
@@ -38,6 +40,7 @@ local max_jobs = math.max(1, tonumber(ARGV[8]) or 1)
 local fence_us = tonumber(ARGV[9]) or 0
 local adaptive = ARGV[19] == 'adaptive'
 local day_us = tonumber(ARGV[20]) or 0
+local slow_start = ARGV[21] == 'slow_start'
 local why = {
   no_attempts_left = ARGV[10],
   expired_mid_call = ARGV[11],
@@ -83,7 +86,10 @@ for i = #expired, 1, -1 do
   local id = expired[i]
   redis.call('ZREM', P .. 'running', id)
   local job = P .. 'job:' .. id
-  local ok, f = pcall(redis.call, 'HMGET', job, 'tenant', 'attempts')
+  local ok, f = pcall(redis.call, 'HMGET', job, 'tenant', 'attempts', 'lease')
+  if ok and f[1] then
+    landed(f[1], f[3], now)
+  end
   if not ok or not f[1] then
     if ok then
       bury(id, nil, why.lease_record_missing, now)
@@ -132,6 +138,34 @@ local function log_edge(tenant, limit)
   return tonumber(e[2]), tonumber(e[4])
 end
 
+-- How many calls the tenant may have in flight (issue 14): its cap, or 1 (a probe) while
+-- its host has failed since it last answered (`streak` above 0: host_failed.lua), and with
+-- `slow_start` until its host has answered at all (`streak` absent; every answer writes 0).
+-- Without a cap, a host that never answers would take a worker slot per call until each
+-- call times out: up to a whole window's calls every window, for the client's timeout.
+local function flight_cap(tenant, cap)
+  local streak = redis.call('HGET', P .. 'streak', tenant)
+  if streak == '0' or (not streak and not slow_start) then
+    return cap
+  end
+  return 1
+end
+
+-- When the tenant has `most` calls in flight (leases not yet expired), the time its first
+-- lease expires (µs); nil when it has room for another.
+local function flight_full(tenant, most, t)
+  local flying = P .. 'fly:' .. tenant
+  if redis.call('ZCARD', flying) < most then
+    return nil
+  end
+  redis.call('ZREMRANGEBYSCORE', flying, '-inf', int(t))
+  if redis.call('ZCARD', flying) < most then
+    return nil
+  end
+  local first = redis.call('ZRANGE', flying, 0, 0, 'WITHSCORES')
+  return tonumber(first[2]) or t
+end
+
 local out = {'jobs'}
 local running = {}
 local spent_meta = {}
@@ -163,8 +197,15 @@ while served < max_jobs and skipped < max_skipped do
   end
   local before_last, last = log_edge(tenant, cap)
   local at = math.max(last and last + window_us or 0, pause)
+  local full = at <= t and flight_full(tenant, flight_cap(tenant, cap), t)
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
+    skipped = skipped + 1
+  elseif full then
+    -- At its cap of calls in flight: back in `ready` when one of them ends (`landed`), or
+    -- when the first lease expires.
+    redis.call('HSET', P .. 'capped', tenant, 1)
+    redis.call('ZADD', ready, int(math.max(t, full)), tenant)
     skipped = skipped + 1
   else
     local popped, id = pcall(redis.call, 'LPOP', P .. 'q:' .. tenant)
@@ -247,6 +288,7 @@ while served < max_jobs and skipped < max_skipped do
         redis.call('HSET', job, unpack(fields))
         running[#running + 1] = int(t + lease_us)
         running[#running + 1] = id
+        redis.call('ZADD', P .. 'fly:' .. tenant, int(t + lease_us), token)
         -- Re-score: the call just added makes the (limit-1)-th newest the limit-th.
         if not more then
           redis.call('ZREM', ready, tenant)

@@ -13,6 +13,8 @@
 -- ARGV[6]: window + margin, µs (the fence re-stamps the call at now, as `restamp` in
 --          prelude.lua does for an answer: a Create that goes out late counts in its
 --          tenant's window from when it goes out, not from its dispatch)
+-- ARGV[7]: the job's tenant (its entry among the tenant's calls in flight, `fly:<tenant>`,
+--          moves with the lease: see `landed` in prelude.lua)
 --
 -- Returns 1, or 0 when the lease was lost.
 
@@ -23,6 +25,7 @@ if not job then
 end
 local now = now_us()
 redis.call('ZADD', KEYS[1], 'XX', int(now + tonumber(ARGV[4])), id)
+redis.call('ZADD', P .. 'fly:' .. ARGV[7], 'XX', int(now + tonumber(ARGV[4])), ARGV[3])
 local in_flight = tonumber(ARGV[5]) or 0
 if in_flight > 0 then
   local until_ms = math.floor((now + in_flight) / 1000)

@@ -37,9 +37,11 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why: a rate-limit answer's pause, or a hold's end (`FOREVER_US` for a hold until released) |
 //! | `holds` | hash | tenant -> its hold (JSON: kind, reason, since_ms, until_ms, failures, by; see `Queue::hold`) |
 //! | `hosts` | hash | tenant -> its API base, once known (for status: the records hold the keys) |
-//! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`; every completion clears it) |
+//! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`); 0 once its host answered (every completion and `host_answered` write 0); absent while it has not (new keys or host) |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
+//! | `fly:<tenant>` | zset | the tenant's leased job ids, scored by lease expiry: its calls in flight, which dispatch caps |
+//! | `capped` | hash | tenant -> 1 while dispatch found it at its cap of calls in flight; the first lease to end puts it back in `ready` |
 //! | `bodies` | hash | job id -> `tenant \n length of key \n key` then the Create body (JSON; may hold secrets), until the job is done; tenant and key are copied into `job:<id>` at its first dispatch |
 //! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |
@@ -238,7 +240,8 @@ impl RedisQueue {
             .arg(&job.lease)
             .arg(micros(self.config.lease))
             .arg(micros(in_flight))
-            .arg(self.window_us());
+            .arg(self.window_us())
+            .arg(&job.tenant);
         if in_flight.is_zero() {
             let reply: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
             return Ok(reply == 1);
@@ -411,6 +414,11 @@ impl Queue for RedisQueue {
             .arg(reason::corrupt::NO_BODY_OR_STATE)
             .arg(self.config.share.as_str())
             .arg(micros(self.config.day))
+            .arg(if self.config.slow_start {
+                "slow_start"
+            } else {
+                ""
+            })
             .invoke_async(&mut con)
             .await?;
         let fenced_until = fence.map(|f| sent + f.slack);
@@ -630,6 +638,11 @@ impl Queue for RedisQueue {
             .arg(self.window_us())
             .arg(self.config.share.as_str())
             .arg(micros(self.config.day))
+            .arg(if self.config.slow_start {
+                "slow_start"
+            } else {
+                ""
+            })
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(u64::try_from(reply).ok().map(Duration::from_micros))
@@ -700,10 +713,11 @@ impl Queue for RedisQueue {
     }
 
     async fn host_answered(&self, tenant: &str) -> Result<(), QueueError> {
-        let _: i64 = redis::cmd("HDEL")
-            .arg(self.key("streak"))
+        let _: i64 = scripts::HOST_ANSWERED
+            .key(self.key("streak"))
+            .arg(&self.prefix)
             .arg(tenant)
-            .query_async(&mut self.con.clone())
+            .invoke_async(&mut self.con.clone())
             .await?;
         Ok(())
     }

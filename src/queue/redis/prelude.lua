@@ -193,11 +193,34 @@ local function count_tenant(tenant, what, by)
   end
 end
 
+-- Calls in flight (issue 14): `fly:<tenant>` holds the tenant's calls dispatched and not
+-- yet answered (lease token -> lease expiry, µs; heartbeat.lua moves it), so that dispatch
+-- can cap how many calls one tenant has in flight: a host that never answers holds a
+-- worker slot per call until the call times out. Every path that ends a lease, and an
+-- answer (answered.lua), takes its call out (`landed`). An entry a path missed stops
+-- counting when its lease expires, so the count can only be too low, never stuck. A tenant
+-- dispatch found at its cap is in `capped`; the first of its calls to land puts it back in
+-- `ready` at once and wakes the workers (`uncap`).
+local function uncap(tenant, now)
+  if redis.call('HDEL', P .. 'capped', tenant) == 1 then
+    redis.call('ZADD', P .. 'ready', 'LT', int(now), tenant)
+    wake()
+  end
+end
+
+local function landed(tenant, call, now)
+  if not tenant or not call then
+    return
+  end
+  redis.call('ZREM', P .. 'fly:' .. tenant, call)
+  uncap(tenant, now)
+end
+
 -- Dead-letters a job, writing a minimal record when its own is missing, so ops see it in
 -- `dead list` with the reason.
 local function bury(id, tenant, reason, now)
   local job = P .. 'job:' .. id
-  local ok_was, was = pcall(redis.call, 'HMGET', job, 'state', 'tenant')
+  local ok_was, was = pcall(redis.call, 'HMGET', job, 'state', 'tenant', 'lease')
   if ok_was and was[1] ~= 'dead' and was[1] ~= 'done' and (tenant or was[2]) then
     count_tenant(tenant or was[2], 'unfinished', -1)
     count_tenant(tenant or was[2], 'dead', 1)
@@ -207,7 +230,9 @@ local function bury(id, tenant, reason, now)
     redis.call('HSET', job, 'tenant', tenant)
   end
   redis.call('HDEL', job, 'lease', 'call_until_ms')
-  redis.call('ZREM', P .. 'running', id)
+  if redis.call('ZREM', P .. 'running', id) == 1 and ok_was then
+    landed(tenant or was[2], was[3], now)
+  end
   redis.call('ZADD', P .. 'dead', int(now), id)
 end
 
@@ -279,7 +304,11 @@ end
 local function finish_lease(need_tenant)
   local now = now_us()
   restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
-  return now, release(ARGV[2], ARGV[3], now, need_tenant)
+  local job, tenant, attempts, until_us = release(ARGV[2], ARGV[3], now, need_tenant)
+  if job ~= nil then
+    landed(ARGV[4], ARGV[3], now)
+  end
+  return now, job, tenant, attempts, until_us
 end
 
 -- A pushed job's entry in `bodies`: `tenant \n length-of-key \n key body`, so that one hash

@@ -11,6 +11,8 @@
 --
 -- A record without an API base keeps the one discovered for the same keys. New keys end a
 -- `keys_refused` hold (and drop a discovered host: it belonged to the old keys' account).
+-- New keys or a new host have not been answered yet: the tenant's `streak` is dropped (see
+-- `flight_cap` in dispatch.lua).
 --
 -- Returns the number of tenants that were new.
 
@@ -26,6 +28,9 @@ for i = 2, #ARGV - 1, 5 do
       if same_keys and type(new.api_base) ~= 'string' and type(old.api_base) == 'string' then
         new.api_base = old.api_base
         record = cjson.encode(new)
+      end
+      if not same_keys or new.api_base ~= old.api_base then
+        redis.call('HDEL', P .. 'streak', name)
       end
       if not same_keys then
         local hold = hold_of(name)

@@ -82,6 +82,11 @@ script!(
     "host_failed.lua",
     "Count an unreachable host; hold its tenant after a few."
 );
+script!(
+    HOST_ANSWERED,
+    "host_answered.lua",
+    "Start a host's failure streak over, and end its probe."
+);
 script!(SET_HOST, "set_host.lua", "Record a discovered API base.");
 script!(
     TAKE_CALL,
@@ -100,7 +105,7 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 25] {
+pub(super) fn all() -> [&'static Script; 26] {
     [
         &DISPATCH,
         &COMPLETE,
@@ -122,6 +127,7 @@ pub(super) fn all() -> [&'static Script; 25] {
         &HOLD,
         &RELEASE,
         &HOST_FAILED,
+        &HOST_ANSWERED,
         &SET_HOST,
         &TAKE_CALL,
         &UNSENT,

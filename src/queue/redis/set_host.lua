@@ -18,6 +18,10 @@ local ok, rec = pcall(cjson.decode, raw)
 if not ok or type(rec) ~= 'table' or rec.access_key ~= ARGV[4] then
   return 0
 end
+if rec.api_base ~= ARGV[3] then
+  -- A new host has not answered yet (dispatch's `flight_cap`).
+  redis.call('HDEL', P .. 'streak', ARGV[2])
+end
 rec.api_base = ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
 redis.call('HSET', P .. 'hosts', ARGV[2], ARGV[3])
