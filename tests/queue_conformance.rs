@@ -2264,8 +2264,8 @@ async fn every_finishing_path_ends_a_call_in_flight(h: Harness) {
 }
 
 /// With `slow_start`, a tenant whose host has not answered yet has one call in flight until
-/// it answers; a host failure since its last answer puts it back to one (a probe); new keys
-/// start it over.
+/// it answers; once its host fails often enough to hold it, one again (a probe) until it
+/// answers; new keys start it over.
 async fn slow_start_gives_an_unanswered_host_one_call_in_flight(h: Harness) {
     let q = h
         .queue_with("slow-start", &[("acme", 5)], |c| c.slow_start = true)
@@ -2283,9 +2283,10 @@ async fn slow_start_gives_an_unanswered_host_one_call_in_flight(h: Harness) {
     q.complete(&first[0], "wh", false).await.expect("complete");
     let more = batch(q.dispatch_many(10, None).await.expect("dispatch"));
     assert_eq!(more.len(), 4, "after the host answered: {more:?}");
-    // Its host fails: one call in flight at most, and four are.
+    // Its host fails and the tenant is held: after the hold, one call in flight at most, and
+    // four are.
     let policy = UnreachablePolicy {
-        after: 10,
+        after: 1,
         base: h.ticks(2),
         max: h.ticks(8),
         jitter: 1.0,

@@ -109,7 +109,8 @@ impl EmbeddedQueue {
         st.finish(&job.id, JobState::Done, None);
         st.record_done(self.ms(now) / 1000);
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
-            t.streak = Some(0);
+            t.streak = 0;
+            t.probe = None;
         }
         Ok(())
     }
@@ -197,10 +198,11 @@ impl Queue for EmbeddedQueue {
                         existing.hold = None;
                         existing.paused_until = None;
                         existing.pause_reason = None;
+                        existing.streak = 0;
                     }
                     // New keys or a new host have not answered yet (`flight_cap`).
                     if !same_keys || t.api_base != existing.tenant.api_base {
-                        existing.streak = None;
+                        existing.probe = Some(state::Probe::New);
                     }
                     existing.tenant = t;
                 }
@@ -571,7 +573,7 @@ impl Queue for EmbeddedQueue {
         }
         if t.tenant.api_base.as_ref() != Some(api_base) {
             // A new host has not answered yet (`flight_cap`).
-            t.streak = None;
+            t.probe = Some(state::Probe::New);
         }
         t.tenant.api_base = Some(api_base.clone());
         drop(st);
@@ -649,7 +651,7 @@ impl Queue for EmbeddedQueue {
         };
         t.paused_until = None;
         t.pause_reason = None;
-        t.streak = None;
+        t.streak = 0;
         st.rescore(tenant, now, span, Some(now));
         drop(guard);
         self.wake();
@@ -673,7 +675,8 @@ impl Queue for EmbeddedQueue {
         let Some(t) = st.tenants.get_mut(tenant) else {
             return Ok(());
         };
-        t.streak = Some(0);
+        t.streak = 0;
+        t.probe = None;
         // Out of a probe or a slow start: a tenant at its old cap may call again.
         if st.capped.remove(tenant) {
             st.uncap(tenant, now, span);
@@ -699,9 +702,13 @@ impl Queue for EmbeddedQueue {
                 held_for: None,
             });
         };
-        let failures = t.streak.unwrap_or(0).saturating_add(1);
-        t.streak = Some(failures);
+        t.streak = t.streak.saturating_add(1);
+        let failures = t.streak;
         let after = policy.after.max(1);
+        if failures >= after {
+            // Once a hold ends, one call at a time until the host answers (`flight_cap`).
+            t.probe = Some(state::Probe::Failing);
+        }
         let unreachable = t
             .hold
             .as_ref()

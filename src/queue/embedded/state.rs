@@ -122,15 +122,26 @@ pub(super) struct TenantState {
     pub(super) today: (u64, u64),
     /// Its hold, and when it ends (`None`: until released). See `Queue::hold`.
     pub(super) hold: Option<(TenantHold, Option<Instant>)>,
-    /// Unreachable-host failures in a row (`Queue::host_failed`); `Some(0)` once its host
-    /// answered (a completion or `Queue::host_answered`), `None` while it has not (new keys
-    /// or a new host, or a release): as the Redis backend's `streak` field.
-    pub(super) streak: Option<u32>,
+    /// Unreachable-host failures in a row (`Queue::host_failed`; a completion ends it).
+    pub(super) streak: u32,
+    /// Whether it is limited to one call in flight until its host answers (see
+    /// [`TenantState::flight_cap`]); any answer ends it.
+    pub(super) probe: Option<Probe>,
     /// Its calls dispatched and not yet answered: lease token → lease expiry. Calls in
     /// flight, which dispatch caps (see [`TenantState::flight_cap`]).
     pub(super) flying: HashMap<String, Instant>,
     /// Its counters for the tenants view, kept as its jobs move.
     pub(super) counts: TenantCounts,
+}
+
+/// Why a tenant may have only one call in flight, as the Redis backend's `probe` hash says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// Its host has not answered since it was registered, or its keys or host changed
+    /// (only with [`crate::queue::QueueConfig::slow_start`]).
+    New,
+    /// Held for an unreachable host, and not answered since.
+    Failing,
 }
 
 /// A tenant's jobs by where they are, kept as they move (see `crate::queue::tenants`).
@@ -160,7 +171,8 @@ impl TenantState {
             share_cut_at: None,
             today: (0, 0),
             hold: None,
-            streak: None,
+            streak: 0,
+            probe: Some(Probe::New),
             flying: Default::default(),
             counts: TenantCounts::default(),
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{Days, State, TenantState};
+use super::state::{Days, Probe, State, TenantState};
 use crate::queue::{LeasedJob, share};
 
 impl TenantState {
@@ -69,9 +69,9 @@ impl TenantState {
 }
 
 impl TenantState {
-    /// How many calls it may have in flight: its cap, or 1 (a probe) while its host has
-    /// failed since it last answered, and with `slow_start` until its host has answered at
-    /// all (as `flight_cap` in the Redis backend's dispatch.lua).
+    /// How many calls it may have in flight: its cap, or 1 (a probe) after its host failed
+    /// often enough to hold it, and with `slow_start` while its host has not answered yet
+    /// (as `flight_cap` in the Redis backend's dispatch.lua).
     pub(super) fn flight_cap(
         &self,
         now: Instant,
@@ -79,10 +79,10 @@ impl TenantState {
         adaptive: bool,
         slow_start: bool,
     ) -> u32 {
-        match self.streak {
-            Some(0) => self.cap(now, span, adaptive),
-            None if !slow_start => self.cap(now, span, adaptive),
-            _ => 1,
+        match self.probe {
+            Some(Probe::Failing) => 1,
+            Some(Probe::New) if slow_start => 1,
+            _ => self.cap(now, span, adaptive),
         }
     }
 }

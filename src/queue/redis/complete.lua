@@ -56,12 +56,11 @@ for i = 4, #ARGV - 9, 10 do
     -- The tenants view's counters (tenants.lua).
     count_tenant(tenant, 'unfinished', -1)
     count_tenant(tenant, 'done', 1)
-    -- The tenant's host answered: its unreachable-host streak (host_failed.lua) starts over
-    -- at 0, which also says that the host has answered (dispatch's `flight_cap`).
+    -- The tenant's host answered: its unreachable-host streak (host_failed.lua) starts over,
+    -- and it is out of its probe (dispatch's `flight_cap`).
     if not seen[tenant] then
       seen[tenant] = true
       streaks[#streaks + 1] = tenant
-      streaks[#streaks + 1] = 0
     end
     recorded = 1
   else
@@ -88,7 +87,8 @@ end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   redis.call('HDEL', P .. 'bodies', unpack(done))
-  redis.call('HSET', P .. 'streak', unpack(streaks))
+  redis.call('HDEL', P .. 'streak', unpack(streaks))
+  redis.call('HDEL', P .. 'probe', unpack(streaks))
   redis.call('ZADD', P .. 'done', unpack(scores))
   redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
   -- Issue 18: the per-outcome counts.

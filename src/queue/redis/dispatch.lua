@@ -138,17 +138,18 @@ local function log_edge(tenant, limit)
   return tonumber(e[2]), tonumber(e[4])
 end
 
--- How many calls the tenant may have in flight (issue 14): its cap, or 1 (a probe) while
--- its host has failed since it last answered (`streak` above 0: host_failed.lua), and with
--- `slow_start` until its host has answered at all (`streak` absent; every answer writes 0).
--- Without a cap, a host that never answers would take a worker slot per call until each
--- call times out: up to a whole window's calls every window, for the client's timeout.
+-- How many calls the tenant may have in flight (issue 14): its cap, or 1 (a probe) after
+-- its host failed often enough to hold it and has not answered since (`probe` is
+-- `failing`: host_failed.lua), and with `slow_start` while its host has not answered yet
+-- (`new`: a new tenant, new keys, a new host). Any answer ends the probe. Without a cap, a
+-- host that never answers would take a worker slot per call until each call times out: up
+-- to a whole window's calls every window, for the client's timeout.
 local function flight_cap(tenant, cap)
-  local streak = redis.call('HGET', P .. 'streak', tenant)
-  if streak == '0' or (not streak and not slow_start) then
-    return cap
+  local probe = redis.call('HGET', P .. 'probe', tenant)
+  if probe == 'failing' or (probe == 'new' and slow_start) then
+    return 1
   end
-  return 1
+  return cap
 end
 
 -- When the tenant has `most` calls in flight (leases not yet expired), the time its first

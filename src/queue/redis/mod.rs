@@ -37,7 +37,8 @@
 //! | `paused` / `pause_reason` | hash | tenant -> pause end (µs) / why: a rate-limit answer's pause, or a hold's end (`FOREVER_US` for a hold until released) |
 //! | `holds` | hash | tenant -> its hold (JSON: kind, reason, since_ms, until_ms, failures, by; see `Queue::hold`) |
 //! | `hosts` | hash | tenant -> its API base, once known (for status: the records hold the keys) |
-//! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`); 0 once its host answered (every completion and `host_answered` write 0); absent while it has not (new keys or host) |
+//! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`; every completion clears it) |
+//! | `probe` | hash | tenant -> `new` (its host has not answered since it was imported, or its keys or host changed) or `failing` (held for an unreachable host and not answered since): one call in flight (`new` only with `QueueConfig::slow_start`); any answer deletes it |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
 //! | `fly:<tenant>` | zset | the tenant's leased job ids, scored by lease expiry: its calls in flight, which dispatch caps |

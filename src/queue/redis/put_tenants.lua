@@ -11,8 +11,8 @@
 --
 -- A record without an API base keeps the one discovered for the same keys. New keys end a
 -- `keys_refused` hold (and drop a discovered host: it belonged to the old keys' account).
--- New keys or a new host have not been answered yet: the tenant's `streak` is dropped (see
--- `flight_cap` in dispatch.lua).
+-- A new tenant, new keys or a new host have not been answered yet: the tenant's `probe` is
+-- `new` (see `flight_cap` in dispatch.lua).
 --
 -- Returns the number of tenants that were new.
 
@@ -30,7 +30,7 @@ for i = 2, #ARGV - 1, 5 do
         record = cjson.encode(new)
       end
       if not same_keys or new.api_base ~= old.api_base then
-        redis.call('HDEL', P .. 'streak', name)
+        redis.call('HSET', P .. 'probe', name, 'new')
       end
       if not same_keys then
         local hold = hold_of(name)
@@ -39,6 +39,9 @@ for i = 2, #ARGV - 1, 5 do
         end
       end
     end
+  end
+  if not old_raw then
+    redis.call('HSET', P .. 'probe', name, 'new')
   end
   added = added + redis.call('HSET', KEYS[1], name, record)
   -- The host alone, for status (which never reads the records: they hold the keys).

@@ -20,7 +20,7 @@ if not ok or type(rec) ~= 'table' or rec.access_key ~= ARGV[4] then
 end
 if rec.api_base ~= ARGV[3] then
   -- A new host has not answered yet (dispatch's `flight_cap`).
-  redis.call('HDEL', P .. 'streak', ARGV[2])
+  redis.call('HSET', P .. 'probe', ARGV[2], 'new')
 end
 rec.api_base = ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
