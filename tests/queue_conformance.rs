@@ -1913,6 +1913,17 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
         (25, ShareReason::Configured, 2)
     );
     assert_eq!(share(&p, "idle").calls_today, 0);
+    // Why each is listed, so that lists can be merged: acme's cut lasts longer than beta's.
+    let until = |name: &str| share(&p, name).cut_until_ms;
+    assert!(
+        until("acme").expect("cut") > until("beta").expect("cut"),
+        "{p:?}"
+    );
+    assert!(until("beta").expect("cut") > p.now_ms, "{p:?}");
+    assert_eq!((until("gamma"), until("idle")), (None, None));
+    assert!(g.quota_until_ms.expect("parked") > p.now_ms, "{p:?}");
+    assert_eq!(share(&p, "idle").quota_until_ms, None);
+    assert_eq!(share(&p, "acme").quota_until_ms, None);
     // As status shows each of them.
     let s = q.status().await.expect("status");
     for t in &p.shares {

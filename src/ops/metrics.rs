@@ -593,6 +593,8 @@ mod tests {
             share,
             share_reason: reason,
             calls_today: 3,
+            cut_until_ms: None,
+            quota_until_ms: None,
         }
     }
 

@@ -442,7 +442,9 @@ pub struct QueuePulse {
     pub held: HeldCounts,
     /// The shares of up to `top` tenants: those whose share is cut, the longest to climb
     /// back first (then by name), then those whose daily quota is spent, by name, then
-    /// those of [`QueuePulse::tenant_latency_ms`] in its order; each tenant once.
+    /// those of [`QueuePulse::tenant_latency_ms`] in its order; each tenant once. Each says
+    /// why it is listed ([`TenantShare::cut_until_ms`], [`TenantShare::quota_until_ms`]), so
+    /// that the lists of several queues can be merged in the same order.
     #[serde(default)]
     pub shares: Vec<TenantShare>,
 }
@@ -486,6 +488,14 @@ pub struct TenantShare {
     pub share_reason: ShareReason,
     /// Calls dispatched for it today.
     pub calls_today: u64,
+    /// While its share is cut: when it is back at its cap, ms since the epoch (the order of
+    /// the cut ones in [`QueuePulse::shares`], latest first).
+    #[serde(default)]
+    pub cut_until_ms: Option<u64>,
+    /// While its daily quota is spent: when the day resets and it resumes, ms since the
+    /// epoch.
+    #[serde(default)]
+    pub quota_until_ms: Option<u64>,
 }
 
 /// Which jobs a [`Queue::jobs_page`] lists.

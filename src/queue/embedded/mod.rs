@@ -931,7 +931,7 @@ impl Queue for EmbeddedQueue {
             paused: st.paused.is_some(),
             ..QueuePulse::default()
         };
-        st.pulse_shares(&mut pulse, now, self.span(), top);
+        st.pulse_shares(&mut pulse, now, self.span(), top, |at| self.ms(at));
         Ok(pulse)
     }
 

@@ -41,19 +41,22 @@ impl TenantState {
             } else {
                 0
             },
+            cut_until_ms: None,
+            quota_until_ms: None,
         }
     }
 }
 
 impl State {
     /// Fills in `pulse`'s share cut, quota reached, held and shares (up to `top`), its
-    /// latency list already set.
+    /// latency list already set; `ms` turns an instant into ms since the epoch.
     pub(super) fn pulse_shares(
         &self,
         pulse: &mut QueuePulse,
         now: Instant,
         span: Duration,
         top: usize,
+        ms: impl Fn(Instant) -> u64,
     ) {
         let mut cut: Vec<(Instant, &str)> = Vec::new();
         let mut parked: Vec<&str> = Vec::new();
@@ -96,7 +99,15 @@ impl State {
         pulse.shares = shown
             .into_iter()
             .filter_map(|name| self.tenants.get(name))
-            .map(|t| t.share_now(now, span, self.adaptive, today))
+            .map(|t| TenantShare {
+                cut_until_ms: self
+                    .adaptive
+                    .then(|| t.cut_until(now, span))
+                    .flatten()
+                    .map(&ms),
+                quota_until_ms: t.quota_until(now, &self.days).map(&ms),
+                ..t.share_now(now, span, self.adaptive, today)
+            })
             .collect();
     }
 }

@@ -19,8 +19,9 @@
 -- Returns {now_us, queued, scheduled, running, done, dead, done_total,
 -- oldest_dispatched_ms (-1: none), throttled, share cut, quota reached, held keys_refused,
 -- held host_unreachable, held paused, n, m, k, then n pairs (tenant, pushed ms) oldest
--- first, then m throttled tenants (up to top), then k shares of six entries each: tenant,
--- limit, configured limit, reserve, share, calls today}. The shares listed: the tenants
+-- first, then m throttled tenants (up to top), then k shares of eight entries each: tenant,
+-- limit, configured limit, reserve, share, calls today, cut until ms (-1: not cut), quota
+-- spent until ms (-1: not spent)}. The shares listed: the tenants
 -- whose share is cut (the longest to recover first), then those whose quota is spent (by
 -- name), then those of the latency list, up to `top` in all.
 
@@ -100,13 +101,15 @@ local names = redis.call('ZRANGEBYSCORE', P .. 'ready', later, '+inf', 'LIMIT', 
 local cut, cut_names = 0, {}
 if adaptive then
   cut = redis.call('ZCOUNT', P .. 'cut', '-inf', '(' .. int(-now))
-  cut_names = redis.call('ZRANGEBYSCORE', P .. 'cut', '-inf', '(' .. int(-now), 'LIMIT', 0, top)
+  cut_names = redis.call('ZRANGEBYSCORE', P .. 'cut', '-inf', '(' .. int(-now), 'WITHSCORES',
+    'LIMIT', 0, top)
 end
 local quota, quota_names = 0, {}
 if day_us > 0 then
-  local today = int(math.floor(now / day_us))
-  quota = redis.call('ZCOUNT', P .. 'quota', today, today)
-  quota_names = redis.call('ZRANGEBYSCORE', P .. 'quota', today, today, 'LIMIT', 0, top)
+  local today = math.floor(now / day_us)
+  quota = redis.call('ZCOUNT', P .. 'quota', int(today), int(today))
+  quota_names = redis.call('ZRANGEBYSCORE', P .. 'quota', int(today), int(today), 'LIMIT', 0,
+    top)
 end
 local held = {}
 for _, kind in ipairs(HOLD_KINDS) do
@@ -120,8 +123,17 @@ local function show(tenant)
     shown[#shown + 1] = tenant
   end
 end
-for _, t in ipairs(cut_names) do show(t) end
-for _, t in ipairs(quota_names) do show(t) end
+-- Why each is listed. A tenant listed from the latency list is in neither index: had
+-- either held more than the ones listed from it, the list would be full before it.
+local cut_until, quota_until = {}, {}
+for i = 1, #cut_names, 2 do
+  show(cut_names[i])
+  cut_until[cut_names[i]] = ms(-tonumber(cut_names[i + 1]))
+end
+for _, t in ipairs(quota_names) do
+  show(t)
+  quota_until[t] = ms((math.floor(now / day_us) + 1) * day_us)
+end
 for i = 1, #listed, 2 do show(listed[i]) end
 
 local out = {now, queued, sched, leased, redis.call('ZCARD', P .. 'done'), dead,
@@ -141,5 +153,7 @@ for _, t in ipairs(shown) do
   out[#out + 1] = tonumber(redis.call('HGET', P .. 'reserve', t)) or 0
   out[#out + 1] = tenant_cap(t, now, window_us, adaptive, limit)
   out[#out + 1] = calls_today(t, now, day_us)
+  out[#out + 1] = cut_until[t] or -1
+  out[#out + 1] = quota_until[t] or -1
 end
 return out

@@ -173,7 +173,12 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
 
 /// Fixed entries at the head of pulse.lua's reply, and entries per listed share.
 const PULSE_HEAD: usize = 17;
-const PULSE_SHARE: usize = 6;
+const PULSE_SHARE: usize = 8;
+
+/// A moment in ms a script answers, -1 (or anything not a count) for none.
+fn moment(v: Option<&Value>) -> Option<u64> {
+    v.and_then(int).and_then(|n| u64::try_from(n).ok())
+}
 
 /// pulse.lua's reply (see its header) as a [`QueuePulse`].
 pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
@@ -213,6 +218,8 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
                 share,
                 share_reason: ShareReason::of(configured, limit, reserve, share),
                 calls_today: uint(row.get(5)),
+                cut_until_ms: moment(row.get(6)),
+                quota_until_ms: moment(row.get(7)),
             }
         })
         .collect();
