@@ -336,7 +336,7 @@ impl Metrics {
         let tenant_limit = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "lsq_tenant_limit",
-            "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants",
+            "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants: cut shares first, then spent quotas, then the oldest waiting",
             tenant_limit.clone(),
         );
         let tenant_share = Family::<ShareLabels, Gauge>::default();
@@ -348,7 +348,7 @@ impl Metrics {
         let shared_total = Gauge::default();
         registry.register(
             "lsq_tenants_share_cut",
-            "Tenants whose share is cut because another client is using the account",
+            "Tenants whose share is cut because another client is using the account, all of them, with jobs waiting or not",
             shared_total.clone(),
         );
         let calls_today = Family::<TenantLabels, Gauge>::default();
@@ -360,7 +360,7 @@ impl Metrics {
         let quota_total = Gauge::default();
         registry.register(
             "lsq_tenants_quota_reached",
-            "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets)",
+            "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets), held or not",
             quota_total.clone(),
         );
         Metrics {

@@ -115,15 +115,12 @@ local function note_share(tenant, window_us)
   end
 end
 
--- Keeps `quota` right for `tenant` after its daily quota or its count for the day changed:
--- `day` and `calls` the count as stored (nil: read from `day:<tenant>`), `quota` its daily
--- quota (nil: read).
-local function note_quota(tenant, day, calls, quota)
-  quota = quota or daily_quota(tenant)
-  if not day then
-    local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
-    day, calls = ok and tonumber(f[1]), ok and tonumber(f[2])
-  end
+-- Keeps `quota` right for `tenant` after its daily quota changed (learn_daily_limit,
+-- put_tenants), from the day's count as stored.
+local function note_quota(tenant)
+  local quota = daily_quota(tenant)
+  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
+  local day, calls = ok and tonumber(f[1]), ok and tonumber(f[2])
   if quota and day and calls and calls >= quota then
     redis.call('ZADD', P .. 'quota', int(day), tenant)
   else
@@ -177,10 +174,11 @@ local function quota_until(tenant, now, day_us)
   return quota_end(quota, calls_today(tenant, now, day_us), now, day_us)
 end
 
--- Counts one call dispatched at `now` against the tenant's day; returns today's calls.
--- `quota`: the tenant's daily quota when the caller has read it already (nil: read here),
--- for `quota`, the scrape's index, which a count that reaches it joins (a count only grows
--- within a day, and an entry of another day counts for nothing).
+-- Counts one call dispatched at `now` against the tenant's day; returns today's calls. A
+-- count that reaches the tenant's daily quota puts it in `quota`, the scrape's index
+-- (nothing is taken out here: a count only grows within a day, and an entry of another day
+-- counts for nothing). `quota`: the daily quota when the caller has read it already (nil:
+-- read here).
 local function count_today(tenant, now, day_us, quota)
   local key = P .. 'day:' .. tenant
   local day = math.floor(now / day_us)
