@@ -18,7 +18,7 @@
 //!   sorted set of tenants scored by their next allowed call; the limiter and leases in
 //!   `dispatch.lua`; one server, Sentinel or a Cluster in `target.rs` and `link.rs`) and
 //!   `embedded/` (in-process: `window.rs` the limiter, `lease.rs` the leases, `state.rs` the
-//!   store).
+//!   store, `pulse.rs` what a scrape reads of shares, quotas and holds).
 //! - [`producer`]: putting jobs on a queue: file import with validation and idempotency,
 //!   and the `Producer` handle for Rust services.
 //! - [`retry`] (`src/retry.rs`): retrying a store operation while the store cannot serve

@@ -21,9 +21,9 @@ use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{
-    Completion, Dispatch, Dispatched, Fence, HoldKind, LeasedJob, NewHold, PageOf, Pushed, Queue,
-    QueueConfig, QueueError, Requeue, ShareMode, ShareReason, TenantPage, TenantQuery, TenantRow,
-    TenantSort, TenantState, TenantStatus, UnreachablePolicy,
+    Completion, Dispatch, Dispatched, Fence, HeldCounts, HoldKind, LeasedJob, NewHold, PageOf,
+    Pushed, Queue, QueueConfig, QueueError, Requeue, ShareMode, ShareReason, TenantPage,
+    TenantQuery, TenantRow, TenantSort, TenantState, TenantStatus, UnreachablePolicy,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -1819,6 +1819,208 @@ async fn pulse_counts_latency_and_throttled_tenants(h: Harness) {
     assert_eq!((p.done, p.done_total), (1, 2));
 }
 
+/// Issue 15: the rest of what a scrape reads, still without visiting every tenant: the
+/// tenants whose share is cut (while it climbs back), whose daily quota is spent, and that
+/// are held, by kind; and the shares of a bounded list of tenants (the cut ones, the longest
+/// to recover first, then the parked ones, then those of the latency list), each as
+/// `status` shows it. Imports, learned quotas, releases and time keep the counts right.
+async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
+    let names = [
+        ("acme", 10),
+        ("beta", 4),
+        ("gamma", 25),
+        ("h1", 25),
+        ("h2", 25),
+        ("h3", 25),
+        ("idle", 25),
+    ];
+    let q = h.queue_with("pulse-shares", &names, |_| {}).await;
+    let gamma = Tenant {
+        daily_limit: Some(2),
+        ..tenant("gamma", 25)
+    };
+    q.put_tenants(std::slice::from_ref(&gamma))
+        .await
+        .expect("tenants");
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.share_cut, p.quota_reached), (0, 0), "{p:?}");
+    assert_eq!(p.held, HeldCounts::default());
+    assert!(p.shares.is_empty(), "{p:?}");
+
+    // gamma spends its daily quota of 2, a third job still waiting: parked.
+    push(&q, "gamma", 0..3).await;
+    for _ in 0..2 {
+        let j = next_job(q.as_ref()).await;
+        assert_eq!(j.tenant, "gamma");
+        q.complete(&j, "wh", false).await.expect("complete");
+    }
+    // acme (limit 10) and beta (limit 4) are cut by an answer their two calls cannot
+    // explain: to 5 and 2. acme's job goes on; beta's waits.
+    push(&q, "acme", 0..2).await;
+    let a = next_job(q.as_ref()).await;
+    q.complete(&a, "wh", false).await.expect("complete");
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.tenant, "acme");
+    q.rate_limited(&a, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    let a = next_job(q.as_ref()).await;
+    assert_eq!(a.tenant, "acme");
+    q.complete(&a, "wh", false).await.expect("complete");
+    push(&q, "beta", 0..2).await;
+    let b = next_job(q.as_ref()).await;
+    q.complete(&b, "wh", false).await.expect("complete");
+    let b = next_job(q.as_ref()).await;
+    assert_eq!(b.tenant, "beta");
+    q.rate_limited(&b, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    // One hold of each kind, the unreachable one for 10 ticks.
+    for (tenant, kind, length) in [
+        ("h1", HoldKind::Paused, None),
+        ("h2", HoldKind::HostUnreachable, Some(h.ticks(10))),
+        ("h3", HoldKind::KeysRefused, None),
+    ] {
+        let hold = NewHold {
+            kind,
+            reason: "why".into(),
+            length,
+            by: None,
+        };
+        assert!(q.hold(tenant, hold).await.expect("hold"));
+    }
+    push(&q, "idle", 0..1).await;
+
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.share_cut, p.quota_reached), (2, 1), "{p:?}");
+    assert_eq!(
+        p.held,
+        HeldCounts {
+            keys_refused: 1,
+            host_unreachable: 1,
+            paused: 1
+        }
+    );
+    let shown: Vec<&str> = p.shares.iter().map(|s| s.tenant.as_str()).collect();
+    assert_eq!(shown, ["acme", "beta", "gamma", "idle"], "{p:?}");
+    let share = |p: &lsq_webhooks::queue::QueuePulse, name: &str| {
+        p.shares
+            .iter()
+            .find(|s| s.tenant == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {p:?}"))
+    };
+    let acme = share(&p, "acme");
+    assert_eq!(
+        (
+            acme.limit,
+            acme.configured_limit,
+            acme.reserve,
+            acme.share,
+            acme.share_reason
+        ),
+        (10, 10, 0, 5, ShareReason::Shared)
+    );
+    assert_eq!(
+        (share(&p, "beta").share, share(&p, "beta").share_reason),
+        (2, ShareReason::Shared)
+    );
+    let g = share(&p, "gamma");
+    assert_eq!(
+        (g.share, g.share_reason, g.calls_today),
+        (25, ShareReason::Configured, 2)
+    );
+    assert_eq!(share(&p, "idle").calls_today, 0);
+    // Why each is listed, so that lists can be merged: acme's cut lasts longer than beta's.
+    let until = |name: &str| share(&p, name).cut_until_ms;
+    assert!(
+        until("acme").expect("cut") > until("beta").expect("cut"),
+        "{p:?}"
+    );
+    assert!(until("beta").expect("cut") > p.now_ms, "{p:?}");
+    assert_eq!((until("gamma"), until("idle")), (None, None));
+    assert!(g.quota_until_ms.expect("parked") > p.now_ms, "{p:?}");
+    assert_eq!(share(&p, "idle").quota_until_ms, None);
+    assert_eq!(share(&p, "acme").quota_until_ms, None);
+    // As status shows each of them.
+    let s = q.status().await.expect("status");
+    for t in &p.shares {
+        let row = s
+            .tenants
+            .iter()
+            .find(|r| r.tenant == t.tenant)
+            .expect("row");
+        assert_eq!(
+            (
+                row.limit,
+                row.configured_limit,
+                row.reserve,
+                row.share,
+                row.share_reason
+            ),
+            (
+                t.limit,
+                t.configured_limit,
+                t.reserve,
+                t.share,
+                t.share_reason
+            ),
+            "{}",
+            t.tenant
+        );
+        assert_eq!(row.calls_today, t.calls_today, "{}", t.tenant);
+    }
+    // Bounded by `top`, the cut ones first.
+    let two = q.pulse(2).await.expect("pulse");
+    let shown: Vec<&str> = two.shares.iter().map(|s| s.tenant.as_str()).collect();
+    assert_eq!(shown, ["acme", "beta"]);
+    assert_eq!((two.share_cut, two.quota_reached), (2, 1));
+
+    // A release ends h1's; a quota LeadSquared names that acme's 3 calls today have reached
+    // parks it; a higher imported quota lets gamma go; an import that brings acme's limit
+    // down to its share ends its cut.
+    q.release("h1").await.expect("release");
+    q.learn_daily_limit("acme", 3).await.expect("learn");
+    let gamma = Tenant {
+        daily_limit: Some(5),
+        ..gamma
+    };
+    q.put_tenants(&[gamma, tenant("acme", 5)])
+        .await
+        .expect("tenants");
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!(
+        (p.share_cut, p.quota_reached, p.held.paused),
+        (1, 1, 0),
+        "{p:?}"
+    );
+    assert_eq!(p.shares[0].tenant, "beta", "{p:?}");
+    assert_eq!(p.shares[1].tenant, "acme", "{p:?}");
+    assert_eq!(share(&p, "acme").share_reason, ShareReason::Configured);
+
+    // Time: beta's share is back at its cap after two windows, h2's hold ends.
+    h.sleep(h.ticks(12)).await;
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!((p.share_cut, p.quota_reached), (0, 1), "{p:?}");
+    assert_eq!(
+        p.held,
+        HeldCounts {
+            keys_refused: 1,
+            ..HeldCounts::default()
+        }
+    );
+    assert_eq!(share(&p, "beta").share, 4);
+
+    // With fixed shares nothing is cut.
+    let q = cut_once(h, "pulse-shares-fixed", ShareMode::Fixed).await;
+    let p = q.pulse(10).await.expect("pulse");
+    assert_eq!(p.share_cut, 0);
+    assert_eq!(
+        (p.shares[0].share, p.shares[0].share_reason),
+        (10, ShareReason::Configured)
+    );
+}
+
 fn attempt(n: u64, outcome: &str) -> lsq_webhooks::job::Attempt {
     lsq_webhooks::job::Attempt {
         at_ms: 1_700_000_000_000 + n,
@@ -3089,6 +3291,7 @@ conformance!(
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
     a_daily_quota_leadsquared_names_is_learned_and_kept,
     pulse_counts_latency_and_throttled_tenants,
+    pulse_counts_cut_shares_spent_quotas_and_holds,
     a_job_keeps_its_last_attempts_until_it_is_purged,
     jobs_page_with_a_cursor_newest_first,
     purge_done_before_deletes_only_old_done_records,

@@ -387,6 +387,66 @@ async fn the_latency_index_is_checked_and_repaired_by_the_pulse() {
     assert_eq!(rebuilt, 2);
 }
 
+/// The scrape's indexes of cut shares, spent quotas and holds (`cut`, `quota`,
+/// `held:<kind>`) are built once for a queue written before they existed, from the shares,
+/// day counts and holds it keeps; the pulse then counts as before.
+#[tokio::test]
+async fn a_queue_from_before_the_share_indexes_gets_them_built_once() {
+    let name = common::unique_queue("pulse-indexes");
+    let q = connect(config(&name, 60_000)).await;
+    let parked = lsq_webhooks::tenant::Tenant {
+        daily_limit: Some(1),
+        ..tenant("parked", 25)
+    };
+    q.put_tenants(&[tenant("acme", 10), parked, tenant("held", 25)])
+        .await
+        .expect("tenants");
+    // parked: its one call of the day. acme: two calls, the second refused: cut to 5.
+    q.push(&[job("parked", 0)]).await.expect("push");
+    let j = next_job(&q).await;
+    q.complete(&j, "wh", false).await.expect("complete");
+    q.push(&[job("acme", 0), job("acme", 1)])
+        .await
+        .expect("push");
+    let j = next_job(&q).await;
+    q.complete(&j, "wh", false).await.expect("complete");
+    let j = next_job(&q).await;
+    q.rate_limited(&j, Duration::ZERO, None)
+        .await
+        .expect("rate limited");
+    let hold = lsq_webhooks::queue::NewHold {
+        kind: lsq_webhooks::queue::HoldKind::KeysRefused,
+        reason: "401".into(),
+        length: None,
+        by: None,
+    };
+    assert!(q.hold("held", hold).await.expect("hold"));
+    let want = q.pulse(10).await.expect("pulse");
+    assert_eq!(
+        (want.share_cut, want.quota_reached, want.held.keys_refused),
+        (1, 1, 1),
+        "{want:?}"
+    );
+
+    // As a queue written before the indexes: none of them, and no mark that they were built.
+    let mut con = raw().await;
+    let prefix = format!("{{{name}}}:");
+    for key in ["cut", "quota", "held:keys_refused"] {
+        let _: () = con.del(format!("{prefix}{key}")).await.expect("del");
+    }
+    let _: () = con
+        .hdel(format!("{prefix}stats"), "pulse_indexes")
+        .await
+        .expect("hdel");
+    let got = q.pulse(10).await.expect("pulse");
+    assert_eq!(
+        (got.share_cut, got.quota_reached, got.held, &got.shares),
+        (want.share_cut, want.quota_reached, want.held, &want.shares)
+    );
+    let built: u64 = con.zcard(format!("{prefix}cut")).await.expect("zcard");
+    assert_eq!(built, 1);
+}
+
 /// Redis only: a job's history damaged by another program (not a list) never fails its
 /// completion, nor the other completions of its batch.
 #[tokio::test]

@@ -7,11 +7,10 @@
 //! serves `/metrics` shows the same queue, and Prometheus should aggregate them with `max`,
 //! not `sum`.
 //!
-//! A scrape stays cheap with many tenants (issue 15): the counts, the latency and the
-//! throttled tenants come from [`Queue::pulse`] (bounded by [`MAX_TENANT_LABELS`], no walk
-//! over the tenants), and the per-tenant share view, which needs the full
-//! [`Queue::status`], is read at most once per [`TENANT_VIEW_EVERY`] and kept in between
-//! ([`Metrics::tenant_view_due`], [`Metrics::set_tenant_view`]).
+//! A scrape stays cheap with many tenants (issue 15): everything the queue gauges show
+//! comes from one [`Queue::pulse`] per scrape, bounded by [`MAX_TENANT_LABELS`]: counts
+//! from indexes the queue keeps (throttled, cut shares, spent quotas, holds), and the
+//! per-tenant families for the tenants the pulse lists, never a walk over every tenant.
 //!
 //! Label cardinality is bounded: outcomes and states are fixed sets, and at most
 //! [`MAX_TENANT_LABELS`] tenants get a label of their own on each per-tenant family; the
@@ -19,7 +18,6 @@
 //! carries a secret.
 //!
 //! [`Queue::pulse`]: crate::queue::Queue::pulse
-//! [`Queue::status`]: crate::queue::Queue::status
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -32,7 +30,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::status::{StatusReport, TenantState};
 use crate::queue::{HoldKind, QueuePulse, ShareReason};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
@@ -42,12 +39,6 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// others are counted under `tenant="other"`. Prometheus keeps one series per label value,
 /// and a deployment may have thousands of tenants.
 pub const MAX_TENANT_LABELS: usize = 50;
-
-/// How often a scrape reads the full per-tenant status for the share families
-/// (`lsq_tenant_limit`, `lsq_tenant_share`, `lsq_tenant_calls_today`,
-/// `lsq_tenants_share_cut`, `lsq_tenants_quota_reached`): that read visits every tenant,
-/// so it is not made on every scrape.
-pub const TENANT_VIEW_EVERY: Duration = Duration::from_secs(30);
 
 /// How a call to LeadSquared ended, the `outcome` label of
 /// `lsq_leadsquared_call_duration_seconds`.
@@ -217,8 +208,6 @@ struct Inner {
     calls_today: Family<TenantLabels, Gauge>,
     /// `lsq_tenants_quota_reached`: tenants parked until their daily quota resets.
     quota_total: Gauge,
-    /// When the share families were last set from a full status read.
-    tenant_view_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Held while the gauges are rewritten and encoded, so two scrapes at once never
     /// interleave a clear of the tenant family with the other's encode.
     scrape: std::sync::Mutex<()>,
@@ -347,7 +336,7 @@ impl Metrics {
         let tenant_limit = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "lsq_tenant_limit",
-            "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants",
+            "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants: cut shares first, then spent quotas, then the oldest waiting",
             tenant_limit.clone(),
         );
         let tenant_share = Family::<ShareLabels, Gauge>::default();
@@ -359,7 +348,7 @@ impl Metrics {
         let shared_total = Gauge::default();
         registry.register(
             "lsq_tenants_share_cut",
-            "Tenants whose share is cut because another client is using the account",
+            "Tenants whose share is cut because another client is using the account, all of them, with jobs waiting or not",
             shared_total.clone(),
         );
         let calls_today = Family::<TenantLabels, Gauge>::default();
@@ -371,7 +360,7 @@ impl Metrics {
         let quota_total = Gauge::default();
         registry.register(
             "lsq_tenants_quota_reached",
-            "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets)",
+            "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets), held or not",
             quota_total.clone(),
         );
         Metrics {
@@ -396,7 +385,6 @@ impl Metrics {
                 shared_total,
                 calls_today,
                 quota_total,
-                tenant_view_at: std::sync::Mutex::new(None),
                 scrape: std::sync::Mutex::new(()),
             }),
         }
@@ -443,32 +431,6 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .get()
-    }
-
-    /// Whether the share families should be read again (never read, or last read at least
-    /// [`TENANT_VIEW_EVERY`] ago).
-    pub fn tenant_view_due(&self) -> bool {
-        let at = self
-            .inner
-            .tenant_view_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        at.is_none_or(|at| at.elapsed() >= TENANT_VIEW_EVERY)
-    }
-
-    /// Sets the share families from a full status report (see [`TENANT_VIEW_EVERY`]).
-    pub fn set_tenant_view(&self, s: &StatusReport) {
-        let _guard = self
-            .inner
-            .scrape
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.set_tenants(s);
-        *self
-            .inner
-            .tenant_view_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// Refreshes the queue gauges from a pulse, or marks the queue as unreadable (`None`:
@@ -564,43 +526,25 @@ impl Metrics {
                 tenant: "other".into(),
             })
             .set(clamp(s.throttled.saturating_sub(named.len() as u64)));
-    }
-
-    fn set_tenants(&self, s: &StatusReport) {
-        let i = &self.inner;
-        // Shares: the tenants whose share is cut first, then by name, at most
-        // MAX_TENANT_LABELS of them; the count of cut ones covers all.
-        let mut shown: Vec<&super::status::TenantReport> = s.tenants.iter().collect();
-        let cut = |t: &super::status::TenantReport| t.share_reason != ShareReason::Shared;
-        shown.sort_by(|a, b| cut(a).cmp(&cut(b)).then(a.tenant.cmp(&b.tenant)));
-        i.shared_total
-            .set(clamp(shown.iter().filter(|t| !cut(t)).count() as u64));
-        i.quota_total.set(clamp(
-            s.tenants
-                .iter()
-                .filter(|t| t.state == TenantState::QuotaReached)
-                .count() as u64,
-        ));
+        i.shared_total.set(clamp(s.share_cut));
+        i.quota_total.set(clamp(s.quota_reached));
         for kind in [
             HoldKind::KeysRefused,
             HoldKind::HostUnreachable,
             HoldKind::Paused,
         ] {
-            let n = s
-                .tenants
-                .iter()
-                .filter(|t| t.hold.as_ref().is_some_and(|h| h.kind == kind))
-                .count();
             i.held
                 .get_or_create(&HoldLabels {
                     kind: kind.as_str(),
                 })
-                .set(clamp(n as u64));
+                .set(clamp(s.held.of(kind)));
         }
+        // The tenants the queue lists (cut shares first, then spent quotas, then the
+        // oldest waiting), at most MAX_TENANT_LABELS; the counts above cover all.
         i.tenant_limit.clear();
         i.tenant_share.clear();
         i.calls_today.clear();
-        for t in shown.into_iter().take(MAX_TENANT_LABELS) {
+        for t in s.shares.iter().take(MAX_TENANT_LABELS) {
             i.tenant_limit
                 .get_or_create(&TenantLabels {
                     tenant: t.tenant.clone(),
@@ -638,61 +582,74 @@ fn clamp(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::status::TenantReport;
+    use crate::queue::{HeldCounts, TenantShare};
 
-    fn tenant(name: &str, state: TenantState) -> TenantReport {
-        TenantReport {
+    fn share(name: &str, share: u32, reason: ShareReason) -> TenantShare {
+        TenantShare {
             tenant: name.into(),
-            waiting: 3,
             limit: 25,
-            calls_in_window: 25,
             configured_limit: 25,
             reserve: 0,
-            share: 25,
-            share_reason: ShareReason::Configured,
-            daily_limit: None,
-            daily_limit_learned: false,
-            calls_today: 0,
+            share,
+            share_reason: reason,
+            calls_today: 3,
+            cut_until_ms: None,
             quota_until_ms: None,
-            state,
-            paused_until_ms: None,
-            pause_reason: None,
-            hold: None,
-            host: "https://api.leadsquared.com/".into(),
         }
     }
 
     #[test]
-    fn shares_are_shown_with_their_reason_and_read_again_only_when_due() {
+    fn shares_counts_and_holds_come_from_the_pulse_bounded() {
         let m = Metrics::new();
-        assert!(m.tenant_view_due(), "never read");
-        let mut report = StatusReport::default();
-        report.tenants.push(tenant("calm", TenantState::Ready));
-        let mut cut = tenant("crowded", TenantState::AtLimit);
-        cut.share = 7;
-        cut.share_reason = ShareReason::Shared;
-        report.tenants.push(cut);
-        m.set_tenant_view(&report);
-        assert!(!m.tenant_view_due(), "just read");
-        let text = m.scrape(Some(&QueuePulse::default()));
-        assert!(
-            text.contains("lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7\n"),
-            "{text}"
+        let mut pulse = QueuePulse {
+            share_cut: 1,
+            quota_reached: 4,
+            held: HeldCounts {
+                keys_refused: 2,
+                host_unreachable: 0,
+                paused: 1,
+            },
+            shares: vec![
+                share("crowded", 7, ShareReason::Shared),
+                share("calm", 25, ShareReason::Configured),
+            ],
+            ..QueuePulse::default()
+        };
+        pulse.shares.extend(
+            (0..MAX_TENANT_LABELS).map(|n| share(&format!("t{n:03}"), 25, ShareReason::Configured)),
         );
-        assert!(
-            text.contains("lsq_tenant_share{tenant=\"calm\",reason=\"configured\"} 25\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lsq_tenant_limit{tenant=\"crowded\"} 25\n"),
-            "{text}"
-        );
-        assert!(text.contains("lsq_tenants_share_cut 1\n"), "{text}");
-        assert!(
-            text.contains("lsq_tenant_calls_today{tenant=\"calm\"} 0\n"),
-            "{text}"
-        );
-        assert!(text.contains("lsq_tenants_quota_reached 0\n"), "{text}");
+        let text = m.scrape(Some(&pulse));
+        for line in [
+            "lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7\n",
+            "lsq_tenant_share{tenant=\"calm\",reason=\"configured\"} 25\n",
+            "lsq_tenant_limit{tenant=\"crowded\"} 25\n",
+            "lsq_tenant_calls_today{tenant=\"calm\"} 3\n",
+            "lsq_tenants_share_cut 1\n",
+            "lsq_tenants_quota_reached 4\n",
+            "lsq_tenants_held{kind=\"keys_refused\"} 2\n",
+            "lsq_tenants_held{kind=\"paused\"} 1\n",
+            "lsq_tenants_held{kind=\"host_unreachable\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+        let labelled = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        for family in [
+            "lsq_tenant_limit",
+            "lsq_tenant_share",
+            "lsq_tenant_calls_today",
+        ] {
+            assert_eq!(labelled(family), MAX_TENANT_LABELS, "{family}");
+        }
+        // The next scrape shows the next pulse: labels that went are gone.
+        pulse.shares.truncate(1);
+        pulse.share_cut = 0;
+        let text = m.scrape(Some(&pulse));
+        assert!(!text.contains("tenant=\"calm\""), "{text}");
+        assert!(text.contains("lsq_tenants_share_cut 0\n"), "{text}");
     }
 
     #[test]
@@ -735,46 +692,6 @@ mod tests {
             );
         }
         assert_eq!(m.jobs(JobOutcome::Done), 2);
-    }
-
-    #[test]
-    fn held_tenants_are_counted_by_why() {
-        let m = Metrics::new();
-        let held = |name: &str, kind: HoldKind| TenantReport {
-            hold: Some(crate::queue::TenantHold {
-                kind,
-                reason: "why".into(),
-                since_ms: 1,
-                until_ms: None,
-                failures: 0,
-                holds: 0,
-                by: None,
-            }),
-            ..tenant(name, TenantState::Held)
-        };
-        let report = StatusReport {
-            tenants: vec![
-                held("a", HoldKind::KeysRefused),
-                held("b", HoldKind::KeysRefused),
-                held("c", HoldKind::Paused),
-                tenant("d", TenantState::Ready),
-            ],
-            ..StatusReport::default()
-        };
-        m.set_tenant_view(&report);
-        let text = m.scrape(Some(&QueuePulse::default()));
-        assert!(
-            text.contains("lsq_tenants_held{kind=\"keys_refused\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lsq_tenants_held{kind=\"paused\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lsq_tenants_held{kind=\"host_unreachable\"} 0\n"),
-            "{text}"
-        );
     }
 
     #[test]

@@ -402,8 +402,10 @@ pub struct QueueStatus {
 }
 
 /// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
-/// of tenants: counts, the jobs ever done, the queue's latency and the throttled tenants,
-/// each list bounded by the `top` asked for. [`Queue::status`] is the full per-tenant view.
+/// of tenants: counts, the jobs ever done, the queue's latency, the throttled tenants, the
+/// tenants whose share is cut, whose daily quota is spent or that are held, and a few
+/// tenants' shares, each list bounded by the `top` asked for. [`Queue::status`] is the full
+/// per-tenant view.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuePulse {
     /// Backend clock when read, ms since the epoch.
@@ -434,6 +436,73 @@ pub struct QueuePulse {
     /// Whether the whole queue is paused ([`Queue::pause_queue`]).
     #[serde(default)]
     pub paused: bool,
+    /// Tenants whose adaptive share is cut below their cap now ([`share`]), all of them
+    /// (none with [`ShareMode::Fixed`]).
+    #[serde(default)]
+    pub share_cut: u64,
+    /// Tenants whose daily quota is spent today (parked until the day resets), all of them,
+    /// held or not.
+    #[serde(default)]
+    pub quota_reached: u64,
+    /// Tenants held now, by kind ([`Queue::hold`]), all of them.
+    #[serde(default)]
+    pub held: HeldCounts,
+    /// The shares of up to `top` tenants: those whose share is cut, the longest to climb
+    /// back first (then by name), then those whose daily quota is spent, by name, then
+    /// those of [`QueuePulse::tenant_latency_ms`] in its order; each tenant once. Each says
+    /// why it is listed ([`TenantShare::cut_until_ms`], [`TenantShare::quota_until_ms`]), so
+    /// that the lists of several queues can be merged in the same order.
+    #[serde(default)]
+    pub shares: Vec<TenantShare>,
+}
+
+/// Held tenants by kind, for [`QueuePulse::held`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCounts {
+    /// [`HoldKind::KeysRefused`].
+    pub keys_refused: u64,
+    /// [`HoldKind::HostUnreachable`].
+    pub host_unreachable: u64,
+    /// [`HoldKind::Paused`].
+    pub paused: u64,
+}
+
+impl HeldCounts {
+    /// The count of one kind.
+    pub fn of(&self, kind: HoldKind) -> u64 {
+        match kind {
+            HoldKind::KeysRefused => self.keys_refused,
+            HoldKind::HostUnreachable => self.host_unreachable,
+            HoldKind::Paused => self.paused,
+        }
+    }
+}
+
+/// One tenant's share as [`Queue::status`] shows it, for [`QueuePulse::shares`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantShare {
+    /// Tenant name.
+    pub tenant: String,
+    /// Calls allowed per window (configured, or lower when LeadSquared named a lower one).
+    pub limit: u32,
+    /// The limit the tenants file gave.
+    pub configured_limit: u32,
+    /// Calls per window left to the tenant's other integrations.
+    pub reserve: u32,
+    /// Our current share of the limit, calls per window.
+    pub share: u32,
+    /// Why the share is what it is.
+    pub share_reason: ShareReason,
+    /// Calls dispatched for it today.
+    pub calls_today: u64,
+    /// While its share is cut: when it is back at its cap, ms since the epoch (the order of
+    /// the cut ones in [`QueuePulse::shares`], latest first).
+    #[serde(default)]
+    pub cut_until_ms: Option<u64>,
+    /// While its daily quota is spent: when the day resets and it resumes, ms since the
+    /// epoch.
+    #[serde(default)]
+    pub quota_until_ms: Option<u64>,
 }
 
 /// Which jobs a [`Queue::jobs_page`] lists.
@@ -739,8 +808,9 @@ pub trait Queue: Send + Sync + 'static {
     /// The job's history, oldest first (empty for an unknown job).
     async fn attempts(&self, id: &JobId) -> Result<Vec<crate::job::Attempt>, QueueError>;
 
-    /// Counts, latency and throttled tenants for a metrics scrape, without reading every
-    /// tenant (see [`QueuePulse`]); lists bounded by `top`.
+    /// Counts, latency, throttled, cut, parked and held tenants and a few tenants' shares
+    /// for a metrics scrape, without reading every tenant (see [`QueuePulse`]); lists
+    /// bounded by `top`.
     async fn pulse(&self, top: usize) -> Result<QueuePulse, QueueError>;
 
     /// One page of the tenants view (see [`tenants`]): each tenant's jobs waiting, in

@@ -454,11 +454,9 @@ pub(super) async fn worker_metrics_text(
 /// scrape itself still answers), then encodes everything. A queue that cannot be read still
 /// gives a scrape (the process's own counters), with `lsq_queue_status_up 0`.
 ///
-/// What is read: [`Queue::pulse`] on every scrape (no walk over the tenants), and the full
-/// status for the share families only when [`Metrics::tenant_view_due`] (every
-/// `metrics::TENANT_VIEW_EVERY`).
+/// What is read: one [`Queue::pulse`], bounded whatever the number of tenants (no walk
+/// over them).
 async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Response {
-    let started = tokio::time::Instant::now();
     let pulse = match tokio::time::timeout(wait, queue.pulse(metrics::MAX_TENANT_LABELS)).await {
         Ok(Ok(p)) => Some(p),
         Ok(Err(e)) => {
@@ -470,14 +468,6 @@ async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Respons
             None
         }
     };
-    if pulse.is_some() && metrics.tenant_view_due() {
-        let left = wait.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, queue.status()).await {
-            Ok(Ok(s)) => metrics.set_tenant_view(&StatusReport::from_parts(s, Vec::new())),
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics: tenant view unreadable"),
-            Err(_) => tracing::warn!("metrics: tenant view timed out"),
-        }
-    }
     let text = metrics.scrape(pulse.as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

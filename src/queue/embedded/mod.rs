@@ -9,6 +9,7 @@
 //!   ready set of tenants ordered by when their next call is allowed (ties in the order they
 //!   became ready, so tenants take turns);
 //! - `lease.rs`: handing jobs out, heartbeats and fences, and taking back expired leases;
+//! - `pulse.rs`: what a scrape reads of shares, spent quotas and holds (`Queue::pulse`);
 //! - this file: the [`Queue`] methods, each one critical section over the state.
 //!
 //! Time is `tokio::time::Instant`, so tests run on tokio's paused clock; instants are turned
@@ -18,6 +19,7 @@
 //! section is short bookkeeping.
 
 mod lease;
+mod pulse;
 mod state;
 mod window;
 
@@ -956,7 +958,7 @@ impl Queue for EmbeddedQueue {
                 _ => {}
             }
         }
-        Ok(QueuePulse {
+        let mut pulse = QueuePulse {
             now_ms,
             queued: st.tenants.values().map(|t| t.waiting.len() as u64).sum(),
             scheduled: st.scheduled.len() as u64,
@@ -975,7 +977,10 @@ impl Queue for EmbeddedQueue {
             throttled: throttled.len() as u64,
             throttled_tenants: throttled.into_iter().take(top).collect(),
             paused: st.paused.is_some(),
-        })
+            ..QueuePulse::default()
+        };
+        st.pulse_shares(&mut pulse, now, self.span(), top, |at| self.ms(at));
+        Ok(pulse)
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<JobResult>, QueueError> {

@@ -263,7 +263,7 @@ while served < max_jobs and skipped < max_skipped do
         redis.call('PEXPIRE', calls, expire_ms)
         if day_us > 0 then
           -- The count just written says whether this call spent the quota.
-          pause = math.max(pause, quota_end(quota, count_today(tenant, t, day_us), t, day_us))
+          pause = math.max(pause, quota_end(quota, count_today(tenant, t, day_us, quota or false), t, day_us))
         end
         local unknown = 0
         if f[3] == '1' then

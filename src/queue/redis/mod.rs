@@ -894,6 +894,9 @@ impl Queue for RedisQueue {
             .arg(&self.prefix)
             .arg(top.min(10_000))
             .arg(STATUS_RUNNING_SCAN)
+            .arg(self.config.share.as_str())
+            .arg(self.window_us())
+            .arg(micros(self.config.day))
             .invoke_async(&mut self.con.clone())
             .await?;
         let mut pulse = reply::pulse_of(array(reply, "pulse")?)?;

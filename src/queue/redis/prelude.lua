@@ -90,6 +90,60 @@ local function daily_quota(tenant)
   return tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
 end
 
+-- The scrape's indexes (issue 15), read by pulse.lua so that a scrape counts and lists the
+-- tenants whose share is cut, whose daily quota is spent or that are held without visiting
+-- every tenant. Each is written where what it stands for changes, scored by a moment, and
+-- read against now, so that an entry whose moment has passed stops counting without a write:
+-- `cut`: tenants whose adaptive share is below their cap, scored with MINUS the moment (µs)
+--   it is back at the cap (ZRANGE: the longest to recover first, ties by name);
+-- `quota`: tenants whose calls in a day reached their daily quota, scored by that day (days
+--   since the epoch): the ones scored today are parked until the day's end;
+-- `held:<kind>`: held tenants by kind, scored by the hold's end (µs; FOREVER_US: until
+--   released).
+
+-- Keeps `cut` right for `tenant` after its share, limit or reserve changed (rate_limited,
+-- put_tenants). The share climbs one call per window from `share` at `since` (see
+-- `tenant_cap`), so it is cut exactly until since + (cap − share) windows.
+local function note_share(tenant, window_us)
+  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+  local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
+  local cap = tenant_cap(tenant, 0, window_us, false)
+  if share and since and cap > 1 and math.floor(share) < cap then
+    redis.call('ZADD', P .. 'cut', int(-(since + (cap - math.floor(share)) * window_us)), tenant)
+  else
+    redis.call('ZREM', P .. 'cut', tenant)
+  end
+end
+
+-- Keeps `quota` right for `tenant` after its daily quota changed (learn_daily_limit,
+-- put_tenants), from the day's count as stored.
+local function note_quota(tenant)
+  local quota = daily_quota(tenant)
+  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
+  local day, calls = ok and tonumber(f[1]), ok and tonumber(f[2])
+  if quota and day and calls and calls >= quota then
+    redis.call('ZADD', P .. 'quota', int(day), tenant)
+  else
+    redis.call('ZREM', P .. 'quota', tenant)
+  end
+end
+
+-- The kinds of hold `held:<kind>` is kept for (`HoldKind`).
+local HOLD_KINDS = {'keys_refused', 'host_unreachable', 'paused'}
+
+-- Keeps `held:<kind>` right for `tenant` after its hold changed: held as `kind` until
+-- `until_us`, or not held (`kind` nil).
+local function note_hold(tenant, kind, until_us)
+  for _, k in ipairs(HOLD_KINDS) do
+    if k ~= kind then
+      redis.call('ZREM', P .. 'held:' .. k, tenant)
+    end
+  end
+  if kind then
+    redis.call('ZADD', P .. 'held:' .. kind, int(until_us), tenant)
+  end
+end
+
 -- Calls dispatched today (0 when the stored day is another).
 local function calls_today(tenant, now, day_us)
   if not day_us or day_us <= 0 then
@@ -120,18 +174,30 @@ local function quota_until(tenant, now, day_us)
   return quota_end(quota, calls_today(tenant, now, day_us), now, day_us)
 end
 
--- Counts one call dispatched at `now` against the tenant's day; returns today's calls.
-local function count_today(tenant, now, day_us)
+-- Counts one call dispatched at `now` against the tenant's day; returns today's calls. A
+-- count that reaches the tenant's daily quota puts it in `quota`, the scrape's index
+-- (nothing is taken out here: a count only grows within a day, and an entry of another day
+-- counts for nothing). `quota`: the daily quota when the caller has read it already (false:
+-- none; nil: read here).
+local function count_today(tenant, now, day_us, quota)
   local key = P .. 'day:' .. tenant
-  if calls_today(tenant, now, day_us) > 0 then
-    return redis.call('HINCRBY', key, 'calls', 1)
-  end
   local day = math.floor(now / day_us)
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'day', int(day), 'calls', 1)
-  -- Forgotten a day after the day it counts: a moment fixed when the day's count starts.
-  redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
-  return 1
+  local calls = 1
+  if calls_today(tenant, now, day_us) > 0 then
+    calls = redis.call('HINCRBY', key, 'calls', 1)
+  else
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'day', int(day), 'calls', 1)
+    -- Forgotten a day after the day it counts: a moment fixed when the day's count starts.
+    redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
+  end
+  if quota == nil then
+    quota = daily_quota(tenant)
+  end
+  if quota and calls >= quota then
+    redis.call('ZADD', P .. 'quota', int(day), tenant)
+  end
+  return calls
 end
 
 -- When the call log next allows a call: the limit-th most recent call plus the window (and
@@ -373,6 +439,7 @@ local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, w
     rec.by = by
   end
   redis.call('HSET', P .. 'holds', tenant, cjson.encode(rec))
+  note_hold(tenant, kind, untl)
   if untl > paused_until(tenant) then
     redis.call('HSET', P .. 'paused', tenant, int(untl))
   end
@@ -389,6 +456,7 @@ local function release_tenant(tenant, now, window_us)
     return false
   end
   redis.call('HDEL', P .. 'holds', tenant)
+  note_hold(tenant, nil)
   redis.call('HDEL', P .. 'paused', tenant)
   redis.call('HDEL', P .. 'pause_reason', tenant)
   redis.call('HDEL', P .. 'streak', tenant)

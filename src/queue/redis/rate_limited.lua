@@ -61,6 +61,8 @@ if ARGV[10] == 'adaptive' and tonumber(ARGV[7]) <= tonumber(ARGV[5]) then
   end
   redis.call('HSET', key, 'share', share, 'since', int(now))
 end
+-- The scrape's index of cut shares follows the share and the limit (see prelude.lua).
+note_share(tenant, tonumber(ARGV[5]))
 -- GT: never moves the tenant earlier than its call log already put it.
 redis.call('ZADD', P .. 'ready', 'GT', int(math.max(resume, paused_until(tenant))), tenant)
 wake()

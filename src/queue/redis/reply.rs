@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use crate::job::{JobId, JobResult, JobState};
 use crate::queue::{
-    LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantPage, TenantRow,
-    TenantState, TenantStatus,
+    HeldCounts, LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantPage, TenantRow,
+    TenantShare, TenantState, TenantStatus,
 };
 use crate::tenant::Tenant;
 
@@ -171,15 +171,30 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
     })
 }
 
+/// Fixed entries at the head of pulse.lua's reply, and entries per listed share.
+const PULSE_HEAD: usize = 17;
+const PULSE_SHARE: usize = 8;
+
+/// A moment in ms a script answers, -1 (or anything not a count) for none.
+fn moment(v: Option<&Value>) -> Option<u64> {
+    v.and_then(int).and_then(|n| u64::try_from(n).ok())
+}
+
 /// pulse.lua's reply (see its header) as a [`QueuePulse`].
 pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
-    const HEAD: usize = 10;
-    let pairs = usize::try_from(uint(items.get(HEAD - 1))).unwrap_or(usize::MAX);
-    if items.len() < HEAD || (items.len() - HEAD) / 2 < pairs {
+    let count = |i: usize| usize::try_from(uint(items.get(i))).unwrap_or(usize::MAX);
+    let (pairs, throttled_named, shares) = (count(14), count(15), count(16));
+    let body = pairs
+        .checked_mul(2)
+        .zip(shares.checked_mul(PULSE_SHARE))
+        .and_then(|(p, s)| p.checked_add(s)?.checked_add(throttled_named));
+    if items.len() < PULSE_HEAD || body != Some(items.len() - PULSE_HEAD) {
         return Err(corrupt("pulse", "unexpected script reply"));
     }
     let now_ms = uint(items.first()) / 1000;
-    let ages: Vec<(String, u64)> = items[HEAD..HEAD + 2 * pairs]
+    let (ages, rest) = items[PULSE_HEAD..].split_at(2 * pairs);
+    let (throttled, listed) = rest.split_at(throttled_named);
+    let ages: Vec<(String, u64)> = ages
         .chunks(2)
         .map(|p| {
             (
@@ -188,9 +203,26 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
             )
         })
         .collect();
-    let mut throttled_tenants: Vec<String> =
-        items[HEAD + 2 * pairs..].iter().filter_map(text).collect();
+    let mut throttled_tenants: Vec<String> = throttled.iter().filter_map(text).collect();
     throttled_tenants.sort_unstable();
+    let shares = listed
+        .chunks(PULSE_SHARE)
+        .map(|row| {
+            let small = |i: usize| u32::try_from(uint(row.get(i))).unwrap_or(u32::MAX);
+            let (limit, configured, reserve, share) = (small(1), small(2), small(3), small(4));
+            TenantShare {
+                tenant: row.first().and_then(text).unwrap_or_default(),
+                limit,
+                configured_limit: configured,
+                reserve,
+                share,
+                share_reason: ShareReason::of(configured, limit, reserve, share),
+                calls_today: uint(row.get(5)),
+                cut_until_ms: moment(row.get(6)),
+                quota_until_ms: moment(row.get(7)),
+            }
+        })
+        .collect();
     Ok(QueuePulse {
         now_ms,
         queued: uint(items.get(1)),
@@ -209,6 +241,14 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
         throttled: uint(items.get(8)),
         throttled_tenants,
         paused: false,
+        share_cut: uint(items.get(9)),
+        quota_reached: uint(items.get(10)),
+        held: HeldCounts {
+            keys_refused: uint(items.get(11)),
+            host_unreachable: uint(items.get(12)),
+            paused: uint(items.get(13)),
+        },
+        shares,
     })
 }
 
