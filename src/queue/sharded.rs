@@ -276,11 +276,7 @@ impl<Q: Queue> ShardedQueue<Q> {
     }
 
     /// Indices of `items` grouped by the shard of each one's tenant, in input order.
-    fn group<T>(
-        &self,
-        items: &[T],
-        tenant: impl Fn(&T) -> &str,
-    ) -> Vec<(usize, Vec<usize>)> {
+    fn group<T>(&self, items: &[T], tenant: impl Fn(&T) -> &str) -> Vec<(usize, Vec<usize>)> {
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
         for (i, item) in items.iter().enumerate() {
             groups[self.shard_index(tenant(item))].push(i);

@@ -161,14 +161,52 @@ pub const DEFAULT_CLUSTER_SHARDS: u32 = 16;
 /// a worker visits them in turn.
 pub const MAX_SHARDS: u32 = 1024;
 
-/// The prefix of shard `s` of queue `name`: `{name}:` for shard 0, `{name~s}:` otherwise
-/// (`~` is not allowed in a queue name, so no other queue's tag can look like a shard's).
-pub fn shard_prefix(name: &str, s: u32) -> String {
-    if s == 0 {
-        format!("{{{name}}}:")
-    } else {
-        format!("{{{name}~{s}}}:")
+/// Redis Cluster's hash slots.
+const SLOTS: u32 = 16_384;
+
+/// The hash slot of a hash tag: CRC16 (XMODEM, as Redis Cluster computes it) modulo
+/// [`SLOTS`].
+fn slot_of(tag: &str) -> u32 {
+    let mut crc: u16 = 0;
+    for byte in tag.bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
     }
+    u32::from(crc) % SLOTS
+}
+
+/// The prefix of shard `s` of `count` of queue `name`: `{name}:` for shard 0 (a queue of
+/// one shard keeps the keys it always had); for shard s the first of `{name~s}`,
+/// `{name~s.1}`, `{name~s.2}`, ... whose hash slot is in the s-th of `count` equal ranges of
+/// slots. So the shards' slots are spread evenly whatever the name, and a cluster whose
+/// nodes hold equal ranges of slots gets its share of shards on every node (16 shards on 3
+/// nodes: at least 4 on each), where hashing `{name~s}` alone could leave a node with one or
+/// two. The same name, shard and count always give the same prefix. `~` is not allowed in a
+/// queue name, so no other queue's tag can look like a shard's.
+pub fn shard_prefix(name: &str, s: u32, count: u32) -> String {
+    if s == 0 {
+        return format!("{{{name}}}:");
+    }
+    let count = count.max(1);
+    // A range holds SLOTS / count slots (at least 16): about `count` tries on average.
+    for k in 0..1_000_000u32 {
+        let tag = if k == 0 {
+            format!("{name}~{s}")
+        } else {
+            format!("{name}~{s}.{k}")
+        };
+        if slot_of(&tag) * count / SLOTS == s {
+            return format!("{{{tag}}}:");
+        }
+    }
+    // Not reached for any count up to MAX_SHARDS; still a valid, stable tag.
+    format!("{{{name}~{s}}}:")
 }
 
 /// A connection made and checked, before the queue's shards are built on it.
@@ -289,7 +327,7 @@ impl Parts {
 
     /// The queue's shard count (see [`RedisQueue::connect_shards`]), written once.
     async fn fix_shards(&self, name: &str, asked: Option<u32>) -> Result<u32, QueueError> {
-        let count_key = format!("{}shards", shard_prefix(name, 0));
+        let count_key = format!("{}shards", shard_prefix(name, 0, 1));
         let mut con = self.con.clone();
         let stored: Option<String> = redis::cmd("GET")
             .arg(&count_key)
@@ -299,7 +337,7 @@ impl Parts {
             Some(stored) => stored,
             None => {
                 let legacy: bool = redis::cmd("EXISTS")
-                    .arg(format!("{}tenants", shard_prefix(name, 0)))
+                    .arg(format!("{}tenants", shard_prefix(name, 0, 1)))
                     .query_async(&mut con)
                     .await?;
                 let count = match (asked, legacy) {
@@ -348,7 +386,9 @@ impl Parts {
 
     /// The `count` shards of the queue, sharing this connection and one wake subscription.
     async fn shards(self, config: QueueConfig, count: u32) -> Result<Vec<RedisQueue>, QueueError> {
-        let prefixes: Vec<String> = (0..count).map(|s| shard_prefix(&config.name, s)).collect();
+        let prefixes: Vec<String> = (0..count)
+            .map(|s| shard_prefix(&config.name, s, count))
+            .collect();
         let channels: wake::Channels = prefixes
             .iter()
             .map(|p| (format!("{p}wake"), Arc::new(Wake::new())))
@@ -404,8 +444,8 @@ impl RedisQueue {
 
     /// Connects the shards of a queue (issue 17; `docs/decisions.md`, "Sharding the
     /// queue"): one connection and one wake subscription for all, each shard a
-    /// [`RedisQueue`] under its own hash tag (`{name}` for shard 0, so a queue of one shard
-    /// keeps its keys; `{name~s}` for shard s). The count is the queue's own once written
+    /// [`RedisQueue`] under its own hash tag ([`shard_prefix`]: `{name}` for shard 0, so a
+    /// queue of one shard keeps its keys; `{name~s}` or `{name~s.k}` for shard s). The count is the queue's own once written
     /// (`{name}:shards`, set once with `SET NX`): `asked` (`--shards`) must agree with it,
     /// else [`QueueError::Config`] and nothing is written. A queue that has no count yet
     /// takes `asked`, else 1 when it already holds tenants (a queue written before sharding:
@@ -447,5 +487,32 @@ impl RedisQueue {
             Ok(maps) => durability_of(&maps.into_iter().flatten().collect()),
             Err(e) => Durability::Unknown(format!("CONFIG GET refused: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // CLUSTER KEYSLOT answers, from redis-cli against a cluster node.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("lsq"), 7606);
+        assert_eq!(slot_of("q~1.5"), 9842);
+        assert_eq!(slot_of(""), 0);
+    }
+
+    #[test]
+    fn each_shard_has_its_own_range_of_slots() {
+        for count in [2, 3, 16, 1024] {
+            for s in 1..count {
+                let prefix = shard_prefix("q", s, count);
+                let tag = &prefix[1..prefix.len() - 2];
+                assert_eq!(slot_of(tag) * count / SLOTS, s, "{prefix}");
+                assert!(valid_queue_name(&tag.replace('~', "-")), "{prefix}");
+            }
+        }
+        assert_eq!(shard_prefix("q", 0, 16), "{q}:");
     }
 }
