@@ -229,3 +229,95 @@ async fn a_shard_count_other_than_the_queues_is_exit_2_and_writes_nothing() {
         .expect("run lsq-webhooks");
     assert!(same.status.success(), "{}", stderr(&same));
 }
+
+/// Issue 17: `redis-cli --cluster reshard` moves the first 2,048 slots (those of shards 0
+/// to 1 of 16 at least: shard 1's tag is in slots 1,024-2,047) from the first node to the
+/// second while three worker processes drain a sharded queue (the keys migrated under the
+/// workers' feet, `ASK`/`TRYAGAIN` answered meanwhile): every job is done, each with one
+/// webhook, none lost. A cluster of the test's own, so that the move touches no other
+/// test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshard_mid_drain_loses_no_job() {
+    let cluster = common::cluster::PrivateCluster::start(3).expect("a cluster of our own");
+    let url = cluster.url();
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let known = tenants(&placeholder, 20, &[5]);
+    let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
+    let ts = tenants(&sim.server.base_url(), 20, &[5]);
+    let name = common::unique_queue("cluster-reshard");
+    let queue = ShardedQueue::connect(
+        &url,
+        QueueConfig {
+            name: name.clone(),
+            window: Duration::from_secs(1),
+            ..QueueConfig::default()
+        },
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("connect to the cluster");
+    queue.put_tenants(&ts).await.expect("tenants");
+    // 125 jobs at 5 per window: 25 windows of work per tenant, longer than the move of a
+    // node's 5,461 slots takes here, so the move lands mid-drain.
+    queue.push(&jobs(&ts, 125)).await.expect("push");
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+                .args(["--redis", &url, "--queue", &name])
+                .args(["worker", "--exit-when-idle", "--window-ms", "1000"])
+                .env("RUST_LOG", "warn")
+                .kill_on_drop(true)
+                .output()
+        })
+        .collect();
+    // Wait for the drain to be under way: some done, most not.
+    while queue.status().await.expect("status").done == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ports = node_ports(&url);
+    let id = |port: u16| common::sentinel::cli(port, &["cluster", "myid"]);
+    let (from, to) = (id(ports[0]), id(ports[1]));
+    let first = ports[0];
+    let moved = tokio::task::spawn_blocking(move || {
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{first}")])
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", "2048", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster reshard")
+    })
+    .await
+    .expect("reshard");
+    assert!(
+        moved.status.success(),
+        "reshard: {}{}",
+        String::from_utf8_lossy(&moved.stdout),
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let during = queue.status().await.expect("status").done;
+    for w in workers {
+        let out = tokio::time::timeout(Duration::from_secs(180), w)
+            .await
+            .expect("the workers exit once the queue is drained")
+            .expect("run a worker");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        during < 2500,
+        "the move ended before the drain did ({during} done by then)"
+    );
+    // Shard 1's keys are on the second node now.
+    let prefix = lsq_webhooks::queue::redis::shard_prefix(&name, 1, 16);
+    let tag = &prefix[1..prefix.len() - 2];
+    let slot = common::sentinel::cli(ports[1], &["cluster", "keyslot", tag]);
+    let count = |port: u16| -> u64 {
+        common::sentinel::cli(port, &["cluster", "countkeysinslot", &slot])
+            .parse()
+            .unwrap_or(0)
+    };
+    assert!(count(ports[1]) > 0, "shard 1 ({prefix}, slot {slot}) moved");
+    assert_eq!(count(ports[0]), 0, "nothing of shard 1 left behind");
+    let stats = sim.stats();
+    assert_all_done_and_matching(&queue, &stats, 2500).await;
+}
