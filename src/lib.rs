@@ -14,7 +14,8 @@
 //! - [`queue`] (`src/queue/`): the `Queue` trait (the contract; tests/queue_conformance.rs
 //!   runs it on both backends, and on a Redis Cluster), the reason texts it records
 //!   (`reason.rs`), the tenants view's rows and state rules (`tenants.rs`), when a pushed
-//!   job revises a done one (`revision.rs`), and its backends: `redis/` (per-tenant lists, a
+//!   job revises a done one (`revision.rs`), the queue split into shards behind one `Queue`
+//!   (`sharded.rs`: tenants hashed to shards, dispatch in turns), and its backends: `redis/` (per-tenant lists, a
 //!   sorted set of tenants scored by their next allowed call; the limiter and leases in
 //!   `dispatch.lua`; one server, Sentinel or a Cluster in `target.rs` and `link.rs`) and
 //!   `embedded/` (in-process: `window.rs` the limiter, `lease.rs` the leases, `state.rs` the

@@ -3,8 +3,8 @@
 //! simulator. The conformance suite runs on the same kind of cluster
 //! (tests/queue_conformance.rs, `cluster::`).
 //!
-//! One queue is one hash tag today, so its keys sit on the one node that owns the tag's
-//! slot; sharding a queue across the nodes is the next step of issue 17.
+//! The queue is sharded (16 shards by default on a cluster, each its own hash tag), so its
+//! keys spread over the nodes; the shard count is fixed once written.
 
 mod common;
 mod worker_support;
@@ -12,7 +12,7 @@ mod worker_support;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::sharded::ShardedQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use worker_support::*;
 
@@ -65,27 +65,70 @@ fn no_cluster_node_answering_is_exit_1_within_seconds() {
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
 }
 
+/// The ports of the test cluster's nodes, from its URL.
+fn node_ports(url: &str) -> Vec<u16> {
+    url.trim_start_matches("redis+cluster://")
+        .split(',')
+        .map(|hp| {
+            hp.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        })
+        .collect()
+}
+
+/// Keys of queue `name` (all its shards: `{name}` and `{name~...}`) on each node.
+fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
+    let pattern = format!("{{{name}[}}~]*");
+    node_ports(url)
+        .into_iter()
+        .map(|port| {
+            common::sentinel::cli(port, &["--scan", "--pattern", &pattern])
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .collect()
+}
+
+/// Issue 17: several worker processes of the binary drain a sharded queue (the cluster's
+/// default of 16 shards) against the simulator: every node holds at least 15% of the queue's
+/// keys, no rate-limit answer, every Id recorded once, and `status` through the cluster
+/// counts every shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_processes_drain_a_queue_on_the_cluster() {
+async fn worker_processes_drain_a_sharded_queue_on_the_cluster() {
     let url = common::cluster::cluster_url();
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-    let known = tenants(&placeholder, 10, &[25]);
+    let known = tenants(&placeholder, 60, &[25]);
     let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
-    let ts = tenants(&sim.server.base_url(), 10, &[25]);
+    let ts = tenants(&sim.server.base_url(), 60, &[25]);
     let name = common::unique_queue("cluster-drain");
-    let queue = RedisQueue::connect(
+    let queue = ShardedQueue::connect(
         &url,
         QueueConfig {
             name: name.clone(),
             window: Duration::from_secs(1),
             ..QueueConfig::default()
         },
+        Default::default(),
+        None,
     )
     .await
     .expect("connect to the cluster");
+    assert_eq!(queue.shards().len(), 16, "the default on a cluster");
     queue.put_tenants(&ts).await.expect("tenants");
-    queue.push(&jobs(&ts, 20)).await.expect("push");
-    let workers: Vec<_> = (0..2)
+    queue.push(&jobs(&ts, 10)).await.expect("push");
+    let keys = queue_keys_per_node(&url, &name);
+    let total: usize = keys.iter().sum();
+    assert!(total >= 60, "a list per tenant at least: {keys:?}");
+    for (node, n) in keys.iter().enumerate() {
+        assert!(
+            *n as f64 >= 0.15 * total as f64,
+            "node {node} holds {n} of the queue's {total} keys: {keys:?}"
+        );
+    }
+    let workers: Vec<_> = (0..3)
         .map(|_| {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
                 .args(["--redis", &url, "--queue", &name])
@@ -96,7 +139,7 @@ async fn worker_processes_drain_a_queue_on_the_cluster() {
         })
         .collect();
     for w in workers {
-        let out = tokio::time::timeout(Duration::from_secs(120), w)
+        let out = tokio::time::timeout(Duration::from_secs(180), w)
             .await
             .expect("the workers exit once the queue is drained")
             .expect("run a worker");
@@ -104,9 +147,177 @@ async fn worker_processes_drain_a_queue_on_the_cluster() {
     }
     let stats = sim.stats();
     assert_eq!(rate_limit_answers(&stats), 0);
-    assert_all_done_and_matching(&queue, &stats, 200).await;
+    assert_all_done_and_matching(&queue, &stats, 600).await;
     let status = lsq(&url, &name, &["status", "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
-    assert_eq!(json["done"], 200, "{json}");
+    assert_eq!(json["done"], 600, "{json}");
+}
+
+/// A job file of `n` jobs per tenant, as `enqueue` reads it.
+fn job_file(ts: &[lsq_webhooks::tenant::Tenant], n: usize) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    for job in jobs(ts, n) {
+        let body: serde_json::Value = serde_json::from_str(&job.body).expect("body");
+        let line = serde_json::json!({"tenant": job.tenant, "webhook": body});
+        writeln!(file, "{line}").expect("write");
+    }
+    file
+}
+
+/// Issue 17: a shard count that differs from the queue's is a configuration error (exit 2)
+/// that says both counts, and nothing is written; the same count, by flag or environment,
+/// is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_count_other_than_the_queues_is_exit_2_and_writes_nothing() {
+    let url = common::cluster::cluster_url();
+    let name = common::unique_queue("cluster-shards");
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let ts = tenants(&placeholder, 5, &[25]);
+    let config = QueueConfig {
+        name: name.clone(),
+        ..QueueConfig::default()
+    };
+    let queue = ShardedQueue::connect(&url, config, Default::default(), Some(4))
+        .await
+        .expect("connect to the cluster");
+    queue.put_tenants(&ts).await.expect("tenants");
+    let file = job_file(&ts, 2);
+    let path = file.path().to_str().expect("path");
+
+    let out = lsq(&url, &name, &["--shards", "16", "enqueue", path]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--shards 16") && err.contains("4 shards"),
+        "{err}"
+    );
+    assert_eq!(
+        queue.status().await.expect("status").queued,
+        0,
+        "nothing written"
+    );
+    let out = lsq(&url, &name, &["enqueue", path]);
+    assert!(
+        out.status.success(),
+        "the queue's own count: {}",
+        stderr(&out)
+    );
+    assert_eq!(queue.status().await.expect("status").queued, 10);
+
+    // A new queue takes the count first given; a refused one writes nothing more.
+    let other = common::unique_queue("cluster-shards-new");
+    let out = lsq(&url, &other, &["--shards", "0", "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let fresh = lsq(&url, &other, &["--shards", "3", "status", "--json"]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    let again = Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["--redis", &url, "--queue", &other, "status"])
+        .env("LSQ_SHARDS", "5")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run lsq-webhooks");
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    let keys: usize = queue_keys_per_node(&url, &other).iter().sum();
+    assert_eq!(keys, 1, "only the count was written: {keys}");
+    let same = Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+        .args(["--redis", &url, "--queue", &other, "status"])
+        .env("LSQ_SHARDS", "3")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run lsq-webhooks");
+    assert!(same.status.success(), "{}", stderr(&same));
+}
+
+/// Issue 17: `redis-cli --cluster reshard` moves the first 2,048 slots (those of shards 0
+/// to 1 of 16 at least: shard 1's tag is in slots 1,024-2,047) from the first node to the
+/// second while three worker processes drain a sharded queue (the keys migrated under the
+/// workers' feet, `ASK`/`TRYAGAIN` answered meanwhile): every job is done, each with one
+/// webhook, none lost. A cluster of the test's own, so that the move touches no other
+/// test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshard_mid_drain_loses_no_job() {
+    let cluster = common::cluster::PrivateCluster::start(3).expect("a cluster of our own");
+    let url = cluster.url();
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let known = tenants(&placeholder, 20, &[5]);
+    let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
+    let ts = tenants(&sim.server.base_url(), 20, &[5]);
+    let name = common::unique_queue("cluster-reshard");
+    let queue = ShardedQueue::connect(
+        &url,
+        QueueConfig {
+            name: name.clone(),
+            window: Duration::from_secs(1),
+            ..QueueConfig::default()
+        },
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("connect to the cluster");
+    queue.put_tenants(&ts).await.expect("tenants");
+    // 125 jobs at 5 per window: 25 windows of work per tenant, longer than the move of a
+    // node's 5,461 slots takes here, so the move lands mid-drain.
+    queue.push(&jobs(&ts, 125)).await.expect("push");
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+                .args(["--redis", &url, "--queue", &name])
+                .args(["worker", "--exit-when-idle", "--window-ms", "1000"])
+                .env("RUST_LOG", "warn")
+                .kill_on_drop(true)
+                .output()
+        })
+        .collect();
+    // Wait for the drain to be under way: some done, most not.
+    while queue.status().await.expect("status").done == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ports = node_ports(&url);
+    let id = |port: u16| common::sentinel::cli(port, &["cluster", "myid"]);
+    let (from, to) = (id(ports[0]), id(ports[1]));
+    let first = ports[0];
+    let moved = tokio::task::spawn_blocking(move || {
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{first}")])
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", "2048", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster reshard")
+    })
+    .await
+    .expect("reshard");
+    assert!(
+        moved.status.success(),
+        "reshard: {}{}",
+        String::from_utf8_lossy(&moved.stdout),
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let during = queue.status().await.expect("status").done;
+    for w in workers {
+        let out = tokio::time::timeout(Duration::from_secs(180), w)
+            .await
+            .expect("the workers exit once the queue is drained")
+            .expect("run a worker");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        during < 2500,
+        "the move ended before the drain did ({during} done by then)"
+    );
+    // Shard 1's keys are on the second node now.
+    let prefix = lsq_webhooks::queue::redis::shard_prefix(&name, 1, 16);
+    let tag = &prefix[1..prefix.len() - 2];
+    let slot = common::sentinel::cli(ports[1], &["cluster", "keyslot", tag]);
+    let count = |port: u16| -> u64 {
+        common::sentinel::cli(port, &["cluster", "countkeysinslot", &slot])
+            .parse()
+            .unwrap_or(0)
+    };
+    assert!(count(ports[1]) > 0, "shard 1 ({prefix}, slot {slot}) moved");
+    assert_eq!(count(ports[0]), 0, "nothing of shard 1 left behind");
+    let stats = sim.stats();
+    assert_all_done_and_matching(&queue, &stats, 2500).await;
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use lsq_webhooks::job::{JobId, JobResult, JobState};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::sharded::{ShardedQueue, shard_of};
 use lsq_webhooks::queue::{
     Completion, Dispatch, Dispatched, Fence, HeldCounts, HoldKind, LeasedJob, NewHold, PageOf,
     Pushed, Queue, QueueConfig, QueueError, Requeue, ShareMode, ShareReason, TenantPage,
@@ -37,14 +38,26 @@ enum Harness {
     Redis,
     /// `RedisQueue` on a 3-master Redis Cluster of the test binary's own, in real time.
     Cluster,
+    /// `ShardedQueue` over 3 `EmbeddedQueue`s, on tokio's paused clock (issue 17).
+    Sharded,
+    /// `ShardedQueue` over 4 `RedisQueue` shards on the test cluster, in real time: the
+    /// shards' hash tags spread over its nodes.
+    ClusterSharded,
 }
+
+/// Shards of [`Harness::Sharded`].
+const EMBEDDED_SHARDS: usize = 3;
+/// Shards of [`Harness::ClusterSharded`].
+const CLUSTER_SHARDS: u32 = 4;
 
 impl Harness {
     /// The unit of every duration in the cases.
     fn tick(self) -> Duration {
         match self {
-            Harness::Embedded => Duration::from_secs(1),
-            Harness::Redis | Harness::Cluster => Duration::from_millis(100),
+            Harness::Embedded | Harness::Sharded => Duration::from_secs(1),
+            Harness::Redis | Harness::Cluster | Harness::ClusterSharded => {
+                Duration::from_millis(100)
+            }
         }
     }
 
@@ -59,7 +72,13 @@ impl Harness {
 
     /// Whether time is the paused clock, where moments can be checked exactly.
     fn exact(self) -> bool {
-        matches!(self, Harness::Embedded)
+        matches!(self, Harness::Embedded | Harness::Sharded)
+    }
+
+    /// Whether the queue has several shards: the order in which tenants of different shards
+    /// come is the shards' turn, not one ready set's.
+    fn sharded(self) -> bool {
+        matches!(self, Harness::Sharded | Harness::ClusterSharded)
     }
 
     /// A config of the case's own (own key prefix): window 5 ticks, lease 50 ticks, 3
@@ -86,6 +105,24 @@ impl Harness {
                 RedisQueue::connect(&common::cluster::cluster_url(), config)
                     .await
                     .expect("connect to the test cluster"),
+            ),
+            Harness::Sharded => Arc::new(
+                ShardedQueue::new(
+                    (0..EMBEDDED_SHARDS)
+                        .map(|_| EmbeddedQueue::new(config.clone()))
+                        .collect(),
+                )
+                .expect("shards"),
+            ),
+            Harness::ClusterSharded => Arc::new(
+                ShardedQueue::connect(
+                    &common::cluster::cluster_url(),
+                    config,
+                    Default::default(),
+                    Some(CLUSTER_SHARDS),
+                )
+                .await
+                .expect("connect to the test cluster"),
             ),
         }
     }
@@ -115,7 +152,7 @@ impl Harness {
     /// message published before is given time to come in; the embedded queue's stored permit
     /// is taken after the dispatch.
     async fn quiet(self, q: &Arc<dyn Queue>, what: &str) {
-        if let Harness::Redis | Harness::Cluster = self {
+        if let Harness::Redis | Harness::Cluster | Harness::ClusterSharded = self {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // A dispatch that finds nothing is what a worker does before it waits.
@@ -310,10 +347,23 @@ async fn tenants_take_turns_and_none_waits_behind_a_busy_one(h: Harness) {
         .await;
     push(&q, "busy", 0..100).await;
     push(&q, "other", 0..100).await;
-    let first: Vec<String> = drain(&q, 6).await.into_iter().map(|j| j.tenant).collect();
-    assert_eq!(first, ["busy", "other", "busy", "other", "busy", "other"]);
+    let mut first: Vec<String> = drain(&q, 6).await.into_iter().map(|j| j.tenant).collect();
+    if h.sharded() {
+        // Each shard in turn: the tenants alternate within a shard, and shards take turns.
+        first.sort();
+        assert_eq!(first, ["busy", "busy", "busy", "other", "other", "other"]);
+    } else {
+        assert_eq!(first, ["busy", "other", "busy", "other", "busy", "other"]);
+    }
     push(&q, "idle", 0..1).await;
-    let next: Vec<String> = drain(&q, 3).await.into_iter().map(|j| j.tenant).collect();
+    // One round of the three tenants; on shards, a round of the shards with work (at most
+    // two here) over a round of the tenants of its shard (at most two).
+    let round = if h.sharded() { 4 } else { 3 };
+    let next: Vec<String> = drain(&q, round)
+        .await
+        .into_iter()
+        .map(|j| j.tenant)
+        .collect();
     assert!(
         next.iter().any(|t| t == "idle"),
         "the idle tenant is served within one round: {next:?}"
@@ -349,6 +399,58 @@ async fn tenants_take_turns_and_none_waits_behind_a_busy_one(h: Harness) {
 
 /// Asserts, for each tenant, that the most of its jobs dispatched in any window is exactly
 /// the given number.
+/// Shards of the harness's queue (1 for the unsharded backends).
+fn shard_count(h: Harness) -> usize {
+    match h {
+        Harness::Sharded => EMBEDDED_SHARDS,
+        Harness::ClusterSharded => CLUSTER_SHARDS as usize,
+        _ => 1,
+    }
+}
+
+/// Issue 17: a tenant whose shard is quiet waits no longer than one round of the tenants,
+/// however much a busy shard holds: dispatches of 8 (a worker with 8 free slots) reach its
+/// one job while twelve busy tenants on shard 0 still have hundreds waiting. (A dispatch
+/// that always began at shard 0 would hand out 8 busy jobs every time.)
+async fn a_tenant_on_a_quiet_shard_is_not_starved_by_a_busy_shard(h: Harness) {
+    let n = shard_count(h);
+    let on = |prefix: &str, shard: usize, count: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|t| shard_of(t, n) == shard)
+            .take(count)
+            .collect()
+    };
+    let busy = on("busy-", 0, 12);
+    let quiet = on("quiet-", 1 % n, 1).remove(0);
+    let mut tenants: Vec<(&str, u32)> = busy.iter().map(|t| (t.as_str(), 25)).collect();
+    tenants.push((quiet.as_str(), 25));
+    let q = h.queue_with("quiet-shard", &tenants, |_| {}).await;
+    for t in &busy {
+        push(&q, t, 0..25).await;
+    }
+    let quiet_job = push(&q, &quiet, 0..1).await.remove(0);
+    let mut before = 0;
+    'dispatch: loop {
+        for j in batch(q.dispatch_many(8, None).await.expect("dispatch")) {
+            q.complete(&j, "wh", false).await.expect("complete");
+            if j.id == quiet_job {
+                break 'dispatch;
+            }
+            before += 1;
+        }
+        assert!(
+            before <= busy.len(),
+            "{before} busy jobs came before the quiet tenant's"
+        );
+    }
+    assert!(before <= busy.len(), "{before} busy jobs came first");
+    assert!(
+        q.status().await.expect("status").queued >= 200,
+        "the busy shard still holds most of its jobs"
+    );
+}
+
 fn assert_most_in_a_window(h: &Harness, got: &[LeasedJob], expected: &[(&str, usize)]) {
     let window_ms = h.window().as_millis() as u64;
     for &(name, most) in expected {
@@ -532,8 +634,24 @@ async fn dispatch_many_hands_out_what_single_dispatches_would(h: Harness) {
     }
     q.push(&jobs).await.expect("push");
     let got = batch(q.dispatch_many(100, None).await.expect("dispatch"));
-    let order: Vec<&str> = got.iter().map(|j| j.tenant.as_str()).collect();
-    assert_eq!(order, ["a", "b", "c", "a", "b"]);
+    let mut order: Vec<&str> = got.iter().map(|j| j.tenant.as_str()).collect();
+    if h.sharded() {
+        // One shard's jobs after another's: the same jobs, each tenant's in its order.
+        for t in ["a", "b", "c"] {
+            let mine: Vec<&JobId> = got
+                .iter()
+                .filter(|j| j.tenant == t)
+                .map(|j| &j.id)
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort();
+            assert_eq!(mine, sorted, "{t}'s jobs in push order");
+        }
+        order.sort();
+        assert_eq!(order, ["a", "a", "b", "b", "c"]);
+    } else {
+        assert_eq!(order, ["a", "b", "c", "a", "b"]);
+    }
     let leases: std::collections::BTreeSet<&str> = got.iter().map(|j| j.lease.as_str()).collect();
     assert_eq!(leases.len(), got.len(), "every job has its own lease");
     assert!(
@@ -2772,15 +2890,48 @@ async fn the_tenants_view_counts_jobs_as_they_move(h: Harness) {
         by: Some("ana".into()),
     };
     assert!(q.hold("e", held).await.expect("hold"));
-    // Tenants take turns: a, b, c, then a again (b is at its limit of 1).
-    let a0 = next_is(&q, &a[0]).await;
-    q.complete(&a0, "wh", false).await.expect("complete");
-    let b0 = next_job(q.as_ref()).await;
-    assert_eq!(b0.tenant, "b");
-    let c0 = next_is(&q, &c[0]).await;
-    q.bury(&c0, "permanent").await.expect("bury");
-    let a1 = next_is(&q, &a[1]).await;
-    q.bury(&a1, "permanent").await.expect("bury");
+    let b0 = if h.sharded() {
+        // The shards take turns, so the order across tenants is theirs: a's first job is
+        // completed, its second buried, b's kept leased, c's buried, and a third job of a
+        // that comes first is handed back unsent.
+        let (mut a_seen, mut b_seen, mut c_seen) = (0, None, false);
+        while a_seen < 2 || b_seen.is_none() || !c_seen {
+            let j = next_job(q.as_ref()).await;
+            match j.tenant.as_str() {
+                "a" if a_seen < 2 => {
+                    assert_eq!(j.id, a[a_seen]);
+                    if a_seen == 0 {
+                        q.complete(&j, "wh", false).await.expect("complete");
+                    } else {
+                        q.bury(&j, "permanent").await.expect("bury");
+                    }
+                    a_seen += 1;
+                }
+                "b" if b_seen.is_none() => b_seen = Some(j),
+                "c" => {
+                    assert_eq!(j.id, c[0]);
+                    q.bury(&j, "permanent").await.expect("bury");
+                    c_seen = true;
+                }
+                _ => {
+                    q.unsent(&j).await.expect("unsent");
+                    q.requeue(&j, BACK).await.expect("requeue");
+                }
+            }
+        }
+        b_seen.expect("b's job")
+    } else {
+        // Tenants take turns: a, b, c, then a again (b is at its limit of 1).
+        let a0 = next_is(&q, &a[0]).await;
+        q.complete(&a0, "wh", false).await.expect("complete");
+        let b0 = next_job(q.as_ref()).await;
+        assert_eq!(b0.tenant, "b");
+        let c0 = next_is(&q, &c[0]).await;
+        q.bury(&c0, "permanent").await.expect("bury");
+        let a1 = next_is(&q, &a[1]).await;
+        q.bury(&a1, "permanent").await.expect("bury");
+        b0
+    };
 
     let page = tenants_page(&q, TenantSort::Name, None).await;
     assert_eq!(page.total, 5);
@@ -2870,13 +3021,13 @@ async fn the_tenants_view_counts_jobs_as_they_move(h: Harness) {
 
     // Dead jobs retried count as unfinished again; purged ones are gone.
     assert_eq!(
-        q.retry_dead(Some(std::slice::from_ref(&c0.id)))
+        q.retry_dead(Some(std::slice::from_ref(&c[0])))
             .await
             .expect("retry"),
         1
     );
     assert_eq!(
-        q.purge_dead(Some(std::slice::from_ref(&a1.id)))
+        q.purge_dead(Some(std::slice::from_ref(&a[1])))
             .await
             .expect("purge"),
         1
@@ -3246,6 +3397,24 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// The cases against a queue of 3 embedded shards, on the paused clock.
+        mod sharded {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    super::$case(super::Harness::Sharded).await;
+                }
+            )*
+        }
+        /// The cases against a queue of 4 shards on the Redis Cluster.
+        mod cluster_sharded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Harness::ClusterSharded).await;
+                }
+            )*
+        }
     };
 }
 
@@ -3254,6 +3423,7 @@ conformance!(
     push_is_idempotent_per_tenant_and_key,
     an_unknown_tenant_refuses_the_whole_push,
     tenants_take_turns_and_none_waits_behind_a_busy_one,
+    a_tenant_on_a_quiet_shard_is_not_starved_by_a_busy_shard,
     never_more_than_limit_calls_in_any_window,
     answered_restamps_the_call_so_slow_answers_push_the_window_later,
     every_finishing_path_restamps_the_call,

@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::RedisShards;
 use super::output::stdout;
 use super::{BadInput, Global};
 use crate::job::NewJob;
 use crate::producer::{self, Producer, ProducerError, PushSummary, ScanTotals};
-use crate::queue::redis::RedisQueue;
 use crate::queue::{Queue, QueueError};
 
 /// Arguments of `enqueue`.
@@ -240,7 +240,7 @@ fn failed_after(before: PushSummary, part: usize, e: ProducerError) -> ProducerE
 /// Redis, its limit and policy), how many jobs went in first, and that running the same
 /// file again is safe.
 async fn push_failed(
-    queue: &RedisQueue,
+    queue: &RedisShards,
     e: ProducerError,
     total: usize,
     invalid: u64,

@@ -78,6 +78,18 @@ pub struct Global {
         global = true
     )]
     pub replica_timeout_ms: u64,
+    /// Shards of the queue (issue 17): each tenant's jobs live in one, each shard under its
+    /// own Redis Cluster hash tag [default: the queue's own count once written; else 16 on
+    /// a redis+cluster:// URL, 1 otherwise]. Fixed when the queue is first written: a
+    /// different count later is refused (exit 2).
+    #[arg(
+        long = "shards",
+        env = "LSQ_SHARDS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::queue::redis::MAX_SHARDS)),
+        global = true
+    )]
+    pub shards: Option<u32>,
     /// Log format: human-readable text, or one JSON object per line (then every line on
     /// standard error is JSON, the run summary and a fatal error included).
     #[arg(
@@ -194,6 +206,9 @@ pub enum Command {
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// The Redis queue every command uses: its shards behind one [`crate::queue::Queue`].
+pub type RedisShards = crate::queue::sharded::ShardedQueue<crate::queue::redis::RedisQueue>;
+
 /// The queue settings the global options give (`--queue`); the rest are defaults.
 pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
     crate::queue::QueueConfig {
@@ -206,7 +221,7 @@ pub fn queue_config(global: &Global) -> crate::queue::QueueConfig {
 /// used is bad input (exit 2).
 /// With Redis down it fails at once (within 3 s: see `queue::redis::connect`), with one
 /// line naming where Redis was looked for.
-pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redis::RedisQueue> {
+pub async fn connect_queue(global: &Global) -> anyhow::Result<RedisShards> {
     connect_with(global, queue_config(global)).await
 }
 
@@ -214,9 +229,16 @@ pub async fn connect_queue(global: &Global) -> anyhow::Result<crate::queue::redi
 pub async fn connect_with(
     global: &Global,
     config: crate::queue::QueueConfig,
-) -> anyhow::Result<crate::queue::redis::RedisQueue> {
-    use crate::queue::{QueueError, redis::RedisQueue};
-    match RedisQueue::connect_with(global.redis_url(), config, global.redis_options()).await {
+) -> anyhow::Result<RedisShards> {
+    use crate::queue::QueueError;
+    match RedisShards::connect(
+        global.redis_url(),
+        config,
+        global.redis_options(),
+        global.shards,
+    )
+    .await
+    {
         Ok(q) => Ok(q),
         Err(QueueError::Config(reason)) => Err(BadInput(reason).into()),
         Err(e) => Err(anyhow::Error::new(e).context(format!(
@@ -290,14 +312,19 @@ pub async fn connect_waiting(
     global: &Global,
     config: crate::queue::QueueConfig,
     stop: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<crate::queue::redis::RedisQueue>> {
-    use crate::queue::{QueueError, redis::RedisQueue};
+) -> anyhow::Result<Option<RedisShards>> {
+    use crate::queue::QueueError;
     let started = std::time::Instant::now();
     let mut tries = 0u32;
     loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return Ok(None),
-            got = RedisQueue::connect_with(global.redis_url(), config.clone(), global.redis_options()) => got,
+            got = RedisShards::connect(
+                global.redis_url(),
+                config.clone(),
+                global.redis_options(),
+                global.shards,
+            ) => got,
         };
         match attempt {
             Ok(q) => {

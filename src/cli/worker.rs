@@ -220,7 +220,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped before Redis answered");
         return Ok(ExitCode::SUCCESS);
     };
-    warn_about_redis_settings(&queue).await;
+    // Shard 0's node: on a cluster every node should be set alike.
+    warn_about_redis_settings(&queue.shards()[0]).await;
     let queue: Arc<dyn Queue> = Arc::new(queue);
     let retention =
         done_ttl.map(|ttl| super::spawn_retention(queue.clone(), ttl, shutdown.clone()));

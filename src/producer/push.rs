@@ -130,14 +130,17 @@ impl Producer {
     }
 
     /// A producer for the Redis queue `queue_name` (the workers' `--queue`, `lsq` by
-    /// default) at `redis_url`, in one line. Must be called within a tokio runtime.
+    /// default) at `redis_url`, in one line, in the queue's shards (its count as written, else
+    /// the default: see `--shards`). Must be called within a tokio runtime.
     pub async fn connect(redis_url: &str, queue_name: &str) -> Result<Self, ProducerError> {
-        let queue = crate::queue::redis::RedisQueue::connect(
+        let queue = crate::queue::sharded::ShardedQueue::connect(
             redis_url,
             crate::queue::QueueConfig {
                 name: queue_name.to_string(),
                 ..crate::queue::QueueConfig::default()
             },
+            crate::queue::redis::RedisOptions::default(),
+            None,
         )
         .await?;
         Ok(Producer::new(Arc::new(queue)))

@@ -29,6 +29,7 @@ pub mod hold;
 pub mod reason;
 pub mod redis;
 pub mod revision;
+pub mod sharded;
 pub mod share;
 pub mod tenants;
 

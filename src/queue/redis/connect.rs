@@ -155,21 +155,81 @@ fn sentinel_error(e: &redis::RedisError, target: &SentinelTarget) -> QueueError 
     })
 }
 
-impl RedisQueue {
-    /// Connects with the default [`RedisOptions`] (see [`RedisQueue::connect_with`]).
-    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
-        Self::connect_with(url, config, RedisOptions::default()).await
-    }
+/// Shards a cluster URL gets when neither `--shards` nor the queue says (issue 17).
+pub const DEFAULT_CLUSTER_SHARDS: u32 = 16;
+/// The most shards a queue may have: each is a few keys per tenant and one `ready` set, and
+/// a worker visits them in turn.
+pub const MAX_SHARDS: u32 = 1024;
 
-    /// Connects (for a `redis+sentinel://` URL: asks the sentinels for the primary), loads
-    /// the scripts and subscribes to the wake channel. Must be called within a tokio
-    /// runtime (it spawns the subscriber task). A URL that does not read is
-    /// [`QueueError::Config`]; nothing is written before the connection is made.
-    pub async fn connect_with(
+/// Redis Cluster's hash slots.
+const SLOTS: u32 = 16_384;
+
+/// The hash slot of a hash tag: CRC16 (XMODEM, as Redis Cluster computes it) modulo
+/// [`SLOTS`].
+fn slot_of(tag: &str) -> u32 {
+    let mut crc: u16 = 0;
+    for byte in tag.bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    u32::from(crc) % SLOTS
+}
+
+/// The prefix of shard `s` of `count` of queue `name`: `{name}:` for shard 0 (a queue of
+/// one shard keeps the keys it always had); for shard s the first of `{name~s}`,
+/// `{name~s.1}`, `{name~s.2}`, ... whose hash slot is in the s-th of `count` equal ranges of
+/// slots. So the shards' slots are spread evenly whatever the name, and a cluster whose
+/// nodes hold equal ranges of slots gets its share of shards on every node (16 shards on 3
+/// nodes: at least 4 on each), where hashing `{name~s}` alone could leave a node with one or
+/// two. The same name, shard and count always give the same prefix. `~` is not allowed in a
+/// queue name, so no other queue's tag can look like a shard's.
+pub fn shard_prefix(name: &str, s: u32, count: u32) -> String {
+    if s == 0 {
+        return format!("{{{name}}}:");
+    }
+    let count = count.max(1);
+    // A range holds SLOTS / count slots (at least 16): about `count` tries on average.
+    for k in 0..1_000_000u32 {
+        let tag = if k == 0 {
+            format!("{name}~{s}")
+        } else {
+            format!("{name}~{s}.{k}")
+        };
+        if slot_of(&tag) * count / SLOTS == s {
+            return format!("{{{tag}}}:");
+        }
+    }
+    // Not reached for any count up to MAX_SHARDS; still a valid, stable tag.
+    format!("{{{name}~{s}}}:")
+}
+
+/// A connection made and checked, before the queue's shards are built on it.
+struct Parts {
+    /// The main connection.
+    con: Link,
+    /// The acknowledged-writes lane.
+    acked: Link,
+    /// Where the wake subscription connects.
+    source: Source,
+    /// What acknowledged writes wait for.
+    replication: Option<Replication>,
+    /// The URL named a cluster.
+    cluster: bool,
+}
+
+impl Parts {
+    /// Checks the settings, connects and loads the scripts.
+    async fn connect(
         url: &str,
-        config: QueueConfig,
+        config: &QueueConfig,
         options: RedisOptions,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Parts, QueueError> {
         if !valid_queue_name(&config.name) {
             return Err(QueueError::Config(format!(
                 "queue name {:?} must be 1-64 characters of letters, digits, '.', '_', '-' or ':'",
@@ -183,6 +243,7 @@ impl RedisQueue {
         }
         let target = Target::parse(url).map_err(|e| QueueError::Config(e.to_string()))?;
         let sentinel = matches!(target, Target::Sentinel(_));
+        let cluster = matches!(target, Target::Cluster(_));
         let replicas = options.min_replicas.unwrap_or(u32::from(sentinel));
         let replication = (replicas > 0).then_some(Replication {
             replicas,
@@ -255,27 +316,157 @@ impl RedisQueue {
                 )
             }
         };
-        let prefix = format!("{{{}}}:", config.name);
-        let channel = format!("{prefix}wake");
-        let mut first = source.client().await.get_async_pubsub().await?;
-        first.subscribe(&channel).await?;
-        let wake = Arc::new(Wake::new());
+        Ok(Parts {
+            con,
+            acked,
+            source,
+            replication,
+            cluster,
+        })
+    }
+
+    /// The queue's shard count (see [`RedisQueue::connect_shards`]), written once.
+    async fn fix_shards(&self, name: &str, asked: Option<u32>) -> Result<u32, QueueError> {
+        let count_key = format!("{}shards", shard_prefix(name, 0, 1));
+        let mut con = self.con.clone();
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(&count_key)
+            .query_async(&mut con)
+            .await?;
+        let count = match stored {
+            Some(stored) => stored,
+            None => {
+                let legacy: bool = redis::cmd("EXISTS")
+                    .arg(format!("{}tenants", shard_prefix(name, 0, 1)))
+                    .query_async(&mut con)
+                    .await?;
+                let count = match (asked, legacy) {
+                    (Some(n), true) if n != 1 => {
+                        return Err(QueueError::Config(format!(
+                            "--shards {n} does not match queue {name:?}: it was written before \
+                             shards were counted and has 1 shard (nothing was written)"
+                        )));
+                    }
+                    (Some(n), _) => n,
+                    (None, true) => 1,
+                    (None, false) if self.cluster => DEFAULT_CLUSTER_SHARDS,
+                    (None, false) => 1,
+                };
+                // Another process may be fixing it at the same moment: the first write wins,
+                // and every process reads back the same count.
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&count_key)
+                    .arg(count)
+                    .arg("NX")
+                    .query_async(&mut con)
+                    .await?;
+                let stored: Option<String> = redis::cmd("GET")
+                    .arg(&count_key)
+                    .query_async(&mut con)
+                    .await?;
+                stored.unwrap_or_else(|| count.to_string())
+            }
+        };
+        let count: u32 = count
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_SHARDS).contains(n))
+            .ok_or_else(|| QueueError::Corrupt {
+                key: count_key.clone(),
+                reason: format!("{count:?} is not a shard count"),
+            })?;
+        match asked {
+            Some(n) if n != count => Err(QueueError::Config(format!(
+                "--shards {n} does not match queue {name:?}, which has {count} shards (the count \
+                 is fixed when the queue is first written; nothing was written)"
+            ))),
+            _ => Ok(count),
+        }
+    }
+
+    /// The `count` shards of the queue, sharing this connection and one wake subscription.
+    async fn shards(self, config: QueueConfig, count: u32) -> Result<Vec<RedisQueue>, QueueError> {
+        let prefixes: Vec<String> = (0..count)
+            .map(|s| shard_prefix(&config.name, s, count))
+            .collect();
+        let channels: wake::Channels = prefixes
+            .iter()
+            .map(|p| (format!("{p}wake"), Arc::new(Wake::new())))
+            .collect();
+        let mut first = self.source.client().await.get_async_pubsub().await?;
+        for (channel, _) in channels.iter() {
+            first.subscribe(channel).await?;
+        }
         let cancel = CancellationToken::new();
         tokio::spawn(wake::listen(
-            source,
-            channel,
+            self.source,
+            channels.clone(),
             first,
-            wake.clone(),
             cancel.clone(),
         ));
-        Ok(RedisQueue {
-            config,
-            prefix,
-            con,
-            acked: Acked::new(acked, replication),
-            wake,
-            _listener: cancel.drop_guard(),
-        })
+        let guard = Arc::new(cancel.drop_guard());
+        Ok(prefixes
+            .into_iter()
+            .zip(channels.iter())
+            .map(|(prefix, (_, wake))| RedisQueue {
+                config: config.clone(),
+                prefix,
+                con: self.con.clone(),
+                acked: Acked::new(self.acked.clone(), self.replication),
+                wake: wake.clone(),
+                _listener: guard.clone(),
+            })
+            .collect())
+    }
+}
+
+impl RedisQueue {
+    /// Connects with the default [`RedisOptions`] (see [`RedisQueue::connect_with`]).
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
+        Self::connect_with(url, config, RedisOptions::default()).await
+    }
+
+    /// Connects (for a `redis+sentinel://` URL: asks the sentinels for the primary), loads
+    /// the scripts and subscribes to the wake channel. Must be called within a tokio
+    /// runtime (it spawns the subscriber task). A URL that does not read is
+    /// [`QueueError::Config`]; nothing is written before the connection is made. This is
+    /// one queue under one hash tag, `{name}`: shard 0 of a sharded queue
+    /// ([`RedisQueue::connect_shards`]), and the whole of a queue of one shard.
+    pub async fn connect_with(
+        url: &str,
+        config: QueueConfig,
+        options: RedisOptions,
+    ) -> Result<Self, QueueError> {
+        let parts = Parts::connect(url, &config, options).await?;
+        let mut shards = parts.shards(config, 1).await?;
+        Ok(shards.remove(0))
+    }
+
+    /// Connects the shards of a queue (issue 17; `docs/decisions.md`, "Sharding the
+    /// queue"): one connection and one wake subscription for all, each shard a
+    /// [`RedisQueue`] under its own hash tag ([`shard_prefix`]: `{name}` for shard 0, so a
+    /// queue of one shard keeps its keys; `{name~s}` or `{name~s.k}` for shard s). The count is the queue's own once written
+    /// (`{name}:shards`, set once with `SET NX`): `asked` (`--shards`) must agree with it,
+    /// else [`QueueError::Config`] and nothing is written. A queue that has no count yet
+    /// takes `asked`, else 1 when it already holds tenants (a queue written before sharding:
+    /// its keys are shard 0's), else [`DEFAULT_CLUSTER_SHARDS`] on a cluster URL and 1
+    /// otherwise.
+    pub async fn connect_shards(
+        url: &str,
+        config: QueueConfig,
+        options: RedisOptions,
+        asked: Option<u32>,
+    ) -> Result<Vec<Self>, QueueError> {
+        if let Some(n) = asked
+            && !(1..=MAX_SHARDS).contains(&n)
+        {
+            return Err(QueueError::Config(format!(
+                "--shards {n}: a queue has 1 to {MAX_SHARDS} shards"
+            )));
+        }
+        let parts = Parts::connect(url, &config, options).await?;
+        let count = parts.fix_shards(&config.name, asked).await?;
+        parts.shards(config, count).await
     }
 
     /// What acknowledged writes wait for (`None`: nothing).
@@ -296,5 +487,32 @@ impl RedisQueue {
             Ok(maps) => durability_of(&maps.into_iter().flatten().collect()),
             Err(e) => Durability::Unknown(format!("CONFIG GET refused: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // CLUSTER KEYSLOT answers, from redis-cli against a cluster node.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("lsq"), 7606);
+        assert_eq!(slot_of("q~1.5"), 9842);
+        assert_eq!(slot_of(""), 0);
+    }
+
+    #[test]
+    fn each_shard_has_its_own_range_of_slots() {
+        for count in [2, 3, 16, 1024] {
+            for s in 1..count {
+                let prefix = shard_prefix("q", s, count);
+                let tag = &prefix[1..prefix.len() - 2];
+                assert_eq!(slot_of(tag) * count / SLOTS, s, "{prefix}");
+                assert!(valid_queue_name(&tag.replace('~', "-")), "{prefix}");
+            }
+        }
+        assert_eq!(shard_prefix("q", 0, 16), "{q}:");
     }
 }

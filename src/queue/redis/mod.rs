@@ -95,7 +95,9 @@ use super::{
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
-pub use connect::{Durability, RedisOptions, valid_queue_name};
+pub use connect::{
+    DEFAULT_CLUSTER_SHARDS, Durability, MAX_SHARDS, RedisOptions, shard_prefix, valid_queue_name,
+};
 pub use link::Replication;
 use link::{Acked, Link};
 use reply::{JOB_REPLY_FIELDS, array, corrupt, leased_job, parse_tenant, status_of, text, uint};
@@ -134,8 +136,8 @@ pub struct RedisQueue {
     acked: Acked,
     /// Wakeups from the `wake` channel.
     wake: Arc<Wake>,
-    /// Ends the subscriber task when the queue is dropped.
-    _listener: DropGuard,
+    /// Ends the subscriber task when the queue (the last of its shards) is dropped.
+    _listener: Arc<DropGuard>,
 }
 
 impl std::fmt::Debug for RedisQueue {

@@ -1,6 +1,7 @@
 //! Wakeups for workers waiting for work. Every script that makes work available publishes on
-//! the queue's `{name}:wake` channel; one subscriber task per [`super::RedisQueue`] turns each
-//! message into a [`Notify`] that wakes every waiting worker at once.
+//! the queue's `{name}:wake` channel (`{name~s}:wake` for shard s); one subscriber task per
+//! connected queue (all its shards) turns each message into a [`Notify`] that wakes every
+//! worker waiting on that shard at once.
 //!
 //! A message can arrive between a worker's dispatch that found nothing and its call to wait;
 //! a plain `Notify` would lose it and the worker would sleep out its whole wait. So the last
@@ -81,16 +82,26 @@ impl Wake {
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// The subscriber task: forwards messages on `channel` to `wake` until `cancel`, and
+/// The channels one subscription serves: each shard's `wake` channel and its [`Wake`] (one
+/// entry for a queue of one shard).
+pub(super) type Channels = Arc<[(String, Arc<Wake>)]>;
+
+/// The subscriber task: forwards messages on each channel to its `Wake` until `cancel`, and
 /// resubscribes with backoff whenever the connection drops. `first` is a subscription made
-/// while connecting, so that no push after `connect` returns can go unseen.
+/// while connecting, so that no push after `connect` returns can go unseen. The shards of a
+/// queue share this one subscription (one connection per process, not one per shard).
 pub(super) async fn listen(
     source: Source,
-    channel: String,
+    channels: Channels,
     first: redis::aio::PubSub,
-    wake: Arc<Wake>,
     cancel: CancellationToken,
 ) {
+    let channel = channels
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let signal_all = || channels.iter().for_each(|(_, wake)| wake.signal());
     let mut pubsub = Some(first);
     let mut delay = RECONNECT_MIN;
     loop {
@@ -100,15 +111,22 @@ pub(super) async fn listen(
                 None => {
                     // After a failover the primary is elsewhere: ask where, every time.
                     let mut ps = source.client().await.get_async_pubsub().await?;
-                    ps.subscribe(&channel).await?;
+                    for (name, _) in channels.iter() {
+                        ps.subscribe(name).await?;
+                    }
                     // Messages may have been missed while disconnected.
-                    wake.signal();
+                    signal_all();
                     ps
                 }
             };
             let mut messages = ps.on_message();
-            while messages.next().await.is_some() {
-                wake.signal();
+            while let Some(message) = messages.next().await {
+                let name = message.get_channel_name();
+                match channels.iter().find(|(c, _)| c == name) {
+                    Some((_, wake)) => wake.signal(),
+                    // Not a channel asked for: wake everyone rather than miss one.
+                    None => signal_all(),
+                }
             }
             Ok::<(), redis::RedisError>(())
         };

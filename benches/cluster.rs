@@ -1,0 +1,305 @@
+//! The sharded queue on one Redis and on a 3-master Redis Cluster, side by side in one run
+//! (issue 17): the same drain (tenants × jobs pushed first, then worker processes of the
+//! binary against the simulator until the queue is idle) on a private `redis-server` with
+//! one shard, and on a private 3-node cluster with the cluster's default of 16 shards.
+//! Prints the drain's throughput (jobs/s: every job is one dispatch and one completion) and
+//! each node's Redis CPU per job (`INFO cpu` user + system, read before the workers start
+//! and as soon as the queue is idle), and their sum.
+//!
+//!
+//! Then `utilisation`, on the one Redis (1 shard) and on the cluster (16 shards): tenants with more work than their limit,
+//! worker processes of the binary, and each tenant's calls the simulator admitted in a
+//! steady-state interval against what its limit allows there; with the rate-limit answers
+//! (goal 0) and each node's share of the queue's keys (goal >= 15% each).
+//!
+//! `cargo bench --profile dev --bench cluster` (Redis CPU does not depend on the client's
+//! build; `--bench` gives the full size, 2,000 tenants × 10 jobs, 4 processes, and 40
+//! tenants over 30 s for utilisation; without it, e.g. `cargo test --benches`, 200 × 10 and 2
+//! processes, 10 tenants over 5 s, a smoke run). `-- drain` or `-- utilisation` runs one
+//! part.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/worker_support/mod.rs"]
+mod worker_support;
+
+use std::time::{Duration, Instant};
+
+use lsq_webhooks::queue::sharded::ShardedQueue;
+use lsq_webhooks::queue::{Queue, QueueConfig};
+
+/// How big a run is.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    tenants: usize,
+    jobs_per_tenant: usize,
+    processes: usize,
+    util_tenants: usize,
+    util_interval: Duration,
+}
+
+const FULL: Sizes = Sizes {
+    tenants: 2000,
+    jobs_per_tenant: 10,
+    processes: 4,
+    util_tenants: 40,
+    util_interval: Duration::from_secs(30),
+};
+const QUICK: Sizes = Sizes {
+    tenants: 200,
+    jobs_per_tenant: 10,
+    processes: 2,
+    util_tenants: 10,
+    util_interval: Duration::from_secs(5),
+};
+
+/// Each tenant's calls per window in the utilisation part.
+const UTIL_LIMIT: u32 = 10;
+/// The window of every run here.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Calls the simulator admitted per account so far.
+fn admitted(sim: &worker_support::Sim) -> std::collections::BTreeMap<String, u64> {
+    sim.stats()
+        .accounts
+        .into_iter()
+        .map(|(k, a)| (k, a.admitted))
+        .collect()
+}
+
+/// Keys of queue `name` (every shard) on the node at `port`.
+fn queue_keys(port: u16, name: &str) -> usize {
+    common::sentinel::cli(port, &["--scan", "--pattern", &format!("{{{name}[}}~]*")])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+/// Utilisation of each tenant's limit on the sharded cluster queue, in a steady interval.
+async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let n = sizes.util_tenants;
+    let known = worker_support::tenants(&placeholder, n, &[UTIL_LIMIT]);
+    let mut config = worker_support::sim_config(&known, WINDOW);
+    // Some network time, so that calls are re-stamped when answered.
+    config.faults.latency = Duration::from_millis(5);
+    config.faults.latency_jitter = Duration::from_millis(10);
+    let sim = worker_support::start_sim(config).await;
+    let ts = worker_support::tenants(&sim.server.base_url(), n, &[UTIL_LIMIT]);
+    let name = common::unique_queue("bench-cluster-util");
+    let queue = ShardedQueue::connect(
+        url,
+        QueueConfig {
+            name: name.clone(),
+            window: WINDOW,
+            ..QueueConfig::default()
+        },
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("connect");
+    queue.put_tenants(&ts).await.expect("tenants");
+    // Enough for a warm-up window, the interval and a margin.
+    let windows = (sizes.util_interval.as_secs_f64() / WINDOW.as_secs_f64()).ceil() as usize + 4;
+    let jobs = worker_support::jobs(&ts, UTIL_LIMIT as usize * windows);
+    for chunk in jobs.chunks(1000) {
+        queue.push(chunk).await.expect("push");
+    }
+    let keys: Vec<usize> = ports.iter().map(|p| queue_keys(*p, &name)).collect();
+    let total: usize = keys.iter().sum::<usize>().max(1);
+    let mut workers = spawn_workers(url, &name, sizes.processes);
+    while admitted(&sim).values().sum::<u64>() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(WINDOW).await;
+    let (t1, c1) = (Instant::now(), admitted(&sim));
+    tokio::time::sleep(sizes.util_interval).await;
+    let (t2, c2) = (Instant::now(), admitted(&sim));
+    stop_workers(&mut workers).await;
+    let allowed = f64::from(UTIL_LIMIT) * (t2 - t1).as_secs_f64() / WINDOW.as_secs_f64();
+    let utils: Vec<f64> = c2
+        .iter()
+        .map(|(k, n)| (n - c1.get(k).copied().unwrap_or(0)) as f64 / allowed)
+        .collect();
+    let min = utils.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = utils.iter().sum::<f64>() / utils.len().max(1) as f64;
+    let shares: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{:.0}%", 100.0 * *k as f64 / total as f64))
+        .collect();
+    println!(
+        "utilisation on {label} ({} shards): {} processes, {n} tenants x {UTIL_LIMIT} calls per \
+         {WINDOW:?}, interval {:.1} s: min {min:.3}, mean {mean:.3} (goal >= 0.99); rate-limit \
+         answers {} (goal 0); the queue's keys per node [{}] (goal >= 15% each)",
+        queue.shards().len(),
+        sizes.processes,
+        (t2 - t1).as_secs_f64(),
+        worker_support::rate_limit_answers(&sim.stats()),
+        shares.join(", ")
+    );
+}
+
+/// Worker processes of the binary on queue `name`.
+fn spawn_workers(url: &str, name: &str, processes: usize) -> Vec<tokio::process::Child> {
+    (0..processes)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+                .args(["--redis", url, "--queue", name])
+                .args(["worker", "--concurrency", "128", "--window-ms", "1000"])
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a worker process")
+        })
+        .collect()
+}
+
+/// Stops them (SIGTERM, then at most 30 s each).
+async fn stop_workers(workers: &mut [tokio::process::Child]) {
+    for child in workers.iter() {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for child in workers.iter_mut() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+}
+
+/// Redis's own CPU seconds so far on the node at `port`.
+fn node_cpu(port: u16) -> f64 {
+    common::sentinel::cli(port, &["info", "cpu"])
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            ["used_cpu_user", "used_cpu_sys"]
+                .contains(&k)
+                .then(|| v.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// One drain: what it took and each node's CPU.
+struct Drain {
+    jobs: usize,
+    elapsed: Duration,
+    done: u64,
+    shards: usize,
+    cpu_per_node: Vec<f64>,
+}
+
+async fn drain(url: &str, ports: &[u16], sizes: Sizes, label: &str) -> Drain {
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let known = worker_support::tenants(&placeholder, sizes.tenants, &[25]);
+    let sim =
+        worker_support::start_sim(worker_support::sim_config(&known, Duration::from_secs(1))).await;
+    let ts = worker_support::tenants(&sim.server.base_url(), sizes.tenants, &[25]);
+    let name = common::unique_queue(&format!("bench-cluster-{label}"));
+    let queue = ShardedQueue::connect(
+        url,
+        QueueConfig {
+            name: name.clone(),
+            window: Duration::from_secs(1),
+            ..QueueConfig::default()
+        },
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("connect");
+    queue.put_tenants(&ts).await.expect("tenants");
+    let jobs = worker_support::jobs(&ts, sizes.jobs_per_tenant);
+    for chunk in jobs.chunks(1000) {
+        queue.push(chunk).await.expect("push");
+    }
+    let before: Vec<f64> = ports.iter().map(|p| node_cpu(*p)).collect();
+    let started = Instant::now();
+    let mut workers = spawn_workers(url, &name, sizes.processes);
+    while !queue.is_idle().await.expect("idle") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let after: Vec<f64> = ports.iter().map(|p| node_cpu(*p)).collect();
+    stop_workers(&mut workers).await;
+    let done = queue.status().await.expect("status").done;
+    Drain {
+        jobs: jobs.len(),
+        elapsed,
+        done,
+        shards: queue.shards().len(),
+        cpu_per_node: before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (a - b) * 1e6 / jobs.len() as f64)
+            .collect(),
+    }
+}
+
+fn report(label: &str, d: &Drain) -> f64 {
+    let total: f64 = d.cpu_per_node.iter().sum();
+    let nodes: Vec<String> = d.cpu_per_node.iter().map(|c| format!("{c:.1}")).collect();
+    println!(
+        "{label}: {} shards, {} jobs, done {}, {:.1} s, {:.0} jobs/s; Redis CPU per job per \
+         node [{}] µs, sum {total:.1} µs, busiest node {:.1} µs",
+        d.shards,
+        d.jobs,
+        d.done,
+        d.elapsed.as_secs_f64(),
+        d.jobs as f64 / d.elapsed.as_secs_f64(),
+        nodes.join(", "),
+        d.cpu_per_node.iter().copied().fold(0.0, f64::max),
+    );
+    d.jobs as f64 / d.elapsed.as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full { FULL } else { QUICK };
+    println!(
+        "cluster benchmark ({}): {sizes:?}",
+        if full { "full" } else { "quick" }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let one = common::PrivateRedis::start(&[]).expect("redis-server");
+    let cluster = common::cluster::PrivateCluster::start(3).expect("a 3-master cluster");
+    let cluster_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let named: Vec<String> = std::env::args()
+        .filter(|a| ["drain", "utilisation"].contains(&a.as_str()))
+        .collect();
+    let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
+    runtime.block_on(async {
+        if run("drain") {
+            let single = drain(
+                &format!("redis://127.0.0.1:{}", one.port),
+                &[one.port],
+                sizes,
+                "one",
+            )
+            .await;
+            let sharded = drain(&cluster.url(), &cluster_ports, sizes, "three").await;
+            let a = report("1 node", &single);
+            let b = report("3 nodes", &sharded);
+            println!(
+                "3 nodes / 1 node: throughput {:.2}, busiest node's CPU per job {:.2}",
+                b / a.max(1e-9),
+                sharded.cpu_per_node.iter().copied().fold(0.0, f64::max)
+                    / single.cpu_per_node.iter().copied().fold(1e-9, f64::max)
+            );
+        }
+        if run("utilisation") {
+            let one_url = format!("redis://127.0.0.1:{}", one.port);
+            utilisation("1 node", &one_url, &[one.port], sizes).await;
+            utilisation("3 nodes", &cluster.url(), &cluster_ports, sizes).await;
+        }
+    });
+}
