@@ -36,6 +36,9 @@ struct Sizes {
     processes: usize,
     util_tenants: usize,
     util_interval: Duration,
+    /// The utilisation part's window and each tenant's calls per window.
+    util_window: Duration,
+    util_limit: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -44,6 +47,9 @@ const FULL: Sizes = Sizes {
     processes: 4,
     util_tenants: 40,
     util_interval: Duration::from_secs(30),
+    // LeadSquared's own: 25 calls in any 5 seconds.
+    util_window: Duration::from_secs(5),
+    util_limit: 25,
 };
 const QUICK: Sizes = Sizes {
     tenants: 200,
@@ -51,11 +57,11 @@ const QUICK: Sizes = Sizes {
     processes: 2,
     util_tenants: 10,
     util_interval: Duration::from_secs(5),
+    util_window: Duration::from_secs(1),
+    util_limit: 10,
 };
 
-/// Each tenant's calls per window in the utilisation part.
-const UTIL_LIMIT: u32 = 10;
-/// The window of every run here.
+/// The window of the drain part.
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// Calls the simulator admitted per account so far.
@@ -79,19 +85,19 @@ fn queue_keys(port: u16, name: &str) -> usize {
 async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
     let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
     let n = sizes.util_tenants;
-    let known = worker_support::tenants(&placeholder, n, &[UTIL_LIMIT]);
-    let mut config = worker_support::sim_config(&known, WINDOW);
+    let known = worker_support::tenants(&placeholder, n, &[sizes.util_limit]);
+    let mut config = worker_support::sim_config(&known, sizes.util_window);
     // Some network time, so that calls are re-stamped when answered.
     config.faults.latency = Duration::from_millis(5);
     config.faults.latency_jitter = Duration::from_millis(10);
     let sim = worker_support::start_sim(config).await;
-    let ts = worker_support::tenants(&sim.server.base_url(), n, &[UTIL_LIMIT]);
+    let ts = worker_support::tenants(&sim.server.base_url(), n, &[sizes.util_limit]);
     let name = common::unique_queue("bench-cluster-util");
     let queue = ShardedQueue::connect(
         url,
         QueueConfig {
             name: name.clone(),
-            window: WINDOW,
+            window: sizes.util_window,
             ..QueueConfig::default()
         },
         Default::default(),
@@ -101,23 +107,25 @@ async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
     .expect("connect");
     queue.put_tenants(&ts).await.expect("tenants");
     // Enough for a warm-up window, the interval and a margin.
-    let windows = (sizes.util_interval.as_secs_f64() / WINDOW.as_secs_f64()).ceil() as usize + 4;
-    let jobs = worker_support::jobs(&ts, UTIL_LIMIT as usize * windows);
+    let windows =
+        (sizes.util_interval.as_secs_f64() / sizes.util_window.as_secs_f64()).ceil() as usize + 4;
+    let jobs = worker_support::jobs(&ts, sizes.util_limit as usize * windows);
     for chunk in jobs.chunks(1000) {
         queue.push(chunk).await.expect("push");
     }
     let keys: Vec<usize> = ports.iter().map(|p| queue_keys(*p, &name)).collect();
     let total: usize = keys.iter().sum::<usize>().max(1);
-    let mut workers = spawn_workers(url, &name, sizes.processes);
+    let mut workers = spawn_workers(url, &name, sizes.processes, sizes.util_window);
     while admitted(&sim).values().sum::<u64>() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(sizes.util_window).await;
     let (t1, c1) = (Instant::now(), admitted(&sim));
     tokio::time::sleep(sizes.util_interval).await;
     let (t2, c2) = (Instant::now(), admitted(&sim));
     stop_workers(&mut workers).await;
-    let allowed = f64::from(UTIL_LIMIT) * (t2 - t1).as_secs_f64() / WINDOW.as_secs_f64();
+    let allowed =
+        f64::from(sizes.util_limit) * (t2 - t1).as_secs_f64() / sizes.util_window.as_secs_f64();
     let utils: Vec<f64> = c2
         .iter()
         .map(|(k, n)| (n - c1.get(k).copied().unwrap_or(0)) as f64 / allowed)
@@ -129,11 +137,13 @@ async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
         .map(|k| format!("{:.0}%", 100.0 * *k as f64 / total as f64))
         .collect();
     println!(
-        "utilisation on {label} ({} shards): {} processes, {n} tenants x {UTIL_LIMIT} calls per \
-         {WINDOW:?}, interval {:.1} s: min {min:.3}, mean {mean:.3} (goal >= 0.99); rate-limit \
+        "utilisation on {label} ({} shards): {} processes, {n} tenants x {} calls per \
+         {:?}, interval {:.1} s: min {min:.3}, mean {mean:.3} (goal >= 0.99); rate-limit \
          answers {} (goal 0); the queue's keys per node [{}] (goal >= 15% each)",
         queue.shards().len(),
         sizes.processes,
+        sizes.util_limit,
+        sizes.util_window,
         (t2 - t1).as_secs_f64(),
         worker_support::rate_limit_answers(&sim.stats()),
         shares.join(", ")
@@ -141,12 +151,23 @@ async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
 }
 
 /// Worker processes of the binary on queue `name`.
-fn spawn_workers(url: &str, name: &str, processes: usize) -> Vec<tokio::process::Child> {
+fn spawn_workers(
+    url: &str,
+    name: &str,
+    processes: usize,
+    window: Duration,
+) -> Vec<tokio::process::Child> {
     (0..processes)
         .map(|_| {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
                 .args(["--redis", url, "--queue", name])
-                .args(["worker", "--concurrency", "128", "--window-ms", "1000"])
+                .args([
+                    "worker",
+                    "--concurrency",
+                    "128",
+                    "--window-ms",
+                    &window.as_millis().to_string(),
+                ])
                 .env("RUST_LOG", "error")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -220,7 +241,7 @@ async fn drain(url: &str, ports: &[u16], sizes: Sizes, label: &str) -> Drain {
     }
     let before: Vec<f64> = ports.iter().map(|p| node_cpu(*p)).collect();
     let started = Instant::now();
-    let mut workers = spawn_workers(url, &name, sizes.processes);
+    let mut workers = spawn_workers(url, &name, sizes.processes, WINDOW);
     while !queue.is_idle().await.expect("idle") {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

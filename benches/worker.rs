@@ -15,7 +15,8 @@
 //!
 //! `cargo bench --bench worker` runs the full sizes (LeadSquared's 5-second window, a 60 s
 //! utilisation interval, 2,000 tenants). Without `--bench` (e.g. `cargo test --benches`) it
-//! runs a quick version with small sizes and a 1-second window, as a smoke test. Naming
+//! runs a quick version with small sizes and a 1-second window, as a smoke test.
+//! `BENCH_WORKER_LOG=info` (any `RUST_LOG` filter) shows the worker processes' logs. Naming
 //! parts (`-- latency throughput utilisation redis deadhosts`) runs only those. Redis's
 //! figures do not depend on this binary's build: `cargo bench --profile dev --bench worker
 //! -- redis` gives them without a release build.
@@ -167,9 +168,16 @@ impl Workers {
                         .args(["worker", "--concurrency", &concurrency])
                         .args(["--window-ms", &window_ms, "--shutdown-grace-secs", "5"])
                         .args(extra)
-                        .env("RUST_LOG", "error")
+                        .env(
+                            "RUST_LOG",
+                            std::env::var("BENCH_WORKER_LOG").unwrap_or("error".into()),
+                        )
                         .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
+                        .stderr(if std::env::var("BENCH_WORKER_LOG").is_ok() {
+                            std::process::Stdio::inherit()
+                        } else {
+                            std::process::Stdio::null()
+                        })
                         .kill_on_drop(true)
                         .spawn()
                         .expect("start a worker process")
@@ -397,6 +405,9 @@ async fn dead_hosts(sizes: &Sizes) {
     // Alone, beside dead hosts, alone again: the ratio is to the mean of the two alone runs,
     // so a warm-up or a noisy moment on one side does not pass for an effect.
     for with_dead in [false, true, false] {
+        // The simulator still counts the last run's calls in each account's window, and a
+        // new queue knows nothing of them: start when they have left it.
+        tokio::time::sleep(sizes.window * 2).await;
         let ts = named_tenants(&sim.base, "h", healthy, 25);
         let name = common::unique_queue("bench-dead");
         let queue = redis_queue(&name, sizes.window).await;

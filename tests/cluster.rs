@@ -92,6 +92,43 @@ fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
         .collect()
 }
 
+/// A drain's set-up: a simulator for `n` tenants of `limit` calls per 1 s window, and a
+/// sharded queue of its own on the cluster at `url` (the cluster's default shard count).
+struct Drain {
+    sim: worker_support::Sim,
+    tenants: Vec<lsq_webhooks::tenant::Tenant>,
+    name: String,
+    queue: ShardedQueue<lsq_webhooks::queue::redis::RedisQueue>,
+}
+
+impl Drain {
+    async fn start(url: &str, n: usize, limit: u32, test: &str) -> Drain {
+        let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+        let known = tenants(&placeholder, n, &[limit]);
+        let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
+        let ts = tenants(&sim.server.base_url(), n, &[limit]);
+        let name = common::unique_queue(test);
+        let queue = ShardedQueue::connect(
+            url,
+            QueueConfig {
+                name: name.clone(),
+                window: Duration::from_secs(1),
+                ..QueueConfig::default()
+            },
+            Default::default(),
+            None,
+        )
+        .await
+        .expect("connect to the cluster");
+        Drain {
+            sim,
+            tenants: ts,
+            name,
+            queue,
+        }
+    }
+}
+
 /// Issue 17: several worker processes of the binary drain a sharded queue (the cluster's
 /// default of 16 shards) against the simulator: every node holds at least 15% of the queue's
 /// keys, no rate-limit answer, every Id recorded once, and `status` through the cluster
@@ -99,23 +136,12 @@ fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_processes_drain_a_sharded_queue_on_the_cluster() {
     let url = common::cluster::cluster_url();
-    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-    let known = tenants(&placeholder, 60, &[25]);
-    let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
-    let ts = tenants(&sim.server.base_url(), 60, &[25]);
-    let name = common::unique_queue("cluster-drain");
-    let queue = ShardedQueue::connect(
-        &url,
-        QueueConfig {
-            name: name.clone(),
-            window: Duration::from_secs(1),
-            ..QueueConfig::default()
-        },
-        Default::default(),
-        None,
-    )
-    .await
-    .expect("connect to the cluster");
+    let Drain {
+        sim,
+        tenants: ts,
+        name,
+        queue,
+    } = Drain::start(&url, 60, 25, "cluster-drain").await;
     assert_eq!(queue.shards().len(), 16, "the default on a cluster");
     queue.put_tenants(&ts).await.expect("tenants");
     queue.push(&jobs(&ts, 10)).await.expect("push");
@@ -240,23 +266,12 @@ async fn a_shard_count_other_than_the_queues_is_exit_2_and_writes_nothing() {
 async fn a_reshard_mid_drain_loses_no_job() {
     let cluster = common::cluster::PrivateCluster::start(3).expect("a cluster of our own");
     let url = cluster.url();
-    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-    let known = tenants(&placeholder, 20, &[5]);
-    let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
-    let ts = tenants(&sim.server.base_url(), 20, &[5]);
-    let name = common::unique_queue("cluster-reshard");
-    let queue = ShardedQueue::connect(
-        &url,
-        QueueConfig {
-            name: name.clone(),
-            window: Duration::from_secs(1),
-            ..QueueConfig::default()
-        },
-        Default::default(),
-        None,
-    )
-    .await
-    .expect("connect to the cluster");
+    let Drain {
+        sim,
+        tenants: ts,
+        name,
+        queue,
+    } = Drain::start(&url, 20, 5, "cluster-reshard").await;
     queue.put_tenants(&ts).await.expect("tenants");
     // 125 jobs at 5 per window: 25 windows of work per tenant, longer than the move of a
     // node's 5,461 slots takes here, so the move lands mid-drain.
