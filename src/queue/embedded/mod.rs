@@ -707,10 +707,6 @@ impl Queue for EmbeddedQueue {
         t.streak = t.streak.saturating_add(1);
         let failures = t.streak;
         let after = policy.after.max(1);
-        if failures >= after {
-            // Once a hold ends, one call at a time until the host answers (`flight_cap`).
-            t.probe = Some(state::Probe::Failing);
-        }
         let unreachable = t
             .hold
             .as_ref()

@@ -140,8 +140,6 @@ pub(super) enum Probe {
     /// Its host has not answered since it was registered, or its keys or host changed
     /// (only with [`crate::queue::QueueConfig::slow_start`]).
     New,
-    /// Held for an unreachable host, and not answered since.
-    Failing,
 }
 
 /// A tenant's jobs by where they are, kept as they move (see `crate::queue::tenants`).

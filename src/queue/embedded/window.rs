@@ -69,9 +69,8 @@ impl TenantState {
 }
 
 impl TenantState {
-    /// How many calls it may have in flight: its cap, or 1 (a probe) after its host failed
-    /// often enough to hold it, and with `slow_start` while its host has not answered yet
-    /// (as `flight_cap` in the Redis backend's dispatch.lua).
+    /// How many calls it may have in flight: its cap, or 1 with `slow_start` while its host
+    /// has not answered yet (as `flight_cap` in the Redis backend's dispatch.lua).
     pub(super) fn flight_cap(
         &self,
         now: Instant,
@@ -80,7 +79,6 @@ impl TenantState {
         slow_start: bool,
     ) -> u32 {
         match self.probe {
-            Some(Probe::Failing) => 1,
             Some(Probe::New) if slow_start => 1,
             _ => self.cap(now, span, adaptive),
         }

@@ -138,15 +138,13 @@ local function log_edge(tenant, limit)
   return tonumber(e[2]), tonumber(e[4])
 end
 
--- How many calls the tenant may have in flight (issue 14): its cap, or 1 (a probe) after
--- its host failed often enough to hold it and has not answered since (`probe` is
--- `failing`: host_failed.lua), and with `slow_start` while its host has not answered yet
--- (`new`: a new tenant, new keys, a new host). Any answer ends the probe. Without a cap, a
--- host that never answers would take a worker slot per call until each call times out: up
--- to a whole window's calls every window, for the client's timeout.
+-- How many calls the tenant may have in flight (issue 14): its cap, or 1 with `slow_start`
+-- while its host has not answered yet (`probe` is `new`: a new tenant, new keys, a new
+-- host; any answer deletes it). Without a cap, a host that never answers would take a
+-- worker slot per call until each call times out: up to a whole window's calls every
+-- window, for the client's timeout.
 local function flight_cap(tenant, cap)
-  local probe = redis.call('HGET', P .. 'probe', tenant)
-  if probe == 'failing' or (probe == 'new' and slow_start) then
+  if slow_start and redis.call('HGET', P .. 'probe', tenant) == 'new' then
     return 1
   end
   return cap

@@ -4,7 +4,6 @@
 -- for the first hold of the streak, doubled for each further hold of the same streak, at
 -- most `max`, times the jitter. A failure while such a hold is in force only counts: it is
 -- a call sent before the hold. The job itself goes back by `requeue` (no attempt spent).
--- From then on the tenant's `probe` is `failing` until its host answers.
 --
 -- KEYS[1]: {q}:streak
 -- ARGV[1]: key prefix `{q}:`
@@ -24,9 +23,6 @@ local after = math.max(1, tonumber(ARGV[3]))
 if n < after then
   return {n, 0}
 end
--- Failing: once a hold ends, one call at a time (a probe) until the host answers
--- (`flight_cap` in dispatch.lua).
-redis.call('HSET', P .. 'probe', tenant, 'failing')
 local now = now_us()
 local old = hold_of(tenant)
 if old and old.kind ~= 'host_unreachable' then

@@ -38,7 +38,7 @@
 //! | `holds` | hash | tenant -> its hold (JSON: kind, reason, since_ms, until_ms, failures, by; see `Queue::hold`) |
 //! | `hosts` | hash | tenant -> its API base, once known (for status: the records hold the keys) |
 //! | `streak` | hash | tenant -> unreachable-host failures in a row (`Queue::host_failed`; every completion clears it) |
-//! | `probe` | hash | tenant -> `new` (its host has not answered since it was imported, or its keys or host changed) or `failing` (held for an unreachable host and not answered since): one call in flight (`new` only with `QueueConfig::slow_start`); any answer deletes it |
+//! | `probe` | hash | tenant -> `new` while its host has not answered since it was imported, or its keys or host changed: one call in flight with `QueueConfig::slow_start`; any answer deletes it |
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
 //! | `fly:<tenant>` | zset | the tenant's leased job ids, scored by lease expiry: its calls in flight, which dispatch caps |
