@@ -101,6 +101,25 @@ struct Drain {
     queue: ShardedQueue<lsq_webhooks::queue::redis::RedisQueue>,
 }
 
+/// `n` worker processes of the binary draining queue `name` at `url` (1 s windows), each
+/// until the queue is idle; their outputs once they exit.
+fn drain_workers(
+    url: &str,
+    name: &str,
+    n: usize,
+) -> Vec<impl std::future::Future<Output = std::io::Result<Output>>> {
+    (0..n)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+                .args(["--redis", url, "--queue", name])
+                .args(["worker", "--exit-when-idle", "--window-ms", "1000"])
+                .env("RUST_LOG", "warn")
+                .kill_on_drop(true)
+                .output()
+        })
+        .collect()
+}
+
 impl Drain {
     async fn start(url: &str, n: usize, limit: u32, test: &str) -> Drain {
         let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
@@ -154,16 +173,7 @@ async fn worker_processes_drain_a_sharded_queue_on_the_cluster() {
             "node {node} holds {n} of the queue's {total} keys: {keys:?}"
         );
     }
-    let workers: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
-                .args(["--redis", &url, "--queue", &name])
-                .args(["worker", "--exit-when-idle", "--window-ms", "1000"])
-                .env("RUST_LOG", "warn")
-                .kill_on_drop(true)
-                .output()
-        })
-        .collect();
+    let workers = drain_workers(&url, &name, 3);
     for w in workers {
         let out = tokio::time::timeout(Duration::from_secs(180), w)
             .await
@@ -276,16 +286,7 @@ async fn a_reshard_mid_drain_loses_no_job() {
     // 125 jobs at 5 per window: 25 windows of work per tenant, longer than the move of a
     // node's 5,461 slots takes here, so the move lands mid-drain.
     queue.push(&jobs(&ts, 125)).await.expect("push");
-    let workers: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
-                .args(["--redis", &url, "--queue", &name])
-                .args(["worker", "--exit-when-idle", "--window-ms", "1000"])
-                .env("RUST_LOG", "warn")
-                .kill_on_drop(true)
-                .output()
-        })
-        .collect();
+    let workers = drain_workers(&url, &name, 3);
     // Wait for the drain to be under way: some done, most not.
     while queue.status().await.expect("status").done == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -77,6 +77,16 @@ impl EmbeddedQueue {
         }
     }
 
+    /// Releases the state and, when a lease's end (or an answer) put a tenant at its cap of
+    /// calls in flight back in the ready set ([`State::uncapped`]), wakes waiting workers.
+    fn unlock_waking(&self, mut guard: MutexGuard<'_, State>) {
+        let uncapped = std::mem::take(&mut guard.uncapped);
+        drop(guard);
+        if uncapped {
+            self.wake();
+        }
+    }
+
     /// The state; a panic in another holder (a bug) does not make the queue unusable, since
     /// every critical section leaves the state consistent before anything can panic.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -395,11 +405,7 @@ impl Queue for EmbeddedQueue {
         let mut guard = self.lock();
         guard.restamp(job, now, span);
         guard.landed(&job.tenant, &job.lease, now, span);
-        let uncapped = std::mem::take(&mut guard.uncapped);
-        drop(guard);
-        if uncapped {
-            self.wake();
-        }
+        self.unlock_waking(guard);
         Ok(())
     }
 
@@ -420,11 +426,7 @@ impl Queue for EmbeddedQueue {
                 keep_attempt(st, &c.job.id, attempt);
             }
         }
-        let uncapped = std::mem::take(&mut st.uncapped);
-        drop(guard);
-        if uncapped {
-            self.wake();
-        }
+        self.unlock_waking(guard);
         Ok(recorded)
     }
 
@@ -531,11 +533,7 @@ impl Queue for EmbeddedQueue {
         let st = &mut *guard;
         st.end_lease(job, now, self.span())?;
         st.finish(&job.id, JobState::Dead, Some(reason.to_string()));
-        let uncapped = std::mem::take(&mut st.uncapped);
-        drop(guard);
-        if uncapped {
-            self.wake();
-        }
+        self.unlock_waking(guard);
         Ok(())
     }
 
@@ -679,12 +677,9 @@ impl Queue for EmbeddedQueue {
         };
         t.streak = 0;
         t.probe = None;
-        // Out of a probe or a slow start: a tenant at its old cap may call again.
-        if st.capped.remove(tenant) {
-            st.uncap(tenant, now, span);
-            drop(guard);
-            self.wake();
-        }
+        // Out of a slow start: a tenant at its old cap may call again.
+        st.uncap(tenant, now, span);
+        self.unlock_waking(guard);
         Ok(())
     }
 

@@ -94,15 +94,16 @@ impl State {
             return;
         };
         t.flying.remove(call);
-        if self.capped.remove(tenant) {
-            self.uncap(tenant, now, span);
-        }
+        self.uncap(tenant, now, span);
     }
 
-    /// Puts a tenant that was at its cap of calls in flight back in the ready set as of now
-    /// (it was keyed at its first lease's expiry), and tells the caller to wake waiting
-    /// workers ([`State::uncapped`]).
+    /// When the tenant was at its cap of calls in flight (in [`State::capped`]): puts it
+    /// back in the ready set as of now (it was keyed at its first lease's expiry), and tells
+    /// the caller to wake waiting workers ([`State::uncapped`]). As `uncap` in prelude.lua.
     pub(super) fn uncap(&mut self, tenant: &str, now: Instant, span: Duration) {
+        if !self.capped.remove(tenant) {
+            return;
+        }
         if let Some(key) = self
             .tenants
             .get_mut(tenant)
