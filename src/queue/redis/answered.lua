@@ -12,6 +12,6 @@
 -- Returns 1.
 
 local now = now_us()
-restamp(ARGV[2], ARGV[3], now, tonumber(ARGV[4]))
-landed(ARGV[2], ARGV[3], now)
+local c = restamp(ARGV[2], ARGV[3], now, tonumber(ARGV[4]))
+landed(ARGV[2], ARGV[3], now, c and c.capped)
 return 1

@@ -11,13 +11,13 @@
 -- ARGV[1]: key prefix `{q}:`
 -- ARGV[2]: window + margin, µs
 -- ARGV[3]: N, the most history entries kept per job
--- ARGV[4..]: 10 per job: job id; lease token (the call's id in the tenant's call log);
+-- ARGV[4..]: 11 per job: job id; lease token (the call's id in the tenant's call log);
 --          tenant; webhook Id; reconciled (1 when found with Retrieve instead of created);
 --          how long before this call the answer arrived, µs; history entry (JSON, '' for
 --          none); what the job did (`job::Outcome`: created, updated, unchanged, deleted,
 --          not_found); the digest of the body the webhook now has ('' after a delete),
 --          which push.lua compares a job pushed again under the key with; the body's field
---          digests, for `sync`'s plan
+--          digests, for `sync`'s plan; when the job was dispatched (ms, `dispatched_ms`)
 --
 -- Returns per job, in order, 1, or 0 when the lease was lost (nothing recorded). A
 -- completion repeated after its first answer was lost, or not acknowledged by the replicas,
@@ -33,16 +33,21 @@ local scores = {}
 local streaks = {}
 local seen = {}
 local outcomes = {}
-for i = 4, #ARGV - 9, 10 do
+for i = 4, #ARGV - 10, 11 do
   local id, token, tenant, webhook_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us)
+  local dispatched = tonumber(ARGV[i + 10])
+  local c = restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us,
+    dispatched and dispatched * 1000)
   local record = P .. 'job:' .. id
   local job = leased(id, token)
   local known = job ~= nil
   local recorded = 0
   if job then
     redis.call('HDEL', job, 'lease', 'call_until_ms')
-    landed(tenant, token, now)
+    -- The card says whether the tenant is capped and in its probe (`restamp` read it when
+    -- the tenant waits in `ready`).
+    c = c or card(tenant)
+    landed(tenant, token, now, c.capped)
     -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
     -- What it did and the body's digests (issue 18) are for push.lua's revisions and sync.
     local outcome = ARGV[i + 7]
@@ -61,6 +66,10 @@ for i = 4, #ARGV - 9, 10 do
     if not seen[tenant] then
       seen[tenant] = true
       streaks[#streaks + 1] = tenant
+      if c.probe then
+        redis.call('HDEL', P .. 'probe', tenant)
+        touch(tenant)
+      end
     end
     recorded = 1
   else
@@ -88,7 +97,6 @@ if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   redis.call('HDEL', P .. 'bodies', unpack(done))
   redis.call('HDEL', P .. 'streak', unpack(streaks))
-  redis.call('HDEL', P .. 'probe', unpack(streaks))
   redis.call('ZADD', P .. 'done', unpack(scores))
   redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
   -- Issue 18: the per-outcome counts.

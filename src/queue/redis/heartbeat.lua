@@ -19,8 +19,9 @@
 -- Returns 1, or 0 when the lease was lost.
 
 local id = ARGV[2]
-local job = leased(id, ARGV[3])
-if not job then
+local job = P .. 'job:' .. id
+local ok, f = pcall(redis.call, 'HMGET', job, 'lease', 'call_until_ms', 'dispatched_ms')
+if not ok or f[1] ~= ARGV[3] then
   return 0
 end
 local now = now_us()
@@ -29,11 +30,9 @@ redis.call('ZADD', P .. 'fly:' .. ARGV[7], 'XX', int(now + tonumber(ARGV[4])), A
 local in_flight = tonumber(ARGV[5]) or 0
 if in_flight > 0 then
   local until_ms = math.floor((now + in_flight) / 1000)
-  local held = tonumber(redis.call('HGET', job, 'call_until_ms')) or 0
+  local held = tonumber(f[2]) or 0
   redis.call('HSET', job, 'call_until_ms', int(math.max(until_ms, held)))
-  local tenant = redis.call('HGET', job, 'tenant')
-  if tenant then
-    restamp(tenant, ARGV[3], now, tonumber(ARGV[6]))
-  end
+  local dispatched = tonumber(f[3])
+  restamp(ARGV[7], ARGV[3], now, tonumber(ARGV[6]), dispatched and dispatched * 1000)
 end
 return 1

@@ -498,7 +498,8 @@ impl Queue for RedisQueue {
                 )
                 .arg(c.outcome.as_str())
                 .arg(crate::queue::revision::done_digest(&c.job.body))
-                .arg(crate::queue::revision::done_fields(&c.job.body));
+                .arg(crate::queue::revision::done_fields(&c.job.body))
+                .arg(c.job.dispatched_at_ms);
         }
         // Acknowledged: the worker moves on only once the replicas hold the Ids. A retry
         // after a shortfall finds the jobs done with these Ids and confirms again.

@@ -39,12 +39,15 @@ end
 -- tenant's list changed at its head or became empty or non-empty: the queue's latency is
 -- read from it without visiting every tenant (pulse.lua, which also repairs what it reads).
 -- Returns whether the list has a head (a job still waits), so that a caller that just
--- popped need not ask again.
-local function note_head(tenant)
+-- popped need not ask again. `popped`: the id the caller just took from the head; when the
+-- new head was pushed in the same millisecond (a bulk push), the entry already says so.
+local function note_head(tenant, popped)
   local ok, head = pcall(redis.call, 'LINDEX', P .. 'q:' .. tenant, 0)
   local at = ok and enqueued_ms(head)
   if at then
-    redis.call('ZADD', P .. 'oldest', at, tenant)
+    if not popped or at ~= enqueued_ms(popped) then
+      redis.call('ZADD', P .. 'oldest', at, tenant)
+    end
   else
     redis.call('ZREM', P .. 'oldest', tenant)
   end
@@ -69,23 +72,29 @@ end
 -- dispatch, rate_limited and status) use the cap without the share: a score they set can
 -- only be too early, and dispatch re-checks it with the share. `limit`: the tenant's limit
 -- when the caller has read it already (nil: read here).
-local function tenant_cap(tenant, now, window_us, adaptive, limit)
-  local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
-  local cap = math.max(1, (limit or tenant_limit(tenant)) - math.max(0, math.floor(reserve)))
-  if not adaptive then
-    return cap
-  end
-  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
-  local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
-  if not share or not since then
+local function cap_from(limit, reserve, share, since, now, window_us, adaptive)
+  local cap = math.max(1, limit - math.max(0, math.floor(reserve)))
+  if not adaptive or not share or not since then
     return cap
   end
   local climbed = math.floor(share) + math.floor(math.max(0, now - since) / window_us)
   return math.max(1, math.min(cap, climbed))
 end
 
--- Daily quotas: `day:<tenant>` holds the day (`floor(now / day_us)`, days from the Unix
--- epoch) and the calls dispatched in it; `daily_limit` the tenant's quota (nil: none).
+local function tenant_cap(tenant, now, window_us, adaptive, limit)
+  local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
+  limit = limit or tenant_limit(tenant)
+  if not adaptive then
+    return cap_from(limit, reserve)
+  end
+  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+  return cap_from(limit, reserve, ok and tonumber(s[1]), ok and tonumber(s[2]), now, window_us,
+    true)
+end
+
+-- Daily quotas: `day:<tenant>` holds, per day (`floor(now / day_us)`, days from the Unix
+-- epoch, as the field's name), the calls dispatched in it; `daily_limit` the tenant's quota
+-- (nil: none). One field per day, so that counting a call is one HINCRBY.
 local function daily_quota(tenant)
   return tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
 end
@@ -115,12 +124,34 @@ local function note_share(tenant, window_us)
   end
 end
 
+-- The latest day counted in `day:<tenant>` and its calls (nil, nil when none). A queue an
+-- older version wrote keeps `day` and `calls` fields instead; they are read too.
+local function last_day(tenant)
+  local ok, f = pcall(redis.call, 'HGETALL', P .. 'day:' .. tenant)
+  if not ok then
+    return nil, nil
+  end
+  local day, calls = nil, nil
+  local legacy = {}
+  for i = 1, #f - 1, 2 do
+    local d = tonumber(f[i])
+    if d and (not day or d > day) then
+      day, calls = d, tonumber(f[i + 1])
+    elseif f[i] == 'day' or f[i] == 'calls' then
+      legacy[f[i]] = tonumber(f[i + 1])
+    end
+  end
+  if legacy.day and legacy.calls and (not day or legacy.day > day) then
+    return legacy.day, legacy.calls
+  end
+  return day, calls
+end
+
 -- Keeps `quota` right for `tenant` after its daily quota changed (learn_daily_limit,
 -- put_tenants), from the day's count as stored.
 local function note_quota(tenant)
   local quota = daily_quota(tenant)
-  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
-  local day, calls = ok and tonumber(f[1]), ok and tonumber(f[2])
+  local day, calls = last_day(tenant)
   if quota and day and calls and calls >= quota then
     redis.call('ZADD', P .. 'quota', int(day), tenant)
   else
@@ -144,14 +175,20 @@ local function note_hold(tenant, kind, until_us)
   end
 end
 
--- Calls dispatched today (0 when the stored day is another).
+-- Calls dispatched today.
 local function calls_today(tenant, now, day_us)
   if not day_us or day_us <= 0 then
     return 0
   end
-  local ok, f = pcall(redis.call, 'HMGET', P .. 'day:' .. tenant, 'day', 'calls')
-  if ok and tonumber(f[1]) == math.floor(now / day_us) then
-    return tonumber(f[2]) or 0
+  local day = math.floor(now / day_us)
+  local ok, n = pcall(redis.call, 'HGET', P .. 'day:' .. tenant, int(day))
+  if ok and tonumber(n) then
+    return tonumber(n)
+  end
+  -- A count an older version kept (`day`, `calls`), until this version counts a call.
+  local d, calls = last_day(tenant)
+  if d == day and calls then
+    return calls
   end
   return 0
 end
@@ -182,13 +219,20 @@ end
 local function count_today(tenant, now, day_us, quota)
   local key = P .. 'day:' .. tenant
   local day = math.floor(now / day_us)
-  local calls = 1
-  if calls_today(tenant, now, day_us) > 0 then
-    calls = redis.call('HINCRBY', key, 'calls', 1)
-  else
+  local ok, calls = pcall(redis.call, 'HINCRBY', key, int(day), 1)
+  if not ok then
+    -- Not a hash, or the day's count not a number: counting starts again with this call.
     redis.call('DEL', key)
-    redis.call('HSET', key, 'day', int(day), 'calls', 1)
-    -- Forgotten a day after the day it counts: a moment fixed when the day's count starts.
+    calls = redis.call('HINCRBY', key, int(day), 1)
+  end
+  if calls == 1 then
+    -- The day's first call. A count an older version kept for today carries over; the
+    -- day before goes, and the key is forgotten a day after this day (a fixed moment).
+    local old = redis.call('HMGET', key, 'day', 'calls')
+    if tonumber(old[1]) == day and (tonumber(old[2]) or 0) >= 1 then
+      calls = redis.call('HINCRBY', key, int(day), math.floor(tonumber(old[2])))
+    end
+    redis.call('HDEL', key, int(day - 1), 'day', 'calls')
     redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
   end
   if quota == nil then
@@ -213,6 +257,67 @@ end
 -- Pause set by a rate-limit answer from LeadSquared; 0 when none.
 local function paused_until(tenant)
   return tonumber(redis.call('HGET', P .. 'paused', tenant)) or 0
+end
+
+-- The tenant's card, `ten:<tenant>` (a hash; issue 17, item 1): the settings a dispatch
+-- reads, in one key, so that they cost it one HMGET and not six. It is a copy of `limits`,
+-- `reserve`, `share:<tenant>`, `daily_limit`, `paused` and `probe`, which stay what the
+-- views and the other scripts read: every script that writes one of them calls `touch` in
+-- the same call, which drops the copy, and the next `card` builds it again. Fields: `built`
+-- (1), `limit`, `reserve`, `share` and `since` (when cut), `daily` (when a quota is set),
+-- `paused` (µs), `probe` (1 while the host has not answered), and `capped`, which lives only
+-- here (1 while dispatch found the tenant at its cap of calls in flight; see `uncap`).
+local CARD_KEEPS = {'built', 'limit', 'reserve', 'share', 'since', 'daily', 'paused', 'probe'}
+
+local function touch(tenant)
+  redis.call('HDEL', P .. 'ten:' .. tenant, unpack(CARD_KEEPS))
+end
+
+-- The tenant's settings: {limit, reserve, share, since, daily, paused, probe, capped}.
+local function card(tenant)
+  local key = P .. 'ten:' .. tenant
+  local ok, f = pcall(redis.call, 'HMGET', key, 'built', 'limit', 'reserve', 'share', 'since',
+    'daily', 'paused', 'probe', 'capped')
+  if not ok then
+    -- Not a hash (another program wrote it): built again below.
+    redis.call('DEL', key)
+    f = {}
+  end
+  if f[1] then
+    return {limit = tonumber(f[2]) or 1, reserve = tonumber(f[3]) or 0,
+      share = tonumber(f[4]), since = tonumber(f[5]), daily = tonumber(f[6]),
+      paused = tonumber(f[7]) or 0, probe = f[8] == '1', capped = f[9] == '1'}
+  end
+  local c = {limit = tenant_limit(tenant),
+    reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0,
+    daily = daily_quota(tenant), paused = paused_until(tenant),
+    probe = redis.call('HGET', P .. 'probe', tenant) == 'new', capped = f[9] == '1'}
+  local ok_share, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+  if ok_share and tonumber(s[1]) and tonumber(s[2]) then
+    c.share, c.since = tonumber(s[1]), tonumber(s[2])
+  end
+  local fields = {'built', 1, 'limit', c.limit, 'reserve', c.reserve, 'paused', int(c.paused)}
+  if c.share then
+    fields[#fields + 1] = 'share'
+    fields[#fields + 1] = int(c.share)
+    fields[#fields + 1] = 'since'
+    fields[#fields + 1] = int(c.since)
+  end
+  if c.daily then
+    fields[#fields + 1] = 'daily'
+    fields[#fields + 1] = int(c.daily)
+  end
+  if c.probe then
+    fields[#fields + 1] = 'probe'
+    fields[#fields + 1] = 1
+  end
+  redis.call('HSET', key, unpack(fields))
+  return c
+end
+
+-- The tenant's cap (see `tenant_cap`) from its card.
+local function card_cap(c, now, window_us, adaptive)
+  return cap_from(c.limit, c.reserve, c.share, c.since, now, window_us, adaptive)
 end
 
 -- Puts the tenant in the ready set at the time its next call is allowed, or takes it out
@@ -265,21 +370,24 @@ end
 -- worker slot per call until the call times out. Every path that ends a lease, and an
 -- answer (answered.lua), takes its call out (`landed`). An entry a path missed stops
 -- counting when its lease expires, so the count can only be too low, never stuck. A tenant
--- dispatch found at its cap is in `capped`; the first of its calls to land puts it back in
--- `ready` at once and wakes the workers (`uncap`).
+-- dispatch found at its cap is marked `capped` on its card; the first of its calls to land
+-- puts it back in `ready` at once and wakes the workers (`uncap`).
 local function uncap(tenant, now)
-  if redis.call('HDEL', P .. 'capped', tenant) == 1 then
+  if redis.call('HDEL', P .. 'ten:' .. tenant, 'capped') == 1 then
     redis.call('ZADD', P .. 'ready', 'LT', int(now), tenant)
     wake()
   end
 end
 
-local function landed(tenant, call, now)
+-- `capped`: whether the caller knows the tenant is marked (nil: not known, read here).
+local function landed(tenant, call, now, capped)
   if not tenant or not call then
     return
   end
   redis.call('ZREM', P .. 'fly:' .. tenant, call)
-  uncap(tenant, now)
+  if capped ~= false then
+    uncap(tenant, now)
+  end
 end
 
 -- Dead-letters a job, writing a minimal record when its own is missing, so ops see it in
@@ -343,23 +451,35 @@ end
 -- the limiter stricter. Finishing scripts do it first, whether or not the lease is still
 -- held (the call was made either way); `answered.lua` does it alone for a call that ends
 -- without a finish.
-local function restamp(tenant, call, now, window_us)
+--
+-- `dispatched_us`: when the call was dispatched (nil: not known). The dispatch set the log's
+-- expiry two windows and a second after it, so a call answered within a window of its
+-- dispatch is still covered and the log's expiry is not set again. Returns the tenant's
+-- card when the tenant waits in `ready` (its score was checked against the log), else
+-- false: then it is not marked `capped` either (dispatch keeps a capped tenant in `ready`).
+local function restamp(tenant, call, now, window_us, dispatched_us)
   local calls = P .. 'calls:' .. tenant
-  local limit = nil
+  local c = nil
   -- GT: only ever later. An entry already trimmed is added back as the newest; the trim
   -- then drops the oldest instead, which is the conservative choice.
-  if redis.call('ZADD', calls, 'GT', int(now), call) == 1 then
-    limit = tenant_limit(tenant)
-    redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
+  local added = redis.call('ZADD', calls, 'GT', int(now), call) == 1
+  if added then
+    c = card(tenant)
+    redis.call('ZREMRANGEBYRANK', calls, 0, -(c.limit + 1))
   end
-  redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
+  if added or not dispatched_us or now - dispatched_us >= window_us then
+    redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
+  end
   local score = tonumber(redis.call('ZSCORE', P .. 'ready', tenant))
-  if score then
-    local at = log_allows_at(tenant, tenant_cap(tenant, now, window_us, false), window_us)
-    if at > score then
-      redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
-    end
+  if not score then
+    return false
   end
+  c = c or card(tenant)
+  local at = log_allows_at(tenant, card_cap(c, now, window_us, false), window_us)
+  if at > score then
+    redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
+  end
+  return c
 end
 
 -- How every finishing script (complete, retry_later, rate_limited, requeue, bury) starts,
@@ -369,10 +489,10 @@ end
 -- Returns now (µs), then what `release` returns.
 local function finish_lease(need_tenant)
   local now = now_us()
-  restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
+  local c = restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
   local job, tenant, attempts, until_us = release(ARGV[2], ARGV[3], now, need_tenant)
   if job ~= nil then
-    landed(ARGV[4], ARGV[3], now)
+    landed(ARGV[4], ARGV[3], now, c and c.capped)
   end
   return now, job, tenant, attempts, until_us
 end
@@ -442,6 +562,7 @@ local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, w
   note_hold(tenant, kind, untl)
   if untl > paused_until(tenant) then
     redis.call('HSET', P .. 'paused', tenant, int(untl))
+    touch(tenant)
   end
   redis.call('HSET', P .. 'pause_reason', tenant, reason)
   rescore(tenant, now, window_us)
@@ -458,6 +579,7 @@ local function release_tenant(tenant, now, window_us)
   redis.call('HDEL', P .. 'holds', tenant)
   note_hold(tenant, nil)
   redis.call('HDEL', P .. 'paused', tenant)
+  touch(tenant)
   redis.call('HDEL', P .. 'pause_reason', tenant)
   redis.call('HDEL', P .. 'streak', tenant)
   rescore(tenant, now, window_us)
