@@ -27,6 +27,7 @@ local window_us = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local now = now_us()
 local finished = ms(now)
+local now_text = int(now)
 local out = {}
 local done = {}
 local scores = {}
@@ -39,7 +40,7 @@ for i = 4, #ARGV - 10, 11 do
   local c = restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us,
     dispatched and dispatched * 1000)
   local record = P .. 'job:' .. id
-  local job = leased(id, token)
+  local job = leased(id, token, record)
   local known = job ~= nil
   local recorded = 0
   if job then
@@ -56,7 +57,7 @@ for i = 4, #ARGV - 10, 11 do
       'digest', ARGV[i + 8], 'fields', ARGV[i + 9])
     outcomes[outcome] = (outcomes[outcome] or 0) + 1
     done[#done + 1] = id
-    scores[#scores + 1] = int(now)
+    scores[#scores + 1] = now_text
     scores[#scores + 1] = id
     -- The tenants view's counters (tenants.lua).
     count_tenant(tenant, 'unfinished', -1)

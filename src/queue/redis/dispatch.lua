@@ -129,12 +129,13 @@ end
 -- limit-th. A call added at `t` may not
 -- be the newest (an entry re-stamped later, a clock step): then the real limit-th is no
 -- later than the (limit-1)-th, so using it is never less strict.
-local function log_edge(tenant, limit)
+-- `calls`: the log's key.
+local function log_edge(calls, limit)
   if limit == 1 then
-    local e = redis.call('ZREVRANGE', P .. 'calls:' .. tenant, 0, 0, 'WITHSCORES')
+    local e = redis.call('ZREVRANGE', calls, 0, 0, 'WITHSCORES')
     return nil, tonumber(e[2])
   end
-  local e = redis.call('ZREVRANGE', P .. 'calls:' .. tenant, limit - 2, limit - 1, 'WITHSCORES')
+  local e = redis.call('ZREVRANGE', calls, limit - 2, limit - 1, 'WITHSCORES')
   return tonumber(e[2]), tonumber(e[4])
 end
 
@@ -151,9 +152,8 @@ local function flight_cap(c, cap)
 end
 
 -- When the tenant has `most` calls in flight (leases not yet expired), the time its first
--- lease expires (µs); nil when it has room for another.
-local function flight_full(tenant, most, t)
-  local flying = P .. 'fly:' .. tenant
+-- lease expires (µs); nil when it has room for another. `flying`: its `fly:` key.
+local function flight_full(flying, most, t)
   if redis.call('ZCARD', flying) < most then
     return nil
   end
@@ -165,6 +165,11 @@ local function flight_full(tenant, most, t)
   return tonumber(first[2]) or t
 end
 
+-- Keys and texts a dispatch uses for every job: built once (each new string costs the
+-- script about as much as a command).
+local bodies_key = P .. 'bodies'
+local oldest_key = P .. 'oldest'
+local day_text = {}
 local out = {'jobs'}
 local running = {}
 local spent_meta = {}
@@ -172,17 +177,27 @@ local served = 0
 local skipped = 0
 local budget_spent = true
 local expire_ms = int(math.ceil(window_us / 1000) * 2 + 1000)
+-- The tenants whose time has come, in order, read several at a time: a tenant served or
+-- skipped is re-scored at its `t` or later, behind every tenant read with it, so the order
+-- read is the order one read per job would give.
+local heads, next_head = {}, 1
 while served < max_jobs and skipped < max_skipped do
   -- The n-th job of a batch is dispatched as if by a call of its own n µs after `now`: a
   -- tenant served in this batch is re-scored at that time, behind every tenant already
   -- waiting, so tenants take turns within a batch as they do across calls.
   local t = now + served
-  local head = redis.call('ZRANGEBYSCORE', ready, '-inf', int(t), 'LIMIT', 0, 1)
-  if #head == 0 then
-    budget_spent = false
-    break
+  local t_text = int(t)
+  if next_head > #heads then
+    heads = redis.call('ZRANGEBYSCORE', ready, '-inf', t_text, 'LIMIT', 0,
+      max_jobs - served + 4)
+    next_head = 1
+    if #heads == 0 then
+      budget_spent = false
+      break
+    end
   end
-  local tenant = head[1]
+  local tenant = heads[next_head]
+  next_head = next_head + 1
   -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
   -- allows `cap` of them per window.
   local c = card(tenant)
@@ -195,9 +210,11 @@ while served < max_jobs and skipped < max_skipped do
   if quota then
     pause = math.max(pause, quota_end(quota, calls_today(tenant, t, day_us), t, day_us))
   end
-  local before_last, last = log_edge(tenant, cap)
+  local calls = P .. 'calls:' .. tenant
+  local flying = P .. 'fly:' .. tenant
+  local before_last, last = log_edge(calls, cap)
   local at = math.max(last and last + window_us or 0, pause)
-  local full = at <= t and flight_full(tenant, flight_cap(c, cap), t)
+  local full = at <= t and flight_full(flying, flight_cap(c, cap), t)
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
     skipped = skipped + 1
@@ -210,8 +227,9 @@ while served < max_jobs and skipped < max_skipped do
     redis.call('ZADD', ready, int(math.max(t, full)), tenant)
     skipped = skipped + 1
   else
-    local popped, id = pcall(redis.call, 'LPOP', P .. 'q:' .. tenant)
-    local more = note_head(tenant, popped and id)
+    local list = P .. 'q:' .. tenant
+    local popped, id = pcall(redis.call, 'LPOP', list)
+    local more = note_head(tenant, popped and id, list, oldest_key)
     if not popped or not id then
       -- Nothing waiting (or the list key is not a list): not a ready tenant.
       redis.call('ZREM', ready, tenant)
@@ -219,7 +237,7 @@ while served < max_jobs and skipped < max_skipped do
     else
       local job = P .. 'job:' .. id
       local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'attempts', 'outcome_unknown', 'key')
-      local entry = redis.call('HGET', P .. 'bodies', id)
+      local entry = redis.call('HGET', bodies_key, id)
       local _, pushed_key, body = split_record(entry)
       local key = f and f[4]
       local first = ok and not f[1] and not f[2]
@@ -254,8 +272,7 @@ while served < max_jobs and skipped < max_skipped do
         served = served + 1
         local attempt = (tonumber(f[2]) or 0) + 1
         local token = token_base .. '.' .. served
-        local calls = P .. 'calls:' .. tenant
-        redis.call('ZADD', calls, int(t), token)
+        redis.call('ZADD', calls, t_text, token)
         if last then
           -- The log held `cap` calls already: keep only the newest `limit`.
           redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
@@ -264,7 +281,10 @@ while served < max_jobs and skipped < max_skipped do
         redis.call('PEXPIRE', calls, expire_ms)
         if day_us > 0 then
           -- The count just written says whether this call spent the quota.
-          pause = math.max(pause, quota_end(quota, count_today(tenant, t, day_us, quota or false), t, day_us))
+          local day = math.floor(t / day_us)
+          day_text[day] = day_text[day] or int(day)
+          pause = math.max(pause, quota_end(quota,
+            count_today(tenant, t, day_us, quota or false, day_text[day]), t, day_us))
         end
         local unknown = 0
         if f[3] == '1' then
@@ -288,9 +308,10 @@ while served < max_jobs and skipped < max_skipped do
           fields[#fields + 1] = int(math.ceil((t + fence_us) / 1000))
         end
         redis.call('HSET', job, unpack(fields))
-        running[#running + 1] = int(t + lease_us)
+        local lease_end = int(t + lease_us)
+        running[#running + 1] = lease_end
         running[#running + 1] = id
-        redis.call('ZADD', P .. 'fly:' .. tenant, int(t + lease_us), token)
+        redis.call('ZADD', flying, lease_end, token)
         -- Re-score: the call just added makes the (limit-1)-th newest the limit-th.
         if not more then
           redis.call('ZREM', ready, tenant)

@@ -10,6 +10,7 @@
 -- milliseconds since the Unix epoch.
 
 local P = ARGV[1]
+local READY = P .. 'ready'
 
 local function now_us()
   local t = redis.call('TIME')
@@ -41,15 +42,20 @@ end
 -- Returns whether the list has a head (a job still waits), so that a caller that just
 -- popped need not ask again. `popped`: the id the caller just took from the head; when the
 -- new head was pushed in the same millisecond (a bulk push), the entry already says so.
-local function note_head(tenant, popped)
-  local ok, head = pcall(redis.call, 'LINDEX', P .. 'q:' .. tenant, 0)
+-- `list`, `oldest`: the tenant's list key and the `oldest` key, when the caller has them.
+local function note_head(tenant, popped, list, oldest)
+  local ok, head = pcall(redis.call, 'LINDEX', list or (P .. 'q:' .. tenant), 0)
+  if ok and type(head) == 'string' and type(popped) == 'string'
+      and string.sub(head, 1, 15) == string.sub(popped, 1, 15) then
+    -- The same millisecond and version (`enqueued_ms` reads no more): nothing changes.
+    return true
+  end
   local at = ok and enqueued_ms(head)
+  oldest = oldest or (P .. 'oldest')
   if at then
-    if not popped or at ~= enqueued_ms(popped) then
-      redis.call('ZADD', P .. 'oldest', at, tenant)
-    end
+    redis.call('ZADD', oldest, at, tenant)
   else
-    redis.call('ZREM', P .. 'oldest', tenant)
+    redis.call('ZREM', oldest, tenant)
   end
   return ok and head ~= false
 end
@@ -215,15 +221,16 @@ end
 -- count that reaches the tenant's daily quota puts it in `quota`, the scrape's index
 -- (nothing is taken out here: a count only grows within a day, and an entry of another day
 -- counts for nothing). `quota`: the daily quota when the caller has read it already (false:
--- none; nil: read here).
-local function count_today(tenant, now, day_us, quota)
+-- none; nil: read here). `day_text`: the day as text, when the caller has it.
+local function count_today(tenant, now, day_us, quota, day_text)
   local key = P .. 'day:' .. tenant
   local day = math.floor(now / day_us)
-  local ok, calls = pcall(redis.call, 'HINCRBY', key, int(day), 1)
+  day_text = day_text or int(day)
+  local ok, calls = pcall(redis.call, 'HINCRBY', key, day_text, 1)
   if not ok then
     -- Not a hash, or the day's count not a number: counting starts again with this call.
     redis.call('DEL', key)
-    calls = redis.call('HINCRBY', key, int(day), 1)
+    calls = redis.call('HINCRBY', key, day_text, 1)
   end
   if calls == 1 then
     -- The day's first call. A count an older version kept for today carries over; the
@@ -357,8 +364,13 @@ end
 -- `tc:dead` (dead jobs), each a sorted set of tenants scored with MINUS the count, so that
 -- ZRANGE lists the most first with ties by name; `tc:names` holds every tenant at 0 (the
 -- order by name). Adds `by` to `tenant`'s count of `what`; never below 0.
+local tc_keys = {}
 local function count_tenant(tenant, what, by)
-  local key = P .. 'tc:' .. what
+  local key = tc_keys[what]
+  if not key then
+    key = P .. 'tc:' .. what
+    tc_keys[what] = key
+  end
   if tonumber(redis.call('ZINCRBY', key, -by, tenant)) > 0 then
     redis.call('ZADD', key, 0, tenant)
   end
@@ -411,8 +423,9 @@ local function bury(id, tenant, reason, now)
 end
 
 -- The job's record key when `token` still holds its lease; nil when the lease was lost.
-local function leased(id, token)
-  local job = P .. 'job:' .. id
+-- `job`: the record key, when the caller has it.
+local function leased(id, token, job)
+  job = job or (P .. 'job:' .. id)
   local ok, held = pcall(redis.call, 'HGET', job, 'lease')
   if ok and held == token then
     return job
@@ -470,14 +483,14 @@ local function restamp(tenant, call, now, window_us, dispatched_us)
   if added or not dispatched_us or now - dispatched_us >= window_us then
     redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
   end
-  local score = tonumber(redis.call('ZSCORE', P .. 'ready', tenant))
+  local score = tonumber(redis.call('ZSCORE', READY, tenant))
   if not score then
     return false
   end
   c = c or card(tenant)
   local at = log_allows_at(tenant, card_cap(c, now, window_us, false), window_us)
   if at > score then
-    redis.call('ZADD', P .. 'ready', 'XX', int(at), tenant)
+    redis.call('ZADD', READY, 'XX', int(at), tenant)
   end
   return c
 end
