@@ -675,10 +675,54 @@ async fn steps(sizes: &Sizes) {
          inside the scripts (EVALSHA's µs; the rest is reading, parsing and replying)",
         leased.len()
     );
+    let job_path = rows[0].1.0 + batched_cost.0;
     for (what, (cpu, scripts)) in rows {
         println!("  {what:<50} {cpu:>7.1} µs  (in scripts {scripts:>5.1} µs)");
     }
+    // The same Redis's speed, so that figures from machines of other speeds compare: one
+    // `redis.call('HGET', ...)` in a Lua loop, µs (0.27 on the machine the issue's 85 µs per
+    // job was measured on).
+    let hget = lua_hget_us().await;
+    println!(
+        "  a job that needs no fence (dispatch + complete_many): {job_path:.1} µs; this Redis \
+         runs one HGET in a Lua loop in {hget:.3} µs, so that is {:.0} such calls",
+        job_path / hget.max(1e-9)
+    );
     let _ = queue.delete_all().await;
+}
+
+/// µs per `redis.call('HGET', ...)` in a Lua loop of 200,000 on this Redis: its speed.
+async fn lua_hget_us() -> f64 {
+    let mut con = redis::Client::open(common::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let key = common::unique_queue("bench-hget");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("f")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .expect("HSET");
+    let loops = 200_000u32;
+    let started = Instant::now();
+    let _: i64 = redis::cmd("EVAL")
+        .arg("for i = 1, tonumber(ARGV[1]) do redis.call('HGET', KEYS[1], 'f') end return 1")
+        .arg(1)
+        .arg(&key)
+        .arg(loops)
+        .query_async(&mut con)
+        .await
+        .expect("EVAL");
+    let us = started.elapsed().as_secs_f64() * 1e6 / f64::from(loops);
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .expect("DEL");
+    us
 }
 
 /// Redis's counters at one moment: CPU seconds used (user + system, `INFO cpu`) and, per

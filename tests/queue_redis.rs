@@ -497,3 +497,63 @@ async fn a_damaged_history_does_not_fail_a_batch_of_completions() {
     let status = q.status().await.expect("status");
     assert_eq!((status.done, status.running), (2, 0));
 }
+
+/// Redis only (issue 17, item 1): the tenant's card (`ten:<tenant>`, the copy of its
+/// settings a dispatch reads) is built again when another program damaged it, and a day's
+/// count an older version kept (`day` and `calls` fields) carries over into this version's
+/// count of the day: a tenant with 4 of its 5 calls spent today gets one call, then waits
+/// for the day's end although its window would allow another.
+#[tokio::test]
+async fn a_damaged_card_is_built_again_and_an_older_days_count_carries_over() {
+    let name = common::unique_queue("card");
+    let mut cfg = config(&name, 500);
+    cfg.day = Duration::from_secs(86_400);
+    let q = connect(cfg).await;
+    let mut acme = tenant("acme", 2);
+    acme.daily_limit = Some(5);
+    q.put_tenants(&[acme]).await.expect("tenants");
+    let p = q.prefix().to_string();
+    let mut con = raw().await;
+    let (secs, _): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut con)
+        .await
+        .expect("TIME");
+    let today = secs / 86_400;
+    let _: () = con
+        .hset_multiple(
+            format!("{p}day:acme"),
+            &[("day", today.to_string()), ("calls", "4".to_string())],
+        )
+        .await
+        .expect("hset");
+    let _: () = con
+        .set(format!("{p}ten:acme"), "garbage")
+        .await
+        .expect("set");
+    q.push(&[job("acme", 1), job("acme", 2)])
+        .await
+        .expect("push");
+
+    let first = next_job(&q).await;
+    assert_eq!(first.tenant, "acme");
+    match q.dispatch().await.expect("dispatch") {
+        Dispatch::Wait(d) => assert!(d > Duration::from_secs(1), "parked for the day: {d:?}"),
+        other => panic!("expected the day's quota to park acme, got {other:?}"),
+    }
+    let count: Option<u64> = con
+        .hget(format!("{p}day:acme"), today.to_string())
+        .await
+        .expect("hget");
+    assert_eq!(count, Some(5));
+    let legacy: Option<String> = con
+        .hget(format!("{p}day:acme"), "calls")
+        .await
+        .expect("hget");
+    assert_eq!(legacy, None, "the older count is folded into today's");
+    let limit: Option<u32> = con
+        .hget(format!("{p}ten:acme"), "limit")
+        .await
+        .expect("hget");
+    assert_eq!(limit, Some(2), "the card is a hash again");
+    assert_eq!(q.status().await.expect("status").tenants[0].calls_today, 5);
+}
