@@ -12,6 +12,6 @@
 -- Returns 1.
 
 local now = now_us()
-local c = restamp(ARGV[2], ARGV[3], now, tonumber(ARGV[4]))
-landed(ARGV[2], ARGV[3], now, c and c.capped)
+restamp(ARGV[2], ARGV[3], now, tonumber(ARGV[4]))
+landed(ARGV[2], ARGV[3], now)
 return 1

@@ -37,7 +37,7 @@ local outcomes = {}
 for i = 4, #ARGV - 10, 11 do
   local id, token, tenant, webhook_id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local dispatched = tonumber(ARGV[i + 10])
-  local c = restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us,
+  restamp(tenant, token, now - (tonumber(ARGV[i + 5]) or 0), window_us,
     dispatched and dispatched * 1000)
   local record = P .. 'job:' .. id
   local job = leased(id, token, record)
@@ -45,10 +45,7 @@ for i = 4, #ARGV - 10, 11 do
   local recorded = 0
   if job then
     redis.call('HDEL', job, 'lease', 'call_until_ms')
-    -- The card says whether the tenant is capped and in its probe (`restamp` read it when
-    -- the tenant waits in `ready`).
-    c = c or card(tenant)
-    landed(tenant, token, now, c.capped)
+    landed(tenant, token, now)
     -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
     -- What it did and the body's digests (issue 18) are for push.lua's revisions and sync.
     local outcome = ARGV[i + 7]
@@ -67,10 +64,6 @@ for i = 4, #ARGV - 10, 11 do
     if not seen[tenant] then
       seen[tenant] = true
       streaks[#streaks + 1] = tenant
-      if c.probe then
-        redis.call('HDEL', P .. 'probe', tenant)
-        touch(tenant)
-      end
     end
     recorded = 1
   else
@@ -98,6 +91,7 @@ if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   redis.call('HDEL', P .. 'bodies', unpack(done))
   redis.call('HDEL', P .. 'streak', unpack(streaks))
+  redis.call('HDEL', P .. 'probe', unpack(streaks))
   redis.call('ZADD', P .. 'done', unpack(scores))
   redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
   -- Issue 18: the per-outcome counts.

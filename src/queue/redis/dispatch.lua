@@ -140,12 +140,12 @@ local function log_edge(calls, limit)
 end
 
 -- How many calls the tenant may have in flight (issue 14): its cap, or 1 with `slow_start`
--- while its host has not answered yet (`probe` on its card: a new tenant, new keys, a new
--- host; any answer clears it). Without a cap, a host that never answers would take a
+-- while its host has not answered yet (`probe` is `new`: a new tenant, new keys, a new
+-- host; any answer deletes it). Without a cap, a host that never answers would take a
 -- worker slot per call until each call times out: up to a whole window's calls every
 -- window, for the client's timeout.
-local function flight_cap(c, cap)
-  if slow_start and c.probe then
+local function flight_cap(tenant, cap)
+  if slow_start and redis.call('HGET', P .. 'probe', tenant) == 'new' then
     return 1
   end
   return cap
@@ -200,13 +200,12 @@ while served < max_jobs and skipped < max_skipped do
   next_head = next_head + 1
   -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
   -- allows `cap` of them per window.
-  local c = card(tenant)
-  local limit = c.limit
-  local cap = card_cap(c, t, window_us, adaptive)
+  local limit = tenant_limit(tenant)
+  local cap = tenant_cap(tenant, t, window_us, adaptive, limit)
   -- A tenant whose daily quota is spent is parked until the day resets: like a pause, its
   -- jobs stay queued and no attempt is spent.
-  local quota = c.daily
-  local pause = c.paused
+  local quota = daily_quota(tenant)
+  local pause = paused_until(tenant)
   if quota then
     pause = math.max(pause, quota_end(quota, calls_today(tenant, t, day_us), t, day_us))
   end
@@ -214,16 +213,14 @@ while served < max_jobs and skipped < max_skipped do
   local flying = P .. 'fly:' .. tenant
   local before_last, last = log_edge(calls, cap)
   local at = math.max(last and last + window_us or 0, pause)
-  local full = at <= t and flight_full(flying, flight_cap(c, cap), t)
+  local full = at <= t and flight_full(flying, flight_cap(tenant, cap), t)
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
     skipped = skipped + 1
   elseif full then
     -- At its cap of calls in flight: back in `ready` when one of them ends (`landed`), or
     -- when the first lease expires.
-    if not c.capped then
-      redis.call('HSET', P .. 'ten:' .. tenant, 'capped', 1)
-    end
+    redis.call('HSET', P .. 'capped', tenant, 1)
     redis.call('ZADD', ready, int(math.max(t, full)), tenant)
     skipped = skipped + 1
   else

@@ -10,8 +10,6 @@
 -- Returns 1.
 
 redis.call('HDEL', KEYS[1], ARGV[2])
-if redis.call('HDEL', P .. 'probe', ARGV[2]) == 1 then
-  touch(ARGV[2])
-end
+redis.call('HDEL', P .. 'probe', ARGV[2])
 uncap(ARGV[2], now_us())
 return 1

@@ -27,7 +27,6 @@ if current and current <= calls then
   return 0
 end
 redis.call('HSET', P .. 'daily_limit', tenant, calls)
-touch(tenant)
 -- Today's calls may have reached it already: the scrape's index of spent quotas follows.
 note_quota(tenant)
 return 1

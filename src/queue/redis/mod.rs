@@ -42,7 +42,7 @@
 //! | `sched` | zset | job ids waiting for a retry, scored by due time |
 //! | `running` | zset | leased job ids, scored by lease expiry |
 //! | `fly:<tenant>` | zset | the tenant's leased job ids, scored by lease expiry: its calls in flight, which dispatch caps |
-//! | `ten:<tenant>` | hash | the tenant's card: a copy of what dispatch reads of its settings (`limit`, `reserve`, `share`/`since`, `daily`, `paused`, `probe`), one HMGET; dropped (all but `capped`) by every script that changes one of them and built again at the next read; `capped`: 1 while dispatch found it at its cap of calls in flight (the first lease to end puts it back in `ready`) |
+//! | `capped` | hash | tenant -> 1 while dispatch found it at its cap of calls in flight; the first lease to end puts it back in `ready` |
 //! | `bodies` | hash | job id -> `tenant \n length of key \n key` then the Create body (JSON; may hold secrets), until the job is done; tenant and key are copied into `job:<id>` at its first dispatch |
 //! | `job:<id>` | hash | from the first dispatch on: tenant, key, state, attempts, lease, webhook_id, error, reconciled, outcome_unknown, call_until_ms, dispatched_ms, finished_ms |
 //! | `keys` | hash | `tenant\nidempotency key` -> job id |

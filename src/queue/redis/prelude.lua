@@ -266,67 +266,6 @@ local function paused_until(tenant)
   return tonumber(redis.call('HGET', P .. 'paused', tenant)) or 0
 end
 
--- The tenant's card, `ten:<tenant>` (a hash; issue 17, item 1): the settings a dispatch
--- reads, in one key, so that they cost it one HMGET and not six. It is a copy of `limits`,
--- `reserve`, `share:<tenant>`, `daily_limit`, `paused` and `probe`, which stay what the
--- views and the other scripts read: every script that writes one of them calls `touch` in
--- the same call, which drops the copy, and the next `card` builds it again. Fields: `built`
--- (1), `limit`, `reserve`, `share` and `since` (when cut), `daily` (when a quota is set),
--- `paused` (µs), `probe` (1 while the host has not answered), and `capped`, which lives only
--- here (1 while dispatch found the tenant at its cap of calls in flight; see `uncap`).
-local CARD_KEEPS = {'built', 'limit', 'reserve', 'share', 'since', 'daily', 'paused', 'probe'}
-
-local function touch(tenant)
-  redis.call('HDEL', P .. 'ten:' .. tenant, unpack(CARD_KEEPS))
-end
-
--- The tenant's settings: {limit, reserve, share, since, daily, paused, probe, capped}.
-local function card(tenant)
-  local key = P .. 'ten:' .. tenant
-  local ok, f = pcall(redis.call, 'HMGET', key, 'built', 'limit', 'reserve', 'share', 'since',
-    'daily', 'paused', 'probe', 'capped')
-  if not ok then
-    -- Not a hash (another program wrote it): built again below.
-    redis.call('DEL', key)
-    f = {}
-  end
-  if f[1] then
-    return {limit = tonumber(f[2]) or 1, reserve = tonumber(f[3]) or 0,
-      share = tonumber(f[4]), since = tonumber(f[5]), daily = tonumber(f[6]),
-      paused = tonumber(f[7]) or 0, probe = f[8] == '1', capped = f[9] == '1'}
-  end
-  local c = {limit = tenant_limit(tenant),
-    reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0,
-    daily = daily_quota(tenant), paused = paused_until(tenant),
-    probe = redis.call('HGET', P .. 'probe', tenant) == 'new', capped = f[9] == '1'}
-  local ok_share, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
-  if ok_share and tonumber(s[1]) and tonumber(s[2]) then
-    c.share, c.since = tonumber(s[1]), tonumber(s[2])
-  end
-  local fields = {'built', 1, 'limit', c.limit, 'reserve', c.reserve, 'paused', int(c.paused)}
-  if c.share then
-    fields[#fields + 1] = 'share'
-    fields[#fields + 1] = int(c.share)
-    fields[#fields + 1] = 'since'
-    fields[#fields + 1] = int(c.since)
-  end
-  if c.daily then
-    fields[#fields + 1] = 'daily'
-    fields[#fields + 1] = int(c.daily)
-  end
-  if c.probe then
-    fields[#fields + 1] = 'probe'
-    fields[#fields + 1] = 1
-  end
-  redis.call('HSET', key, unpack(fields))
-  return c
-end
-
--- The tenant's cap (see `tenant_cap`) from its card.
-local function card_cap(c, now, window_us, adaptive)
-  return cap_from(c.limit, c.reserve, c.share, c.since, now, window_us, adaptive)
-end
-
 -- Puts the tenant in the ready set at the time its next call is allowed, or takes it out
 -- when nothing of it is waiting. A tenant that may still call now gets `now`, behind every
 -- tenant that has been waiting since earlier: that is what makes tenants take turns.
@@ -382,24 +321,21 @@ end
 -- worker slot per call until the call times out. Every path that ends a lease, and an
 -- answer (answered.lua), takes its call out (`landed`). An entry a path missed stops
 -- counting when its lease expires, so the count can only be too low, never stuck. A tenant
--- dispatch found at its cap is marked `capped` on its card; the first of its calls to land
--- puts it back in `ready` at once and wakes the workers (`uncap`).
+-- dispatch found at its cap is in `capped`; the first of its calls to land puts it back in
+-- `ready` at once and wakes the workers (`uncap`).
 local function uncap(tenant, now)
-  if redis.call('HDEL', P .. 'ten:' .. tenant, 'capped') == 1 then
+  if redis.call('HDEL', P .. 'capped', tenant) == 1 then
     redis.call('ZADD', P .. 'ready', 'LT', int(now), tenant)
     wake()
   end
 end
 
--- `capped`: whether the caller knows the tenant is marked (nil: not known, read here).
-local function landed(tenant, call, now, capped)
+local function landed(tenant, call, now)
   if not tenant or not call then
     return
   end
   redis.call('ZREM', P .. 'fly:' .. tenant, call)
-  if capped ~= false then
-    uncap(tenant, now)
-  end
+  uncap(tenant, now)
 end
 
 -- Dead-letters a job, writing a minimal record when its own is missing, so ops see it in
@@ -467,32 +403,28 @@ end
 --
 -- `dispatched_us`: when the call was dispatched (nil: not known). The dispatch set the log's
 -- expiry two windows and a second after it, so a call answered within a window of its
--- dispatch is still covered and the log's expiry is not set again. Returns the tenant's
--- card when the tenant waits in `ready` (its score was checked against the log), else
--- false: then it is not marked `capped` either (dispatch keeps a capped tenant in `ready`).
+-- dispatch is still covered and the log's expiry is not set again.
 local function restamp(tenant, call, now, window_us, dispatched_us)
   local calls = P .. 'calls:' .. tenant
-  local c = nil
+  local limit = nil
   -- GT: only ever later. An entry already trimmed is added back as the newest; the trim
   -- then drops the oldest instead, which is the conservative choice.
   local added = redis.call('ZADD', calls, 'GT', int(now), call) == 1
   if added then
-    c = card(tenant)
-    redis.call('ZREMRANGEBYRANK', calls, 0, -(c.limit + 1))
+    limit = tenant_limit(tenant)
+    redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
   end
   if added or not dispatched_us or now - dispatched_us >= window_us then
     redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
   end
   local score = tonumber(redis.call('ZSCORE', READY, tenant))
-  if not score then
-    return false
+  if score then
+    local at = log_allows_at(tenant, tenant_cap(tenant, now, window_us, false, limit),
+      window_us)
+    if at > score then
+      redis.call('ZADD', READY, 'XX', int(at), tenant)
+    end
   end
-  c = c or card(tenant)
-  local at = log_allows_at(tenant, card_cap(c, now, window_us, false), window_us)
-  if at > score then
-    redis.call('ZADD', READY, 'XX', int(at), tenant)
-  end
-  return c
 end
 
 -- How every finishing script (complete, retry_later, rate_limited, requeue, bury) starts,
@@ -502,10 +434,10 @@ end
 -- Returns now (µs), then what `release` returns.
 local function finish_lease(need_tenant)
   local now = now_us()
-  local c = restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
+  restamp(ARGV[4], ARGV[3], now, tonumber(ARGV[5]))
   local job, tenant, attempts, until_us = release(ARGV[2], ARGV[3], now, need_tenant)
   if job ~= nil then
-    landed(ARGV[4], ARGV[3], now, c and c.capped)
+    landed(ARGV[4], ARGV[3], now)
   end
   return now, job, tenant, attempts, until_us
 end
@@ -575,7 +507,6 @@ local function hold_tenant(tenant, kind, reason, length_us, by, failures, now, w
   note_hold(tenant, kind, untl)
   if untl > paused_until(tenant) then
     redis.call('HSET', P .. 'paused', tenant, int(untl))
-    touch(tenant)
   end
   redis.call('HSET', P .. 'pause_reason', tenant, reason)
   rescore(tenant, now, window_us)
@@ -592,7 +523,6 @@ local function release_tenant(tenant, now, window_us)
   redis.call('HDEL', P .. 'holds', tenant)
   note_hold(tenant, nil)
   redis.call('HDEL', P .. 'paused', tenant)
-  touch(tenant)
   redis.call('HDEL', P .. 'pause_reason', tenant)
   redis.call('HDEL', P .. 'streak', tenant)
   rescore(tenant, now, window_us)

@@ -73,7 +73,6 @@ for i = 2, #ARGV - 1, 5 do
     limit = learned
   end
   redis.call('HSET', P .. 'limits', name, limit)
-  touch(name)
   -- The scrape's indexes follow the new limit, reserve and daily quota (see prelude.lua).
   note_share(name, tonumber(ARGV[#ARGV]))
   note_quota(name)

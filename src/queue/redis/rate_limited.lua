@@ -64,8 +64,6 @@ end
 -- The scrape's index of cut shares follows the share and the limit (see prelude.lua).
 note_share(tenant, tonumber(ARGV[5]))
 -- GT: never moves the tenant earlier than its call log already put it.
--- The pause, the limit and the share are on the tenant's card: built again at its next read.
-touch(tenant)
 redis.call('ZADD', P .. 'ready', 'GT', int(math.max(resume, paused_until(tenant))), tenant)
 wake()
 return 1

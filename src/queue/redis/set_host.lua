@@ -21,7 +21,6 @@ end
 if rec.api_base ~= ARGV[3] then
   -- A new host has not answered yet (dispatch's `flight_cap`).
   redis.call('HSET', P .. 'probe', ARGV[2], 'new')
-  touch(ARGV[2])
 end
 rec.api_base = ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
