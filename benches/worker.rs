@@ -691,13 +691,18 @@ async fn steps(sizes: &Sizes) {
     let _ = queue.delete_all().await;
 }
 
-/// µs per `redis.call('HGET', ...)` in a Lua loop of 200,000 on this Redis: its speed.
-async fn lua_hget_us() -> f64 {
-    let mut con = redis::Client::open(common::redis_url())
+/// A connection of the bench's own to the Redis the drains use.
+async fn bench_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(common::redis_url())
         .expect("redis url")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect to redis");
+        .expect("connect to redis")
+}
+
+/// µs per `redis.call('HGET', ...)` in a Lua loop of 200,000 on this Redis: its speed.
+async fn lua_hget_us() -> f64 {
+    let mut con = bench_redis().await;
     let key = common::unique_queue("bench-hget");
     let _: () = redis::cmd("HSET")
         .arg(&key)
@@ -745,11 +750,7 @@ impl RedisCounters {
 }
 
 async fn redis_counters() -> RedisCounters {
-    let mut con = redis::Client::open(common::redis_url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to redis");
+    let mut con = bench_redis().await;
     let info: String = redis::cmd("INFO")
         .arg("cpu")
         .arg("commandstats")
