@@ -113,7 +113,7 @@ impl RedisQueue {
         // would fail alone while the HSET before it went through.
         let script = pipe
             .cmd("EVAL")
-            .arg(scripts::PUSH_CODE)
+            .arg(scripts::PUSH_CODE.as_str())
             .arg(1)
             .arg(self.key("limits"))
             .arg(&self.prefix)

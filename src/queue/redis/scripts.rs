@@ -1,22 +1,95 @@
 //! The Lua scripts of the Redis queue, each prefixed with the shared helpers of
-//! `prelude.lua`. Every `.lua` file opens with a header naming its KEYS and ARGV.
+//! `prelude.lua` that it uses. Every `.lua` file opens with a header naming its KEYS and ARGV.
+//!
+//! Only the helpers a script uses, and the ones they use, go in front of it ([`with_prelude`]):
+//! Redis runs a script's whole text on every call, and defining the prelude's fifty-odd
+//! functions cost 16 µs a call on the machine of `docs/decisions.md` ("What a job costs inside
+//! Redis's Lua"), which a one-job script such as the fence pays in full.
 
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use redis::Script;
 
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// One top-level definition of the prelude: the names it defines and its text.
+struct Definition {
+    name: String,
+    text: String,
+}
+
+/// The prelude's top-level definitions, in order. Each starts at a line `local ...` in the
+/// first column and runs to the next one (the prelude has nothing else at the top level);
+/// comment and blank lines in the first column are left out.
+fn definitions() -> Vec<Definition> {
+    let mut defs: Vec<Definition> = Vec::new();
+    for line in PRELUDE.lines() {
+        if let Some(rest) = line.strip_prefix("local ") {
+            let rest = rest.strip_prefix("function ").unwrap_or(rest);
+            let name: String = rest.chars().take_while(|c| is_word(*c)).collect();
+            defs.push(Definition {
+                name,
+                text: String::new(),
+            });
+        } else if line.starts_with("--") || line.is_empty() {
+            continue;
+        }
+        if let Some(d) = defs.last_mut() {
+            d.text.push_str(line);
+            d.text.push('\n');
+        }
+    }
+    defs
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The words (identifiers, and anything else made of word characters) in `text`.
+fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !is_word(c))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// `body` with the prelude's definitions it names, directly or through other definitions,
+/// in front of it in the prelude's order. A name is taken wherever it appears as a word
+/// (comments too), so a definition is never left out; at worst one too many goes in.
+pub(super) fn with_prelude(body: &str) -> String {
+    let defs = definitions();
+    let mut needed: BTreeSet<&str> = BTreeSet::new();
+    let mut pending: Vec<&str> = words(body).into_iter().collect();
+    while let Some(w) = pending.pop() {
+        let Some(d) = defs.iter().find(|d| d.name == w) else {
+            continue;
+        };
+        if needed.insert(d.name.as_str()) {
+            pending.extend(words(&d.text));
+        }
+    }
+    let mut out: String = defs
+        .iter()
+        .filter(|d| needed.contains(d.name.as_str()))
+        .map(|d| d.text.as_str())
+        .collect();
+    out.push_str(body);
+    out
+}
+
 macro_rules! script {
     ($name:ident, $file:literal, $doc:literal) => {
         #[doc = $doc]
-        pub(super) static $name: LazyLock<Script> = LazyLock::new(|| {
-            Script::new(concat!(include_str!("prelude.lua"), include_str!($file)))
-        });
+        pub(super) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(&with_prelude(include_str!($file))));
     };
 }
 
 /// Enqueue many jobs, with idempotency. Sent whole with EVAL inside the push's MULTI/EXEC
 /// (see `RedisQueue::push_batch`), so it is not in [`all`].
-pub(super) const PUSH_CODE: &str = concat!(include_str!("prelude.lua"), include_str!("push.lua"));
+pub(super) static PUSH_CODE: LazyLock<String> =
+    LazyLock::new(|| with_prelude(include_str!("push.lua")));
 script!(
     DISPATCH,
     "dispatch.lua",
@@ -134,4 +207,47 @@ pub(super) fn all() -> [&'static Script; 26] {
         &TENANTS,
         &PAUSE_QUEUE,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name the prelude defines, with the ones a definition uses, and whether the
+    /// text given to Redis defines each helper a script calls.
+    #[test]
+    fn a_script_gets_the_helpers_it_uses_and_not_the_others() {
+        let defs = definitions();
+        let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        assert!(names.contains(&"P") && names.contains(&"restamp") && names.len() > 30);
+        assert!(defs.iter().all(|d| d.text.starts_with("local ")));
+
+        let fence = with_prelude(include_str!("heartbeat.lua"));
+        for helper in [
+            "local P =",
+            "local function now_us(",
+            "local function restamp(",
+        ] {
+            assert!(fence.contains(helper), "{helper}");
+        }
+        // restamp's own helpers come too, before it.
+        let cap = fence
+            .find("local function tenant_cap(")
+            .expect("tenant_cap");
+        assert!(cap < fence.find("local function restamp(").expect("restamp"));
+        for unused in [
+            "local function bury(",
+            "local function hold_tenant(",
+            "HOLD_KINDS",
+        ] {
+            assert!(!fence.contains(unused), "{unused}");
+        }
+        assert!(fence.ends_with(include_str!("heartbeat.lua")));
+
+        // The whole prelude, less its comments, when a body names every helper.
+        let all_names = names.join(" ");
+        let whole = with_prelude(&all_names);
+        let kept: String = defs.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(whole, kept + &all_names);
+    }
 }
