@@ -128,6 +128,10 @@ pub struct JobResult {
     /// Once done: [`field_digests`] of that body, for `sync`'s plan; not shown either.
     #[serde(skip)]
     pub fields: Option<String>,
+    /// Once finished: when, ms since the Unix epoch, by the queue's clock. It orders the
+    /// finished jobs of several shards (`results`, `dead list`); not shown.
+    #[serde(skip)]
+    pub finished_ms: Option<u64>,
 }
 
 /// What a job does at LeadSquared. A push decides it (a key already done with another body

@@ -1457,6 +1457,48 @@ async fn results_keep_finishing_order_and_name_a_tenant(h: Harness) {
     assert!(q.done_per_second(0).await.expect("done").is_empty());
 }
 
+/// Issue 17: `results` and `dead list` are in finishing order across the whole queue; on
+/// shards too, where the jobs of two tenants on different shards finish in turn.
+async fn results_across_shards_keep_finishing_order(h: Harness) {
+    let n = shard_count(h);
+    let on = |prefix: &str, shard: usize| -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|t| shard_of(t, n) == shard)
+            .expect("a tenant on the shard")
+    };
+    let (a, b) = (on("a-", 0), on("b-", 1 % n));
+    let q = h
+        .queue_with(
+            "finish-order",
+            &[(a.as_str(), 25), (b.as_str(), 25)],
+            |_| {},
+        )
+        .await;
+    push(&q, &a, 0..2).await;
+    push(&q, &b, 0..2).await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(next_job(q.as_ref()).await);
+    }
+    let of = |t: &str| -> Vec<&LeasedJob> { jobs.iter().filter(|j| j.tenant == t).collect() };
+    let (ja, jb) = (of(&a), of(&b));
+    let order = [jb[0], ja[0], jb[1], ja[1]];
+    for (i, j) in order.iter().enumerate() {
+        if i < 2 {
+            q.complete(j, "wh", false).await.expect("complete");
+        } else {
+            q.bury(j, "refused").await.expect("bury");
+        }
+        // Finishing moments a few milliseconds apart, on every clock.
+        h.sleep(Duration::from_millis(5).max(h.ticks(1))).await;
+    }
+    let ids = |rs: Vec<JobResult>| -> Vec<JobId> { rs.into_iter().map(|r| r.job).collect() };
+    let expected: Vec<JobId> = order.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids(q.results(None).await.expect("results")), expected);
+    assert_eq!(ids(q.dead().await.expect("dead")), expected[2..].to_vec());
+}
+
 // ---------------------------------------------------------------------------------------
 // Wake-ups: every path that can make work available wakes a waiting worker
 
@@ -3433,6 +3475,7 @@ conformance!(
     purge_done_deletes_done_records_and_keeps_their_keys,
     status_counts_and_the_tenant_view,
     results_keep_finishing_order_and_name_a_tenant,
+    results_across_shards_keep_finishing_order,
     a_push_wakes_a_waiting_worker,
     put_tenants_wakes_a_waiting_worker,
     retry_later_wakes_a_waiting_worker,

@@ -381,6 +381,15 @@ impl ShardedQueue<super::redis::RedisQueue> {
 }
 
 /// The larger of two optional values.
+/// The shards' finished jobs, each shard's in its finishing order, as one list in finishing
+/// order: by `finished_ms`, a shard's own order kept within a millisecond (a stable sort of
+/// the shards' lists one after another; a record with no time, from an older version, first).
+fn in_finishing_order(shards: Vec<Vec<JobResult>>) -> Vec<JobResult> {
+    let mut all: Vec<JobResult> = shards.into_iter().flatten().collect();
+    all.sort_by_key(|r| r.finished_ms.unwrap_or(0));
+    all
+}
+
 fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -746,12 +755,12 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
             return self.of(t).results(Some(t)).await;
         }
         let all = try_join_all(self.shards.iter().map(|q| q.results(None))).await?;
-        Ok(all.into_iter().flatten().collect())
+        Ok(in_finishing_order(all))
     }
 
     async fn dead(&self) -> Result<Vec<JobResult>, QueueError> {
         let all = try_join_all(self.shards.iter().map(|q| q.dead())).await?;
-        Ok(all.into_iter().flatten().collect())
+        Ok(in_finishing_order(all))
     }
 
     async fn retry_dead(&self, ids: Option<&[JobId]>) -> Result<u64, QueueError> {

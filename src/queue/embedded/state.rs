@@ -80,8 +80,12 @@ impl Default for Days {
 impl Days {
     /// The day `at` falls in (days since the epoch).
     pub(super) fn of(&self, at: Instant) -> u64 {
-        let ms = self.anchor.1 + at.saturating_duration_since(self.anchor.0).as_millis() as u64;
-        ms / self.length_ms
+        self.ms_of(at) / self.length_ms
+    }
+
+    /// `at` as ms since the Unix epoch.
+    pub(super) fn ms_of(&self, at: Instant) -> u64 {
+        self.anchor.1 + at.saturating_duration_since(self.anchor.0).as_millis() as u64
     }
 
     /// When day `day` ends.
@@ -303,6 +307,7 @@ impl State {
             outcome: rec.outcome,
             digest: rec.digest.clone(),
             fields: rec.fields.clone(),
+            finished_ms: rec.finished_at.map(|at| self.days.ms_of(at)),
         })
     }
 

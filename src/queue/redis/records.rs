@@ -49,6 +49,7 @@ impl RedisQueue {
             outcome: None,
             digest: None,
             fields: None,
+            finished_ms: None,
         }))
     }
 
@@ -87,6 +88,7 @@ impl RedisQueue {
                     outcome: None,
                     digest: None,
                     fields: None,
+                    finished_ms: None,
                 });
                 if tenant.is_none_or(|t| t == result.tenant) {
                     out.push(result);

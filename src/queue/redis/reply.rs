@@ -69,7 +69,7 @@ pub(super) fn dispatched_result(
 }
 
 /// Fields read for a [`JobResult`], in this order.
-pub(super) const JOB_FIELDS: [&str; 10] = [
+pub(super) const JOB_FIELDS: [&str; 11] = [
     "tenant",
     "key",
     "state",
@@ -80,6 +80,7 @@ pub(super) const JOB_FIELDS: [&str; 10] = [
     "outcome",
     "fields",
     "digest",
+    "finished_ms",
 ];
 
 /// A job record as a result; `None` when the record does not exist. `state` overrides the
@@ -106,6 +107,7 @@ pub(super) fn job_result(
         outcome: get(7).as_deref().and_then(crate::job::Outcome::parse),
         fields: get(8).filter(|s| !s.is_empty()),
         digest: get(9).filter(|s| !s.is_empty()),
+        finished_ms: get(10).and_then(|f| f.parse().ok()),
     })
 }
 
