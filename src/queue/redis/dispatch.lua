@@ -41,6 +41,7 @@ local fence_us = tonumber(ARGV[9]) or 0
 local adaptive = ARGV[19] == 'adaptive'
 local day_us = tonumber(ARGV[20]) or 0
 local slow_start = ARGV[21] == 'slow_start'
+local probe_key = P .. 'probe'
 local why = {
   no_attempts_left = ARGV[10],
   expired_mid_call = ARGV[11],
@@ -145,7 +146,7 @@ end
 -- worker slot per call until each call times out: up to a whole window's calls every
 -- window, for the client's timeout.
 local function flight_cap(tenant, cap)
-  if slow_start and redis.call('HGET', P .. 'probe', tenant) == 'new' then
+  if slow_start and redis.call('HGET', probe_key, tenant) == 'new' then
     return 1
   end
   return cap
@@ -269,6 +270,7 @@ while served < max_jobs and skipped < max_skipped do
         served = served + 1
         local attempt = (tonumber(f[2]) or 0) + 1
         local token = token_base .. '.' .. served
+        local t_ms = ms(t)
         redis.call('ZADD', calls, t_text, token)
         if last then
           -- The log held `cap` calls already: keep only the newest `limit`.
@@ -289,7 +291,7 @@ while served < max_jobs and skipped < max_skipped do
         end
         local fenced = 0
         local fields = {'state', 'running', 'attempts', attempt, 'lease', token,
-          'dispatched_ms', ms(t)}
+          'dispatched_ms', t_ms}
         if first then
           fields[#fields + 1] = 'tenant'
           fields[#fields + 1] = tenant
@@ -319,7 +321,7 @@ while served < max_jobs and skipped < max_skipped do
           elseif before_last then
             next_at = math.max(next_at, before_last + window_us)
           end
-          redis.call('ZADD', ready, int(math.max(t, next_at)), tenant)
+          redis.call('ZADD', ready, next_at <= t and t_text or int(next_at), tenant)
         end
         local n = #out
         out[n + 1] = id
@@ -329,7 +331,7 @@ while served < max_jobs and skipped < max_skipped do
         out[n + 5] = attempt
         out[n + 6] = unknown
         out[n + 7] = token
-        out[n + 8] = ms(t)
+        out[n + 8] = t_ms
         out[n + 9] = fenced
       elseif first or f[1] == 'queued' or not f[1] then
         if first and key then

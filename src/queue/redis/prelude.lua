@@ -11,6 +11,12 @@
 
 local P = ARGV[1]
 local READY = P .. 'ready'
+-- Keys a dispatch reads for every job, built once per call (a new string costs about what a
+-- command does).
+local LIMITS = P .. 'limits'
+local RESERVE = P .. 'reserve'
+local DAILY_LIMIT = P .. 'daily_limit'
+local PAUSED = P .. 'paused'
 
 local function now_us()
   local t = redis.call('TIME')
@@ -64,7 +70,7 @@ end
 -- A missing or unreadable entry gives 1, the one value that can never exceed a real limit
 -- (and `status` shows it).
 local function tenant_limit(tenant)
-  local l = tonumber(redis.call('HGET', P .. 'limits', tenant))
+  local l = tonumber(redis.call('HGET', LIMITS, tenant))
   if not l or l < 1 then
     return 1
   end
@@ -88,7 +94,7 @@ local function cap_from(limit, reserve, share, since, now, window_us, adaptive)
 end
 
 local function tenant_cap(tenant, now, window_us, adaptive, limit)
-  local reserve = tonumber(redis.call('HGET', P .. 'reserve', tenant)) or 0
+  local reserve = tonumber(redis.call('HGET', RESERVE, tenant)) or 0
   limit = limit or tenant_limit(tenant)
   if not adaptive then
     return cap_from(limit, reserve)
@@ -102,7 +108,7 @@ end
 -- epoch, as the field's name), the calls dispatched in it; `daily_limit` the tenant's quota
 -- (nil: none). One field per day, so that counting a call is one HINCRBY.
 local function daily_quota(tenant)
-  return tonumber(redis.call('HGET', P .. 'daily_limit', tenant))
+  return tonumber(redis.call('HGET', DAILY_LIMIT, tenant))
 end
 
 -- The scrape's indexes (issue 15), read by pulse.lua so that a scrape counts and lists the
@@ -263,7 +269,7 @@ end
 
 -- Pause set by a rate-limit answer from LeadSquared; 0 when none.
 local function paused_until(tenant)
-  return tonumber(redis.call('HGET', P .. 'paused', tenant)) or 0
+  return tonumber(redis.call('HGET', PAUSED, tenant)) or 0
 end
 
 -- Puts the tenant in the ready set at the time its next call is allowed, or takes it out
