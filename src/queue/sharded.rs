@@ -380,7 +380,6 @@ impl ShardedQueue<super::redis::RedisQueue> {
     }
 }
 
-/// The larger of two optional values.
 /// The shards' finished jobs, each shard's in its finishing order, as one list in finishing
 /// order: by `finished_ms`, a shard's own order kept within a millisecond (a stable sort of
 /// the shards' lists one after another; a record with no time, from an older version, first).
@@ -390,6 +389,7 @@ fn in_finishing_order(shards: Vec<Vec<JobResult>>) -> Vec<JobResult> {
     all
 }
 
+/// The larger of two optional values.
 fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),

@@ -84,24 +84,19 @@ end
 -- dispatch, rate_limited and status) use the cap without the share: a score they set can
 -- only be too early, and dispatch re-checks it with the share. `limit`: the tenant's limit
 -- when the caller has read it already (nil: read here).
-local function cap_from(limit, reserve, share, since, now, window_us, adaptive)
-  local cap = math.max(1, limit - math.max(0, math.floor(reserve)))
-  if not adaptive or not share or not since then
+local function tenant_cap(tenant, now, window_us, adaptive, limit)
+  local reserve = tonumber(redis.call('HGET', RESERVE, tenant)) or 0
+  local cap = math.max(1, (limit or tenant_limit(tenant)) - math.max(0, math.floor(reserve)))
+  if not adaptive then
+    return cap
+  end
+  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+  local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
+  if not share or not since then
     return cap
   end
   local climbed = math.floor(share) + math.floor(math.max(0, now - since) / window_us)
   return math.max(1, math.min(cap, climbed))
-end
-
-local function tenant_cap(tenant, now, window_us, adaptive, limit)
-  local reserve = tonumber(redis.call('HGET', RESERVE, tenant)) or 0
-  limit = limit or tenant_limit(tenant)
-  if not adaptive then
-    return cap_from(limit, reserve)
-  end
-  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
-  return cap_from(limit, reserve, ok and tonumber(s[1]), ok and tonumber(s[2]), now, window_us,
-    true)
 end
 
 -- Daily quotas: `day:<tenant>` holds, per day (`floor(now / day_us)`, days from the Unix
@@ -187,22 +182,29 @@ local function note_hold(tenant, kind, until_us)
   end
 end
 
+-- The count an older version kept in `key` (`day` and `calls` fields) when it is `day`'s;
+-- nil otherwise.
+local function older_count(key, day)
+  local ok, f = pcall(redis.call, 'HMGET', key, 'day', 'calls')
+  if ok and tonumber(f[1]) == day and (tonumber(f[2]) or 0) >= 1 then
+    return math.floor(tonumber(f[2]))
+  end
+  return nil
+end
+
 -- Calls dispatched today.
 local function calls_today(tenant, now, day_us)
   if not day_us or day_us <= 0 then
     return 0
   end
+  local key = P .. 'day:' .. tenant
   local day = math.floor(now / day_us)
-  local ok, n = pcall(redis.call, 'HGET', P .. 'day:' .. tenant, int(day))
+  local ok, n = pcall(redis.call, 'HGET', key, int(day))
   if ok and tonumber(n) then
     return tonumber(n)
   end
-  -- A count an older version kept (`day`, `calls`), until this version counts a call.
-  local d, calls = last_day(tenant)
-  if d == day and calls then
-    return calls
-  end
-  return 0
+  -- Until this version counts today's first call.
+  return older_count(key, day) or 0
 end
 
 -- When `calls` made today have reached `quota` (nil: none): the end of the day (µs), when
@@ -241,9 +243,9 @@ local function count_today(tenant, now, day_us, quota, day_text)
   if calls == 1 then
     -- The day's first call. A count an older version kept for today carries over; the
     -- day before goes, and the key is forgotten a day after this day (a fixed moment).
-    local old = redis.call('HMGET', key, 'day', 'calls')
-    if tonumber(old[1]) == day and (tonumber(old[2]) or 0) >= 1 then
-      calls = redis.call('HINCRBY', key, int(day), math.floor(tonumber(old[2])))
+    local old = older_count(key, day)
+    if old then
+      calls = redis.call('HINCRBY', key, day_text, old)
     end
     redis.call('HDEL', key, int(day - 1), 'day', 'calls')
     redis.call('PEXPIRE', key, int(math.ceil(((day + 2) * day_us - now) / 1000)))
