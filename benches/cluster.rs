@@ -25,8 +25,7 @@ mod worker_support;
 
 use std::time::{Duration, Instant};
 
-use lsq_webhooks::queue::sharded::ShardedQueue;
-use lsq_webhooks::queue::{Queue, QueueConfig};
+use lsq_webhooks::queue::Queue;
 
 /// How big a run is.
 #[derive(Clone, Copy, Debug)]
@@ -83,28 +82,17 @@ fn queue_keys(port: u16, name: &str) -> usize {
 
 /// Utilisation of each tenant's limit on the sharded cluster queue, in a steady interval.
 async fn utilisation(label: &str, url: &str, ports: &[u16], sizes: Sizes) {
-    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
     let n = sizes.util_tenants;
-    let known = worker_support::tenants(&placeholder, n, &[sizes.util_limit]);
-    let mut config = worker_support::sim_config(&known, sizes.util_window);
     // Some network time, so that calls are re-stamped when answered.
-    config.faults.latency = Duration::from_millis(5);
-    config.faults.latency_jitter = Duration::from_millis(10);
-    let sim = worker_support::start_sim(config).await;
-    let ts = worker_support::tenants(&sim.server.base_url(), n, &[sizes.util_limit]);
+    let faults = lsq_webhooks::sim::Faults {
+        latency: Duration::from_millis(5),
+        latency_jitter: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let (sim, ts) =
+        worker_support::sim_serving(n, sizes.util_limit, sizes.util_window, faults).await;
     let name = common::unique_queue("bench-cluster-util");
-    let queue = ShardedQueue::connect(
-        url,
-        QueueConfig {
-            name: name.clone(),
-            window: sizes.util_window,
-            ..QueueConfig::default()
-        },
-        Default::default(),
-        None,
-    )
-    .await
-    .expect("connect");
+    let queue = worker_support::sharded_queue(url, &name, sizes.util_window).await;
     queue.put_tenants(&ts).await.expect("tenants");
     // Enough for a warm-up window, the interval and a margin.
     let windows =
@@ -216,24 +204,12 @@ struct Drain {
 }
 
 async fn drain(url: &str, ports: &[u16], sizes: Sizes, label: &str) -> Drain {
-    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-    let known = worker_support::tenants(&placeholder, sizes.tenants, &[25]);
-    let sim =
-        worker_support::start_sim(worker_support::sim_config(&known, Duration::from_secs(1))).await;
-    let ts = worker_support::tenants(&sim.server.base_url(), sizes.tenants, &[25]);
+    let window = Duration::from_secs(1);
+    // Kept until the drain ends: the workers call it.
+    let (_sim, ts) =
+        worker_support::sim_serving(sizes.tenants, 25, window, Default::default()).await;
     let name = common::unique_queue(&format!("bench-cluster-{label}"));
-    let queue = ShardedQueue::connect(
-        url,
-        QueueConfig {
-            name: name.clone(),
-            window: Duration::from_secs(1),
-            ..QueueConfig::default()
-        },
-        Default::default(),
-        None,
-    )
-    .await
-    .expect("connect");
+    let queue = worker_support::sharded_queue(url, &name, window).await;
     queue.put_tenants(&ts).await.expect("tenants");
     let jobs = worker_support::jobs(&ts, sizes.jobs_per_tenant);
     for chunk in jobs.chunks(1000) {

@@ -122,23 +122,10 @@ fn drain_workers(
 
 impl Drain {
     async fn start(url: &str, n: usize, limit: u32, test: &str) -> Drain {
-        let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
-        let known = tenants(&placeholder, n, &[limit]);
-        let sim = start_sim(sim_config(&known, Duration::from_secs(1))).await;
-        let ts = tenants(&sim.server.base_url(), n, &[limit]);
+        let window = Duration::from_secs(1);
+        let (sim, ts) = sim_serving(n, limit, window, Default::default()).await;
         let name = common::unique_queue(test);
-        let queue = ShardedQueue::connect(
-            url,
-            QueueConfig {
-                name: name.clone(),
-                window: Duration::from_secs(1),
-                ..QueueConfig::default()
-            },
-            Default::default(),
-            None,
-        )
-        .await
-        .expect("connect to the cluster");
+        let queue = sharded_queue(url, &name, window).await;
         Drain {
             sim,
             tenants: ts,

@@ -11,6 +11,7 @@ use lsq_webhooks::job::{JobState, NewJob};
 use lsq_webhooks::leadsquared::{Client, ClientConfig};
 use lsq_webhooks::queue::embedded::EmbeddedQueue;
 use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::sharded::ShardedQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use lsq_webhooks::secret::Secret;
 use lsq_webhooks::sim::{self, AccountSource, SimConfig, SimServer, SimState, SimStats};
@@ -116,6 +117,35 @@ pub fn tenants(api_base: &url::Url, n: usize, limits: &[u32]) -> Vec<Tenant> {
             daily_limit: None,
         })
         .collect()
+}
+
+/// A simulator whose accounts are `n` tenants of [`tenants`] with `limit` calls per `window`
+/// and these faults, and those tenants, pointed at it.
+pub async fn sim_serving(
+    n: usize,
+    limit: u32,
+    window: Duration,
+    faults: sim::Faults,
+) -> (Sim, Vec<Tenant>) {
+    let placeholder = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let mut config = sim_config(&tenants(&placeholder, n, &[limit]), window);
+    config.faults = faults;
+    let sim = start_sim(config).await;
+    let ts = tenants(&sim.server.base_url(), n, &[limit]);
+    (sim, ts)
+}
+
+/// The queue `name` on the Redis (or cluster) at `url`, in the shards it has (or the
+/// default count), with this window.
+pub async fn sharded_queue(url: &str, name: &str, window: Duration) -> ShardedQueue<RedisQueue> {
+    let config = QueueConfig {
+        name: name.to_string(),
+        window,
+        ..QueueConfig::default()
+    };
+    ShardedQueue::connect(url, config, Default::default(), None)
+        .await
+        .expect("connect to the queue's shards")
 }
 
 /// A simulator config whose accounts are exactly these tenants, with this window.
