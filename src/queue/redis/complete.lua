@@ -5,7 +5,7 @@
 -- moment its answer arrived: now less how long ago the worker got it. The body is dropped
 -- (it may hold custom header secrets and is never needed again); the record stays for
 -- `results`. Work that does not depend on the job (the running, done and bodies keys, the
--- counter, the streaks) is one command per batch.
+-- counter, the tenants) is one command per batch.
 --
 -- KEYS[1]: {q}:running
 -- ARGV[1]: key prefix `{q}:`
@@ -31,7 +31,7 @@ local now_text = int(now)
 local out = {}
 local done = {}
 local scores = {}
-local streaks = {}
+local tenants = {}
 local seen = {}
 local outcomes = {}
 for i = 4, #ARGV - 10, 11 do
@@ -45,7 +45,8 @@ for i = 4, #ARGV - 10, 11 do
   local recorded = 0
   if job then
     redis.call('HDEL', job, 'lease', 'call_until_ms')
-    landed(tenant, token, now)
+    -- Its call is no longer in flight (`landed`, less the `capped` check: once per batch).
+    redis.call('ZREM', P .. 'fly:' .. tenant, token)
     -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
     -- What it did and the body's digests (issue 18) are for push.lua's revisions and sync.
     local outcome = ARGV[i + 7]
@@ -63,7 +64,7 @@ for i = 4, #ARGV - 10, 11 do
     -- and it is out of its probe (dispatch's `flight_cap`).
     if not seen[tenant] then
       seen[tenant] = true
-      streaks[#streaks + 1] = tenant
+      tenants[#tenants + 1] = tenant
     end
     recorded = 1
   else
@@ -90,8 +91,16 @@ end
 if #done > 0 then
   redis.call('ZREM', KEYS[1], unpack(done))
   redis.call('HDEL', P .. 'bodies', unpack(done))
-  redis.call('HDEL', P .. 'streak', unpack(streaks))
-  redis.call('HDEL', P .. 'probe', unpack(streaks))
+  redis.call('HDEL', P .. 'streak', unpack(tenants))
+  redis.call('HDEL', P .. 'probe', unpack(tenants))
+  -- A tenant dispatch found at its cap of calls in flight is back in `ready` now that one
+  -- landed (`uncap`). Tenants are rarely capped, so `capped` is usually empty: one HLEN
+  -- per batch instead of an HDEL per job.
+  if redis.call('HLEN', P .. 'capped') > 0 then
+    for _, tenant in ipairs(tenants) do
+      uncap(tenant, now)
+    end
+  end
   redis.call('ZADD', P .. 'done', unpack(scores))
   redis.call('HINCRBY', P .. 'stats', 'done_total', #done)
   -- Issue 18: the per-outcome counts.

@@ -26,9 +26,12 @@
 --          when a retry came due; record missing when a lease expired; damaged `bodies`
 --          entry; record not a hash; record missing from the queue; no body or no state
 --
--- Returns {'jobs', then 9 fields per job: id, tenant, key, body, attempt,
--- outcome_unknown(0|1), token, dispatch time ms, fenced(0|1)}, {'wait', µs} ({'wait', 0}:
--- the examination budget ran out, call again), or {'empty'}.
+-- Returns {'jobs', then 8 fields per job: id, tenant, key, its `bodies` entry as it is
+-- and where the body starts in it (bytes, 1-based; see `record_layout`), attempt,
+-- outcome_unknown(0|1), dispatch time ms}, {'wait', µs} ({'wait', 0}: the examination
+-- budget ran out, call again), or {'empty'}. The n-th job's lease token is `<base>.<n>`,
+-- and it is fenced when the call asked for a fence and its outcome is known: the caller
+-- knows both, so they are not sent back.
 
 local window_us = tonumber(ARGV[2])
 local lease_us = tonumber(ARGV[3])
@@ -236,7 +239,7 @@ while served < max_jobs and skipped < max_skipped do
       local job = P .. 'job:' .. id
       local ok, f = pcall(redis.call, 'HMGET', job, 'state', 'attempts', 'outcome_unknown', 'key')
       local entry = redis.call('HGET', bodies_key, id)
-      local _, pushed_key, body = split_record(entry)
+      local key_at, key_len, body_at = record_layout(entry)
       local key = f and f[4]
       local first = ok and not f[1] and not f[2]
       -- The `meta` entry of a job pushed by an older version (which kept tenant and key
@@ -245,14 +248,14 @@ while served < max_jobs and skipped < max_skipped do
       if first then
         -- Never dispatched: its tenant and key are in its `bodies` entry (or in `meta`);
         -- they move into the job's own hash.
-        if pushed_key then
-          key = pushed_key
+        if key_at then
+          key = string.sub(entry, key_at, key_at + key_len - 1)
         else
           meta = redis.call('HGET', P .. 'meta', id)
           key = meta and (string.match(meta, '^[^\n]*\n(.*)$') or '')
         end
       end
-      if entry and not body and (first or (ok and f[1] == 'queued')) then
+      if entry and not body_at and (first or (ok and f[1] == 'queued')) then
         bury(id, tenant, why.damaged_entry, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
@@ -266,7 +269,7 @@ while served < max_jobs and skipped < max_skipped do
         bury(id, tenant, why.record_missing, now)
         rescore(tenant, now, window_us)
         skipped = skipped + 1
-      elseif (first or f[1] == 'queued') and body then
+      elseif (first or f[1] == 'queued') and body_at then
         served = served + 1
         local attempt = (tonumber(f[2]) or 0) + 1
         local token = token_base .. '.' .. served
@@ -289,7 +292,6 @@ while served < max_jobs and skipped < max_skipped do
         if f[3] == '1' then
           unknown = 1
         end
-        local fenced = 0
         local fields = {'state', 'running', 'attempts', attempt, 'lease', token,
           'dispatched_ms', t_ms}
         if first then
@@ -302,7 +304,6 @@ while served < max_jobs and skipped < max_skipped do
           end
         end
         if fence_us > 0 and unknown == 0 then
-          fenced = 1
           fields[#fields + 1] = 'call_until_ms'
           fields[#fields + 1] = int(math.ceil((t + fence_us) / 1000))
         end
@@ -327,12 +328,11 @@ while served < max_jobs and skipped < max_skipped do
         out[n + 1] = id
         out[n + 2] = tenant
         out[n + 3] = key or ''
-        out[n + 4] = body
-        out[n + 5] = attempt
-        out[n + 6] = unknown
-        out[n + 7] = token
+        out[n + 4] = entry
+        out[n + 5] = body_at
+        out[n + 6] = attempt
+        out[n + 7] = unknown
         out[n + 8] = t_ms
-        out[n + 9] = fenced
       elseif first or f[1] == 'queued' or not f[1] then
         if first and key then
           redis.call('HSET', job, 'tenant', tenant, 'key', key)

@@ -435,7 +435,8 @@ impl Queue for RedisQueue {
                 }
                 let jobs = fields
                     .chunks(JOB_REPLY_FIELDS)
-                    .map(|f| leased_job(f, fenced_until))
+                    .enumerate()
+                    .map(|(n, f)| leased_job(f, n, &token, fenced_until))
                     .collect::<Result<Vec<_>, _>>()?;
                 Dispatched::Jobs(jobs)
             }

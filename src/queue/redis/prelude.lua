@@ -10,7 +10,6 @@
 -- milliseconds since the Unix epoch.
 
 local P = ARGV[1]
-local READY = P .. 'ready'
 -- Keys a dispatch reads for every job, built once per call (a new string costs about what a
 -- command does).
 local LIMITS = P .. 'limits'
@@ -409,6 +408,13 @@ end
 -- held (the call was made either way); `answered.lua` does it alone for a call that ends
 -- without a finish.
 --
+-- The tenant's score in `ready` is left as it is, though the call moved later may now be the
+-- one that says when the next call is allowed: a score there is when the tenant is next
+-- worth examining, never later than its next allowed call, and dispatch reads the log before
+-- it hands out a call (a tenant it finds early is re-scored then). Measured on the drain, the
+-- re-score cost every completion four commands (ZSCORE, two HGETs for the cap, ZRANGE) and
+-- changed a score for none of them (docs/decisions.md, session 9).
+--
 -- `dispatched_us`: when the call was dispatched (nil: not known). The dispatch set the log's
 -- expiry two windows and a second after it, so a call answered within a window of its
 -- dispatch is still covered and the log's expiry is not set again.
@@ -424,14 +430,6 @@ local function restamp(tenant, call, now, window_us, dispatched_us)
   end
   if added or not dispatched_us or now - dispatched_us >= window_us then
     redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
-  end
-  local score = tonumber(redis.call('ZSCORE', READY, tenant))
-  if score then
-    local at = log_allows_at(tenant, tenant_cap(tenant, now, window_us, false, limit),
-      window_us)
-    if at > score then
-      redis.call('ZADD', READY, 'XX', int(at), tenant)
-    end
   end
 end
 
@@ -452,15 +450,20 @@ end
 
 -- A pushed job's entry in `bodies`: `tenant \n length-of-key \n key body`, so that one hash
 -- field per job holds all a push writes (its tenant and key are moved into the job's own
--- hash when it is first dispatched). Returns tenant, key, body; for an entry that is a bare
--- body (a JSON object: an entry written by an older version, whose tenant and key are in
--- `meta`) nil, nil, body; nil when the entry is damaged.
-local function split_record(v)
+-- hash when it is first dispatched). Where its key and body start, and the key's length:
+-- key_at, key_len, body_at, and where the tenant ends (byte positions, 1-based; the
+-- tenant's end is its newline); for an entry that is a bare body (a
+-- JSON object: an entry written by an older version, whose tenant and key are in `meta`)
+-- nil, nil, 1; nil when the entry is damaged. Positions, not pieces: dispatch sends the
+-- entry as it is with the body's position (the worker cuts it) and makes a new string only
+-- of the key, when it needs one.
+local function record_layout(v)
   if type(v) ~= 'string' then
     return nil
   end
-  if string.sub(v, 1, 1) == '{' then
-    return nil, nil, v
+  if string.byte(v, 1) == 123 then
+    -- '{'
+    return nil, nil, 1
   end
   local t_end = string.find(v, '\n', 1, true)
   if not t_end then
@@ -471,8 +474,21 @@ local function split_record(v)
   if not len or len < 0 or l_end + len > #v then
     return nil
   end
-  return string.sub(v, 1, t_end - 1), string.sub(v, l_end + 1, l_end + len),
-    string.sub(v, l_end + len + 1)
+  return l_end + 1, len, l_end + len + 1, t_end
+end
+
+-- The entry's tenant, key and body (see `record_layout`): nil, nil, body for a bare body;
+-- nil when the entry is damaged.
+local function split_record(v)
+  local key_at, key_len, body_at, t_end = record_layout(v)
+  if not body_at then
+    return nil
+  end
+  if not key_at then
+    return nil, nil, v
+  end
+  return string.sub(v, 1, t_end - 1), string.sub(v, key_at, key_at + key_len - 1),
+    string.sub(v, body_at)
 end
 
 -- Tenant holds (see `Queue::hold`): `holds` keeps tenant -> JSON record (kind, reason,

@@ -13,33 +13,42 @@ use crate::queue::{
 use crate::tenant::Tenant;
 
 /// Fields per job in dispatch.lua's reply.
-pub(super) const JOB_REPLY_FIELDS: usize = 9;
+pub(super) const JOB_REPLY_FIELDS: usize = 8;
 
-/// One job of dispatch.lua's reply: id, tenant, key, body, attempt, outcome_unknown, token,
-/// dispatch time (ms), fenced.
+/// The `n`-th job (from 0) of dispatch.lua's reply: id, tenant, key, its `bodies` entry and
+/// where the body starts in it (bytes, from 1), attempt, outcome_unknown, dispatch time (ms).
+/// Its lease token is `<token>.<n + 1>`, as the script made it; it is fenced (until
+/// `fenced_until`) when its outcome is known.
 pub(super) fn leased_job(
     f: &[Value],
+    n: usize,
+    token: &str,
     fenced_until: Option<Instant>,
 ) -> Result<LeasedJob, QueueError> {
     let field = |i: usize| f.get(i).and_then(text);
     let id = field(0).ok_or_else(|| corrupt("dispatch", "job without an id"))?;
+    let entry: &[u8] = match f.get(3) {
+        Some(Value::BulkString(b)) => b,
+        _ => &[],
+    };
+    // A position outside the entry (never written by this version) gives an empty body,
+    // which the worker cannot decode: the job is buried with that reason, the batch goes on.
+    let body = usize::try_from(uint(f.get(4)))
+        .ok()
+        .and_then(|at| entry.get(at.checked_sub(1)?..))
+        .unwrap_or_default();
+    let outcome_unknown = uint(f.get(6)) == 1;
     Ok(LeasedJob {
         tenant: field(1).unwrap_or_default(),
         key: field(2).unwrap_or_default(),
         // A body that is not UTF-8 reaches the worker as text it cannot decode, and the job
         // is buried there, not here.
-        body: f
-            .get(3)
-            .map(|v| match v {
-                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                other => text(other).unwrap_or_default(),
-            })
-            .unwrap_or_default(),
-        attempt: u32::try_from(uint(f.get(4))).unwrap_or(u32::MAX),
-        outcome_unknown: uint(f.get(5)) == 1,
-        lease: field(6).unwrap_or_default(),
+        body: String::from_utf8_lossy(body).into_owned(),
+        attempt: u32::try_from(uint(f.get(5))).unwrap_or(u32::MAX),
+        outcome_unknown,
+        lease: format!("{token}.{}", n + 1),
         dispatched_at_ms: uint(f.get(7)),
-        fenced_until: fenced_until.filter(|_| uint(f.get(8)) == 1),
+        fenced_until: fenced_until.filter(|_| !outcome_unknown),
         id: JobId(id),
     })
 }

@@ -234,13 +234,14 @@ mod tests {
             assert!(fence.contains(helper), "{helper}");
         }
         // restamp's own helpers come too, before it.
-        let cap = fence
-            .find("local function tenant_cap(")
-            .expect("tenant_cap");
-        assert!(cap < fence.find("local function restamp(").expect("restamp"));
+        let limit = fence
+            .find("local function tenant_limit(")
+            .expect("tenant_limit");
+        assert!(limit < fence.find("local function restamp(").expect("restamp"));
         for unused in [
             "local function bury(",
             "local function hold_tenant(",
+            "local function tenant_cap(",
             "HOLD_KINDS",
         ] {
             assert!(!fence.contains(unused), "{unused}");
