@@ -12,8 +12,9 @@
 //! steady-state interval against what its limit allows there; with the rate-limit answers
 //! (goal 0) and each node's share of the queue's keys (goal >= 15% each).
 //!
-//! `cargo bench --profile dev --bench cluster` (Redis CPU does not depend on the client's
-//! build; `--bench` gives the full size, 2,000 tenants × 10 jobs, 4 processes, and 40
+//! `cargo bench --bench cluster` (`--profile dev` builds faster, but its debug workers start
+//! many Creates late and each takes a fence call of its own, which overstates Redis's work:
+//! see benches/worker.rs; `--bench` gives the full size, 2,000 tenants × 10 jobs, 4 processes, and 40
 //! tenants over 30 s for utilisation; without it, e.g. `cargo test --benches`, 200 × 10 and 2
 //! processes, 10 tenants over 5 s, a smoke run). `-- drain` or `-- utilisation` runs one
 //! part.

@@ -18,8 +18,12 @@
 //! runs a quick version with small sizes and a 1-second window, as a smoke test.
 //! `BENCH_WORKER_LOG=info` (any `RUST_LOG` filter) shows the worker processes' logs. Naming
 //! parts (`-- latency throughput utilisation redis deadhosts`) runs only those. Redis's
-//! figures do not depend on this binary's build: `cargo bench --profile dev --bench worker
-//! -- redis` gives them without a release build.
+//! figures depend on the workers' build in one way: a Create that starts later than its
+//! dispatch's fence allows (a twentieth of the window) takes a fence call of its own, and
+//! debug-built workers sharing a core start many Creates that late (0.2 to 0.6 fence calls
+//! per job, against almost none for the optimized build). `cargo bench --bench worker --
+//! redis` (the optimized bench profile, as deployed) gives the figure; `--profile dev`
+//! builds faster and overstates it.
 //! Needs Redis (`REDIS_URL`, or a `redis-server` the harness can start).
 
 #[path = "../tests/common/mod.rs"]
