@@ -84,3 +84,35 @@ async fn the_worker_warns_at_start_about_unsafe_settings() {
         "{stderr}"
     );
 }
+
+/// On a cluster every master is read, and a problem names its node: two masters set safe at
+/// run time and one left with `appendonly no` give exactly that one's problem, whichever node
+/// a command without a key would have gone to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_master_is_read_and_each_problem_names_its_node() {
+    use common::sentinel::cli;
+    let cluster = common::cluster::PrivateCluster::start(3).expect("a private cluster");
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    for &port in &ports[..2] {
+        assert_eq!(cli(port, &["config", "set", "appendonly", "yes"]), "OK");
+    }
+    let queue = RedisQueue::connect(
+        &cluster.url(),
+        QueueConfig {
+            name: common::unique_queue("settings-cluster"),
+            ..QueueConfig::default()
+        },
+    )
+    .await
+    .expect("connect to the cluster");
+    for _ in 0..3 {
+        let Durability::Unsafe(problems) = queue.durability().await else {
+            panic!("one master has appendonly no");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let unsafe_node = format!(":{}: appendonly is \"no\"", ports[2]);
+        assert!(problems[0].contains(&unsafe_node), "{problems:?}");
+    }
+    assert_eq!(cli(ports[2], &["config", "set", "appendonly", "yes"]), "OK");
+    assert_eq!(queue.durability().await, Durability::Safe);
+}

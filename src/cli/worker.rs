@@ -220,7 +220,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped before Redis answered");
         return Ok(ExitCode::SUCCESS);
     };
-    // Shard 0's node: on a cluster every node should be set alike.
+    // Every shard shares the one connection: one server's settings, or on a cluster every
+    // master's.
     warn_about_redis_settings(&queue.shards()[0]).await;
     let queue: Arc<dyn Queue> = Arc::new(queue);
     let retention =

@@ -109,6 +109,61 @@ fn durability_of(settings: &std::collections::HashMap<String, String>) -> Durabi
     }
 }
 
+/// [`RedisQueue::durability`] of a cluster: each setting read from every master at once
+/// (redis-rs answers a command routed to several nodes with a map of node -> answer), then
+/// each node's settings judged on their own.
+async fn every_masters_durability(mut con: redis::cluster_async::ClusterConnection) -> Durability {
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+    use std::collections::{BTreeMap, HashMap};
+    let every_master = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let mut nodes: BTreeMap<String, Result<HashMap<String, String>, String>> = BTreeMap::new();
+    for setting in ["appendonly", "maxmemory-policy"] {
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg(setting);
+        let answers = match con.route_command(get, every_master.clone()).await {
+            Ok(redis::Value::Map(answers)) => answers,
+            Ok(_) => return Durability::Unknown("CONFIG GET: an unexpected answer".into()),
+            Err(e) => return Durability::Unknown(format!("CONFIG GET refused: {e}")),
+        };
+        for (node, answer) in answers {
+            let node: String = redis::from_redis_value(node).unwrap_or_else(|_| "?".into());
+            let read: Result<HashMap<String, String>, String> = match answer {
+                redis::Value::ServerError(e) => Err(format!("CONFIG GET refused: {e:?}")),
+                other => redis::from_redis_value(other).map_err(|e| format!("CONFIG GET: {e}")),
+            };
+            let entry = nodes.entry(node).or_insert_with(|| Ok(HashMap::new()));
+            match (entry, read) {
+                (Ok(settings), Ok(more)) => settings.extend(more),
+                (entry @ Ok(_), Err(why)) => *entry = Err(why),
+                (Err(_), _) => {}
+            }
+        }
+    }
+    let (mut problems, mut unknown) = (Vec::new(), Vec::new());
+    for (node, settings) in &nodes {
+        match settings.as_ref().map(durability_of).map_err(String::clone) {
+            Ok(Durability::Safe) => {}
+            Ok(Durability::Unsafe(found)) => {
+                problems.extend(found.into_iter().map(|p| format!("node {node}: {p}")));
+            }
+            Ok(Durability::Unknown(why)) | Err(why) => {
+                unknown.push(format!("node {node}: {why}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        Durability::Unsafe(problems)
+    } else if !unknown.is_empty() || nodes.is_empty() {
+        Durability::Unknown(if nodes.is_empty() {
+            "no master answered CONFIG GET".into()
+        } else {
+            unknown.join("; ")
+        })
+    } else {
+        Durability::Safe
+    }
+}
+
 /// Whether a queue name is usable: 1 to 64 characters of `[A-Za-z0-9._:-]` (no braces: the
 /// name is the Redis Cluster hash tag).
 pub fn valid_queue_name(name: &str) -> bool {
@@ -477,7 +532,12 @@ impl RedisQueue {
     /// Reads the server's persistence and eviction settings (one `CONFIG GET` each, so
     /// Redis 6 answers too). Never fails: a server that refuses `CONFIG` gives
     /// [`Durability::Unknown`].
+    /// On a cluster, every master is asked (a job is lost when the node holding it loses
+    /// it), and each problem names its node.
     pub async fn durability(&self) -> Durability {
+        if let Link::Cluster(con) = &self.con {
+            return every_masters_durability(con.clone()).await;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("CONFIG").arg("GET").arg("appendonly");
         pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
