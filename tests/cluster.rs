@@ -324,3 +324,34 @@ async fn a_reshard_mid_drain_loses_no_job() {
     let stats = sim.stats();
     assert_all_done_and_matching(&queue, &stats, 2500).await;
 }
+
+/// `delete_all` of a sharded queue on the cluster removes every shard's keys from every node
+/// (each shard's `SCAN` goes to the master of its slot, not to a random node), and leaves
+/// another queue's keys alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_all_removes_every_shards_keys_from_every_node() {
+    let url = common::cluster::cluster_url();
+    let base = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let ts = tenants(&base, 40, &[25]);
+    let (name, other) = (
+        common::unique_queue("cluster-delete"),
+        common::unique_queue("cluster-keep"),
+    );
+    let window = Duration::from_secs(1);
+    let (queue, kept) = (
+        sharded_queue(&url, &name, window).await,
+        sharded_queue(&url, &other, window).await,
+    );
+    for q in [&queue, &kept] {
+        q.put_tenants(&ts).await.expect("tenants");
+        q.push(&jobs(&ts, 3)).await.expect("push");
+    }
+    let before = queue_keys_per_node(&url, &name);
+    assert!(before.iter().all(|&n| n > 0), "{before:?}");
+    let kept_before = queue_keys_per_node(&url, &other);
+    let deleted = queue.delete_all().await.expect("delete_all");
+    assert_eq!(deleted as usize, before.iter().sum::<usize>(), "{before:?}");
+    assert_eq!(queue_keys_per_node(&url, &name), vec![0; before.len()]);
+    assert_eq!(queue_keys_per_node(&url, &other), kept_before);
+    kept.delete_all().await.expect("clean up");
+}

@@ -374,6 +374,17 @@ impl ShardedQueue<super::redis::RedisQueue> {
         Self::new(super::redis::RedisQueue::connect_shards(url, config, options, shards).await?)
     }
 
+    /// Deletes every key of every shard ([`super::redis::RedisQueue::delete_all`], each on
+    /// the node holding the shard's slot) and returns how many went. Not atomic: for a run
+    /// that should leave nothing behind, with no worker or producer using the queue.
+    pub async fn delete_all(&self) -> Result<u64, QueueError> {
+        let mut deleted = 0;
+        for shard in &self.shards {
+            deleted += shard.delete_all().await?;
+        }
+        Ok(deleted)
+    }
+
     /// The Redis server's memory limit and policy (shard 0's node), for messages.
     pub async fn memory(&self) -> Option<super::StoreMemory> {
         self.shards[0].memory().await

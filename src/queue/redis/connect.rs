@@ -219,6 +219,16 @@ pub const MAX_SHARDS: u32 = 1024;
 /// Redis Cluster's hash slots.
 const SLOTS: u32 = 16_384;
 
+/// The hash slot of a queue's keys, from its prefix `{tag}:` (the tag is what Redis Cluster
+/// hashes).
+pub(super) fn slot_of_prefix(prefix: &str) -> u16 {
+    let tag = prefix
+        .strip_prefix('{')
+        .and_then(|p| p.split_once('}'))
+        .map_or(prefix, |(tag, _)| tag);
+    u16::try_from(slot_of(tag)).unwrap_or(0)
+}
+
 /// The hash slot of a hash tag: CRC16 (XMODEM, as Redis Cluster computes it) modulo
 /// [`SLOTS`].
 fn slot_of(tag: &str) -> u32 {

@@ -169,7 +169,9 @@ impl RedisQueue {
     /// everything under its prefix `{name}:`. Keys of other queues on the same Redis are
     /// never touched: the prefix ends at the closing brace of the name's hash tag, so
     /// `{a}:*` cannot match a key of queue `a:b` or `ab`, and all of a queue's keys share one
-    /// Redis Cluster slot (one node to scan). For a run that should leave nothing behind
+    /// Redis Cluster slot (one node to scan: on a cluster the `SCAN` goes to that slot's
+    /// master). A sharded queue is one prefix per shard:
+    /// [`ShardedQueue::delete_all`](crate::queue::sharded::ShardedQueue::delete_all). For a run that should leave nothing behind
     /// (the demo); not atomic (`SCAN` then `UNLINK`, 1,000 keys at a time), so no worker or
     /// producer should be using the queue meanwhile.
     pub async fn delete_all(&self) -> Result<u64, QueueError> {
@@ -180,14 +182,29 @@ impl RedisQueue {
         let mut cursor = 0u64;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(ADMIN_BATCH)
-                .query_async(&mut con)
-                .await?;
+                .arg(ADMIN_BATCH);
+            let (next, keys): (u64, Vec<String>) = match &mut con {
+                // A SCAN goes to one node, a random one unless routed: to the master of the
+                // queue's slot, which holds every key of it.
+                Link::Cluster(cluster) => {
+                    let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                            redis::cluster_routing::Route::new(
+                                connect::slot_of_prefix(&self.prefix),
+                                redis::cluster_routing::SlotAddr::Master,
+                            ),
+                        ),
+                    );
+                    redis::from_redis_value(cluster.route_command(scan, route).await?)
+                        .map_err(|e| corrupt("SCAN", &e.to_string()))?
+                }
+                other => scan.query_async(other).await?,
+            };
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)
