@@ -411,9 +411,10 @@ end
 -- The tenant's score in `ready` is left as it is, though the call moved later may now be the
 -- one that says when the next call is allowed: a score there is when the tenant is next
 -- worth examining, never later than its next allowed call, and dispatch reads the log before
--- it hands out a call (a tenant it finds early is re-scored then). Measured on the drain, the
--- re-score cost every completion four commands (ZSCORE, two HGETs for the cap, ZRANGE) and
--- changed a score for none of them (docs/decisions.md, session 9).
+-- it hands out a call (a tenant it finds early is re-scored then). The re-score cost every
+-- completion and fence of a tenant with work waiting four commands (ZSCORE, two HGETs for
+-- the cap, ZRANGE); it changes a score only for a tenant at its cap, and saves dispatch one
+-- examination of it then (docs/decisions.md, session 9).
 --
 -- `dispatched_us`: when the call was dispatched (nil: not known). The dispatch set the log's
 -- expiry two windows and a second after it, so a call answered within a window of its
