@@ -7,17 +7,22 @@ mod common;
 use lsq_webhooks::queue::QueueConfig;
 use lsq_webhooks::queue::redis::{Durability, RedisQueue};
 
-async fn durability_of(extra: &[&str]) -> (Durability, common::PrivateRedis) {
-    let redis = common::PrivateRedis::start(extra).expect("a private redis-server");
-    let queue = RedisQueue::connect(
-        &redis.url(),
+/// A queue of the test's own at `url`.
+async fn queue_at(url: &str, test: &str) -> RedisQueue {
+    RedisQueue::connect(
+        url,
         QueueConfig {
-            name: common::unique_queue("settings"),
+            name: common::unique_queue(test),
             ..QueueConfig::default()
         },
     )
     .await
-    .expect("connect");
+    .expect("connect")
+}
+
+async fn durability_of(extra: &[&str]) -> (Durability, common::PrivateRedis) {
+    let redis = common::PrivateRedis::start(extra).expect("a private redis-server");
+    let queue = queue_at(&redis.url(), "settings").await;
     (queue.durability().await, redis)
 }
 
@@ -96,15 +101,7 @@ async fn on_a_cluster_every_master_is_read_and_each_problem_names_its_node() {
     for &port in &ports[..2] {
         assert_eq!(cli(port, &["config", "set", "appendonly", "yes"]), "OK");
     }
-    let queue = RedisQueue::connect(
-        &cluster.url(),
-        QueueConfig {
-            name: common::unique_queue("settings-cluster"),
-            ..QueueConfig::default()
-        },
-    )
-    .await
-    .expect("connect to the cluster");
+    let queue = queue_at(&cluster.url(), "settings-cluster").await;
     for _ in 0..3 {
         let Durability::Unsafe(problems) = queue.durability().await else {
             panic!("one master has appendonly no");
