@@ -46,7 +46,7 @@ for i = 4, #ARGV - 10, 11 do
   if job then
     redis.call('HDEL', job, 'lease', 'call_until_ms')
     -- Its call is no longer in flight (`landed`, less the `capped` check: once per batch).
-    redis.call('ZREM', P .. 'fly:' .. tenant, token)
+    unfly(tenant, token)
     -- An earlier attempt's error is blanked (readers take '' as none): one call, not two.
     -- What it did and the body's digests (issue 18) are for push.lua's revisions and sync.
     local outcome = ARGV[i + 7]

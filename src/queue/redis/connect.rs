@@ -128,7 +128,7 @@ async fn every_masters_durability(mut con: redis::cluster_async::ClusterConnecti
         for (node, answer) in answers {
             let node: String = redis::from_redis_value(node).unwrap_or_else(|_| "?".into());
             let read: Result<HashMap<String, String>, String> = match answer {
-                redis::Value::ServerError(e) => Err(format!("CONFIG GET refused: {e:?}")),
+                redis::Value::ServerError(e) => Err(format!("CONFIG GET refused: {e}")),
                 other => redis::from_redis_value(other).map_err(|e| format!("CONFIG GET: {e}")),
             };
             let entry = nodes.entry(node).or_insert_with(|| Ok(HashMap::new()));
@@ -153,12 +153,10 @@ async fn every_masters_durability(mut con: redis::cluster_async::ClusterConnecti
     }
     if !problems.is_empty() {
         Durability::Unsafe(problems)
-    } else if !unknown.is_empty() || nodes.is_empty() {
-        Durability::Unknown(if nodes.is_empty() {
-            "no master answered CONFIG GET".into()
-        } else {
-            unknown.join("; ")
-        })
+    } else if nodes.is_empty() {
+        Durability::Unknown("no master answered CONFIG GET".into())
+    } else if !unknown.is_empty() {
+        Durability::Unknown(unknown.join("; "))
     } else {
         Durability::Safe
     }

@@ -171,8 +171,8 @@ impl RedisQueue {
     /// `{a}:*` cannot match a key of queue `a:b` or `ab`, and all of a queue's keys share one
     /// Redis Cluster slot (one node to scan: on a cluster the `SCAN` goes to that slot's
     /// master). A sharded queue is one prefix per shard:
-    /// [`ShardedQueue::delete_all`](crate::queue::sharded::ShardedQueue::delete_all). For a run that should leave nothing behind
-    /// (the demo); not atomic (`SCAN` then `UNLINK`, 1,000 keys at a time), so no worker or
+    /// [`ShardedQueue::delete_all`](crate::queue::sharded::ShardedQueue::delete_all). For a
+    /// run that should leave nothing behind (the demo); not atomic (`SCAN` then `UNLINK`, 1,000 keys at a time), so no worker or
     /// producer should be using the queue meanwhile.
     pub async fn delete_all(&self) -> Result<u64, QueueError> {
         // A valid name (`valid_queue_name`) has no glob characters: the pattern is literal
@@ -181,6 +181,8 @@ impl RedisQueue {
         let mut con = self.con.clone();
         let mut cursor = 0u64;
         let mut deleted = 0u64;
+        // On a cluster: the slot every key of the queue is in.
+        let slot = connect::slot_of_prefix(&self.prefix);
         loop {
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor)
@@ -195,7 +197,7 @@ impl RedisQueue {
                     let route = redis::cluster_routing::RoutingInfo::SingleNode(
                         redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
                             redis::cluster_routing::Route::new(
-                                connect::slot_of_prefix(&self.prefix),
+                                slot,
                                 redis::cluster_routing::SlotAddr::Master,
                             ),
                         ),

@@ -337,11 +337,17 @@ local function uncap(tenant, now)
   end
 end
 
+-- Takes the call out of the tenant's calls in flight; `landed` also uncaps the tenant (a
+-- completion batch, which lands many, checks `capped` once for all of them instead).
+local function unfly(tenant, call)
+  redis.call('ZREM', P .. 'fly:' .. tenant, call)
+end
+
 local function landed(tenant, call, now)
   if not tenant or not call then
     return
   end
-  redis.call('ZREM', P .. 'fly:' .. tenant, call)
+  unfly(tenant, call)
   uncap(tenant, now)
 end
 
@@ -421,13 +427,11 @@ end
 -- dispatch is still covered and the log's expiry is not set again.
 local function restamp(tenant, call, now, window_us, dispatched_us)
   local calls = P .. 'calls:' .. tenant
-  local limit = nil
   -- GT: only ever later. An entry already trimmed is added back as the newest; the trim
   -- then drops the oldest instead, which is the conservative choice.
   local added = redis.call('ZADD', calls, 'GT', int(now), call) == 1
   if added then
-    limit = tenant_limit(tenant)
-    redis.call('ZREMRANGEBYRANK', calls, 0, -(limit + 1))
+    redis.call('ZREMRANGEBYRANK', calls, 0, -(tenant_limit(tenant) + 1))
   end
   if added or not dispatched_us or now - dispatched_us >= window_us then
     redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
@@ -453,9 +457,9 @@ end
 -- field per job holds all a push writes (its tenant and key are moved into the job's own
 -- hash when it is first dispatched). Where its key and body start, and the key's length:
 -- key_at, key_len, body_at, and where the tenant ends (byte positions, 1-based; the
--- tenant's end is its newline); for an entry that is a bare body (a
--- JSON object: an entry written by an older version, whose tenant and key are in `meta`)
--- nil, nil, 1; nil when the entry is damaged. Positions, not pieces: dispatch sends the
+-- tenant's end is its newline); for an entry that is a bare body (a JSON object: an entry
+-- written by an older version, whose tenant and key are in `meta`) nil, nil, 1; nil when
+-- the entry is damaged. Positions, not pieces: dispatch sends the
 -- entry as it is with the body's position (the worker cuts it) and makes a new string only
 -- of the key, when it needs one.
 local function record_layout(v)
