@@ -1499,6 +1499,54 @@ async fn results_across_shards_keep_finishing_order(h: Harness) {
     assert_eq!(ids(q.dead().await.expect("dead")), expected[2..].to_vec());
 }
 
+/// Issue 17: done and dead pages are newest first across the whole queue, with a cursor: on
+/// shards too, where one tenant's jobs all finish before another's on another shard (pages
+/// that took a row from each shard in turn would mix them).
+async fn pages_across_shards_are_newest_first(h: Harness) {
+    let n = shard_count(h);
+    let on = |prefix: &str, shard: usize| -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|t| shard_of(t, n) == shard)
+            .expect("a tenant on the shard")
+    };
+    let (a, b) = (on("a-", 0), on("b-", 1 % n));
+    let q = h
+        .queue_with("page-order", &[(a.as_str(), 25), (b.as_str(), 25)], |_| {})
+        .await;
+    push(&q, &a, 0..4).await;
+    push(&q, &b, 0..4).await;
+    let mut jobs = Vec::new();
+    for _ in 0..8 {
+        jobs.push(next_job(q.as_ref()).await);
+    }
+    let of = |t: &str| -> Vec<&LeasedJob> { jobs.iter().filter(|j| j.tenant == t).collect() };
+    let (ja, jb) = (of(&a), of(&b));
+    // a's two done, then b's two done, then a's two dead, then b's two dead.
+    let order = [ja[0], ja[1], jb[0], jb[1], ja[2], ja[3], jb[2], jb[3]];
+    for (i, j) in order.iter().enumerate() {
+        if i < 4 {
+            q.complete(j, "wh", false).await.expect("complete");
+        } else {
+            q.bury(j, "refused").await.expect("bury");
+        }
+        // Finishing moments a few milliseconds apart, on every clock.
+        h.sleep(Duration::from_millis(5).max(h.ticks(1))).await;
+    }
+    let newest_first =
+        |js: &[&LeasedJob]| -> Vec<JobId> { js.iter().rev().map(|j| j.id.clone()).collect() };
+    let done = newest_first(&order[..4]);
+    assert_eq!(
+        all_pages(&q, PageOf::Done, 3).await,
+        [done[..3].to_vec(), done[3..].to_vec()]
+    );
+    let dead = newest_first(&order[4..]);
+    assert_eq!(
+        all_pages(&q, PageOf::Dead, 3).await,
+        [dead[..3].to_vec(), dead[3..].to_vec()]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Wake-ups: every path that can make work available wakes a waiting worker
 
@@ -3476,6 +3524,7 @@ conformance!(
     status_counts_and_the_tenant_view,
     results_keep_finishing_order_and_name_a_tenant,
     results_across_shards_keep_finishing_order,
+    pages_across_shards_are_newest_first,
     a_push_wakes_a_waiting_worker,
     put_tenants_wakes_a_waiting_worker,
     retry_later_wakes_a_waiting_worker,

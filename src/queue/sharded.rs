@@ -863,10 +863,11 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
                 next: Self::join_cursor(&cursors),
             });
         }
-        // Done and dead: each shard's next page, newest first within the shard, taken in
-        // turn one row from each shard (a job's record does not say when it finished, so
-        // the shards cannot be merged by that); each shard's cursor then moves past what
-        // was shown.
+        // Done and dead: each shard's next page, newest first within the shard, merged by
+        // when each job finished, newest first (ties: the lower shard first). A row that does
+        // not say (a record an older version wrote) keeps its place in its shard's order: it
+        // counts as finished when the row before it did. Each shard's cursor then moves past
+        // what was shown.
         let pages = try_join_all(cursors.iter().enumerate().map(|(s, c)| async move {
             match c {
                 Some(None) => Ok(None),
@@ -878,23 +879,24 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
         }))
         .await?;
         let mut heads: Vec<usize> = vec![0; pages.len()];
+        let mut last_at: Vec<u64> = vec![u64::MAX; pages.len()];
         let mut jobs = Vec::new();
-        'fill: while jobs.len() < limit {
-            let mut any = false;
-            for (s, page) in pages.iter().enumerate() {
-                let Some(row) = page.as_ref().and_then(|p| p.jobs.get(heads[s])) else {
-                    continue;
-                };
-                jobs.push(row.clone());
-                heads[s] += 1;
-                any = true;
-                if jobs.len() == limit {
-                    break 'fill;
-                }
-            }
-            if !any {
+        while jobs.len() < limit {
+            let newest = pages
+                .iter()
+                .enumerate()
+                .filter_map(|(s, page)| {
+                    let row = page.as_ref()?.jobs.get(heads[s])?;
+                    let at = row.finished_ms.map_or(last_at[s], |f| f.min(last_at[s]));
+                    Some((at, std::cmp::Reverse(s), row))
+                })
+                .max_by_key(|&(at, s, _)| (at, s));
+            let Some((at, std::cmp::Reverse(s), row)) = newest else {
                 break;
-            }
+            };
+            jobs.push(row.clone());
+            heads[s] += 1;
+            last_at[s] = at;
         }
         for (s, page) in pages.iter().enumerate() {
             let Some(page) = page else { continue };
