@@ -12,6 +12,7 @@ mod worker_support;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::cluster::{node_ports, queue_keys_per_node};
 use lsq_webhooks::queue::sharded::ShardedQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use worker_support::*;
@@ -63,33 +64,6 @@ fn no_cluster_node_answering_is_exit_1_within_seconds() {
     assert!(err.contains("no cluster node answered"), "{err}");
     // A guard that the failure is quick, not a benchmark: the contract says 3 s.
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
-}
-
-/// The ports of the test cluster's nodes, from its URL.
-fn node_ports(url: &str) -> Vec<u16> {
-    url.trim_start_matches("redis+cluster://")
-        .split(',')
-        .map(|hp| {
-            hp.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port")
-        })
-        .collect()
-}
-
-/// Keys of queue `name` (all its shards: `{name}` and `{name~...}`) on each node.
-fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
-    let pattern = format!("{{{name}[}}~]*");
-    node_ports(url)
-        .into_iter()
-        .map(|port| {
-            common::sentinel::cli(port, &["--scan", "--pattern", &pattern])
-                .lines()
-                .filter(|l| !l.is_empty())
-                .count()
-        })
-        .collect()
 }
 
 /// A drain's set-up: a simulator for `n` tenants of `limit` calls per 1 s window, and a

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lsq_webhooks::demo::{self, Backend, DemoConfig, DemoReport, DemoTenant, TenantSetup, View};
 use lsq_webhooks::queue::redis::RedisQueue;
+use lsq_webhooks::queue::sharded::ShardedQueue;
 use lsq_webhooks::queue::{Queue, QueueConfig};
 use lsq_webhooks::sim::Faults;
 use lsq_webhooks::worker::RetryPolicy;
@@ -137,7 +138,7 @@ async fn keys_of(queue: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_demo_on_redis_does_every_job_within_the_limits_and_deletes_its_queue() {
     let config = small(Duration::from_secs(3));
-    let backend = Backend::redis(common::redis_url(), false);
+    let backend = Backend::redis(common::redis_url(), false, None);
     let Backend::Redis { queue, .. } = &backend else {
         unreachable!("a Redis backend")
     };
@@ -151,11 +152,59 @@ async fn the_demo_on_redis_does_every_job_within_the_limits_and_deletes_its_queu
     assert_eq!(keys_of(queue).await, Vec::<String>::new());
 }
 
+/// Issue 17: on a Redis Cluster the demo's queue is sharded as a worker's is (16 shards by
+/// default), so its keys sit on every node (its tenants' shards, 11, 7, 10 and 1, cover
+/// each node's third of the slots); and it deletes them from every node afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_on_a_cluster_spreads_its_queue_over_every_node_and_deletes_it_from_each() {
+    let url = common::cluster::cluster_url();
+    let config = small(Duration::from_secs(3));
+    let kept = Backend::redis(url.clone(), true, None);
+    let Backend::Redis { queue, .. } = &kept else {
+        unreachable!("a Redis backend")
+    };
+    assert_all_done(
+        &run(&config, &kept, CancellationToken::new()).await,
+        &config,
+    );
+    let per_node = common::cluster::queue_keys_per_node(&url, queue);
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+    let watcher = ShardedQueue::connect(
+        &url,
+        QueueConfig {
+            name: queue.clone(),
+            ..QueueConfig::default()
+        },
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("connect");
+    assert_eq!(watcher.shards().len(), 16);
+    watcher.delete_all().await.expect("clean up");
+
+    let deleted = Backend::redis(url.clone(), false, None);
+    let Backend::Redis { queue, .. } = &deleted else {
+        unreachable!("a Redis backend")
+    };
+    let report = run(&config, &deleted, CancellationToken::new()).await;
+    assert_all_done(&report, &config);
+    assert!(
+        report.backend.contains(queue.as_str()),
+        "{}",
+        report.backend
+    );
+    assert_eq!(
+        common::cluster::queue_keys_per_node(&url, queue),
+        vec![0; per_node.len()]
+    );
+}
+
 #[tokio::test]
 async fn a_stop_mid_run_ends_the_demo_with_nothing_running_and_no_job_lost() {
     // Long enough that it is still running when stopped.
     let config = small(Duration::from_secs(60));
-    let backend = Backend::redis(common::redis_url(), true);
+    let backend = Backend::redis(common::redis_url(), true, None);
     let Backend::Redis { queue, .. } = backend.clone() else {
         unreachable!("a Redis backend")
     };

@@ -42,7 +42,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         config.faults = crate::sim::Faults::default();
     }
     let backend = match global.redis_given() {
-        Some(url) => Backend::redis(url, args.keep_queue),
+        Some(url) => Backend::redis(url, args.keep_queue, global.shards),
         None => Backend::Embedded,
     };
     let mut out = super::output::stdout();

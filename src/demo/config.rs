@@ -180,17 +180,22 @@ pub enum Backend {
         queue: String,
         /// Keep the queue's keys afterwards (to inspect with `status` or `results`).
         keep: bool,
+        /// Its shards (`--shards`; `None`: the default, 16 on a `redis+cluster://` URL, else
+        /// 1), so that on a cluster the demo's queue spreads over the nodes as a worker's does.
+        shards: Option<u32>,
     },
 }
 
 impl Backend {
-    /// Redis at `url`, under a fresh queue name `demo-` and 8 hex digits.
-    pub fn redis(url: impl Into<String>, keep: bool) -> Backend {
+    /// Redis at `url`, under a fresh queue name `demo-` and 8 hex digits, in `shards`
+    /// shards (`None`: the default for the URL).
+    pub fn redis(url: impl Into<String>, keep: bool, shards: Option<u32>) -> Backend {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Backend::Redis {
             url: url.into(),
             queue: format!("demo-{}", &id[..8]),
             keep,
+            shards,
         }
     }
 
@@ -200,7 +205,9 @@ impl Backend {
             Backend::Embedded => {
                 "queue: embedded, in this process (set REDIS_URL or --redis to use Redis)".into()
             }
-            Backend::Redis { url, queue, keep } => {
+            Backend::Redis {
+                url, queue, keep, ..
+            } => {
                 let then = if *keep {
                     "kept afterwards"
                 } else {
@@ -247,6 +254,7 @@ mod tests {
             url: "redis://user:hunter2@redis.internal:6380/2".into(),
             queue: "demo-1".into(),
             keep: false,
+            shards: None,
         };
         let d = b.describe();
         assert!(!d.contains("hunter2") && !d.contains("user"), "{d}");

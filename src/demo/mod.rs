@@ -36,7 +36,7 @@ pub use config::{Backend, DemoConfig, DemoTenant, TenantSetup};
 pub use display::View;
 pub use report::{DemoReport, TenantResult, achieved_per_window};
 
-use crate::queue::QueueError;
+use crate::queue::{Queue, QueueError};
 use crate::worker::WorkerError;
 use drive::DemoRun;
 
@@ -89,7 +89,7 @@ pub async fn run(
         && !keep
         && let Err(e) = q.delete_all().await
     {
-        tracing::warn!("could not delete the demo's queue {}: {e}", q.prefix());
+        tracing::warn!("could not delete the demo's queue {}: {e}", q.config().name);
     }
     sim_stop.cancel();
     sim.home.join().await;

@@ -8,11 +8,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, DemoConfig, DemoError, DemoTenant, TenantSetup};
 use crate::queue::embedded::EmbeddedQueue;
-use crate::queue::redis::RedisQueue;
+use crate::queue::redis::{RedisOptions, RedisQueue};
+use crate::queue::sharded::ShardedQueue;
 use crate::queue::{Queue, QueueConfig};
 use crate::secret::Secret;
 use crate::sim::{AccountSource, SimConfig, SimServer, SimState};
 use crate::tenant::Tenant;
+
+/// The demo's Redis queue: its shards behind one queue.
+pub(super) type RedisShards = ShardedQueue<RedisQueue>;
 
 /// The simulator a demo runs against: its first region, and a second one when a tenant
 /// lives there.
@@ -68,12 +72,12 @@ pub(super) async fn start_simulator(
     Ok((DemoSim { home, other }, registered))
 }
 
-/// The run's queue: embedded, or a fresh queue in Redis; with the Redis key prefix to
-/// delete afterwards.
+/// The run's queue: embedded, or a fresh queue in Redis, in its shards as a worker opens it
+/// (spread over the nodes of a cluster); with the Redis queue itself, to delete afterwards.
 pub(super) async fn open_queue(
     config: &DemoConfig,
     backend: &Backend,
-) -> Result<(Arc<dyn Queue>, Option<Arc<RedisQueue>>), DemoError> {
+) -> Result<(Arc<dyn Queue>, Option<Arc<RedisShards>>), DemoError> {
     let queue_config = QueueConfig {
         name: match backend {
             Backend::Embedded => "demo".into(),
@@ -86,8 +90,10 @@ pub(super) async fn open_queue(
     // The Redis queue is also returned as itself, so the demo can delete its keys at the end.
     Ok(match backend {
         Backend::Embedded => (Arc::new(EmbeddedQueue::new(queue_config)), None),
-        Backend::Redis { url, .. } => {
-            let q = Arc::new(RedisQueue::connect(url, queue_config).await?);
+        Backend::Redis { url, shards, .. } => {
+            let q = Arc::new(
+                RedisShards::connect(url, queue_config, RedisOptions::default(), *shards).await?,
+            );
             (q.clone(), Some(q))
         }
     })

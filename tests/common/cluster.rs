@@ -99,3 +99,30 @@ pub fn cluster_url() -> String {
     })
     .clone()
 }
+
+/// The ports of the test cluster's nodes, from its URL.
+pub fn node_ports(url: &str) -> Vec<u16> {
+    url.trim_start_matches("redis+cluster://")
+        .split(',')
+        .map(|hp| {
+            hp.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        })
+        .collect()
+}
+
+/// Keys of queue `name` (all its shards: `{name}` and `{name~...}`) on each node.
+pub fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
+    let pattern = format!("{{{name}[}}~]*");
+    node_ports(url)
+        .into_iter()
+        .map(|port| {
+            cli(port, &["--scan", "--pattern", &pattern])
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .collect()
+}
