@@ -12,12 +12,16 @@
 //! steady-state interval against what its limit allows there; with the rate-limit answers
 //! (goal 0) and each node's share of the queue's keys (goal >= 15% each).
 //!
+//! Then `idle`: one worker process on a queue with nothing in it, on the one Redis (1 shard)
+//! and on the cluster (16 shards): the script calls per second it makes (`INFO
+//! commandstats`, EVALSHA, summed over the nodes), and their ratio.
+//!
 //! `cargo bench --bench cluster` (`--profile dev` builds faster, but its debug workers start
 //! many Creates late and each takes a fence call of its own, which overstates Redis's work:
 //! see benches/worker.rs; `--bench` gives the full size, 2,000 tenants × 10 jobs, 4 processes, and 40
 //! tenants over 30 s for utilisation; without it, e.g. `cargo test --benches`, 200 × 10 and 2
-//! processes, 10 tenants over 5 s, a smoke run). `-- drain` or `-- utilisation` runs one
-//! part.
+//! processes, 10 tenants over 5 s, a smoke run). `-- drain`, `-- utilisation` or `-- idle`
+//! runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -195,6 +199,45 @@ fn node_cpu(port: u16) -> f64 {
         .sum()
 }
 
+/// Script calls (EVALSHA) the node at `port` has run so far.
+fn node_script_calls(port: u16) -> u64 {
+    common::sentinel::cli(port, &["info", "commandstats"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One worker process on an empty queue of its own at `url` (tenants registered, no job):
+/// its script calls per second over `interval`, after it has settled.
+async fn idle(label: &str, url: &str, ports: &[u16], interval: Duration) -> f64 {
+    let window = Duration::from_secs(1);
+    let base = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let name = common::unique_queue(&format!("bench-idle-{}", label.replace(' ', "-")));
+    let queue = worker_support::sharded_queue(url, &name, window).await;
+    queue
+        .put_tenants(&worker_support::tenants(&base, 40, &[25]))
+        .await
+        .expect("tenants");
+    let mut workers = spawn_workers(url, &name, 1, window);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = || ports.iter().map(|p| node_script_calls(*p)).sum::<u64>();
+    let before = count();
+    tokio::time::sleep(interval).await;
+    let calls = count().saturating_sub(before);
+    stop_workers(&mut workers).await;
+    let per_second = calls as f64 / interval.as_secs_f64();
+    println!(
+        "idle, {label}: {} shards, one worker process, {calls} script calls in {:.0} s: \
+         {per_second:.2} per second",
+        queue.shards().len(),
+        interval.as_secs_f64()
+    );
+    queue.delete_all().await.expect("clean up");
+    per_second
+}
+
 /// One drain: what it took and each node's CPU.
 struct Drain {
     jobs: usize,
@@ -272,7 +315,7 @@ fn main() {
     let cluster = common::cluster::PrivateCluster::start(3).expect("a 3-master cluster");
     let cluster_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
     let named: Vec<String> = std::env::args()
-        .filter(|a| ["drain", "utilisation"].contains(&a.as_str()))
+        .filter(|a| ["drain", "utilisation", "idle"].contains(&a.as_str()))
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
@@ -298,6 +341,20 @@ fn main() {
             let one_url = format!("redis://127.0.0.1:{}", one.port);
             utilisation("1 node", &one_url, &[one.port], sizes).await;
             utilisation("3 nodes", &cluster.url(), &cluster_ports, sizes).await;
+        }
+        if run("idle") {
+            let interval = if full {
+                Duration::from_secs(20)
+            } else {
+                Duration::from_secs(3)
+            };
+            let one_url = format!("redis://127.0.0.1:{}", one.port);
+            let a = idle("1 node", &one_url, &[one.port], interval).await;
+            let b = idle("3 nodes", &cluster.url(), &cluster_ports, interval).await;
+            println!(
+                "idle: 16 shards / 1 shard = {:.2} script calls per second",
+                b / a.max(1e-9)
+            );
         }
     });
 }

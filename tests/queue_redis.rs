@@ -106,10 +106,11 @@ async fn wait_for_work_sees_a_push_from_another_connection() {
         Dispatch::Job(_)
     ));
 
-    // A push between a dispatch that found nothing and the wait is not lost either.
+    // A push between a dispatch that found nothing and the wait is not lost either (the
+    // dispatch waits for job 1's lease: nothing to hand out).
     assert!(matches!(
         waiter.dispatch().await.expect("dispatch"),
-        Dispatch::Empty
+        Dispatch::Wait(_)
     ));
     producer.push(&[job("acme", 2)]).await.expect("push");
     tokio::time::timeout(

@@ -163,11 +163,13 @@ pub struct Completion<'a> {
 pub enum Dispatch {
     /// A job to run now.
     Job(LeasedJob),
-    /// Jobs are waiting, but no tenant may call yet and no retry is due; the earliest is
-    /// in this long.
+    /// Nothing to hand out now, but something may be in this long with no wake-up: the
+    /// earliest of a waiting tenant's next allowed call, a retry coming due and a running
+    /// job's lease expiring (its job comes back then, and only a dispatch takes it back).
     Wait(Duration),
-    /// Nothing is queued or scheduled (jobs may still be running), but for jobs of tenants
-    /// held until released.
+    /// Nothing is queued, scheduled or running, but for jobs of tenants held until
+    /// released: work can only come through a write that wakes the waiting workers
+    /// ([`Queue::wait_for_work`]).
     Empty,
 }
 

@@ -10,10 +10,12 @@
 //! shard and merge.
 //!
 //! [`Queue::dispatch_many`] visits the shards in turn, starting at the shard after the last
-//! one that handed out jobs, and skips a shard whose last answer was "nothing now" until its own wake-up (a watcher
-//! task per shard waits on the shard's [`Queue::wait_for_work`]), the moment it named, or
-//! [`ShardedQueue::recheck`]: a tenant on a quiet shard waits at most one turn of the
-//! shards, whatever a busy shard holds.
+//! one that handed out jobs, and skips a shard whose last answer was "nothing now" until its
+//! own wake-up (a watcher task per shard waits on the shard's [`Queue::wait_for_work`]): a
+//! shard that answered "wait" until the moment it named or [`ShardedQueue::recheck`], one
+//! that answered "empty" (nothing queued, scheduled or running) for longer (`idle_recheck`).
+//! A tenant on a quiet shard waits at most one turn of the shards, whatever a busy shard
+//! holds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -120,9 +122,14 @@ pub struct ShardedQueue<Q: Queue> {
     woke: Arc<Woke>,
     /// The shard the next dispatch starts at: the one after the last that handed out jobs.
     turn: AtomicUsize,
-    /// The longest a shard is skipped without news: jobs whose leases expire come back
-    /// without a wake-up, and a dispatch is what takes them back.
+    /// The longest a shard that answered "wait" is skipped without news: the time it named
+    /// may be a lease's expiry, which a heartbeat moves, and the worker's own idle poll is
+    /// no longer.
     recheck: Duration,
+    /// The longest a shard that answered "empty" (nothing queued, scheduled or running) is
+    /// skipped without a wake-up: the shards' share of the worker's idle poll, so that an
+    /// idle process polls about as often as with one queue (see [`idle_recheck`]).
+    idle_recheck: Duration,
     /// Tenants known to exist, so that a push refuses an unknown tenant before writing to
     /// any shard (tenants are never removed).
     tenants: Mutex<HashSet<String>>,
@@ -184,6 +191,7 @@ impl<Q: Queue> ShardedQueue<Q> {
         };
         let config = first.config().clone();
         let recheck = (config.lease / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let idle_recheck = idle_recheck(recheck, shards.len());
         let shards: Vec<Arc<Q>> = shards.into_iter().map(Arc::new).collect();
         let skips: Arc<[ShardSkip]> = shards.iter().map(|_| ShardSkip::default()).collect();
         let woke = Arc::new(Woke::default());
@@ -207,6 +215,7 @@ impl<Q: Queue> ShardedQueue<Q> {
             woke,
             turn: AtomicUsize::new(0),
             recheck,
+            idle_recheck,
             tenants: Mutex::new(HashSet::new()),
             ids: Mutex::new(HashMap::new()),
             _watchers: watchers,
@@ -400,6 +409,21 @@ fn in_finishing_order(shards: Vec<Vec<JobResult>>) -> Vec<JobResult> {
     all
 }
 
+/// The longest [`ShardedQueue`] skips a shard that answered "empty" without a wake-up:
+/// `recheck` times the shard count, at most [`IDLE_RECHECK_MAX`]. Nothing can come to such
+/// a shard but through a write, and every write that makes work publishes a wake-up (the
+/// conformance suite's wake-up cases); a subscription that drops wakes every shard when it
+/// is back. So the recheck only bounds a wake-up lost some other way, and N idle shards cost
+/// a process one dispatch per `recheck`, as one queue does, not N.
+fn idle_recheck(recheck: Duration, shards: usize) -> Duration {
+    recheck
+        .checked_mul(u32::try_from(shards).unwrap_or(u32::MAX))
+        .map_or(IDLE_RECHECK_MAX, |d| d.min(IDLE_RECHECK_MAX))
+}
+
+/// See [`idle_recheck`].
+const IDLE_RECHECK_MAX: Duration = Duration::from_secs(30);
+
 /// The larger of two optional values.
 fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
@@ -538,7 +562,7 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
                     sooner(d);
                 }
                 Dispatched::Empty => self.skips[s].set(Skip {
-                    until: Instant::now() + self.recheck,
+                    until: Instant::now() + self.idle_recheck,
                     wait_until: None,
                 }),
             }

@@ -374,12 +374,16 @@ impl Queue for EmbeddedQueue {
         if !jobs.is_empty() {
             return Ok(Dispatched::Jobs(jobs));
         }
-        let next = match (st.ready.first(), st.scheduled.first()) {
-            (Some((at, _, _)), Some((due, _))) => Some(*at.min(due)),
-            (Some((at, _, _)), None) => Some(*at),
-            (None, Some((due, _))) => Some(*due),
-            (None, None) => None,
-        };
+        // The next tenant's turn, the next retry due, or the first lease's expiry (its job
+        // comes back with no wake-up), whichever is first.
+        let next = [
+            st.ready.first().map(|(at, _, _)| *at),
+            st.scheduled.first().map(|(due, _)| *due),
+            st.leases.first().map(|(until, _)| *until),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         Ok(match next {
             Some(next) => Dispatched::Wait(next.saturating_duration_since(now)),
             None => Dispatched::Empty,

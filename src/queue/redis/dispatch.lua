@@ -28,8 +28,10 @@
 --
 -- Returns {'jobs', then 8 fields per job: id, tenant, key, its `bodies` entry as it is
 -- and where the body starts in it (bytes, 1-based; see `record_layout`), attempt,
--- outcome_unknown(0|1), dispatch time ms}, {'wait', µs} ({'wait', 0}: the examination
--- budget ran out, call again), or {'empty'}. The n-th job's lease token is `<base>.<n>`,
+-- outcome_unknown(0|1), dispatch time ms}, {'wait', µs} until the earliest of the next
+-- tenant's turn, the next retry due and the first lease's expiry ({'wait', 0}: the
+-- examination budget ran out, call again), or {'empty'}: nothing queued, scheduled or
+-- running (but for tenants held until released). The n-th job's lease token is `<base>.<n>`,
 -- and it is fenced when the call asked for a fence and its outcome is known: the caller
 -- knows both, so they are not sent back.
 
@@ -372,6 +374,13 @@ end
 local s = redis.call('ZRANGE', P .. 'sched', 0, 0, 'WITHSCORES')
 if #s > 0 and (not next_at or tonumber(s[2]) < next_at) then
   next_at = tonumber(s[2])
+end
+-- A lease out: its job comes back when it expires, with no wake-up (only a dispatch takes it
+-- back), so that is a moment to look again too. 'empty' then says that nothing can come but
+-- through a write that wakes the workers (see `Dispatch::Empty`).
+local l = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')
+if #l > 0 and (not next_at or tonumber(l[2]) < next_at) then
+  next_at = tonumber(l[2])
 end
 if not next_at then
   return {'empty'}
