@@ -16,12 +16,19 @@
 //! and on the cluster (16 shards): the script calls per second it makes (`INFO
 //! commandstats`, EVALSHA, summed over the nodes), and their ratio.
 //!
+//! Then `reshard`, on the cluster: the same drain twice, untouched and with `redis-cli
+//! --cluster reshard` moving 2,048 slots (shards 0 and 1 of 16 among them) from the first node
+//! to the second while it runs: jobs/s, the longest time no job finished (the queue's done
+//! count read every 20 ms), the workers' store errors (each one a retry: a script refused
+//! while its keys migrate), rate-limit answers (goal 0) and jobs not done (goal 0). Last,
+//! because it leaves the cluster's slots moved.
+//!
 //! `cargo bench --bench cluster` (`--profile dev` builds faster, but its debug workers start
 //! many Creates late and each takes a fence call of its own, which overstates Redis's work:
 //! see benches/worker.rs; `--bench` gives the full size, 2,000 tenants × 10 jobs, 4 processes, and 40
 //! tenants over 30 s for utilisation; without it, e.g. `cargo test --benches`, 200 × 10 and 2
-//! processes, 10 tenants over 5 s, a smoke run). `-- drain`, `-- utilisation` or `-- idle`
-//! runs one part.
+//! processes, 10 tenants over 5 s, a smoke run). `-- drain`, `-- utilisation`, `-- idle` or
+//! `-- reshard` runs one part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -238,6 +245,145 @@ async fn idle(label: &str, url: &str, ports: &[u16], interval: Duration) -> f64 
     per_second
 }
 
+/// What one drain of the `reshard` part saw.
+struct Moved {
+    jobs: usize,
+    done: u64,
+    elapsed: Duration,
+    /// The longest time the done count did not move, once the drain was under way.
+    stall: Duration,
+    store_errors: u64,
+    rate_limited: u64,
+    /// How long the slot move took (`None`: no move).
+    moving: Option<Duration>,
+}
+
+/// One drain of `tenants` × `jobs_per_tenant` on the cluster by 3 worker processes, with a
+/// move of 2,048 slots from the first node to the second once it is under way when `slots`
+/// is set (see the module header).
+async fn drain_moving(
+    cluster: &common::cluster::PrivateCluster,
+    sizes: Sizes,
+    slots: bool,
+) -> Moved {
+    let url = cluster.url();
+    let window = Duration::from_secs(1);
+    let (sim, ts) =
+        worker_support::sim_serving(sizes.util_tenants, 25, window, Default::default()).await;
+    let name = common::unique_queue(if slots {
+        "bench-moved"
+    } else {
+        "bench-unmoved"
+    });
+    let queue = worker_support::sharded_queue(&url, &name, window).await;
+    queue.put_tenants(&ts).await.expect("tenants");
+    // Eight windows of work per tenant: longer than the move takes.
+    let jobs = worker_support::jobs(&ts, 25 * 8);
+    for chunk in jobs.chunks(1000) {
+        queue.push(chunk).await.expect("push");
+    }
+    let logs: Vec<tempfile::NamedTempFile> = (0..3)
+        .map(|_| tempfile::NamedTempFile::new().expect("log file"))
+        .collect();
+    let mut workers: Vec<tokio::process::Child> = logs
+        .iter()
+        .map(|log| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
+                .args(["--redis", &url, "--queue", &name])
+                .args(["worker", "--concurrency", "128", "--window-ms", "1000"])
+                .args(["--exit-when-idle"])
+                .env("RUST_LOG", "warn,lsq_webhooks::worker=info")
+                .stdout(std::process::Stdio::null())
+                .stderr(log.reopen().expect("log file"))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a worker process")
+        })
+        .collect();
+    let started = Instant::now();
+    while queue.status().await.expect("status").done == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mover = slots.then(|| {
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+        let id = |port: u16| common::sentinel::cli(port, &["cluster", "myid"]);
+        let (from, to) = (id(ports[0]), id(ports[1]));
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let out = std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
+                .args(["--cluster-from", &from, "--cluster-to", &to])
+                .args(["--cluster-slots", "2048", "--cluster-yes"])
+                .output()
+                .expect("run redis-cli --cluster reshard");
+            assert!(out.status.success(), "reshard failed");
+            t.elapsed()
+        })
+    });
+    let (mut last, mut at, mut stall) = (0, Instant::now(), Duration::ZERO);
+    loop {
+        let done = queue.status().await.expect("status").done;
+        if done != last {
+            stall = stall.max(at.elapsed());
+            (last, at) = (done, Instant::now());
+        }
+        if done as usize >= jobs.len() || started.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let moving = match mover {
+        Some(m) => Some(m.await.expect("the move")),
+        None => None,
+    };
+    for w in workers.iter_mut() {
+        let _ = tokio::time::timeout(Duration::from_secs(60), w.wait()).await;
+    }
+    let store_errors = logs
+        .iter()
+        .map(|log| {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            text.rsplit("store_errors: ")
+                .next()
+                .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    let rate_limited = worker_support::rate_limit_answers(&sim.stats());
+    let done = queue.status().await.expect("status").done;
+    Moved {
+        jobs: jobs.len(),
+        done,
+        elapsed,
+        stall,
+        store_errors,
+        rate_limited,
+        moving,
+    }
+}
+
+fn report_moved(label: &str, m: &Moved) -> f64 {
+    let rate = m.done as f64 / m.elapsed.as_secs_f64();
+    println!(
+        "reshard, {label}: {} jobs, done {} ({} not done; goal 0), {:.1} s, {rate:.0} jobs/s; \
+         longest time with no job finished {:.0} ms; store errors retried {}; rate-limit \
+         answers {} (goal 0){}",
+        m.jobs,
+        m.done,
+        m.jobs as u64 - m.done.min(m.jobs as u64),
+        m.elapsed.as_secs_f64(),
+        m.stall.as_secs_f64() * 1e3,
+        m.store_errors,
+        m.rate_limited,
+        m.moving
+            .map(|d| format!("; the move of 2,048 slots took {:.1} s", d.as_secs_f64()))
+            .unwrap_or_default(),
+    );
+    rate
+}
+
 /// One drain: what it took and each node's CPU.
 struct Drain {
     jobs: usize,
@@ -315,7 +461,7 @@ fn main() {
     let cluster = common::cluster::PrivateCluster::start(3).expect("a 3-master cluster");
     let cluster_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
     let named: Vec<String> = std::env::args()
-        .filter(|a| ["drain", "utilisation", "idle"].contains(&a.as_str()))
+        .filter(|a| ["drain", "utilisation", "idle", "reshard"].contains(&a.as_str()))
         .collect();
     let run = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     runtime.block_on(async {
@@ -354,6 +500,17 @@ fn main() {
             println!(
                 "idle: 16 shards / 1 shard = {:.2} script calls per second",
                 b / a.max(1e-9)
+            );
+        }
+        if run("reshard") {
+            let still = drain_moving(&cluster, sizes, false).await;
+            let moved = drain_moving(&cluster, sizes, true).await;
+            let a = report_moved("no move", &still);
+            let b = report_moved("slots moving", &moved);
+            println!(
+                "reshard: moving / no move = {:.2} jobs/s, {:.2} longest time with no job finished",
+                b / a.max(1e-9),
+                moved.stall.as_secs_f64() / still.stall.as_secs_f64().max(1e-9)
             );
         }
     });
