@@ -137,19 +137,25 @@ async fn keys_of(queue: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_demo_on_redis_does_every_job_within_the_limits_and_deletes_its_queue() {
-    let config = small(Duration::from_secs(3));
-    let backend = Backend::redis(common::redis_url(), false, None);
+    let queue = run_deleting(&common::redis_url(), &small(Duration::from_secs(3))).await;
+    assert_eq!(keys_of(&queue).await, Vec::<String>::new());
+}
+
+/// A demo run on the Redis at `url` that deletes its queue afterwards, every job done; the
+/// queue's name.
+async fn run_deleting(url: &str, config: &DemoConfig) -> String {
+    let backend = Backend::redis(url, false, None);
     let Backend::Redis { queue, .. } = &backend else {
         unreachable!("a Redis backend")
     };
-    let report = run(&config, &backend, CancellationToken::new()).await;
-    assert_all_done(&report, &config);
+    let report = run(config, &backend, CancellationToken::new()).await;
+    assert_all_done(&report, config);
     assert!(
         report.backend.contains(queue.as_str()),
         "{}",
         report.backend
     );
-    assert_eq!(keys_of(queue).await, Vec::<String>::new());
+    queue.clone()
 }
 
 /// Issue 17: on a Redis Cluster the demo's queue is sharded as a worker's is (16 shards by
@@ -183,19 +189,9 @@ async fn the_demo_on_a_cluster_spreads_its_queue_over_every_node_and_deletes_it_
     assert_eq!(watcher.shards().len(), 16);
     watcher.delete_all().await.expect("clean up");
 
-    let deleted = Backend::redis(url.clone(), false, None);
-    let Backend::Redis { queue, .. } = &deleted else {
-        unreachable!("a Redis backend")
-    };
-    let report = run(&config, &deleted, CancellationToken::new()).await;
-    assert_all_done(&report, &config);
-    assert!(
-        report.backend.contains(queue.as_str()),
-        "{}",
-        report.backend
-    );
+    let deleted = run_deleting(&url, &config).await;
     assert_eq!(
-        common::cluster::queue_keys_per_node(&url, queue),
+        common::cluster::queue_keys_per_node(&url, &deleted),
         vec![0; per_node.len()]
     );
 }

@@ -1464,9 +1464,13 @@ async fn results_keep_finishing_order_and_name_a_tenant(h: Harness) {
     assert!(q.done_per_second(0).await.expect("done").is_empty());
 }
 
-/// Issue 17: `results` and `dead list` are in finishing order across the whole queue; on
-/// shards too, where the jobs of two tenants on different shards finish in turn.
-async fn results_across_shards_keep_finishing_order(h: Harness) {
+/// A queue of the case's own with two tenants, `a-…` on shard 0 and `b-…` on shard 1 (the
+/// same shard when there is one), `per_tenant` jobs each, all leased: a's, then b's.
+async fn two_shards_leased(
+    h: Harness,
+    test: &str,
+    per_tenant: usize,
+) -> (Arc<dyn Queue>, Vec<LeasedJob>, Vec<LeasedJob>) {
     let n = shard_count(h);
     let on = |prefix: &str, shard: usize| -> String {
         (0..)
@@ -1476,30 +1480,37 @@ async fn results_across_shards_keep_finishing_order(h: Harness) {
     };
     let (a, b) = (on("a-", 0), on("b-", 1 % n));
     let q = h
-        .queue_with(
-            "finish-order",
-            &[(a.as_str(), 25), (b.as_str(), 25)],
-            |_| {},
-        )
+        .queue_with(test, &[(a.as_str(), 25), (b.as_str(), 25)], |_| {})
         .await;
-    push(&q, &a, 0..2).await;
-    push(&q, &b, 0..2).await;
+    push(&q, &a, 0..per_tenant).await;
+    push(&q, &b, 0..per_tenant).await;
     let mut jobs = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..2 * per_tenant {
         jobs.push(next_job(q.as_ref()).await);
     }
-    let of = |t: &str| -> Vec<&LeasedJob> { jobs.iter().filter(|j| j.tenant == t).collect() };
-    let (ja, jb) = (of(&a), of(&b));
-    let order = [jb[0], ja[0], jb[1], ja[1]];
+    let (ja, jb) = jobs.into_iter().partition(|j| j.tenant == a);
+    (q, ja, jb)
+}
+
+/// Finishes `order`'s jobs in turn, a few milliseconds apart on every clock: the first
+/// `done` completed, the rest buried.
+async fn finish_in_turn(h: Harness, q: &Arc<dyn Queue>, order: &[&LeasedJob], done: usize) {
     for (i, j) in order.iter().enumerate() {
-        if i < 2 {
+        if i < done {
             q.complete(j, "wh", false).await.expect("complete");
         } else {
             q.bury(j, "refused").await.expect("bury");
         }
-        // Finishing moments a few milliseconds apart, on every clock.
         h.sleep(Duration::from_millis(5).max(h.ticks(1))).await;
     }
+}
+
+/// Issue 17: `results` and `dead list` are in finishing order across the whole queue; on
+/// shards too, where the jobs of two tenants on different shards finish in turn.
+async fn results_across_shards_keep_finishing_order(h: Harness) {
+    let (q, ja, jb) = two_shards_leased(h, "finish-order", 2).await;
+    let order = [&jb[0], &ja[0], &jb[1], &ja[1]];
+    finish_in_turn(h, &q, &order, 2).await;
     let ids = |rs: Vec<JobResult>| -> Vec<JobId> { rs.into_iter().map(|r| r.job).collect() };
     let expected: Vec<JobId> = order.iter().map(|j| j.id.clone()).collect();
     assert_eq!(ids(q.results(None).await.expect("results")), expected);
@@ -1510,36 +1521,12 @@ async fn results_across_shards_keep_finishing_order(h: Harness) {
 /// shards too, where one tenant's jobs all finish before another's on another shard (pages
 /// that took a row from each shard in turn would mix them).
 async fn pages_across_shards_are_newest_first(h: Harness) {
-    let n = shard_count(h);
-    let on = |prefix: &str, shard: usize| -> String {
-        (0..)
-            .map(|i| format!("{prefix}{i}"))
-            .find(|t| shard_of(t, n) == shard)
-            .expect("a tenant on the shard")
-    };
-    let (a, b) = (on("a-", 0), on("b-", 1 % n));
-    let q = h
-        .queue_with("page-order", &[(a.as_str(), 25), (b.as_str(), 25)], |_| {})
-        .await;
-    push(&q, &a, 0..4).await;
-    push(&q, &b, 0..4).await;
-    let mut jobs = Vec::new();
-    for _ in 0..8 {
-        jobs.push(next_job(q.as_ref()).await);
-    }
-    let of = |t: &str| -> Vec<&LeasedJob> { jobs.iter().filter(|j| j.tenant == t).collect() };
-    let (ja, jb) = (of(&a), of(&b));
+    let (q, ja, jb) = two_shards_leased(h, "page-order", 4).await;
     // a's two done, then b's two done, then a's two dead, then b's two dead.
-    let order = [ja[0], ja[1], jb[0], jb[1], ja[2], ja[3], jb[2], jb[3]];
-    for (i, j) in order.iter().enumerate() {
-        if i < 4 {
-            q.complete(j, "wh", false).await.expect("complete");
-        } else {
-            q.bury(j, "refused").await.expect("bury");
-        }
-        // Finishing moments a few milliseconds apart, on every clock.
-        h.sleep(Duration::from_millis(5).max(h.ticks(1))).await;
-    }
+    let order = [
+        &ja[0], &ja[1], &jb[0], &jb[1], &ja[2], &ja[3], &jb[2], &jb[3],
+    ];
+    finish_in_turn(h, &q, &order, 4).await;
     let newest_first =
         |js: &[&LeasedJob]| -> Vec<JobId> { js.iter().rev().map(|j| j.id.clone()).collect() };
     let done = newest_first(&order[..4]);
