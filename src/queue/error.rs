@@ -138,6 +138,13 @@ const UNAVAILABLE_CODES: [&str; 6] = [
     "BUSY",
 ];
 
+/// What a Redis Cluster node answers (with code `ERR`) when a script touches a key the node
+/// would redirect: while a slot migrates (`redis-cli --cluster reshard`), a key already moved
+/// to the importing node. Redis 7 gives a script this one message where a command would get
+/// `ASK` or `TRYAGAIN`, so it is read as they are: not now. Every script of the queue keeps to
+/// one shard's slot (its keys share a hash tag), so the node does not answer it otherwise.
+const SCRIPT_KEY_ELSEWHERE: &str = "Script attempted to access a non local key in a cluster node";
+
 impl From<redis::RedisError> for QueueError {
     fn from(e: redis::RedisError) -> Self {
         use redis::ErrorKind;
@@ -168,6 +175,7 @@ impl From<redis::RedisError> for QueueError {
                     | ErrorKind::NoValidReplicasFoundBySentinel
             )
             || UNAVAILABLE_CODES.iter().any(|c| has(c))
+            || text.contains(SCRIPT_KEY_ELSEWHERE)
         {
             return QueueError::Unavailable(text);
         }
@@ -199,6 +207,18 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_script_refused_while_its_slot_migrates_is_unavailable() {
+        // As a cluster node answered mid-reshard (tests/cluster.rs,
+        // `a_reshard_mid_drain_loses_no_job`).
+        let e = server(
+            "ERR",
+            "Script attempted to access a non local key in a cluster node script: f2a0bc59, \
+             on @user_script:275.",
+        );
+        assert!(QueueError::from(e).is_unavailable());
     }
 
     #[test]
