@@ -329,3 +329,75 @@ async fn delete_all_removes_every_shards_keys_from_every_node() {
     assert_eq!(queue_keys_per_node(&url, &other), kept_before);
     kept.delete_all().await.expect("clean up");
 }
+
+/// A script is refused before it runs while its shard's slot migrates, so it leaves nothing
+/// half done: Redis does not undo a script's writes when a later command in it fails, and a
+/// completion that met a key already moved (its history list, new) used to fail after it had
+/// marked the job done but before it took it out of `running`. The slot is put in the middle
+/// of a move by hand (`CLUSTER SETSLOT ... MIGRATING` / `IMPORTING`, no key moved yet): the
+/// completion is "unavailable" (the worker's store retry waits it out) and the job is as it
+/// was; once the slot is stable again the same completion goes through, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_is_refused_whole_while_its_slot_migrates() {
+    let cluster = common::cluster::PrivateCluster::start(3).expect("a cluster of our own");
+    let url = cluster.url();
+    let name = common::unique_queue("cluster-migrating");
+    let queue = sharded_queue(&url, &name, Duration::from_secs(1)).await;
+    let base = url::Url::parse("http://127.0.0.1:1").expect("url");
+    let ts = tenants(&base, 1, &[25]);
+    queue.put_tenants(&ts).await.expect("tenants");
+    queue.push(&jobs(&ts, 1)).await.expect("push");
+    let job = match queue.dispatch().await.expect("dispatch") {
+        lsq_webhooks::queue::Dispatch::Job(j) => j,
+        other => panic!("expected the job, got {other:?}"),
+    };
+    let shard = queue.shard_index(&job.tenant);
+    let count = u32::try_from(queue.shards().len()).expect("shards");
+    let prefix = lsq_webhooks::queue::redis::shard_prefix(&name, shard as u32, count);
+    let tag = &prefix[1..prefix.len() - 2];
+    let ports = node_ports(&url);
+    let cli = |port: u16, args: &[&str]| common::sentinel::cli(port, args);
+    let slot = cli(ports[0], &["cluster", "keyslot", tag]);
+    let owner = *ports
+        .iter()
+        .find(|p| cli(**p, &["cluster", "countkeysinslot", &slot]) != "0")
+        .expect("a node holds the shard");
+    let other = *ports.iter().find(|p| **p != owner).expect("another node");
+    let (owner_id, other_id) = (
+        cli(owner, &["cluster", "myid"]),
+        cli(other, &["cluster", "myid"]),
+    );
+    assert_eq!(
+        cli(
+            other,
+            &["cluster", "setslot", &slot, "importing", &owner_id]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        cli(
+            owner,
+            &["cluster", "setslot", &slot, "migrating", &other_id]
+        ),
+        "OK"
+    );
+    let record = format!("{prefix}job:{}", job.id.0);
+    let refused = queue.complete(&job, "wh-1", false).await;
+    assert!(
+        matches!(&refused, Err(e) if e.is_unavailable()),
+        "{refused:?}"
+    );
+    assert_eq!(cli(owner, &["hget", &record, "state"]), "running");
+    assert_ne!(
+        cli(owner, &["zscore", &format!("{prefix}running"), &job.id.0]),
+        ""
+    );
+    for port in [owner, other] {
+        assert_eq!(cli(port, &["cluster", "setslot", &slot, "stable"]), "OK");
+    }
+    queue.complete(&job, "wh-1", false).await.expect("complete");
+    let results = queue.results(None).await.expect("results");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].webhook_id.as_deref(), Some("wh-1"));
+    assert_eq!(queue.status().await.expect("status").running, 0);
+}

@@ -296,7 +296,11 @@ impl RedisQueue {
     /// Runs a script that acts on a job's call in its tenant's log (`answered.lua`,
     /// `unsent.lua`): KEYS[1] the ready set; ARGV prefix, tenant, the call's id (the lease
     /// token), window + margin.
-    async fn on_call(&self, script: &redis::Script, job: &LeasedJob) -> Result<(), QueueError> {
+    async fn on_call(
+        &self,
+        script: &scripts::QueueScript,
+        job: &LeasedJob,
+    ) -> Result<(), QueueError> {
         let _: i64 = script
             .key(self.key("ready"))
             .arg(&self.prefix)
@@ -313,7 +317,7 @@ impl RedisQueue {
     /// reason a record with no tenant is buried with.
     fn finishing<'a>(
         &self,
-        script: &'a redis::Script,
+        script: &'a scripts::QueueScript,
         job: &LeasedJob,
     ) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.key(self.key("running"));

@@ -114,8 +114,9 @@ impl RedisQueue {
         let script = pipe
             .cmd("EVAL")
             .arg(scripts::PUSH_CODE.as_str())
-            .arg(1)
+            .arg(2)
             .arg(self.key("limits"))
+            .arg(scripts::guard_key(&self.key("limits")))
             .arg(&self.prefix)
             .arg(jobs.len())
             .arg(runs.len());

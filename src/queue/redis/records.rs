@@ -105,7 +105,7 @@ impl RedisQueue {
 
     pub(super) async fn per_dead_batch(
         &self,
-        script: &redis::Script,
+        script: &super::scripts::QueueScript,
         ids: Option<&[JobId]>,
     ) -> Result<u64, QueueError> {
         let ids: Vec<String> = match ids {
@@ -119,7 +119,7 @@ impl RedisQueue {
     /// batches of [`ADMIN_BATCH`], adding up its replies.
     pub(super) async fn per_batch(
         &self,
-        script: &redis::Script,
+        script: &super::scripts::QueueScript,
         set: &str,
         ids: &[String],
     ) -> Result<u64, QueueError> {

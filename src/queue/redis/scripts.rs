@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -81,11 +81,47 @@ pub(super) fn with_prelude(body: &str) -> String {
     out
 }
 
+/// A script of the queue. Each call declares two keys: the one its caller names (a cluster
+/// client routes the call by it) and its shard's [`guard_key`].
+pub(super) struct QueueScript(Script);
+
+impl QueueScript {
+    fn new(code: &str) -> Self {
+        QueueScript(Script::new(code))
+    }
+
+    /// A call with `key` as KEYS[1] and the guard of `key`'s shard as KEYS[2].
+    pub(super) fn key(&self, key: String) -> ScriptInvocation<'_> {
+        let guard = guard_key(&key);
+        let mut invocation = self.0.key(key);
+        invocation.key(guard);
+        invocation
+    }
+
+    /// The script itself, to load it.
+    pub(super) fn script(&self) -> &Script {
+        &self.0
+    }
+}
+
+/// `{tag}:slot-guard` for a key `{tag}:...`: a key of the shard's slot that nothing writes.
+/// Every script call declares it, so that a Redis Cluster node refuses the call before it
+/// runs while the slot migrates (`redis-cli --cluster reshard`): with two keys declared and
+/// one missing, a node migrating or importing the slot answers `TRYAGAIN` (or `ASK`, to the
+/// node that then answers `TRYAGAIN`), which the worker waits out. Without it a script ran,
+/// and failed at the first key it touched that had moved ("Script attempted to access a
+/// non local key"), after the writes it had made: Redis does not undo them, so a dispatch
+/// could pop a job and lease it without recording the lease in `running`.
+pub(super) fn guard_key(key: &str) -> String {
+    let prefix = key.find("}:").map_or("", |i| &key[..i + 2]);
+    format!("{prefix}slot-guard")
+}
+
 macro_rules! script {
     ($name:ident, $file:literal, $doc:literal) => {
         #[doc = $doc]
-        pub(super) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(&with_prelude(include_str!($file))));
+        pub(super) static $name: LazyLock<QueueScript> =
+            LazyLock::new(|| QueueScript::new(&with_prelude(include_str!($file))));
     };
 }
 
@@ -183,32 +219,32 @@ script!(
 /// `NOSCRIPT` and get retried out of order).
 pub(super) fn all() -> [&'static Script; 26] {
     [
-        &DISPATCH,
-        &COMPLETE,
-        &RETRY_LATER,
-        &RATE_LIMITED,
-        &REQUEUE,
-        &BURY,
-        &HEARTBEAT,
-        &ANSWERED,
-        &PUT_TENANTS,
-        &LEARN_DAILY_LIMIT,
-        &STATUS,
-        &RETRY_DEAD,
-        &PURGE_DEAD,
-        &PURGE_DONE,
-        &DONE_PER_SECOND,
-        &PULSE,
-        &NOTE_ATTEMPT,
-        &HOLD,
-        &RELEASE,
-        &HOST_FAILED,
-        &HOST_ANSWERED,
-        &SET_HOST,
-        &TAKE_CALL,
-        &UNSENT,
-        &TENANTS,
-        &PAUSE_QUEUE,
+        DISPATCH.script(),
+        COMPLETE.script(),
+        RETRY_LATER.script(),
+        RATE_LIMITED.script(),
+        REQUEUE.script(),
+        BURY.script(),
+        HEARTBEAT.script(),
+        ANSWERED.script(),
+        PUT_TENANTS.script(),
+        LEARN_DAILY_LIMIT.script(),
+        STATUS.script(),
+        RETRY_DEAD.script(),
+        PURGE_DEAD.script(),
+        PURGE_DONE.script(),
+        DONE_PER_SECOND.script(),
+        PULSE.script(),
+        NOTE_ATTEMPT.script(),
+        HOLD.script(),
+        RELEASE.script(),
+        HOST_FAILED.script(),
+        HOST_ANSWERED.script(),
+        SET_HOST.script(),
+        TAKE_CALL.script(),
+        UNSENT.script(),
+        TENANTS.script(),
+        PAUSE_QUEUE.script(),
     ]
 }
 
