@@ -159,23 +159,31 @@ fn spawn_workers(
 ) -> Vec<tokio::process::Child> {
     (0..processes)
         .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
-                .args(["--redis", url, "--queue", name])
-                .args([
-                    "worker",
-                    "--concurrency",
-                    "128",
-                    "--window-ms",
-                    &window.as_millis().to_string(),
-                ])
+            worker_command(url, name, window)
                 .env("RUST_LOG", "error")
-                .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .expect("start a worker process")
         })
         .collect()
+}
+
+/// A worker process of the binary on queue `name` (concurrency 128, `window`), its output
+/// dropped and its standard error left to the caller; killed if dropped.
+fn worker_command(url: &str, name: &str, window: Duration) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"));
+    command
+        .args(["--redis", url, "--queue", name])
+        .args([
+            "worker",
+            "--concurrency",
+            "128",
+            "--window-ms",
+            &window.as_millis().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// Stops them (SIGTERM, then at most 30 s each).
@@ -288,14 +296,10 @@ async fn drain_moving(
     let mut workers: Vec<tokio::process::Child> = logs
         .iter()
         .map(|log| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
-                .args(["--redis", &url, "--queue", &name])
-                .args(["worker", "--concurrency", "128", "--window-ms", "1000"])
-                .args(["--exit-when-idle"])
+            worker_command(&url, &name, window)
+                .arg("--exit-when-idle")
                 .env("RUST_LOG", "warn,lsq_webhooks::worker=info")
-                .stdout(std::process::Stdio::null())
                 .stderr(log.reopen().expect("log file"))
-                .kill_on_drop(true)
                 .spawn()
                 .expect("start a worker process")
         })
@@ -306,16 +310,9 @@ async fn drain_moving(
     }
     let mover = slots.then(|| {
         let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
-        let id = |port: u16| common::sentinel::cli(port, &["cluster", "myid"]);
-        let (from, to) = (id(ports[0]), id(ports[1]));
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let out = std::process::Command::new("redis-cli")
-                .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
-                .args(["--cluster-from", &from, "--cluster-to", &to])
-                .args(["--cluster-slots", "2048", "--cluster-yes"])
-                .output()
-                .expect("run redis-cli --cluster reshard");
+            let out = common::cluster::move_slots(&ports, 2048);
             assert!(out.status.success(), "reshard failed");
             t.elapsed()
         })

@@ -253,19 +253,10 @@ async fn a_reshard_mid_drain_loses_no_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ports = node_ports(&url);
-    let id = |port: u16| common::sentinel::cli(port, &["cluster", "myid"]);
-    let (from, to) = (id(ports[0]), id(ports[1]));
-    let first = ports[0];
-    let moved = tokio::task::spawn_blocking(move || {
-        Command::new("redis-cli")
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{first}")])
-            .args(["--cluster-from", &from, "--cluster-to", &to])
-            .args(["--cluster-slots", "2048", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster reshard")
-    })
-    .await
-    .expect("reshard");
+    let moving = ports.clone();
+    let moved = tokio::task::spawn_blocking(move || common::cluster::move_slots(&moving, 2048))
+        .await
+        .expect("reshard");
     assert!(
         moved.status.success(),
         "reshard: {}{}",

@@ -126,3 +126,17 @@ pub fn queue_keys_per_node(url: &str, name: &str) -> Vec<usize> {
         })
         .collect()
 }
+
+/// Moves the first node's first `slots` slots to the second node with `redis-cli --cluster
+/// reshard` (the keys migrate while the cluster serves), given the nodes' ports; blocks until
+/// the move ends (run it off the runtime) and returns redis-cli's output.
+pub fn move_slots(ports: &[u16], slots: u32) -> std::process::Output {
+    let id = |port: u16| cli(port, &["cluster", "myid"]);
+    let (from, to) = (id(ports[0]), id(ports[1]));
+    Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster reshard")
+}

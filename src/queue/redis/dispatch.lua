@@ -371,16 +371,15 @@ local r = redis.call('ZRANGEBYSCORE', ready, '-inf', '(' .. int(FOREVER_US), 'WI
 if #r > 0 then
   next_at = tonumber(r[2])
 end
-local s = redis.call('ZRANGE', P .. 'sched', 0, 0, 'WITHSCORES')
-if #s > 0 and (not next_at or tonumber(s[2]) < next_at) then
-  next_at = tonumber(s[2])
-end
--- A lease out: its job comes back when it expires, with no wake-up (only a dispatch takes it
--- back), so that is a moment to look again too. 'empty' then says that nothing can come but
--- through a write that wakes the workers (see `Dispatch::Empty`).
-local l = redis.call('ZRANGE', P .. 'running', 0, 0, 'WITHSCORES')
-if #l > 0 and (not next_at or tonumber(l[2]) < next_at) then
-  next_at = tonumber(l[2])
+-- The next retry due, and the first lease to expire: its job comes back then with no
+-- wake-up (only a dispatch takes it back), so that is a moment to look again too. 'empty'
+-- then says that nothing can come but through a write that wakes the workers (see
+-- `Dispatch::Empty`).
+for _, set in ipairs({'sched', 'running'}) do
+  local first = redis.call('ZRANGE', P .. set, 0, 0, 'WITHSCORES')
+  if #first > 0 and (not next_at or tonumber(first[2]) < next_at) then
+    next_at = tonumber(first[2])
+  end
 end
 if not next_at then
   return {'empty'}

@@ -111,12 +111,14 @@ impl RedisQueue {
         entries.ignore();
         // EVAL, not EVALSHA: inside MULTI a script Redis has forgotten (after a restart)
         // would fail alone while the HSET before it went through.
+        let limits = self.key("limits");
+        let guard = scripts::guard_key(&limits);
         let script = pipe
             .cmd("EVAL")
             .arg(scripts::PUSH_CODE.as_str())
             .arg(2)
-            .arg(self.key("limits"))
-            .arg(scripts::guard_key(&self.key("limits")))
+            .arg(limits)
+            .arg(guard)
             .arg(&self.prefix)
             .arg(jobs.len())
             .arg(runs.len());

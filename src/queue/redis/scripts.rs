@@ -109,9 +109,10 @@ impl QueueScript {
 /// runs while the slot migrates (`redis-cli --cluster reshard`): with two keys declared and
 /// one missing, a node migrating or importing the slot answers `TRYAGAIN` (or `ASK`, to the
 /// node that then answers `TRYAGAIN`), which the worker waits out. Without it a script ran,
-/// and failed at the first key it touched that had moved ("Script attempted to access a
-/// non local key"), after the writes it had made: Redis does not undo them, so a dispatch
-/// could pop a job and lease it without recording the lease in `running`.
+/// and failed at the first key it touched that was missing on the node ("Script attempted to
+/// access a non local key"), after the writes it had made: Redis does not undo them, so a
+/// completion could mark its job done and leave it in `running`
+/// (tests/cluster.rs, `a_script_is_refused_whole_while_its_slot_migrates`).
 pub(super) fn guard_key(key: &str) -> String {
     let prefix = key.find("}:").map_or("", |i| &key[..i + 2]);
     format!("{prefix}slot-guard")
