@@ -49,15 +49,22 @@ pub enum DemoError {
     /// The simulator could not start.
     #[error("cannot start the simulator: {0}")]
     Simulator(String),
-    /// The queue failed (Redis unreachable, say).
+    /// The queue failed (Redis unreachable, say). Not marked as the error's source: its
+    /// text is in this one's already, and a report of the chain would say it twice.
     #[error("queue: {0}")]
-    Queue(#[from] QueueError),
+    Queue(QueueError),
     /// The worker pool failed.
     #[error(transparent)]
     Worker(#[from] WorkerError),
     /// The HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::leadsquared::ClientBuildError),
+}
+
+impl From<QueueError> for DemoError {
+    fn from(e: QueueError) -> Self {
+        DemoError::Queue(e)
+    }
 }
 
 /// Runs the demo until every job is done or dead, or until `shutdown` is cancelled (then
