@@ -177,6 +177,79 @@ async fn a_push_no_replica_confirmed_is_not_acknowledged() {
     assert!(err.to_string().contains("retrying is safe"), "{err}");
 }
 
+/// The primary demoted to replica under the queue's open connections, and the sentinels
+/// naming the other node: the queue's next write meets `READONLY`, asks the sentinels, and
+/// a retry lands on the new primary. Twice, back and forth: first for a single command on
+/// the main connection (the tenant registry's script), then for an acknowledged pipeline
+/// (a push: MULTI/EXEC, then WAIT). Before the fix, the `READONLY` came back inside the
+/// answer's values, the connection never looked there, and every retry met it again (a
+/// worker in the CI run of stop 24 did so for three minutes).
+#[tokio::test]
+async fn a_queue_leaves_a_primary_demoted_under_its_open_connections() {
+    let _serial = SERIAL.lock().await;
+    let mut set = SentinelSet::start("lsq-demoted");
+    let url = set.url();
+    let name = common::unique_queue("demoted");
+    let queue = connect(&url, &name).await;
+    let tenants = worker_support::tenants(
+        &url::Url::parse("http://127.0.0.1:9").expect("url"),
+        2,
+        &[50],
+    );
+    queue.put_tenants(&tenants[..1]).await.expect("tenants");
+    queue
+        .push(&jobs("demoted", &tenants[..1], 1, 0))
+        .await
+        .expect("push");
+    let [a, b] = set.nodes;
+
+    let (before, after) = set.demote_in_place(a, b);
+    assert!(
+        after >= before && before >= 3,
+        "the queue's connections to the old primary did not stay up: {before} clients \
+         before, {after} after"
+    );
+    let tries = until_it_lands("put the tenants", || queue.put_tenants(&tenants)).await;
+    assert_eq!(
+        common::sentinel::cli(b, &["hlen", &format!("{{{name}}}:tenants")]),
+        "2",
+        "the tenants are on the new primary"
+    );
+    report(&format!(
+        "demoted primary, single command: landed on try {tries}"
+    ));
+
+    set.demote_in_place(b, a);
+    let second = jobs("demoted", &tenants, 2, 0).split_off(1);
+    let tries = until_it_lands("push", || queue.push(&second)).await;
+    assert_eq!(
+        common::sentinel::cli(a, &["hlen", &format!("{{{name}}}:bodies")]),
+        "2",
+        "both jobs are on the primary of now"
+    );
+    report(&format!(
+        "demoted primary, acknowledged pipeline: landed on try {tries}"
+    ));
+}
+
+/// Repeats `call` every 100 ms while it fails as an unavailable store, for up to 50 tries;
+/// returns the try that succeeded.
+async fn until_it_lands<T, F: std::future::Future<Output = Result<T, QueueError>>>(
+    what: &str,
+    mut call: impl FnMut() -> F,
+) -> u32 {
+    for n in 1..=50 {
+        match call().await {
+            Ok(_) => return n,
+            Err(e) if e.is_unavailable() && n < 50 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{what}, try {n}: {e}"),
+        }
+    }
+    unreachable!("the last try returns or panics")
+}
+
 /// Tenants `{run}-t0..`, each its own simulator account with 50 calls per window.
 async fn start_sim(run: &str, n: usize) -> (Sim, Vec<Tenant>) {
     worker_support::sim_with_tenants(run, n, 50, Faults::default()).await

@@ -376,12 +376,18 @@ async fn share_families_are_bounded_and_read_at_every_scrape() {
     };
     let m = scrape().await;
     assert_eq!(m.value("lsq_tenants_share_cut", &[]), Some(1.0));
-    assert_eq!(
-        m.value(
+    // One call of ours in a window of 10 refused: another client holds the rest of it, so
+    // the share is cut to its floor (see queue::share::after_refusal), climbing slowly since.
+    let share = m
+        .value(
             "lsq_tenant_share",
-            &[("tenant", "acme"), ("reason", "shared")]
-        ),
-        Some(5.0)
+            &[("tenant", "acme"), ("reason", "shared")],
+        )
+        .unwrap();
+    assert!((1.0..1.5).contains(&share), "{share}");
+    assert!(
+        m.value("lsq_tenant_other_use_estimate", &[("tenant", "acme")])
+            .is_some_and(|o| o > 0.0)
     );
     assert_eq!(
         m.value("lsq_tenant_limit", &[("tenant", "acme")]),

@@ -74,6 +74,10 @@ pub struct Args {
     /// --any-account), instead of --other-client-calls. Repeatable.
     #[arg(long, value_name = "ACCOUNT=N")]
     pub other_client_calls_for: Vec<String>,
+    /// The other client retries each refused call once, this many milliseconds later (by
+    /// default it never retries).
+    #[arg(long, value_name = "MS")]
+    pub other_client_retry_ms: Option<u64>,
     /// Calls per day every account may make, every client's counted; answered once spent with
     /// "API calls exceeded the limit of N in 86400 second(s)". No quota by default.
     #[arg(long, value_name = "N")]
@@ -235,6 +239,7 @@ impl Args {
                 "--other-client-calls-for",
                 &self.other_client_calls_for,
             )?,
+            other_client_retry: self.other_client_retry_ms.map(Duration::from_millis),
             daily_limit: self.daily_limit,
             daily_limit_for: per_account("--daily-limit-for", &self.daily_limit_for)?,
             day: Duration::from_millis(self.day_ms),

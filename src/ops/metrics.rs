@@ -199,8 +199,11 @@ struct Inner {
     throttled: Family<TenantLabels, Gauge>,
     /// `lsq_tenant_limit{tenant}`: calls allowed per window (configured or learned).
     tenant_limit: Family<TenantLabels, Gauge>,
-    /// `lsq_tenant_share{tenant,reason}`: our current share of that limit.
-    tenant_share: Family<ShareLabels, Gauge>,
+    /// `lsq_tenant_share{tenant,reason}`: our current share of that limit, calls per window.
+    tenant_share: Family<ShareLabels, Gauge<f64, AtomicU64>>,
+    /// `lsq_tenant_other_use_estimate{tenant}`: while a tenant's share is cut, the other
+    /// clients' load (calls per window) it leaves whole.
+    other_use: Family<TenantLabels, Gauge<f64, AtomicU64>>,
     /// `lsq_tenants_share_cut`: tenants whose share is cut because another client uses the
     /// account, all of them.
     shared_total: Gauge,
@@ -339,11 +342,17 @@ impl Metrics {
             "Calls allowed per 5 s window (configured, or lower when LeadSquared named a lower limit), for at most 50 tenants: cut shares first, then spent quotas, then the oldest waiting",
             tenant_limit.clone(),
         );
-        let tenant_share = Family::<ShareLabels, Gauge>::default();
+        let tenant_share = Family::<ShareLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "lsq_tenant_share",
             "Our current share of the tenant's limit, calls per window, and why (configured, learned_limit, reserve, shared), for at most 50 tenants",
             tenant_share.clone(),
+        );
+        let other_use = Family::<TenantLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "lsq_tenant_other_use_estimate",
+            "While a tenant's share is cut: the load of its other clients, calls per window, that the share leaves whole (estimated from our rate-limit answers), for the same tenants as lsq_tenant_share",
+            other_use.clone(),
         );
         let shared_total = Gauge::default();
         registry.register(
@@ -382,6 +391,7 @@ impl Metrics {
                 throttled,
                 tenant_limit,
                 tenant_share,
+                other_use,
                 shared_total,
                 calls_today,
                 quota_total,
@@ -543,6 +553,7 @@ impl Metrics {
         // oldest waiting), at most MAX_TENANT_LABELS; the counts above cover all.
         i.tenant_limit.clear();
         i.tenant_share.clear();
+        i.other_use.clear();
         i.calls_today.clear();
         for t in s.shares.iter().take(MAX_TENANT_LABELS) {
             i.tenant_limit
@@ -555,7 +566,18 @@ impl Metrics {
                     tenant: t.tenant.clone(),
                     reason: share_reason_label(t.share_reason),
                 })
-                .set(i64::from(t.share));
+                .set(if t.share_calls > 0.0 {
+                    t.share_calls
+                } else {
+                    f64::from(t.share)
+                });
+            if let Some(other) = t.other_use {
+                i.other_use
+                    .get_or_create(&TenantLabels {
+                        tenant: t.tenant.clone(),
+                    })
+                    .set(other);
+            }
             i.calls_today
                 .get_or_create(&TenantLabels {
                     tenant: t.tenant.clone(),
@@ -591,6 +613,8 @@ mod tests {
             configured_limit: 25,
             reserve: 0,
             share,
+            share_calls: f64::from(share),
+            other_use: (reason == ShareReason::Shared).then_some(10.0),
             share_reason: reason,
             calls_today: 3,
             cut_until_ms: None,
@@ -620,8 +644,9 @@ mod tests {
         );
         let text = m.scrape(Some(&pulse));
         for line in [
-            "lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7\n",
-            "lsq_tenant_share{tenant=\"calm\",reason=\"configured\"} 25\n",
+            "lsq_tenant_share{tenant=\"crowded\",reason=\"shared\"} 7.0\n",
+            "lsq_tenant_share{tenant=\"calm\",reason=\"configured\"} 25.0\n",
+            "lsq_tenant_other_use_estimate{tenant=\"crowded\"} 10.0\n",
             "lsq_tenant_limit{tenant=\"crowded\"} 25\n",
             "lsq_tenant_calls_today{tenant=\"calm\"} 3\n",
             "lsq_tenants_share_cut 1\n",

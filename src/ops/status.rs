@@ -15,7 +15,7 @@ pub const STATUS_VERSION: u32 = 1;
 pub const THROUGHPUT_SECONDS: u32 = 60;
 
 /// What the queue holds now, in total and per tenant.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// Layout version, [`STATUS_VERSION`].
     pub version: u32,
@@ -94,7 +94,7 @@ impl TenantState {
 }
 
 /// One tenant's line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantReport {
     /// Tenant name.
     pub tenant: String,
@@ -111,6 +111,14 @@ pub struct TenantReport {
     /// Our current share: the most calls per window the queue makes now (at most
     /// `limit − reserve`).
     pub share: u32,
+    /// Our current share as the controller holds it, calls per window: under the limit the
+    /// tenant's calls are spread over the window at this rate.
+    #[serde(default)]
+    pub share_calls: f64,
+    /// While the share is cut: the other clients' load, calls per window, that the share
+    /// leaves whole (estimated from our rate-limit answers); `null` otherwise.
+    #[serde(default)]
+    pub other_use: Option<f64>,
     /// Why the share is what it is: `configured`, `learned_limit`, `reserve` or `shared`
     /// (cut because another client is using the account).
     pub share_reason: ShareReason,
@@ -165,6 +173,8 @@ impl TenantReport {
             configured_limit: t.configured_limit,
             reserve: t.reserve,
             share: t.share,
+            share_calls: t.share_calls,
+            other_use: t.other_use,
             share_reason: t.share_reason,
             daily_limit: t.daily_limit,
             daily_limit_learned: t.daily_limit_learned,
@@ -291,7 +301,7 @@ impl StatusReport {
             .max("TENANT".len());
         let _ = writeln!(
             out,
-            "\n{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<25}  STATE",
+            "\n{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<27}  STATE",
             "TENANT", "WAITING", "CALLS/LIMIT", "SHARE", "WHY"
         );
         for t in self.tenants.iter().take(max_tenants) {
@@ -342,12 +352,12 @@ impl StatusReport {
             };
             let _ = writeln!(
                 out,
-                "{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<25}  {}",
+                "{:<name_width$}  {:>8}  {:>11}  {:>5}  {:<27}  {}",
                 t.tenant,
                 t.waiting,
                 format!("{}/{}", t.calls_in_window, t.limit),
-                t.share,
-                t.share_reason.as_str(),
+                share_text(t.share, t.share_calls),
+                share_reason_text(t),
                 state
             );
         }
@@ -376,6 +386,26 @@ pub fn paused_line(p: &crate::queue::QueuePause) -> String {
 }
 
 /// `1.234s` for a duration in ms.
+/// A share as the tenants table shows it: the calls it allows in a window, and the rate it
+/// is paced at when that is a fraction.
+fn share_text(most: u32, calls: f64) -> String {
+    if calls > 0.0 && (calls - f64::from(most)).abs() >= 0.05 {
+        format!("{calls:.1}")
+    } else {
+        most.to_string()
+    }
+}
+
+/// Why the share is what it is, with the other clients' estimated load while it is cut.
+fn share_reason_text(t: &TenantReport) -> String {
+    match t.other_use {
+        Some(other) if t.share_reason == ShareReason::Shared => {
+            format!("shared (others ~{other:.0}/window)")
+        }
+        _ => t.share_reason.as_str().to_string(),
+    }
+}
+
 fn seconds(ms: u64) -> String {
     format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
@@ -430,6 +460,8 @@ mod tests {
                     configured_limit: 25,
                     reserve: 5,
                     share: 8,
+                    share_calls: 7.4,
+                    other_use: Some(10.4),
                     share_reason: ShareReason::Shared,
                     daily_limit: Some(10_000),
                     daily_limit_learned: false,
@@ -546,12 +578,12 @@ mod tests {
         );
         assert!(t.contains("throughput 9 done in the last 60 s"), "{t}");
         assert!(
-            t.contains("held           1        20/20     20  configured                 paused until 22:13:24.000Z (4.000s more): API calls exceeded"),
+            t.contains("held           1        20/20     20  configured                   paused until 22:13:24.000Z (4.000s more): API calls exceeded"),
             "{t}"
         );
         assert!(
             t.contains(
-                "busy           2          5/5      5  learned limit              at its share"
+                "busy           2          5/5      5  learned limit                at its share"
             ),
             "{t}"
         );
@@ -567,7 +599,7 @@ mod tests {
         );
         let all = r.table(3);
         assert!(
-            all.contains("calm           9         3/25      8  shared with other clients  ready"),
+            all.contains("calm           9         3/25    7.4  shared (others ~10/window)   ready"),
             "{all}"
         );
         assert!(t.contains("... and 1 more tenants"), "{t}");

@@ -311,7 +311,7 @@ pub struct HostFailed {
 }
 
 /// Per-tenant view for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantStatus {
     /// Tenant name.
     pub tenant: String,
@@ -329,6 +329,14 @@ pub struct TenantStatus {
     /// `limit − reserve`, at least 1; see [`share`]).
     #[serde(default)]
     pub share: u32,
+    /// Our current share as the controller holds it, calls per window (to a hundredth):
+    /// under the limit, the tenant's calls are spread over the window at this rate.
+    #[serde(default)]
+    pub share_calls: f64,
+    /// While the share is cut: the other clients' load, calls per window, that it leaves
+    /// whole (estimated from the share, see [`share::other_use`]).
+    #[serde(default)]
+    pub other_use: Option<f64>,
     /// Why the share is what it is.
     #[serde(default)]
     pub share_reason: ShareReason,
@@ -374,7 +382,7 @@ pub struct QueuePause {
 }
 
 /// Totals for `status`, `/v1/status` and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueStatus {
     /// Queue name.
     pub queue: String,
@@ -409,7 +417,7 @@ pub struct QueueStatus {
 /// tenants whose share is cut, whose daily quota is spent or that are held, and a few
 /// tenants' shares, each list bounded by the `top` asked for. [`Queue::status`] is the full
 /// per-tenant view.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueuePulse {
     /// Backend clock when read, ms since the epoch.
     pub now_ms: u64,
@@ -482,7 +490,7 @@ impl HeldCounts {
 }
 
 /// One tenant's share as [`Queue::status`] shows it, for [`QueuePulse::shares`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantShare {
     /// Tenant name.
     pub tenant: String,
@@ -492,8 +500,15 @@ pub struct TenantShare {
     pub configured_limit: u32,
     /// Calls per window left to the tenant's other integrations.
     pub reserve: u32,
-    /// Our current share of the limit, calls per window.
+    /// Our current share of the limit: the most calls in any window now.
     pub share: u32,
+    /// Our current share as the controller holds it, calls per window (to a hundredth).
+    #[serde(default)]
+    pub share_calls: f64,
+    /// While the share is cut: the other clients' load, calls per window, that it leaves
+    /// whole (estimated from the share, see [`share::other_use`]).
+    #[serde(default)]
+    pub other_use: Option<f64>,
     /// Why the share is what it is.
     pub share_reason: ShareReason,
     /// Calls dispatched for it today.

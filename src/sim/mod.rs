@@ -117,6 +117,9 @@ pub struct SimConfig {
     pub other_client_calls: u32,
     /// Per account (tenant name, or [`account_label`]), instead of `other_client_calls`.
     pub other_client_calls_for: BTreeMap<String, u32>,
+    /// The other client retries each refused call once, this long after it was refused;
+    /// `None` (the default): it never retries, as a web form that shows the error does not.
+    pub other_client_retry: Option<Duration>,
     /// Calls per day every account may make (every client's calls count); `None` (the
     /// default) for no quota.
     pub daily_limit: Option<u32>,
@@ -148,6 +151,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             other_client_calls: 0,
             other_client_calls_for: BTreeMap::new(),
+            other_client_retry: None,
             daily_limit: None,
             daily_limit_for: BTreeMap::new(),
             day: Duration::from_secs(24 * 3600),

@@ -157,6 +157,9 @@ pub struct OtherClientStats {
     pub refused_because_of_ours: u64,
     /// Calls refused because the day's quota was spent.
     pub quota_refused: u64,
+    /// Of `calls`, the retries of refused calls (with [`SimConfig::other_client_retry`]).
+    #[serde(default)]
+    pub retries: u64,
     /// Its calls admitted in the window that ends at the snapshot.
     pub in_window: u32,
 }
@@ -329,6 +332,8 @@ impl DayClock {
 struct Rules {
     window: Duration,
     count_rejected: bool,
+    /// The other client's retry of a refused call, after this long (`None`: none).
+    other_retry: Option<Duration>,
     day: DayClock,
 }
 
@@ -340,6 +345,9 @@ struct OtherClient {
     /// The next scheduled arrival; `None` until the traffic task first sees the account
     /// (or after its rate changed: the process is memoryless, so it restarts from then).
     next_at: Option<Instant>,
+    /// Retries due, in time order: each refused first call is tried once more after
+    /// [`Rules::other_retry`].
+    retries: VecDeque<Instant>,
 }
 
 impl OtherClient {
@@ -394,6 +402,7 @@ impl Account {
                 calls_per_window: settings.other_client_calls,
                 rng: StdRng::seed_from_u64(seed),
                 next_at: None,
+                retries: VecDeque::new(),
             },
             daily_limit: settings.daily_limit,
             day: 0,
@@ -513,9 +522,17 @@ impl Account {
     /// Plays the other client's arrivals due by `now`; returns the next one's time, if it
     /// has any.
     fn play_other_client(&mut self, now: Instant, rules: &Rules) -> Option<Instant> {
+        // Retries due (of calls refused before): each is one more call, never retried again.
+        while self.other.retries.front().is_some_and(|at| *at <= now) {
+            self.other.retries.pop_front();
+            self.stats.other_client.calls += 1;
+            self.stats.other_client.retries += 1;
+            self.judge(now, Caller::Other, rules);
+        }
+        let retry_at = self.other.retries.front().copied();
         if self.other.calls_per_window == 0 {
             self.other.next_at = None;
-            return None;
+            return retry_at;
         }
         let mut next = match self.other.next_at {
             Some(at) => at,
@@ -525,7 +542,10 @@ impl Account {
         while next <= now {
             self.stats.other_client.calls += 1;
             // Stamped now, not at `next`: the logs stay in arrival order with our calls.
-            self.judge(now, Caller::Other, rules);
+            let admission = self.judge(now, Caller::Other, rules);
+            if let (Some(pause), Admission::Limited { .. }) = (rules.other_retry, &admission) {
+                self.other.retries.push_back(now + pause);
+            }
             played += 1;
             next += self.other.gap(rules.window);
             if played >= MAX_CATCH_UP {
@@ -534,7 +554,7 @@ impl Account {
             }
         }
         self.other.next_at = Some(next);
-        Some(next)
+        Some(self.other.retries.front().map_or(next, |r| next.min(*r)))
     }
 }
 
@@ -639,6 +659,7 @@ impl SimState {
         let rules = Rules {
             window: config.window,
             count_rejected: config.count_rejected,
+            other_retry: config.other_client_retry,
             day: DayClock {
                 base: Instant::now(),
                 base_unix_ms,

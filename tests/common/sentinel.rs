@@ -229,6 +229,57 @@ impl SentinelSet {
         );
     }
 
+    /// Makes the data node on `replica` the primary and the one on `primary` its replica
+    /// without a restart, and points every sentinel at the new primary: the state a worker
+    /// meets when its connections came back up on a killed primary restarted as a replica.
+    /// The old primary keeps its clients connected (a sentinel-run failover would kill them,
+    /// `CLIENT KILL TYPE normal`, and that drop alone makes a client ask the sentinels).
+    /// Returns the old primary's connected clients just before and just after its
+    /// demotion (the sentinels removed already), for the caller to check that its
+    /// connections survived.
+    pub fn demote_in_place(&mut self, primary: u16, replica: u16) -> (u32, u32) {
+        let connected = |port| -> u32 {
+            cli(port, &["info", "clients"])
+                .lines()
+                .find_map(|l| l.strip_prefix("connected_clients:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        for s in self.sentinels {
+            assert_eq!(cli(s, &["sentinel", "remove", &self.master]), "OK");
+        }
+        let before = connected(primary);
+        assert_eq!(cli(replica, &["replicaof", "no", "one"]), "OK");
+        assert_eq!(
+            cli(primary, &["replicaof", "127.0.0.1", &replica.to_string()]),
+            "OK"
+        );
+        let after = connected(primary);
+        let (p, down, timeout) = (
+            replica.to_string(),
+            DOWN_AFTER_MS.to_string(),
+            FAILOVER_TIMEOUT_MS.to_string(),
+        );
+        for s in self.sentinels {
+            let m = self.master.as_str();
+            assert_eq!(cli(s, &["sentinel", "monitor", m, "127.0.0.1", &p, "2"]), "OK");
+            assert_eq!(
+                cli(s, &["sentinel", "set", m, "down-after-milliseconds", &down]),
+                "OK"
+            );
+            assert_eq!(
+                cli(s, &["sentinel", "set", m, "failover-timeout", &timeout]),
+                "OK"
+            );
+        }
+        self.wait_until(
+            "the demoted node is in sync with the new primary",
+            Duration::from_secs(20),
+            || cli(primary, &["info", "replication"]).contains("master_link_status:up"),
+        );
+        (before, after)
+    }
+
     fn index(&self, port: u16) -> usize {
         self.nodes
             .iter()

@@ -189,6 +189,7 @@ impl EmbeddedQueue {
             });
         };
         t.log.push_back((now, token.clone()));
+        t.last_dispatch = Some(now);
         t.flying.insert(token.clone(), now + self.config.lease);
         t.count_today(now, &st.days);
         if t.paused_until.is_some_and(|p| p <= now) {

@@ -35,7 +35,7 @@ use super::{
     Completion, Dispatched, Fence, HoldKind, HostFailed, JobPage, LeasedJob, NewHold, PageOf,
     Pushed, Queue, QueueConfig, QueueError, QueuePause, QueuePulse, QueueStatus, Requeue,
     ShareMode, ShareReason, TenantHold, TenantPage, TenantQuery, TenantRow, TenantSort,
-    TenantState, TenantStatus, UnreachablePolicy, hold, reason, tenants,
+    TenantState, TenantStatus, UnreachablePolicy, hold, reason, share, tenants,
 };
 use crate::job::{Attempt, HISTORY_LEN, JobId, JobResult, JobState, NewJob};
 use crate::tenant::Tenant;
@@ -625,6 +625,7 @@ impl Queue for EmbeddedQueue {
             return Ok(Some(at - now));
         }
         t.log.push_back((now, call.to_string()));
+        t.last_dispatch = Some(now);
         t.count_today(now, &days);
         st.rescore(tenant, now, span, None);
         Ok(None)
@@ -755,6 +756,7 @@ impl Queue for EmbeddedQueue {
                 let paused = t.paused_until.filter(|p| *p > now);
                 let calls = t.log.iter().filter(|(at, _)| *at + window > now).count() as u32;
                 let share = t.cap(now, span, adaptive);
+                let exact = t.share(now, span, adaptive);
                 let day = days.of(now);
                 let calls_today = if t.today.0 == day { t.today.1 } else { 0 };
                 let quota_until = t.quota_until(now, &days);
@@ -766,11 +768,13 @@ impl Queue for EmbeddedQueue {
                         configured_limit: t.tenant.limit,
                         reserve: t.tenant.reserve,
                         share,
+                        share_calls: share::shown(exact),
+                        other_use: share::other_use_shown(t.limit(), t.tenant.reserve, exact),
                         share_reason: ShareReason::of(
                             t.tenant.limit,
                             t.limit(),
                             t.tenant.reserve,
-                            share,
+                            exact,
                         ),
                         daily_limit: t.daily_limit(),
                         daily_limit_learned: t.daily_limit_learned(),

@@ -16,25 +16,26 @@ impl TenantState {
     fn cut_until(&self, now: Instant, span: Duration) -> Option<Instant> {
         let (share, since) = self.share?;
         let cap = share::cap(self.limit(), self.tenant.reserve);
-        let short = cap.checked_sub(share.max(1)).filter(|n| *n > 0)?;
-        let until = since + span * short;
+        let until = since + share::back_at_cap(share, span, cap);
         (until > now).then_some(until)
     }
 
     /// Its share as `status` shows it.
     fn share_now(&self, now: Instant, span: Duration, adaptive: bool, today: u64) -> TenantShare {
-        let share = self.cap(now, span, adaptive);
+        let exact = self.share(now, span, adaptive);
         TenantShare {
             tenant: self.tenant.name.clone(),
             limit: self.limit(),
             configured_limit: self.tenant.limit,
             reserve: self.tenant.reserve,
-            share,
+            share: self.cap(now, span, adaptive),
+            share_calls: share::shown(exact),
+            other_use: share::other_use_shown(self.limit(), self.tenant.reserve, exact),
             share_reason: ShareReason::of(
                 self.tenant.limit,
                 self.limit(),
                 self.tenant.reserve,
-                share,
+                exact,
             ),
             calls_today: if self.today.0 == today {
                 self.today.1

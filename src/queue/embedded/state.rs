@@ -117,9 +117,11 @@ pub(super) struct TenantState {
     pub(super) pause_reason: Option<String>,
     /// Its key in the ready set while it has waiting jobs.
     pub(super) ready_key: Option<ReadyKey>,
-    /// The adaptive share as of the last rate-limit answer, and when that was; `None`
-    /// until the first (the share is then the cap). See [`crate::queue::share`].
-    pub(super) share: Option<(u32, Instant)>,
+    /// The adaptive share as of its last cut, and when that was; `None` until the first
+    /// (the share is then the cap). See [`crate::queue::share`].
+    pub(super) share: Option<(f64, Instant)>,
+    /// When its last call went out: a paced tenant's next waits its gap after it.
+    pub(super) last_dispatch: Option<Instant>,
     /// When the share was last cut: at most one cut per window.
     pub(super) share_cut_at: Option<Instant>,
     /// Calls dispatched in a day: the day, and how many.
@@ -170,6 +172,7 @@ impl TenantState {
             pause_reason: None,
             ready_key: None,
             share: None,
+            last_dispatch: None,
             share_cut_at: None,
             today: (0, 0),
             hold: None,

@@ -52,19 +52,37 @@ impl TenantState {
         }
     }
 
-    /// The most calls the tenant may make in a window now: `limit − reserve` (at least 1),
-    /// or with adaptive shares its share under that (see [`crate::queue::share`]).
-    pub(super) fn cap(&self, now: Instant, span: Duration, adaptive: bool) -> u32 {
+    /// Its share now, calls per window: `limit − reserve` (at least 1), or with adaptive
+    /// shares the share under that, climbing since its last cut (see
+    /// [`crate::queue::share`]).
+    pub(super) fn share(&self, now: Instant, span: Duration, adaptive: bool) -> f64 {
         let cap = share::cap(self.limit(), self.tenant.reserve);
         match self.share.filter(|_| adaptive) {
-            Some((share, since)) => {
-                let windows =
-                    now.saturating_duration_since(since).as_micros() / span.as_micros().max(1);
-                let climbed = u64::from(share).saturating_add(windows.min(u64::MAX as u128) as u64);
-                climbed.clamp(1, u64::from(cap)) as u32
+            Some((set, since)) => {
+                share::share_at(set, now.saturating_duration_since(since), span, cap)
             }
-            None => cap,
+            None => f64::from(cap),
         }
+    }
+
+    /// The most calls the tenant may make in a window now, and the least gap between two
+    /// while its share is under its limit ([`share::pace`]).
+    pub(super) fn pacing(
+        &self,
+        now: Instant,
+        span: Duration,
+        adaptive: bool,
+    ) -> (u32, Option<Duration>) {
+        let cap = share::cap(self.limit(), self.tenant.reserve);
+        match share::pace(self.share(now, span, adaptive), cap, self.limit(), span) {
+            Some((most, gap)) => (most, Some(gap)),
+            None => (cap, None),
+        }
+    }
+
+    /// The most calls the tenant may make in a window now (see [`TenantState::pacing`]).
+    pub(super) fn cap(&self, now: Instant, span: Duration, adaptive: bool) -> u32 {
+        self.pacing(now, span, adaptive).0
     }
 }
 
@@ -166,13 +184,19 @@ impl State {
         adaptive: bool,
         days: &Days,
     ) -> Instant {
-        let limit = t.cap(now, span, adaptive) as usize;
+        let (most, gap) = t.pacing(now, span, adaptive);
+        let limit = most as usize;
         let by_log = if t.log.len() >= limit {
             // The oldest call that would still be in the window with one more call: once
             // it leaves the window, a call fits.
             t.log[t.log.len() - limit].0 + span
         } else {
             now
+        };
+        // A paced tenant's next call waits its gap after the last one went out.
+        let by_log = match (gap, t.last_dispatch) {
+            (Some(gap), Some(last)) => by_log.max(last + gap),
+            _ => by_log,
         };
         let by_pause = match t.paused_until {
             Some(p) if p > by_log => p,
@@ -223,25 +247,25 @@ impl State {
     }
 
     /// After a rate-limit answer (the job's call re-stamped at `now` already): counts our
-    /// calls in the tenant's window; fewer than its limit means another client is using
-    /// the account, and the share is cut, at most once per window. Either way the climb
-    /// back starts again from now.
+    /// calls in the tenant's window, the refused one included, and cuts the share as
+    /// [`share::after_refusal`] says.
     pub(super) fn adapt_share(&mut self, tenant: &str, now: Instant, span: Duration) {
         let Some(t) = self.tenants.get_mut(tenant) else {
             return;
         };
-        let current = t.cap(now, span, true);
-        let ours = t.log.iter().filter(|(at, _)| *at + span > now).count();
-        let unexplained = ours < t.limit() as usize;
-        let may_cut = t.share_cut_at.is_none_or(|at| at + span <= now);
-        let share = if unexplained && may_cut {
-            t.share_cut_at = Some(now);
-            share::cut(current)
-        } else {
-            current
+        let refusal = share::Refusal {
+            share: t.share(now, span, true),
+            cap: share::cap(t.limit(), t.tenant.reserve),
+            limit: t.limit(),
+            ours: t.log.iter().filter(|(at, _)| *at + span > now).count() as u32,
+            since_cut: t.share_cut_at.map(|at| now.saturating_duration_since(at)),
+            window: span,
         };
-        t.share = Some((share, now));
-        self.rescore(tenant, now, span, None);
+        if let Some(share) = share::after_refusal(refusal) {
+            t.share_cut_at = Some(now);
+            t.share = Some((share, now));
+            self.rescore(tenant, now, span, None);
+        }
     }
 
     /// Re-stamps the job's call at `now`, when its answer arrived (see [`Queue::answered`](crate::queue::Queue::answered)).

@@ -174,6 +174,7 @@ end
 -- Keys and texts a dispatch uses for every job: built once (each new string costs the
 -- script about as much as a command).
 local bodies_key = P .. 'bodies'
+local paced_key = P .. 'paced'
 local oldest_key = P .. 'oldest'
 local day_text = {}
 local out = {'jobs'}
@@ -207,7 +208,7 @@ while served < max_jobs and skipped < max_skipped do
   -- The log keeps the newest `limit` calls (what rate_limited.lua counts); the dispatch
   -- allows `cap` of them per window.
   local limit = tenant_limit(tenant)
-  local cap = tenant_cap(tenant, t, window_us, adaptive, limit)
+  local cap, _, gap = tenant_cap(tenant, t, window_us, adaptive, limit)
   -- A tenant whose daily quota is spent is parked until the day resets: like a pause, its
   -- jobs stay queued and no attempt is spent.
   local quota = daily_quota(tenant)
@@ -218,7 +219,7 @@ while served < max_jobs and skipped < max_skipped do
   local calls = P .. 'calls:' .. tenant
   local flying = P .. 'fly:' .. tenant
   local before_last, last = log_edge(calls, cap)
-  local at = math.max(last and last + window_us or 0, pause)
+  local at = math.max(last and last + window_us or 0, pause, paced_at(tenant, gap))
   local full = at <= t and flight_full(flying, flight_cap(tenant, cap), t)
   if at > t then
     redis.call('ZADD', ready, int(at), tenant)
@@ -290,6 +291,9 @@ while served < max_jobs and skipped < max_skipped do
           pause = math.max(pause, quota_end(quota,
             count_today(tenant, t, day_us, quota or false, day_text[day]), t, day_us))
         end
+        if gap then
+          redis.call('HSET', paced_key, tenant, t_text)
+        end
         local unknown = 0
         if f[3] == '1' then
           unknown = 1
@@ -323,6 +327,9 @@ while served < max_jobs and skipped < max_skipped do
             next_at = math.max(next_at, math.max(t, last or 0) + window_us)
           elseif before_last then
             next_at = math.max(next_at, before_last + window_us)
+          end
+          if gap then
+            next_at = math.max(next_at, t + gap)
           end
           redis.call('ZADD', ready, next_at <= t and t_text or int(next_at), tenant)
         end

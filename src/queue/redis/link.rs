@@ -95,8 +95,27 @@ pub(super) fn may_be_failover(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || matches!(e.code(), Some("READONLY" | "MASTERDOWN"))
+        || e.code().is_some_and(failover_code)
         || e.to_string().contains("READONLY ")
+}
+
+/// The error codes of a server that is no longer the primary, or whose primary is gone.
+fn failover_code(code: &str) -> bool {
+    matches!(code, "READONLY" | "MASTERDOWN")
+}
+
+/// Whether a server's answers hold a failover error. A command or pipeline that reached the
+/// server comes back `Ok` from the connection with the server's error as a value (redis-rs
+/// turns it into an `Err` later, in `query_async`), and a transaction's inside EXEC's
+/// array, so [`may_be_failover`] alone never sees `READONLY`: a worker whose connections
+/// came back up on the old primary, restarted as a replica, got `READONLY` on every write
+/// and never asked the sentinels again (a CI run of the failover test, stop 24).
+fn holds_failover_error(values: &[Value]) -> bool {
+    let failover = |v: &Value| matches!(v, Value::ServerError(e) if failover_code(e.code()));
+    values.iter().any(|v| match v {
+        Value::Array(items) => items.iter().any(failover),
+        v => failover(v),
+    })
 }
 
 impl Follow {
@@ -253,9 +272,11 @@ impl ConnectionLike for Link {
                 Box::pin(async move {
                     let (mut con, generation) = follow.lane(lane);
                     let r = con.req_packed_command(cmd).await;
-                    if let Err(e) = &r
-                        && may_be_failover(e)
-                    {
+                    let failover = match &r {
+                        Ok(value) => holds_failover_error(std::slice::from_ref(value)),
+                        Err(e) => may_be_failover(e),
+                    };
+                    if failover {
                         follow.refresh(generation).await;
                     }
                     r
@@ -278,9 +299,11 @@ impl ConnectionLike for Link {
                 Box::pin(async move {
                     let (mut con, generation) = follow.lane(lane);
                     let r = con.req_packed_commands(cmd, offset, count).await;
-                    if let Err(e) = &r
-                        && may_be_failover(e)
-                    {
+                    let failover = match &r {
+                        Ok(values) => holds_failover_error(values),
+                        Err(e) => may_be_failover(e),
+                    };
+                    if failover {
                         follow.refresh(generation).await;
                     }
                     r

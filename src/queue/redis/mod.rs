@@ -100,7 +100,9 @@ pub use connect::{
 };
 pub use link::Replication;
 use link::{Acked, Link};
-use reply::{JOB_REPLY_FIELDS, array, corrupt, leased_job, parse_tenant, status_of, text, uint};
+use reply::{
+    JOB_REPLY_FIELDS, array, corrupt, int, leased_job, parse_tenant, status_of, text, uint,
+};
 pub use target::{BadUrl, SENTINEL_PORT, Target};
 use wake::Wake;
 
@@ -568,10 +570,66 @@ impl Queue for RedisQueue {
             .arg(micros(pause))
             .arg(limit.unwrap_or(0))
             .arg(reason::rate_limited(limit))
-            .arg(self.config.share.as_str())
-            .arg(share::CUT_NUM)
-            .arg(share::CUT_DEN);
-        self.finish(&invocation, job).await.map(drop)
+            .arg(self.config.share.as_str());
+        let reply: Vec<Value> = invocation.invoke_async(&mut self.con.clone()).await?;
+        match reply.first().and_then(int) {
+            Some(0) => return Err(QueueError::LeaseLost(job.id.clone())),
+            Some(_) if reply.len() >= 8 => {}
+            Some(_) => return Ok(()),
+            None => return Err(corrupt("rate_limited", "unexpected script reply")),
+        }
+        let ours = u32::try_from(uint(reply.get(1))).unwrap_or(u32::MAX);
+        let now = uint(reply.get(5));
+        let small = |i: usize| u32::try_from(uint(reply.get(i))).unwrap_or(u32::MAX);
+        let (limit, reserve) = (small(6).max(1), small(7));
+        let stored = |v: Option<&Value>| v.and_then(text).filter(|s| !s.is_empty());
+        let (mut set, mut since, mut cut) =
+            (stored(reply.get(2)), stored(reply.get(3)), stored(reply.get(4)));
+        // Another worker's cut between the read and the write: decide again on what it
+        // wrote (a cut is spaced by half a window, so the second try finds it too soon).
+        for _ in 0..3 {
+            let us = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok());
+            let cap = share::cap(limit, reserve);
+            let window = self.config.window + self.config.margin;
+            let current = match (us(&set), us(&since)) {
+                (Some(set), Some(since)) => share::share_at(
+                    set,
+                    Duration::from_micros((now as f64 - since).max(0.0) as u64),
+                    window,
+                    cap,
+                ),
+                _ => f64::from(cap),
+            };
+            let refusal = share::Refusal {
+                share: current,
+                cap,
+                limit,
+                ours,
+                since_cut: us(&cut)
+                    .map(|c| Duration::from_micros((now as f64 - c).max(0.0) as u64)),
+                window,
+            };
+            let Some(new) = share::after_refusal(refusal) else {
+                return Ok(());
+            };
+            let reply: Value = scripts::ADAPT_SHARE
+                .key(self.key("ready"))
+                .arg(&self.prefix)
+                .arg(&job.tenant)
+                .arg(since.as_deref().unwrap_or(""))
+                .arg(new)
+                .arg(now)
+                .arg(self.window_us())
+                .invoke_async(&mut self.con.clone())
+                .await?;
+            match reply {
+                Value::Array(v) => {
+                    (set, since, cut) = (stored(v.first()), stored(v.get(1)), stored(v.get(2)));
+                }
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     async fn requeue(&self, job: &LeasedJob, how: Requeue) -> Result<(), QueueError> {

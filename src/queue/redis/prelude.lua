@@ -76,26 +76,49 @@ local function tenant_limit(tenant)
   return math.floor(l)
 end
 
--- The most calls the tenant may make in a window at `now`: its limit less its reserve (at
--- least 1), and with `adaptive` its share under that: the share as of the last rate-limit
--- answer plus one call per whole window since (`share:<tenant>`, written by
--- rate_limited.lua; see `queue::share`). Scripts that do not know the mode (every one but
--- dispatch, rate_limited and status) use the cap without the share: a score they set can
--- only be too early, and dispatch re-checks it with the share. `limit`: the tenant's limit
--- when the caller has read it already (nil: read here).
+-- The share controller's climb and pacing (`queue::share`: CLIMB, DOUBLING, OVERLAP),
+-- written into the script's text from those constants when it is built (scripts.rs).
+local SHARE_CLIMB = {scale = SHARE_CLIMB_SCALE, doubling = SHARE_DOUBLING, overlap = SHARE_OVERLAP}
+
+-- The tenant's share at `now`, as `queue::share` rules it (this is its arithmetic for the
+-- scripts; the cuts are decided in Rust and written by adapt_share.lua): its cap is its
+-- limit less its reserve (at least 1); with `adaptive`, the share set at its last cut
+-- (`share:<tenant>`: share, since µs) climbed since, `set + scale × (2^(windows / doubling)
+-- − 1)` (`share::share_at`), at least 1 and at most the cap. Returns the most calls it may
+-- make in any window, its share (calls per window), and while the share is under the
+-- limit the least gap between two of its calls (µs; nil otherwise; `share::pace`).
+-- Scripts that do not know the mode (every one but dispatch, take_call, status, tenants
+-- and pulse) use the cap without the share: a score they set can only be too early, and
+-- dispatch re-checks it. `limit`: the tenant's limit when the caller has read it (nil:
+-- read here).
 local function tenant_cap(tenant, now, window_us, adaptive, limit)
+  limit = limit or tenant_limit(tenant)
   local reserve = tonumber(redis.call('HGET', RESERVE, tenant)) or 0
-  local cap = math.max(1, (limit or tenant_limit(tenant)) - math.max(0, math.floor(reserve)))
-  if not adaptive then
-    return cap
+  local cap = math.max(1, limit - math.max(0, math.floor(reserve)))
+  local share = cap
+  if adaptive then
+    local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
+    local set, since = ok and tonumber(s[1]), ok and tonumber(s[2])
+    if set and since then
+      local w = math.max(0, now - since) / window_us
+      share = set + SHARE_CLIMB.scale * (2 ^ (w / SHARE_CLIMB.doubling) - 1)
+      share = math.max(1, math.min(cap, share))
+    end
   end
-  local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
-  local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
-  if not share or not since then
-    return cap
+  if share >= limit then
+    return cap, share, nil
   end
-  local climbed = math.floor(share) + math.floor(math.max(0, now - since) / window_us)
-  return math.max(1, math.min(cap, climbed))
+  return math.min(cap, math.floor(share) + 1), share, (1 - SHARE_CLIMB.overlap) * window_us / share
+end
+
+-- When a paced tenant (one whose `tenant_cap` gave a gap) may make its next call: `gap`
+-- after its last call went out (`paced:` tenant -> µs), or 0.
+local function paced_at(tenant, gap)
+  if not gap then
+    return 0
+  end
+  local last = tonumber(redis.call('HGET', P .. 'paced', tenant))
+  return last and last + gap or 0
 end
 
 -- Daily quotas: `day:<tenant>` holds, per day (`floor(now / day_us)`, days from the Unix
@@ -116,15 +139,17 @@ end
 -- `held:<kind>`: held tenants by kind, scored by the hold's end (µs; FOREVER_US: until
 --   released).
 
--- Keeps `cut` right for `tenant` after its share, limit or reserve changed (rate_limited,
--- put_tenants). The share climbs one call per window from `share` at `since` (see
--- `tenant_cap`), so it is cut exactly until since + (cap − share) windows.
+-- Keeps `cut` right for `tenant` after its share, limit or reserve changed (adapt_share,
+-- put_tenants). The share climbs from `share` at `since` (see `tenant_cap`), so it is cut
+-- until `share::back_at_cap` later: since + doubling × log2((cap − share) / scale + 1)
+-- windows.
 local function note_share(tenant, window_us)
   local ok, s = pcall(redis.call, 'HMGET', P .. 'share:' .. tenant, 'share', 'since')
   local share, since = ok and tonumber(s[1]), ok and tonumber(s[2])
   local cap = tenant_cap(tenant, 0, window_us, false)
-  if share and since and cap > 1 and math.floor(share) < cap then
-    redis.call('ZADD', P .. 'cut', int(-(since + (cap - math.floor(share)) * window_us)), tenant)
+  if share and since and cap > 1 and share < cap then
+    local windows = SHARE_CLIMB.doubling * math.log((cap - share) / SHARE_CLIMB.scale + 1) / math.log(2)
+    redis.call('ZADD', P .. 'cut', int(-(since + windows * window_us)), tenant)
   else
     redis.call('ZREM', P .. 'cut', tenant)
   end

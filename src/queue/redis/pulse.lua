@@ -19,9 +19,9 @@
 -- Returns {now_us, queued, scheduled, running, done, dead, done_total,
 -- oldest_dispatched_ms (-1: none), throttled, share cut, quota reached, held keys_refused,
 -- held host_unreachable, held paused, n, m, k, then n pairs (tenant, pushed ms) oldest
--- first, then m throttled tenants (up to top), then k shares of eight entries each: tenant,
+-- first, then m throttled tenants (up to top), then k shares of nine entries each: tenant,
 -- limit, configured limit, reserve, share, calls today, cut until ms (-1: not cut), quota
--- spent until ms (-1: not spent)}. The shares listed: the tenants
+-- spent until ms (-1: not spent), the share as the controller holds it (text)}. The shares listed: the tenants
 -- whose share is cut (the longest to recover first), then those whose quota is spent (by
 -- name), then those of the latency list, up to `top` in all.
 
@@ -151,9 +151,11 @@ for _, t in ipairs(shown) do
   out[#out + 1] = limit
   out[#out + 1] = tonumber(redis.call('HGET', P .. 'configured', t)) or limit
   out[#out + 1] = tonumber(redis.call('HGET', P .. 'reserve', t)) or 0
-  out[#out + 1] = tenant_cap(t, now, window_us, adaptive, limit)
+  local most, share = tenant_cap(t, now, window_us, adaptive, limit)
+  out[#out + 1] = most
   out[#out + 1] = calls_today(t, now, day_us)
   out[#out + 1] = cut_until[t] or -1
   out[#out + 1] = quota_until[t] or -1
+  out[#out + 1] = string.format('%.4f', share)
 end
 return out

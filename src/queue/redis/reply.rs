@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::job::{JobId, JobResult, JobState};
 use crate::queue::{
     HeldCounts, LeasedJob, QueueError, QueuePulse, QueueStatus, ShareReason, TenantPage, TenantRow,
-    TenantShare, TenantState, TenantStatus,
+    TenantShare, TenantState, TenantStatus, share,
 };
 use crate::tenant::Tenant;
 
@@ -184,7 +184,7 @@ pub(super) fn parse_tenant(name: &str, json: &str) -> Result<Tenant, QueueError>
 
 /// Fixed entries at the head of pulse.lua's reply, and entries per listed share.
 const PULSE_HEAD: usize = 17;
-const PULSE_SHARE: usize = 8;
+const PULSE_SHARE: usize = 9;
 
 /// A moment in ms a script answers, -1 (or anything not a count) for none.
 fn moment(v: Option<&Value>) -> Option<u64> {
@@ -221,13 +221,16 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
         .map(|row| {
             let small = |i: usize| u32::try_from(uint(row.get(i))).unwrap_or(u32::MAX);
             let (limit, configured, reserve, share) = (small(1), small(2), small(3), small(4));
+            let exact = exact_share(row.get(8), share);
             TenantShare {
                 tenant: row.first().and_then(text).unwrap_or_default(),
                 limit,
                 configured_limit: configured,
                 reserve,
                 share,
-                share_reason: ShareReason::of(configured, limit, reserve, share),
+                share_calls: share::shown(exact),
+                other_use: share::other_use_shown(limit, reserve, exact),
+                share_reason: ShareReason::of(configured, limit, reserve, exact),
                 calls_today: uint(row.get(5)),
                 cut_until_ms: moment(row.get(6)),
                 quota_until_ms: moment(row.get(7)),
@@ -263,9 +266,18 @@ pub(super) fn pulse_of(items: Vec<Value>) -> Result<QueuePulse, QueueError> {
     })
 }
 
+/// The share as a script wrote it (text), or `most` (the calls it allows in a window) when
+/// that is unreadable.
+fn exact_share(v: Option<&Value>, most: u32) -> f64 {
+    v.and_then(text)
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .unwrap_or(f64::from(most))
+}
+
 /// status.lua's reply (see its header) as a [`QueueStatus`] of queue `queue`.
 /// Entries per tenant in status.lua's reply.
-const STATUS_ROW: usize = 13;
+const STATUS_ROW: usize = 14;
 
 pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, QueueError> {
     if items.len() < 7 || !(items.len() - 7).is_multiple_of(STATUS_ROW) {
@@ -278,6 +290,7 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
         .map(|row| {
             let small = |i: usize| u32::try_from(uint(row.get(i))).unwrap_or(u32::MAX);
             let (limit, configured, reserve, share) = (small(2), small(6), small(7), small(8));
+            let exact = exact_share(row.get(13), share);
             TenantStatus {
                 tenant: row.first().and_then(text).unwrap_or_default(),
                 waiting: uint(row.get(1)),
@@ -285,7 +298,9 @@ pub(super) fn status_of(items: Vec<Value>, queue: &str) -> Result<QueueStatus, Q
                 configured_limit: configured,
                 reserve,
                 share,
-                share_reason: ShareReason::of(configured, limit, reserve, share),
+                share_calls: share::shown(exact),
+                other_use: share::other_use_shown(limit, reserve, exact),
+                share_reason: ShareReason::of(configured, limit, reserve, exact),
                 daily_limit: Some(small(9)).filter(|d| *d > 0),
                 daily_limit_learned: small(12) > 0 && small(12) == small(9),
                 calls_today: uint(row.get(10)),

@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
+use crate::queue::share;
+
 const PRELUDE: &str = include_str!("prelude.lua");
 
 /// One top-level definition of the prelude: the names it defines and its text.
@@ -78,7 +80,15 @@ pub(super) fn with_prelude(body: &str) -> String {
         .map(|d| d.text.as_str())
         .collect();
     out.push_str(body);
-    out
+    with_constants(&out)
+}
+
+/// `text` with the share controller's constants written in, from the one place they are
+/// defined (`queue::share`).
+fn with_constants(text: &str) -> String {
+    text.replace("SHARE_CLIMB_SCALE", &format!("{:?}", share::climb_scale()))
+        .replace("SHARE_DOUBLING", &format!("{:?}", share::DOUBLING))
+        .replace("SHARE_OVERLAP", &format!("{:?}", share::OVERLAP))
 }
 
 /// A script of the queue. Each call declares two keys: the one its caller names (a cluster
@@ -145,6 +155,11 @@ script!(
     RATE_LIMITED,
     "rate_limited.lua",
     "Pause the tenant, requeue at the front."
+);
+script!(
+    ADAPT_SHARE,
+    "adapt_share.lua",
+    "Set a tenant's share after a cut, unless another came first."
 );
 script!(
     REQUEUE,
@@ -218,12 +233,13 @@ script!(
 
 /// Every script, to load them all when connecting (so that pipelined calls never meet
 /// `NOSCRIPT` and get retried out of order).
-pub(super) fn all() -> [&'static Script; 26] {
+pub(super) fn all() -> [&'static Script; 27] {
     [
         DISPATCH.script(),
         COMPLETE.script(),
         RETRY_LATER.script(),
         RATE_LIMITED.script(),
+        ADAPT_SHARE.script(),
         REQUEUE.script(),
         BURY.script(),
         HEARTBEAT.script(),
@@ -289,6 +305,7 @@ mod tests {
         let all_names = names.join(" ");
         let whole = with_prelude(&all_names);
         let kept: String = defs.iter().map(|d| d.text.as_str()).collect();
-        assert_eq!(whole, kept + &all_names);
+        assert_eq!(whole, with_constants(&(kept + &all_names)));
+        assert!(!whole.contains("SHARE_CLIMB_SCALE") && whole.contains("doubling = 30.0"));
     }
 }

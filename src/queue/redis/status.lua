@@ -9,10 +9,11 @@
 -- ARGV[6]: the length of a day for daily quotas, µs
 --
 -- Returns {now_us, queued, scheduled, running, done, dead, oldest_dispatched_ms (-1: none),
--- then thirteen entries per tenant worth showing: name, waiting, limit, calls in window,
+-- then fourteen entries per tenant worth showing: name, waiting, limit, calls in window,
 -- paused_until_ms (-1: not paused), pause reason, configured limit, reserve, share, daily
 -- limit (0: none), calls today, quota parked until ms (-1: not parked), the daily quota
--- LeadSquared named (0: none)}.
+-- LeadSquared named (0: none), the share as the controller holds it (calls per window, as
+-- text)}.
 
 local window_us = tonumber(ARGV[2])
 local now = now_us()
@@ -59,13 +60,15 @@ for _, name in ipairs(names) do
   end
   if waiting > 0 or calls > 0 or paused >= 0 or quota >= 0 then
     local limit = tenant_limit(name)
+    local most, share = tenant_cap(name, now, tonumber(ARGV[5]), ARGV[4] == 'adaptive', limit)
     rows[#rows + 1] = {name, waiting, limit, calls, paused, reason,
       tonumber(redis.call('HGET', P .. 'configured', name)) or limit,
       tonumber(redis.call('HGET', P .. 'reserve', name)) or 0,
-      tenant_cap(name, now, tonumber(ARGV[5]), ARGV[4] == 'adaptive'),
+      most,
       tonumber(redis.call('HGET', P .. 'daily_limit', name)) or 0,
       calls_today(name, now, tonumber(ARGV[6])), quota,
-      tonumber(redis.call('HGET', P .. 'daily_learned', name)) or 0}
+      tonumber(redis.call('HGET', P .. 'daily_learned', name)) or 0,
+      string.format('%.4f', share)}
   end
 end
 

@@ -17,9 +17,9 @@ local window_us = tonumber(ARGV[4])
 local day_us = tonumber(ARGV[6]) or 0
 local now = now_us()
 local limit = tenant_limit(tenant)
-local cap = tenant_cap(tenant, now, window_us, ARGV[5] == 'adaptive')
+local cap, _, gap = tenant_cap(tenant, now, window_us, ARGV[5] == 'adaptive')
 local at = math.max(log_allows_at(tenant, cap, window_us), paused_until(tenant),
-  quota_until(tenant, now, day_us))
+  quota_until(tenant, now, day_us), paced_at(tenant, gap))
 if at > now then
   return math.floor(at - now)
 end
@@ -30,10 +30,13 @@ redis.call('PEXPIRE', calls, int(math.ceil(window_us / 1000) * 2 + 1000))
 if day_us > 0 then
   count_today(tenant, now, day_us)
 end
+if gap then
+  redis.call('HSET', P .. 'paced', tenant, int(now))
+end
 -- A waiting tenant's next dispatch comes no sooner than its log allows.
 local score = tonumber(redis.call('ZSCORE', KEYS[1], tenant))
 if score then
-  local next_at = log_allows_at(tenant, cap, window_us)
+  local next_at = math.max(log_allows_at(tenant, cap, window_us), paced_at(tenant, gap))
   if next_at > score then
     redis.call('ZADD', KEYS[1], 'XX', int(next_at), tenant)
   end
