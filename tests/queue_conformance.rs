@@ -24,7 +24,7 @@ use lsq_webhooks::queue::sharded::{ShardedQueue, shard_of};
 use lsq_webhooks::queue::{
     Completion, Dispatch, Dispatched, Fence, HeldCounts, HoldKind, LeasedJob, NewHold, PageOf,
     Pushed, Queue, QueueConfig, QueueError, Requeue, ShareMode, ShareReason, TenantPage,
-    TenantQuery, TenantRow, TenantSort, TenantState, TenantStatus, UnreachablePolicy,
+    TenantQuery, TenantRow, TenantSort, TenantState, TenantStatus, UnreachablePolicy, share,
 };
 use lsq_webhooks::tenant::Tenant;
 use queue_support::{job, next_job, tenant};
@@ -1713,62 +1713,79 @@ async fn a_reserve_leaves_calls_unused_in_every_window(h: Harness) {
     assert_eq!((r.limit, r.share), (2, 1));
 }
 
-/// A case's queue with one tenant of limit 10 whose share was cut once: two calls made,
-/// the second answered "rate limited" with 2 of our calls in the window (fewer than 10).
-async fn cut_once(h: Harness, test: &str, mode: ShareMode) -> Arc<dyn Queue> {
+/// A case's queue with one tenant of limit 25 (share mode `mode`) that made `calls` calls
+/// in one window, the last answered "rate limited": with `calls` of ours in the window, the
+/// other client showed at least `26 − calls`.
+async fn cut_at(h: Harness, test: &str, mode: ShareMode, calls: usize) -> Arc<dyn Queue> {
     let q = h
-        .queue_with(test, &[("acme", 10)], |c| c.share = mode)
+        .queue_with(test, &[("acme", 25)], |c| c.share = mode)
         .await;
-    push(&q, "acme", 0..40).await;
-    let a = next_job(q.as_ref()).await;
-    q.complete(&a, "wh", false).await.expect("complete");
-    let b = next_job(q.as_ref()).await;
-    q.rate_limited(&b, h.ticks(0), None)
+    push(&q, "acme", 0..200).await;
+    for _ in 1..calls {
+        let j = next_job(q.as_ref()).await;
+        q.complete(&j, "wh", false).await.expect("complete");
+    }
+    let last = next_job(q.as_ref()).await;
+    q.rate_limited(&last, h.ticks(0), None)
         .await
         .expect("rate limited");
     q
 }
 
-async fn the_share_is_cut_on_a_rate_limit_our_calls_cannot_explain(h: Harness) {
-    let q = cut_once(h, "share-cut", ShareMode::Adaptive).await;
+/// Whether a share read back is the one expected, give or take the climb since.
+fn near(got: f64, want: f64) -> bool {
+    (got - want).abs() < 0.2
+}
+
+async fn the_first_unexplained_answer_cuts_to_what_leaves_the_other_load_whole(h: Harness) {
+    // 16 of ours in the window with the refused one: the other client had 10. Leaving a
+    // load of 10 whole needs room_for(10) = 18 calls, so 7 are ours (and at most half).
+    let q = cut_at(h, "share-cut", ShareMode::Adaptive, 16).await;
+    let want = (25.0 - f64::from(share::room_for(10.0))).min(12.5);
+    assert_eq!(want, 7.0);
     let r = row(&q, "acme").await;
-    assert_eq!(
-        (r.limit, r.share, r.share_reason),
-        (10, 5, ShareReason::Shared)
-    );
-    // A second unexplained answer in the same window is the same signal: no second cut.
+    assert!(near(r.share_calls, want), "{r:?}");
+    assert_eq!((r.limit, r.share, r.share_reason), (25, 8, ShareReason::Shared));
+    let other = r.other_use.expect("an estimate of the other load");
+    assert!((8.0..12.0).contains(&other), "{r:?}");
+    // A second unexplained answer within half a window is the same crowded moment: no cut.
     let c = next_job(q.as_ref()).await;
     q.rate_limited(&c, h.ticks(0), None)
         .await
         .expect("rate limited");
-    assert_eq!(row(&q, "acme").await.share, 5);
-    // The dispatch holds to it: 3 calls in the window already, 2 more.
-    if h.exact() {
-        assert_eq!(dispatch_until_wait(&q).await, 2);
-    }
+    assert!(near(row(&q, "acme").await.share_calls, want));
+    // Crowded out at the cap (every call but the refused one ours): at least halved.
+    let q = cut_at(h, "share-cut-full", ShareMode::Adaptive, 25).await;
+    assert!(near(row(&q, "acme").await.share_calls, 12.5));
     // Fixed: the same answers leave the share at the cap.
-    let q = cut_once(h, "share-fixed", ShareMode::Fixed).await;
+    let q = cut_at(h, "share-fixed", ShareMode::Fixed, 16).await;
     let r = row(&q, "acme").await;
-    assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
+    assert_eq!((r.share, r.share_reason, r.other_use), (25, ShareReason::Configured, None));
+}
+
+async fn later_cuts_are_gentle_and_a_second_within_a_window_halves(h: Harness) {
+    let q = cut_at(h, "share-later", ShareMode::Adaptive, 16).await;
+    // More than a window later: a gentle cut, share × CUT − CUT_STEP.
+    h.sleep(h.window() * 2).await;
+    let before = row(&q, "acme").await.share_calls;
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    let gentle = row(&q, "acme").await.share_calls;
+    assert!(near(gentle, before * share::CUT - share::CUT_STEP), "{before} -> {gentle}");
+    // Another between half a window and a window later: its load rose, halve.
+    h.sleep(h.ticks(3)).await;
+    let j = next_job(q.as_ref()).await;
+    q.rate_limited(&j, h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    let halved = row(&q, "acme").await.share_calls;
+    assert!(near(halved, gentle * share::HALVE), "{gentle} -> {halved}");
 }
 
 async fn the_share_is_not_cut_on_a_rate_limit_our_calls_explain(h: Harness) {
-    let q = h
-        .queue_with("share-explained", &[("acme", 3)], |_| {})
-        .await;
-    push(&q, "acme", 0..5).await;
-    let a = next_job(q.as_ref()).await;
-    let b = next_job(q.as_ref()).await;
-    let c = next_job(q.as_ref()).await;
-    q.complete(&a, "wh", false).await.expect("complete");
-    q.complete(&b, "wh", false).await.expect("complete");
-    // Three of our calls in the window, the limit: our own calls explain the answer.
-    q.rate_limited(&c, h.ticks(0), None)
-        .await
-        .expect("rate limited");
-    let r = row(&q, "acme").await;
-    assert_eq!((r.share, r.share_reason), (3, ShareReason::Configured));
-    // So does one naming a lower limit that our calls reach.
+    // An answer naming a lower limit is explained by it: learned, no cut.
     let q = h
         .queue_with("share-explained-learned", &[("acme", 10)], |_| {})
         .await;
@@ -1784,41 +1801,6 @@ async fn the_share_is_not_cut_on_a_rate_limit_our_calls_explain(h: Harness) {
         (r.limit, r.share, r.share_reason),
         (2, 2, ShareReason::LearnedLimit)
     );
-}
-
-async fn the_share_climbs_back_one_call_per_window_to_its_ceiling(h: Harness) {
-    let q = cut_once(h, "share-climb", ShareMode::Adaptive).await;
-    assert_eq!(row(&q, "acme").await.share, 5);
-    h.sleep(h.window()).await;
-    if h.exact() {
-        assert_eq!(row(&q, "acme").await.share, 6);
-        h.sleep(h.window() * 2).await;
-        assert_eq!(row(&q, "acme").await.share, 8);
-    } else {
-        let share = row(&q, "acme").await.share;
-        assert!((6..=10).contains(&share), "{share}");
-    }
-    // The ceiling: never above the cap, however long it climbs.
-    h.sleep(h.window() * 10).await;
-    let r = row(&q, "acme").await;
-    assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
-}
-
-async fn the_share_holds_its_floor_of_one(h: Harness) {
-    let q = h.queue_with("share-floor", &[("acme", 3)], |_| {}).await;
-    push(&q, "acme", 0..10).await;
-    // Cut after cut, a window apart, each with one of our calls in the window: 3 → 1 → 1.
-    for want in [1, 1] {
-        let j = next_job(q.as_ref()).await;
-        q.rate_limited(&j, h.ticks(0), None)
-            .await
-            .expect("rate limited");
-        assert_eq!(row(&q, "acme").await.share, want);
-        h.sleep(h.window()).await;
-    }
-    // At 1 per window, a call is still made.
-    let j = next_job(q.as_ref()).await;
-    assert_eq!(j.tenant, "acme");
     // A pause longer than the window (a daily quota's answer) parks the tenant and leaves
     // the share alone.
     let q = h.queue_with("share-quota", &[("acme", 10)], |_| {}).await;
@@ -1830,6 +1812,72 @@ async fn the_share_holds_its_floor_of_one(h: Harness) {
     let r = row(&q, "acme").await;
     assert_eq!((r.share, r.share_reason), (10, ShareReason::Configured));
     assert!(r.paused_until_ms.is_some());
+}
+
+async fn a_cut_share_spreads_its_calls_over_the_window(h: Harness) {
+    let q = cut_at(h, "share-pace", ShareMode::Adaptive, 16).await;
+    // The first burst leaves the window; then one call, and a wait of about the gap.
+    h.sleep(h.window()).await;
+    let share_now = row(&q, "acme").await.share_calls;
+    let (most, gap) = share::pace(share_now, 25, 25, h.window()).expect("paced");
+    assert_eq!(most, 8);
+    assert_eq!(dispatch_until_wait(&q).await, 1);
+    if h.exact() {
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Wait(d) => assert!(
+                d <= gap && d >= gap.mul_f64(0.9),
+                "waited {d:?}, the gap is {gap:?}"
+            ),
+            other => panic!("paced, expected a wait, got {other:?}"),
+        }
+    }
+    // Over four windows, one call a gap apart: never more than `most` in any window, and
+    // about the share per window.
+    let got = drain_all(h, &q, 20).await;
+    let times: Vec<u64> = got.iter().map(|j| j.dispatched_at_ms).collect();
+    assert!(most_in_a_window(&times, h.window().as_millis() as u64) <= most as usize);
+    let per_window = got.len() as f64 / 4.0;
+    assert!(
+        per_window >= share_now * 0.85 && per_window <= share_now / (1.0 - share::OVERLAP) + 1.0,
+        "{} calls in 4 windows at a share of {share_now}",
+        got.len()
+    );
+}
+
+async fn the_share_climbs_back_slowly_then_faster_to_its_cap(h: Harness) {
+    let q = cut_at(h, "share-climb", ShareMode::Adaptive, 16).await;
+    let set = row(&q, "acme").await.share_calls;
+    h.sleep(h.window() * 10).await;
+    let after_ten = row(&q, "acme").await.share_calls;
+    let want = set + share::climb(10.0);
+    if h.exact() {
+        assert!((after_ten - want).abs() < 0.01, "{after_ten} vs {want}");
+    } else {
+        assert!(after_ten >= want - 0.01 && after_ten < want + 0.3, "{after_ten} vs {want}");
+    }
+    // The ceiling: back at the cap by `back_at_cap`, never above it.
+    h.sleep(share::back_at_cap(set, h.window(), 25)).await;
+    let r = row(&q, "acme").await;
+    assert_eq!((r.share, r.share_reason, r.other_use), (25, ShareReason::Configured, None));
+}
+
+async fn the_share_holds_its_floor_of_one(h: Harness) {
+    let q = h.queue_with("share-floor", &[("acme", 3)], |_| {}).await;
+    push(&q, "acme", 0..10).await;
+    // Cut after cut, a window apart, each with one of our calls in the window: 3 → 1 → 1.
+    for _ in 0..2 {
+        let j = next_job(q.as_ref()).await;
+        q.rate_limited(&j, h.ticks(0), None)
+            .await
+            .expect("rate limited");
+        let r = row(&q, "acme").await;
+        assert!(near(r.share_calls, 1.0), "{r:?}");
+        assert_eq!(r.share, 2, "a share of 1.x allows 2 in a window, one gap apart");
+        h.sleep(h.window()).await;
+    }
+    // At its floor, a call is still made.
+    let j = next_job(q.as_ref()).await;
+    assert_eq!(j.tenant, "acme");
 }
 
 async fn a_spent_daily_quota_parks_the_tenant_until_the_day_resets(h: Harness) {
@@ -2057,7 +2105,8 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
         q.complete(&j, "wh", false).await.expect("complete");
     }
     // acme (limit 10) and beta (limit 4) are cut by an answer their two calls cannot
-    // explain: to 5 and 2. acme's job goes on; beta's waits.
+    // explain: another client held the rest of each window, so both go to the floor (a
+    // share of 1, paced: 2 calls in a window at most). acme's job goes on; beta's waits.
     push(&q, "acme", 0..2).await;
     let a = next_job(q.as_ref()).await;
     q.complete(&a, "wh", false).await.expect("complete");
@@ -2121,8 +2170,9 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
             acme.share,
             acme.share_reason
         ),
-        (10, 10, 0, 5, ShareReason::Shared)
+        (10, 10, 0, 2, ShareReason::Shared)
     );
+    assert!(acme.other_use.is_some() && (acme.share_calls - 1.0).abs() < 0.2, "{acme:?}");
     assert_eq!(
         (share(&p, "beta").share, share(&p, "beta").share_reason),
         (2, ShareReason::Shared)
@@ -2180,14 +2230,14 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
 
     // A release ends h1's; a quota LeadSquared names that acme's 3 calls today have reached
     // parks it; a higher imported quota lets gamma go; an import that brings acme's limit
-    // down to its share ends its cut.
+    // down to its share (1) ends its cut.
     q.release("h1").await.expect("release");
     q.learn_daily_limit("acme", 3).await.expect("learn");
     let gamma = Tenant {
         daily_limit: Some(5),
         ..gamma
     };
-    q.put_tenants(&[gamma, tenant("acme", 5)])
+    q.put_tenants(&[gamma, tenant("acme", 1)])
         .await
         .expect("tenants");
     let p = q.pulse(10).await.expect("pulse");
@@ -2200,8 +2250,9 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
     assert_eq!(p.shares[1].tenant, "acme", "{p:?}");
     assert_eq!(share(&p, "acme").share_reason, ShareReason::Configured);
 
-    // Time: beta's share is back at its cap after two windows, h2's hold ends.
-    h.sleep(h.ticks(12)).await;
+    // Time: beta's share is back at its cap (from its floor of 1 to 4), h2's hold ends.
+    h.sleep(h.ticks(12).max(share::back_at_cap(1.0, h.window(), 4)))
+        .await;
     let p = q.pulse(10).await.expect("pulse");
     assert_eq!((p.share_cut, p.quota_reached), (0, 1), "{p:?}");
     assert_eq!(
@@ -2214,12 +2265,12 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
     assert_eq!(share(&p, "beta").share, 4);
 
     // With fixed shares nothing is cut.
-    let q = cut_once(h, "pulse-shares-fixed", ShareMode::Fixed).await;
+    let q = cut_at(h, "pulse-shares-fixed", ShareMode::Fixed, 2).await;
     let p = q.pulse(10).await.expect("pulse");
     assert_eq!(p.share_cut, 0);
     assert_eq!(
         (p.shares[0].share, p.shares[0].share_reason),
-        (10, ShareReason::Configured)
+        (25, ShareReason::Configured)
     );
 }
 
@@ -3527,9 +3578,11 @@ conformance!(
     retry_dead_wakes_a_waiting_worker,
     a_lease_taken_back_wakes_a_waiting_worker,
     a_reserve_leaves_calls_unused_in_every_window,
-    the_share_is_cut_on_a_rate_limit_our_calls_cannot_explain,
+    the_first_unexplained_answer_cuts_to_what_leaves_the_other_load_whole,
+    later_cuts_are_gentle_and_a_second_within_a_window_halves,
     the_share_is_not_cut_on_a_rate_limit_our_calls_explain,
-    the_share_climbs_back_one_call_per_window_to_its_ceiling,
+    a_cut_share_spreads_its_calls_over_the_window,
+    the_share_climbs_back_slowly_then_faster_to_its_cap,
     the_share_holds_its_floor_of_one,
     a_spent_daily_quota_parks_the_tenant_until_the_day_resets,
     a_daily_quota_leadsquared_names_is_learned_and_kept,

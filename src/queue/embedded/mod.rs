@@ -494,7 +494,8 @@ impl Queue for EmbeddedQueue {
         }
         // A pause longer than the window is a quota (a daily one), not the account's 5-s
         // window crowded by another client: it parks the tenant and leaves the share alone.
-        if st.adaptive && pause <= span {
+        // So does an answer naming a lower limit: that explains it.
+        if st.adaptive && pause <= span && limit.is_none() {
             st.adapt_share(&job.tenant, now, span);
         }
         st.enqueue(&job.id, true, now, span);
