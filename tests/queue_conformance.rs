@@ -1738,19 +1738,32 @@ fn near(got: f64, want: f64) -> bool {
 }
 
 async fn the_first_unexplained_answer_cuts_to_what_leaves_the_other_load_whole(h: Harness) {
-    // 16 of ours in the window with the refused one: the other client had 10. Leaving a
-    // load of 10 whole needs room_for(10) = 18 calls, so 7 are ours (and at most half).
-    let q = cut_at(h, "share-cut", ShareMode::Adaptive, 16).await;
-    let want = (25.0 - f64::from(share::room_for(10.0))).min(12.5);
-    assert_eq!(want, 7.0);
+    let q = h.queue_with("share-cut", &[("acme", 25)], |_| {}).await;
+    push(&q, "acme", 0..40).await;
+    let mut out = Vec::new();
+    for _ in 0..17 {
+        out.push(next_job(q.as_ref()).await);
+    }
+    for j in &out[..15] {
+        q.complete(j, "wh", false).await.expect("complete");
+    }
+    // 17 of ours in the window: the other client had at least 9. Leaving a load of 9 whole
+    // needs room_for(9) = 17 calls, so 8 are ours (and at most half the cap).
+    q.rate_limited(&out[15], h.ticks(0), None)
+        .await
+        .expect("rate limited");
+    let want = (25.0 - f64::from(share::room_for(9.0))).min(12.5);
+    assert_eq!(want, 8.0);
     let r = row(&q, "acme").await;
     assert!(near(r.share_calls, want), "{r:?}");
-    assert_eq!((r.limit, r.share, r.share_reason), (25, 8, ShareReason::Shared));
+    assert_eq!(
+        (r.limit, r.share, r.share_reason),
+        (25, 9, ShareReason::Shared)
+    );
     let other = r.other_use.expect("an estimate of the other load");
-    assert!((8.0..12.0).contains(&other), "{r:?}");
+    assert!((7.0..11.0).contains(&other), "{r:?}");
     // A second unexplained answer within half a window is the same crowded moment: no cut.
-    let c = next_job(q.as_ref()).await;
-    q.rate_limited(&c, h.ticks(0), None)
+    q.rate_limited(&out[16], h.ticks(0), None)
         .await
         .expect("rate limited");
     assert!(near(row(&q, "acme").await.share_calls, want));
@@ -1760,7 +1773,10 @@ async fn the_first_unexplained_answer_cuts_to_what_leaves_the_other_load_whole(h
     // Fixed: the same answers leave the share at the cap.
     let q = cut_at(h, "share-fixed", ShareMode::Fixed, 16).await;
     let r = row(&q, "acme").await;
-    assert_eq!((r.share, r.share_reason, r.other_use), (25, ShareReason::Configured, None));
+    assert_eq!(
+        (r.share, r.share_reason, r.other_use),
+        (25, ShareReason::Configured, None)
+    );
 }
 
 async fn later_cuts_are_gentle_and_a_second_within_a_window_halves(h: Harness) {
@@ -1773,7 +1789,10 @@ async fn later_cuts_are_gentle_and_a_second_within_a_window_halves(h: Harness) {
         .await
         .expect("rate limited");
     let gentle = row(&q, "acme").await.share_calls;
-    assert!(near(gentle, before * share::CUT - share::CUT_STEP), "{before} -> {gentle}");
+    assert!(
+        near(gentle, before * share::CUT - share::CUT_STEP),
+        "{before} -> {gentle}"
+    );
     // Another between half a window and a window later: its load rose, halve.
     h.sleep(h.ticks(3)).await;
     let j = next_job(q.as_ref()).await;
@@ -1853,12 +1872,18 @@ async fn the_share_climbs_back_slowly_then_faster_to_its_cap(h: Harness) {
     if h.exact() {
         assert!((after_ten - want).abs() < 0.01, "{after_ten} vs {want}");
     } else {
-        assert!(after_ten >= want - 0.01 && after_ten < want + 0.3, "{after_ten} vs {want}");
+        assert!(
+            after_ten >= want - 0.01 && after_ten < want + 0.3,
+            "{after_ten} vs {want}"
+        );
     }
     // The ceiling: back at the cap by `back_at_cap`, never above it.
     h.sleep(share::back_at_cap(set, h.window(), 25)).await;
     let r = row(&q, "acme").await;
-    assert_eq!((r.share, r.share_reason, r.other_use), (25, ShareReason::Configured, None));
+    assert_eq!(
+        (r.share, r.share_reason, r.other_use),
+        (25, ShareReason::Configured, None)
+    );
 }
 
 async fn the_share_holds_its_floor_of_one(h: Harness) {
@@ -1872,7 +1897,16 @@ async fn the_share_holds_its_floor_of_one(h: Harness) {
             .expect("rate limited");
         let r = row(&q, "acme").await;
         assert!(near(r.share_calls, 1.0), "{r:?}");
-        assert_eq!(r.share, 2, "a share of 1.x allows 2 in a window, one gap apart");
+        assert_eq!(
+            r.share, 2,
+            "a share of 1.x allows 2 in a window, one gap apart"
+        );
+        // The pacing counts from the cut: the next call waits about a gap.
+        let (_, gap) = share::pace(r.share_calls, 3, 3, h.window()).expect("paced");
+        match q.dispatch().await.expect("dispatch") {
+            Dispatch::Wait(d) => assert!(d >= gap / 2 && d <= gap, "{d:?} for a gap of {gap:?}"),
+            other => panic!("paced from the cut, got {other:?}"),
+        }
         h.sleep(h.window()).await;
     }
     // At its floor, a call is still made.
@@ -2172,7 +2206,10 @@ async fn pulse_counts_cut_shares_spent_quotas_and_holds(h: Harness) {
         ),
         (10, 10, 0, 2, ShareReason::Shared)
     );
-    assert!(acme.other_use.is_some() && (acme.share_calls - 1.0).abs() < 0.2, "{acme:?}");
+    assert!(
+        acme.other_use.is_some() && (acme.share_calls - 1.0).abs() < 0.2,
+        "{acme:?}"
+    );
     assert_eq!(
         (share(&p, "beta").share, share(&p, "beta").share_reason),
         (2, ShareReason::Shared)

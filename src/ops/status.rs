@@ -599,7 +599,9 @@ mod tests {
         );
         let all = r.table(3);
         assert!(
-            all.contains("calm           9         3/25    7.4  shared (others ~10/window)   ready"),
+            all.contains(
+                "calm           9         3/25    7.4  shared (others ~10/window)   ready"
+            ),
             "{all}"
         );
         assert!(t.contains("... and 1 more tenants"), "{t}");

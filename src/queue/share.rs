@@ -222,7 +222,8 @@ pub fn shown(share: f64) -> f64 {
 /// The other clients' load a share leaves whole, to a tenth, while the share is cut below
 /// the cap (`None` otherwise): what status shows.
 pub fn other_use_shown(limit: u32, reserve: u32, share: f64) -> Option<f64> {
-    (share < f64::from(cap(limit, reserve))).then(|| (other_use(limit, share) * 10.0).round() / 10.0)
+    (share < f64::from(cap(limit, reserve)))
+        .then(|| (other_use(limit, share) * 10.0).round() / 10.0)
 }
 
 /// What a tenant's rate-limit answer means for its share.
@@ -248,7 +249,9 @@ pub fn after_refusal(r: Refusal) -> Option<f64> {
     if r.ours > r.limit {
         return None;
     }
-    let windows_since = r.since_cut.map(|d| d.as_secs_f64() / r.window.as_secs_f64());
+    let windows_since = r
+        .since_cut
+        .map(|d| d.as_secs_f64() / r.window.as_secs_f64());
     if windows_since.is_some_and(|w| w < CUT_SPACING) {
         return None;
     }
@@ -307,7 +310,7 @@ mod tests {
     #[test]
     fn the_first_answer_at_the_cap_cuts_to_what_leaves_the_shown_load_whole() {
         // 15 of ours in the window with the refused one: the other client had 11.
-        let s = after_refusal(refusal(25.0, 15, None)).unwrap();
+        let s = after_refusal(refusal(25.0, 15, None)).expect("a cut");
         assert_eq!(s, 25.0 - f64::from(room_for(11.0)));
         // Crowded out at the cap (24 of ours): at least halved.
         assert_eq!(after_refusal(refusal(25.0, 25, None)), Some(12.5));
@@ -317,7 +320,7 @@ mod tests {
 
     #[test]
     fn later_cuts_are_gentle_spaced_and_halve_when_they_come_fast() {
-        let gentle = after_refusal(refusal(8.0, 8, Some(W * 4))).unwrap();
+        let gentle = after_refusal(refusal(8.0, 8, Some(W * 4))).expect("a cut");
         assert!((gentle - (8.0 * CUT - CUT_STEP)).abs() < 1e-9);
         assert_eq!(after_refusal(refusal(8.0, 8, Some(W / 4))), None);
         assert_eq!(after_refusal(refusal(8.0, 8, Some(W * 3 / 4))), Some(4.0));
@@ -339,11 +342,11 @@ mod tests {
     #[test]
     fn pacing_spreads_a_share_below_the_limit_only() {
         assert_eq!(pace(25.0, 25, 25, W), None);
-        let (most, gap) = pace(7.0, 25, 25, W).unwrap();
+        let (most, gap) = pace(7.0, 25, 25, W).expect("paced");
         assert_eq!(most, 8);
         assert_eq!(gap, W.mul_f64(0.95 / 7.0));
-        assert_eq!(pace(24.5, 25, 25, W).unwrap().0, 25);
+        assert_eq!(pace(24.5, 25, 25, W).expect("paced").0, 25);
         // A reserve is kept whole: at most the cap in any window.
-        assert_eq!(pace(20.0, 20, 25, W).unwrap().0, 20);
+        assert_eq!(pace(20.0, 20, 25, W).expect("paced").0, 20);
     }
 }

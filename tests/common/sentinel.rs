@@ -262,7 +262,10 @@ impl SentinelSet {
         );
         for s in self.sentinels {
             let m = self.master.as_str();
-            assert_eq!(cli(s, &["sentinel", "monitor", m, "127.0.0.1", &p, "2"]), "OK");
+            assert_eq!(
+                cli(s, &["sentinel", "monitor", m, "127.0.0.1", &p, "2"]),
+                "OK"
+            );
             assert_eq!(
                 cli(s, &["sentinel", "set", m, "down-after-milliseconds", &down]),
                 "OK"

@@ -264,6 +264,8 @@ impl State {
         if let Some(share) = share::after_refusal(refusal) {
             t.share_cut_at = Some(now);
             t.share = Some((share, now));
+            // The pacing starts again from the cut: the next call a gap after it.
+            t.last_dispatch = Some(now);
             self.rescore(tenant, now, span, None);
         }
     }

@@ -10,7 +10,8 @@
 -- ARGV[5]: the moment of the cut, µs (the refusal's `now`)
 -- ARGV[6]: window + margin, µs
 --
--- `share:<tenant>`: share, since µs (the climb starts there), cut µs (the last cut).
+-- `share:<tenant>`: share, since µs (the climb starts there), cut µs (the last cut);
+-- `paced`: tenant -> µs its pacing counts from.
 -- Returns 1 when set, or {share, since, cut} as they are now when another cut came first.
 
 local tenant = ARGV[2]
@@ -20,5 +21,7 @@ if (s[2] or '') ~= ARGV[3] then
   return {s[1] or '', s[2] or '', s[3] or ''}
 end
 redis.call('HSET', key, 'share', ARGV[4], 'since', ARGV[5], 'cut', ARGV[5])
+-- The pacing starts again from the cut: the next call a gap after it (see `paced_at`).
+redis.call('HSET', P .. 'paced', tenant, ARGV[5])
 note_share(tenant, tonumber(ARGV[6]))
 return 1

@@ -584,8 +584,11 @@ impl Queue for RedisQueue {
         let small = |i: usize| u32::try_from(uint(reply.get(i))).unwrap_or(u32::MAX);
         let (limit, reserve) = (small(6).max(1), small(7));
         let stored = |v: Option<&Value>| v.and_then(text).filter(|s| !s.is_empty());
-        let (mut set, mut since, mut cut) =
-            (stored(reply.get(2)), stored(reply.get(3)), stored(reply.get(4)));
+        let (mut set, mut since, mut cut) = (
+            stored(reply.get(2)),
+            stored(reply.get(3)),
+            stored(reply.get(4)),
+        );
         // Another worker's cut between the read and the write: decide again on what it
         // wrote (a cut is spaced by half a window, so the second try finds it too soon).
         for _ in 0..3 {
