@@ -1820,6 +1820,17 @@ async fn the_share_is_not_cut_on_a_rate_limit_our_calls_explain(h: Harness) {
         (r.limit, r.share, r.share_reason),
         (2, 2, ShareReason::LearnedLimit)
     );
+    // One naming the limit the tenant already has explains nothing (LeadSquared's message
+    // names the limit on every refusal): cut.
+    let q = h
+        .queue_with("share-named-same", &[("acme", 10)], |_| {})
+        .await;
+    push(&q, "acme", 0..5).await;
+    let a = next_job(q.as_ref()).await;
+    q.rate_limited(&a, h.ticks(0), Some(10))
+        .await
+        .expect("rate limited");
+    assert_eq!(row(&q, "acme").await.share_reason, ShareReason::Shared);
     // A pause longer than the window (a daily quota's answer) parks the tenant and leaves
     // the share alone.
     let q = h.queue_with("share-quota", &[("acme", 10)], |_| {}).await;

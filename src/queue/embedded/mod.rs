@@ -481,6 +481,7 @@ impl Queue for EmbeddedQueue {
         if let Some(rec) = st.jobs.get_mut(&job.id) {
             rec.attempts = rec.attempts.saturating_sub(1);
         }
+        let mut learned = false;
         if let Some(t) = st.tenants.get_mut(&job.tenant) {
             let until = now + pause;
             // A shorter pause neither cuts a longer one short nor replaces its reason.
@@ -490,12 +491,13 @@ impl Queue for EmbeddedQueue {
             }
             if let Some(l) = limit.filter(|l| *l >= 1 && *l < t.limit()) {
                 t.learned_limit = Some(l);
+                learned = true;
             }
         }
         // A pause longer than the window is a quota (a daily one), not the account's 5-s
         // window crowded by another client: it parks the tenant and leaves the share alone.
-        // So does an answer naming a lower limit: that explains it.
-        if st.adaptive && pause <= span && limit.is_none() {
+        // So does an answer naming a lower limit than the tenant's: that explains it.
+        if st.adaptive && pause <= span && !learned {
             st.adapt_share(&job.tenant, now, span);
         }
         st.enqueue(&job.id, true, now, span);

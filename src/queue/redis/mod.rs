@@ -574,8 +574,7 @@ impl Queue for RedisQueue {
         let reply: Vec<Value> = invocation.invoke_async(&mut self.con.clone()).await?;
         match reply.first().and_then(int) {
             Some(0) => return Err(QueueError::LeaseLost(job.id.clone())),
-            // An answer naming a lower limit is explained by it: no cut.
-            Some(_) if reply.len() >= 8 && limit.is_none() => {}
+            Some(_) if reply.len() >= 8 => {}
             Some(_) => return Ok(()),
             None => return Err(corrupt("rate_limited", "unexpected script reply")),
         }

@@ -17,7 +17,7 @@
 --
 -- Returns {0} when the lease was lost. Otherwise {1}, and with `adaptive` and a pause no
 -- longer than the window (a 5-s refusal, not a quota) also what the worker needs to decide
--- a cut of the share (`queue::share::after_refusal`, applied by adapt_share.lua): our calls
+-- a cut of the share (unless the answer named a lower limit, which explains it) (`queue::share::after_refusal`, applied by adapt_share.lua): our calls
 -- in the tenant's window (the refused one included), and the share's stored `share`,
 -- `since` µs and `cut` µs ('' where none), now µs, its limit and its reserve.
 
@@ -39,7 +39,8 @@ if resume > paused_until(tenant) then
 end
 
 local named = tonumber(ARGV[8]) or 0
-if named >= 1 and named < tenant_limit(tenant) then
+local learned = named >= 1 and named < tenant_limit(tenant)
+if learned then
   redis.call('HSET', P .. 'learned', tenant, named)
   redis.call('HSET', P .. 'limits', tenant, named)
   redis.call('ZREMRANGEBYRANK', P .. 'calls:' .. tenant, 0, -(named + 1))
@@ -50,8 +51,9 @@ note_share(tenant, tonumber(ARGV[5]))
 redis.call('ZADD', P .. 'ready', 'GT', int(math.max(resume, paused_until(tenant))), tenant)
 wake()
 -- A pause longer than the window is a quota (a daily one), not the account's 5-s window
--- crowded by another client: it parks the tenant and leaves the share alone.
-if ARGV[10] ~= 'adaptive' or tonumber(ARGV[7]) > tonumber(ARGV[5]) then
+-- crowded by another client: it parks the tenant and leaves the share alone. So does an
+-- answer that named a lower limit than the tenant's: that explains it.
+if ARGV[10] ~= 'adaptive' or tonumber(ARGV[7]) > tonumber(ARGV[5]) or learned then
   return {1}
 end
 local window_us = tonumber(ARGV[5])
