@@ -19,7 +19,7 @@
 //! - **Cut** ([`after_refusal`]), at most once per [`CUT_SPACING`] windows: the first answer
 //!   after the tenant was at its cap cuts to the share that would leave the other client
 //!   whole if it keeps the load it just showed (see [`room_for`]), and at most half; a
-//!   second cut within a window halves again (its load rose); any other cut is gentle,
+//!   second cut within [`REPEAT_WINDOWS`] halves again (its load rose); any other cut is gentle,
 //!   `share × CUT − CUT_STEP`, because one answer at the right share is expected now and
 //!   then (the target is [`OTHER_REFUSED_TARGET`] of theirs).
 //! - **Climb** ([`climb`]): while no answer comes, the share grows by [`CLIMB`] calls per
@@ -46,9 +46,12 @@ pub const DOUBLING: f64 = 30.0;
 pub const CUT: f64 = 0.85;
 /// See [`CUT`].
 pub const CUT_STEP: f64 = 0.5;
-/// A cut within a window of the previous one, or the first from the cap, is at least this
-/// deep (`share × HALVE`).
+/// A cut within [`REPEAT_WINDOWS`] of the previous one, or the first from the cap, is at
+/// least this deep (`share × HALVE`).
 pub const HALVE: f64 = 0.5;
+/// A cut this many windows or less after the previous one halves: the other load rose. Two,
+/// because a refusal pauses the tenant for a window, so the next answer can come no sooner.
+pub const REPEAT_WINDOWS: f64 = 2.0;
 /// At most one cut per this many windows: several of our calls refused by one crowded
 /// moment are one signal.
 pub const CUT_SPACING: f64 = 0.5;
@@ -261,7 +264,7 @@ pub fn after_refusal(r: Refusal) -> Option<f64> {
         let shown = f64::from(r.limit + 1) - f64::from(r.ours);
         let whole = f64::from(r.limit) - f64::from(room_for(shown));
         (r.share * HALVE).min(whole)
-    } else if windows_since.is_some_and(|w| w < 1.0) {
+    } else if windows_since.is_some_and(|w| w < REPEAT_WINDOWS) {
         r.share * HALVE
     } else {
         r.share * CUT - CUT_STEP
@@ -324,6 +327,7 @@ mod tests {
         assert!((gentle - (8.0 * CUT - CUT_STEP)).abs() < 1e-9);
         assert_eq!(after_refusal(refusal(8.0, 8, Some(W / 4))), None);
         assert_eq!(after_refusal(refusal(8.0, 8, Some(W * 3 / 4))), Some(4.0));
+        assert_eq!(after_refusal(refusal(8.0, 8, Some(W * 19 / 10))), Some(4.0));
         assert_eq!(after_refusal(refusal(1.2, 1, Some(W * 3 / 4))), Some(1.0));
     }
 
