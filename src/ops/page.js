@@ -133,8 +133,10 @@ function renderStatus(s) {
     cell(tr, t.tenant);
     cell(tr, t.limit, "num");
     cell(tr, t.reserve ?? 0, "num");
-    cell(tr, t.share ?? t.limit, "num");
-    cell(tr, why[t.share_reason] || t.share_reason || "", "reason");
+    const exact = typeof t.share_calls === "number" && t.share_calls > 0 ? t.share_calls : null;
+    cell(tr, exact !== null && Math.abs(exact - t.share) >= 0.05 ? exact.toFixed(1) : (t.share ?? t.limit), "num");
+    const reason = why[t.share_reason] || t.share_reason || "";
+    cell(tr, typeof t.other_use === "number" ? `${reason} (others about ${t.other_use.toFixed(0)} per 5 s)` : reason, "reason");
     cell(tr, t.daily_limit == null ? `${t.calls_today ?? 0}` : `${t.calls_today ?? 0} / ${t.daily_limit}`, "num");
     sharesBody.appendChild(tr);
   }

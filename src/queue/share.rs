@@ -43,9 +43,9 @@ pub const CLIMB: f64 = 0.05;
 /// Windows over which the climb's speed doubles.
 pub const DOUBLING: f64 = 30.0;
 /// A gentle cut: `share × CUT − CUT_STEP`.
-pub const CUT: f64 = 0.85;
+pub const CUT: f64 = 0.75;
 /// See [`CUT`].
-pub const CUT_STEP: f64 = 0.5;
+pub const CUT_STEP: f64 = 1.0;
 /// A cut within [`REPEAT_WINDOWS`] of the previous one, or the first from the cap, is at
 /// least this deep (`share × HALVE`).
 pub const HALVE: f64 = 0.5;
