@@ -22,6 +22,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::leadsquared::BodyLimits;
+
 /// Provision LeadSquared webhooks for many tenants through a Redis queue with a shared
 /// per-tenant rate limiter.
 #[derive(Debug, Parser)]
@@ -199,6 +201,45 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Run the whole thing against the simulator, with a progress display.
     Demo(demo::Args),
+}
+
+/// How large a job's Create body and its parts may be, for every command that checks jobs
+/// (`enqueue`, `sync`, `serve`). The defaults and why: [`crate::leadsquared::BodyLimits`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookLimitArgs {
+    /// Longest `URL` (and each of `LandingPageUrls`), in bytes.
+    #[arg(long, env = "LSQ_MAX_URL_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().url)]
+    pub max_url_bytes: usize,
+    /// Longest `Description`, in characters.
+    #[arg(long, env = "LSQ_MAX_DESCRIPTION_CHARS", value_name = "N",
+          default_value_t = BodyLimits::default().description)]
+    pub max_description_chars: usize,
+    /// Longest custom header name (`CustomHeaders[i].Key`), in bytes.
+    #[arg(long, env = "LSQ_MAX_HEADER_KEY_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().header_key)]
+    pub max_header_key_bytes: usize,
+    /// Longest custom header value (`CustomHeaders[i].Value`), in bytes.
+    #[arg(long, env = "LSQ_MAX_HEADER_VALUE_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().header_value)]
+    pub max_header_value_bytes: usize,
+    /// Largest Create body as stored and sent, in bytes.
+    #[arg(long, env = "LSQ_MAX_WEBHOOK_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().body)]
+    pub max_webhook_bytes: usize,
+}
+
+impl WebhookLimitArgs {
+    /// The limits these options give.
+    pub fn limits(&self) -> BodyLimits {
+        BodyLimits {
+            url: self.max_url_bytes,
+            description: self.max_description_chars,
+            header_key: self.max_header_key_bytes,
+            header_value: self.max_header_value_bytes,
+            body: self.max_webhook_bytes,
+        }
+    }
 }
 
 /// A usage or input error: exit code 2. Anything else a command returns is exit code 1.

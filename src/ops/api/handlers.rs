@@ -236,7 +236,7 @@ async fn checked_jobs(
     for (at, text) in items {
         // The check `enqueue` makes of a line of a job file, so both refuse the same jobs
         // with the same words.
-        match producer::check_line(text.as_bytes(), &registered) {
+        match producer::check_line(text.as_bytes(), &registered, &state.limits.webhook) {
             Ok(job) => jobs.push(job),
             Err(problems) => errors.extend(problems.into_iter().map(|e| at.error(e))),
         }
