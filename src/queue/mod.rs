@@ -686,13 +686,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Dead-letters the job with a reason.
     async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError>;
 
-    /// Records the API base discovered for a tenant with `UserByAccessKey.Get`, unless its
-    /// access key is no longer `access_key` (an import changed it meanwhile). `Ok(false)`:
-    /// not recorded (unknown tenant, or changed keys).
+    /// Records the API base discovered for a tenant with `UserByAccessKey.Get`, or, with
+    /// `None`, forgets the tenant's host (a 401 whose rediscovery could not complete: until
+    /// discovery answers, the host is not known, and the tenant's next dispatch asks
+    /// discovery instead of calling Create), unless its access key is no longer `access_key`
+    /// (an import changed it meanwhile). A host it did not have starts slow (one call in
+    /// flight until it answers). `Ok(false)`: not recorded (unknown tenant, or changed keys).
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError>;
 

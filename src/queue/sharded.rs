@@ -689,7 +689,7 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError> {
         let s = self.shard_index(tenant);

@@ -639,14 +639,14 @@ impl Queue for RedisQueue {
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError> {
         let reply: i64 = scripts::SET_HOST
             .key(self.key("tenants"))
             .arg(&self.prefix)
             .arg(tenant)
-            .arg(api_base.as_str())
+            .arg(api_base.map_or("", url::Url::as_str))
             .arg(access_key)
             .invoke_async(&mut self.con.clone())
             .await?;
