@@ -704,6 +704,7 @@ async fn bench_replicated(scale: &Scale) {
             RedisOptions {
                 min_replicas: Some(replicas),
                 replica_timeout: Duration::from_secs(1),
+                ..RedisOptions::default()
             },
         )
         .await

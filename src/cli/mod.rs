@@ -80,6 +80,18 @@ pub struct Global {
         global = true
     )]
     pub replica_timeout_ms: u64,
+    /// With fewer replicas connected than `--min-replicas` (a failover left none): `degrade`
+    /// waits for those connected and goes on, saying so in the log, `status`, `/readyz`, the
+    /// page and the metrics; `strict` acknowledges no write (so pushes and dispatches wait)
+    /// until enough are back.
+    #[arg(
+        long = "replication",
+        env = "LSQ_REPLICATION",
+        value_enum,
+        default_value_t = Replication::Degrade,
+        global = true
+    )]
+    pub replication: Replication,
     /// Shards of the queue (issue 17): each tenant's jobs live in one, each shard under its
     /// own Redis Cluster hash tag [default: the queue's own count once written; else 16 on
     /// a redis+cluster:// URL, 1 otherwise]. Fixed when the queue is first written: a
@@ -118,6 +130,10 @@ impl Global {
         crate::queue::redis::RedisOptions {
             min_replicas: self.min_replicas,
             replica_timeout: std::time::Duration::from_millis(self.replica_timeout_ms),
+            replication: match self.replication {
+                Replication::Degrade => crate::queue::ReplicationMode::Degrade,
+                Replication::Strict => crate::queue::ReplicationMode::Strict,
+            },
         }
     }
 
@@ -157,6 +173,16 @@ pub fn redis_where(url: &str) -> String {
         },
         Err(_) => "the Redis URL given".to_string(),
     }
+}
+
+/// `--replication`: see [`crate::queue::ReplicationMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replication {
+    /// Wait for the replicas connected, at most `--min-replicas`; go on degraded with fewer.
+    #[value(alias = "default")]
+    Degrade,
+    /// Wait for `--min-replicas`, always.
+    Strict,
 }
 
 /// How log lines are written.

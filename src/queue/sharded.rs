@@ -1098,6 +1098,14 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
         Ok(())
     }
 
+    async fn replicas(&self) -> Result<Option<crate::queue::ReplicaState>, QueueError> {
+        // One connection serves every shard: the first asks for all.
+        match self.shards.first() {
+            Some(q) => q.replicas().await,
+            None => Ok(None),
+        }
+    }
+
     async fn is_idle(&self) -> Result<bool, QueueError> {
         let all = try_join_all(self.shards.iter().map(|q| q.is_idle())).await?;
         Ok(all.into_iter().all(|idle| idle))

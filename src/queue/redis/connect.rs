@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Acked, Follow, Lane, Link, Replication, Source};
+use super::link::{Acked, Follow, Lane, Link, ReplicaWatch, Replication, ReplicationMode, Source};
 use super::target::{SentinelTarget, Target};
 use super::wake::{self, Wake};
 use super::{RedisQueue, scripts};
@@ -181,6 +181,9 @@ pub struct RedisOptions {
     pub min_replicas: Option<u32>,
     /// How long a `WAIT` waits for them (`--replica-timeout`).
     pub replica_timeout: Duration,
+    /// With fewer replicas connected than `min_replicas`: go on degraded (the default), or
+    /// wait for them (`--replication strict`).
+    pub replication: ReplicationMode,
 }
 
 impl Default for RedisOptions {
@@ -188,6 +191,7 @@ impl Default for RedisOptions {
         RedisOptions {
             min_replicas: None,
             replica_timeout: Duration::from_secs(1),
+            replication: ReplicationMode::Degrade,
         }
     }
 }
@@ -282,6 +286,8 @@ struct Parts {
     source: Source,
     /// What acknowledged writes wait for.
     replication: Option<Replication>,
+    /// What the primary reports of its replicas, shared by every shard.
+    watch: Arc<ReplicaWatch>,
     /// The URL named a cluster.
     cluster: bool,
 }
@@ -311,6 +317,7 @@ impl Parts {
         let replication = (replicas > 0).then_some(Replication {
             replicas,
             timeout: options.replica_timeout.max(Duration::from_millis(1)),
+            mode: options.replication,
         });
         let cm_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -384,6 +391,7 @@ impl Parts {
             acked,
             source,
             replication,
+            watch: Arc::default(),
             cluster,
         })
     }
@@ -475,7 +483,7 @@ impl Parts {
                 config: config.clone(),
                 prefix,
                 con: self.con.clone(),
-                acked: Acked::new(self.acked.clone(), self.replication),
+                acked: Acked::new(self.acked.clone(), self.replication, self.watch.clone()),
                 wake: wake.clone(),
                 _listener: guard.clone(),
             })

@@ -98,8 +98,8 @@ use crate::tenant::Tenant;
 pub use connect::{
     DEFAULT_CLUSTER_SHARDS, Durability, MAX_SHARDS, RedisOptions, shard_prefix, valid_queue_name,
 };
-pub use link::Replication;
 use link::{Acked, Link};
+pub use link::{Replication, ReplicationMode};
 use reply::{JOB_REPLY_FIELDS, array, corrupt, leased_job, parse_tenant, status_of, text, uint};
 pub use target::{BadUrl, SENTINEL_PORT, Target};
 use wake::Wake;
@@ -234,7 +234,7 @@ impl RedisQueue {
             (Some(acked), Some(wait)) => Err(QueueError::NotReplicated {
                 what,
                 acked: u32::try_from(acked).unwrap_or(0),
-                wanted: wait.replicas,
+                wanted: con.waited(),
                 timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             _ => Ok(()),
@@ -1056,6 +1056,41 @@ impl Queue for RedisQueue {
             .query_async(&mut self.con.clone())
             .await?;
         Ok(())
+    }
+
+    async fn replicas(&self) -> Result<Option<crate::queue::ReplicaState>, QueueError> {
+        let Some(wait) = self.acked.replication() else {
+            return Ok(None);
+        };
+        let connected = self.acked().read_connected(wait.replicas).await?;
+        // Since when, for every process: the first to see it degraded writes the time on
+        // the primary (the one node left), the first to see it whole deletes it.
+        let key = self.key("degraded");
+        let mut con = self.con.clone();
+        let since = if connected < wait.replicas {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let (_, since): (redis::Value, Option<u64>) = redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg(now)
+                .arg("NX")
+                .cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await?;
+            Some(since.unwrap_or(now))
+        } else {
+            let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
+            None
+        };
+        Ok(Some(crate::queue::ReplicaState {
+            mode: wait.mode,
+            min_replicas: wait.replicas,
+            connected,
+            degraded_since_ms: since,
+        }))
     }
 
     async fn is_idle(&self) -> Result<bool, QueueError> {
