@@ -151,6 +151,7 @@ async fn a_push_no_replica_confirmed_is_not_acknowledged() {
             min_replicas: Some(1),
             replica_timeout: Duration::from_millis(100),
             replication: ReplicationMode::Strict,
+            ..RedisOptions::default()
         },
     )
     .await
@@ -678,6 +679,15 @@ async fn a_primary_lost_for_good_leaves_the_queue_degraded_and_every_job_done() 
         "{}",
         log_tails(logs.path())
     );
+    // The workers heard the sentinels announce the new primary (`+switch-master`), unless
+    // told not to listen (`LSQ_SENTINEL_EVENTS=false`, to measure the difference).
+    if std::env::var("LSQ_SENTINEL_EVENTS").as_deref() != Ok("false") {
+        assert!(
+            warned.contains("the sentinels announced a new primary"),
+            "{}",
+            log_tails(logs.path())
+        );
+    }
     report(&format!(
         "failover lost primary: jobs {} done {n} lost 0 duplicates 0 | kill to promotion {} \
          ms, promotion to resume {} ms | {}",

@@ -92,6 +92,17 @@ pub struct Global {
         global = true
     )]
     pub replication: Replication,
+    /// With Sentinel, follow the sentinels' `+switch-master` announcements (a new primary is
+    /// used the moment it is promoted); `false` finds it only when a command fails.
+    #[arg(
+        long = "sentinel-events",
+        env = "LSQ_SENTINEL_EVENTS",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub sentinel_events: bool,
     /// Shards of the queue (issue 17): each tenant's jobs live in one, each shard under its
     /// own Redis Cluster hash tag [default: the queue's own count once written; else 16 on
     /// a redis+cluster:// URL, 1 otherwise]. Fixed when the queue is first written: a
@@ -134,6 +145,7 @@ impl Global {
                 Replication::Degrade => crate::queue::ReplicationMode::Degrade,
                 Replication::Strict => crate::queue::ReplicationMode::Strict,
             },
+            sentinel_events: self.sentinel_events,
         }
     }
 

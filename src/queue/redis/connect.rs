@@ -184,6 +184,10 @@ pub struct RedisOptions {
     /// With fewer replicas connected than `min_replicas`: go on degraded (the default), or
     /// wait for them (`--replication strict`).
     pub replication: ReplicationMode,
+    /// With Sentinel: follow the sentinels' `+switch-master` announcements (the default), or
+    /// find the new primary only when a command fails (`--sentinel-events false`, for
+    /// comparing).
+    pub sentinel_events: bool,
 }
 
 impl Default for RedisOptions {
@@ -192,6 +196,7 @@ impl Default for RedisOptions {
             min_replicas: None,
             replica_timeout: Duration::from_secs(1),
             replication: ReplicationMode::Degrade,
+            sentinel_events: true,
         }
     }
 }
@@ -288,6 +293,8 @@ struct Parts {
     replication: Option<Replication>,
     /// What the primary reports of its replicas, shared by every shard.
     watch: Arc<ReplicaWatch>,
+    /// Follow `+switch-master` (Sentinel only).
+    sentinel_events: bool,
     /// The URL named a cluster.
     cluster: bool,
 }
@@ -392,6 +399,7 @@ impl Parts {
             source,
             replication,
             watch: Arc::default(),
+            sentinel_events: options.sentinel_events,
             cluster,
         })
     }
@@ -469,6 +477,11 @@ impl Parts {
             first.subscribe(channel).await?;
         }
         let cancel = CancellationToken::new();
+        if let Source::Sentinel(follow) = &self.source
+            && self.sentinel_events
+        {
+            super::switch::listen(follow, &cancel);
+        }
         tokio::spawn(wake::listen(
             self.source,
             channels.clone(),

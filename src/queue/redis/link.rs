@@ -160,9 +160,25 @@ impl Follow {
     /// switches to it when it moved. Never fails: when the sentinels cannot say (the
     /// failover is still under way), the next failure asks again.
     pub(super) async fn refresh(&self, seen: u64) {
+        self.refresh_if(seen, false).await;
+    }
+
+    /// A sentinel announced `+switch-master` for this master: asks at once (whatever the
+    /// last question's age), so the queue follows the new primary before any command fails.
+    pub(super) async fn switched(&self) {
+        let seen = self.primary().generation;
+        self.refresh_if(seen, true).await;
+    }
+
+    /// The sentinels to listen to, and the master name their announcements name.
+    pub(super) fn announcers(&self) -> (Vec<redis::ConnectionInfo>, String) {
+        (self.target.sentinels.clone(), self.target.master.clone())
+    }
+
+    async fn refresh_if(&self, seen: u64, announced: bool) {
         let mut sentinel = self.sentinel.lock().await;
         let p = self.primary();
-        if p.generation != seen || p.asked.elapsed() < RESOLVE_EVERY {
+        if p.generation != seen || (!announced && p.asked.elapsed() < RESOLVE_EVERY) {
             return;
         }
         self.touch();
@@ -278,9 +294,18 @@ impl ConnectionLike for Link {
                 Box::pin(async move {
                     let (mut con, generation) = follow.lane(lane);
                     let r = con.req_packed_commands(cmd, offset, count).await;
-                    if let Err(e) = &r
-                        && may_be_failover(e)
-                    {
+                    // A pipeline's commands fail one by one inside its answer: a `READONLY`
+                    // there (a script on a primary demoted to replica) is as much a failover
+                    // as a dropped connection, and without asking again a worker whose
+                    // primary came back as a replica wrote to it for ever.
+                    let failed_over = match &r {
+                        Err(e) => may_be_failover(e),
+                        Ok(values) => values.iter().any(|v| {
+                            matches!(v, Value::ServerError(e)
+                                if matches!(e.code(), "READONLY" | "MASTERDOWN"))
+                        }),
+                    };
+                    if failed_over {
                         follow.refresh(generation).await;
                     }
                     r

@@ -77,6 +77,7 @@ mod push;
 mod records;
 mod reply;
 mod scripts;
+mod switch;
 mod target;
 mod wake;
 
