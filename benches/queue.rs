@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lsq_webhooks::job::{NewJob, legacy_key};
+use lsq_webhooks::leadsquared::BodyLimits;
 use lsq_webhooks::producer::{Producer, check_line, check_tenant, parse_line, read_jobs, validate};
 use lsq_webhooks::queue::redis::RedisQueue;
 use lsq_webhooks::queue::{Dispatch, Queue, QueueConfig};
@@ -352,7 +353,7 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
     let started = Instant::now();
     let as_enqueue = sample
         .iter()
-        .filter(|line| check_line(line, &registered).is_ok())
+        .filter(|line| check_line(line, &registered, &BodyLimits::default()).is_ok())
         .count();
     let typed_road = started.elapsed();
     let per_line = |d: Duration| d.as_secs_f64() * 1e6 / sample.len().max(1) as f64;
@@ -373,6 +374,7 @@ async fn bench_enqueue(scale: &Scale, dir: &std::path::Path) {
     let file = read_jobs(
         BufReader::new(std::fs::File::open(&path).expect("open")),
         &registered,
+        &BodyLimits::default(),
     )
     .expect("read");
     let validated = started.elapsed();
@@ -702,6 +704,7 @@ async fn bench_replicated(scale: &Scale) {
             RedisOptions {
                 min_replicas: Some(replicas),
                 replica_timeout: Duration::from_secs(1),
+                ..RedisOptions::default()
             },
         )
         .await

@@ -206,6 +206,11 @@ async fn regions_come_from_the_flags() {
         .strip_prefix("region eu listening on ")
         .expect("eu")
         .to_string();
+    // Then the discovery URL to give the worker: the simulator's own address.
+    assert_eq!(
+        next().await,
+        format!("discovery: --discovery-url {home} (or LSQ_DISCOVERY_URL)")
+    );
     let http = reqwest::Client::new();
     let create = |base: &str| {
         http.post(format!("{base}/v2/Webhook.svc/Create"))

@@ -13,6 +13,7 @@
 //! Runs take turns (a lock): each starts eight processes.
 
 mod common;
+mod ops_support;
 mod worker_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use common::sentinel::SentinelSet;
 use lsq_webhooks::job::{JobState, NewJob};
+use lsq_webhooks::queue::ReplicationMode;
 use lsq_webhooks::queue::redis::{RedisOptions, RedisQueue};
 use lsq_webhooks::queue::{Pushed, Queue, QueueConfig, QueueError};
 use lsq_webhooks::sim::Faults;
@@ -132,8 +134,9 @@ fn an_unknown_master_name_is_exit_1_within_seconds_and_writes_nothing() {
     assert_ne!(common::sentinel::cli(set.nodes[0], &["dbsize"]), before);
 }
 
-/// With `--min-replicas 1` on a Redis that has no replica, a push reaches the primary but is
-/// not acknowledged: the producer is told so, and told that retrying is safe.
+/// With `--min-replicas 1 --replication strict` on a Redis that has no replica, a push
+/// reaches the primary but is not acknowledged: the producer is told so, and told that
+/// retrying is safe.
 #[tokio::test]
 async fn a_push_no_replica_confirmed_is_not_acknowledged() {
     let redis = common::PrivateRedis::start(&[]).expect("redis-server");
@@ -147,6 +150,8 @@ async fn a_push_no_replica_confirmed_is_not_acknowledged() {
         RedisOptions {
             min_replicas: Some(1),
             replica_timeout: Duration::from_millis(100),
+            replication: ReplicationMode::Strict,
+            ..RedisOptions::default()
         },
     )
     .await
@@ -281,6 +286,11 @@ fn jobs(run: &str, tenants: &[Tenant], n: usize, from: usize) -> Vec<NewJob> {
 
 /// A worker process through the sentinels.
 fn spawn_worker(url: &str, queue: &str, log: &std::path::Path) -> Child {
+    spawn_worker_with(url, queue, log, &[])
+}
+
+/// [`spawn_worker`] with more arguments.
+fn spawn_worker_with(url: &str, queue: &str, log: &std::path::Path, extra: &[&str]) -> Child {
     let file = std::fs::File::create(log).expect("worker log");
     Command::new(env!("CARGO_BIN_EXE_lsq-webhooks"))
         .args([
@@ -305,6 +315,7 @@ fn spawn_worker(url: &str, queue: &str, log: &std::path::Path) -> Child {
             "--retry-cap-secs",
             "1",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -409,6 +420,17 @@ async fn verify(queue: &RedisQueue, sim: &Sim, tenants: &[Tenant], must: &[NewJo
 /// killed node again as a replica of the new primary, and measures how long the workers
 /// take to complete a job on the new primary.
 async fn fail_over(set: &mut SentinelSet, queue: &str, kill_at: u64) -> Timings {
+    fail_over_and(set, queue, kill_at, true).await
+}
+
+/// [`fail_over`]; with `bring_back` false the killed node stays dead (a lost machine), so
+/// the new primary has no replica.
+async fn fail_over_and(
+    set: &mut SentinelSet,
+    queue: &str,
+    kill_at: u64,
+    bring_back: bool,
+) -> Timings {
     let old = set.primary_port().expect("a primary");
     wait_for("jobs done before the kill", || {
         done_on(old, queue) >= kill_at
@@ -427,7 +449,9 @@ async fn fail_over(set: &mut SentinelSet, queue: &str, kill_at: u64) -> Timings 
     })
     .await;
     let done_then = done_on(new, queue);
-    set.restart_as_replica(old, new);
+    if bring_back {
+        set.restart_as_replica(old, new);
+    }
     let resumed = wait_for("a job completed on the new primary", || {
         done_on(new, queue) > done_then
     })
@@ -566,4 +590,292 @@ async fn every_push_acknowledged_during_a_failover_survives_it() {
     ));
     assert!(!acked.is_empty(), "the producer got no push through");
     assert!(t.promotion_to_resume < RESUME_BOUND);
+}
+
+/// Issue 27: with `--min-replicas 1` (the default with Sentinel) on a Redis with no replica,
+/// the default replication goes on degraded: the push is acknowledged by the primary alone,
+/// and the queue says what that risks.
+#[tokio::test]
+async fn with_no_replica_connected_writes_go_on_degraded_and_say_so() {
+    let redis = common::PrivateRedis::start(&[]).expect("redis-server");
+    let name = common::unique_queue("degraded");
+    let queue = RedisQueue::connect_with(
+        &redis.url(),
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+        RedisOptions {
+            min_replicas: Some(1),
+            replica_timeout: Duration::from_millis(100),
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let tenants = worker_support::tenants(
+        &url::Url::parse("http://127.0.0.1:9").expect("url"),
+        1,
+        &[50],
+    );
+    queue.put_tenants(&tenants).await.expect("tenants");
+    queue
+        .push(&jobs("degraded", &tenants, 3, 0))
+        .await
+        .expect("acknowledged by the primary alone");
+    let r = queue
+        .replicas()
+        .await
+        .expect("replicas")
+        .expect("waits for replicas");
+    assert_eq!((r.connected, r.min_replicas, r.degraded()), (0, 1, true));
+    let said = r.describe();
+    assert!(
+        said.starts_with("degraded: 0 of 1 replica(s) connected; writes since ")
+            && said.ends_with("are on one node only; a second failure loses them"),
+        "{said}"
+    );
+    // `status`, text and JSON, says the same.
+    let (code, text, _) = run(&[
+        "--redis",
+        &redis.url(),
+        "--queue",
+        &name,
+        "--min-replicas",
+        "1",
+        "status",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let out = bin()
+        .args([
+            "--redis",
+            &redis.url(),
+            "--queue",
+            &name,
+            "--min-replicas",
+            "1",
+        ])
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["replication"]["connected"], 0);
+    assert_eq!(json["replication"]["min_replicas"], 1);
+    assert_eq!(json["replication"]["mode"], "degrade");
+    assert!(json["replication"]["degraded_since_ms"].as_u64().is_some());
+    let table = bin()
+        .args([
+            "--redis",
+            &redis.url(),
+            "--queue",
+            &name,
+            "--min-replicas",
+            "1",
+        ])
+        .arg("status")
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("replication degraded: 0 of 1 replica(s) connected; writes since"),
+        "{table}"
+    );
+    // `/readyz` (still ready: the queue works) and the metrics say it too.
+    let queue: Arc<dyn Queue> = Arc::new(queue);
+    let server = ops_support::Server::start(queue, lsq_webhooks::ops::ApiLimits::default()).await;
+    let ready = reqwest::get(server.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "degraded");
+    assert!(
+        body["replication"]
+            .as_str()
+            .is_some_and(|t| t.contains("a second failure loses them")),
+        "{body}"
+    );
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "lsq_redis_replicas_connected 0",
+        "lsq_redis_min_replicas 1",
+        "lsq_redis_replication_degraded 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing");
+    }
+    server.stop().await;
+}
+
+/// Issue 27: the primary SIGKILLed and never back (a lost machine). With the default
+/// replication the workers go on on the promoted replica, degraded: every job done, none
+/// lost, none created twice, and status says 0 of 1 replicas. A fresh replica started
+/// then: the queue is whole again, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_lost_for_good_leaves_the_queue_degraded_and_every_job_done() {
+    let _serial = SERIAL.lock().await;
+    let mut set = SentinelSet::start("lsq-main");
+    let url = set.url();
+    let name = common::unique_queue("failover-lost");
+    let (sim, tenants) = start_sim("fl", 10).await;
+    let queue = connect(&url, &name).await;
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let all = jobs("fl", &tenants, 1000, 0);
+    queue
+        .push(&all)
+        .await
+        .expect("push, acknowledged by the replica");
+    let healthy = queue.replicas().await.expect("replicas").expect("sentinel");
+    assert_eq!((healthy.connected, healthy.degraded()), (1, false));
+
+    let logs = tempfile::tempdir().expect("logs");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| spawn_worker(&url, &name, &logs.path().join(format!("w{i}.log"))))
+        .collect();
+    let old = set.primary_port().expect("a primary");
+    let t = fail_over_and(&mut set, &name, 300, false).await;
+    wait_workers(&mut workers, logs.path()).await;
+    let n = verify(&queue, &sim, &tenants, &all).await;
+    assert_eq!(n, all.len());
+    let r = queue.replicas().await.expect("replicas").expect("sentinel");
+    assert_eq!(
+        (r.connected, r.min_replicas, r.degraded()),
+        (0, 1, true),
+        "{r:?}"
+    );
+    let warned = std::fs::read_to_string(logs.path().join("w0.log")).unwrap_or_default()
+        + &std::fs::read_to_string(logs.path().join("w1.log")).unwrap_or_default();
+    assert!(
+        warned.contains("Redis replication degraded: 0 of 1 replica(s) connected"),
+        "{}",
+        log_tails(logs.path())
+    );
+    // The workers heard the sentinels announce the new primary (`+switch-master`), unless
+    // told not to listen (`LSQ_SENTINEL_EVENTS=false`, to measure the difference).
+    if std::env::var("LSQ_SENTINEL_EVENTS").as_deref() != Ok("false") {
+        assert!(
+            warned.contains("the sentinels announced a new primary"),
+            "{}",
+            log_tails(logs.path())
+        );
+    }
+    report(&format!(
+        "failover lost primary: jobs {} done {n} lost 0 duplicates 0 | kill to promotion {} \
+         ms, promotion to resume {} ms | {}",
+        all.len(),
+        t.kill_to_promotion.as_millis(),
+        t.promotion_to_resume.as_millis(),
+        r.describe()
+    ));
+
+    // A fresh replica of the new primary: whole again, without a restart of anything.
+    let new = set.primary_port().expect("the new primary");
+    set.restart_as_replica(old, new);
+    let started = Instant::now();
+    let whole = loop {
+        let r = queue.replicas().await.expect("replicas").expect("sentinel");
+        if !r.degraded() || started.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !whole.degraded(),
+        "still degraded 10 s after a replica connected: {whole:?}"
+    );
+    report(&format!(
+        "failover lost primary: a fresh replica in sync, healthy after {} ms",
+        started.elapsed().as_millis()
+    ));
+}
+
+/// Issue 27: the same loss with `--replication strict` (the behaviour before the default
+/// went degraded): while the new primary has no replica no job is done (a dispatch is not
+/// acknowledged, so its jobs go back), status says why, nothing is lost; once a replica is
+/// back the queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_replication_waits_for_a_replica_and_then_drains() {
+    let _serial = SERIAL.lock().await;
+    let mut set = SentinelSet::start("lsq-main");
+    let url = set.url();
+    let name = common::unique_queue("failover-strict");
+    let (sim, tenants) = start_sim("fs", 10).await;
+    let queue = RedisQueue::connect_with(
+        &url,
+        QueueConfig {
+            name: name.clone(),
+            ..QueueConfig::default()
+        },
+        RedisOptions {
+            replication: ReplicationMode::Strict,
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .expect("connect through the sentinels");
+    queue.put_tenants(&tenants).await.expect("tenants");
+    let all = jobs("fs", &tenants, 1000, 0);
+    queue
+        .push(&all)
+        .await
+        .expect("push, acknowledged by the replica");
+
+    let logs = tempfile::tempdir().expect("logs");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| {
+            spawn_worker_with(
+                &url,
+                &name,
+                &logs.path().join(format!("w{i}.log")),
+                &["--replication", "strict"],
+            )
+        })
+        .collect();
+    let old = set.primary_port().expect("a primary");
+    let t = fail_over_and(&mut set, &name, 300, false).await;
+    let new = set.primary_port().expect("the new primary");
+    // While no replica is connected, no dispatch is acknowledged, so no Create goes out
+    // (sampled over a few seconds after the promotion; a count, not a timing).
+    let creates = || -> u64 { sim.stats().accounts.values().map(|a| a.create_calls).sum() };
+    let (done_then, creates_then) = (done_on(new, &name), creates());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (done_later, creates_later) = (done_on(new, &name), creates());
+    let r = queue.replicas().await.expect("replicas").expect("sentinel");
+    assert_eq!((r.connected, r.degraded()), (0, true), "{r:?}");
+    assert!(
+        r.describe()
+            .starts_with("waiting (--replication strict): 0 of 1 replica(s)"),
+        "{}",
+        r.describe()
+    );
+    // No Create goes out. Completions of Creates sent before the kill may still be
+    // written (each is retried until a replica confirms it), never more than were created.
+    assert_eq!(
+        creates_later, creates_then,
+        "Creates made while strict and degraded"
+    );
+    assert!(
+        done_later <= creates_then,
+        "{done_later} done of {creates_then} created"
+    );
+    let stuck = queue.status().await.expect("status");
+    assert!(
+        stuck.queued + stuck.scheduled + stuck.running > 0,
+        "{stuck:?}"
+    );
+
+    set.restart_as_replica(old, new);
+    wait_workers(&mut workers, logs.path()).await;
+    let n = verify(&queue, &sim, &tenants, &all).await;
+    assert_eq!(n, all.len());
+    report(&format!(
+        "failover strict: jobs {} done {n} lost 0 duplicates 0 | kill to promotion {} ms | \
+         Creates in the 5 s after the promotion: {}, jobs done: {}",
+        all.len(),
+        t.kill_to_promotion.as_millis(),
+        creates_later - creates_then,
+        done_later - done_then
+    ));
 }

@@ -991,10 +991,29 @@ async fn post_jobs_accepts_and_refuses_the_lines_enqueue_does() {
             j.as_object_mut().map(|o| o.remove("webhook"));
         }),
         "{\"tenant\": \"acme\"".to_string(),
+        // What LeadSquared can only refuse: an activity or opportunity event without its
+        // properties, and parts over their size limits (issue 27).
+        with("acme", 10, &|j| j["webhook"]["WebhookEvent"] = "2".into()),
+        with("acme", 11, &|j| j["webhook"]["WebhookEvent"] = "31".into()),
+        with("acme", 12, &|j| {
+            j["webhook"]["URL"] = format!("https://h.example/{}", "a".repeat(3000)).into()
+        }),
+        with(
+            "acme",
+            13,
+            &|j| {
+                j["webhook"]["CustomHeaders"] =
+                    serde_json::json!([{"Key": "x-k", "Value": "v".repeat(5000)}])
+            },
+        ),
     ];
     let (mut accepted, mut refused) = (0, 0);
     for line in lines {
-        let file = producer::check_jobs(line.as_bytes(), &registered);
+        let file = producer::check_jobs(
+            line.as_bytes(),
+            &registered,
+            &lsq_webhooks::leadsquared::BodyLimits::default(),
+        );
         let (status, body) = post_jobs(&server, "application/x-ndjson", line.clone()).await;
         if file.errors.is_empty() {
             assert_eq!(status, StatusCode::ACCEPTED, "{line}: {body}");
@@ -1023,7 +1042,7 @@ async fn post_jobs_accepts_and_refuses_the_lines_enqueue_does() {
             refused += 1;
         }
     }
-    assert_eq!((accepted, refused), (2, 8));
+    assert_eq!((accepted, refused), (2, 12));
     assert_eq!(server.queue.status().await.unwrap().queued, 2);
     server.stop().await;
 }

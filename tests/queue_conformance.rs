@@ -2925,17 +2925,17 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
     let found = url::Url::parse("https://api-in21.leadsquared.com").expect("url");
     let access = hostless.access_key.expose().to_string();
     assert!(
-        !q.set_tenant_host("acme", &found, "other-key")
+        !q.set_tenant_host("acme", Some(&found), "other-key")
             .await
             .expect("set")
     );
     assert!(
-        !q.set_tenant_host("nobody", &found, &access)
+        !q.set_tenant_host("nobody", Some(&found), &access)
             .await
             .expect("set")
     );
     assert!(
-        q.set_tenant_host("acme", &found, &access)
+        q.set_tenant_host("acme", Some(&found), &access)
             .await
             .expect("set")
     );
@@ -2964,6 +2964,53 @@ async fn a_discovered_host_is_recorded_and_kept_by_an_import(h: Harness) {
             .api_base,
         None
     );
+}
+
+/// Issue 27: a 401 whose rediscovery could not complete forgets the tenant's host, so that
+/// its next dispatch asks discovery (no Create); the host is gone from the record and the
+/// status, the tenant starts slow again (one call in flight), and a found host is recorded
+/// as before. A forget with other keys changes nothing.
+async fn a_forgotten_host_is_asked_for_again(h: Harness) {
+    let q = h
+        .queue_with("forget", &[("acme", 5)], |c| c.slow_start = true)
+        .await;
+    let acme = q.tenant("acme").await.expect("tenant").expect("acme");
+    let access = acme.access_key.expose().to_string();
+    let home = acme.api_base.clone().expect("a host");
+    push(&q, "acme", 0..6).await;
+    // The host answers, so the whole cap is open.
+    let first = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    q.complete(&first[0], "wh", false).await.expect("complete");
+    assert!(
+        !q.set_tenant_host("acme", None, "other-key")
+            .await
+            .expect("forget")
+    );
+    assert_eq!(
+        q.tenant("acme").await.expect("t").expect("acme").api_base,
+        Some(home.clone())
+    );
+    assert!(
+        q.set_tenant_host("acme", None, &access)
+            .await
+            .expect("forget")
+    );
+    assert_eq!(
+        q.tenant("acme").await.expect("t").expect("acme").api_base,
+        None
+    );
+    assert_eq!(row(&q, "acme").await.host, None, "status: discovering");
+    // Slow again: one call in flight until the host answers.
+    let d = batch(q.dispatch_many(10, None).await.expect("dispatch"));
+    assert_eq!(d.len(), 1, "one call while the host is not known: {d:?}");
+    assert!(nothing(&q.dispatch_many(10, None).await.expect("dispatch")));
+    q.requeue(&d[0], BACK).await.expect("requeue");
+    assert!(
+        q.set_tenant_host("acme", Some(&home), &access)
+            .await
+            .expect("set")
+    );
+    assert_eq!(row(&q, "acme").await.host.as_deref(), Some(home.as_str()));
 }
 
 async fn take_call_spends_a_call_of_the_window(h: Harness) {
@@ -3649,6 +3696,7 @@ conformance!(
     every_finishing_path_ends_a_call_in_flight,
     slow_start_gives_an_unanswered_host_one_call_in_flight,
     a_discovered_host_is_recorded_and_kept_by_an_import,
+    a_forgotten_host_is_asked_for_again,
     take_call_spends_a_call_of_the_window,
     an_unsent_call_leaves_the_window,
     the_tenants_view_counts_jobs_as_they_move,

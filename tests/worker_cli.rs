@@ -117,6 +117,10 @@ async fn results_and_dead_letters_through_the_binary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The summary counts every job that died during the run: the three out of attempts
+    // (buried by the queue on their last retry) as well as the one it buried itself.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dead 4, dead by this worker 4"), "{err}");
 
     let csv = lsq(&name, &["results", "--format", "csv"]);
     assert!(csv.status.success());

@@ -548,3 +548,83 @@ async fn import_discovers_hosts_across_two_regions_and_parks_refused_keys() {
     assert_eq!(stats.unauthorized, 1, "a held tenant is not asked again");
     queue.delete_all().await.expect("clean up");
 }
+
+/// A discovery host that answers every request 401 (keys refused), `after` it arrived.
+async fn slow_refusing_discovery(after: Duration) -> url::Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                tokio::time::sleep(after).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    url::Url::parse(&format!("http://{addr}")).expect("url")
+}
+
+/// Issue 27: jobs of a tenant whose Create met 401 wait, in their worker, for the one
+/// discovery of that tenant in flight. The wait keeps their leases alive: with a lease far
+/// shorter than the discovery takes, no lease runs out under the live worker, no job is
+/// taken back (which spent an attempt each time, and buried jobs "lease expired with all 8
+/// attempts spent"), and every job is still queued with its attempts when the tenant is
+/// held.
+async fn waiting_on_discovery_keeps_the_lease(backend: Backend) {
+    let right = good("bad", None);
+    let sim = Regions::start(std::slice::from_ref(&right), &[]).await;
+    let wrong = tenant("bad", Some(sim.home.base_url()), "sk-wrong-secret");
+    let queue = queue(
+        backend,
+        "dlease",
+        QueueConfig {
+            window: WINDOW,
+            lease: Duration::from_millis(400),
+            ..QueueConfig::default()
+        },
+    )
+    .await;
+    queue
+        .put_tenants(std::slice::from_ref(&wrong))
+        .await
+        .expect("tenants");
+    let pushed = queue
+        .push(&jobs(std::slice::from_ref(&wrong), 30))
+        .await
+        .expect("push");
+    let discovery = slow_refusing_discovery(Duration::from_millis(1500)).await;
+    let totals = run(queue.clone(), worker_config(16, discovery)).await;
+    assert_eq!(
+        (totals.lease_lost, totals.buried),
+        (0, 0),
+        "no lease lost, no job dead: {totals:?}"
+    );
+    let hold = queue.tenant_hold("bad").await.expect("hold").expect("held");
+    assert_eq!(hold.kind, HoldKind::KeysRefused);
+    for p in &pushed {
+        let lsq_webhooks::queue::Pushed::Enqueued { job } = p else {
+            panic!("{p:?}");
+        };
+        let r = queue.job(job).await.expect("job").expect("exists");
+        assert_eq!((r.status, r.attempts), (JobState::Queued, 0), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_waiting_on_discovery_keeps_the_lease() {
+    waiting_on_discovery_keeps_the_lease(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_waiting_on_discovery_keeps_the_lease() {
+    waiting_on_discovery_keeps_the_lease(Backend::Embedded).await;
+}

@@ -44,6 +44,9 @@ pub struct Args {
     /// read a second time as it is pushed (tests make it 0).
     #[arg(long, hide = true, default_value_t = KEEP_BYTES)]
     pub keep_bytes: usize,
+    /// How large a job's Create body and its parts may be.
+    #[command(flatten)]
+    pub webhook_limits: super::WebhookLimitArgs,
 }
 
 /// A job file is read and checked in parts of this size, so that a file of any size is
@@ -90,11 +93,13 @@ impl Input {
     }
 }
 
-/// How the file is read: [`PART_BYTES`] and [`KEEP_BYTES`], unless a test says otherwise.
+/// How the file is read: [`PART_BYTES`] and [`KEEP_BYTES`], unless a test says otherwise,
+/// and the size limits of each job's body.
 #[derive(Clone, Copy)]
 struct Sizes {
     part: usize,
     keep: usize,
+    limits: crate::leadsquared::BodyLimits,
 }
 
 /// The first read: every line checked and every problem reported on stderr as it is found;
@@ -115,24 +120,30 @@ async fn first_read(
     tokio::task::spawn_blocking(move || -> anyhow::Result<FirstRead> {
         let mut kept = Some(Vec::new());
         let mut kept_bytes = 0usize;
-        let totals = producer::scan_jobs(input.reader()?, &registered, sizes.part, |part| {
-            for e in &part.errors {
-                super::stderr::line(super::stderr::Level::Warn, &e.to_string());
-            }
-            if let Some(jobs) = &mut kept {
-                kept_bytes += part
-                    .jobs
-                    .iter()
-                    .map(|j| j.body.len() + j.key.len() + j.tenant.len())
-                    .sum::<usize>();
-                if kept_bytes > sizes.keep {
-                    kept = None;
-                } else {
-                    jobs.extend(part.jobs);
+        let totals = producer::scan_jobs(
+            input.reader()?,
+            &registered,
+            &sizes.limits,
+            sizes.part,
+            |part| {
+                for e in &part.errors {
+                    super::stderr::line(super::stderr::Level::Warn, &e.to_string());
                 }
-            }
-            ControlFlow::Continue(())
-        })
+                if let Some(jobs) = &mut kept {
+                    kept_bytes += part
+                        .jobs
+                        .iter()
+                        .map(|j| j.body.len() + j.key.len() + j.tenant.len())
+                        .sum::<usize>();
+                    if kept_bytes > sizes.keep {
+                        kept = None;
+                    } else {
+                        jobs.extend(part.jobs);
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )
         .map_err(|e| BadInput(format!("{name}: {e}")))?;
         Ok(FirstRead { totals, kept })
     })
@@ -162,13 +173,19 @@ async fn push_all(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewJob>>(1);
     let reader_name = name.to_string();
     let second = tokio::task::spawn_blocking(move || -> anyhow::Result<ScanTotals> {
-        producer::scan_jobs(input.reader()?, &registered, sizes.part, |part| {
-            match tx.blocking_send(part.jobs) {
-                Ok(()) => ControlFlow::Continue(()),
-                // The push stopped: so does the read.
-                Err(_) => ControlFlow::Break(()),
-            }
-        })
+        producer::scan_jobs(
+            input.reader()?,
+            &registered,
+            &sizes.limits,
+            sizes.part,
+            |part| {
+                match tx.blocking_send(part.jobs) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    // The push stopped: so does the read.
+                    Err(_) => ControlFlow::Break(()),
+                }
+            },
+        )
         .map_err(|e| BadInput(format!("{reader_name}: {e}")).into())
     });
     let mut summary = PushSummary::default();
@@ -303,6 +320,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let sizes = Sizes {
         part: args.part_bytes,
         keep: args.keep_bytes,
+        limits: args.webhook_limits.limits(),
     };
     let first = first_read(input.clone(), &args.file, registered.clone(), sizes).await?;
     let invalid = first.totals.invalid_lines;
@@ -333,7 +351,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let producer = Producer::new(queue.clone());
+    let producer = Producer::new(queue.clone()).with_limits(sizes.limits);
     let mut progress = |n: usize| {
         if let Some(bar) = &bar {
             bar.inc(n as u64);

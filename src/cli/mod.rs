@@ -22,6 +22,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::leadsquared::BodyLimits;
+
 /// Provision LeadSquared webhooks for many tenants through a Redis queue with a shared
 /// per-tenant rate limiter.
 #[derive(Debug, Parser)]
@@ -78,6 +80,29 @@ pub struct Global {
         global = true
     )]
     pub replica_timeout_ms: u64,
+    /// With fewer replicas connected than `--min-replicas` (a failover left none): `degrade`
+    /// waits for those connected and goes on, saying so in the log, `status`, `/readyz`, the
+    /// page and the metrics; `strict` acknowledges no write (so pushes and dispatches wait)
+    /// until enough are back.
+    #[arg(
+        long = "replication",
+        env = "LSQ_REPLICATION",
+        value_enum,
+        default_value_t = Replication::Degrade,
+        global = true
+    )]
+    pub replication: Replication,
+    /// With Sentinel, follow the sentinels' `+switch-master` announcements (a new primary is
+    /// used the moment it is promoted); `false` finds it only when a command fails.
+    #[arg(
+        long = "sentinel-events",
+        env = "LSQ_SENTINEL_EVENTS",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub sentinel_events: bool,
     /// Shards of the queue (issue 17): each tenant's jobs live in one, each shard under its
     /// own Redis Cluster hash tag [default: the queue's own count once written; else 16 on
     /// a redis+cluster:// URL, 1 otherwise]. Fixed when the queue is first written: a
@@ -116,6 +141,11 @@ impl Global {
         crate::queue::redis::RedisOptions {
             min_replicas: self.min_replicas,
             replica_timeout: std::time::Duration::from_millis(self.replica_timeout_ms),
+            replication: match self.replication {
+                Replication::Degrade => crate::queue::ReplicationMode::Degrade,
+                Replication::Strict => crate::queue::ReplicationMode::Strict,
+            },
+            sentinel_events: self.sentinel_events,
         }
     }
 
@@ -155,6 +185,16 @@ pub fn redis_where(url: &str) -> String {
         },
         Err(_) => "the Redis URL given".to_string(),
     }
+}
+
+/// `--replication`: see [`crate::queue::ReplicationMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replication {
+    /// Wait for the replicas connected, at most `--min-replicas`; go on degraded with fewer.
+    #[value(alias = "default")]
+    Degrade,
+    /// Wait for `--min-replicas`, always.
+    Strict,
 }
 
 /// How log lines are written.
@@ -199,6 +239,45 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Run the whole thing against the simulator, with a progress display.
     Demo(demo::Args),
+}
+
+/// How large a job's Create body and its parts may be, for every command that checks jobs
+/// (`enqueue`, `sync`, `serve`). The defaults and why: [`crate::leadsquared::BodyLimits`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookLimitArgs {
+    /// Longest `URL` (and each of `LandingPageUrls`), in bytes.
+    #[arg(long, env = "LSQ_MAX_URL_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().url)]
+    pub max_url_bytes: usize,
+    /// Longest `Description`, in characters.
+    #[arg(long, env = "LSQ_MAX_DESCRIPTION_CHARS", value_name = "N",
+          default_value_t = BodyLimits::default().description)]
+    pub max_description_chars: usize,
+    /// Longest custom header name (`CustomHeaders[i].Key`), in bytes.
+    #[arg(long, env = "LSQ_MAX_HEADER_KEY_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().header_key)]
+    pub max_header_key_bytes: usize,
+    /// Longest custom header value (`CustomHeaders[i].Value`), in bytes.
+    #[arg(long, env = "LSQ_MAX_HEADER_VALUE_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().header_value)]
+    pub max_header_value_bytes: usize,
+    /// Largest Create body as stored and sent, in bytes.
+    #[arg(long, env = "LSQ_MAX_WEBHOOK_BYTES", value_name = "N",
+          default_value_t = BodyLimits::default().body)]
+    pub max_webhook_bytes: usize,
+}
+
+impl WebhookLimitArgs {
+    /// The limits these options give.
+    pub fn limits(&self) -> BodyLimits {
+        BodyLimits {
+            url: self.max_url_bytes,
+            description: self.max_description_chars,
+            header_key: self.max_header_key_bytes,
+            header_value: self.max_header_value_bytes,
+            body: self.max_webhook_bytes,
+        }
+    }
 }
 
 /// A usage or input error: exit code 2. Anything else a command returns is exit code 1.

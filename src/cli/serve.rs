@@ -51,6 +51,9 @@ pub struct Args {
     /// minute; their keys stay taken). Export results within it. Off when not given.
     #[arg(long, env = "LSQ_DONE_TTL_SECS", value_name = "SECS")]
     pub done_ttl_secs: Option<u64>,
+    /// How large a job's Create body and its parts may be.
+    #[command(flatten)]
+    pub webhook_limits: super::WebhookLimitArgs,
 }
 
 /// Runs `serve`.
@@ -82,6 +85,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             concurrency: args.concurrency,
             timeout: Duration::from_secs(args.timeout_secs),
             job_posts_per_client_per_sec: args.job_posts_per_client_per_sec,
+            webhook: args.webhook_limits.limits(),
             ..ApiLimits::default()
         },
     };

@@ -283,6 +283,13 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         )?;
         others.push(region);
     }
+    // Discovery answers on every region's host; a worker left at the default discovery URL
+    // asks the real LeadSquared, which knows none of the simulator's keys.
+    writeln!(
+        super::output::stdout(),
+        "discovery: --discovery-url http://{} (or LSQ_DISCOVERY_URL)",
+        server.local_addr()
+    )?;
     shutdown.cancelled().await;
     // The watcher has ended: it cancelled the token, or saw it cancelled.
     let _ = signals.await;

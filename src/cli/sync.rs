@@ -33,10 +33,17 @@ pub struct Args {
     /// Timeout of one Retrieve call, in seconds.
     #[arg(long, env = "LSQ_CALL_TIMEOUT_SECS", default_value_t = 30)]
     pub call_timeout_secs: u64,
+    /// How large a job's Create body and its parts may be.
+    #[command(flatten)]
+    pub webhook_limits: super::WebhookLimitArgs,
 }
 
 /// Reads and checks the whole file (off the async runtime).
-async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<crate::producer::JobFile> {
+async fn read(
+    file: &str,
+    registered: HashSet<String>,
+    limits: crate::leadsquared::BodyLimits,
+) -> anyhow::Result<crate::producer::JobFile> {
     let file = file.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<crate::producer::JobFile> {
         let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
@@ -45,7 +52,7 @@ async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<crate::
             let f = std::fs::File::open(&file).map_err(|e| BadInput(format!("{file}: {e}")))?;
             Box::new(std::io::BufReader::new(f))
         };
-        crate::producer::read_jobs(reader, &registered)
+        crate::producer::read_jobs(reader, &registered, &limits)
             .map_err(|e| BadInput(format!("{file}: {e}")).into())
     })
     .await
@@ -56,7 +63,7 @@ async fn read(file: &str, registered: HashSet<String>) -> anyhow::Result<crate::
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(super::connect_queue(global).await?);
     let registered: HashSet<String> = queue.tenant_names().await?.into_iter().collect();
-    let checked = read(&args.file, registered).await?;
+    let checked = read(&args.file, registered, args.webhook_limits.limits()).await?;
     for e in &checked.errors {
         super::stderr::line(super::stderr::Level::Warn, &e.to_string());
     }
@@ -80,7 +87,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         writeln!(out, "dry run: nothing enqueued")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let producer = Producer::new(queue.clone() as Arc<dyn Queue>);
+    let producer =
+        Producer::new(queue.clone() as Arc<dyn Queue>).with_limits(args.webhook_limits.limits());
     let (summary, _) = producer.push_validated(plan.jobs, &mut |_| {}).await?;
     writeln!(
         out,

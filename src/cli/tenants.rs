@@ -206,7 +206,10 @@ async fn discover_one(
     match found {
         Ok(base) => {
             let access = tenant.access_key.expose();
-            match queue.set_tenant_host(&tenant.name, &base, access).await {
+            match queue
+                .set_tenant_host(&tenant.name, Some(&base), access)
+                .await
+            {
                 Ok(true) => Ok(Some(base)),
                 Ok(false) => Err("its keys changed meanwhile".into()),
                 Err(e) => Err(e.to_string()),

@@ -227,6 +227,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let retention =
         done_ttl.map(|ttl| super::spawn_retention(queue.clone(), ttl, shutdown.clone()));
     let pool = Pool::new(queue.clone(), client, worker_config);
+    // Jobs die in the queue too, not only by this worker's hand (a lease that expired on its
+    // last attempt, another worker's bury): the summary counts every one that died during
+    // the run, from the queue's own count.
+    let tally = queue.clone();
+    let dead_before = dead_count(tally.as_ref()).await;
     // The metrics server outlives the pool's shutdown (its grace period is worth watching)
     // and is stopped, and waited for, once the pool has finished.
     let metrics_stop = CancellationToken::new();
@@ -261,13 +266,18 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let summary = summary?;
+    let dead_during = match (dead_before, dead_count(tally.as_ref()).await) {
+        (Some(before), Some(after)) => after.saturating_sub(before).max(summary.buried),
+        _ => summary.buried,
+    };
     let counts = [
         ("dispatched", summary.dispatched),
         ("created", summary.created),
         ("reconciled", summary.reconciled),
         ("retried", summary.retried),
         ("rate limited", summary.rate_limited),
-        ("dead", summary.buried),
+        ("dead", dead_during),
+        ("dead by this worker", summary.buried),
         ("handed back", summary.handed_back),
     ];
     let text = counts
@@ -281,4 +291,16 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     super::stderr::line_with(super::stderr::Level::Info, &text, "worker stopped", fields);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Jobs in the dead letters now (`None` when the store does not say: the summary then
+/// counts this worker's own).
+async fn dead_count(queue: &dyn Queue) -> Option<u64> {
+    match queue.pulse(0).await {
+        Ok(pulse) => Some(pulse.dead),
+        Err(e) => {
+            tracing::debug!("could not count the dead letters: {e}");
+            None
+        }
+    }
 }

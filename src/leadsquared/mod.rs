@@ -16,6 +16,6 @@ pub use client::{
     WebhookSummary,
 };
 pub use webhook::{
-    ContentType, CreateWebhook, CustomHeader, EventFamily, FieldError, Method, Problem, Rejection,
-    WebhookEvent,
+    BodyLimits, ContentType, CreateWebhook, CustomHeader, EventFamily, FieldError, Method, Problem,
+    Rejection, WebhookEvent,
 };

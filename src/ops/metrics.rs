@@ -211,6 +211,12 @@ struct Inner {
     calls_today: Family<TenantLabels, Gauge>,
     /// `lsq_tenants_quota_reached`: tenants parked until their daily quota resets.
     quota_total: Gauge,
+    /// `lsq_redis_replicas_connected`: replicas the primary reports connected.
+    replicas_connected: Gauge,
+    /// `lsq_redis_min_replicas`: replicas acknowledged writes ask for (`--min-replicas`).
+    min_replicas: Gauge,
+    /// `lsq_redis_replication_degraded`: 1 while fewer are connected than asked.
+    replication_degraded: Gauge,
     /// Held while the gauges are rewritten and encoded, so two scrapes at once never
     /// interleave a clear of the tenant family with the other's encode.
     scrape: std::sync::Mutex<()>,
@@ -372,6 +378,24 @@ impl Metrics {
             "Tenants parked because their daily quota is spent (daily quota reached, resume when the day resets), held or not",
             quota_total.clone(),
         );
+        let replicas_connected = Gauge::default();
+        registry.register(
+            "lsq_redis_replicas_connected",
+            "Replicas the Redis primary reports connected (INFO replication), where writes wait for replicas (Sentinel, --min-replicas)",
+            replicas_connected.clone(),
+        );
+        let min_replicas = Gauge::default();
+        registry.register(
+            "lsq_redis_min_replicas",
+            "Replicas each acknowledged write asks for (--min-replicas)",
+            min_replicas.clone(),
+        );
+        let replication_degraded = Gauge::default();
+        registry.register(
+            "lsq_redis_replication_degraded",
+            "1 while fewer replicas are connected than --min-replicas: writes since then are on one node only (with --replication strict: not acknowledged)",
+            replication_degraded.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -395,6 +419,9 @@ impl Metrics {
                 shared_total,
                 calls_today,
                 quota_total,
+                replicas_connected,
+                min_replicas,
+                replication_degraded,
                 scrape: std::sync::Mutex::new(()),
             }),
         }
@@ -464,6 +491,16 @@ impl Metrics {
             }
         }
         self.encode_locked()
+    }
+
+    /// Sets the replication gauges (left as they are with `None`: writes wait for no
+    /// replica, or the primary could not say).
+    pub fn set_replicas(&self, state: Option<&crate::queue::ReplicaState>) {
+        if let Some(r) = state {
+            self.inner.replicas_connected.set(i64::from(r.connected));
+            self.inner.min_replicas.set(i64::from(r.min_replicas));
+            self.inner.replication_degraded.set(i64::from(r.degraded()));
+        }
     }
 
     /// The exposition in Prometheus text format, gauges as last refreshed.

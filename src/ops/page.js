@@ -79,6 +79,16 @@ function renderStatus(s) {
   $("queue-state").className = p ? "paused" : "";
   $("queue-bar").className = "card" + (p ? " paused" : "");
   setText("queue-toggle", p ? "Resume queue" : "Pause queue");
+  // Redis replication (Sentinel, --min-replicas): a banner while fewer replicas are
+  // connected than asked, saying what is at risk.
+  const r = s.replication;
+  const degraded = r != null && r.connected < r.min_replicas;
+  $("replication-banner").hidden = !degraded;
+  if (degraded) {
+    setText("replication-banner", r.mode === "strict"
+      ? `Redis replication: ${r.connected} of ${r.min_replicas} replica(s) connected; with --replication strict no write is acknowledged and nothing is dispatched until ${r.min_replicas} are`
+      : `Redis replication degraded: ${r.connected} of ${r.min_replicas} replica(s) connected; writes since ${utc(r.degraded_since_ms)} are on one node only; a second failure loses them`);
+  }
   setText("updated", `updated ${utc(s.now_ms)}`);
   setText("queued", s.queued);
   setText("scheduled", s.scheduled);

@@ -48,6 +48,11 @@ pub struct StatusReport {
     /// the queue runs.
     #[serde(default)]
     pub paused: Option<crate::queue::QueuePause>,
+    /// The replicas behind acknowledged writes (Sentinel, `--min-replicas`): asked,
+    /// connected, and since when fewer are connected than asked; `null` where writes wait
+    /// for no replica. Added in version 1 without a bump.
+    #[serde(default)]
+    pub replication: Option<crate::queue::ReplicaState>,
 }
 
 /// Jobs finished done over the last [`Throughput::window_seconds`].
@@ -199,7 +204,10 @@ impl StatusReport {
     pub async fn read(queue: &dyn Queue) -> Result<StatusReport, QueueError> {
         let status = queue.status().await?;
         let per_second = queue.done_per_second(THROUGHPUT_SECONDS).await?;
-        Ok(Self::from_parts(status, per_second))
+        let replication = queue.replicas().await?;
+        let mut report = Self::from_parts(status, per_second);
+        report.replication = replication;
+        Ok(report)
     }
 
     /// Builds a report from a queue status and its done-per-second series.
@@ -240,6 +248,7 @@ impl StatusReport {
             },
             tenants,
             paused: status.paused,
+            replication: None,
         }
     }
 
@@ -280,6 +289,9 @@ impl StatusReport {
         let _ = writeln!(out, "throughput {throughput}");
         if let Some(p) = &self.paused {
             let _ = writeln!(out, "{}", paused_line(p));
+        }
+        if let Some(r) = &self.replication {
+            let _ = writeln!(out, "replication {}", r.describe());
         }
         let throttled = self.tenants.iter().filter(|t| t.throttled()).count();
         let _ = writeln!(

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{JobRequest, MAX_KEY_LEN};
 use crate::job::{NewJob, derived_key, legacy_key};
 use crate::leadsquared::webhook::RawWebhook;
-use crate::leadsquared::{CreateWebhook, FieldError};
+use crate::leadsquared::{BodyLimits, CreateWebhook, FieldError};
 use crate::tenant::valid_name;
 
 fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
@@ -41,10 +41,19 @@ fn key_problem(key: &str) -> Option<FieldError> {
     }
 }
 
-/// A job made from a checked body: its key the given one, or derived (with the key version
-/// 1 would have derived beside it, see [`crate::job::legacy_key`]).
-fn create_job(tenant: &str, key: Option<String>, webhook: &CreateWebhook) -> NewJob {
+/// A job made from a checked body within `limits`: its key the given one, or derived (with
+/// the key version 1 would have derived beside it, see [`crate::job::legacy_key`]).
+fn create_job(
+    tenant: &str,
+    key: Option<String>,
+    webhook: &CreateWebhook,
+    limits: &BodyLimits,
+) -> Result<NewJob, Vec<FieldError>> {
     let body = webhook.to_json();
+    let over = limits.check(webhook, body.len());
+    if !over.is_empty() {
+        return Err(over.into_iter().map(in_webhook).collect());
+    }
     let (key, legacy) = match key {
         Some(key) => (key, None),
         None => (
@@ -52,17 +61,38 @@ fn create_job(tenant: &str, key: Option<String>, webhook: &CreateWebhook) -> New
             Some(legacy_key(tenant, &body)),
         ),
     };
-    NewJob {
+    Ok(NewJob {
         tenant: tenant.to_string(),
         body,
         key,
         delete: false,
         legacy_key: legacy,
+    })
+}
+
+/// A problem of the `webhook` object, named from the job line (`webhook.URL`).
+fn in_webhook(p: FieldError) -> FieldError {
+    FieldError {
+        field: if p.field == "webhook" {
+            p.field
+        } else {
+            format!("webhook.{}", p.field)
+        },
+        reason: p.reason,
     }
 }
 
-/// Checks one job (without the registry: see [`check_tenant`]) and makes it ready to push.
+/// Checks one job (without the registry: see [`check_tenant`]) within the default
+/// [`BodyLimits`] and makes it ready to push.
 pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
+    validate_within(request, &BodyLimits::default())
+}
+
+/// [`validate`] within the given size limits.
+pub fn validate_within(
+    request: &JobRequest,
+    limits: &BodyLimits,
+) -> Result<NewJob, Vec<FieldError>> {
     let mut errors = Vec::new();
     if !valid_name(&request.tenant) {
         errors.push(field_error(
@@ -105,20 +135,13 @@ pub fn validate(request: &JobRequest) -> Result<NewJob, Vec<FieldError>> {
     let body = match CreateWebhook::from_value(&request.webhook) {
         Ok(w) => Some(w),
         Err(problems) => {
-            errors.extend(problems.into_iter().map(|p| FieldError {
-                field: if p.field == "webhook" {
-                    p.field
-                } else {
-                    format!("webhook.{}", p.field)
-                },
-                reason: p.reason,
-            }));
+            errors.extend(problems.into_iter().map(in_webhook));
             None
         }
     };
     match body {
         Some(webhook) if errors.is_empty() => {
-            Ok(create_job(&request.tenant, request.key.clone(), &webhook))
+            create_job(&request.tenant, request.key.clone(), &webhook, limits)
         }
         _ => Err(errors),
     }
@@ -224,7 +247,7 @@ struct RawLine<'a> {
 ///
 /// It decodes into borrowed, typed fields instead of a `serde_json::Value` (a map and a
 /// string per field), which made checking a line about three times cheaper.
-fn fast_job(line: &[u8], registered: &HashSet<String>) -> Option<NewJob> {
+fn fast_job(line: &[u8], registered: &HashSet<String>, limits: &BodyLimits) -> Option<NewJob> {
     let raw: RawLine<'_> = serde_json::from_slice(line).ok()?;
     if !valid_name(&raw.tenant) || !registered.contains(raw.tenant.as_ref()) {
         return None;
@@ -233,18 +256,18 @@ fn fast_job(line: &[u8], registered: &HashSet<String>) -> Option<NewJob> {
         return None;
     }
     let webhook = CreateWebhook::from_raw(raw.webhook)?;
-    Some(create_job(
-        &raw.tenant,
-        raw.key.map(Cow::into_owned),
-        &webhook,
-    ))
+    create_job(&raw.tenant, raw.key.map(Cow::into_owned), &webhook, limits).ok()
 }
 
 /// The slow road through one line, which names every problem.
-fn slow_job(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<FieldError>> {
+fn slow_job(
+    line: &[u8],
+    registered: &HashSet<String>,
+    limits: &BodyLimits,
+) -> Result<NewJob, Vec<FieldError>> {
     parse_line_bytes(line).and_then(|request| {
         let unknown = check_tenant(&request.tenant, registered);
-        match (validate(&request), unknown) {
+        match (validate_within(&request, limits), unknown) {
             (Ok(job), None) => Ok(job),
             (Ok(_), Some(e)) => Err(vec![e]),
             (Err(errors), unknown) => {
@@ -256,11 +279,15 @@ fn slow_job(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<Fie
 }
 
 /// Checks one line of a job file as [`super::check_jobs`] does: the job, or every problem with
-/// the line (its tenant checked against `registered`).
-pub fn check_line(line: &[u8], registered: &HashSet<String>) -> Result<NewJob, Vec<FieldError>> {
-    match fast_job(line, registered) {
+/// the line (its tenant checked against `registered`, its body's sizes against `limits`).
+pub fn check_line(
+    line: &[u8],
+    registered: &HashSet<String>,
+    limits: &BodyLimits,
+) -> Result<NewJob, Vec<FieldError>> {
+    match fast_job(line, registered, limits) {
         Some(job) => Ok(job),
-        None => slow_job(line, registered),
+        None => slow_job(line, registered, limits),
     }
 }
 
@@ -317,8 +344,9 @@ mod tests {
     /// The fast road's answer for `line`, checked against the slow road's: `true` when the
     /// fast road answered.
     fn roads_agree(line: &str, registered: &HashSet<String>) -> bool {
-        let slow = slow_job(line.as_bytes(), registered);
-        match fast_job(line.as_bytes(), registered) {
+        let limits = BodyLimits::default();
+        let slow = slow_job(line.as_bytes(), registered, &limits);
+        match fast_job(line.as_bytes(), registered, &limits) {
             Some(job) => {
                 assert_eq!(slow, Ok(job), "the roads differ on {line}");
                 true

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 
 use super::check::check_line;
 use crate::job::NewJob;
+use crate::leadsquared::BodyLimits;
 
 /// A problem on one line of a job file; `line` is 1-based.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,10 +39,11 @@ pub struct JobFile {
 pub fn read_jobs(
     mut reader: impl BufRead,
     registered: &HashSet<String>,
+    limits: &BodyLimits,
 ) -> std::io::Result<JobFile> {
     let mut data = Vec::new();
     reader.read_to_end(&mut data)?;
-    Ok(check_jobs(&data, registered))
+    Ok(check_jobs(&data, registered, limits))
 }
 
 /// Lines per thread below which checking is not split: a thread costs more than it saves.
@@ -51,18 +53,23 @@ const LINES_PER_THREAD: usize = 2_000;
 /// are split between the machine's cores (decoding and validating is most of an import's
 /// time); the result is in file order. Raw bytes, so that a line that is not UTF-8 is
 /// reported with its number.
-pub fn check_jobs(data: &[u8], registered: &HashSet<String>) -> JobFile {
+pub fn check_jobs(data: &[u8], registered: &HashSet<String>, limits: &BodyLimits) -> JobFile {
     // A byte order mark, as some Windows editors write at the start of a UTF-8 file, is not
     // part of the first line.
     let data = data.strip_prefix(BOM).unwrap_or(data);
-    check_part(data, 0, registered)
+    check_part(data, 0, registered, limits)
 }
 
 /// The UTF-8 byte order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Checks whole lines of a file, the first of which is line `first_index + 1`.
-fn check_part(data: &[u8], first_index: usize, registered: &HashSet<String>) -> JobFile {
+fn check_part(
+    data: &[u8],
+    first_index: usize,
+    registered: &HashSet<String>,
+    limits: &BodyLimits,
+) -> JobFile {
     let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -71,14 +78,16 @@ fn check_part(data: &[u8], first_index: usize, registered: &HashSet<String>) -> 
         .max(1);
     let per_thread = lines.len().div_ceil(threads).max(1);
     if threads == 1 {
-        return check_lines(&lines, first_index, registered);
+        return check_lines(&lines, first_index, registered, limits);
     }
     let parts: Vec<JobFile> = std::thread::scope(|scope| {
         let handles: Vec<_> = lines
             .chunks(per_thread)
             .enumerate()
             .map(|(i, chunk)| {
-                scope.spawn(move || check_lines(chunk, first_index + i * per_thread, registered))
+                scope.spawn(move || {
+                    check_lines(chunk, first_index + i * per_thread, registered, limits)
+                })
             })
             .collect();
         handles
@@ -116,6 +125,7 @@ pub struct ScanTotals {
 pub fn scan_jobs(
     mut reader: impl Read,
     registered: &HashSet<String>,
+    limits: &BodyLimits,
     part_bytes: usize,
     mut each: impl FnMut(JobFile) -> ControlFlow<()>,
 ) -> std::io::Result<ScanTotals> {
@@ -173,7 +183,7 @@ pub fn scan_jobs(
         let part = &buf[..end];
         // Lines in this part: its newlines (the empty piece after the last one is no line).
         let lines = part.iter().filter(|b| **b == b'\n').count();
-        let checked = check_part(part, first_index, registered);
+        let checked = check_part(part, first_index, registered, limits);
         totals.valid += checked.jobs.len() as u64;
         totals.invalid_lines += checked.invalid_lines;
         first_index += lines;
@@ -186,14 +196,19 @@ pub fn scan_jobs(
 }
 
 /// Checks `lines`, the first of which is line `first_index + 1` of the file.
-fn check_lines(lines: &[&[u8]], first_index: usize, registered: &HashSet<String>) -> JobFile {
+fn check_lines(
+    lines: &[&[u8]],
+    first_index: usize,
+    registered: &HashSet<String>,
+    limits: &BodyLimits,
+) -> JobFile {
     let mut file = JobFile::default();
     for (index, line) in lines.iter().enumerate() {
         let line_no = (first_index + index) as u64 + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match check_line(line, registered) {
+        match check_line(line, registered, limits) {
             Ok(job) => file.jobs.push(job),
             Err(errors) => {
                 file.invalid_lines += 1;
@@ -232,7 +247,7 @@ mod tests {
             serde_json::json!({"tenant": "nobody", "webhook": body()}).to_string(),
         ];
         let text = lines.join("\n");
-        let file = read_jobs(text.as_bytes(), &registered()).expect("read");
+        let file = read_jobs(text.as_bytes(), &registered(), &BodyLimits::default()).expect("read");
         assert_eq!(file.jobs.len(), 2);
         assert_eq!(file.jobs[1].key, "k1");
         assert!(file.jobs[0].key.starts_with(crate::job::DERIVED_KEY_PREFIX));
@@ -270,7 +285,7 @@ mod tests {
     fn a_byte_order_mark_is_not_part_of_the_first_line() {
         let line = serde_json::json!({"tenant": "acme", "webhook": body()}).to_string();
         let text = format!("\u{feff}{line}\r\n{{broken\r\n");
-        let file = check_jobs(text.as_bytes(), &registered());
+        let file = check_jobs(text.as_bytes(), &registered(), &BodyLimits::default());
         assert_eq!(file.jobs.len(), 1);
         assert_eq!(file.errors.len(), 1);
         assert_eq!(file.errors[0].line, 2);
@@ -291,15 +306,21 @@ mod tests {
         lines[17] = String::new();
         lines[25] = serde_json::json!({"tenant": "nobody", "webhook": body()}).to_string();
         let text = format!("\u{feff}{}\r\n", lines.join("\r\n"));
-        let whole = check_jobs(text.as_bytes(), &registered());
+        let whole = check_jobs(text.as_bytes(), &registered(), &BodyLimits::default());
         for part in [1, 50, 333, 4096, 1 << 20] {
             let mut jobs = Vec::new();
             let mut errors = Vec::new();
-            let totals = scan_jobs(text.as_bytes(), &registered(), part, |f| {
-                jobs.extend(f.jobs);
-                errors.extend(f.errors);
-                ControlFlow::Continue(())
-            })
+            let totals = scan_jobs(
+                text.as_bytes(),
+                &registered(),
+                &BodyLimits::default(),
+                part,
+                |f| {
+                    jobs.extend(f.jobs);
+                    errors.extend(f.errors);
+                    ControlFlow::Continue(())
+                },
+            )
             .expect("scan");
             assert_eq!(jobs, whole.jobs, "part {part}");
             assert_eq!(errors, whole.errors, "part {part}");
@@ -312,10 +333,16 @@ mod tests {
         assert_eq!(whole.errors[1].line, 26);
         // Stopping early: only the parts read so far.
         let mut parts = 0;
-        scan_jobs(text.as_bytes(), &registered(), 100, |_| {
-            parts += 1;
-            ControlFlow::Break(())
-        })
+        scan_jobs(
+            text.as_bytes(),
+            &registered(),
+            &BodyLimits::default(),
+            100,
+            |_| {
+                parts += 1;
+                ControlFlow::Break(())
+            },
+        )
         .expect("scan");
         assert_eq!(parts, 1);
     }
@@ -332,7 +359,11 @@ mod tests {
             .collect();
         lines[7_001] = "{broken".into();
         lines[8_999] = good;
-        let file = check_jobs(lines.join("\n").as_bytes(), &registered());
+        let file = check_jobs(
+            lines.join("\n").as_bytes(),
+            &registered(),
+            &BodyLimits::default(),
+        );
         assert_eq!(file.jobs.len(), 8_999);
         assert_eq!(file.invalid_lines, 1);
         assert_eq!(file.errors[0].line, 7_002);

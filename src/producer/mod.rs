@@ -25,7 +25,7 @@ pub mod push;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use check::{check_line, check_tenant, parse_line, validate};
+pub use check::{check_line, check_tenant, parse_line, validate, validate_within};
 pub use file::{JobFile, LineError, ScanTotals, check_jobs, read_jobs, scan_jobs};
 pub use push::{PUSH_CHUNK, PUSH_RETRY_FOR, Producer, ProducerError, PushSummary};
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::JobRequest;
-use super::check::validate;
+use super::check::validate_within;
 use crate::job::{JobId, NewJob};
-use crate::leadsquared::{CreateWebhook, FieldError};
+use crate::leadsquared::{BodyLimits, CreateWebhook, FieldError};
 use crate::queue::{Pushed, Queue, QueueError, StoreMemory};
 use crate::retry::{ReconnectPolicy, unavailable_only, with_retry};
 
@@ -113,12 +113,15 @@ impl From<QueueError> for ProducerError {
 pub struct Producer {
     /// Where jobs go.
     queue: Arc<dyn Queue>,
+    /// How large each part of a job's body may be ([`Producer::with_limits`]).
+    limits: BodyLimits,
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("queue", &self.queue.config().name)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -126,7 +129,17 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     /// A producer for `queue`.
     pub fn new(queue: Arc<dyn Queue>) -> Self {
-        Producer { queue }
+        Producer {
+            queue,
+            limits: BodyLimits::default(),
+        }
+    }
+
+    /// The same producer, checking every job's body against `limits` instead of the
+    /// defaults ([`BodyLimits::default`]).
+    pub fn with_limits(mut self, limits: BodyLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A producer for the Redis queue `queue_name` (the workers' `--queue`, `lsq` by
@@ -215,7 +228,7 @@ impl Producer {
         let mut jobs = Vec::with_capacity(requests.len());
         let mut invalid = Vec::new();
         for (i, request) in requests.iter().enumerate() {
-            match validate(request) {
+            match validate_within(request, &self.limits) {
                 Ok(job) => jobs.push(job),
                 Err(errors) => invalid.push((i, errors)),
             }

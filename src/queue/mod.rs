@@ -412,6 +412,70 @@ pub struct QueueStatus {
     pub outcomes: std::collections::BTreeMap<String, u64>,
 }
 
+/// What acknowledged writes do when the primary has fewer replicas connected than asked
+/// (`--replication`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Wait for as many replicas as asked, but never for more than the primary reports
+    /// connected (`INFO replication`, `connected_slaves`); with fewer, the queue goes on
+    /// *degraded*, and says so.
+    #[default]
+    #[serde(alias = "default")]
+    Degrade,
+    /// Wait for as many as asked, always: with fewer connected, no write is acknowledged,
+    /// so nothing is pushed or dispatched, until enough are back.
+    Strict,
+}
+
+/// The replicas behind a queue's acknowledged writes (`Queue::replicas`): shown by
+/// `status`, `/readyz`, the page and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// `--replication`.
+    pub mode: ReplicationMode,
+    /// Replicas asked for (`--min-replicas`).
+    pub min_replicas: u32,
+    /// Replicas the primary reports connected.
+    pub connected: u32,
+    /// Since when fewer are connected than asked, ms since the epoch (`None`: enough are).
+    pub degraded_since_ms: Option<u64>,
+}
+
+impl ReplicaState {
+    /// Fewer replicas connected than asked.
+    pub fn degraded(&self) -> bool {
+        self.connected < self.min_replicas
+    }
+
+    /// One line for people: healthy, degraded (what is at risk), or strict and waiting.
+    pub fn describe(&self) -> String {
+        let (n, min) = (self.connected, self.min_replicas);
+        if !self.degraded() {
+            return format!("healthy: {n} of {min} replica(s) connected; writes wait for {min}");
+        }
+        let since = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(self.degraded_since_ms.unwrap_or(0));
+        match self.mode {
+            ReplicationMode::Degrade => format!(
+                "degraded: {n} of {min} replica(s) connected; {}",
+                at_risk(since)
+            ),
+            ReplicationMode::Strict => format!(
+                "waiting (--replication strict): {n} of {min} replica(s) connected, so no \
+                 write is acknowledged and nothing is dispatched until {min} are"
+            ),
+        }
+    }
+}
+
+/// What a degraded queue puts at risk, said the same way everywhere (log, status,
+/// `/readyz`, the page).
+pub fn at_risk(since: std::time::SystemTime) -> String {
+    let at = httpdate::fmt_http_date(since);
+    format!("writes since {at} are on one node only; a second failure loses them")
+}
+
 /// What a Prometheus scrape reads (issue 15), at a cost that does not grow with the number
 /// of tenants: counts, the jobs ever done, the queue's latency, the throttled tenants, the
 /// tenants whose share is cut, whose daily quota is spent or that are held, and a few
@@ -701,13 +765,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Dead-letters the job with a reason.
     async fn bury(&self, job: &LeasedJob, reason: &str) -> Result<(), QueueError>;
 
-    /// Records the API base discovered for a tenant with `UserByAccessKey.Get`, unless its
-    /// access key is no longer `access_key` (an import changed it meanwhile). `Ok(false)`:
-    /// not recorded (unknown tenant, or changed keys).
+    /// Records the API base discovered for a tenant with `UserByAccessKey.Get`, or, with
+    /// `None`, forgets the tenant's host (a 401 whose rediscovery could not complete: until
+    /// discovery answers, the host is not known, and the tenant's next dispatch asks
+    /// discovery instead of calling Create), unless its access key is no longer `access_key`
+    /// (an import changed it meanwhile). A host it did not have starts slow (one call in
+    /// flight until it answers). `Ok(false)`: not recorded (unknown tenant, or changed keys).
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError>;
 
@@ -848,6 +915,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The queue's pause, while one is in force.
     async fn queue_pause(&self) -> Result<Option<QueuePause>, QueueError>;
+
+    /// The replicas behind acknowledged writes, read from the primary now; `None` where
+    /// writes wait for no replica (one server without `--min-replicas`, the embedded queue).
+    async fn replicas(&self) -> Result<Option<ReplicaState>, QueueError> {
+        Ok(None)
+    }
 
     /// Whether the store answers (`/readyz`). The default reads [`Queue::status`]; a
     /// backend with a cheaper round trip (Redis `PING`) should use it.

@@ -689,7 +689,7 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError> {
         let s = self.shard_index(tenant);
@@ -1096,6 +1096,14 @@ impl<Q: Queue> Queue for ShardedQueue<Q> {
             r?;
         }
         Ok(())
+    }
+
+    async fn replicas(&self) -> Result<Option<crate::queue::ReplicaState>, QueueError> {
+        // One connection serves every shard: the first asks for all.
+        match self.shards.first() {
+            Some(q) => q.replicas().await,
+            None => Ok(None),
+        }
     }
 
     async fn is_idle(&self) -> Result<bool, QueueError> {

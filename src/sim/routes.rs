@@ -390,6 +390,21 @@ fn validate_create(
 ) -> Result<CreateWebhook, Refusal> {
     require_json(headers)?;
     let value = parse_json(body)?;
+    // Reported by public client code: event 2 without a top-level ActivityEvent fails with
+    // this exception (also when its WebhookProperties are null, which the client's own
+    // check refuses). Checked on the body as sent, first, as LeadSquared answers it.
+    if state.config().require_activity_event_for_event_2
+        && value
+            .get("WebhookEvent")
+            .is_some_and(|e| e == "2" || e == 2)
+        && value.get("ActivityEvent").is_none_or(Value::is_null)
+    {
+        return Err(lsq_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MXInvalidDataTypeException",
+            "ActivityEvent is required for WebhookEvent 2",
+        ));
+    }
     let webhook = CreateWebhook::check(&value).map_err(|problems| {
         let shape = problems.iter().any(|p| p.kind == Rejection::Shape);
         let missing = problems.iter().any(|p| p.kind == Rejection::Missing);
@@ -418,18 +433,6 @@ fn validate_create(
             )
         }
     })?;
-    // Reported by public client code: event 2 without a top-level ActivityEvent fails.
-    // Checked on the body as sent (validation fills it in for callers that omit it).
-    if state.config().require_activity_event_for_event_2
-        && webhook.event == WebhookEvent::LeadActivityCreate
-        && value.get("ActivityEvent").is_none_or(Value::is_null)
-    {
-        return Err(lsq_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "MXInvalidDataTypeException",
-            "ActivityEvent is required for WebhookEvent 2",
-        ));
-    }
     Ok(webhook)
 }
 

@@ -400,7 +400,11 @@ impl JobContext {
             answer,
             Answer::Created(_) | Answer::Found(Some(_)) | Answer::Changed(..)
         );
+        // A 401 is no news that the host serves these keys: the tenant stays slow-started
+        // (one call in flight) until discovery settles what the 401 meant.
+        let refused = matches!(answer, Answer::Failed(CallError::Refused { .. }));
         if host_answered(&answer)
+            && !refused
             && self.failing.answered(&job.tenant, batched)
             && let Some(Err(e)) = self
                 .store("host_answered", || self.queue.host_answered(&job.tenant))
@@ -413,8 +417,10 @@ impl JobContext {
         // people: a store that cannot take it now is logged, not retried.
         let recorded = match answer {
             Answer::Failed(CallError::Refused { .. }) => {
-                // A question about the tenant: wrong region, or keys refused?
-                let _ = self.store("answered", || self.queue.answered(job)).await;
+                // A question about the tenant: wrong region, or keys refused? The call stays
+                // in flight until the question is settled (its lease ends with the job's
+                // hand-back, which re-stamps it), so a slow-started tenant gets no other
+                // call, in any process, while this one asks.
                 self.discover(job, tenant, Discovery::Refused).await
             }
             Answer::Failed(CallError::Unreachable { reason }) => {
@@ -712,13 +718,20 @@ impl JobContext {
     /// refused hold the tenant (its jobs stay queued) and the job is handed back.
     async fn discover(&self, job: &LeasedJob, used: &Tenant, why: Discovery) -> AttemptOutcome {
         let lock = self.discovering.lock_for(&job.tenant);
-        let _guard = lock.lock().await;
+        // The wait keeps the lease alive: another job of the tenant may be waiting for room
+        // in the window, or for a discovery host that does not answer.
+        let Some(_guard) = self.heartbeating(job, lock.lock()).await else {
+            self.stats.lease_lost();
+            return AttemptOutcome::LeaseLost;
+        };
         // Another job may have settled it meanwhile: a hold, a new host, new keys.
         match self
             .store("tenant_hold", || self.queue.tenant_hold(&job.tenant))
             .await
         {
-            Some(Ok(Some(h))) if h.until_ms.is_none() => {
+            // Held without an end, or for keys refused (with an end: rediscovery could not
+            // complete); either way this job has nothing to ask.
+            Some(Ok(Some(h))) if h.until_ms.is_none() || h.kind == HoldKind::KeysRefused => {
                 return self
                     .give_back_unsent(job, why, AttemptOutcome::Parked)
                     .await;
@@ -807,7 +820,7 @@ impl JobContext {
                 let access = fresh.access_key.expose();
                 let _ = self
                     .store("set_tenant_host", || {
-                        self.queue.set_tenant_host(&job.tenant, &base, access)
+                        self.queue.set_tenant_host(&job.tenant, Some(&base), access)
                     })
                     .await;
                 let mut updated = (*fresh).clone();
@@ -828,7 +841,17 @@ impl JobContext {
                     .await;
                 self.give_back(job, AttemptOutcome::Parked).await
             }
-            Err(CallError::Unreachable { reason }) => self.unreachable(job, &reason).await,
+            Err(e @ CallError::RateLimited { .. }) => self.failed(job, e).await,
+            // A 401 that discovery could not explain: wrong keys or a wrong host, unknown
+            // until discovery answers. No call goes out meanwhile.
+            Err(e) if why == Discovery::Refused => self.undiscovered(job, &fresh, e).await,
+            Err(CallError::Unreachable { reason }) => {
+                let reason = format!(
+                    "the discovery host {} could not be reached: {reason}",
+                    self.discovery_host()
+                );
+                self.unreachable(job, &reason).await
+            }
             Err(e) => {
                 let e = match e {
                     CallError::Permanent { reason } => CallError::Transient {
@@ -841,7 +864,65 @@ impl JobContext {
             }
         }
     }
+
+    /// The discovery host, for messages: scheme, host and port (a discovery URL holds no
+    /// secret, but a path or query is noise here).
+    fn discovery_host(&self) -> String {
+        self.discovery.origin().ascii_serialization()
+    }
+
+    /// Create or Retrieve answered 401 and the rediscovery could not complete (the
+    /// discovery host unreachable, timing out or failing): the tenant's host is forgotten,
+    /// so its next dispatch asks discovery instead of calling Create, and the tenant is held
+    /// `keys_refused` for [`UNDISCOVERED_HOLD`], the reason naming both causes. So no Create
+    /// or Retrieve goes out for it, from any process, until new keys are imported, or the
+    /// hold ends and discovery answers. The job goes back with its attempt.
+    async fn undiscovered(
+        &self,
+        job: &LeasedJob,
+        used: &Tenant,
+        error: CallError,
+    ) -> AttemptOutcome {
+        let reason = format!(
+            "{KEYS_REFUSED}, and the discovery host {} could not be reached to tell wrong keys \
+             from a wrong host ({error}); discovery is asked again when the hold ends",
+            self.discovery_host()
+        );
+        tracing::warn!("tenant held: {reason}");
+        let access = used.access_key.expose();
+        if let Some(Err(e)) = self
+            .store("set_tenant_host", || {
+                self.queue.set_tenant_host(&job.tenant, None, access)
+            })
+            .await
+        {
+            tracing::warn!("could not forget the tenant's host: {e}");
+        }
+        let mut forgotten = used.clone();
+        forgotten.api_base = None;
+        self.tenants.put(forgotten);
+        let hold = NewHold {
+            kind: HoldKind::KeysRefused,
+            reason,
+            length: Some(UNDISCOVERED_HOLD),
+            by: None,
+        };
+        if let Some(Err(e)) = self
+            .store("hold", || self.queue.hold(&job.tenant, hold.clone()))
+            .await
+        {
+            tracing::warn!("could not hold the tenant: {e}");
+        }
+        self.give_back(job, AttemptOutcome::Parked).await
+    }
 }
+
+/// How long a tenant is held after a 401 whose rediscovery could not complete, before its
+/// next dispatch asks discovery again: long enough that a discovery host that is down is
+/// not asked every few seconds per tenant, short enough that one that comes back is
+/// noticed within a minute. Later failures of that discovery follow the unreachable-host
+/// holds (5 s doubling to 5 min).
+pub const UNDISCOVERED_HOLD: Duration = Duration::from_secs(30);
 
 /// Whether the tenant's host gave an HTTP answer (whatever it said): anything but a
 /// connection that failed, a timeout, or a reset before any answer.
@@ -1051,9 +1132,21 @@ impl JobContext {
                 self.queue.retry_later(job, delay, &reason, unknown)
             })
             .await;
+        // Out of attempts, the queue buries the job with this reason instead (and the run
+        // summary counts it dead).
+        let last = job.attempt >= self.queue.config().max_attempts;
         self.settle(r, || {
-            self.stats.retried();
-            AttemptOutcome::Retried
+            if last {
+                tracing::warn!(
+                    "dead: {}",
+                    crate::queue::reason::gave_up(job.attempt, &reason)
+                );
+                self.stats.buried();
+                AttemptOutcome::Buried(crate::queue::reason::gave_up(job.attempt, &reason))
+            } else {
+                self.stats.retried();
+                AttemptOutcome::Retried
+            }
         })
     }
 

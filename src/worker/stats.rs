@@ -17,13 +17,13 @@ pub struct PoolTotals {
     pub reconciled: u64,
     /// Jobs whose Retrieve found nothing and that went back to be created.
     pub not_found: u64,
-    /// Transient failures scheduled for a retry (or buried by the queue when out of
-    /// attempts).
+    /// Transient failures scheduled for a retry (one on the last attempt is counted in
+    /// `buried`: the queue buries it).
     pub retried: u64,
     /// Rate-limit answers from LeadSquared (the goal is zero).
     pub rate_limited: u64,
     /// Jobs dead-lettered by this worker (permanent errors, bodies that do not decode,
-    /// unknown tenants).
+    /// unknown tenants, a transient failure on the last attempt).
     pub buried: u64,
     /// Jobs handed back to the queue at shutdown.
     pub handed_back: u64,

@@ -404,10 +404,10 @@ pub(super) fn is_code(s: &str) -> bool {
     !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// An RFC 9110 token: what an HTTP header name may be.
+/// An RFC 9110 token: what an HTTP header name may be (its length is a
+/// [`super::BodyLimits`] rule).
 pub(super) fn is_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 256
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
                 || matches!(

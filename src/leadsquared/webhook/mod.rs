@@ -12,6 +12,8 @@
 //!   each takes ([`EventFamily`]);
 //! - `check.rs`: the road that names every problem ([`CreateWebhook::check`]): each field
 //!   read and checked on its own, from a `serde_json::Value`;
+//! - `limits.rs`: how large each part may be ([`BodyLimits`]), checked by producers before
+//!   a job is enqueued (this project's limits, not LeadSquared's);
 //! - `properties.rs`: the `WebhookProperties` rules of activity and opportunity events;
 //! - `raw.rs`: the fast road for a body in its usual shape ([`RawWebhook`],
 //!   [`CreateWebhook::from_raw`]), and the rules that join fields, where both roads end.
@@ -19,12 +21,14 @@
 mod body;
 mod check;
 mod event;
+mod limits;
 mod properties;
 mod raw;
 
 pub use body::{ContentType, CreateWebhook, CustomHeader, MAX_CUSTOM_HEADERS, Method};
 pub use check::FIELDS;
 pub use event::{EventFamily, WebhookEvent};
+pub use limits::BodyLimits;
 pub use raw::RawWebhook;
 
 /// One reason a `webhook` object is refused, naming the field (`URL`, `CustomHeaders[3].Key`,

@@ -27,7 +27,29 @@ impl Decoder {
     ) -> Option<Map<String, Value>> {
         const FIELD: &str = "WebhookProperties";
         let text = match given {
-            None | Some(Value::Null) => return None,
+            None | Some(Value::Null) => {
+                // LeadSquared answers 500 (MXInvalidDataTypeException for event 2) when an
+                // activity or opportunity event comes without its properties.
+                let needs = match event.map(WebhookEvent::family) {
+                    Some(EventFamily::Activity) => {
+                        r#"ActivityEvent, e.g. "{\"ActivityEvent\":\"247\"}""#
+                    }
+                    Some(EventFamily::Opportunity) => {
+                        r#"OpportunityEvents, e.g. "{\"OpportunityEvents\":[\"12002\"]}""#
+                    }
+                    Some(EventFamily::Plain) | None => return None,
+                };
+                let event = event.map(|e| e.to_string()).unwrap_or_default();
+                self.push(
+                    FIELD,
+                    Rejection::Missing,
+                    format!(
+                        "is mandatory for event {event}: a JSON object serialised as a string, \
+                         with {needs}"
+                    ),
+                );
+                return None;
+            }
             Some(Value::String(s)) => s,
             Some(other) => {
                 self.wrong_type(

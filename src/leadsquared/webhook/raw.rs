@@ -59,10 +59,12 @@ impl CreateWebhook {
             .ok()
             .and_then(WebhookEvent::from_code)?;
         let mut d = Decoder::default();
-        let properties = match raw.properties {
-            None => None,
-            Some(text) => d.properties(Some(&Value::String(text.into_owned())), Some(event)),
-        };
+        let properties = d.properties(
+            raw.properties
+                .map(|text| Value::String(text.into_owned()))
+                .as_ref(),
+            Some(event),
+        );
         let valid = !description.trim().is_empty()
             && check_http_url(&url).is_ok()
             && raw.method.as_deref().is_none_or(|m| m == "POST")
@@ -122,6 +124,18 @@ impl Parts {
                 "LandingPageUrls",
                 Rejection::Missing,
                 "is mandatory when WebhookEvent is 1 (landing page submission)".into(),
+            );
+        }
+        if let Some(event) = event
+            && event != WebhookEvent::LandingPageSubmission
+            && landing_page_urls.is_some()
+        {
+            d.push(
+                "LandingPageUrls",
+                Rejection::Invalid,
+                format!(
+                    "only event 1 (landing page submission) takes landing pages, not event {event}"
+                ),
             );
         }
         let has_pages = landing_page_urls.is_some();

@@ -41,7 +41,24 @@ pub(super) async fn readyz(
     tokio::time::timeout(READY_TIMEOUT, state.queue.ping())
         .await
         .map_err(|_| AppError::Unavailable("ping timed out".into()))??;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    // The replicas behind acknowledged writes: degraded is still ready (the queue works, and
+    // says what it risks); strict with too few connected is not (no write is acknowledged).
+    let replication = tokio::time::timeout(READY_TIMEOUT, state.queue.replicas())
+        .await
+        .map_err(|_| AppError::Unavailable("reading the replicas timed out".into()))??;
+    let Some(r) = replication else {
+        return Ok(Json(serde_json::json!({ "status": "ready" })));
+    };
+    if r.degraded() && r.mode == crate::queue::ReplicationMode::Strict {
+        return Err(AppError::Unavailable(r.describe()));
+    }
+    let status = if r.degraded() { "degraded" } else { "ready" };
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "replication": r.describe(),
+        "replicas_connected": r.connected,
+        "min_replicas": r.min_replicas,
+    })))
 }
 
 pub(super) async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>, AppError> {
@@ -236,7 +253,7 @@ async fn checked_jobs(
     for (at, text) in items {
         // The check `enqueue` makes of a line of a job file, so both refuse the same jobs
         // with the same words.
-        match producer::check_line(text.as_bytes(), &registered) {
+        match producer::check_line(text.as_bytes(), &registered, &state.limits.webhook) {
             Ok(job) => jobs.push(job),
             Err(problems) => errors.extend(problems.into_iter().map(|e| at.error(e))),
         }
@@ -468,6 +485,11 @@ async fn scrape(queue: &dyn Queue, metrics: &Metrics, wait: Duration) -> Respons
             None
         }
     };
+    match tokio::time::timeout(wait, queue.replicas()).await {
+        Ok(Ok(r)) => metrics.set_replicas(r.as_ref()),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: replicas unreadable"),
+        Err(_) => tracing::warn!("metrics: reading the replicas timed out"),
+    }
     let text = metrics.scrape(pulse.as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

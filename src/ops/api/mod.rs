@@ -53,6 +53,8 @@ pub struct ApiLimits {
     pub max_dead_listed: usize,
     /// `POST /v1/jobs` a second per client (burst as many) before 429; 0: no limit.
     pub job_posts_per_client_per_sec: u32,
+    /// How large each part of a job's Create body may be (checked as `enqueue` does).
+    pub webhook: crate::leadsquared::BodyLimits,
 }
 
 impl Default for ApiLimits {
@@ -65,6 +67,7 @@ impl Default for ApiLimits {
             timeout: Duration::from_secs(10),
             max_dead_listed: 500,
             job_posts_per_client_per_sec: super::client_limit::DEFAULT_PER_SEC,
+            webhook: crate::leadsquared::BodyLimits::default(),
         }
     }
 }

@@ -568,7 +568,7 @@ impl Queue for EmbeddedQueue {
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError> {
         let mut st = self.lock();
@@ -578,11 +578,11 @@ impl Queue for EmbeddedQueue {
         if t.tenant.access_key.expose() != access_key {
             return Ok(false);
         }
-        if t.tenant.api_base.as_ref() != Some(api_base) {
-            // A new host has not answered yet (`flight_cap`).
+        if t.tenant.api_base.as_ref() != api_base {
+            // A new host has not answered yet (`flight_cap`); nor has a host to discover.
             t.probe = Some(state::Probe::New);
         }
-        t.tenant.api_base = Some(api_base.clone());
+        t.tenant.api_base = api_base.cloned();
         drop(st);
         self.wake();
         Ok(true)

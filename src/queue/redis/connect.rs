@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Acked, Follow, Lane, Link, Replication, Source};
+use super::link::{Acked, Follow, Lane, Link, ReplicaWatch, Replication, ReplicationMode, Source};
 use super::target::{SentinelTarget, Target};
 use super::wake::{self, Wake};
 use super::{RedisQueue, scripts};
@@ -181,6 +181,13 @@ pub struct RedisOptions {
     pub min_replicas: Option<u32>,
     /// How long a `WAIT` waits for them (`--replica-timeout`).
     pub replica_timeout: Duration,
+    /// With fewer replicas connected than `min_replicas`: go on degraded (the default), or
+    /// wait for them (`--replication strict`).
+    pub replication: ReplicationMode,
+    /// With Sentinel: follow the sentinels' `+switch-master` announcements (the default), or
+    /// find the new primary only when a command fails (`--sentinel-events false`, for
+    /// comparing).
+    pub sentinel_events: bool,
 }
 
 impl Default for RedisOptions {
@@ -188,6 +195,8 @@ impl Default for RedisOptions {
         RedisOptions {
             min_replicas: None,
             replica_timeout: Duration::from_secs(1),
+            replication: ReplicationMode::Degrade,
+            sentinel_events: true,
         }
     }
 }
@@ -282,6 +291,10 @@ struct Parts {
     source: Source,
     /// What acknowledged writes wait for.
     replication: Option<Replication>,
+    /// What the primary reports of its replicas, shared by every shard.
+    watch: Arc<ReplicaWatch>,
+    /// Follow `+switch-master` (Sentinel only).
+    sentinel_events: bool,
     /// The URL named a cluster.
     cluster: bool,
 }
@@ -311,6 +324,7 @@ impl Parts {
         let replication = (replicas > 0).then_some(Replication {
             replicas,
             timeout: options.replica_timeout.max(Duration::from_millis(1)),
+            mode: options.replication,
         });
         let cm_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -384,6 +398,8 @@ impl Parts {
             acked,
             source,
             replication,
+            watch: Arc::default(),
+            sentinel_events: options.sentinel_events,
             cluster,
         })
     }
@@ -461,6 +477,11 @@ impl Parts {
             first.subscribe(channel).await?;
         }
         let cancel = CancellationToken::new();
+        if let Source::Sentinel(follow) = &self.source
+            && self.sentinel_events
+        {
+            super::switch::listen(follow, &cancel);
+        }
         tokio::spawn(wake::listen(
             self.source,
             channels.clone(),
@@ -475,7 +496,7 @@ impl Parts {
                 config: config.clone(),
                 prefix,
                 con: self.con.clone(),
-                acked: Acked::new(self.acked.clone(), self.replication),
+                acked: Acked::new(self.acked.clone(), self.replication, self.watch.clone()),
                 wake: wake.clone(),
                 _listener: guard.clone(),
             })

@@ -179,9 +179,25 @@ impl Follow {
     /// switches to it when it moved. Never fails: when the sentinels cannot say (the
     /// failover is still under way), the next failure asks again.
     pub(super) async fn refresh(&self, seen: u64) {
+        self.refresh_if(seen, false).await;
+    }
+
+    /// A sentinel announced `+switch-master` for this master: asks at once (whatever the
+    /// last question's age), so the queue follows the new primary before any command fails.
+    pub(super) async fn switched(&self) {
+        let seen = self.primary().generation;
+        self.refresh_if(seen, true).await;
+    }
+
+    /// The sentinels to listen to, and the master name their announcements name.
+    pub(super) fn announcers(&self) -> (Vec<redis::ConnectionInfo>, String) {
+        (self.target.sentinels.clone(), self.target.master.clone())
+    }
+
+    async fn refresh_if(&self, seen: u64, announced: bool) {
         let mut sentinel = self.sentinel.lock().await;
         let p = self.primary();
-        if p.generation != seen || p.asked.elapsed() < RESOLVE_EVERY {
+        if p.generation != seen || (!announced && p.asked.elapsed() < RESOLVE_EVERY) {
             return;
         }
         self.touch();
@@ -328,6 +344,96 @@ pub struct Replication {
     pub replicas: u32,
     /// `WAIT`'s timeout.
     pub timeout: Duration,
+    /// What to do when the primary has fewer replicas connected than `replicas`.
+    pub mode: ReplicationMode,
+}
+
+pub use crate::queue::ReplicationMode;
+
+/// How often the replicas the primary reports connected are read again while nothing
+/// fails: once a second, one `INFO replication` per process (a shortfall reads it at once).
+pub(super) const REPLICAS_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a degraded queue says so again in the log.
+pub(super) const DEGRADED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the primary last reported of its replicas, shared by every handle on the
+/// acknowledged lane of one connection (all shards of a queue).
+#[derive(Debug, Default)]
+pub(super) struct ReplicaWatch {
+    /// A std mutex: held only to read or update, never across an await.
+    state: Mutex<WatchState>,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    /// Replicas connected, as last read; `None` before the first read.
+    connected: Option<u32>,
+    /// When it was read.
+    checked: Option<Instant>,
+    /// Since when writes were acknowledged by fewer replicas than asked (this process's
+    /// view; the queue's own record is `{name}:degraded`, see `RedisQueue::replicas`).
+    degraded_since: Option<std::time::SystemTime>,
+    /// When this process last said so in the log.
+    logged: Option<Instant>,
+}
+
+impl ReplicaWatch {
+    /// The connected count when read within [`REPLICAS_CHECK_EVERY`].
+    fn fresh(&self) -> Option<u32> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match (st.connected, st.checked) {
+            (Some(n), Some(at)) if at.elapsed() < REPLICAS_CHECK_EVERY => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Forgets the count (a `WAIT` came back short: read it again before the next write).
+    fn stale(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.checked = None;
+    }
+
+    /// Records a read of the connected count against `wanted`, and says in the log when the
+    /// queue becomes degraded (then about once a minute) and when it is whole again.
+    pub(super) fn note(&self, connected: u32, wanted: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.connected = Some(connected);
+        st.checked = Some(Instant::now());
+        if connected < wanted {
+            let since = *st
+                .degraded_since
+                .get_or_insert_with(std::time::SystemTime::now);
+            if st
+                .logged
+                .is_none_or(|at| at.elapsed() >= DEGRADED_LOG_EVERY)
+            {
+                st.logged = Some(Instant::now());
+                tracing::warn!(
+                    replicas_connected = connected,
+                    min_replicas = wanted,
+                    "Redis replication degraded: {connected} of {wanted} replica(s) connected; {}",
+                    at_risk(since)
+                );
+            }
+        } else if st.degraded_since.take().is_some() {
+            st.logged = None;
+            tracing::info!(
+                replicas_connected = connected,
+                min_replicas = wanted,
+                "Redis replication whole again: writes wait for {wanted} replica(s)"
+            );
+        }
+    }
+}
+
+use crate::queue::at_risk;
+
+/// `connected_slaves` of an `INFO replication` answer.
+pub(super) fn connected_replicas(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// The acknowledged-writes lane: every command or pipeline sent through it is followed by
@@ -342,15 +448,57 @@ pub(super) struct Acked {
     wait: Option<Replication>,
     /// Replicas the last `WAIT` counted, when fewer than wanted.
     short: Option<i64>,
+    /// Replicas the last `WAIT` waited for: the asked count, or fewer connected (degraded).
+    waited: u32,
+    /// What the primary reports of its replicas (shared).
+    watch: Arc<ReplicaWatch>,
 }
 
 impl Acked {
-    pub(super) fn new(link: Link, wait: Option<Replication>) -> Self {
+    pub(super) fn new(link: Link, wait: Option<Replication>, watch: Arc<ReplicaWatch>) -> Self {
         Acked {
             link,
             wait,
             short: None,
+            waited: wait.map_or(0, |w| w.replicas),
+            watch,
         }
+    }
+
+    /// Replicas the last call waited for.
+    pub(super) fn waited(&self) -> u32 {
+        self.waited
+    }
+
+    /// Replicas the primary reports connected now (`INFO replication` on this lane's
+    /// connection), recorded in the watch.
+    pub(super) async fn read_connected(&mut self, wanted: u32) -> Result<u32, RedisError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("replication");
+        let info: String =
+            redis::FromRedisValue::from_redis_value(self.link.req_packed_command(&cmd).await?)?;
+        let n = connected_replicas(&info).unwrap_or(0);
+        self.watch.note(n, wanted);
+        Ok(n)
+    }
+
+    /// How many replicas this write waits for: in [`ReplicationMode::Degrade`], never more
+    /// than the primary reports connected (read at most once per
+    /// [`REPLICAS_CHECK_EVERY`]); in strict mode, all asked.
+    async fn replicas_now(&mut self, wait: &Replication) -> u32 {
+        if wait.mode == ReplicationMode::Strict {
+            return wait.replicas;
+        }
+        let connected = match self.watch.fresh() {
+            Some(n) => n,
+            // A primary that cannot say is waited for in full: the write fails or times out
+            // like any other on it.
+            None => self
+                .read_connected(wait.replicas)
+                .await
+                .unwrap_or(wait.replicas),
+        };
+        wait.replicas.min(connected)
     }
 
     /// What it waits for.
@@ -373,12 +521,16 @@ impl Acked {
         cmd
     }
 
-    fn record(&mut self, wait: &Replication, answer: Option<&Value>) {
+    fn record(&mut self, wanted: u32, answer: Option<&Value>) {
         let got = match answer {
             Some(Value::Int(n)) => *n,
             _ => -1,
         };
-        self.short = (got < i64::from(wait.replicas)).then_some(got.max(0));
+        self.short = (got < i64::from(wanted)).then_some(got.max(0));
+        if self.short.is_some() {
+            // A replica left, or lags: read the count again before the next write.
+            self.watch.stale();
+        }
     }
 }
 
@@ -388,12 +540,23 @@ impl ConnectionLike for Acked {
             return self.link.req_packed_command(cmd);
         };
         Box::pin(async move {
+            let n = self.replicas_now(&wait).await;
+            self.waited = n;
+            self.short = None;
+            if n == 0 {
+                // Degraded to no replica: the primary's own acknowledgement is all there is.
+                return self.link.req_packed_command(cmd).await;
+            }
+            let wait = Replication {
+                replicas: n,
+                ..wait
+            };
             let mut pipe = redis::pipe();
             pipe.add_command(cmd.clone())
                 .add_command(Self::wait_cmd(&wait));
             let mut values = self.link.req_packed_commands(&pipe, 0, 2).await?;
             let answer = values.pop();
-            self.record(&wait, answer.as_ref());
+            self.record(n, answer.as_ref());
             let value = values
                 .pop()
                 .ok_or_else(|| RedisError::from((redis::ErrorKind::Parse, "no reply")))?;
@@ -419,6 +582,16 @@ impl ConnectionLike for Acked {
                     "an atomic pipeline cannot be acknowledged with WAIT",
                 )));
             }
+            let n = self.replicas_now(&wait).await;
+            self.waited = n;
+            self.short = None;
+            if n == 0 {
+                return self.link.req_packed_commands(cmd, offset, count).await;
+            }
+            let wait = Replication {
+                replicas: n,
+                ..wait
+            };
             let mut pipe = cmd.clone();
             pipe.add_command(Self::wait_cmd(&wait));
             let mut values = self
@@ -430,7 +603,7 @@ impl ConnectionLike for Acked {
             } else {
                 None
             };
-            self.record(&wait, answer.as_ref());
+            self.record(n, answer.as_ref());
             Ok(values)
         })
     }

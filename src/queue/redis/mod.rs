@@ -77,6 +77,7 @@ mod push;
 mod records;
 mod reply;
 mod scripts;
+mod switch;
 mod target;
 mod wake;
 
@@ -98,8 +99,8 @@ use crate::tenant::Tenant;
 pub use connect::{
     DEFAULT_CLUSTER_SHARDS, Durability, MAX_SHARDS, RedisOptions, shard_prefix, valid_queue_name,
 };
-pub use link::Replication;
 use link::{Acked, Link};
+pub use link::{Replication, ReplicationMode};
 use reply::{
     JOB_REPLY_FIELDS, array, corrupt, int, leased_job, parse_tenant, status_of, text, uint,
 };
@@ -236,7 +237,7 @@ impl RedisQueue {
             (Some(acked), Some(wait)) => Err(QueueError::NotReplicated {
                 what,
                 acked: u32::try_from(acked).unwrap_or(0),
-                wanted: wait.replicas,
+                wanted: con.waited(),
                 timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             _ => Ok(()),
@@ -700,14 +701,14 @@ impl Queue for RedisQueue {
     async fn set_tenant_host(
         &self,
         tenant: &str,
-        api_base: &url::Url,
+        api_base: Option<&url::Url>,
         access_key: &str,
     ) -> Result<bool, QueueError> {
         let reply: i64 = scripts::SET_HOST
             .key(self.key("tenants"))
             .arg(&self.prefix)
             .arg(tenant)
-            .arg(api_base.as_str())
+            .arg(api_base.map_or("", url::Url::as_str))
             .arg(access_key)
             .invoke_async(&mut self.con.clone())
             .await?;
@@ -1117,6 +1118,41 @@ impl Queue for RedisQueue {
             .query_async(&mut self.con.clone())
             .await?;
         Ok(())
+    }
+
+    async fn replicas(&self) -> Result<Option<crate::queue::ReplicaState>, QueueError> {
+        let Some(wait) = self.acked.replication() else {
+            return Ok(None);
+        };
+        let connected = self.acked().read_connected(wait.replicas).await?;
+        // Since when, for every process: the first to see it degraded writes the time on
+        // the primary (the one node left), the first to see it whole deletes it.
+        let key = self.key("degraded");
+        let mut con = self.con.clone();
+        let since = if connected < wait.replicas {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let (_, since): (redis::Value, Option<u64>) = redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg(now)
+                .arg("NX")
+                .cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await?;
+            Some(since.unwrap_or(now))
+        } else {
+            let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
+            None
+        };
+        Ok(Some(crate::queue::ReplicaState {
+            mode: wait.mode,
+            min_replicas: wait.replicas,
+            connected,
+            degraded_since_ms: since,
+        }))
     }
 
     async fn is_idle(&self) -> Result<bool, QueueError> {
