@@ -9,22 +9,17 @@
 //! announcement may have been missed meanwhile).
 
 use std::sync::Weak;
-use std::time::Duration;
 
 use futures::StreamExt;
-use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::link::Follow;
+use super::wake::Resubscribe;
 
 /// The sentinels' channel for a completed failover: `<master> <old ip> <old port> <new ip>
 /// <new port>`.
 const SWITCH_MASTER: &str = "+switch-master";
-
-/// Reconnect backoff: full jitter over 100 ms doubling up to 5 s.
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Starts one listener per sentinel; they end with `cancel`, or when the queue's
 /// connections are gone.
@@ -51,7 +46,7 @@ async fn listen_one(
     master: String,
     cancel: CancellationToken,
 ) {
-    let mut delay = RECONNECT_MIN;
+    let mut backoff = Resubscribe::new();
     let mut first = true;
     loop {
         let session = async {
@@ -91,16 +86,9 @@ async fn listen_one(
                 }
             }
         }
-        if started.elapsed() > RECONNECT_MAX {
-            delay = RECONNECT_MIN;
+        if !backoff.wait(started, &cancel).await {
+            return;
         }
-        let jitter = rand::rng().random_range(0..=delay.as_millis() as u64);
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
-        }
-        delay = (delay * 2).min(RECONNECT_MAX);
     }
 }
 

@@ -77,10 +77,42 @@ impl Wake {
     }
 }
 
-/// Reconnect backoff of the subscriber: full jitter over 100 ms doubling up to 5 s, for as
+/// Reconnect backoff of a subscriber: full jitter over 100 ms doubling up to 5 s, for as
 /// long as the queue lives (while it is down, waiters just wait out their `max`).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// The wait between two subscriptions of a listener (the wake-ups here, the sentinels'
+/// announcements in switch.rs): full jitter over a delay from [`RECONNECT_MIN`] doubling up
+/// to [`RECONNECT_MAX`], back to the start after a subscription that lasted longer than
+/// [`RECONNECT_MAX`].
+pub(super) struct Resubscribe {
+    delay: Duration,
+}
+
+impl Resubscribe {
+    pub(super) fn new() -> Self {
+        Resubscribe {
+            delay: RECONNECT_MIN,
+        }
+    }
+
+    /// Waits before the next subscription, after one that began at `started`; `false` when
+    /// `cancel` came first.
+    pub(super) async fn wait(&mut self, started: Instant, cancel: &CancellationToken) -> bool {
+        if started.elapsed() > RECONNECT_MAX {
+            self.delay = RECONNECT_MIN;
+        }
+        let jitter = rand::rng().random_range(0..=self.delay.as_millis() as u64);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
+        }
+        self.delay = (self.delay * 2).min(RECONNECT_MAX);
+        true
+    }
+}
 
 /// The channels one subscription serves: each shard's `wake` channel and its [`Wake`] (one
 /// entry for a queue of one shard).
@@ -103,7 +135,7 @@ pub(super) async fn listen(
         .join(",");
     let signal_all = || channels.iter().for_each(|(_, wake)| wake.signal());
     let mut pubsub = Some(first);
-    let mut delay = RECONNECT_MIN;
+    let mut backoff = Resubscribe::new();
     loop {
         let session = async {
             let mut ps = match pubsub.take() {
@@ -146,15 +178,8 @@ pub(super) async fn listen(
                 }
             }
         }
-        if started.elapsed() > RECONNECT_MAX {
-            delay = RECONNECT_MIN;
+        if !backoff.wait(started, &cancel).await {
+            return;
         }
-        let jitter = rand::rng().random_range(0..=delay.as_millis() as u64);
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
-        }
-        delay = (delay * 2).min(RECONNECT_MAX);
     }
 }
