@@ -22,6 +22,6 @@ if (s[2] or '') ~= ARGV[3] then
 end
 redis.call('HSET', key, 'share', ARGV[4], 'since', ARGV[5], 'cut', ARGV[5])
 -- The pacing starts again from the cut: the next call a gap after it (see `paced_at`).
-redis.call('HSET', P .. 'paced', tenant, ARGV[5])
+redis.call('HSET', PACED, tenant, ARGV[5])
 note_share(tenant, tonumber(ARGV[6]))
 return 1

@@ -174,7 +174,6 @@ end
 -- Keys and texts a dispatch uses for every job: built once (each new string costs the
 -- script about as much as a command).
 local bodies_key = P .. 'bodies'
-local paced_key = P .. 'paced'
 local oldest_key = P .. 'oldest'
 local day_text = {}
 local out = {'jobs'}
@@ -292,7 +291,7 @@ while served < max_jobs and skipped < max_skipped do
             count_today(tenant, t, day_us, quota or false, day_text[day]), t, day_us))
         end
         if gap then
-          redis.call('HSET', paced_key, tenant, t_text)
+          redis.call('HSET', PACED, tenant, t_text)
         end
         local unknown = 0
         if f[3] == '1' then

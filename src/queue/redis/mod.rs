@@ -30,7 +30,8 @@
 //! | `configured` / `reserve` / `daily_limit` | hash | tenant -> limit as imported / calls per window left to other clients / calls per day (imported, or lower if learned) |
 //! | `daily_learned` | hash | tenant -> the daily quota LeadSquared named in a rate-limit answer |
 //! | `day:<tenant>` | hash | the daily quota's count: days since the epoch (of `QueueConfig::day`) -> calls dispatched in that day (today's, and yesterday's until today's first call); a queue an older version wrote may hold `day` and `calls` fields, still read |
-//! | `share:<tenant>` | hash | the adaptive share: `share` as of the last rate-limit answer, `since` (µs) that answer, `cut` (µs) the last cut |
+//! | `share:<tenant>` | hash | the adaptive share: `share` as set at the last cut, `since` (µs) when the climb from it began, `cut` (µs) the last cut (see `queue::share`) |
+//! | `paced` | hash | tenant → µs its pacing counts from: its last call while paced, or its last cut |
 //! | `q:<tenant>` | list | ids of the tenant's waiting jobs, next first |
 //! | `ready` | zset | tenants with waiting jobs, scored by when their next call is allowed |
 //! | `calls:<tenant>` | zset | the tenant's last `limit` calls (lease tokens), scored by time; the dispatch allows its cap (`limit − reserve`, or the share under it) per window |
@@ -584,6 +585,11 @@ impl Queue for RedisQueue {
         let small = |i: usize| u32::try_from(uint(reply.get(i))).unwrap_or(u32::MAX);
         let (limit, reserve) = (small(6).max(1), small(7));
         let stored = |v: Option<&Value>| v.and_then(text).filter(|s| !s.is_empty());
+        let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok());
+        // How long before the refusal a stored moment (µs) was.
+        let ago = |at: f64| Duration::from_micros((now as f64 - at).max(0.0) as u64);
+        let cap = share::cap(limit, reserve);
+        let window = self.config.window + self.config.margin;
         let (mut set, mut since, mut cut) = (
             stored(reply.get(2)),
             stored(reply.get(3)),
@@ -592,16 +598,8 @@ impl Queue for RedisQueue {
         // Another worker's cut between the read and the write: decide again on what it
         // wrote (a cut is spaced by half a window, so the second try finds it too soon).
         for _ in 0..3 {
-            let us = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok());
-            let cap = share::cap(limit, reserve);
-            let window = self.config.window + self.config.margin;
-            let current = match (us(&set), us(&since)) {
-                (Some(set), Some(since)) => share::share_at(
-                    set,
-                    Duration::from_micros((now as f64 - since).max(0.0) as u64),
-                    window,
-                    cap,
-                ),
+            let current = match (number(&set), number(&since)) {
+                (Some(set), Some(since)) => share::share_at(set, ago(since), window, cap),
                 _ => f64::from(cap),
             };
             let refusal = share::Refusal {
@@ -609,13 +607,13 @@ impl Queue for RedisQueue {
                 cap,
                 limit,
                 ours,
-                since_cut: us(&cut)
-                    .map(|c| Duration::from_micros((now as f64 - c).max(0.0) as u64)),
+                since_cut: number(&cut).map(ago),
                 window,
             };
             let Some(new) = share::after_refusal(refusal) else {
                 return Ok(());
             };
+            // `since` goes back as it was read: the script compares it as text.
             let reply: Value = scripts::ADAPT_SHARE
                 .key(self.key("ready"))
                 .arg(&self.prefix)

@@ -16,6 +16,8 @@ local LIMITS = P .. 'limits'
 local RESERVE = P .. 'reserve'
 local DAILY_LIMIT = P .. 'daily_limit'
 local PAUSED = P .. 'paused'
+-- tenant -> µs its pacing counts from (its last call, or its last cut): see `paced_at`.
+local PACED = P .. 'paced'
 
 local function now_us()
   local t = redis.call('TIME')
@@ -117,7 +119,7 @@ local function paced_at(tenant, gap)
   if not gap then
     return 0
   end
-  local last = tonumber(redis.call('HGET', P .. 'paced', tenant))
+  local last = tonumber(redis.call('HGET', PACED, tenant))
   return last and last + gap or 0
 end
 

@@ -31,7 +31,7 @@ if day_us > 0 then
   count_today(tenant, now, day_us)
 end
 if gap then
-  redis.call('HSET', P .. 'paced', tenant, int(now))
+  redis.call('HSET', PACED, tenant, int(now))
 end
 -- A waiting tenant's next dispatch comes no sooner than its log allows.
 local score = tonumber(redis.call('ZSCORE', KEYS[1], tenant))
