@@ -262,11 +262,10 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let signals = super::worker::cancel_on_signal(shutdown.clone())?;
     let server = crate::sim::serve(listener, state, shutdown.clone())
         .context("cannot start the simulator")?;
-    writeln!(
-        super::output::stdout(),
-        "listening on http://{}",
-        server.local_addr()
-    )?;
+    // Everything the simulator has to say, in one write once every listener is up: a reader
+    // that takes the first line and goes away (a test, `| head -1`) then leaves no later line
+    // to meet a closed pipe, which would stop the simulator.
+    let mut announce = format!("listening on http://{}\n", server.local_addr());
     tracing::info!(addr = %server.local_addr(), "LeadSquared simulator listening");
     let mut others = Vec::new();
     for (name, addr) in &extra {
@@ -276,20 +275,19 @@ pub async fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let region =
             crate::sim::serve_region(listener, server.state().clone(), name, shutdown.clone())
                 .context("cannot start the simulator")?;
-        writeln!(
-            super::output::stdout(),
-            "region {name} listening on http://{}",
+        announce.push_str(&format!(
+            "region {name} listening on http://{}\n",
             region.local_addr()
-        )?;
+        ));
         others.push(region);
     }
     // Discovery answers on every region's host; a worker left at the default discovery URL
     // asks the real LeadSquared, which knows none of the simulator's keys.
-    writeln!(
-        super::output::stdout(),
-        "discovery: --discovery-url http://{} (or LSQ_DISCOVERY_URL)",
+    announce.push_str(&format!(
+        "discovery: --discovery-url http://{} (or LSQ_DISCOVERY_URL)\n",
         server.local_addr()
-    )?;
+    ));
+    write!(super::output::stdout(), "{announce}")?;
     shutdown.cancelled().await;
     // The watcher has ended: it cancelled the token, or saw it cancelled.
     let _ = signals.await;
